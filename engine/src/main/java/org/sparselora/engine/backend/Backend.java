@@ -1,0 +1,196 @@
+package org.sparselora.engine.backend;
+
+import java.util.List;
+
+/**
+ * Every operation a Llama-family LoRA / SparseLoRA training step needs, on one device. The model
+ * ({@code org.sparselora.engine.model}) is written once against this interface; {@code CpuBackend}
+ * (fp32, the reference and the truth) and {@code GpuBackend} (bf16, JCuda PTX kernels + cuBLAS via
+ * FFM, in {@code cuda-kernels/}) implement it.
+ *
+ * <p>Conventions (llm.c style): outputs first, then inputs; gradients are prefixed {@code d}; every
+ * tensor argument has its shape in a comment. N = B·T flattened tokens, C = hidden size. All
+ * matrices are row-major. Unless stated otherwise an op overwrites its outputs; ops named
+ * {@code ...Accumulate} or taking {@code accumulate=true} add into them. Ops may run
+ * asynchronously (GPU): only the {@code to*} download methods and {@link #synchronize()} wait.
+ * Integer index tensors are {@link DType#I32}; per-row statistics (rstd, lse, losses) are F32.
+ *
+ * <p>Composite operations have default implementations built from the primitive ones; a backend
+ * overrides them with fused kernels where that pays (the defaults are the reference semantics).
+ */
+public interface Backend extends AutoCloseable {
+
+    /** A short name such as {@code cpu} or {@code cuda:0}. */
+    String name();
+
+    /** The dtype this backend stores activations and frozen weights in (F32 on the CPU, BF16 on the GPU). */
+    DType computeType();
+
+    // ------------------------------------------------------------------ memory
+
+    Tensor empty(DType dtype, int... shape);
+
+    default Tensor zeros(DType dtype, int... shape) {
+        Tensor t = empty(dtype, shape);
+        fill(t, 0f);
+        return t;
+    }
+
+    /** Upload host floats, converting to {@code dtype}. {@code src.length == numel(shape)}. */
+    default Tensor fromFloats(float[] src, DType dtype, int... shape) {
+        Tensor t = empty(dtype, shape);
+        copyFromHost(t, src);
+        return t;
+    }
+
+    default Tensor fromInts(int[] src, int... shape) {
+        Tensor t = empty(DType.I32, shape);
+        copyFromHost(t, src);
+        return t;
+    }
+
+    void copyFromHost(Tensor dst, float[] src);
+
+    void copyFromHost(Tensor dst, int[] src);
+
+    /** Download as floats (converting from the tensor's dtype); waits for pending work. */
+    float[] toFloats(Tensor t);
+
+    int[] toInts(Tensor t);
+
+    /** dst = src elementwise, converting dtype; equal element counts. */
+    void copy(Tensor dst, Tensor src);
+
+    void fill(Tensor t, float value);
+
+    /** Waits until all queued work is done. */
+    void synchronize();
+
+    @Override
+    default void close() {}
+
+    // ------------------------------------------------------------------ dense algebra
+
+    /**
+     * C = alpha·op(A)·op(B) + beta·C with row-major 2-D tensors, op(X) = X or Xᵀ.
+     * A is (M,K) or, transposed, (K,M); B is (K,N) or, transposed, (N,K); C is (M,N) and F32 or
+     * the compute type. A linear layer {@code y = x·Wᵀ} is {@code matmul(y, x, false, W, true, 1, 0)}.
+     * With beta=1 the op accumulates (the fused LoRA scale-add is alpha=s, beta=1).
+     */
+    void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta);
+
+    /** y += alpha·x, elementwise, equal element counts. */
+    void axpy(Tensor y, float alpha, Tensor x);
+
+    /** t *= s. */
+    void scale(Tensor t, float s);
+
+    /** out = a ⊙ b elementwise. */
+    void mul(Tensor out, Tensor a, Tensor b);
+
+    /** Sum of squares over all given tensors, accumulated in double/fp32 (waits: returns to host). */
+    double sumOfSquares(List<Tensor> tensors);
+
+    // ------------------------------------------------------------------ layers
+
+    /** out[n,:] = table[ids[n],:]. out (N,C), ids (N) I32, table (V,C). */
+    void embedding(Tensor out, Tensor ids, Tensor table);
+
+    /** out = x / rms(x) ⊙ weight per row; rstd[n] = 1/sqrt(mean(x[n]²)+eps). out,x (N,C); weight (C); rstd (N) F32. */
+    void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps);
+
+    /** dx (+)= ∂/∂x of rmsNorm given dout (the norm weight is frozen: no dweight). dx,dout,x (N,C). */
+    void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate);
+
+    /** residual += delta; out = rmsNorm(residual). The fused form of the residual add + the next norm. */
+    default void addRmsNorm(Tensor residual, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        axpy(residual, 1f, delta);
+        rmsNorm(out, rstd, residual, weight, eps);
+    }
+
+    /**
+     * Rotary embedding in place, HF "rotate_half" layout: within each head of size D, element i pairs
+     * with i + D/2. x (N, H·D); positions (N) I32; cos, sin (maxPos, D/2) F32 tables (llama3 rope
+     * scaling is folded into the tables by the caller). {@code inverse=true} rotates by −θ, which is
+     * the backward pass (rotation is orthogonal).
+     */
+    void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse);
+
+    /**
+     * Causal grouped-query attention. q (N, Hq·D), k and v (N, Hkv·D), out (N, Hq·D), N = B·T;
+     * query head h reads kv head h / (Hq/Hkv). Keys before {@code keyStart[b]} (left padding) are
+     * masked; a query row with no visible key (a padding position) outputs zeros.
+     * lse (B, Hq, T) F32 receives the log-sum-exp of each softmax row (the backward's stash).
+     */
+    void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                   int batch, int seqLen, int heads, int kvHeads, int headDim, float scale);
+
+    /** Gradients of {@link #attention}: dq, dk, dv are overwritten. */
+    void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
+                           Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale);
+
+    /**
+     * Attention of n new tokens of one sequence against a KV cache (generation). q (n, Hq·D) are
+     * positions [pos0, pos0+n); kCache, vCache (maxT, Hkv·D) already hold positions [0, pos0+n).
+     */
+    void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
+                         int heads, int kvHeads, int headDim, float scale);
+
+    /** out = silu(gate) ⊙ up. All (N, I). */
+    void swiglu(Tensor out, Tensor gate, Tensor up);
+
+    /** dgate, dup from dout (all (N, I)); overwritten. */
+    void swigluBackward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up);
+
+    /**
+     * Fused softmax cross-entropy over one chunk of rows. logits (n, V); targets (n) I32 where -100
+     * means "no loss"; losses (n) F32 receives −log p[target] (0 for ignored rows);
+     * dlogits (n, V) receives gradScale·(softmax − onehot) (0 rows for ignored targets) and may
+     * be the same tensor as logits (computed in place).
+     */
+    void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, float gradScale);
+
+    /** Inverted dropout: out = x ⊙ mask / (1−p), mask drawn from (seed, element index) so forward and
+     *  backward agree; p = 0 copies. out, x same shape. Backward is the same call on dout. */
+    void dropout(Tensor out, Tensor x, float p, long seed);
+
+    // ------------------------------------------------------------------ optimizer
+
+    /**
+     * One AdamW step on a LoRA tensor (fp32 master param, fp32 moments): g = grad·gradScale;
+     * m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; param −= lr·(m̂/(√v̂+eps) + wd·param) with bias
+     * correction by {@code step} (1-based). gradScale carries clipping and averaging.
+     */
+    void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
+               float eps, float weightDecay, int step, float gradScale);
+
+    // ------------------------------------------------------------------ SparseLoRA: selection and slicing
+
+    /** out[i,:] = src[idx[i],:]. out (k,C), src (R,C), idx (k) I32. Weight rows and token rows alike. */
+    void gatherRows(Tensor out, Tensor src, Tensor idx);
+
+    /** out[idx[i],:] (+)= src[i,:]; rows not named are left alone. out (R,C), src (k,C). */
+    void scatterRows(Tensor out, Tensor src, Tensor idx, boolean accumulate);
+
+    /** out[:,i] = src[:,idx[i]]. out (R,k), src (R,C). */
+    void gatherCols(Tensor out, Tensor src, Tensor idx);
+
+    /** out[:,idx[i]] (+)= src[:,i]; columns not named are left alone. out (R,C), src (R,k). */
+    void scatterCols(Tensor out, Tensor src, Tensor idx, boolean accumulate);
+
+    /** out[c] = sqrt(Σ_r x[r,c]²). out (C) F32, x (R,C). */
+    void columnNorms(Tensor out, Tensor x);
+
+    /**
+     * Mean over each sequence's non-padding tokens: out[b,:] = mean_{t ≥ keyStart[b]} x[b·T+t,:].
+     * out (B,C), x (B·T, C), keyStart (B) I32.
+     */
+    void sequenceMean(Tensor out, Tensor x, Tensor keyStart, int batch, int seqLen);
+
+    /**
+     * The k largest scores' indices, written in ascending index order; ties go to the lower index,
+     * so the choice is deterministic. idx (k) I32, scores (n) F32. Runs on the device (no host trip).
+     */
+    void topK(Tensor idx, Tensor scores, int k);
+}

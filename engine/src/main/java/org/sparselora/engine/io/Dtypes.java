@@ -1,0 +1,36 @@
+package org.sparselora.engine.io;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import org.sparselora.engine.backend.DType;
+
+/** Conversions between stored element types and float, shared by every reader and writer. */
+public final class Dtypes {
+    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+
+    private Dtypes() {}
+
+    public static float bf16ToFloat(short bits) { return Float.intBitsToFloat((bits & 0xffff) << 16); }
+
+    /** Round-to-nearest-even float → bf16 (NaN stays NaN). */
+    public static short floatToBf16(float f) {
+        int x = Float.floatToRawIntBits(f);
+        if ((x & 0x7fffffff) > 0x7f800000) return (short) ((x >>> 16) | 0x40);
+        int rounding = 0x7fff + ((x >>> 16) & 1);
+        return (short) ((x + rounding) >>> 16);
+    }
+
+    public static float[] toFloats(DType dtype, MemorySegment data, long numel) {
+        if (numel > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for a float[]: " + numel);
+        float[] out = new float[(int) numel];
+        switch (dtype) {
+            case F32 -> { for (int i = 0; i < out.length; i++) out[i] = data.getAtIndex(F32, i); }
+            case BF16 -> { for (int i = 0; i < out.length; i++) out[i] = bf16ToFloat(data.getAtIndex(I16, i)); }
+            case F16 -> { for (int i = 0; i < out.length; i++) out[i] = Float.float16ToFloat(data.getAtIndex(I16, i)); }
+            default -> throw new IllegalArgumentException("not a floating dtype: " + dtype);
+        }
+        return out;
+    }
+}
