@@ -12,15 +12,21 @@ import org.sparselora.engine.train.Batch;
  * <ul>
  *   <li>frozen linears: forward {@code 2·in·out} per token and backward {@code 2·in·out} for dX
  *       only (frozen: no weight gradient). On sparse tokens both run on the kept slice; with
- *       {@code frozen_grad: cut} the backward through the slice is skipped.</li>
- *   <li>LoRA on the targeted linears, always dense: forward {@code 2·r·(in+out)}, backward twice
- *       that (dA, dB and dX).</li>
+ *       {@code frozen_grad: cut} the backward through the slice is skipped. Layer 0's q/k/v input
+ *       gradient is not computed (it could only reach the frozen embedding).</li>
+ *   <li>LoRA on the targeted linears, always dense: forward {@code 2·r·(in+out)}, backward dA, dB,
+ *       dU and dX (dX skipped where the frozen dX is).</li>
  *   <li>attention: {@code 4·D} per query head per visible (causal, non-padding) query–key pair
  *       forward (QKᵀ and P·V), twice that backward.</li>
- *   <li>the LM head (frozen): {@code 2·C·V} forward and again backward per head token.</li>
+ *   <li>the LM head (frozen): {@code 2·C·V} forward and again backward per head token (the model
+ *       computes logits for the output tokens only, so callers pass the output-token count).</li>
  *   <li>the predictor, as measured by {@link SparsePlanner.Step#predictorFlops()}.</li>
  * </ul>
  * Norms, RoPE, SiLU and the loss are O(N·C) and left out (below 0.1% at these shapes).
+ *
+ * <p>This counts from a config (kept counts via {@link SparsityConfig.Resolved}), with no plan or
+ * device tensors, so calibration can price candidate configs before running them; it follows the
+ * same conventions as the model's executed-plan counter.
  */
 public final class FlopCount {
 
@@ -106,18 +112,25 @@ public final class FlopCount {
                 long kept = keptMacs(c, l, kI, kKv);
                 long fwd = 2 * (denseTokens * full + sparseTokens * kept);
                 long bwd = 2 * (denseTokens * full + (fg == SparsePlan.FrozenGrad.CUT ? 0 : sparseTokens * kept));
-                total += fwd + bwd;
+                total += fwd + (needDx(layer, l) ? bwd : 0);
             }
         }
         return total;
     }
 
+    /** Layer 0's q/k/v input gradient would only reach the frozen embedding: the model skips it. */
+    static boolean needDx(int layer, Linear l) { return layer > 0 || !(l == Linear.Q || l == Linear.K || l == Linear.V); }
+
     /** LoRA, attention and the head: the same for dense and sparse steps. */
     static long common(LlamaConfig c, Lora lora, Batch batch, int headTokens) {
         long n = batch.tokenCount();
-        long loraPerToken = 0;
-        for (Linear l : lora.targets()) loraPerToken += 2L * lora.rank() * (in(c, l) + out(c, l));
-        long loraTotal = 3 * n * loraPerToken * c.numLayers();   // forward + 2x backward
+        long loraTotal = 0;
+        for (int layer = 0; layer < c.numLayers(); layer++)
+            for (Linear l : lora.targets()) {
+                long in = in(c, l), out = out(c, l), r = lora.rank();
+                loraTotal += 2L * n * r * (in + out);                                  // x·Aᵀ, ·Bᵀ
+                loraTotal += 2L * n * r * (2 * out + in + (needDx(layer, l) ? in : 0)); // dB, dU, dA, dX
+            }
         long pairs = 0;
         for (int b = 0; b < batch.batch(); b++) {
             long len = batch.seqLen() - batch.keyStart()[b];
