@@ -13,13 +13,14 @@ import org.sparselora.engine.train.Batch;
  * step's {@link SparsePlan} layer by layer as the forward reaches each norm. The plan stays valid
  * (the backward reads it) until the step is closed.
  */
-public final class SparsePlanner {
+public final class SparsePlanner implements AutoCloseable {
 
     private final Backend be;
     private final SparsityConfig config;
     private final ChannelSelection selection;   // null when nothing is sparse
     private final DenseWarmup schedule;
     private final long seed;
+    private boolean ownsSelection;
 
     /**
      * @param selection built from the predictor and {@code config.resolve(model)}; may be null only when the
@@ -31,11 +32,34 @@ public final class SparsePlanner {
         this.selection = selection;
         this.schedule = DenseWarmup.of(config, totalSteps);
         this.seed = seed;
-        if (selection == null && !config.denseMode() && !config.sparsity().isEmpty())
+        if (selection == null && !config.denseMode() && config.sparsity().values().stream().anyMatch(r -> r > 0))
             throw new IllegalArgumentException(config.source() + " makes layers sparse but no channel selection was given");
     }
 
+    /**
+     * Everything a training run needs from a config and the base weights: resolves the config for
+     * the model, builds (or loads from {@code predictorCache}, may be null) the SVD predictor for its
+     * sparse layers, uploads it, and returns the planner (which then owns the device factors).
+     */
+    public static SparsePlanner create(Backend be, org.sparselora.engine.io.WeightSource weights, SparsityConfig config,
+                                       java.nio.file.Path predictorCache, int totalSteps, long seed, SvdPredictor.Progress progress) {
+        SparsityConfig.Resolved resolved = config.resolve(weights.config());
+        if (!resolved.anySparse()) return new SparsePlanner(be, config, null, totalSteps, seed);
+        SvdPredictor predictor = SvdPredictor.forConfig(weights, resolved, config.rank(), predictorCache, LowRankSvd.Method.AUTO, progress);
+        SparsePlanner p = new SparsePlanner(be, config, new ChannelSelection(be, predictor, resolved), totalSteps, seed);
+        p.ownsSelection = true;
+        return p;
+    }
+
     public DenseWarmup schedule() { return schedule; }
+
+    /** The channel selection (null when the config has no sparse layer). */
+    public ChannelSelection selection() { return selection; }
+
+    @Override
+    public void close() {
+        if (ownsSelection) selection.close();
+    }
 
     public SparsityConfig config() { return config; }
 
