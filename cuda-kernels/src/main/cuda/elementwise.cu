@@ -74,10 +74,10 @@ __device__ void sumsqImpl(double* acc, const T* x, long n, int vec) {
     if (threadIdx.x == 0) atomicAdd(acc, (double)s);
 }
 
-// The dropout mask bit of element i: splitmix64 of (seed + (i+1)·golden), top 24 bits as a uniform
-// u in [0,1); kept when u >= p. The CPU backend and GpuBackendTest's reference use the same formula.
+// The dropout mask of element i, the CPU backend's rule: splitmix64's mix of
+// seed·γ + i·c1 + c2, top 24 bits as a uniform u in [0,1); the element is kept when u >= p.
 __device__ __forceinline__ float dropoutUniform(unsigned long long seed, long i) {
-    unsigned long long z = seed + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ull;
+    unsigned long long z = seed * 0x9E3779B97F4A7C15ull + (unsigned long long)i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;

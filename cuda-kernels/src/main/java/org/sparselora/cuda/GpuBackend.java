@@ -769,9 +769,9 @@ public final class GpuBackend implements Backend {
                 new Kernels.Args().ptr(O.address()).ptr(X.address()).f(p).l(seed).l(n));
     }
 
-    /** The dropout rule the kernel implements (the same formula): element {@code i} is kept when this is ≥ p. */
+    /** The dropout rule the kernel implements (CpuBackend's formula): element {@code i} is kept when this is ≥ p. */
     public static float dropoutUniform(long seed, long i) {
-        long z = seed + (i + 1) * 0x9E3779B97F4A7C15L;
+        long z = seed * 0x9E3779B97F4A7C15L + i * 0xBF58476D1CE4E5B9L + 0x94D049BB133111EBL;
         z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
         z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
         z ^= z >>> 31;
