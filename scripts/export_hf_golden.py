@@ -22,6 +22,7 @@ Layout written (per model NAME in llama, qwen2):
   OUT_DIR/NAME/score/texts.jsonl        3 records {"text": ...}
   OUT_DIR/NAME/score/expected.jsonl     {"index", "tokens", "loss"} for the base model
   OUT_DIR/NAME/score/expected_adapter.jsonl   the same with the adapter
+  OUT_DIR/NAME/score/ids.jsonl          {"index", "ids"}: the token ids HF's tokenizer gave
   OUT_DIR/NAME/meta.json                versions, seed, shapes, notes for the Java test
 All base weights are rounded to bf16-representable values before anything is computed, so the
 F32 and BF16 checkpoints hold identical values and the same expected numbers apply to both.
@@ -242,10 +243,12 @@ def shifted_ce(logits, labels):
 
 
 @torch.no_grad()
-def score(model, tok):
+def score(model, tok, ids_out=None):
     out = []
     for i, text in enumerate(SCORE_TEXTS):
-        ids = tok(text)["input_ids"]
+        ids = list(tok(text)["input_ids"])
+        if ids_out is not None:
+            ids_out.append({"index": i, "ids": ids})
         x = torch.tensor([ids], dtype=torch.long)
         logits = model(input_ids=x).logits.float()
         loss = F.cross_entropy(logits[0, :-1], x[0, 1:], reduction="mean")
@@ -343,7 +346,8 @@ def export_one(name, root, seed):
         loss_base = out.loss.float().reshape(1).clone()
     if not torch.allclose(loss_base, shifted_ce(logits_base, t["labels"]).reshape(1), rtol=1e-6):
         fail("HF loss differs from the mean shifted cross-entropy")
-    score_base = score(model, hf_tok)
+    score_ids = []
+    score_base = score(model, hf_tok, score_ids)
 
     # -- checkpoints: F32 single file, BF16 sharded ---------------------------------------------
     model_dir = os.path.join(root, "model")
@@ -444,6 +448,7 @@ def export_one(name, root, seed):
         json.dump(inputs, f)
         f.write("\n")
     write_jsonl(os.path.join(root, "score", "texts.jsonl"), [{"text": s} for s in SCORE_TEXTS])
+    write_jsonl(os.path.join(root, "score", "ids.jsonl"), score_ids)
     write_jsonl(os.path.join(root, "score", "expected.jsonl"), score_base)
     write_jsonl(os.path.join(root, "score", "expected_adapter.jsonl"), score_adapter)
 

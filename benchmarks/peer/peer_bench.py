@@ -138,8 +138,14 @@ def build_model(args, torch):
                 model = LlamaForCausalLM(cfg)
             finally:
                 torch.set_default_dtype(prev)
-    model.to(torch.bfloat16)
+    model.to(device="cuda", dtype=torch.bfloat16)
     model.config.use_cache = False
+    # random, never zero or uninitialised: zeros make GEMMs run faster than real weights do
+    w = model.model.layers[0].mlp.down_proj.weight
+    std = float(w.float().std())
+    if not 1e-4 < std < 1.0 or not bool(torch.isfinite(w).all()):
+        raise SystemExit(f"peer_bench: base weights look uninitialised (std {std})")
+    model.init_std_check = std
     attn = getattr(model.config, "_attn_implementation", None)
     if attn != "sdpa":
         raise SystemExit(f"peer_bench: model attention is {attn!r}, expected 'sdpa'")
@@ -262,7 +268,7 @@ def run_one(args):
         "adapter_param_dtypes": dtypes, "compile": args.compile,
         "rank": args.rank, "alpha": args.alpha, "batch": args.batch, "seq": args.seq,
         "output_tokens": args.output_tokens, "warmup": args.warmup, "steps": args.steps,
-        "lora_params": n_lora, "optimizer": f"torch.optim.AdamW ({opt_kind})",
+        "lora_params": n_lora, "base_weight_std": round(model.init_std_check, 5), "optimizer": f"torch.optim.AdamW ({opt_kind})",
         "ms_step_median": round(med, 3),
         "ms_forward_median": round(statistics.median(fwd), 3),
         "ms_backward_median": round(statistics.median(bwd), 3),
