@@ -12,8 +12,12 @@ import org.sparselora.engine.train.Batch;
  * ({@link TokenSplit}), and hands the model a {@link Step} — a {@link LayerSelector} that fills the
  * step's {@link SparsePlan} layer by layer as the forward reaches each norm. The plan stays valid
  * (the backward reads it) until the step is closed.
+ *
+ * <p>It is also the trainer's {@link org.sparselora.engine.train.SparsePlanner}: {@link #plan}
+ * begins a step (the plan's layer entries still empty), {@link #selector()} is that step, which the
+ * model calls during the forward, and {@link #release()} closes it after the backward.
  */
-public final class SparsePlanner implements AutoCloseable {
+public final class SparsePlanner implements org.sparselora.engine.train.SparsePlanner, AutoCloseable {
 
     private final Backend be;
     private final SparsityConfig config;
@@ -58,10 +62,32 @@ public final class SparsePlanner implements AutoCloseable {
 
     @Override
     public void close() {
+        release();
         if (ownsSelection) selection.close();
     }
 
     public SparsityConfig config() { return config; }
+
+    private Step current;
+
+    @Override
+    public SparsePlan plan(Batch batch, int step) {
+        release();
+        current = begin(batch, step);
+        return current.plan();
+    }
+
+    @Override
+    public LayerSelector selector() { return current; }
+
+    @Override
+    public long lastPredictorFlops() { return current == null ? 0 : current.predictorFlops(); }
+
+    @Override
+    public void release() {
+        if (current != null) current.close();
+        current = null;
+    }
 
     /** Starts step {@code step} (0-based) for {@code batch}. Close the returned step after the backward. */
     public Step begin(Batch batch, int step) {
