@@ -47,10 +47,10 @@ public final class Calibration {
             StringBuilder sb = new StringBuilder();
             sb.append(String.format(Locale.ROOT, "calibration: FLOP reduction %.3fx; loss base %.5f, predicted %.5f, measured %.5f%n",
                     flopReduction, baseLoss, predictedLoss, measuredLoss));
-            sb.append("  layer part       ratio   dloss        saved GFLOPs  chosen\n");
+            sb.append("  layer part       ratio   dloss        saved FLOPs   chosen\n");
             for (Option o : options)
-                sb.append(String.format(Locale.ROOT, "  %5d %-9s %6.3f %+10.5f %14.3f  %s%n", o.layer, o.part, o.ratio, o.deltaLoss,
-                        o.flopsSaved / 1e9, chosen.contains(o) ? "*" : ""));
+                sb.append(String.format(Locale.ROOT, "  %5d %-9s %6.3f %+10.5f %12.4g  %s%n", o.layer, o.part, o.ratio, o.deltaLoss,
+                        (double) o.flopsSaved, chosen.contains(o) ? "*" : ""));
             return sb.toString();
         }
     }
