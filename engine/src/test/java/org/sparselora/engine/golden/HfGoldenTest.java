@@ -114,4 +114,34 @@ class HfGoldenTest {
             }
         assertTrue(compared > B, what + ": compared only " + compared + " positions");
     }
+
+    /** `score`'s numbers: HF tokenizer ids and mean next-token loss, base and with the PEFT adapter (1e-4 relative). */
+    @ParameterizedTest
+    @ValueSource(strings = {"llama", "qwen2"})
+    void scoreMatchesHfTokenizerAndLoss(String family) {
+        try (GoldenFixtures g = GoldenFixtures.fromClasspath(family); CpuBackend be = new CpuBackend();
+             org.sparselora.engine.tokenizer.Tokenizer tok = org.sparselora.engine.tokenizer.Tokenizers.load(g.tokenizerJson());
+             LlamaWeights w = LlamaWeights.upload(be, g.model())) {
+            LlamaModel model = new LlamaModel(be, w);
+            AdapterFiles af = g.adapter();
+            LoraConfig lc = new LoraConfig(af.spec().r(), af.spec().loraAlpha(), 0f,
+                    LoraConfig.targetsOf(af.spec().targetModules()), af.spec().useRslora(), 0);
+            try (LoraAdapter lora = new LoraAdapter(be, w.config, lc)) {
+                lora.fromHost(af.tensors());
+                for (boolean withAdapter : new boolean[] {false, true}) {
+                    var scorer = new org.sparselora.engine.eval.Scorer(model, withAdapter ? lora : null, tok, 256);
+                    var expected = g.scoreExpected(withAdapter);
+                    var texts = g.scoreTexts();
+                    var ids = g.scoreIds();
+                    assertEquals(texts.size(), expected.size());
+                    for (int i = 0; i < texts.size(); i++) {
+                        org.junit.jupiter.api.Assertions.assertArrayEquals(ids.get(i), tok.encode(texts.get(i), true), family + " ids of text " + i);
+                        var s = scorer.score(texts.get(i));
+                        assertEquals(expected.get(i).tokens(), s.tokens(), family + " tokens of text " + i);
+                        assertEquals(expected.get(i).loss(), s.loss(), 1e-4 * expected.get(i).loss(), family + " loss of text " + i + (withAdapter ? " (adapter)" : ""));
+                    }
+                }
+            }
+        }
+    }
 }
