@@ -22,18 +22,19 @@ class GoldenFixturesTest {
 
     private Path buildFixture(boolean withAllGrads) throws IOException {
         Path f = dir.resolve("llama");
-        HfFormatsTest.MapSource src = HfFormatsTest.MapSource.random(HfFormatsTest.TINY, 21);
+        HfFormatsTest.MapSource src = HfFormatsTest.MapSource.randomBf16(HfFormatsTest.TINY, 21);
         HfCheckpointWriter.write(src, null, f.resolve("model"), DType.F32, 0, null);
         HfCheckpointWriter.write(src, null, f.resolve("model-bf16-sharded"), DType.BF16, 3000, null);
         AdapterFiles a = HfFormatsTest.randomAdapter(HfFormatsTest.TINY, 2, List.of("q_proj", "v_proj"), false, 22);
         PeftAdapter.write(f.resolve("adapter"), a);
-        Files.writeString(f.resolve("tokenizer.json"), "{}");
+        org.sparselora.engine.tokenizer.TokenizerTest.wordLevel(f);
         Files.writeString(f.resolve("inputs.json"), "{\"input_ids\": [[1, 5, 7], [0, 1, 3]], \"labels\": [[-100, 5, 7], [-100, -100, 3]],"
                 + " \"attention_mask\": [[1, 1, 1], [0, 1, 1]], \"position_ids\": [[0, 1, 2], [0, 0, 1]]}");
         Files.createDirectories(f.resolve("score"));
-        Files.writeString(f.resolve("score/texts.jsonl"), "{\"text\": \"hello\"}\n{\"text\": \"world\"}\n");
-        Files.writeString(f.resolve("score/ids.jsonl"), "{\"index\": 0, \"ids\": [1, 4]}\n{\"index\": 1, \"ids\": [1, 6, 8]}\n");
-        Files.writeString(f.resolve("score/expected.jsonl"), "{\"index\": 0, \"tokens\": 2, \"loss\": 3.5}\n");
+        Files.writeString(f.resolve("score/texts.jsonl"), "{\"text\": \"cat\"}\n{\"text\": \"on mat .\"}\n");
+        Files.writeString(f.resolve("score/ids.jsonl"), "{\"index\": 0, \"ids\": [1, 4]}\n{\"index\": 1, \"ids\": [1, 6, 7, 8]}\n");
+        Files.writeString(f.resolve("score/expected.jsonl"),
+                "{\"index\": 0, \"tokens\": 2, \"loss\": 3.5}\n{\"index\": 1, \"tokens\": 4, \"loss\": 2.5}\n");
         LinkedHashMap<String, float[]> t = new LinkedHashMap<>();
         LinkedHashMap<String, int[]> s = new LinkedHashMap<>();
         t.put("logits", new float[2 * 3 * 37]);
@@ -64,9 +65,9 @@ class GoldenFixturesTest {
             assertArrayEquals(new int[][] {{0, 1, 2}, {0, 0, 1}}, g.positionIds());
             assertEquals(4.5f, g.lossBase());
             assertArrayEquals(new int[] {2, 3, 37}, g.logitsBase().shape());
-            assertEquals(List.of("hello", "world"), g.scoreTexts());
-            assertArrayEquals(new int[] {1, 6, 8}, g.scoreIds().get(1));
-            assertEquals(List.of(new GoldenFixtures.ScoreLine(0, 2, 3.5)), g.scoreExpected(false));
+            assertEquals(List.of("cat", "on mat ."), g.scoreTexts());
+            assertArrayEquals(new int[] {1, 6, 7, 8}, g.scoreIds().get(1));
+            assertEquals(new GoldenFixtures.ScoreLine(0, 2, 3.5), g.scoreExpected(false).get(0));
             assertThrows(FormatException.class, () -> g.scoreExpected(true));
             assertArrayEquals(new int[][] {{-100, 5, 7}, {-100, -100, 3}}, g.labels());
             assertArrayEquals(new int[] {2, 3, 37}, g.logits().shape());
@@ -75,6 +76,16 @@ class GoldenFixturesTest {
             String k = PeftAdapter.loraBName(1, "v_proj");
             assertArrayEquals(g.adapter().tensors().get(k), g.grads().get(k).toFloats());
             assertTrue(Files.isRegularFile(g.tokenizerJson()));
+            GoldenFormatChecks.verify(g);
+        }
+    }
+
+    @Test
+    void formatChecksCatchATokenizerMismatch() throws IOException {
+        Path f = buildFixture(true);
+        Files.writeString(f.resolve("score/ids.jsonl"), "{\"index\": 0, \"ids\": [1, 5]}\n{\"index\": 1, \"ids\": [1, 6, 7, 8]}\n");
+        try (GoldenFixtures g = GoldenFixtures.open(f)) {
+            assertThrows(AssertionError.class, () -> GoldenFormatChecks.verify(g));
         }
     }
 

@@ -31,6 +31,18 @@ class HfFormatsTest {
 
     /** An in-memory WeightSource of random weights for a config. */
     record MapSource(LlamaConfig config, Map<String, HostTensor> map) implements WeightSource {
+        /** Random weights rounded to bf16-representable values (F32 and BF16 copies then agree exactly). */
+        static MapSource randomBf16(LlamaConfig c, long seed) {
+            MapSource m = random(c, seed);
+            LinkedHashMap<String, HostTensor> out = new LinkedHashMap<>();
+            m.map().forEach((k, t) -> {
+                float[] v = t.toFloats();
+                for (int i = 0; i < v.length; i++) v[i] = Dtypes.bf16ToFloat(Dtypes.floatToBf16(v[i]));
+                out.put(k, new HostTensor(k, DType.F32, t.shape(), Dtypes.fromFloats(DType.F32, v)));
+            });
+            return new MapSource(c, out);
+        }
+
         static MapSource random(LlamaConfig c, long seed) {
             Random rnd = new Random(seed);
             LinkedHashMap<String, HostTensor> m = new LinkedHashMap<>();
