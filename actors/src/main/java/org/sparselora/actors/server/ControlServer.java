@@ -56,7 +56,7 @@ public final class ControlServer implements AutoCloseable {
         if (o.maxMessageBytes() < 1024) throw new IllegalArgumentException("--max-message-bytes must be >= 1024, got " + o.maxMessageBytes());
         ServerCredentials creds = o.tlsCert() == null ? InsecureServerCredentials.create()
                 : TlsServerCredentials.create(o.tlsCert().toFile(), o.tlsKey().toFile());
-        var service = new ControlService(jobs);
+        var service = StrictParsing.wrap(new ControlService(jobs).bindService());
         NettyServerBuilder b = NettyServerBuilder.forAddress(new InetSocketAddress(addr, o.port()), creds)
                 .maxInboundMessageSize(o.maxMessageBytes()).maxInboundMetadataSize(16 << 10)
                 .addService(token == null ? ServerInterceptors.intercept(service) : ServerInterceptors.intercept(service, new BearerTokenInterceptor(token)));
