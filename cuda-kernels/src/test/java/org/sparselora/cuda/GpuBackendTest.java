@@ -332,35 +332,47 @@ class GpuBackendTest {
 
     @Test
     void attentionForwardBackwardGqaWithPadding() {
-        int B = 2, T = 33, Hq = 4, Hkv = 2, D = 32;
+        // small odd shape (both dtypes, both forward paths) and Llama-like head sizes whose T is not a tile multiple
+        for (DType t : FLOATS) checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, t, t == DType.BF16);
+        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, false);
+        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, true);
+        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, false);
+        checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, true);
+    }
+
+    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, boolean flash) {
         float scale = (float) (1 / Math.sqrt(D));
         int N = B * T;
-        int[] ks = {0, 7};  // second sequence left-padded by 7
-        for (DType t : FLOATS) {
+        String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + (flash ? " flash" : " gemm");
+        gpu.setFlashAttention(flash);
+        try {
             Pair Q = pair(rand(N * Hq * D, 1f), t, N, Hq * D), K = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D);
             Pair V = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D), KS = ints(ks, B);
             Pair O = out(t, N, Hq * D), L = out(DType.F32, B, Hq, T);
             gpu.attention(O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
             cpu.attention(O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
-            close("attention out " + t, O, ATT_TOL);
+            close("attention out " + tag, O, ATT_TOL);
             // lse: compare rows with a visible key (padding rows hold -inf on both)
             float[] lg = gpu.toFloats(L.g), lc = cpu.toFloats(L.c);
             for (int i = 0; i < lc.length; i++) {
-                if (Float.isInfinite(lc[i])) assertEquals(lc[i], lg[i], "lse padding row " + i);
-                else assertEquals(lc[i], lg[i], 2e-2 * Math.max(1, Math.abs(lc[i])), "lse row " + i);
+                if (Float.isInfinite(lc[i])) assertEquals(lc[i], lg[i], "lse padding row " + i + " " + tag);
+                else assertEquals(lc[i], lg[i], 2e-2 * Math.max(1, Math.abs(lc[i])), "lse row " + i + " " + tag);
             }
             // padded query rows output exactly 0
             float[] og = gpu.toFloats(O.g);
-            for (int tt = 0; tt < ks[1]; tt++)
-                for (int j = 0; j < Hq * D; j++) assertEquals(0f, og[(T + tt) * Hq * D + j], "padded query row output");
+            for (int b = 0; b < B; b++)
+                for (int tt = 0; tt < Math.min(ks[b], T); tt++)
+                    for (int j = 0; j < Hq * D; j++) assertEquals(0f, og[(b * T + tt) * Hq * D + j], "padded query row output " + tag);
             Pair DO = pair(rand(N * Hq * D, 1f), t, N, Hq * D);
             Pair DQ = out(t, N, Hq * D), DK = out(t, N, Hkv * D), DV = out(t, N, Hkv * D);
-            // the backward reads the forward's out and lse: give both sides their own forward results
+            // the backward reads the forward's out and lse: each side gets its own forward results
             gpu.attentionBackward(DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
             cpu.attentionBackward(DQ.c, DK.c, DV.c, DO.c, O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
-            close("attention dq " + t, DQ, ATT_TOL);
-            close("attention dk " + t, DK, ATT_TOL);
-            close("attention dv " + t, DV, ATT_TOL);
+            close("attention dq " + tag, DQ, ATT_TOL);
+            close("attention dk " + tag, DK, ATT_TOL);
+            close("attention dv " + tag, DV, ATT_TOL);
+        } finally {
+            gpu.setFlashAttention(true);
         }
     }
 
