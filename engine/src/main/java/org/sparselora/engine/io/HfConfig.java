@@ -64,8 +64,21 @@ public final class HfConfig {
         boolean tied = c.path("tie_word_embeddings").asBoolean(false);
         int maxPos = optInt(file, c, "max_position_embeddings", 2048);
         float eps = (float) optDouble(file, c, "rms_norm_eps", 1e-6);
-        float theta = (float) optDouble(file, c, "rope_theta", 10000.0);
-        LlamaConfig.RopeScaling scaling = ropeScaling(file, c.get("rope_scaling"), maxPos);
+        if (c.path("use_sliding_window").asBoolean(false))
+            throw new FormatException(file, "use_sliding_window true is not supported (attention here is full causal)");
+        float theta;
+        LlamaConfig.RopeScaling scaling;
+        JsonNode rp = c.get("rope_parameters");
+        if (rp != null && rp.isObject()) {
+            // transformers 5 folds rope_theta and rope_scaling into one rope_parameters object
+            // (per attention type for models that mix types: full attention is the one used here)
+            if (!rp.has("rope_type") && !rp.has("rope_theta") && rp.has("full_attention")) rp = rp.get("full_attention");
+            theta = (float) optDouble(file, rp, "rope_theta", 10000.0);
+            scaling = rp.has("rope_type") || rp.has("type") ? ropeScaling(file, rp, maxPos) : null;
+        } else {
+            theta = (float) optDouble(file, c, "rope_theta", 10000.0);
+            scaling = ropeScaling(file, c.get("rope_scaling"), maxPos);
+        }
         return new LlamaConfig(arch, hidden, inter, layers, heads, kvHeads, headDim, vocab, maxPos, eps, theta,
                 scaling, tied, attentionBias, tokenId(file, c, "bos_token_id"), tokenId(file, c, "eos_token_id"));
     }

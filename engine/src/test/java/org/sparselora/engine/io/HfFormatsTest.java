@@ -31,6 +31,18 @@ class HfFormatsTest {
 
     /** An in-memory WeightSource of random weights for a config. */
     record MapSource(LlamaConfig config, Map<String, HostTensor> map) implements WeightSource {
+        /** Random weights rounded to bf16-representable values (F32 and BF16 copies then agree exactly). */
+        static MapSource randomBf16(LlamaConfig c, long seed) {
+            MapSource m = random(c, seed);
+            LinkedHashMap<String, HostTensor> out = new LinkedHashMap<>();
+            m.map().forEach((k, t) -> {
+                float[] v = t.toFloats();
+                for (int i = 0; i < v.length; i++) v[i] = Dtypes.bf16ToFloat(Dtypes.floatToBf16(v[i]));
+                out.put(k, new HostTensor(k, DType.F32, t.shape(), Dtypes.fromFloats(DType.F32, v)));
+            });
+            return new MapSource(c, out);
+        }
+
         static MapSource random(LlamaConfig c, long seed) {
             Random rnd = new Random(seed);
             LinkedHashMap<String, HostTensor> m = new LinkedHashMap<>();
@@ -77,6 +89,29 @@ class HfFormatsTest {
         // the older spelling "type" and a directory argument
         Path g = writeConfig(Files.readString(f).replace("\"rope_type\"", "\"type\""));
         assertEquals(c, HfConfig.read(g.getParent()));
+    }
+
+    @Test
+    void readsTransformers5RopeParameters() throws IOException {
+        LlamaConfig c = HfConfig.read(writeConfig("""
+            {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 176, "head_dim": 16,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+             "max_position_embeddings": 256, "rms_norm_eps": 1e-05, "dtype": "float32",
+             "rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}"""));
+        assertEquals(10000f, c.ropeTheta());
+        assertEquals(new LlamaConfig.RopeScaling("llama3", 8f, 1f, 4f, 32), c.ropeScaling());
+        LlamaConfig q = HfConfig.read(writeConfig("""
+            {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 176,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 308,
+             "use_sliding_window": false, "sliding_window": null, "layer_types": ["full_attention", "full_attention"],
+             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}, "tie_word_embeddings": true}"""));
+        assertEquals(1e6f, q.ropeTheta());
+        assertNull(q.ropeScaling());
+        Path sw = writeConfig("""
+            {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 176,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 308, "use_sliding_window": true}""");
+        assertTrue(assertThrows(FormatException.class, () -> HfConfig.read(sw)).getMessage().contains("use_sliding_window"));
     }
 
     @Test

@@ -19,7 +19,7 @@ import org.junit.jupiter.api.io.TempDir;
 import org.sparselora.engine.io.FormatException;
 
 /** Tokenizers built inside the test (no shared data): a WordLevel and a BPE tokenizer.json, and a llama2.c vocabulary. */
-class TokenizerTest {
+public class TokenizerTest {
 
     @TempDir Path dir;
 
@@ -35,7 +35,7 @@ class TokenizerTest {
          "special_tokens":{"<s>":{"id":"<s>","ids":[1],"tokens":["<s>"]}}}""";
 
     /** A word-level tokenizer whose post-processor prepends <s>, as Llama's does. */
-    static Path wordLevel(Path dir) throws IOException {
+    public static Path wordLevel(Path dir) throws IOException {
         Files.createDirectories(dir);
         Path f = dir.resolve("tokenizer.json");
         Files.writeString(f, """
