@@ -101,4 +101,26 @@ class Stories260kPredictorTest {
             assertTrue(q.mlpRecall() > 0.25 && q.kRecall() > 0.5 && q.vRecall() > 0.5, q.toString());
         }
     }
+
+    @Test
+    void calibrationOnStories260k() {
+        try (Llama2cCheckpoint ckpt = Llama2cCheckpoint.open(SharedData.file("models/stories260K/stories260K.bin"))) {
+            Llama2cTokenizer tok = Llama2cTokenizer.load(SharedData.file("tokenizers/llama2c-tok512/tok512.bin"));
+            var ds = org.sparselora.engine.data.DatasetReader.read(SharedData.file("gsm8k/train_llm_adapters_format.json"),
+                    org.sparselora.engine.data.DatasetFormat.ALPACA, org.sparselora.engine.data.DatasetReader.Options.DEFAULT);
+            var examples = org.sparselora.engine.data.ExampleTokenizer.tokenizeAll(tok, ds.examples().subList(0, 4));
+            var batcher = new org.sparselora.engine.data.Batcher(examples,
+                    new org.sparselora.engine.data.Batcher.Options(4, 256, 0, false, false, false), tok);
+            List<Batch> batches = List.of(batcher.next());
+            List<String> progress = new ArrayList<>();
+            Calibration.Result r = Calibration.calibrateModel(be, ckpt, batches, FlopCount.Lora.qkvo(8), SparsityConfig.parse("mode: svd_8\n", "t"),
+                    1.05, new double[] {0.5, 0.9, 0.99}, new double[] {0.5}, null, SvdPredictor.Progress.NONE,
+                    (d, t, w) -> progress.add(d + "/" + t));
+            System.out.print("stories260K, 4 GSM8K records, target 1.05x FLOP reduction of a LoRA r=8 q,k,v,o step:\n" + r.report());
+            System.out.print(r.config().toYaml());
+            assertTrue(r.flopReduction() >= 1.05, r.report());
+            assertEquals("13/13", progress.get(progress.size() - 1), "dense + 3 middle layers x (3 MLP + 1 attention ratios)");
+            assertTrue(Double.isFinite(r.measuredLoss()) && r.measuredLoss() > 0);
+        }
+    }
 }
