@@ -86,6 +86,9 @@ class HfFormatsTest {
         assertEquals(128001, c.eosTokenId());
         assertFalse(c.tieWordEmbeddings());
         assertFalse(c.attentionBias());
+        assertArrayEquals(new int[] {128001, 128008, 128009}, HfConfig.stopTokenIds(f.getParent()));
+        Files.writeString(f.getParent().resolve("generation_config.json"), "{\"eos_token_id\": [128009, 7]}");
+        assertArrayEquals(new int[] {128001, 128008, 128009, 7}, HfConfig.stopTokenIds(f.getParent()));
         // the older spelling "type" and a directory argument
         Path g = writeConfig(Files.readString(f).replace("\"rope_type\"", "\"type\""));
         assertEquals(c, HfConfig.read(g.getParent()));
