@@ -202,6 +202,15 @@ class HfFormatsTest {
                     assertEquals(Dtypes.bf16ToFloat(Dtypes.floatToBf16(want[i])), got[i], 0f, n);
             }
         }
+        // F16 checkpoints read back as stored too
+        Path f16 = dir.resolve("f16");
+        HfCheckpointWriter.write(src, null, f16, DType.F16, 0, null);
+        try (HfCheckpoint ck = HfCheckpoint.open(f16)) {
+            assertEquals(DType.F16, ck.get("model.norm.weight").dtype());
+            float[] want = src.get("model.norm.weight").toFloats();
+            float[] got = ck.get("model.norm.weight").toFloats();
+            for (int i = 0; i < want.length; i++) assertEquals(Float.float16ToFloat(Float.floatToFloat16(want[i])), got[i], 0f);
+        }
         // an index naming a missing shard is an error naming the index and the shard
         Files.delete(out.resolve(wm.get("model.norm.weight")));
         FormatException e = assertThrows(FormatException.class, () -> HfCheckpoint.open(out));
