@@ -404,6 +404,16 @@ def export_one(name, root, seed):
     readme = os.path.join(adapter_dir, "README.md")
     if os.path.exists(readme):
         os.remove(readme)  # PEFT's model card template: nothing the tests need
+    # PEFT keeps target_modules as a set, so its order in the file follows Python's string hash
+    # seed; sort it so two exports are byte-identical.
+    acfg_path = os.path.join(adapter_dir, "adapter_config.json")
+    with open(acfg_path, encoding="utf-8") as f:
+        acfg = json.load(f)
+    if isinstance(acfg.get("target_modules"), list):
+        acfg["target_modules"] = sorted(acfg["target_modules"])
+    with open(acfg_path, "w", encoding="utf-8") as f:
+        json.dump(acfg, f, indent=2, sort_keys=True)
+        f.write("\n")
     saved = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
 
     pm.zero_grad(set_to_none=True)

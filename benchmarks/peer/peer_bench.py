@@ -141,7 +141,7 @@ def build_model(args, torch):
     model.to(device="cuda", dtype=torch.bfloat16)
     model.config.use_cache = False
     # random, never zero or uninitialised: zeros make GEMMs run faster than real weights do
-    w = model.model.layers[0].mlp.down_proj.weight
+    w = model.model.layers[0].mlp.down_proj.weight.detach()
     std = float(w.float().std())
     if not 1e-4 < std < 1.0 or not bool(torch.isfinite(w).all()):
         raise SystemExit(f"peer_bench: base weights look uninitialised (std {std})")

@@ -612,6 +612,24 @@ public final class GpuBackend implements Backend {
 
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
+    private boolean flashAttention = true;
+
+    /** Chooses the fused (flash-style) attention forward for bf16 inputs (default) or the cuBLAS +
+     *  softmax path; both compute the same function (tests hold each against the CPU). */
+    public void setFlashAttention(boolean on) { flashAttention = on; }
+
+    private static boolean flashEligible(int D, GpuTensor... ts) {
+        if (D != 32 && D != 64 && D != 128) return false;
+        for (GpuTensor t : ts) if (t.dtype() != DType.BF16) return false;
+        return aligned(ts);
+    }
+
+    /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
+    static int flashSharedBytes(int D) {
+        int qs = D + 8, ss = 64 + 4, ps = 64 + 8, os = D + 4;
+        return 64 * qs * 2 * 3 + 64 * ss * 4 + 64 * ps * 2 + 64 * os * 4 + 64 * 4 * 2;
+    }
+
     @Override
     public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
@@ -623,6 +641,13 @@ public final class GpuBackend implements Backend {
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
+        if (flashAttention && flashEligible(D, O, Q, K, V)) {
+            // fused kernel: no score matrix in device memory
+            kernels.launch("flash_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flashSharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            return;
+        }
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
         long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
         long S = scratch("attn.S", sn * 4), P = scratch("attn.P", sn * 2), oh = scratch("attn.oh", align256(qn * 2));
@@ -633,8 +658,15 @@ public final class GpuBackend implements Backend {
         // S_bg (G·T × T) = scale · Qh_bg · Kh_bgᵀ, one batch entry per (sequence, kv group)
         gemmBatched(false, true, GT, T, D, scale, qh, DType.BF16, D, (long) GT * D, kh, DType.BF16, D, (long) T * D,
                 0f, S, DType.F32, T, (long) GT * T, B * Hkv);
-        launch("attn_softmax", B * Hq * T, 1, rowThreads(T, 256), 0,
-                new Kernels.Args().ptr(P).ptr(L.address()).ptr(S).ptr(KS.address()).i(Hq).i(T));
+        long rows = (long) B * Hq * T;
+        if (T <= 1024) {  // one warp per row, the row in registers
+            String w = T <= 256 ? "w8" : T <= 512 ? "w16" : "w32";
+            launch("attn_softmax_" + w, (int) ((rows * 32 + 255) / 256), 1, 256, 0,
+                    new Kernels.Args().ptr(P).ptr(L.address()).ptr(S).ptr(KS.address()).i(Hq).i(T).l(rows));
+        } else {
+            launch("attn_softmax", (int) rows, 1, rowThreads(T, 256), 0,
+                    new Kernels.Args().ptr(P).ptr(L.address()).ptr(S).ptr(KS.address()).i(Hq).i(T));
+        }
         // Oh_bg (G·T × D) = P_bg · Vh_bg
         gemmBatched(false, false, GT, D, T, 1f, P, DType.BF16, T, (long) GT * T, vh, DType.BF16, D, (long) T * D,
                 0f, oh, DType.BF16, D, (long) GT * D, B * Hkv);

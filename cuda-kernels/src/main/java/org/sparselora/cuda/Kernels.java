@@ -1,5 +1,6 @@
 package org.sparselora.cuda;
 
+import static jcuda.driver.JCudaDriver.cuFuncSetAttribute;
 import static jcuda.driver.JCudaDriver.cuLaunchKernel;
 import static jcuda.driver.JCudaDriver.cuModuleGetFunction;
 import static jcuda.driver.JCudaDriver.cuModuleLoadData;
@@ -16,6 +17,7 @@ import java.util.List;
 import java.util.Map;
 import jcuda.Pointer;
 import jcuda.driver.CUfunction;
+import jcuda.driver.CUfunction_attribute;
 import jcuda.driver.CUmodule;
 
 /**
@@ -51,6 +53,8 @@ final class Kernels implements AutoCloseable {
             }
         }
         m.put("attn_softmax", "attention");
+        for (String w : new String[] {"w8", "w16", "w32"}) m.put("attn_softmax_" + w, "attention");
+        for (String d : new String[] {"d32", "d64", "d128"}) m.put("flash_fwd_" + d, "attention");
         m.put("attn_softmax_bwd", "attention");
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
@@ -87,6 +91,7 @@ final class Kernels implements AutoCloseable {
     private final String arch;
     private final Map<String, CUmodule> modules = new HashMap<>();
     private final Map<String, CUfunction> functions = new HashMap<>();
+    private final Map<String, Integer> dynamicSharedSet = new HashMap<>();
 
     /** @param computeMajor the device's compute capability major: ≥ 9 loads sm_90 PTX, 8 the portable compute_80 PTX */
     Kernels(int computeMajor) {
@@ -117,7 +122,17 @@ final class Kernels implements AutoCloseable {
 
     /** Launches {@code name} on {@code stream} with the given kernel arguments (see {@link Args}). */
     void launch(String name, int gx, int gy, int bx, int sharedBytes, CudaStream stream, Args args) {
-        cuLaunchKernel(function(name), gx, gy, 1, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
+        launch(name, gx, gy, 1, bx, sharedBytes, stream, args);
+    }
+
+    void launch(String name, int gx, int gy, int gz, int bx, int sharedBytes, CudaStream stream, Args args) {
+        CUfunction f = function(name);
+        if (sharedBytes > 48 * 1024 && dynamicSharedSet.getOrDefault(name, 0) < sharedBytes) {
+            // above 48 KB a kernel must opt in to its dynamic shared memory size
+            cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+            dynamicSharedSet.put(name, sharedBytes);
+        }
+        cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
     }
 
     @Override

@@ -12,14 +12,19 @@ import org.sparselora.engine.train.Batch;
  * ({@link TokenSplit}), and hands the model a {@link Step} — a {@link LayerSelector} that fills the
  * step's {@link SparsePlan} layer by layer as the forward reaches each norm. The plan stays valid
  * (the backward reads it) until the step is closed.
+ *
+ * <p>It is also the trainer's {@link org.sparselora.engine.train.SparsePlanner}: {@link #plan}
+ * begins a step (the plan's layer entries still empty), {@link #selector()} is that step, which the
+ * model calls during the forward, and {@link #release()} closes it after the backward.
  */
-public final class SparsePlanner {
+public final class SparsePlanner implements org.sparselora.engine.train.SparsePlanner, AutoCloseable {
 
     private final Backend be;
     private final SparsityConfig config;
     private final ChannelSelection selection;   // null when nothing is sparse
     private final DenseWarmup schedule;
     private final long seed;
+    private boolean ownsSelection;
 
     /**
      * @param selection built from the predictor and {@code config.resolve(model)}; may be null only when the
@@ -31,13 +36,58 @@ public final class SparsePlanner {
         this.selection = selection;
         this.schedule = DenseWarmup.of(config, totalSteps);
         this.seed = seed;
-        if (selection == null && !config.denseMode() && !config.sparsity().isEmpty())
+        if (selection == null && !config.denseMode() && config.sparsity().values().stream().anyMatch(r -> r > 0))
             throw new IllegalArgumentException(config.source() + " makes layers sparse but no channel selection was given");
+    }
+
+    /**
+     * Everything a training run needs from a config and the base weights: resolves the config for
+     * the model, builds (or loads from {@code predictorCache}, may be null) the SVD predictor for its
+     * sparse layers, uploads it, and returns the planner (which then owns the device factors).
+     */
+    public static SparsePlanner create(Backend be, org.sparselora.engine.io.WeightSource weights, SparsityConfig config,
+                                       java.nio.file.Path predictorCache, int totalSteps, long seed, SvdPredictor.Progress progress) {
+        SparsityConfig.Resolved resolved = config.resolve(weights.config());
+        if (!resolved.anySparse()) return new SparsePlanner(be, config, null, totalSteps, seed);
+        SvdPredictor predictor = SvdPredictor.forConfig(weights, resolved, config.rank(), predictorCache, LowRankSvd.Method.AUTO, progress);
+        SparsePlanner p = new SparsePlanner(be, config, new ChannelSelection(be, predictor, resolved), totalSteps, seed);
+        p.ownsSelection = true;
+        return p;
     }
 
     public DenseWarmup schedule() { return schedule; }
 
+    /** The channel selection (null when the config has no sparse layer). */
+    public ChannelSelection selection() { return selection; }
+
+    @Override
+    public void close() {
+        release();
+        if (ownsSelection) selection.close();
+    }
+
     public SparsityConfig config() { return config; }
+
+    private Step current;
+
+    @Override
+    public SparsePlan plan(Batch batch, int step) {
+        release();
+        current = begin(batch, step);
+        return current.plan();
+    }
+
+    @Override
+    public LayerSelector selector() { return current; }
+
+    @Override
+    public long lastPredictorFlops() { return current == null ? 0 : current.predictorFlops(); }
+
+    @Override
+    public void release() {
+        if (current != null) current.close();
+        current = null;
+    }
 
     /** Starts step {@code step} (0-based) for {@code batch}. Close the returned step after the backward. */
     public Step begin(Batch batch, int step) {

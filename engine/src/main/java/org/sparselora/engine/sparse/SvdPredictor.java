@@ -1,6 +1,5 @@
 package org.sparselora.engine.sparse;
 
-import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -20,6 +19,7 @@ import java.util.TreeSet;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.io.Dtypes;
 import org.sparselora.engine.io.HostTensor;
+import org.sparselora.engine.io.Safetensors;
 import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.model.LlamaConfig;
 
@@ -168,11 +168,7 @@ public final class SvdPredictor {
             allHash.putAll(hashes);
             Map<String, DType> allTypes = new LinkedHashMap<>(cachedDtype);
             allTypes.putAll(dtypes);
-            try {
-                writeCache(cache, rank, all, allHash, allTypes);
-            } catch (IOException e) {
-                throw new IllegalStateException("cannot write the SVD predictor cache " + cache + ": " + e.getMessage(), e);
-            }
+            writeCache(cache, rank, all, allHash, allTypes);
             progress.note("wrote " + all.size() + " factored projections to " + cache);
         }
         return pred;
@@ -214,13 +210,18 @@ public final class SvdPredictor {
 
     private static void readCache(Path cache, int rank, Map<String, LowRankSvd.Factors> out, Map<String, String> hashes,
                                   Map<String, DType> dtypes, Progress progress) {
-        PredictorCacheFile.Contents c;
-        try {
-            c = PredictorCacheFile.read(cache);
-        } catch (IOException | RuntimeException e) {
+        try (Safetensors c = Safetensors.open(cache)) {
+            readEntries(c, cache, rank, out, hashes, dtypes, progress);
+        } catch (RuntimeException e) {
             progress.note("cache " + cache + " is unreadable (" + e.getMessage() + "); rebuilding");
-            return;
+            out.clear();
+            hashes.clear();
+            dtypes.clear();
         }
+    }
+
+    private static void readEntries(Safetensors c, Path cache, int rank, Map<String, LowRankSvd.Factors> out, Map<String, String> hashes,
+                                    Map<String, DType> dtypes, Progress progress) {
         Map<String, String> meta = c.metadata();
         if (!FORMAT.equals(meta.get("format"))) {
             progress.note("cache " + cache + " is not an SVD predictor cache (format " + meta.get("format") + "); rebuilding");
@@ -233,7 +234,7 @@ public final class SvdPredictor {
         for (Map.Entry<String, String> e : meta.entrySet()) {
             if (!e.getKey().endsWith(".sha256")) continue;
             String key = e.getKey().substring(0, e.getKey().length() - ".sha256".length());
-            HostTensor p = c.tensors().get(key + ".p"), q = c.tensors().get(key + ".q");
+            HostTensor p = c.has(key + ".p") ? c.get(key + ".p") : null, q = c.has(key + ".q") ? c.get(key + ".q") : null;
             if (p == null || q == null || p.shape().length != 2 || q.shape().length != 2
                     || p.shape()[1] != rank || q.shape()[0] != rank) continue;   // incomplete entry: rebuilt
             out.put(key, new LowRankSvd.Factors(p.shape()[0], q.shape()[1], rank, p.toFloats(), q.toFloats(), new double[0]));
@@ -243,7 +244,7 @@ public final class SvdPredictor {
     }
 
     private static void writeCache(Path cache, int rank, Map<String, LowRankSvd.Factors> factors, Map<String, String> hashes,
-                                   Map<String, DType> dtypes) throws IOException {
+                                   Map<String, DType> dtypes) {
         LinkedHashMap<String, HostTensor> tensors = new LinkedHashMap<>();
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("format", FORMAT);
@@ -256,7 +257,7 @@ public final class SvdPredictor {
             tensors.put(e.getKey() + ".q", host(e.getKey() + ".q", f.q(), dt, arena, f.rank(), f.out()));
             meta.put(e.getKey() + ".sha256", hashes.get(e.getKey()));
         }
-        PredictorCacheFile.write(cache, tensors, meta);
+        Safetensors.write(cache, tensors, meta);
     }
 
     private static HostTensor host(String name, float[] v, DType dt, Arena arena, int... shape) {

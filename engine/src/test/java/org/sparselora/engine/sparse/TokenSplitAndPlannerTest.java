@@ -149,5 +149,21 @@ class TokenSplitAndPlannerTest {
         assertTrue(sliced.reduction() > 1.3 && sliced.reduction() < 3, "reduction " + sliced.reduction());
     }
 
+    @Test
+    void createBuildsPredictorFromConfig(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir) {
+        TestWeights w = new TestWeights(CFG, DType.F32, 12);
+        SparsityConfig cfg = SparsityConfig.parse("mode: svd_4\nstart_step: 0\nsparsity:\n  layers.1.mlp: 0.5\n", "t");
+        java.nio.file.Path cache = dir.resolve("p.safetensors");
+        try (SparsePlanner p = SparsePlanner.create(be, w, cfg, cache, 10, 1, SvdPredictor.Progress.NONE)) {
+            assertEquals(4, p.selection().rank());
+            assertTrue(java.nio.file.Files.exists(cache));
+            try (SparsePlanner.Step s = p.begin(batch(8, new int[] {0, 0}, new int[] {4, 4}), 0)) { assertTrue(s.sparse()); }
+        }
+        try (SparsePlanner p = SparsePlanner.create(be, w, SparsityConfig.parse("mode: dense\n", "d"), null, 10, 1, SvdPredictor.Progress.NONE)) {
+            assertNull(p.selection());
+            try (SparsePlanner.Step s = p.begin(batch(8, new int[] {0, 0}, new int[] {4, 4}), 5)) { assertFalse(s.sparse()); }
+        }
+    }
+
     static int[] fill(int n, int v) { int[] a = new int[n]; Arrays.fill(a, v); return a; }
 }
