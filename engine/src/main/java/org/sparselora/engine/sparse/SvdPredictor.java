@@ -94,6 +94,22 @@ public final class SvdPredictor {
 
     public boolean has(int layer, Proj proj) { return factors.containsKey(proj.key(layer)); }
 
+    /**
+     * Identifies these factors: SHA-256 over the rank and every factored projection's key and source
+     * hash. Equal identities mean the same factors (a cache key for whoever shares predictors).
+     */
+    public String identity() {
+        MessageDigest md;
+        try {
+            md = MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+        md.update(("rank=" + rank + ";").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        new java.util.TreeMap<>(sourceHashes).forEach((k, h) -> md.update((k + "=" + h + ";").getBytes(java.nio.charset.StandardCharsets.UTF_8)));
+        return HexFormat.of().formatHex(md.digest());
+    }
+
     /** Projections factored in this build (the rest came from the cache). */
     public int builtCount() { return built; }
 
