@@ -416,6 +416,20 @@ public final class CpuBackend implements Backend {
                     + " out " + Tensor.describe(out) + " for B=" + batch + " T=" + seqLen + " H=" + heads + " Hkv=" + kvHeads + " D=" + headDim);
     }
 
+    /** Row block of the causal attention GEMMs: rows [i0, i0+ATT_BLOCK) only need keys [0, i0+ATT_BLOCK). */
+    private static final int ATT_BLOCK = 32;
+
+    /**
+     * S = scale·Q_h·K_gᵀ over the causal lower triangle (block-wise; entries above the diagonal are
+     * left unspecified), for one sequence's tv valid rows. s is (tv, tv).
+     */
+    private static void scores(float[] s, int tv, float[] q, int qOff, int qw, float[] k, int kOff, int kw, int d, float scale) {
+        for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+            int i1 = Math.min(tv, i0 + ATT_BLOCK);
+            KERNELS.nt(q, qOff, qw, k, kOff, kw, s, 0, tv, d, i0, i1, 0, i1, scale, 0f);
+        }
+    }
+
     @Override
     public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
@@ -423,39 +437,36 @@ public final class CpuBackend implements Backend {
         checkAttention(Q, K, V, O, batch, seqLen, heads, kvHeads, headDim);
         if (L.numel != batch * heads * seqLen) throw new IllegalArgumentException("attention: lse " + Tensor.describe(lse));
         final int T = seqLen, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
-        parallelFor(batch * heads, 1, (s, e) -> {
-            float[] p = new float[T];
-            float[] acc = new float[D];
-            for (int bh = s; bh < e; bh++) {
+        // one task per (sequence, head): S = QKᵀ and O = PV through the GEMM kernels, softmax in between
+        parallelFor(batch * heads, 1, (st, en) -> {
+            float[] p = new float[T * T];
+            for (int bh = st; bh < en; bh++) {
                 int b = bh / heads, h = bh % heads, g = h / group;
-                int ks = KS.i[KS.off + b];
-                for (int t = 0; t < T; t++) {
-                    int qo = Q.off + (b * T + t) * qw + h * D, oo = O.off + (b * T + t) * qw + h * D;
-                    int lo = L.off + (b * heads + h) * T + t;
-                    if (t < ks) { // padding query: no visible key
-                        Arrays.fill(O.f, oo, oo + D, 0f);
-                        L.f[lo] = Float.NEGATIVE_INFINITY;
-                        continue;
-                    }
+                int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
+                int lo = L.off + (b * heads + h) * T;
+                for (int t = 0; t < ks; t++) { // padding queries: no visible key
+                    int oo = O.off + (b * T + t) * qw + h * D;
+                    Arrays.fill(O.f, oo, oo + D, 0f);
+                    L.f[lo + t] = Float.NEGATIVE_INFINITY;
+                }
+                if (tv == 0) continue;
+                int qOff = Q.off + (b * T + ks) * qw + h * D, kOff = K.off + (b * T + ks) * kw + g * D, vOff = V.off + (b * T + ks) * kw + g * D;
+                scores(p, tv, Q.f, qOff, qw, K.f, kOff, kw, D, scale);
+                for (int i = 0; i < tv; i++) {
+                    int r = i * tv;
                     float max = Float.NEGATIVE_INFINITY;
-                    for (int j = ks; j <= t; j++) {
-                        int ko = K.off + (b * T + j) * kw + g * D;
-                        float d = 0f;
-                        for (int i = 0; i < D; i++) d += Q.f[qo + i] * K.f[ko + i];
-                        p[j] = d * scale;
-                        if (p[j] > max) max = p[j];
-                    }
+                    for (int j = 0; j <= i; j++) max = Math.max(max, p[r + j]);
                     double sum = 0;
-                    for (int j = ks; j <= t; j++) { p[j] = (float) Math.exp(p[j] - max); sum += p[j]; }
+                    for (int j = 0; j <= i; j++) { float e = (float) Math.exp(p[r + j] - max); p[r + j] = e; sum += e; }
                     float inv = (float) (1.0 / sum);
-                    Arrays.fill(acc, 0f);
-                    for (int j = ks; j <= t; j++) {
-                        float w = p[j] * inv;
-                        int vo = V.off + (b * T + j) * kw + g * D;
-                        for (int i = 0; i < D; i++) acc[i] += w * V.f[vo + i];
-                    }
-                    System.arraycopy(acc, 0, O.f, oo, D);
-                    L.f[lo] = (float) (max + Math.log(sum));
+                    for (int j = 0; j <= i; j++) p[r + j] *= inv;
+                    for (int j = i + 1; j < tv; j++) p[r + j] = 0f;
+                    L.f[lo + ks + i] = (float) (max + Math.log(sum));
+                }
+                int oOff = O.off + (b * T + ks) * qw + h * D;
+                for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+                    int i1 = Math.min(tv, i0 + ATT_BLOCK);
+                    KERNELS.nn(p, 0, tv, V.f, vOff, kw, O.f, oOff, qw, i1, i0, i1, 0, D, 1f, 0f);
                 }
             }
         });
@@ -470,47 +481,64 @@ public final class CpuBackend implements Backend {
         CpuTensor Q = ft(q, "q"), K = ft(k, "k"), V = ft(v, "v"), KS = it(keyStart, "keyStart");
         checkAttention(Q, K, V, O, batch, seqLen, heads, kvHeads, headDim);
         final int T = seqLen, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
-        // one task per (sequence, kv head): it owns dk/dv of that head and dq of the group's query heads
-        parallelFor(batch * kvHeads, 1, (s, e) -> {
-            float[] p = new float[T];
-            for (int bg = s; bg < e; bg++) {
+        // one task per (sequence, kv head): it owns dk/dv of that head and dq of the group's query heads.
+        // Per head: P from the stashed lse, dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dO⊙O)), then
+        // dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO through the GEMM kernels.
+        parallelFor(batch * kvHeads, 1, (st, en) -> {
+            float[] p = new float[T * T], ds = new float[T * T], tr = new float[T * T];
+            for (int bg = st; bg < en; bg++) {
                 int b = bg / kvHeads, g = bg % kvHeads;
-                int ks = KS.i[KS.off + b];
+                int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
                 for (int t = 0; t < T; t++) {
                     int ko = (b * T + t) * kw + g * D;
                     Arrays.fill(DK.f, DK.off + ko, DK.off + ko + D, 0f);
                     Arrays.fill(DV.f, DV.off + ko, DV.off + ko + D, 0f);
-                }
-                for (int h = g * group; h < (g + 1) * group; h++) {
-                    for (int t = 0; t < T; t++) {
-                        int qo = (b * T + t) * qw + h * D;
-                        Arrays.fill(DQ.f, DQ.off + qo, DQ.off + qo + D, 0f);
-                        if (t < ks) continue;
-                        float l = L.f[L.off + (b * heads + h) * T + t];
-                        // Dsum = dout · out (the softmax-backward correction term)
-                        float dsum = 0f;
-                        for (int i = 0; i < D; i++) dsum += DO.f[DO.off + qo + i] * O.f[O.off + qo + i];
-                        for (int j = ks; j <= t; j++) {
-                            int kro = (b * T + j) * kw + g * D;
-                            float d = 0f;
-                            for (int i = 0; i < D; i++) d += Q.f[Q.off + qo + i] * K.f[K.off + kro + i];
-                            float pj = (float) Math.exp(d * scale - l);
-                            float dp = 0f;
-                            for (int i = 0; i < D; i++) dp += DO.f[DO.off + qo + i] * V.f[V.off + kro + i];
-                            float ds = pj * (dp - dsum) * scale;
-                            for (int i = 0; i < D; i++) {
-                                DQ.f[DQ.off + qo + i] += ds * K.f[K.off + kro + i];
-                                DK.f[DK.off + kro + i] += ds * Q.f[Q.off + qo + i];
-                                DV.f[DV.off + kro + i] += pj * DO.f[DO.off + qo + i];
-                            }
-                        }
+                    for (int h = g * group; h < (g + 1) * group; h++) {
+                        int qo = DQ.off + (b * T + t) * qw + h * D;
+                        Arrays.fill(DQ.f, qo, qo + D, 0f);
                     }
+                }
+                if (tv == 0) continue;
+                int kOff = (b * T + ks) * kw + g * D;
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    int qOff = (b * T + ks) * qw + h * D, lo = L.off + (b * heads + h) * T + ks;
+                    scores(p, tv, Q.f, Q.off + qOff, qw, K.f, K.off + kOff, kw, D, scale);
+                    for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+                        int i1 = Math.min(tv, i0 + ATT_BLOCK);
+                        KERNELS.nt(DO.f, DO.off + qOff, qw, V.f, V.off + kOff, kw, ds, 0, tv, D, i0, i1, 0, i1, 1f, 0f);
+                    }
+                    for (int i = 0; i < tv; i++) {
+                        int r = i * tv, ro = qOff + i * qw;
+                        float dsum = 0f;
+                        for (int x = 0; x < D; x++) dsum += DO.f[DO.off + ro + x] * O.f[O.off + ro + x];
+                        float l = L.f[lo + i];
+                        for (int j = 0; j <= i; j++) {
+                            float pj = (float) Math.exp(p[r + j] - l);
+                            p[r + j] = pj;
+                            ds[r + j] = pj * (ds[r + j] - dsum) * scale;
+                        }
+                        for (int j = i + 1; j < tv; j++) { p[r + j] = 0f; ds[r + j] = 0f; }
+                    }
+                    // dQ_h = dS·K (causal: row block i0..i1 needs keys < i1)
+                    for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+                        int i1 = Math.min(tv, i0 + ATT_BLOCK);
+                        KERNELS.nn(ds, 0, tv, K.f, K.off + kOff, kw, DQ.f, DQ.off + qOff, qw, i1, i0, i1, 0, D, 1f, 0f);
+                    }
+                    // dK_g += dSᵀ·Q_h ; dV_g += Pᵀ·dO_h
+                    transposeSquare(ds, tr, tv);
+                    KERNELS.nn(tr, 0, tv, Q.f, Q.off + qOff, qw, DK.f, DK.off + kOff, kw, tv, 0, tv, 0, D, 1f, 1f);
+                    transposeSquare(p, tr, tv);
+                    KERNELS.nn(tr, 0, tv, DO.f, DO.off + qOff, qw, DV.f, DV.off + kOff, kw, tv, 0, tv, 0, D, 1f, 1f);
                 }
             }
         });
         round(DQ);
         round(DK);
         round(DV);
+    }
+
+    private static void transposeSquare(float[] src, float[] dst, int n) {
+        for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) dst[j * n + i] = src[i * n + j];
     }
 
     @Override
