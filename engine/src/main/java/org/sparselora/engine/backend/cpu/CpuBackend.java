@@ -24,7 +24,7 @@ public final class CpuBackend implements Backend {
 
     private static final MatmulKernels KERNELS = pickKernels();
     /** Output tile of one GEMM task; fixed so results never depend on the thread count. */
-    private static final int TILE_M = 32, TILE_N = 128;
+    private static final int TILE_M = 32, TILE_N = 128, GROUP_TILES = 8;
 
     private final ForkJoinPool pool;
     private final int threads;
@@ -240,37 +240,66 @@ public final class CpuBackend implements Backend {
         // Pick the kernel from K, N and B's layout only (never from M), so that a gathered subset of
         // rows is computed exactly as inside the full product.
         int lanes = KERNELS.lanes();
-        boolean useNt = transB ? (k >= 2 * lanes || n < lanes) : (n < lanes && k >= 2 * lanes);
+        // The broadcast kernel (nn) is the faster one whenever C is at least a vector wide, even counting
+        // the transpose of B it needs for x·Wᵀ; dot products (nt) only for narrow C.
+        boolean useNt = n < lanes;
         final float[] bf;
         final int bOff;
+        final boolean packTiles = !useNt && transB; // x·Wᵀ: each task transposes its own column tile of B
         if (useNt) {
             if (transB) { bf = B.f; bOff = B.off; } else { bf = transpose(B.f, B.off, k, n); bOff = 0; }
         } else {
-            if (transB) { bf = transpose(B.f, B.off, n, k); bOff = 0; } else { bf = B.f; bOff = B.off; }
+            bf = B.f; bOff = B.off;
         }
         final int mt = (m + TILE_M - 1) / TILE_M, nt = (n + TILE_N - 1) / TILE_N;
+        final int groups = (mt + GROUP_TILES - 1) / GROUP_TILES;
         final float[] cf = C.f;
         final int cOff = C.off;
         final float[] aF = af;
         final int aO = aOff;
-        parallelFor(mt * nt, 1, (t0, t1) -> {
-            for (int tile = t0; tile < t1; tile++) {
-                int i0 = (tile / nt) * TILE_M, j0 = (tile % nt) * TILE_N;
-                int i1 = Math.min(m, i0 + TILE_M), j1 = Math.min(n, j0 + TILE_N);
-                if (useNt) KERNELS.nt(aF, aO, k, bf, bOff, k, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
-                else KERNELS.nn(aF, aO, k, bf, bOff, n, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+        // task = (group of GROUP_TILES row tiles) × (one column tile); tiles are fixed, so is every C element
+        parallelFor(groups * nt, 1, (t0, t1) -> {
+            float[] packed = null;
+            for (int task = t0; task < t1; task++) {
+                int g = task / nt, jt = task % nt;
+                int j0 = jt * TILE_N, j1 = Math.min(n, j0 + TILE_N), w = j1 - j0;
+                float[] bm = bf;
+                int bo = bOff, ldb = useNt ? k : n;
+                if (packTiles) {
+                    if (packed == null) packed = new float[k * TILE_N];
+                    for (int j = j0; j < j1; j++) {
+                        int src = bOff + j * k, col = j - j0;
+                        for (int p = 0; p < k; p++) packed[p * w + col] = bf[src + p];
+                    }
+                    bm = packed;
+                    bo = -j0; // nn indexes B columns absolutely: column j lives at packed[p·w + j − j0]
+                    ldb = w;
+                }
+                for (int it = g * GROUP_TILES; it < Math.min(mt, (g + 1) * GROUP_TILES); it++) {
+                    int i0 = it * TILE_M, i1 = Math.min(m, i0 + TILE_M);
+                    if (useNt) KERNELS.nt(aF, aO, k, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+                    else KERNELS.nn(aF, aO, k, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+                }
             }
         });
         round(C);
     }
 
-    /** (rows, cols) row-major → a fresh (cols, rows) array. */
+    /** (rows, cols) row-major → a fresh (cols, rows) array, in 32×32 blocks (both sides stay in cache). */
     private float[] transpose(float[] src, int off, int rows, int cols) {
         float[] out = new float[rows * cols];
-        parallelFor(cols, Math.max(1, 16384 / Math.max(1, rows)), (c0, c1) -> {
-            for (int c = c0; c < c1; c++) {
-                int o = c * rows;
-                for (int r = 0; r < rows; r++) out[o + r] = src[off + r * cols + c];
+        final int bs = 32;
+        int colBlocks = (cols + bs - 1) / bs;
+        parallelFor(colBlocks, Math.max(1, 64 * 1024 / Math.max(1, rows * bs)), (b0, b1) -> {
+            for (int cb = b0; cb < b1; cb++) {
+                int c0 = cb * bs, c1 = Math.min(cols, c0 + bs);
+                for (int r0 = 0; r0 < rows; r0 += bs) {
+                    int r1 = Math.min(rows, r0 + bs);
+                    for (int r = r0; r < r1; r++) {
+                        int so = off + r * cols;
+                        for (int c = c0; c < c1; c++) out[c * rows + r] = src[so + c];
+                    }
+                }
             }
         });
         return out;
