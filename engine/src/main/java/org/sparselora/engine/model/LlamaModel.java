@@ -5,6 +5,7 @@ import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.sparse.LayerSelector;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.train.Batch;
 
@@ -22,6 +23,9 @@ import org.sparselora.engine.train.Batch;
  * the plan's dense tokens run on the whole weight; the two groups are re-joined in place. The LoRA
  * branch is always dense on every channel and token. Weight slices are gathered once per forward and
  * reused by the backward. Backward through the slices follows {@link SparsePlan.FrozenGrad}.
+ * With a {@link LayerSelector} the plan's layer entries are filled during the forward, each right
+ * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
+ * and that layer's slices are gathered then.
  *
  * <p>Activation buffers are allocated once per batch shape and reused across steps. Not thread-safe:
  * one model instance per worker thread.
@@ -166,7 +170,12 @@ public final class LlamaModel {
      * @param dropoutSeed seed of this step's LoRA dropout masks (unused when dropout is 0)
      */
     public double forward(Batch batch, LoraAdapter lora, SparsePlan plan, long dropoutSeed) {
-        Acts a = runLayers(batch, lora, plan, dropoutSeed, true);
+        return forward(batch, lora, plan, null, dropoutSeed);
+    }
+
+    /** {@link #forward(Batch, LoraAdapter, SparsePlan, long)} with the plan's layers chosen in-flight by {@code selector} (may be null). */
+    public double forward(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long dropoutSeed) {
+        Acts a = runLayers(batch, lora, plan, selector, dropoutSeed, true);
         double loss = headLossAndBackward(a, batch);
         haveStash = true;
         return loss;
@@ -179,7 +188,12 @@ public final class LlamaModel {
 
     /** Forward without gradients (scoring / evaluation). {@code logits} (N·V floats) only when asked. */
     public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, boolean wantLogits) {
-        Acts a = runLayers(batch, lora, plan, 0L, false);
+        return evaluate(batch, lora, plan, null, wantLogits);
+    }
+
+    /** {@link #evaluate(Batch, LoraAdapter, SparsePlan, boolean)} with in-flight selection by {@code selector} (may be null). */
+    public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, boolean wantLogits) {
+        Acts a = runLayers(batch, lora, plan, selector, 0L, false);
         haveStash = false;
         int N = a.N, V = c.vocabSize();
         int[] rows = wantLogits ? allRows(N) : outputRows(batch.targets());
@@ -226,7 +240,7 @@ public final class LlamaModel {
 
     private int chunkRows(int n) { return Math.max(1, Math.min(n, logitsChunkElems / c.vocabSize())); }
 
-    private Acts runLayers(Batch batch, LoraAdapter lora, SparsePlan plan, long seed, boolean training) {
+    private Acts runLayers(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
         if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
             throw new IllegalArgumentException("LoRA adapter was built for another model config");
         Acts a = acts(batch.batch(), batch.seqLen());
@@ -246,6 +260,10 @@ public final class LlamaModel {
         be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
         for (int l = 0; l < L; l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            if (selector != null && sIdx != null) {   // choose this layer's attention channels from its own input
+                selector.attention(l, a.xn1[l]);
+                gatherSlices(l, Projection.Q, Projection.K, Projection.V, Projection.O);
+            }
             SparsePlan.LayerPlan lp = layerPlan(l);
             // attention: q, k, v from the normed input; RoPE; causal GQA attention; o
             projForward(a, a.q[l], a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
@@ -260,6 +278,11 @@ public final class LlamaModel {
             be.copy(a.resMid[l], a.resIn[l]);
             be.addRmsNorm(a.resMid[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
             // SwiGLU MLP
+            if (selector != null && sIdx != null) {   // choose this layer's MLP channels from its own input
+                selector.mlp(l, a.xn2[l]);
+                gatherSlices(l, Projection.GATE, Projection.UP, Projection.DOWN);
+                lp = layerPlan(l);
+            }
             Tensor mlp = lp == null ? null : lp.mlp();
             projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
             projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
@@ -293,24 +316,27 @@ public final class LlamaModel {
         if (nS + nD != a.N)
             throw new IllegalArgumentException("sparse plan splits " + nS + " sparse + " + nD + " dense tokens, the batch has " + a.N);
         // gather this step's weight slices once; backward reuses them
-        for (int l = 0; l < c.numLayers(); l++) {
-            SparsePlan.LayerPlan lp = plan.layers()[l];
-            for (Projection p : Projection.values()) {
-                Tensor idx = lp == null ? null : keptIndex(lp, p);
-                if (idx == null) continue;
-                int k = (int) idx.numel(), in = p.inDim(c), out = p.outDim(c);
-                Tensor W = w.layers[l].weight(p);
-                boolean rowsKept = outputSliced(p);
-                int[] shape = rowsKept ? new int[] {k, in} : new int[] {out, k};
-                Tensor s = slices[l][p.ordinal()];
-                if (s == null || !Arrays.equals(s.shape(), shape)) slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
-                if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
-                Tensor bias = w.layers[l].bias(p);
-                if (bias != null) {
-                    Tensor bs = biasSlices[l][p.ordinal()];
-                    if (bs == null || bs.numel() != k) biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
-                    be.gatherRows(bs, bias.reshape(out, 1), idx);
-                }
+        for (int l = 0; l < c.numLayers(); l++) gatherSlices(l, Projection.values());
+    }
+
+    /** Gathers layer l's kept weight slices of the given projections (those with a kept-index set). */
+    private void gatherSlices(int l, Projection... projections) {
+        SparsePlan.LayerPlan lp = curPlan.layers()[l];
+        for (Projection p : projections) {
+            Tensor idx = lp == null ? null : keptIndex(lp, p);
+            if (idx == null) continue;
+            int k = (int) idx.numel(), in = p.inDim(c), out = p.outDim(c);
+            Tensor W = w.layers[l].weight(p);
+            boolean rowsKept = outputSliced(p);
+            int[] shape = rowsKept ? new int[] {k, in} : new int[] {out, k};
+            Tensor s = slices[l][p.ordinal()];
+            if (s == null || !Arrays.equals(s.shape(), shape)) slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+            if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
+            Tensor bias = w.layers[l].bias(p);
+            if (bias != null) {
+                Tensor bs = biasSlices[l][p.ordinal()];
+                if (bs == null || bs.numel() != k) biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                be.gatherRows(bs, bias.reshape(out, 1), idx);
             }
         }
     }

@@ -61,15 +61,16 @@ public final class LoraTrainer implements TrainingWorker {
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         long t0 = System.nanoTime();
         SparsePlan plan = sparse && planner != null ? planner.plan(batch, step) : null;
-        long predictor = plan != null ? planner.lastPredictorFlops() : 0;
         long seed = lora.config().seed() * 0x2545F4914F6CDD1DL + step * 1_000_003L + microBatch;
         microBatch++;
-        double loss = model.forward(batch, lora, plan, seed);
+        double loss = model.forward(batch, lora, plan, plan != null ? planner.selector() : null, seed);
         model.backward();
         be.synchronize();
         double ms = (System.nanoTime() - t0) / 1e6;
+        long predictor = plan != null ? planner.lastPredictorFlops() : 0;   // the plan is complete only now
         long flops = FlopCounter.step(model.config(), lora.config(), batch, plan) + predictor;
         long dense = FlopCounter.step(model.config(), lora.config(), batch, null);
+        if (plan != null) planner.release();
         return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, flops, dense, predictor, ms);
     }
 
