@@ -28,12 +28,21 @@ public final class CpuBackend implements Backend {
 
     private final ForkJoinPool pool;
     private final int threads;
+    private final DType computeType;
 
     public CpuBackend() { this(Runtime.getRuntime().availableProcessors()); }
 
-    public CpuBackend(int threads) {
+    public CpuBackend(int threads) { this(threads, DType.F32); }
+
+    /**
+     * @param computeType F32 (the reference), or BF16/F16 to emulate a GPU run: weights and
+     *                    activations are then stored rounded to that precision (arithmetic stays fp32)
+     */
+    public CpuBackend(int threads, DType computeType) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+        if (!computeType.isFloating()) throw new IllegalArgumentException("compute type must be floating, got " + computeType);
         this.threads = threads;
+        this.computeType = computeType;
         this.pool = threads == 1 ? null : new ForkJoinPool(threads);
     }
 
@@ -54,9 +63,9 @@ public final class CpuBackend implements Backend {
 
     public int threads() { return threads; }
 
-    @Override public String name() { return "cpu"; }
+    @Override public String name() { return computeType == DType.F32 ? "cpu" : "cpu-" + computeType.name().toLowerCase(); }
 
-    @Override public DType computeType() { return DType.F32; }
+    @Override public DType computeType() { return computeType; }
 
     @Override
     public void close() { if (pool != null) pool.shutdown(); }

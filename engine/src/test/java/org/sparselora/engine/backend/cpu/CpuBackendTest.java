@@ -215,6 +215,15 @@ class CpuBackendTest {
                     want[b + i + half] = x[b + i + half] * Math.cos(ang) + x[b + i] * Math.sin(ang);
                 }
         close(want, be.toFloats(X), 1e-5, "rope");
+        // backward: the gradient of Σ rope(x)⊙R is rope⁻¹(R) (rotation is orthogonal); check it by FD
+        float[] probe = rand(r, n * h * d, 1);
+        Tensor G = f(probe.clone(), n, h * d);
+        be.rope(G, P, C, S, h, d, true);
+        checkFd(x, be.toFloats(G), xs -> {
+            Tensor y = f(xs.clone(), n, h * d);
+            be.rope(y, P, C, S, h, d, false);
+            return dot(be.toFloats(y), probe);
+        }, "rope backward");
         be.rope(X, P, C, S, h, d, true);
         double[] orig = new double[x.length];
         for (int i = 0; i < x.length; i++) orig[i] = x[i];
