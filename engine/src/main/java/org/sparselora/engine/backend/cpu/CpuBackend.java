@@ -563,10 +563,17 @@ public final class CpuBackend implements Backend {
                         KERNELS.nn(ds, 0, tv, K.f, K.off + kOff, kw, DQ.f, DQ.off + qOff, qw, i1, i0, i1, 0, D, 1f, 0f);
                     }
                     // dK_g += dSᵀ·Q_h ; dV_g += Pᵀ·dO_h
+                    // causal: key row j only receives from queries i ≥ j, so each row block starts its sum at j0
                     transposeSquare(ds, tr, tv);
-                    KERNELS.nn(tr, 0, tv, Q.f, Q.off + qOff, qw, DK.f, DK.off + kOff, kw, tv, 0, tv, 0, D, 1f, 1f);
+                    for (int j0 = 0; j0 < tv; j0 += ATT_BLOCK) {
+                        int j1 = Math.min(tv, j0 + ATT_BLOCK);
+                        KERNELS.nn(tr, j0, tv, Q.f, Q.off + qOff + j0 * qw, qw, DK.f, DK.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
+                    }
                     transposeSquare(p, tr, tv);
-                    KERNELS.nn(tr, 0, tv, DO.f, DO.off + qOff, qw, DV.f, DV.off + kOff, kw, tv, 0, tv, 0, D, 1f, 1f);
+                    for (int j0 = 0; j0 < tv; j0 += ATT_BLOCK) {
+                        int j1 = Math.min(tv, j0 + ATT_BLOCK);
+                        KERNELS.nn(tr, j0, tv, DO.f, DO.off + qOff + j0 * qw, qw, DV.f, DV.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
+                    }
                 }
             }
         });
