@@ -22,6 +22,7 @@ public final class OpProfile {
     public static void main(String[] args) {
         int threads = args.length > 0 ? Integer.parseInt(args[0]) : Runtime.getRuntime().availableProcessors();
         int steps = args.length > 1 ? Integer.parseInt(args[1]) : 2;
+        boolean shapes = args.length > 2 && args[2].equals("shapes");
         try (CpuBackend cpu = new CpuBackend(threads)) {
             Map<String, long[]> acc = new TreeMap<>();
             Backend be = (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (p, m, a) -> {
@@ -31,7 +32,14 @@ public final class OpProfile {
                 } catch (InvocationTargetException e) {
                     throw e.getCause();
                 } finally {
-                    long[] x = acc.computeIfAbsent(m.getName(), k -> new long[2]);
+                    String key = m.getName();
+                    if (key.equals("matmul") && shapes) {
+                        var c = (org.sparselora.engine.backend.Tensor) a[0];
+                        var x0 = (org.sparselora.engine.backend.Tensor) a[1];
+                        int kk = (Boolean) a[2] ? x0.dim(0) : x0.dim(-1);
+                        key = "matmul " + c.dim(0) + "x" + kk + "x" + c.dim(-1) + ((Boolean) a[2] ? " tA" : "") + ((Boolean) a[4] ? " tB" : "");
+                    }
+                    long[] x = acc.computeIfAbsent(key, k -> new long[2]);
                     x[0] += System.nanoTime() - t0;
                     x[1]++;
                 }
@@ -49,7 +57,7 @@ public final class OpProfile {
                 for (int i = 0; i < steps; i++) { model.forward(b, lora, plan, i); model.backward(); }
                 double total = (System.nanoTime() - t0) / 1e6 / steps;
                 System.out.printf("%n%s: %.1f ms/step%n", mode, total);
-                acc.entrySet().stream().sorted((x, y) -> Long.compare(y.getValue()[0], x.getValue()[0])).limit(12)
+                acc.entrySet().stream().sorted((x, y) -> Long.compare(y.getValue()[0], x.getValue()[0])).limit(shapes ? 30 : 12)
                         .forEach(e -> System.out.printf("  %-20s %8.1f ms  %5d calls%n", e.getKey(), e.getValue()[0] / 1e6 / steps, e.getValue()[1] / steps));
             }
         }

@@ -242,16 +242,20 @@ public final class CpuBackend implements Backend {
             round(C);
             return;
         }
-        // A as (M,K) row-major
-        float[] af;
-        int aOff;
-        if (transA) { af = transpose(A.f, A.off, k, m); aOff = 0; } else { af = A.f; aOff = A.off; }
         // Pick the kernel from K, N and B's layout only (never from M), so that a gathered subset of
         // rows is computed exactly as inside the full product.
+        // Pick the kernel from K, N and B's layout only (never from M), so that a gathered subset of
+        // rows is computed exactly as inside the full product. The broadcast kernel (nn) is the faster
+        // one whenever C is at least a vector wide, even counting the per-tile transpose of B that
+        // x·Wᵀ needs, and it reads a transposed A in place; dot products (nt) only for narrow C.
         int lanes = KERNELS.lanes();
-        // The broadcast kernel (nn) is the faster one whenever C is at least a vector wide, even counting
-        // the transpose of B it needs for x·Wᵀ; dot products (nt) only for narrow C.
         boolean useNt = n < lanes;
+        // A as (M,K) row-major, except that nn reads Aᵀ directly
+        final boolean aTrans = transA && !useNt;
+        float[] af;
+        int aOff;
+        if (transA && useNt) { af = transpose(A.f, A.off, k, m); aOff = 0; } else { af = A.f; aOff = A.off; }
+        final int lda = aTrans ? m : k;
         final float[] bf;
         final int bOff;
         final boolean packTiles = !useNt && transB; // x·Wᵀ: each task transposes its own column tile of B
@@ -276,10 +280,7 @@ public final class CpuBackend implements Backend {
                 int bo = bOff, ldb = useNt ? k : n;
                 if (packTiles) {
                     if (packed == null) packed = new float[k * TILE_N];
-                    for (int j = j0; j < j1; j++) {
-                        int src = bOff + j * k, col = j - j0;
-                        for (int p = 0; p < k; p++) packed[p * w + col] = bf[src + p];
-                    }
+                    packTile(bf, bOff, k, j0, j1, packed);
                     bm = packed;
                     bo = -j0; // nn indexes B columns absolutely: column j lives at packed[p·w + j − j0]
                     ldb = w;
@@ -287,11 +288,37 @@ public final class CpuBackend implements Backend {
                 for (int it = g * GROUP_TILES; it < Math.min(mt, (g + 1) * GROUP_TILES); it++) {
                     int i0 = it * TILE_M, i1 = Math.min(m, i0 + TILE_M);
                     if (useNt) KERNELS.nt(aF, aO, k, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
-                    else KERNELS.nn(aF, aO, k, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+                    else KERNELS.nn(aF, aO, lda, aTrans, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
                 }
             }
         });
         round(C);
+    }
+
+    /**
+     * Rows [j0, j1) of B (N,K) transposed into packed (K, j1−j0). Eight rows at a time, so every
+     * step writes 8 adjacent floats while reading 8 sequential streams (both cache friendly).
+     */
+    private static void packTile(float[] b, int bOff, int k, int j0, int j1, float[] packed) {
+        int w = j1 - j0, j = j0;
+        for (; j + 8 <= j1; j += 8) {
+            int s0 = bOff + j * k, col = j - j0;
+            for (int p = 0; p < k; p++) {
+                int d = p * w + col, s = s0 + p;
+                packed[d] = b[s];
+                packed[d + 1] = b[s + k];
+                packed[d + 2] = b[s + 2 * k];
+                packed[d + 3] = b[s + 3 * k];
+                packed[d + 4] = b[s + 4 * k];
+                packed[d + 5] = b[s + 5 * k];
+                packed[d + 6] = b[s + 6 * k];
+                packed[d + 7] = b[s + 7 * k];
+            }
+        }
+        for (; j < j1; j++) {
+            int s0 = bOff + j * k, col = j - j0;
+            for (int p = 0; p < k; p++) packed[p * w + col] = b[s0 + p];
+        }
     }
 
     /** (rows, cols) row-major → a fresh (cols, rows) array, in 32×32 blocks (both sides stay in cache). */
@@ -504,7 +531,7 @@ public final class CpuBackend implements Backend {
                 int oOff = O.off + (b * T + ks) * qw + h * D;
                 for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
                     int i1 = Math.min(tv, i0 + ATT_BLOCK);
-                    KERNELS.nn(p, 0, tv, V.f, vOff, kw, O.f, oOff, qw, i1, i0, i1, 0, D, 1f, 0f);
+                    KERNELS.nn(p, 0, tv, false, V.f, vOff, kw, O.f, oOff, qw, i1, i0, i1, 0, D, 1f, 0f);
                 }
             }
         });
@@ -523,7 +550,7 @@ public final class CpuBackend implements Backend {
         // Per head: P from the stashed lse, dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dO⊙O)), then
         // dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO through the GEMM kernels.
         parallelFor(batch * kvHeads, 1, (st, en) -> {
-            float[] p = new float[T * T], ds = new float[T * T], tr = new float[T * T];
+            float[] p = new float[T * T], ds = new float[T * T];
             for (int bg = st; bg < en; bg++) {
                 int b = bg / kvHeads, g = bg % kvHeads;
                 int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
@@ -560,19 +587,15 @@ public final class CpuBackend implements Backend {
                     // dQ_h = dS·K (causal: row block i0..i1 needs keys < i1)
                     for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
                         int i1 = Math.min(tv, i0 + ATT_BLOCK);
-                        KERNELS.nn(ds, 0, tv, K.f, K.off + kOff, kw, DQ.f, DQ.off + qOff, qw, i1, i0, i1, 0, D, 1f, 0f);
+                        KERNELS.nn(ds, 0, tv, false, K.f, K.off + kOff, kw, DQ.f, DQ.off + qOff, qw, i1, i0, i1, 0, D, 1f, 0f);
                     }
                     // dK_g += dSᵀ·Q_h ; dV_g += Pᵀ·dO_h
-                    // causal: key row j only receives from queries i ≥ j, so each row block starts its sum at j0
-                    transposeSquare(ds, tr, tv);
+                    // causal: key row j only receives from queries i ≥ j, so each row block starts its sum at j0;
+                    // dSᵀ and Pᵀ are read in place (nn's transposed-A mode)
                     for (int j0 = 0; j0 < tv; j0 += ATT_BLOCK) {
                         int j1 = Math.min(tv, j0 + ATT_BLOCK);
-                        KERNELS.nn(tr, j0, tv, Q.f, Q.off + qOff + j0 * qw, qw, DK.f, DK.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
-                    }
-                    transposeSquare(p, tr, tv);
-                    for (int j0 = 0; j0 < tv; j0 += ATT_BLOCK) {
-                        int j1 = Math.min(tv, j0 + ATT_BLOCK);
-                        KERNELS.nn(tr, j0, tv, DO.f, DO.off + qOff + j0 * qw, qw, DV.f, DV.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
+                        KERNELS.nn(ds, j0 * tv, tv, true, Q.f, Q.off + qOff + j0 * qw, qw, DK.f, DK.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
+                        KERNELS.nn(p, j0 * tv, tv, true, DO.f, DO.off + qOff + j0 * qw, qw, DV.f, DV.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
                     }
                 }
             }
@@ -582,9 +605,6 @@ public final class CpuBackend implements Backend {
         round(DV);
     }
 
-    private static void transposeSquare(float[] src, float[] dst, int n) {
-        for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) dst[j * n + i] = src[i * n + j];
-    }
 
     @Override
     public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
