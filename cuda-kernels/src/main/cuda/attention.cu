@@ -375,3 +375,246 @@ __device__ void flashFwdImpl(bf16* out, float* lse, const bf16* q, const bf16* k
 extern "C" __global__ void __launch_bounds__(128) flash_fwd_d64(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flashFwdImpl<64>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
 extern "C" __global__ void __launch_bounds__(128) flash_fwd_d128(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flashFwdImpl<128>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
 extern "C" __global__ void __launch_bounds__(128) flash_fwd_d32(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flashFwdImpl<32>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+
+// ---------------------------------------------------------------------------------------------
+// Fused attention backward for bf16, in two kernels that never write a score matrix and need no
+// atomics: flash_bwd_dkdv (one block per (64-key tile, kv head, sequence): loops over the query
+// heads of the group and the query tiles at or after the keys, accumulating dK = Σ dSᵀ·Q and
+// dV = Σ Pᵀ·dO in shared memory) and flash_bwd_dq (one block per (64-query tile, query head,
+// sequence): dQ = Σ dS·K over the visible key tiles). Both recompute S = Q·Kᵀ on the tensor cores
+// and P = exp(scale·S − lse) from the forward's lse stash; dS = P ⊙ (dP − Drow)·scale with
+// dP = dO·Vᵀ and Drow = rowsum(dO ⊙ O) (attn_rowdot). P and dS are rounded to bf16 for the GEMMs,
+// as in the unfused path.
+
+template <int D>
+struct FbSmem {
+    static constexpr int QS = D + 8, SS = 64 + 4, PS = 64 + 8, AS = D + 4;
+    static constexpr int K = 0;
+    static constexpr int V = K + 64 * QS * 2;
+    static constexpr int Q = V + 64 * QS * 2;
+    static constexpr int DO = Q + 64 * QS * 2;
+    static constexpr int S = DO + 64 * QS * 2;
+    static constexpr int P = S + 64 * SS * 4;
+    static constexpr int DS = P + 64 * PS * 2;
+    static constexpr int LSE = DS + 64 * PS * 2;
+    static constexpr int DR = LSE + 64 * 4;
+    static constexpr int ACC1 = DR + 64 * 4;        // dK (dkdv) or dQ (dq), f32
+    static constexpr int ACC2 = ACC1 + 64 * AS * 4; // dV (dkdv only)
+    static constexpr int BYTES_DQ = ACC2;
+    static constexpr int BYTES_DKDV = ACC2 + 64 * AS * 4;
+};
+
+// rows 16w.. of C (16 × 64, f32, into Cs) = A_w (16 × D, from As) · Bᵀ (B is 64 × D, from Bs)
+template <int D>
+__device__ __forceinline__ void fbRowsTimesT(float* Cs, const bf16* As, const bf16* Bs, int warp) {
+    using L = FbSmem<D>;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) wmma::fill_fragment(acc[j], 0.f);
+#pragma unroll
+    for (int kk = 0; kk < D; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+        wmma::load_matrix_sync(a, As + warp * 16 * L::QS + kk, L::QS);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+            wmma::load_matrix_sync(b, Bs + j * 16 * L::QS + kk, L::QS);
+            wmma::mma_sync(acc[j], a, b, acc[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) wmma::store_matrix_sync(Cs + warp * 16 * L::SS + j * 16, acc[j], L::SS, wmma::mem_row_major);
+}
+
+// Acc rows 16w.. (16 × D, f32 in shared) += op(X)(16 × 64) · Y (64 × D, bf16 row-major, stride QS).
+// transX: X is stored 64 × 64 (stride PS) and the warp's rows are its columns 16w.. (Xᵀ).
+template <int D, bool transX>
+__device__ __forceinline__ void fbAccumulate(float* Acc, const bf16* Xs, const bf16* Ys, int warp) {
+    using L = FbSmem<D>;
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+        wmma::load_matrix_sync(o, Acc + warp * 16 * L::AS + n * 16, L::AS, wmma::mem_row_major);
+#pragma unroll
+        for (int kk = 0; kk < 64; kk += 16) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+            wmma::load_matrix_sync(b, Ys + kk * L::QS + n * 16, L::QS);
+            if (transX) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> a;
+                wmma::load_matrix_sync(a, Xs + kk * L::PS + warp * 16, L::PS);
+                wmma::mma_sync(o, a, b, o);
+            } else {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+                wmma::load_matrix_sync(a, Xs + warp * 16 * L::PS + kk, L::PS);
+                wmma::mma_sync(o, a, b, o);
+            }
+        }
+        wmma::store_matrix_sync(Acc + warp * 16 * L::AS + n * 16, o, L::AS, wmma::mem_row_major);
+    }
+}
+
+// For this warp's 16 query rows (q0 + 16w + r) against keys k0..k0+63: P = exp(scale·S − lse)
+// on visible keys (S in Ss), then, once dP has replaced S in Ss (the caller computes it between
+// the two calls), dS = P·(dP − Drow)·scale. Lane pair (2r, 2r+1) takes row r, 32 columns each.
+template <int D>
+__device__ __forceinline__ void fbProbs(bf16* Ps, const float* Ss, const float* lseS, int q0, int k0, int ks, int T, float scale, int warp, int lane) {
+    using L = FbSmem<D>;
+    int r = lane >> 1, half = lane & 1, row = warp * 16 + r, tq = q0 + row;
+    float l = lseS[row];
+#pragma unroll 8
+    for (int c = 0; c < 32; c++) {
+        int col = half * 32 + c, j = k0 + col;
+        bool vis = tq < T && j >= ks && j <= tq && l != -INFINITY;
+        Ps[row * L::PS + col] = __float2bfloat16_rn(vis ? __expf(Ss[row * L::SS + col] * scale - l) : 0.f);
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void fbDs(bf16* dSs, const bf16* Ps, const float* dPs, const float* drS, float scale, int warp, int lane) {
+    using L = FbSmem<D>;
+    int r = lane >> 1, half = lane & 1, row = warp * 16 + r;
+    float dr = drS[row];
+#pragma unroll 8
+    for (int c = 0; c < 32; c++) {
+        int col = half * 32 + c;
+        float p = __bfloat162float(Ps[row * L::PS + col]);
+        dSs[row * L::PS + col] = __float2bfloat16_rn(p * (dPs[row * L::SS + col] - dr) * scale);
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void fbLoadRowStats(float* lseS, float* drS, const float* lse, const float* Drow, long base, int q0, int T) {
+    for (int e = threadIdx.x; e < 64; e += blockDim.x) {
+        bool ok = q0 + e < T;
+        lseS[e] = ok ? lse[base + q0 + e] : -INFINITY;
+        drS[e] = ok ? Drow[base + q0 + e] : 0.f;
+    }
+}
+
+template <typename TO, int D>
+__device__ __forceinline__ void fbStoreRows(TO* dst, long ld, const float* Acc, int valid) {
+    using L = FbSmem<D>;
+    for (int e = threadIdx.x; e < 64 * (D / 8); e += blockDim.x) {
+        int rr = e / (D / 8), c = (e % (D / 8)) * 8;
+        if (rr >= valid) continue;
+        float v8[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) v8[j] = Acc[rr * L::AS + c + j];
+        st8(dst, rr * ld + c, v8);
+    }
+}
+
+template <int D>
+__device__ void flashBwdDkDvImpl(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                 const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = FbSmem<D>;
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::DO);
+    float* Ss = reinterpret_cast<float*>(smemRaw + L::S);
+    bf16* Ps = reinterpret_cast<bf16*>(smemRaw + L::P);
+    bf16* dSs = reinterpret_cast<bf16*>(smemRaw + L::DS);
+    float* lseS = reinterpret_cast<float*>(smemRaw + L::LSE);
+    float* drS = reinterpret_cast<float*>(smemRaw + L::DR);
+    float* dKs = reinterpret_cast<float*>(smemRaw + L::ACC1);
+    float* dVs = reinterpret_cast<float*>(smemRaw + L::ACC2);
+
+    const int k0 = blockIdx.x * 64, g = blockIdx.y, b = blockIdx.z, G = Hq / Hkv;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int kValid = min(64, T - k0);
+
+    faLoadTile<D>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    for (int e = threadIdx.x; e < 64 * L::AS; e += blockDim.x) { dKs[e] = 0.f; dVs[e] = 0.f; }
+
+    if (k0 + 64 > ks) {  // otherwise every key of the tile is left padding: dK = dV = 0
+        for (int hh = 0; hh < G; hh++) {
+            int h = g * G + hh;
+            long statBase = ((long)b * Hq + h) * T;
+            for (int q0 = (k0 / 64) * 64; q0 < T; q0 += 64) {
+                __syncthreads();  // the previous iteration is done with Q, dO, P, dS
+                int qValid = min(64, T - q0);
+                faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+                faLoadTile<D>(dOs, dout + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+                fbLoadRowStats<D>(lseS, drS, lse, Drow, statBase, q0, T);
+                __syncthreads();
+                fbRowsTimesT<D>(Ss, Qs, Ks, warp);          // S rows of this warp
+                __syncwarp();
+                fbProbs<D>(Ps, Ss, lseS, q0, k0, ks, T, scale, warp, lane);
+                __syncwarp();
+                fbRowsTimesT<D>(Ss, dOs, Vs, warp);         // dP rows of this warp (S no longer needed)
+                __syncwarp();
+                fbDs<D>(dSs, Ps, Ss, drS, scale, warp, lane);
+                __syncthreads();                            // all P and dS rows are in place
+                fbAccumulate<D, true>(dVs, Ps, dOs, warp);  // dV rows 16w.. += Pᵀ·dO
+                fbAccumulate<D, true>(dKs, dSs, Qs, warp);  // dK rows 16w.. += dSᵀ·Q
+            }
+        }
+    }
+    __syncthreads();
+    fbStoreRows<bf16, D>(dk + ((long)b * T + k0) * kld + (long)g * D, kld, dKs, kValid);
+    fbStoreRows<bf16, D>(dv + ((long)b * T + k0) * kld + (long)g * D, kld, dVs, kValid);
+}
+
+template <int D>
+__device__ void flashBwdDqImpl(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                               const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = FbSmem<D>;
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::DO);
+    float* Ss = reinterpret_cast<float*>(smemRaw + L::S);
+    bf16* Ps = reinterpret_cast<bf16*>(smemRaw + L::P);
+    bf16* dSs = reinterpret_cast<bf16*>(smemRaw + L::DS);
+    float* lseS = reinterpret_cast<float*>(smemRaw + L::LSE);
+    float* drS = reinterpret_cast<float*>(smemRaw + L::DR);
+    float* dQs = reinterpret_cast<float*>(smemRaw + L::ACC1);
+
+    const int q0 = blockIdx.x * 64, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (Hq / Hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int qValid = min(64, T - q0);
+
+    faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    faLoadTile<D>(dOs, dout + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    fbLoadRowStats<D>(lseS, drS, lse, Drow, ((long)b * Hq + h) * T, q0, T);
+    for (int e = threadIdx.x; e < 64 * L::AS; e += blockDim.x) dQs[e] = 0.f;
+
+    const int kEnd = min(T, q0 + 64);
+    const int kBegin = (max(0, ks) / 64) * 64;
+    for (int k0 = kBegin; k0 < kEnd; k0 += 64) {
+        __syncthreads();  // every warp is done with the previous K/V tiles
+        int kValid = min(64, T - k0);
+        faLoadTile<D>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        __syncthreads();
+        fbRowsTimesT<D>(Ss, Qs, Ks, warp);
+        __syncwarp();
+        fbProbs<D>(Ps, Ss, lseS, q0, k0, ks, T, scale, warp, lane);
+        __syncwarp();
+        fbRowsTimesT<D>(Ss, dOs, Vs, warp);
+        __syncwarp();
+        fbDs<D>(dSs, Ps, Ss, drS, scale, warp, lane);
+        __syncwarp();
+        fbAccumulate<D, false>(dQs, dSs, Ks, warp);  // dQ rows 16w.. += dS·K
+    }
+    __syncthreads();
+    fbStoreRows<bf16, D>(dq + ((long)b * T + q0) * qld + (long)h * D, qld, dQs, qValid);
+}
+
+#define FLASH_BWD(DD) \
+    extern "C" __global__ void __launch_bounds__(128) flash_bwd_dkdv_d##DD(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flashBwdDkDvImpl<DD>(dk, dv, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); } \
+    extern "C" __global__ void __launch_bounds__(128) flash_bwd_dq_d##DD(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flashBwdDqImpl<DD>(dq, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); }
+FLASH_BWD(32)
+FLASH_BWD(64)
+FLASH_BWD(128)

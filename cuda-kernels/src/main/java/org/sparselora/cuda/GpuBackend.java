@@ -614,14 +614,22 @@ public final class GpuBackend implements Backend {
 
     private boolean flashAttention = true;
 
-    /** Chooses the fused (flash-style) attention forward for bf16 inputs (default) or the cuBLAS +
-     *  softmax path; both compute the same function (tests hold each against the CPU). */
+    /** Chooses the fused (flash-style) attention kernels for bf16 inputs with head dim 32/64/128
+     *  (default) or the cuBLAS + softmax path; both compute the same function (tests hold each
+     *  against the CPU). */
     public void setFlashAttention(boolean on) { flashAttention = on; }
 
     private static boolean flashEligible(int D, GpuTensor... ts) {
         if (D != 32 && D != 64 && D != 128) return false;
         for (GpuTensor t : ts) if (t.dtype() != DType.BF16) return false;
         return aligned(ts);
+    }
+
+    /** Dynamic shared memory of {flash_bwd_dq_d{D}, flash_bwd_dkdv_d{D}}: mirrors FbSmem in attention.cu. */
+    static int[] flashBwdSharedBytes(int D) {
+        int qs = D + 8, ss = 64 + 4, ps = 64 + 8, as = D + 4;
+        int base = 4 * 64 * qs * 2 + 64 * ss * 4 + 2 * 64 * ps * 2 + 2 * 64 * 4;
+        return new int[] {base + 64 * as * 4, base + 2 * 64 * as * 4};
     }
 
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
@@ -691,10 +699,24 @@ public final class GpuBackend implements Backend {
         needNumel("attentionBackward", "lse", L, (long) B * Hq * T);
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
+        long rows = (long) B * Hq * T;
+        if (flashAttention && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+            long drow = scratch("attn.Drow", rows * 4);
+            launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
+                    new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+            int[] smem = flashBwdSharedBytes(D);
+            kernels.launch("flash_bwd_dkdv_d" + D, (T + 63) / 64, Hkv, B, 128, smem[1], stream,
+                    new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            kernels.launch("flash_bwd_dq_d" + D, (T + 63) / 64, Hq, B, 128, smem[0], stream,
+                    new Kernels.Args().ptr(DQ.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            return;
+        }
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
         long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
         long doh = scratch("attn.doh", align256(qn * 2)), S = scratch("attn.S", sn * 4), dP = scratch("attn.dP", sn * 4);
-        long P = scratch("attn.P", sn * 2), dS = scratch("attn.dS", sn * 2), Drow = scratch("attn.Drow", (long) B * Hq * T * 4);
+        long P = scratch("attn.P", sn * 2), dS = scratch("attn.dS", sn * 2), Drow = scratch("attn.Drow", rows * 4);
         long dqh = scratch("attn.dqh", align256(qn * 2)), dkh = scratch("attn.dkh", align256(kn * 2)), dvh = scratch("attn.dvh", align256(kn * 2));
         toHeads(qh, Q, B, T, Hq, D);
         toHeads(kh, K, B, T, Hkv, D);
@@ -706,7 +728,6 @@ public final class GpuBackend implements Backend {
         // dP_bg (G·T × T) = dOh_bg · Vh_bgᵀ
         gemmBatched(false, true, GT, T, D, 1f, doh, DType.BF16, D, (long) GT * D, vh, DType.BF16, D, (long) T * D,
                 0f, dP, DType.F32, T, (long) GT * T, batches);
-        long rows = (long) B * Hq * T;
         launch("attn_rowdot_" + sfx(O, "attentionBackward"), (int) ((rows * 32 + 255) / 256), 1, 256, 0,
                 new Kernels.Args().ptr(Drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
         launch("attn_softmax_bwd", (int) rows, 1, rowThreads(T, 256), 0, new Kernels.Args().ptr(P).ptr(dS).ptr(S).ptr(dP)
