@@ -137,11 +137,27 @@ extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k)
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            unsigned int rem = sRemaining, cum = 0;
-            for (int d = 255; d >= 0; d--) {
-                if (cum + hist[d] >= rem) { sPrefix = prefix | ((unsigned)d << shift); sRemaining = rem - cum; break; }
-                cum += hist[d];
+        // Find the digit d (from the top) where the count of keys above reaches sRemaining: warp 0,
+        // 8 bins per lane, a suffix scan of lane totals, then the one lane that crosses scans its bins.
+        if (threadIdx.x < 32) {
+            int lane = threadIdx.x;
+            unsigned int rem = sRemaining;
+            unsigned int mine = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) mine += hist[lane * 8 + j];
+            unsigned int suffix = mine;  // inclusive suffix sum over lanes >= lane
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned int y = __shfl_down_sync(0xffffffffu, suffix, o);
+                if (lane + o < 32) suffix += y;
+            }
+            unsigned int above = suffix - mine;  // keys in the bins of higher lanes (larger digits)
+            if (above < rem && above + mine >= rem) {
+                unsigned int cum = above;
+                for (int d = lane * 8 + 7; d >= lane * 8; d--) {
+                    if (cum + hist[d] >= rem) { sPrefix = prefix | ((unsigned)d << shift); sRemaining = rem - cum; break; }
+                    cum += hist[d];
+                }
             }
         }
         mask |= 255u << shift;
