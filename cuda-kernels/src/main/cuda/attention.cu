@@ -618,3 +618,170 @@ __device__ void flashBwdDqImpl(bf16* dq, const bf16* q, const bf16* k, const bf1
 FLASH_BWD(32)
 FLASH_BWD(64)
 FLASH_BWD(128)
+
+// ---------------------------------------------------------------------------------------------
+// Flash attention forward on register fragments (FlashAttention-2 layout) for bf16: mma.sync
+// m16n8k16 with the scores, probabilities and output accumulator in registers; shared memory
+// holds only the Q tile (read once into fragments), the K tile and Vᵀ (so every B fragment is one
+// 32-bit shared load). One block of 4 warps per (64 queries, query head, sequence), warp w owns 16
+// query rows; per 64-key tile S = Q·Kᵀ (8 n-tiles of 8 keys), online softmax on the fragments
+// (rows g and g+8 of the warp, reduced over the 4 lanes of a quad), P re-packed in place as the A
+// operand of O += P·V. Same semantics as flash_fwd (lse, masking, zero rows).
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned packBf16(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+__device__ __forceinline__ unsigned lds32(const bf16* p) { return *reinterpret_cast<const unsigned*>(p); }
+
+template <int D>
+struct F2Smem {
+    static constexpr int QS = D + 8;   // row stride (elements) of Q and K tiles: rows 4 banks apart
+    static constexpr int VS = 64 + 8;  // row stride of Vᵀ (D rows of 64 keys)
+    static constexpr int Q = 0;
+    static constexpr int K = Q + 64 * QS * 2;
+    static constexpr int V = K + 64 * QS * 2;
+    static constexpr int BYTES = V + D * VS * 2;
+};
+
+template <int D>
+__device__ void flash2FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* keyStart,
+                              int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = F2Smem<D>;
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
+    bf16* Vt = reinterpret_cast<bf16*>(smemRaw + L::V);
+
+    const int q0 = blockIdx.x * 64, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (Hq / Hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gid = lane >> 2, tid = lane & 3;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const bf16* kb = k + (long)b * T * kld + (long)g * D;
+    const bf16* vb = v + (long)b * T * kld + (long)g * D;
+
+    faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, min(64, T - q0));
+    __syncthreads();
+    // Q fragments of this warp's 16 rows, all D/16 k-steps
+    unsigned qf[D / 16][4];
+    const bf16* qw = Qs + warp * 16 * L::QS;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        qf[kk][0] = lds32(qw + gid * L::QS + kk * 16 + tid * 2);
+        qf[kk][1] = lds32(qw + (gid + 8) * L::QS + kk * 16 + tid * 2);
+        qf[kk][2] = lds32(qw + gid * L::QS + kk * 16 + 8 + tid * 2);
+        qf[kk][3] = lds32(qw + (gid + 8) * L::QS + kk * 16 + 8 + tid * 2);
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows gid and gid+8 (l: this lane's partial)
+    const int t0 = q0 + warp * 16 + gid, t1 = t0 + 8;
+
+    const int kEnd = min(T, q0 + 64);
+    const int kBegin = (max(0, ks) / 64) * 64;
+    for (int k0 = kBegin; k0 < kEnd; k0 += 64) {
+        __syncthreads();  // all warps are done with the previous K and Vᵀ
+        int valid = min(64, T - k0);
+        faLoadTile<D>(Ks, kb + (long)k0 * kld, kld, valid);
+        for (int e = threadIdx.x; e < 64 * (D / 8); e += blockDim.x) {  // Vᵀ[d][key]
+            int r = e % 64, c = (e / 64) * 8;  // a warp covers 32 consecutive keys: conflict-free transposed stores
+            uint4 u = make_uint4(0, 0, 0, 0);
+            if (r < valid) u = *reinterpret_cast<const uint4*>(vb + (long)(k0 + r) * kld + c);
+            const bf16* hv = reinterpret_cast<const bf16*>(&u);
+#pragma unroll
+            for (int j = 0; j < 8; j++) Vt[(c + j) * L::VS + r] = hv[j];
+        }
+        __syncthreads();
+
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const bf16* kr = Ks + (j * 8 + gid) * L::QS + kk * 16 + tid * 2;
+                mma16816(s[j], qf[kk], lds32(kr), lds32(kr + 8));
+            }
+        }
+        // mask + scale, row maxima
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int key = k0 + j * 8 + tid * 2 + e;
+                bool ok = key >= ks && key < T;
+                s[j][e] = (ok && key <= t0 && t0 < T) ? s[j][e] * scale : -INFINITY;
+                s[j][2 + e] = (ok && key <= t1 && t1 < T) ? s[j][2 + e] * scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[j][e]);
+                mx1 = fmaxf(mx1, s[j][2 + e]);
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        float a0 = m0 == -INFINITY ? 0.f : __expf(m0 - n0), a1 = m1 == -INFINITY ? 0.f : __expf(m1 - n1);
+        m0 = n0; m1 = n1;
+        float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p0 = s[j][e] == -INFINITY ? 0.f : __expf(s[j][e] - n0);
+                float p1 = s[j][2 + e] == -INFINITY ? 0.f : __expf(s[j][2 + e] - n1);
+                s[j][e] = p0; s[j][2 + e] = p1;
+                ps0 += p0; ps1 += p1;
+            }
+        }
+        l0 = l0 * a0 + ps0;
+        l1 = l1 * a1 + ps1;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) { o[j][0] *= a0; o[j][1] *= a0; o[j][2] *= a1; o[j][3] *= a1; }
+        // O += P·V: key k-steps of 16 (n-tiles 2ks', 2ks'+1 of S form the A fragment)
+#pragma unroll
+        for (int kq = 0; kq < 4; kq++) {
+            unsigned pa[4] = {packBf16(s[2 * kq][0], s[2 * kq][1]), packBf16(s[2 * kq][2], s[2 * kq][3]),
+                              packBf16(s[2 * kq + 1][0], s[2 * kq + 1][1]), packBf16(s[2 * kq + 1][2], s[2 * kq + 1][3])};
+#pragma unroll
+            for (int j = 0; j < D / 8; j++) {
+                const bf16* vr = Vt + (j * 8 + gid) * L::VS + kq * 16 + tid * 2;
+                mma16816(o[j], pa, lds32(vr), lds32(vr + 8));
+            }
+        }
+    }
+    // full row sums over the quad
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    if (t0 < T) {
+        bf16* orow = out + ((long)b * T + t0) * qld + (long)h * D;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(orow + j * 8 + tid * 2) = packBf16(o[j][0] * i0, o[j][1] * i0);
+        if (tid == 0) lse[((long)b * Hq + h) * T + t0] = l0 > 0.f ? m0 + logf(l0) : -INFINITY;
+    }
+    if (t1 < T) {
+        bf16* orow = out + ((long)b * T + t1) * qld + (long)h * D;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(orow + j * 8 + tid * 2) = packBf16(o[j][2] * i1, o[j][3] * i1);
+        if (tid == 0) lse[((long)b * Hq + h) * T + t1] = l1 > 0.f ? m1 + logf(l1) : -INFINITY;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d32(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<32>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d64(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<64>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d128(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<128>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }

@@ -612,12 +612,24 @@ public final class GpuBackend implements Backend {
 
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
-    private boolean flashAttention = true;
+    /**
+     * How attention runs (bf16 inputs with head dim 32/64/128 and 16-byte-aligned tensors; anything
+     * else takes {@link #GEMM}). All compute the same function and are each held against the CPU.
+     */
+    public enum AttentionKernel {
+        /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
+        GEMM,
+        /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
+        FLASH_WMMA,
+        /** forward on mma.sync register fragments (FlashAttention-2 layout); backward as GEMM. */
+        FLASH_MMA
+    }
 
-    /** Chooses the fused (flash-style) attention kernels for bf16 inputs with head dim 32/64/128
-     *  (default) or the cuBLAS + softmax path; both compute the same function (tests hold each
-     *  against the CPU). */
-    public void setFlashAttention(boolean on) { flashAttention = on; }
+    private AttentionKernel attentionKernel = AttentionKernel.GEMM;
+
+    public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
+
+    public AttentionKernel attentionKernel() { return attentionKernel; }
 
     private static boolean flashEligible(int D, GpuTensor... ts) {
         if (D != 32 && D != 64 && D != 128) return false;
@@ -631,6 +643,9 @@ public final class GpuBackend implements Backend {
         int base = 4 * 64 * qs * 2 + 64 * ss * 4 + 2 * 64 * ps * 2 + 2 * 64 * 4;
         return new int[] {base + 64 * as * 4, base + 2 * 64 * as * 4};
     }
+
+    /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
+    static int flash2SharedBytes(int D) { return 2 * 64 * (D + 8) * 2 + D * (64 + 8) * 2; }
 
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
@@ -649,7 +664,13 @@ public final class GpuBackend implements Backend {
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
-        if (flashAttention && flashEligible(D, O, Q, K, V)) {
+        if (attentionKernel == AttentionKernel.FLASH_MMA && flashEligible(D, O, Q, K, V)) {
+            kernels.launch("flash2_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flash2SharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            return;
+        }
+        if (attentionKernel == AttentionKernel.FLASH_WMMA && flashEligible(D, O, Q, K, V)) {
             // fused kernel: no score matrix in device memory
             kernels.launch("flash_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flashSharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
@@ -700,7 +721,7 @@ public final class GpuBackend implements Backend {
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
         long rows = (long) B * Hq * T;
-        if (flashAttention && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+        if (attentionKernel == AttentionKernel.FLASH_WMMA && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
             long drow = scratch("attn.Drow", rows * 4);
             launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));

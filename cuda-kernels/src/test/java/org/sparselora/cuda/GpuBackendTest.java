@@ -332,19 +332,22 @@ class GpuBackendTest {
 
     @Test
     void attentionForwardBackwardGqaWithPadding() {
-        // small odd shape (both dtypes, both forward paths) and Llama-like head sizes whose T is not a tile multiple
-        for (DType t : FLOATS) checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, t, t == DType.BF16);
-        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, false);
-        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, true);
-        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, false);
-        checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, true);
+        // small odd shape (both dtypes, every kernel) and Llama-like head sizes whose T is not a tile multiple
+        GpuBackend.AttentionKernel[] all = GpuBackend.AttentionKernel.values();
+        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.F32, GpuBackend.AttentionKernel.GEMM);
+        for (GpuBackend.AttentionKernel k : all) {
+            checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, k);
+            checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, k);
+            checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, k);
+        }
     }
 
-    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, boolean flash) {
+    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, GpuBackend.AttentionKernel kernel) {
         float scale = (float) (1 / Math.sqrt(D));
         int N = B * T;
-        String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + (flash ? " flash" : " gemm");
-        gpu.setFlashAttention(flash);
+        String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + " " + kernel;
+        GpuBackend.AttentionKernel before = gpu.attentionKernel();
+        gpu.setAttentionKernel(kernel);
         try {
             Pair Q = pair(rand(N * Hq * D, 1f), t, N, Hq * D), K = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D);
             Pair V = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D), KS = ints(ks, B);
@@ -372,7 +375,7 @@ class GpuBackendTest {
             close("attention dk " + tag, DK, ATT_TOL);
             close("attention dv " + tag, DV, ATT_TOL);
         } finally {
-            gpu.setFlashAttention(true);
+            gpu.setAttentionKernel(before);
         }
     }
 

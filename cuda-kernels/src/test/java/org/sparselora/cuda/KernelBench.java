@@ -43,12 +43,12 @@ public final class KernelBench {
             g.copyFromHost(pos, p);
             Tensor cos = rand(g, DType.F32, T, D / 2), sin = rand(g, DType.F32, T, D / 2);
             double attFlops = 4.0 * B * Hq * T * T * D;  // QKᵀ and PV, full square (the kernels do not skip the masked half)
-            row(g, "attention fwd flash B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
-            row(g, "attention bwd flash", () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
-            g.setFlashAttention(false);
-            row(g, "attention fwd (cuBLAS+softmax path)", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
-            row(g, "attention bwd (cuBLAS+softmax path)", () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
-            g.setFlashAttention(true);
+            for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
+                g.setAttentionKernel(k);
+                row(g, "attention fwd " + k + " B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
+                row(g, "attention bwd " + k, () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
+            }
+            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
             row(g, "rope q (N,32x128)", () -> g.rope(qa, pos, cos, sin, Hq, D, false), 2.0 * N * Hq * D * 2, 0);
             int chunk = 1024;
             Tensor logits = rand(g, DType.BF16, chunk, V), tg = g.empty(DType.I32, chunk), losses = g.empty(DType.F32, chunk);
