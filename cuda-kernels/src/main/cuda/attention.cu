@@ -785,3 +785,224 @@ __device__ void flash2FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
 extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d32(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<32>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
 extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d64(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<64>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
 extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d128(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<128>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+
+// ---------------------------------------------------------------------------------------------
+// Flash attention backward on register fragments (mma.sync m16n8k16), two kernels as in the wmma
+// version (flash2_bwd_dkdv per key tile, flash2_bwd_dq per query tile; no atomics, no score matrix).
+// dkdv computes the transposed blocks directly: Sᵀ = K_w·Qᵀ and dPᵀ = V_w·dOᵀ for the warp's 16
+// keys, so Pᵀ and dSᵀ are already A fragments for dV += Pᵀ·dO and dK += dSᵀ·Q. Operands are read
+// from shared tiles (row-major for the B fragments of Qᵀ/dOᵀ products, transposed copies for the
+// B fragments of the ·dO / ·Q / ·K products), always as 32-bit loads.
+
+template <int D>
+struct B2Smem {
+    static constexpr int QS = D + 8, VS = 64 + 8;
+    static constexpr int T0 = 0;                       // four row tiles (64 × QS)
+    static constexpr int T1 = T0 + 64 * QS * 2;
+    static constexpr int T2 = T1 + 64 * QS * 2;
+    static constexpr int T3 = T2 + 64 * QS * 2;
+    static constexpr int X0 = T3 + 64 * QS * 2;        // transposed tiles (D × VS)
+    static constexpr int X1 = X0 + D * VS * 2;
+    static constexpr int BYTES_DQ = X1;                // dq uses T0..T3 and X0
+    static constexpr int BYTES_DKDV = X1 + D * VS * 2; // dkdv uses T0..T3, X0, X1
+};
+
+// rows [0, valid) of a 64 × D tile (global row stride ld) into a transposed shared tile dst[d][row]
+template <int D>
+__device__ __forceinline__ void loadTransposed(bf16* dst, const bf16* src, long ld, int valid) {
+    for (int e = threadIdx.x; e < 64 * (D / 8); e += blockDim.x) {
+        int r = e % 64, c = (e / 64) * 8;
+        uint4 u = make_uint4(0, 0, 0, 0);
+        if (r < valid) u = *reinterpret_cast<const uint4*>(src + r * ld + c);
+        const bf16* hv = reinterpret_cast<const bf16*>(&u);
+#pragma unroll
+        for (int j = 0; j < 8; j++) dst[(c + j) * B2Smem<D>::VS + r] = hv[j];
+    }
+}
+
+// acc[8][4] (16 rows × 64 cols) = A_w (16 × D, rows 16w.. of row tile As) · Bᵀ (B = 64 × D row tile)
+template <int D>
+__device__ __forceinline__ void rowsTimesRowsT(float (*acc)[4], const bf16* As, const bf16* Bs, int warp, int gid, int tid) {
+    constexpr int QS = B2Smem<D>::QS;
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    const bf16* aw = As + warp * 16 * QS;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        unsigned a[4] = {lds32(aw + gid * QS + kk * 16 + tid * 2), lds32(aw + (gid + 8) * QS + kk * 16 + tid * 2),
+                         lds32(aw + gid * QS + kk * 16 + 8 + tid * 2), lds32(aw + (gid + 8) * QS + kk * 16 + 8 + tid * 2)};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const bf16* br = Bs + (j * 8 + gid) * QS + kk * 16 + tid * 2;
+            mma16816(acc[j], a, lds32(br), lds32(br + 8));
+        }
+    }
+}
+
+// out[D/8][4] (16 × D) += X (16 × 64, given as fragments x[8][4] in the C layout) · Y, where Y
+// (64 × D) is supplied transposed in shared memory (Yt[d][row], stride VS).
+template <int D>
+__device__ __forceinline__ void fragsTimesTile(float (*out)[4], float (*x)[4], const bf16* Yt, int gid, int tid) {
+    constexpr int VS = B2Smem<D>::VS;
+#pragma unroll
+    for (int kq = 0; kq < 4; kq++) {
+        unsigned a[4] = {packBf16(x[2 * kq][0], x[2 * kq][1]), packBf16(x[2 * kq][2], x[2 * kq][3]),
+                         packBf16(x[2 * kq + 1][0], x[2 * kq + 1][1]), packBf16(x[2 * kq + 1][2], x[2 * kq + 1][3])};
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) {
+            const bf16* yr = Yt + (j * 8 + gid) * VS + kq * 16 + tid * 2;
+            mma16816(out[j], a, lds32(yr), lds32(yr + 8));
+        }
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void storeFragRows(bf16* base, long ld, float (*acc)[4], int r0, int r1, int T, int gid, int tid) {
+    if (r0 < T) {
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(base + r0 * ld + j * 8 + tid * 2) = packBf16(acc[j][0], acc[j][1]);
+    }
+    if (r1 < T) {
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(base + r1 * ld + j * 8 + tid * 2) = packBf16(acc[j][2], acc[j][3]);
+    }
+}
+
+template <int D>
+__device__ void flash2BwdDkDvImpl(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                  const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = B2Smem<D>;
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::T0);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::T1);
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::T2);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::T3);
+    bf16* Qt = reinterpret_cast<bf16*>(smemRaw + L::X0);
+    bf16* dOt = reinterpret_cast<bf16*>(smemRaw + L::X1);
+    __shared__ float lseS[64], drS[64];
+
+    const int k0 = blockIdx.x * 64, g = blockIdx.y, b = blockIdx.z, G = Hq / Hkv;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int kValid = min(64, T - k0);
+    const int key0 = k0 + warp * 16 + gid, key1 = key0 + 8;
+
+    faLoadTile<D>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    float dkA[D / 8][4], dvA[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) { dkA[j][0] = dkA[j][1] = dkA[j][2] = dkA[j][3] = 0.f; dvA[j][0] = dvA[j][1] = dvA[j][2] = dvA[j][3] = 0.f; }
+
+    if (k0 + 64 > ks) {  // otherwise every key of the tile is left padding: dK = dV = 0
+        for (int hh = 0; hh < G; hh++) {
+            int h = g * G + hh;
+            long statBase = ((long)b * Hq + h) * T;
+            for (int q0 = k0; q0 < T; q0 += 64) {
+                __syncthreads();  // every warp is done with the previous query tiles
+                int qValid = min(64, T - q0);
+                const bf16* qsrc = q + ((long)b * T + q0) * qld + (long)h * D;
+                const bf16* dsrc = dout + ((long)b * T + q0) * qld + (long)h * D;
+                faLoadTile<D>(Qs, qsrc, qld, qValid);
+                faLoadTile<D>(dOs, dsrc, qld, qValid);
+                loadTransposed<D>(Qt, qsrc, qld, qValid);
+                loadTransposed<D>(dOt, dsrc, qld, qValid);
+                for (int e = threadIdx.x; e < 64; e += blockDim.x) {
+                    bool ok = q0 + e < T;
+                    lseS[e] = ok ? lse[statBase + q0 + e] : -INFINITY;
+                    drS[e] = ok ? Drow[statBase + q0 + e] : 0.f;
+                }
+                __syncthreads();
+                float st[8][4], dpt[8][4];
+                rowsTimesRowsT<D>(st, Ks, Qs, warp, gid, tid);    // Sᵀ rows = this warp's keys
+                rowsTimesRowsT<D>(dpt, Vs, dOs, warp, gid, tid);  // dPᵀ
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int key = e < 2 ? key0 : key1;
+                        int qi = j * 8 + tid * 2 + (e & 1), query = q0 + qi;
+                        float l = lseS[qi];
+                        bool vis = query < T && key >= ks && key <= query && l != -INFINITY;
+                        float p = vis ? __expf(st[j][e] * scale - l) : 0.f;
+                        p = __bfloat162float(__float2bfloat16_rn(p));  // the bf16 P that dV's GEMM sees
+                        st[j][e] = p;
+                        dpt[j][e] = p * (dpt[j][e] - drS[qi]) * scale;
+                    }
+                }
+                fragsTimesTile<D>(dvA, st, dOt, gid, tid);   // dV += Pᵀ·dO
+                fragsTimesTile<D>(dkA, dpt, Qt, gid, tid);   // dK += dSᵀ·Q
+            }
+        }
+    }
+    storeFragRows<D>(dk + (long)b * T * kld + (long)g * D, kld, dkA, key0, key1, T, gid, tid);
+    storeFragRows<D>(dv + (long)b * T * kld + (long)g * D, kld, dvA, key0, key1, T, gid, tid);
+}
+
+template <int D>
+__device__ void flash2BwdDqImpl(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = B2Smem<D>;
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::T0);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::T1);
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::T2);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::T3);
+    bf16* Kt = reinterpret_cast<bf16*>(smemRaw + L::X0);
+
+    const int q0 = blockIdx.x * 64, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (Hq / Hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int qValid = min(64, T - q0);
+    const int t0 = q0 + warp * 16 + gid, t1 = t0 + 8;
+    const long statBase = ((long)b * Hq + h) * T;
+    const float l0 = t0 < T ? lse[statBase + t0] : -INFINITY, l1 = t1 < T ? lse[statBase + t1] : -INFINITY;
+    const float r0 = t0 < T ? Drow[statBase + t0] : 0.f, r1 = t1 < T ? Drow[statBase + t1] : 0.f;
+
+    faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    faLoadTile<D>(dOs, dout + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    float dqA[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) dqA[j][0] = dqA[j][1] = dqA[j][2] = dqA[j][3] = 0.f;
+
+    const int kEnd = min(T, q0 + 64);
+    const int kBegin = (max(0, ks) / 64) * 64;
+    for (int k0 = kBegin; k0 < kEnd; k0 += 64) {
+        __syncthreads();  // every warp is done with the previous key tiles
+        int kValid = min(64, T - k0);
+        const bf16* ksrc = k + ((long)b * T + k0) * kld + (long)g * D;
+        faLoadTile<D>(Ks, ksrc, kld, kValid);
+        faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        loadTransposed<D>(Kt, ksrc, kld, kValid);
+        __syncthreads();
+        float s[8][4], dp[8][4];
+        rowsTimesRowsT<D>(s, Qs, Ks, warp, gid, tid);
+        rowsTimesRowsT<D>(dp, dOs, Vs, warp, gid, tid);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = k0 + j * 8 + tid * 2 + (e & 1);
+                int query = e < 2 ? t0 : t1;
+                float l = e < 2 ? l0 : l1, dr = e < 2 ? r0 : r1;
+                bool vis = query < T && key >= ks && key <= query && l != -INFINITY;
+                float p = vis ? __expf(s[j][e] * scale - l) : 0.f;
+                p = __bfloat162float(__float2bfloat16_rn(p));
+                dp[j][e] = p * (dp[j][e] - dr) * scale;
+            }
+        }
+        fragsTimesTile<D>(dqA, dp, Kt, gid, tid);  // dQ += dS·K
+    }
+    storeFragRows<D>(dq + (long)b * T * qld + (long)h * D, qld, dqA, t0, t1, T, gid, tid);
+}
+
+#define FLASH2_BWD(DD) \
+    extern "C" __global__ void __launch_bounds__(128) flash2_bwd_dkdv_d##DD(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flash2BwdDkDvImpl<DD>(dk, dv, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); } \
+    extern "C" __global__ void __launch_bounds__(128) flash2_bwd_dq_d##DD(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flash2BwdDqImpl<DD>(dq, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); }
+FLASH2_BWD(32)
+FLASH2_BWD(64)
+FLASH2_BWD(128)

@@ -621,7 +621,7 @@ public final class GpuBackend implements Backend {
         GEMM,
         /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
         FLASH_WMMA,
-        /** forward on mma.sync register fragments (FlashAttention-2 layout); backward as GEMM. */
+        /** forward and backward on mma.sync register fragments (FlashAttention-2 layout). */
         FLASH_MMA
     }
 
@@ -642,6 +642,12 @@ public final class GpuBackend implements Backend {
         int qs = D + 8, ss = 64 + 4, ps = 64 + 8, as = D + 4;
         int base = 4 * 64 * qs * 2 + 64 * ss * 4 + 2 * 64 * ps * 2 + 2 * 64 * 4;
         return new int[] {base + 64 * as * 4, base + 2 * 64 * as * 4};
+    }
+
+    /** Dynamic shared memory of {flash2_bwd_dq_d{D}, flash2_bwd_dkdv_d{D}}: mirrors B2Smem in attention.cu. */
+    static int[] flash2BwdSharedBytes(int D) {
+        int dq = 4 * 64 * (D + 8) * 2 + D * (64 + 8) * 2;
+        return new int[] {dq, dq + D * (64 + 8) * 2};
     }
 
     /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
@@ -721,15 +727,17 @@ public final class GpuBackend implements Backend {
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
         long rows = (long) B * Hq * T;
-        if (attentionKernel == AttentionKernel.FLASH_WMMA && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+        if (attentionKernel != AttentionKernel.GEMM && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
             long drow = scratch("attn.Drow", rows * 4);
             launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
-            int[] smem = flashBwdSharedBytes(D);
-            kernels.launch("flash_bwd_dkdv_d" + D, (T + 63) / 64, Hkv, B, 128, smem[1], stream,
+            boolean mma = attentionKernel == AttentionKernel.FLASH_MMA;
+            int[] smem = mma ? flash2BwdSharedBytes(D) : flashBwdSharedBytes(D);
+            String pre = mma ? "flash2" : "flash";
+            kernels.launch(pre + "_bwd_dkdv_d" + D, (T + 63) / 64, Hkv, B, 128, smem[1], stream,
                     new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
-            kernels.launch("flash_bwd_dq_d" + D, (T + 63) / 64, Hq, B, 128, smem[0], stream,
+            kernels.launch(pre + "_bwd_dq_d" + D, (T + 63) / 64, Hq, B, 128, smem[0], stream,
                     new Kernels.Args().ptr(DQ.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
             return;
