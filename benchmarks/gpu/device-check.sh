@@ -23,7 +23,7 @@ status=${PIPESTATUS[0]}
 timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"
 # Memory checker over the attention and sparse-op tests (bounded: informational, not the exit status)
 if command -v compute-sanitizer >/dev/null; then
-  timeout 150 compute-sanitizer --tool memcheck --print-limit 20 "$java" "${flags[@]}" \
+  timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$java" "${flags[@]}" \
     -jar "$here/lib/junit-platform-console-standalone.jar" execute --class-path "$cp" --disable-banner --disable-ansi-colors \
     --select-method org.sparselora.cuda.GpuBackendTest#attentionForwardBackwardGqaWithPadding \
     --select-method org.sparselora.cuda.GpuBackendTest#topKDeterministicWithTies \
