@@ -54,20 +54,34 @@ final class VectorMatmulKernels implements MatmulKernels {
                     x = FloatVector.fromArray(S, a, a3 + p);
                     c30 = x.fma(w0, c30); c31 = x.fma(w1, c31); c32 = x.fma(w2, c32); c33 = x.fma(w3, c33);
                 }
-                FloatVector[] accs = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33};
-                for (int r = 0; r < 4; r++) {
-                    int ar = a0 + r * lda;
-                    int cr = cOff + (i + r) * ldc + j;
-                    for (int q = 0; q < 4; q++) {
-                        float s = lanesThenTail(accs[r * 4 + q], tmp, a, ar, b, bOff + (j + q) * ldb, kv, k);
-                        c[cr + q] = MatmulKernels.finish(s, c[cr + q], alpha, beta);
-                    }
-                }
+                // reduce each accumulator where it is (an array of vectors would box them inside the loop)
+                int c0 = cOff + i * ldc + j, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+                int b1o = b0 + ldb, b2o = b1o + ldb, b3o = b2o + ldb;
+                put(c, c0, lanesThenTail(c00, tmp, a, a0, b, b0, kv, k), alpha, beta);
+                put(c, c0 + 1, lanesThenTail(c01, tmp, a, a0, b, b1o, kv, k), alpha, beta);
+                put(c, c0 + 2, lanesThenTail(c02, tmp, a, a0, b, b2o, kv, k), alpha, beta);
+                put(c, c0 + 3, lanesThenTail(c03, tmp, a, a0, b, b3o, kv, k), alpha, beta);
+                put(c, c1, lanesThenTail(c10, tmp, a, a1, b, b0, kv, k), alpha, beta);
+                put(c, c1 + 1, lanesThenTail(c11, tmp, a, a1, b, b1o, kv, k), alpha, beta);
+                put(c, c1 + 2, lanesThenTail(c12, tmp, a, a1, b, b2o, kv, k), alpha, beta);
+                put(c, c1 + 3, lanesThenTail(c13, tmp, a, a1, b, b3o, kv, k), alpha, beta);
+                put(c, c2, lanesThenTail(c20, tmp, a, a2, b, b0, kv, k), alpha, beta);
+                put(c, c2 + 1, lanesThenTail(c21, tmp, a, a2, b, b1o, kv, k), alpha, beta);
+                put(c, c2 + 2, lanesThenTail(c22, tmp, a, a2, b, b2o, kv, k), alpha, beta);
+                put(c, c2 + 3, lanesThenTail(c23, tmp, a, a2, b, b3o, kv, k), alpha, beta);
+                put(c, c3, lanesThenTail(c30, tmp, a, a3, b, b0, kv, k), alpha, beta);
+                put(c, c3 + 1, lanesThenTail(c31, tmp, a, a3, b, b1o, kv, k), alpha, beta);
+                put(c, c3 + 2, lanesThenTail(c32, tmp, a, a3, b, b2o, kv, k), alpha, beta);
+                put(c, c3 + 3, lanesThenTail(c33, tmp, a, a3, b, b3o, kv, k), alpha, beta);
             }
             for (; j < j1; j++) for (int r = 0; r < 4; r++) one(a, aOff + (i + r) * lda, b, bOff + j * ldb, c, cOff + (i + r) * ldc + j, k, kv, tmp, alpha, beta);
         }
         for (; i < i1; i++)
             for (int j = j0; j < j1; j++) one(a, aOff + i * lda, b, bOff + j * ldb, c, cOff + i * ldc + j, k, kv, tmp, alpha, beta);
+    }
+
+    private static void put(float[] c, int ci, float s, float alpha, float beta) {
+        c[ci] = MatmulKernels.finish(s, c[ci], alpha, beta);
     }
 
     private static void one(float[] a, int ar, float[] b, int br, float[] c, int ci, int k, int kv, float[] tmp, float alpha, float beta) {

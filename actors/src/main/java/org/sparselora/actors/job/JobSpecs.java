@@ -1,0 +1,166 @@
+package org.sparselora.actors.job;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Pattern;
+import org.sparselora.proto.control.DataSpec;
+import org.sparselora.proto.control.JobSpec;
+import org.sparselora.proto.control.LoraSpec;
+import org.sparselora.proto.control.OptimizerSpec;
+import org.sparselora.proto.control.ScheduleSpec;
+import org.sparselora.proto.control.SparsityConfig;
+
+/**
+ * The one place that knows what a valid {@link JobSpec} is: defaults for unset fields, validation
+ * of every field (a {@link JobSpecException} naming the field path, which is also the job.yaml
+ * key), and resolving a sparsity config given by path into the inline form the pipeline runs.
+ * Both job files and SubmitJob requests go through here.
+ */
+public final class JobSpecs {
+
+    public static final List<String> LORA_TARGETS = List.of("q", "k", "v", "o", "gate", "up", "down");
+    private static final Pattern MODE = Pattern.compile("dense|svd_[1-9][0-9]{0,3}");
+    private static final Pattern LAYER_KEY = Pattern.compile("layers\\.[0-9]{1,4}\\.(mlp|self_attn)");
+    private static final Pattern DEVICE = Pattern.compile("cpu|cuda|cuda:[0-9]{1,2}");
+    private static final int MAX_STRING = 4096;
+
+    private JobSpecs() {}
+
+    /** Fills every unset field that has a default (see control.proto). */
+    public static JobSpec withDefaults(JobSpec s) {
+        JobSpec.Builder b = s.toBuilder();
+        if (!s.hasWorkers()) b.setWorkers(1);
+        if (!s.hasCheckpointEvery()) b.setCheckpointEvery(100);
+        if (!s.hasPrefetch()) b.setPrefetch(4);
+        if (s.getDevice().isEmpty()) b.setDevice("cpu");
+        if (s.getName().isEmpty() && !s.getOutputDir().isEmpty()) {
+            Path fn = Path.of(s.getOutputDir()).getFileName();
+            b.setName(fn == null ? "job" : fn.toString());
+        }
+        LoraSpec.Builder l = s.getLora().toBuilder();
+        if (!l.hasR()) l.setR(32);
+        if (!l.hasAlpha()) l.setAlpha(64);
+        if (l.getTargetsCount() == 0) l.addAllTargets(List.of("q", "k", "v", "o"));
+        b.setLora(l);
+        OptimizerSpec.Builder o = s.getOptimizer().toBuilder();
+        if (o.getName().isEmpty()) o.setName("adamw");
+        if (!o.hasLr()) o.setLr(2e-4);
+        if (!o.hasWeightDecay()) o.setWeightDecay(0);
+        if (!o.hasBeta1()) o.setBeta1(0.9);
+        if (!o.hasBeta2()) o.setBeta2(0.999);
+        if (!o.hasEps()) o.setEps(1e-8);
+        if (!o.hasGradClip()) o.setGradClip(1.0);
+        b.setOptimizer(o);
+        ScheduleSpec.Builder sc = s.getSchedule().toBuilder();
+        if (sc.getType().isEmpty()) sc.setType("constant");
+        b.setSchedule(sc);
+        if (s.hasSparsity()) b.setSparsity(sparsityDefaults(s.getSparsity()));
+        return b.build();
+    }
+
+    public static SparsityConfig sparsityDefaults(SparsityConfig c) {
+        SparsityConfig.Builder b = c.toBuilder();
+        if (!c.hasStartStep()) b.setStartStep(0.05);
+        if (!c.hasEndStep()) b.setEndStep(1.0);
+        if (!c.hasSkipOutputTokens()) b.setSkipOutputTokens(true);
+        if (c.getMode().isEmpty()) b.setMode("svd_8");
+        if (c.getFrozenGrad().isEmpty()) b.setFrozenGrad("sliced");
+        return b.build();
+    }
+
+    /** Every field, after {@link #withDefaults}. */
+    public static void validate(JobSpec s) {
+        str("name", s.getName(), false);
+        str("model", s.getModel(), true);
+        str("tokenizer", s.getTokenizer(), false);
+        DataSpec d = s.getData();
+        str("data.path", d.getPath(), true);
+        if (!d.getFormat().isEmpty() && !Set.of("alpaca", "gsm8k", "text", "arc").contains(d.getFormat()))
+            throw new JobSpecException("data.format", "must be one of alpaca, gsm8k, text, arc, got '" + d.getFormat() + "'");
+        str("data.field", d.getField(), false);
+        LoraSpec l = s.getLora();
+        range("lora.r", l.getR(), 1, 4096);
+        positive("lora.alpha", l.getAlpha());
+        if (!(l.getDropout() >= 0 && l.getDropout() < 1)) throw new JobSpecException("lora.dropout", "must be in [0, 1), got " + l.getDropout());
+        Set<String> seen = new HashSet<>();
+        for (String t : l.getTargetsList()) {
+            if (!LORA_TARGETS.contains(t)) throw new JobSpecException("lora.targets", "unknown projection '" + t + "' (use " + String.join(", ", LORA_TARGETS) + ")");
+            if (!seen.add(t)) throw new JobSpecException("lora.targets", "'" + t + "' listed twice");
+        }
+        if (l.getTargetsCount() == 0) throw new JobSpecException("lora.targets", "must name at least one projection");
+        if (s.hasSparsityPath()) str("sparsity", s.getSparsityPath(), true);
+        if (s.hasSparsity()) validateSparsity("sparsity", s.getSparsity());
+        OptimizerSpec o = s.getOptimizer();
+        if (!o.getName().equals("adamw")) throw new JobSpecException("optimizer.name", "only adamw is supported, got '" + o.getName() + "'");
+        if (!(o.getLr() > 0 && o.getLr() <= 1)) throw new JobSpecException("optimizer.lr", "must be in (0, 1], got " + o.getLr());
+        if (!(o.getWeightDecay() >= 0 && o.getWeightDecay() <= 10)) throw new JobSpecException("optimizer.weight_decay", "must be in [0, 10], got " + o.getWeightDecay());
+        if (!(o.getBeta1() >= 0 && o.getBeta1() < 1)) throw new JobSpecException("optimizer.beta1", "must be in [0, 1), got " + o.getBeta1());
+        if (!(o.getBeta2() >= 0 && o.getBeta2() < 1)) throw new JobSpecException("optimizer.beta2", "must be in [0, 1), got " + o.getBeta2());
+        if (!(o.getEps() > 0 && o.getEps() < 1)) throw new JobSpecException("optimizer.eps", "must be in (0, 1), got " + o.getEps());
+        if (!(o.getGradClip() >= 0 && Double.isFinite(o.getGradClip()))) throw new JobSpecException("optimizer.grad_clip", "must be >= 0 (0 = off), got " + o.getGradClip());
+        ScheduleSpec sc = s.getSchedule();
+        if (!Set.of("constant", "linear", "cosine").contains(sc.getType()))
+            throw new JobSpecException("schedule.type", "must be constant, linear or cosine, got '" + sc.getType() + "'");
+        range("steps", s.getSteps(), 1, 100_000_000);
+        range("schedule.warmup_steps", sc.getWarmupSteps(), 0, s.getSteps());
+        if (!(sc.getMinLrRatio() >= 0 && sc.getMinLrRatio() <= 1)) throw new JobSpecException("schedule.min_lr_ratio", "must be in [0, 1], got " + sc.getMinLrRatio());
+        range("batch_size", s.getBatchSize(), 1, 1_000_000);
+        range("seq_len", s.getSeqLen(), 1, 1 << 20);
+        range("workers", s.getWorkers(), 1, 1024);
+        if (s.getBatchSize() % s.getWorkers() != 0)
+            throw new JobSpecException("workers", s.getWorkers() + " workers cannot split batch_size " + s.getBatchSize() + " evenly");
+        str("output_dir", s.getOutputDir(), true);
+        range("checkpoint_every", s.getCheckpointEvery(), 0, 100_000_000);
+        if (!DEVICE.matcher(s.getDevice()).matches()) throw new JobSpecException("device", "must be cpu, cuda or cuda:<n>, got '" + s.getDevice() + "'");
+        range("prefetch", s.getPrefetch(), 1, 1024);
+    }
+
+    public static void validateSparsity(String at, SparsityConfig c) {
+        double start = c.getStartStep(), end = c.getEndStep();
+        if (!(start >= 0 && start <= 1)) throw new JobSpecException(at + ".start_step", "must be in [0, 1], got " + start);
+        if (!(end >= start && end <= 1)) throw new JobSpecException(at + ".end_step", "must be in [start_step, 1], got " + end);
+        if (!MODE.matcher(c.getMode()).matches()) throw new JobSpecException(at + ".mode", "must be dense or svd_<rank>, got '" + c.getMode() + "'");
+        if (!Set.of("cut", "sliced").contains(c.getFrozenGrad())) throw new JobSpecException(at + ".frozen_grad", "must be cut or sliced, got '" + c.getFrozenGrad() + "'");
+        if (!(c.getSparseOutputTokens() >= 0 && c.getSparseOutputTokens() <= 1))
+            throw new JobSpecException(at + ".sparse_output_tokens", "must be in [0, 1], got " + c.getSparseOutputTokens());
+        for (Map.Entry<String, Double> e : c.getSparsityMap().entrySet()) {
+            if (!LAYER_KEY.matcher(e.getKey()).matches())
+                throw new JobSpecException(at + ".sparsity", "key '" + e.getKey() + "' is not layers.<i>.mlp or layers.<i>.self_attn");
+            double v = e.getValue();
+            if (!(v >= 0 && v < 1)) throw new JobSpecException(at + ".sparsity." + e.getKey(), "ratio must be in [0, 1), got " + v);
+        }
+    }
+
+    /** Defaults + validation + sparsity by path loaded inline: the spec a JobSupervisor runs. */
+    public static JobSpec prepare(JobSpec spec) {
+        JobSpec s = withDefaults(spec);
+        validate(s);
+        if (s.hasSparsityPath()) {
+            Path p = Path.of(s.getSparsityPath());
+            if (!Files.isReadable(p)) throw new JobSpecException("sparsity", "cannot read sparsity config " + p);
+            SparsityConfig c = sparsityDefaults(JobFiles.loadSparsity(p));
+            validateSparsity("sparsity (" + p + ")", c);
+            s = s.toBuilder().setSparsity(c).build();
+        }
+        return s;
+    }
+
+    private static void str(String field, String v, boolean required) {
+        if (required && v.isBlank()) throw new JobSpecException(field, "is required");
+        if (v.length() > MAX_STRING) throw new JobSpecException(field, "is longer than " + MAX_STRING + " characters");
+        for (int i = 0; i < v.length(); i++)
+            if (Character.isISOControl(v.charAt(i))) throw new JobSpecException(field, "contains a control character");
+    }
+
+    private static void range(String field, long v, long lo, long hi) {
+        if (v < lo || v > hi) throw new JobSpecException(field, "must be in [" + lo + ", " + hi + "], got " + v);
+    }
+
+    private static void positive(String field, double v) {
+        if (!(v > 0 && Double.isFinite(v))) throw new JobSpecException(field, "must be > 0, got " + v);
+    }
+}

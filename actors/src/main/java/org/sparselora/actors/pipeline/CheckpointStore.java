@@ -1,0 +1,140 @@
+package org.sparselora.actors.pipeline;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.zip.CRC32;
+import org.sparselora.engine.train.TrainerState;
+import org.sparselora.proto.cluster.Checkpoint;
+import org.sparselora.proto.cluster.DataPositionProto;
+import org.sparselora.proto.cluster.FloatTensor;
+import org.sparselora.proto.cluster.NamedTensor;
+
+/**
+ * The job's resumable checkpoint, {@code <output_dir>/checkpoint/checkpoint.pb}: adapter + AdamW
+ * moments ({@link TrainerState}), completed steps, data position and RNG state, the job spec. It is
+ * written to a temp file in the same directory, forced to disk, then renamed over the old one, so a
+ * crash at any instant leaves either the previous complete checkpoint or the new complete one. The
+ * file starts with "SLCK", a version, the payload length and its CRC-32, so a damaged file is
+ * reported as such instead of being half-loaded.
+ */
+public final class CheckpointStore {
+
+    public static final String FILE = "checkpoint.pb";
+    private static final int MAGIC = 0x4B434C53; // "SLCK" little-endian
+    private static final int VERSION = 1;
+    private static final int HEADER = 4 + 4 + 8 + 8;
+
+    private final Path dir;
+
+    public CheckpointStore(Path outputDir) {
+        this.dir = outputDir.resolve("checkpoint");
+    }
+
+    public Path file() { return dir.resolve(FILE); }
+
+    public boolean exists() { return Files.exists(file()); }
+
+    public void write(Checkpoint checkpoint) throws IOException {
+        Files.createDirectories(dir);
+        byte[] payload = checkpoint.toByteArray();
+        CRC32 crc = new CRC32();
+        crc.update(payload);
+        ByteBuffer header = ByteBuffer.allocate(HEADER).order(ByteOrder.LITTLE_ENDIAN)
+                .putInt(MAGIC).putInt(VERSION).putLong(payload.length).putLong(crc.getValue()).flip();
+        Path tmp = Files.createTempFile(dir, FILE + ".", ".tmp");
+        try {
+            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+                while (header.hasRemaining()) ch.write(header);
+                ByteBuffer body = ByteBuffer.wrap(payload);
+                while (body.hasRemaining()) ch.write(body);
+                ch.force(true);
+            }
+            try {
+                Files.move(tmp, file(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (AtomicMoveNotSupportedException e) {
+                throw new IOException("checkpoint directory " + dir + " does not support atomic rename", e);
+            }
+            forceDirectory();
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    public Checkpoint read() throws IOException {
+        Path f = file();
+        if (!Files.exists(f)) throw new IOException(f + ": no checkpoint to resume from");
+        byte[] all = Files.readAllBytes(f);
+        if (all.length < HEADER) throw new IOException(f + ": truncated checkpoint (" + all.length + " bytes)");
+        ByteBuffer b = ByteBuffer.wrap(all).order(ByteOrder.LITTLE_ENDIAN);
+        if (b.getInt() != MAGIC) throw new IOException(f + ": not a SparseLoRA checkpoint (bad magic)");
+        int version = b.getInt();
+        if (version != VERSION) throw new IOException(f + ": checkpoint format version " + version + ", expected " + VERSION);
+        long len = b.getLong();
+        long crcWant = b.getLong();
+        if (len != all.length - HEADER) throw new IOException(f + ": truncated checkpoint (payload " + (all.length - HEADER) + " of " + len + " bytes)");
+        CRC32 crc = new CRC32();
+        crc.update(all, HEADER, (int) len);
+        if (crc.getValue() != crcWant) throw new IOException(f + ": checkpoint CRC mismatch (file damaged)");
+        return Checkpoint.parseFrom(ByteBuffer.wrap(all, HEADER, (int) len));
+    }
+
+    /** Temp files a killed process left behind (never the checkpoint itself). */
+    public void removeStaleTemps() throws IOException {
+        if (!Files.isDirectory(dir)) return;
+        try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, FILE + ".*.tmp")) {
+            for (Path p : ds) Files.deleteIfExists(p);
+        }
+    }
+
+    private void forceDirectory() {
+        // makes the rename itself durable; not every file system lets a directory be opened
+        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
+            ch.force(true);
+        } catch (IOException ignored) {
+        }
+    }
+
+    public static TrainerState toTrainerState(Checkpoint c) {
+        LinkedHashMap<String, float[]> tensors = new LinkedHashMap<>();
+        for (NamedTensor t : c.getTensorsList()) tensors.put(t.getName(), toArray(t.getData()));
+        return new TrainerState(c.getTrainerStep(), tensors);
+    }
+
+    public static Checkpoint.Builder fromTrainerState(TrainerState s) {
+        Checkpoint.Builder b = Checkpoint.newBuilder().setTrainerStep(s.step());
+        for (Map.Entry<String, float[]> e : s.tensors().entrySet())
+            b.addTensors(NamedTensor.newBuilder().setName(e.getKey()).setData(toProto(e.getValue())));
+        return b;
+    }
+
+    public static DataPosition toPosition(DataPositionProto p) {
+        return new DataPosition(p.getEpoch(), p.getOffset(), p.getRngState(), p.getBatches());
+    }
+
+    public static DataPositionProto toProto(DataPosition p) {
+        return DataPositionProto.newBuilder().setEpoch(p.epoch()).setOffset(p.offset())
+                .setRngState(p.rngState()).setBatches(p.batches()).build();
+    }
+
+    public static FloatTensor toProto(float[] a) {
+        FloatTensor.Builder b = FloatTensor.newBuilder();
+        for (float v : a) b.addValues(v);
+        return b.build();
+    }
+
+    public static float[] toArray(FloatTensor t) {
+        float[] a = new float[t.getValuesCount()];
+        for (int i = 0; i < a.length; i++) a[i] = t.getValues(i);
+        return a;
+    }
+}

@@ -1,0 +1,191 @@
+package org.sparselora.actors.pipeline;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.DispatcherSelector;
+import org.apache.pekko.actor.typed.PostStop;
+import org.apache.pekko.actor.typed.javadsl.ActorContext;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.StepResult;
+import org.sparselora.engine.train.TrainerState;
+import org.sparselora.engine.train.TrainingWorker;
+
+/**
+ * One data-parallel worker: owns a {@link TrainingWorker} and runs whole training steps on it. It
+ * lives on a pinned dispatcher ({@link #DISPATCHER}: one thread for its whole life), so a GPU
+ * context created by the worker factory stays on the thread that uses it. Behaviours follow
+ * SparseLoRA's schedule: {@code denseWarmup} until the first sparse step, then {@code sparse}
+ * (which runs steps past end_step dense again). A step is: compute gradients, contribute them to
+ * the step's GradientAggregator round (with one worker only the statistics, no host round trip),
+ * apply the reduced update when it comes back, acknowledge to the supervisor. Any exception fails
+ * the actor; the JobSupervisor watches it and restarts from the last checkpoint. Messages carry
+ * the supervisor's generation so replies from before a restart are ignored.
+ */
+public final class Stepper {
+
+    public static final String DISPATCHER = "sparselora.stepper-dispatcher";
+
+    public static DispatcherSelector dispatcher() { return DispatcherSelector.fromConfig(DISPATCHER); }
+
+    public interface Command {}
+
+    /** Step barrier: run 0-based step {@code step} on this shard and contribute to {@code aggregator}. */
+    public record RunStep(long generation, int step, Batch batch, ActorRef<GradientAggregator.Command> aggregator,
+                          ActorRef<JobSupervisor.Command> replyTo) implements Command, ClusterMessage {}
+
+    /** The round's result: summed gradients (null with one worker) and the global output-token count. */
+    public record Reduced(long generation, int step, float[][] grads, long totalOutputTokens, boolean skip)
+            implements Command, ClusterMessage {}
+
+    /** Reset to a checkpoint; {@code step} = completed steps in it. Answered with StepperReady. */
+    public record Restore(long generation, int step, TrainerState state, ActorRef<JobSupervisor.Command> replyTo)
+            implements Command, LocalMessage {}
+
+    /** Answered with a deep copy of the worker's state (StateSnapshot). */
+    public record Snapshot(long generation, ActorRef<JobSupervisor.Command> replyTo) implements Command, LocalMessage {}
+
+    public record AttachPredictor(PredictorFactors factors) implements Command, LocalMessage {}
+
+    /**
+     * @param initial   state to restore (null: the factory's fresh worker)
+     * @param startStep completed steps at {@code initial} (picks the starting behaviour)
+     * @param factors   the predictor if already built (else an {@link AttachPredictor} follows)
+     */
+    public static Behavior<Command> create(int worker, int workers, long generation, WorkerFactory factory,
+                                           TrainerState initial, int startStep, PredictorFactors factors,
+                                           SparseSchedule schedule, ActorRef<JobSupervisor.Command> supervisor) {
+        return Behaviors.setup(ctx -> {
+            TrainingWorker w = factory.create(worker, workers);
+            Stepper s = new Stepper(ctx, worker, workers, generation, factory, w, schedule, supervisor);
+            try {
+                if (initial != null) w.restore(initial);
+                if (factors != null) s.attach(factors);
+            } catch (RuntimeException e) {
+                w.close();
+                throw e;
+            }
+            supervisor.tell(new JobSupervisor.StepperReady(generation, worker, ctx.getSelf()));
+            return s.behaviourFor(startStep);
+        });
+    }
+
+    private final ActorContext<Command> ctx;
+    private final int worker;
+    private final int workers;
+    private final WorkerFactory factory;
+    private final TrainingWorker trainer;
+    private final SparseSchedule schedule;
+    private final ActorRef<JobSupervisor.Command> supervisor;
+    private long generation;
+    private boolean predictorAttached;
+    private int pendingStep = -1;
+    private StepResult pendingResult;
+    private ActorRef<JobSupervisor.Command> pendingReplyTo;
+
+    private Stepper(ActorContext<Command> ctx, int worker, int workers, long generation, WorkerFactory factory,
+                    TrainingWorker trainer, SparseSchedule schedule, ActorRef<JobSupervisor.Command> supervisor) {
+        this.ctx = ctx;
+        this.worker = worker;
+        this.workers = workers;
+        this.generation = generation;
+        this.factory = factory;
+        this.trainer = trainer;
+        this.schedule = schedule;
+        this.supervisor = supervisor;
+    }
+
+    private Behavior<Command> behaviourFor(int step) {
+        return step < schedule.firstSparse() ? denseWarmup() : sparse();
+    }
+
+    /** Before the first sparse step: every step dense; the first sparse step switches behaviour. */
+    private Behavior<Command> denseWarmup() {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(RunStep.class, m -> {
+                    if (m.generation() != generation) return Behaviors.same();
+                    if (schedule.isSparse(m.step())) {
+                        if (!predictorAttached)
+                            throw new IllegalStateException("step " + m.step() + " is sparse but worker " + worker + " has no predictor");
+                        ctx.getLog().debug("worker {} switches to sparse at step {}", worker, m.step());
+                        run(m, true);
+                        return sparse();
+                    }
+                    run(m, false);
+                    return Behaviors.same();
+                }));
+    }
+
+    /** From start_step·T on: sparse inside [start_step·T, end_step·T), dense after it. */
+    private Behavior<Command> sparse() {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(RunStep.class, m -> {
+                    if (m.generation() != generation) return Behaviors.same();
+                    run(m, schedule.isSparse(m.step()));
+                    return Behaviors.same();
+                }));
+    }
+
+    private Behavior<Command> common(org.apache.pekko.actor.typed.javadsl.BehaviorBuilder<Command> b) {
+        return b.onMessage(Reduced.class, this::onReduced)
+                .onMessage(Restore.class, this::onRestore)
+                .onMessage(Snapshot.class, this::onSnapshot)
+                .onMessage(AttachPredictor.class, m -> {
+                    attach(m.factors());
+                    return Behaviors.same();
+                })
+                .onSignal(PostStop.class, s -> {
+                    trainer.close();
+                    return Behaviors.same();
+                })
+                .build();
+    }
+
+    private void attach(PredictorFactors f) {
+        factory.attachPredictor(trainer, f);
+        predictorAttached = true;
+    }
+
+    private void run(RunStep m, boolean sparse) {
+        StepResult r = trainer.computeGradients(m.batch(), m.step(), sparse);
+        // one worker: the gradients stay on the device, only the statistics go to the round
+        float[][] grads = workers > 1 ? trainer.gradientsToHost() : null;
+        pendingStep = m.step();
+        pendingResult = r;
+        pendingReplyTo = m.replyTo();
+        m.aggregator().tell(new GradientAggregator.Contribute(generation, m.step(), worker, grads, r, ctx.getSelf()));
+    }
+
+    private Behavior<Command> onReduced(Reduced m) {
+        if (m.generation() != generation || m.step() != pendingStep) return Behaviors.same();
+        double lr = 0;
+        if (!m.skip()) {
+            if (m.grads() != null) trainer.gradientsFromHost(m.grads());
+            lr = trainer.applyUpdate(m.step(), m.totalOutputTokens());
+        }
+        pendingReplyTo.tell(new JobSupervisor.StepApplied(generation, m.step(), worker, lr, pendingResult, m.skip()));
+        pendingStep = -1;
+        pendingResult = null;
+        return Behaviors.same();
+    }
+
+    private Behavior<Command> onRestore(Restore m) {
+        trainer.restore(m.state());
+        generation = m.generation();
+        pendingStep = -1;
+        pendingResult = null;
+        m.replyTo().tell(new JobSupervisor.StepperReady(generation, worker, ctx.getSelf()));
+        return behaviourFor(m.step());
+    }
+
+    private Behavior<Command> onSnapshot(Snapshot m) {
+        TrainerState s = trainer.state();
+        // a copy taken on this thread: the checkpoint is written elsewhere while training goes on
+        LinkedHashMap<String, float[]> copy = new LinkedHashMap<>();
+        for (Map.Entry<String, float[]> e : s.tensors().entrySet()) copy.put(e.getKey(), e.getValue().clone());
+        m.replyTo().tell(new JobSupervisor.StateSnapshot(m.generation(), new TrainerState(s.step(), copy)));
+        return Behaviors.same();
+    }
+}

@@ -1,0 +1,304 @@
+package org.sparselora.actors.server;
+
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.Gauge;
+import io.micrometer.core.instrument.MeterRegistry;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.Props;
+import org.apache.pekko.actor.typed.SpawnProtocol;
+import org.apache.pekko.actor.typed.javadsl.AskPattern;
+import org.sparselora.actors.job.JobSpecException;
+import org.sparselora.actors.job.JobSpecs;
+import org.sparselora.actors.pipeline.EngineProvider;
+import org.sparselora.actors.pipeline.JobRuntime;
+import org.sparselora.actors.pipeline.JobSupervisor;
+import org.sparselora.proto.control.JobEvent;
+import org.sparselora.proto.control.JobSpec;
+import org.sparselora.proto.control.JobState;
+import org.sparselora.proto.control.JobStatus;
+import org.sparselora.proto.control.StateChange;
+
+/**
+ * The jobs of one process (the server, or {@code train} in-process): validates and queues
+ * submissions, runs at most {@code maxConcurrent} at a time (each under its own JobSupervisor,
+ * spawned through the actor system's SpawnProtocol guardian), keeps every job's event history for
+ * watchers that join late, and cancels/resumes. Thread-safe: gRPC threads call in, supervisors
+ * publish events from actor threads.
+ */
+public final class JobManager implements AutoCloseable {
+
+    /** Opens the engine side of a job; by default the installed {@link EngineProvider}s. */
+    @FunctionalInterface
+    public interface RuntimeOpener {
+        JobRuntime open(JobSpec spec) throws Exception;
+    }
+
+    private final ActorSystem<SpawnProtocol.Command> system;
+    private final int maxConcurrent;
+    private final RuntimeOpener opener;
+    private final JobSupervisor.Settings settings;
+    private final Map<String, Job> jobs = new LinkedHashMap<>();
+    private final ArrayDeque<Job> queue = new ArrayDeque<>();
+    private final ExecutorService starter = Executors.newSingleThreadExecutor(Thread.ofPlatform().name("job-starter").daemon().factory());
+    private final AtomicLong ids = new AtomicLong();
+    private int running;
+    private Counter steps, tokens, finished, failed;
+
+    public JobManager(ActorSystem<SpawnProtocol.Command> system, int maxConcurrent, RuntimeOpener opener, JobSupervisor.Settings settings) {
+        if (maxConcurrent < 1) throw new IllegalArgumentException("max concurrent jobs must be >= 1, got " + maxConcurrent);
+        this.system = system;
+        this.maxConcurrent = maxConcurrent;
+        this.opener = opener;
+        this.settings = settings;
+    }
+
+    public static RuntimeOpener engines() { return EngineProvider::openFor; }
+
+    /** Job counts by state and step/token counters, for Prometheus scraping. */
+    public void bindMetrics(MeterRegistry registry) {
+        for (JobState s : List.of(JobState.QUEUED, JobState.RUNNING, JobState.BUILDING_PREDICTOR, JobState.STARTING))
+            Gauge.builder("sparselora_jobs", this, m -> m.count(s)).tag("state", s.name().toLowerCase()).description("jobs by state").register(registry);
+        steps = Counter.builder("sparselora_steps").description("training steps completed").register(registry);
+        tokens = Counter.builder("sparselora_tokens").description("tokens trained on").register(registry);
+        finished = Counter.builder("sparselora_jobs_finished").description("jobs that finished").register(registry);
+        failed = Counter.builder("sparselora_jobs_failed").description("jobs that failed").register(registry);
+    }
+
+    private synchronized double count(JobState s) {
+        return jobs.values().stream().filter(j -> j.state == s).count();
+    }
+
+    /** Validates (a {@link JobSpecException} names the bad field) and queues; returns the new job's id. */
+    public String submit(JobSpec raw) {
+        JobSpec spec = JobSpecs.prepare(raw);
+        synchronized (this) {
+            for (Job j : jobs.values())
+                if (!j.terminal() && j.spec.getOutputDir().equals(spec.getOutputDir()))
+                    throw new JobSpecException("output_dir", "'" + spec.getOutputDir() + "' is in use by job " + j.id);
+            String id = "job-" + ids.incrementAndGet();
+            Job j = new Job(id, spec);
+            jobs.put(id, j);
+            j.publishLocal(JobState.QUEUED, "queued");
+            queue.add(j);
+            startQueued();
+            return id;
+        }
+    }
+
+    public synchronized JobStatus get(String id) {
+        Job j = jobs.get(id);
+        return j == null ? null : j.status();
+    }
+
+    public synchronized List<JobStatus> list() {
+        List<JobStatus> out = new ArrayList<>();
+        for (Job j : jobs.values()) out.add(j.status());
+        return out;
+    }
+
+    /** Queued: cancelled at once. Running: stops after the current step, with a checkpoint. */
+    public synchronized JobStatus cancel(String id, String reason) {
+        Job j = jobs.get(id);
+        if (j == null) return null;
+        if (j.state == JobState.QUEUED) {
+            queue.remove(j);
+            j.publishLocal(JobState.CANCELLED, reason);
+        } else if (!j.terminal()) {
+            j.cancelReason = reason;
+            if (j.supervisor != null) j.supervisor.tell(new JobSupervisor.Cancel(reason));
+        }
+        return j.status();
+    }
+
+    /** Runs a stopped job again from its last checkpoint (same id; events continue). */
+    public synchronized JobStatus resume(String id) {
+        Job j = jobs.get(id);
+        if (j == null) return null;
+        if (!j.terminal()) throw new IllegalStateException("job " + id + " is " + j.state.name().toLowerCase() + ", not stopped");
+        if (j.state == JobState.FINISHED) throw new IllegalStateException("job " + id + " already finished");
+        j.spec = j.spec.toBuilder().setResume(true).build();
+        j.done = new CompletableFuture<>();
+        j.cancelReason = null;
+        j.supervisor = null;
+        j.publishLocal(JobState.QUEUED, "resume queued");
+        queue.add(j);
+        startQueued();
+        return j.status();
+    }
+
+    /** Completes with the final status when the (current run of the) job stops. */
+    public synchronized CompletableFuture<JobStatus> completion(String id) {
+        Job j = jobs.get(id);
+        if (j == null) throw new IllegalArgumentException("no job " + id);
+        return j.done;
+    }
+
+    /**
+     * Replays the job's events (unless {@code onlyNew}), then delivers new ones; {@code onEnd} runs
+     * after the terminal event. Returns the handle to stop watching, or null if there is no such job.
+     */
+    public synchronized Runnable watch(String id, boolean onlyNew, Consumer<JobEvent> sink, Runnable onEnd) {
+        Job j = jobs.get(id);
+        if (j == null) return null;
+        synchronized (j) {
+            if (!onlyNew) for (JobEvent e : j.events) sink.accept(e);
+            if (j.terminal()) {
+                onEnd.run();
+                return () -> {};
+            }
+            Watcher w = new Watcher(sink, onEnd);
+            j.watchers.add(w);
+            return () -> j.watchers.remove(w);
+        }
+    }
+
+    private synchronized void startQueued() {
+        while (running < maxConcurrent && !queue.isEmpty()) {
+            Job j = queue.poll();
+            running++;
+            j.launched = true;
+            j.publishLocal(JobState.STARTING, j.spec.getResume() ? "opening the engine (resume)" : "opening the engine");
+            starter.execute(() -> launch(j));
+        }
+    }
+
+    private void launch(Job j) {
+        JobRuntime rt;
+        try {
+            rt = opener.open(j.spec);
+        } catch (Exception e) {
+            j.onEvent(j.stateEvent(JobState.FAILED, e.getMessage() != null ? e.getMessage() : e.toString()));
+            return;
+        }
+        String name = j.id + "-" + System.nanoTime();
+        AskPattern.<SpawnProtocol.Command, ActorRef<JobSupervisor.Command>>ask(system,
+                        r -> new SpawnProtocol.Spawn<>(JobSupervisor.create(j.id, j.spec, rt, j, settings), name, Props.empty(), r),
+                        Duration.ofSeconds(30), system.scheduler())
+                .whenComplete((ref, err) -> {
+                    if (err != null) {
+                        j.onEvent(j.stateEvent(JobState.FAILED, "could not start the job supervisor: " + err));
+                        return;
+                    }
+                    synchronized (JobManager.this) {
+                        j.supervisor = ref;
+                        if (j.cancelReason != null) ref.tell(new JobSupervisor.Cancel(j.cancelReason));
+                    }
+                });
+    }
+
+    private void onTerminal(Job j) {
+        synchronized (this) {
+            running--;
+            startQueued();
+        }
+    }
+
+    @Override
+    public void close() {
+        List<Job> live;
+        synchronized (this) {
+            live = jobs.values().stream().filter(j -> !j.terminal()).toList();
+        }
+        for (Job j : live) cancel(j.id, "server shutting down");
+        for (Job j : live) {
+            try {
+                j.done.get(60, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (Exception ignored) {
+            }
+        }
+        starter.shutdownNow();
+    }
+
+    private record Watcher(Consumer<JobEvent> sink, Runnable onEnd) {}
+
+    /** One job: its spec, state and history; the JobSupervisor's listener. */
+    private final class Job implements org.sparselora.actors.pipeline.JobListener {
+        final String id;
+        final long submitted = System.currentTimeMillis();
+        volatile JobSpec spec;
+        volatile JobState state = JobState.QUEUED;
+        volatile ActorRef<JobSupervisor.Command> supervisor;
+        volatile String cancelReason;
+        /** counted in {@code running} until its terminal event */
+        volatile boolean launched;
+        volatile CompletableFuture<JobStatus> done = new CompletableFuture<>();
+        int step;
+        double lastLoss;
+        String reason = "";
+        final List<JobEvent> events = new ArrayList<>();
+        final List<Watcher> watchers = new CopyOnWriteArrayList<>();
+
+        Job(String id, JobSpec spec) {
+            this.id = id;
+            this.spec = spec;
+        }
+
+        boolean terminal() {
+            return state == JobState.FINISHED || state == JobState.FAILED || state == JobState.CANCELLED;
+        }
+
+        JobEvent stateEvent(JobState s, String why) {
+            return JobEvent.newBuilder().setJobId(id).setUnixMs(System.currentTimeMillis())
+                    .setState(StateChange.newBuilder().setState(s).setReason(why)).build();
+        }
+
+        void publishLocal(JobState s, String why) {
+            onEvent(stateEvent(s, why));
+        }
+
+        @Override
+        public void onEvent(JobEvent e) {
+            boolean ended;
+            synchronized (this) {
+                if (terminal() && !(e.hasState() && e.getState().getState() == JobState.QUEUED)) return; // one terminal event per run
+                events.add(e);
+                if (e.hasState()) {
+                    state = e.getState().getState();
+                    reason = e.getState().getReason();
+                }
+                if (e.hasStep()) {
+                    step = e.getStep().getStep();
+                    lastLoss = e.getStep().getLoss();
+                    if (steps != null) {
+                        steps.increment();
+                        tokens.increment(e.getStep().getTokens());
+                    }
+                }
+                if (e.hasRestarted()) step = e.getRestarted().getFromStep();
+                ended = terminal();
+                for (Watcher w : watchers) w.sink().accept(e);
+                if (ended) {
+                    for (Watcher w : watchers) w.onEnd().run();
+                    watchers.clear();
+                }
+            }
+            if (ended) {
+                if (finished != null) (state == JobState.FINISHED ? finished : failed).increment();
+                done.complete(status());
+                if (launched) {
+                    launched = false;
+                    onTerminal(this);
+                }
+            }
+        }
+
+        synchronized JobStatus status() {
+            return JobStatus.newBuilder().setId(id).setName(spec.getName()).setState(state).setStep(step)
+                    .setTotalSteps(spec.getSteps()).setLastLoss(lastLoss).setReason(reason).setOutputDir(spec.getOutputDir())
+                    .setSubmittedUnixMs(submitted).setSpec(spec).build();
+        }
+    }
+}
