@@ -210,6 +210,36 @@ extern "C" __global__ void adamw_multi(const AdamSlot* slots, float lr, float b1
         adamwOne(s.p, s.g, s.m, s.v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
 }
 
+// GQA "QK-norm" scores per KV channel (g, d): scores[g·D+d] = kNorms[g·D+d] · mean_j qNorms[(g·G+j)·D+d].
+extern "C" __global__ void kv_channel_scores(float* scores, const float* qNorms, const float* kNorms, int Hkv, int G, int D) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= Hkv * D) return;
+    int g = i / D, d = i % D;
+    float s = 0.f;
+    for (int j = 0; j < G; j++) s += qNorms[(g * G + j) * D + d];
+    scores[i] = kNorms[i] * (s / G);
+}
+
+// First position in the ascending idx[0, k) whose value is >= v.
+__device__ __forceinline__ int lowerBound(const int* idx, int k, int v) {
+    int lo = 0, hi = k;
+    while (lo < hi) { int mid = (lo + hi) >> 1; if (idx[mid] < v) lo = mid + 1; else hi = mid; }
+    return lo;
+}
+
+// Kept KV channels -> the query-side channels of their group, ascending: kvIdx (k) ascending values
+// g·D+d; out (k·G): group g's block starts at (first index of g in kvIdx)·G and holds, for each
+// query head h = g·G+j in turn, h·D+d for the kept d of g in ascending order. One thread per output.
+extern "C" __global__ void expand_group_channels(int* out, const int* kvIdx, int k, int G, int D) {
+    long e = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (long)k * G) return;
+    int i = (int)(e / G);             // the kv entry this thread expands ...
+    int j = (int)(e % G);             // ... for query head g·G+j
+    int c = kvIdx[i], g = c / D, d = c % D;
+    int start = lowerBound(kvIdx, k, g * D), end = lowerBound(kvIdx, k, (g + 1) * D);
+    out[(long)start * G + (long)j * (end - start) + (i - start)] = (g * G + j) * D + d;
+}
+
 #define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
 #define SPARSE(SO, SI, TO, TI) \
     extern "C" __global__ void gather_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int vec) { gatherRowsImpl(o, s, idx, R, C, vec); } \

@@ -92,7 +92,16 @@ public final class GpuBackend implements Backend {
     private final Map<String, DevPtr> scratch = new HashMap<>();
     private final Map<String, Long> scratchBytes = new HashMap<>();
     private final List<DevPtr> retired = new ArrayList<>();
-    private long allocatedBytes, peakBytes;
+    private final DevicePool<DevPtr> pool = new DevicePool<>(new DevicePool.Driver<>() {
+        @Override public DevPtr alloc(long bytes) {
+            DevPtr p = new DevPtr();
+            cuMemAlloc(p, bytes);
+            return p;
+        }
+
+        @Override public void free(DevPtr p) { cuMemFree(p); }
+    });
+    private long directBytes, peakBytes;  // directBytes: scratch and cuBLAS workspace (outside the pool)
     private volatile Thread boundThread;
     private boolean capturing;
     private boolean closed;
@@ -141,11 +150,22 @@ public final class GpuBackend implements Backend {
     /** The PTX flavour loaded: sm_90 or the portable compute_80. */
     public String ptxArch() { return kernels.arch(); }
 
-    /** The most device memory this backend has held at once, in bytes (its own allocations). */
+    /** The most device memory this backend has held at once, in bytes: pooled tensor blocks
+     *  (in use or cached), scratch buffers and the cuBLAS workspace. */
     public long peakMemory() { return peakBytes; }
 
-    /** Device memory this backend holds now, in bytes. */
-    public long allocatedMemory() { return allocatedBytes; }
+    /** Device memory this backend holds now, in bytes (same accounting as {@link #peakMemory()}). */
+    public long allocatedMemory() { return pool.heldBytes() + directBytes; }
+
+    /** Bytes of live tensors now (pool blocks handed out and not yet closed). */
+    public long tensorMemoryInUse() { return pool.inUseBytes(); }
+
+    /** Gives cached (unused) tensor blocks back to the driver; returns the bytes freed. */
+    public long trimMemory() {
+        bind();
+        noCapture("trimMemory");
+        return pool.trim();
+    }
 
     // ================================================================== memory
 
@@ -158,21 +178,21 @@ public final class GpuBackend implements Backend {
         }
     }
 
+    /** A driver allocation outside the pool (scratch, workspace): kept until {@link #close()}. */
     private DevPtr alloc(long bytes) {
         DevPtr p = new DevPtr();
-        // cuMemAlloc of 0 bytes fails; a 0-element tensor still gets a distinct (tiny) allocation
         cuMemAlloc(p, Math.max(bytes, 16));
-        allocatedBytes += Math.max(bytes, 16);
-        peakBytes = Math.max(peakBytes, allocatedBytes);
+        directBytes += Math.max(bytes, 16);
+        notePeak();
         return p;
     }
 
-    void free(DevPtr p, long bytes) {
+    private void notePeak() { peakBytes = Math.max(peakBytes, pool.heldBytes() + directBytes); }
+
+    /** A closed tensor's block goes back to the pool (no driver call, so no device sync). */
+    void release(DevicePool.Block<DevPtr> block) {
         if (closed) return;
-        bind();
-        if (capturing) throw new IllegalStateException("cannot free device memory while a CUDA graph is being captured");
-        cuMemFree(p);
-        allocatedBytes -= Math.max(bytes, 16);
+        pool.release(block);
     }
 
     @Override
@@ -183,7 +203,9 @@ public final class GpuBackend implements Backend {
             if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
             n *= d;
         }
-        return new GpuTensor(this, dtype, shape, alloc(n * dtype.bytes), true);
+        DevicePool.Block<DevPtr> block = pool.acquire(n * dtype.bytes);
+        notePeak();
+        return new GpuTensor(this, dtype, shape, block.handle(), block);
     }
 
     /** A device buffer for {@code key} of at least {@code bytes}; reused across calls (grows, never shrinks). */
@@ -438,7 +460,7 @@ public final class GpuBackend implements Backend {
     private long convertToScratch(String key, GpuTensor src, DType target) {
         if (target == DType.F16) throw new IllegalArgumentException("matmul: mixing F16 with other dtypes is not supported (" + src + ")");
         long addr = scratch(key, src.numel() * target.bytes);
-        GpuTensor tmp = new GpuTensor(this, target, src.shape(), new DevPtr().plus(addr), false);
+        GpuTensor tmp = new GpuTensor(this, target, src.shape(), new DevPtr().plus(addr), null);
         copy(tmp, src);
         return addr;
     }
@@ -1034,15 +1056,50 @@ public final class GpuBackend implements Backend {
         launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
     }
 
+    @Override
+    public void kvChannelScores(Tensor scores, Tensor qNorms, Tensor kNorms, int kvHeads, int groupSize, int headDim) {
+        bind();
+        GpuTensor S = own(scores), QN = own(qNorms), KN = own(kNorms);
+        needF32("kvChannelScores", "scores", S);
+        needF32("kvChannelScores", "qNorms", QN);
+        needF32("kvChannelScores", "kNorms", KN);
+        needNumel("kvChannelScores", "scores", S, (long) kvHeads * headDim);
+        needNumel("kvChannelScores", "kNorms", KN, (long) kvHeads * headDim);
+        needNumel("kvChannelScores", "qNorms", QN, (long) kvHeads * groupSize * headDim);
+        int n = kvHeads * headDim;
+        if (n == 0) return;
+        launch("kv_channel_scores", (n + 255) / 256, 1, 256, 0, new Kernels.Args().ptr(S.address()).ptr(QN.address())
+                .ptr(KN.address()).i(kvHeads).i(groupSize).i(headDim));
+    }
+
+    @Override
+    public void expandGroupChannels(Tensor out, Tensor kvIdx, int groupSize, int headDim) {
+        bind();
+        GpuTensor O = own(out), I = own(kvIdx);
+        needI32("expandGroupChannels", "out", O);
+        needI32("expandGroupChannels", "kvIdx", I);
+        int k = (int) I.numel();
+        needNumel("expandGroupChannels", "out", O, (long) k * groupSize);
+        long n = (long) k * groupSize;
+        if (n == 0) return;
+        launch("expand_group_channels", (int) ((n + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(groupSize).i(headDim));
+    }
+
     // ================================================================== graphs, timing
 
     /** A captured and instantiated CUDA graph; {@link #replay()} launches it on the backend's stream. */
     public final class Graph implements AutoCloseable {
         private final CUgraph graph;
         private final CUgraphExec exec;
+        private final List<DevicePool.Block<DevPtr>> owned;  // tensor blocks its replays use as scratch
         private boolean closed;
 
-        private Graph(CUgraph graph, CUgraphExec exec) { this.graph = graph; this.exec = exec; }
+        private Graph(CUgraph graph, CUgraphExec exec, List<DevicePool.Block<DevPtr>> owned) {
+            this.graph = graph;
+            this.exec = exec;
+            this.owned = owned;
+        }
 
         /** Queues one replay (asynchronous, like every other op). */
         public void replay() {
@@ -1058,19 +1115,21 @@ public final class GpuBackend implements Backend {
             bind();
             cuGraphExecDestroy(exec);
             cuGraphDestroy(graph);
+            pool.returnGraphBlocks(owned);
         }
     }
 
     /**
      * Starts recording every op queued from now on into a graph instead of running it (relaxed
-     * capture mode). Ops that wait for the device, upload from the host or free memory throw while
-     * capturing; allocations are fine (not recorded).
+     * capture mode). Ops that wait for the device or upload from the host throw while capturing;
+     * tensors may be made and closed (blocks closed during the capture stay reserved for the graph).
      */
     public void beginCapture() {
         bind();
         if (capturing) throw new IllegalStateException("a CUDA graph capture is already running");
         cuStreamBeginCapture(stream, CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED);
         capturing = true;
+        pool.beginCapture();
     }
 
     /** Ends the capture and returns the instantiated graph. */
@@ -1079,10 +1138,11 @@ public final class GpuBackend implements Backend {
         if (!capturing) throw new IllegalStateException("no CUDA graph capture is running");
         CUgraph graph = new CUgraph();
         capturing = false;
+        List<DevicePool.Block<DevPtr>> owned = pool.endCapture();
         cuStreamEndCapture(stream, graph);
         CUgraphExec exec = new CUgraphExec();
         cuGraphInstantiate(exec, graph, 0L);
-        return new Graph(graph, exec);
+        return new Graph(graph, exec, owned);
     }
 
     /** Runs {@code work} (which queues ops) and returns the device time it took in milliseconds, from CUDA events. */
@@ -1113,6 +1173,7 @@ public final class GpuBackend implements Backend {
         cuStreamSynchronize(stream);
         cublas.close();
         kernels.close();
+        pool.close();
         for (DevPtr p : scratch.values()) cuMemFree(p);
         for (DevPtr p : retired) cuMemFree(p);
         cuMemFree(cublasWorkspace);

@@ -551,6 +551,52 @@ class GpuBackendTest {
         assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topK n=100000");
     }
 
+    @Test
+    void gqaChannelScoresAndExpansionOnTheDevice() {
+        int Hkv = 4, G = 3, D = 16;
+        Pair QN = pair(rand(Hkv * G * D, 1f), DType.F32, Hkv * G * D), KN = pair(rand(Hkv * D, 1f), DType.F32, Hkv * D);
+        Pair S = out(DType.F32, Hkv * D);
+        gpu.kvChannelScores(S.g, QN.g, KN.g, Hkv, G, D);
+        cpu.kvChannelScores(S.c, QN.c, KN.c, Hkv, G, D);
+        close("kvChannelScores", S, 1e-6);
+        for (int k : new int[] {1, 13, Hkv * D}) {
+            int[] kv = distinct(k, Hkv * D);
+            Pair I = ints(kv, k);
+            Tensor og = gpu.empty(DType.I32, k * G), oc = cpu.empty(DType.I32, k * G);
+            gpu.fill(og, -1f);
+            gpu.expandGroupChannels(og, I.g, G, D);
+            cpu.expandGroupChannels(oc, I.c, G, D);
+            assertArrayEquals(cpu.toInts(oc), gpu.toInts(og), "expandGroupChannels k=" + k);
+        }
+    }
+
+    @Test
+    void tensorsReuseFreedBlocksAndGraphsKeepTheirs() {
+        Tensor a = gpu.empty(DType.BF16, 1000);
+        long held = gpu.allocatedMemory();
+        a.close();
+        Tensor b = gpu.empty(DType.BF16, 1000);  // served from the cache: no new device memory
+        assertEquals(held, gpu.allocatedMemory());
+        b.close();
+        // a tensor closed inside a capture stays reserved for the graph's replays
+        Pair X = pair(rand(4096, 1f), DType.F32, 4096), Y = out(DType.F32, 4096);
+        gpu.beginCapture();
+        Tensor tmp = gpu.empty(DType.F32, 4096);
+        gpu.copy(tmp, X.g);
+        gpu.scale(tmp, 2f);
+        gpu.copy(Y.g, tmp);
+        tmp.close();
+        GpuBackend.Graph graph = gpu.endCapture();
+        Tensor other = gpu.zeros(DType.F32, 4096);  // must not get tmp's block
+        graph.replay();
+        cpu.copy(Y.c, X.c);
+        cpu.scale(Y.c, 2f);
+        close("graph with a captured temporary", Y, 0);
+        assertArrayEquals(new float[4096], gpu.toFloats(other), "a tensor made after the capture must not share the graph's scratch");
+        graph.close();
+        other.close();
+    }
+
     // ------------------------------------------------------------------ graphs and errors
 
     @Test
