@@ -193,4 +193,44 @@ public interface Backend extends AutoCloseable {
      * so the choice is deterministic. idx (k) I32, scores (n) F32. Runs on the device (no host trip).
      */
     void topK(Tensor idx, Tensor scores, int k);
+
+    /**
+     * GQA-correct Q/K channel scores (SparseLoRA "QK-norm"): for each KV channel (g, d),
+     * {@code scores[g·D+d] = kNorms[g·D+d] · mean_{j<G} qNorms[(g·G+j)·D+d]}, G = Hq/Hkv query heads
+     * per KV head (HF head-contiguous layout, query head h reads KV head h/G).
+     * scores (Hkv·D) F32, qNorms (Hq·D) F32, kNorms (Hkv·D) F32. The default goes through the host;
+     * a device backend may override it with a kernel.
+     */
+    default void kvChannelScores(Tensor scores, Tensor qNorms, Tensor kNorms, int kvHeads, int groupSize, int headDim) {
+        float[] qn = toFloats(qNorms), kn = toFloats(kNorms);
+        float[] s = new float[kvHeads * headDim];
+        for (int g = 0; g < kvHeads; g++)
+            for (int d = 0; d < headDim; d++) {
+                double sum = 0;
+                for (int j = 0; j < groupSize; j++) sum += qn[(g * groupSize + j) * headDim + d];
+                s[g * headDim + d] = (float) (kn[g * headDim + d] * (sum / groupSize));
+            }
+        copyFromHost(scores, s);
+    }
+
+    /**
+     * Expands kept KV channels to the query-side channels of their group: for each kept (g, d)
+     * (ascending indices g·D+d in {@code kvIdx}), the channels (h, d) = h·D+d for every query head
+     * h = g·G+j of group g. Output is ascending: out (k·G) I32, kvIdx (k) I32. Used for the kept Q
+     * channels (from K's) and the kept o_proj input columns (from V's). The default goes through the
+     * host; a device backend may override it.
+     */
+    default void expandGroupChannels(Tensor out, Tensor kvIdx, int groupSize, int headDim) {
+        int[] kv = toInts(kvIdx);
+        int[] o = new int[kv.length * groupSize];
+        int n = 0;
+        for (int start = 0; start < kv.length; ) {
+            int g = kv[start] / headDim, end = start;
+            while (end < kv.length && kv[end] / headDim == g) end++;
+            for (int j = 0; j < groupSize; j++)
+                for (int i = start; i < end; i++) o[n++] = (g * groupSize + j) * headDim + kv[i] % headDim;
+            start = end;
+        }
+        copyFromHost(out, o);
+    }
 }

@@ -33,4 +33,30 @@ public final class Dtypes {
         }
         return out;
     }
+
+    /**
+     * Encodes floats as a little-endian F32, BF16 (round-to-nearest-even) or F16 segment, the inverse
+     * of {@link #toFloats}. The result is a heap segment owned by the caller.
+     */
+    public static MemorySegment fromFloats(DType dtype, float[] values) {
+        switch (dtype) {
+            case F32 -> {
+                if (ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN) return MemorySegment.ofArray(values.clone());
+                MemorySegment out = MemorySegment.ofArray(new byte[values.length * 4]);
+                for (int i = 0; i < values.length; i++) out.setAtIndex(F32, i, values[i]);
+                return out;
+            }
+            case BF16 -> {
+                MemorySegment out = MemorySegment.ofArray(new byte[values.length * 2]);
+                for (int i = 0; i < values.length; i++) out.setAtIndex(I16, i, floatToBf16(values[i]));
+                return out;
+            }
+            case F16 -> {
+                MemorySegment out = MemorySegment.ofArray(new byte[values.length * 2]);
+                for (int i = 0; i < values.length; i++) out.setAtIndex(I16, i, Float.floatToFloat16(values[i]));
+                return out;
+            }
+            default -> throw new IllegalArgumentException("not a floating dtype: " + dtype);
+        }
+    }
 }

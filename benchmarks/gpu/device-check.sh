@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repo root, over the folder benchmarks/gpu/stage.sh prepared
+# (.devrun/gpu, carried with .devrun by the device tool: `bash .devrun/gpu/device-check.sh`): unpacks the Java runtime, runs the GPU correctness tests
+# (GpuBackendTest: every op against CpuBackend) plus the CPU-side kernel catalogue check with the
+# JUnit console launcher, then the per-kernel timing table (KernelBench). Logs and JUnit XML go to
+# $OUT (defaults to ./out when run by hand). Exit status: the tests' (the bench is informational).
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-$PWD/out}
+mkdir -p "$out" /tmp/jre
+jre=$here/jre25.tar.xz
+[[ -f $jre ]] || jre=$here/../jre25.tar.xz
+tar -C /tmp/jre -xJf "$jre"
+java=/tmp/jre/jre25/bin/java
+flags=(--add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g)
+cp="$here/test-classes"
+for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
+{ nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
+"$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute \
+  --class-path "$cp" --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.KernelCatalogueTest \
+  --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
+status=${PIPESTATUS[0]}
+timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"
+echo "device-check: tests exit status $status"
+exit "$status"

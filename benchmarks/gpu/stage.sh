@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prepares everything the GPU machine needs for device-check.sh inside ONE git-ignored folder
+# (default /work/main/.devrun, the checkout the device tool ships; ≤ 60 MiB): a Java 25 runtime (the
+# GPU machine has none) at .devrun/jre25.tar.xz (shared with other device scripts, built once), and
+# under .devrun/gpu/ the cuda-kernels and engine jars, the runtime jars (jcuda, jcuda-natives with
+# only libJCudaDriver kept, the JUnit console launcher), the cuda-kernels test classes and the script.
+# Usage (from the repo root): benchmarks/gpu/stage.sh [DEVRUN_DIR]
+# Then call the device tool with carry [".devrun"] and command `bash .devrun/gpu/device-check.sh`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+devrun=${1:-/work/main/.devrun}
+dest=$devrun/gpu
+m2=${M2_REPO:-$HOME/.m2/repository}
+jcuda=12.0.0
+console=1.14.4
+cd "$root"
+./mvnw -q -o -pl cuda-kernels -am package -DskipTests
+mkdir -p "$dest/lib"
+rm -rf "$dest/lib"/* "$dest/test-classes"
+cp engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar "$dest/lib/"
+cp -r cuda-kernels/target/test-classes "$dest/test-classes"
+cp "$m2/org/jcuda/jcuda/$jcuda/jcuda-$jcuda.jar" "$dest/lib/"
+cjar="$m2/org/junit/platform/junit-platform-console-standalone/$console/junit-platform-console-standalone-$console.jar"
+[[ -f $cjar ]] || ./mvnw -q dependency:get -Dartifact=org.junit.platform:junit-platform-console-standalone:$console
+cp "$cjar" "$dest/lib/junit-platform-console-standalone.jar"
+# jcuda-natives without the 24 MB PTX compiler, runtime and NVRTC libraries: only the driver API is used
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+(cd "$tmp" && unzip -q "$m2/org/jcuda/jcuda-natives/$jcuda/jcuda-natives-$jcuda-linux-x86_64.jar" \
+  && rm -f lib/libJNvPTXCompiler-* lib/libJCudaRuntime-* lib/libJNvrtc-* \
+  && zip -qr "$dest/lib/jcuda-natives-$jcuda-linux-x86_64-driver-only.jar" .)
+[[ -f $devrun/jre25.tar.xz ]] || /work/shared/device/build-jre.sh "$devrun"
+cp benchmarks/gpu/device-check.sh "$dest/device-check.sh"
+du -sh "$devrun"/* "$dest"/* | sort -h
+size=$(du -sm "$devrun" | cut -f1)
+(( size <= 60 )) || { echo "stage.sh: $devrun is ${size} MiB, over the 60 MiB budget" >&2; exit 1; }

@@ -1,0 +1,80 @@
+package org.sparselora.bench.cpu;
+
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.cpu.CpuBackend;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.FlopCounter;
+
+/**
+ * A quick table without JMH: measured FMA peak, matmul GFLOP/s for the shapes a step runs, and
+ * dense LoRA vs SparseLoRA step time on {@link BenchModels#stepModel()} with the FLOP reduction
+ * next to the measured speed-up. {@code java ... CpuStepReport [threads] [steps]}.
+ */
+public final class CpuStepReport {
+    public static void main(String[] args) {
+        int threads = args.length > 0 ? Integer.parseInt(args[0]) : Runtime.getRuntime().availableProcessors();
+        int steps = args.length > 1 ? Integer.parseInt(args[1]) : 5;
+        try (CpuBackend be = new CpuBackend(threads)) {
+            System.out.printf("cpu backend: %d threads, vector kernels: %s%n", threads, CpuBackend.vectorized());
+            double peak = PeakFlops.measure(threads, 400);
+            System.out.printf("measured FMA peak: %.1f GFLOP/s%n%n", peak);
+            System.out.println("| matmul (M,K,N) | op | GFLOP/s | % of peak |");
+            System.out.println("|---|---|---|---|");
+            int[][] shapes = {{1024, 512, 1408}, {1024, 1408, 512}, {1024, 512, 512}, {256, 512, 1408}};
+            for (int[] s : shapes)
+                for (boolean tb : new boolean[] {true, false}) {
+                    double g = matmulGflops(be, s[0], s[1], s[2], tb);
+                    System.out.printf("| %d,%d,%d | %s | %.1f | %.0f%% |%n", s[0], s[1], s[2], tb ? "x·Wᵀ" : "dy·W", g, 100 * g / peak);
+                }
+            if (args.length > 2 && args[2].equals("matmul")) return;
+            LlamaConfig c = BenchModels.stepModel();
+            LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, 1)));
+            LoraAdapter lora = new LoraAdapter(be, c, BenchModels.lora());
+            Batch b = BenchModels.batch(c, 4, 256, 0.75, 3);
+            System.out.printf("%n| step (4x256, 75%% context) | ms/step | GFLOP/step | GFLOP/s | FLOP reduction | speed-up |%n|---|---|---|---|---|---|%n");
+            long denseF = FlopCounter.step(c, lora.config(), b, null);
+            double denseMs = stepMs(m, lora, b, null, steps);
+            System.out.printf("| dense LoRA | %.1f | %.2f | %.1f | 1.00x | 1.00x |%n", denseMs, denseF / 1e9, denseF / denseMs / 1e6);
+            for (SparsePlan.FrozenGrad fg : SparsePlan.FrozenGrad.values()) {
+                SparsePlan plan = BenchModels.plan(be, c, b, BenchModels.math10kScaled(), fg, 5);
+                long f = FlopCounter.step(c, lora.config(), b, plan);
+                double ms = stepMs(m, lora, b, plan, steps);
+                System.out.printf("| SparseLoRA (%s) | %.1f | %.2f | %.1f | %.2fx | %.2fx |%n", fg.name().toLowerCase(), ms, f / 1e9, f / ms / 1e6,
+                        denseF / (double) f, denseMs / ms);
+            }
+        }
+    }
+
+    static double matmulGflops(CpuBackend be, int m, int k, int n, boolean transB) {
+        Tensor a = be.fromFloats(rand(m * k), DType.F32, m, k);
+        Tensor w = transB ? be.fromFloats(rand(n * k), DType.F32, n, k) : be.fromFloats(rand(k * n), DType.F32, k, n);
+        Tensor cc = be.empty(DType.F32, m, n);
+        for (int i = 0; i < 3; i++) be.matmul(cc, a, false, w, transB, 1, 0);
+        int reps = 10;
+        long t0 = System.nanoTime();
+        for (int i = 0; i < reps; i++) be.matmul(cc, a, false, w, transB, 1, 0);
+        double s = (System.nanoTime() - t0) / 1e9;
+        return 2.0 * m * k * n * reps / s / 1e9;
+    }
+
+    static double stepMs(LlamaModel m, LoraAdapter lora, Batch b, SparsePlan plan, int steps) {
+        for (int i = 0; i < 2; i++) { m.forward(b, lora, plan, i); m.backward(); }
+        long t0 = System.nanoTime();
+        for (int i = 0; i < steps; i++) { m.forward(b, lora, plan, i); m.backward(); }
+        return (System.nanoTime() - t0) / 1e6 / steps;
+    }
+
+    static float[] rand(int n) {
+        java.util.SplittableRandom r = new java.util.SplittableRandom(n);
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) (r.nextDouble() - 0.5);
+        return x;
+    }
+}

@@ -1,0 +1,154 @@
+// Elementwise kernels: dtype conversion copy, axpy, scale, mul, sum of squares, dropout and SwiGLU
+// (forward and backward). Every kernel takes a `vec` flag: when the host has checked that every
+// pointer is 16-byte aligned and n is a multiple of 8, elements move 8 at a time (one 16-byte load
+// per bf16 group); otherwise a scalar grid-stride loop runs. Math is fp32 whatever the storage.
+#include "common.cuh"
+
+template <typename TO, typename TI>
+__device__ void copyImpl(TO* dst, const TI* src, long n, int vec) {
+    if (vec) {
+        GRID_LOOP(g, n / 8) { float v[8]; ld8(src, g * 8, v); st8(dst, g * 8, v); }
+    } else {
+        GRID_LOOP(i, n) st(dst, i, ld(src, i));
+    }
+}
+
+template <typename TY, typename TX>
+__device__ void axpyImpl(TY* y, float a, const TX* x, long n, int vec) {
+    if (vec) {
+        GRID_LOOP(g, n / 8) {
+            float vy[8], vx[8];
+            ld8(y, g * 8, vy); ld8(x, g * 8, vx);
+#pragma unroll
+            for (int j = 0; j < 8; j++) vy[j] = fmaf(a, vx[j], vy[j]);
+            st8(y, g * 8, vy);
+        }
+    } else {
+        GRID_LOOP(i, n) st(y, i, fmaf(a, ld(x, i), ld(y, i)));
+    }
+}
+
+template <typename T>
+__device__ void scaleImpl(T* t, float s, long n, int vec) {
+    if (vec) {
+        GRID_LOOP(g, n / 8) {
+            float v[8]; ld8(t, g * 8, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] *= s;
+            st8(t, g * 8, v);
+        }
+    } else {
+        GRID_LOOP(i, n) st(t, i, ld(t, i) * s);
+    }
+}
+
+template <typename TO, typename TA, typename TB>
+__device__ void mulImpl(TO* out, const TA* a, const TB* b, long n, int vec) {
+    if (vec) {
+        GRID_LOOP(g, n / 8) {
+            float va[8], vb[8];
+            ld8(a, g * 8, va); ld8(b, g * 8, vb);
+#pragma unroll
+            for (int j = 0; j < 8; j++) va[j] *= vb[j];
+            st8(out, g * 8, va);
+        }
+    } else {
+        GRID_LOOP(i, n) st(out, i, ld(a, i) * ld(b, i));
+    }
+}
+
+// Σx² of one tensor added into *acc (double, so many tensors and many blocks sum without fp32 loss).
+template <typename T>
+__device__ void sumsqImpl(double* acc, const T* x, long n, int vec) {
+    float s = 0.f;
+    if (vec) {
+        GRID_LOOP(g, n / 8) {
+            float v[8]; ld8(x, g * 8, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) s = fmaf(v[j], v[j], s);
+        }
+    } else {
+        GRID_LOOP(i, n) { float v = ld(x, i); s = fmaf(v, v, s); }
+    }
+    s = blockSum(s);
+    if (threadIdx.x == 0) atomicAdd(acc, (double)s);
+}
+
+// The dropout mask of element i, the CPU backend's rule: splitmix64's mix of
+// seed·γ + i·c1 + c2, top 24 bits as a uniform u in [0,1); the element is kept when u >= p.
+__device__ __forceinline__ float dropoutUniform(unsigned long long seed, long i) {
+    unsigned long long z = seed * 0x9E3779B97F4A7C15ull + (unsigned long long)i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+template <typename TO, typename TI>
+__device__ void dropoutImpl(TO* out, const TI* x, float p, unsigned long long seed, long n) {
+    float inv = 1.f / (1.f - p);
+    GRID_LOOP(i, n) st(out, i, dropoutUniform(seed, i) >= p ? ld(x, i) * inv : 0.f);
+}
+
+__device__ __forceinline__ float sigmoidf(float g) { return 1.f / (1.f + __expf(-g)); }
+
+template <typename T>
+__device__ void swigluImpl(T* out, const T* gate, const T* up, long n, int vec) {
+    if (vec) {
+        GRID_LOOP(gi, n / 8) {
+            float g[8], u[8];
+            ld8(gate, gi * 8, g); ld8(up, gi * 8, u);
+#pragma unroll
+            for (int j = 0; j < 8; j++) g[j] = g[j] * sigmoidf(g[j]) * u[j];
+            st8(out, gi * 8, g);
+        }
+    } else {
+        GRID_LOOP(i, n) { float g = ld(gate, i); st(out, i, g * sigmoidf(g) * ld(up, i)); }
+    }
+}
+
+// d/dg silu(g) = σ(g)·(1 + g·(1−σ(g))). dgate/dup may alias gate/up: each element is read before written.
+template <typename T>
+__device__ void swigluBwdImpl(T* dgate, T* dup, const T* dout, const T* gate, const T* up, long n, int vec) {
+    if (vec) {
+        GRID_LOOP(gi, n / 8) {
+            float g[8], u[8], d[8], dg[8], du[8];
+            ld8(gate, gi * 8, g); ld8(up, gi * 8, u); ld8(dout, gi * 8, d);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float s = sigmoidf(g[j]);
+                du[j] = d[j] * g[j] * s;
+                dg[j] = d[j] * u[j] * s * (1.f + g[j] * (1.f - s));
+            }
+            st8(dgate, gi * 8, dg); st8(dup, gi * 8, du);
+        }
+    } else {
+        GRID_LOOP(i, n) {
+            float g = ld(gate, i), u = ld(up, i), d = ld(dout, i), s = sigmoidf(g);
+            st(dup, i, d * g * s);
+            st(dgate, i, d * u * s * (1.f + g * (1.f - s)));
+        }
+    }
+}
+
+#define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
+
+#define COPY(SO, SI, TO, TI) extern "C" __global__ void copy_##SO##_##SI(TO* d, const TI* s, long n, int vec) { copyImpl(d, s, n, vec); }
+FOR_2TYPES(COPY)
+#define AXPY(SO, SI, TO, TI) extern "C" __global__ void axpy_##SO##_##SI(TO* y, float a, const TI* x, long n, int vec) { axpyImpl(y, a, x, n, vec); }
+FOR_2TYPES(AXPY)
+#define DROPOUT(SO, SI, TO, TI) extern "C" __global__ void dropout_##SO##_##SI(TO* o, const TI* x, float p, unsigned long long seed, long n) { dropoutImpl(o, x, p, seed, n); }
+FOR_2TYPES(DROPOUT)
+
+extern "C" __global__ void scale_f32(float* t, float s, long n, int vec) { scaleImpl(t, s, n, vec); }
+extern "C" __global__ void scale_bf16(bf16* t, float s, long n, int vec) { scaleImpl(t, s, n, vec); }
+extern "C" __global__ void sumsq_f32(double* acc, const float* x, long n, int vec) { sumsqImpl(acc, x, n, vec); }
+extern "C" __global__ void sumsq_bf16(double* acc, const bf16* x, long n, int vec) { sumsqImpl(acc, x, n, vec); }
+extern "C" __global__ void swiglu_f32(float* o, const float* g, const float* u, long n, int vec) { swigluImpl(o, g, u, n, vec); }
+extern "C" __global__ void swiglu_bf16(bf16* o, const bf16* g, const bf16* u, long n, int vec) { swigluImpl(o, g, u, n, vec); }
+extern "C" __global__ void swiglu_bwd_f32(float* dg, float* du, const float* d, const float* g, const float* u, long n, int vec) { swigluBwdImpl(dg, du, d, g, u, n, vec); }
+extern "C" __global__ void swiglu_bwd_bf16(bf16* dg, bf16* du, const bf16* d, const bf16* g, const bf16* u, long n, int vec) { swigluBwdImpl(dg, du, d, g, u, n, vec); }
+
+#define MUL(SO, SA, SB, TO, TA, TB) extern "C" __global__ void mul_##SO##_##SA##_##SB(TO* o, const TA* a, const TB* b, long n, int vec) { mulImpl(o, a, b, n, vec); }
+MUL(f32, f32, f32, float, float, float) MUL(f32, f32, bf16, float, float, bf16) MUL(f32, bf16, f32, float, bf16, float) MUL(f32, bf16, bf16, float, bf16, bf16)
+MUL(bf16, f32, f32, bf16, float, float) MUL(bf16, f32, bf16, bf16, float, bf16) MUL(bf16, bf16, f32, bf16, bf16, float) MUL(bf16, bf16, bf16, bf16, bf16, bf16)

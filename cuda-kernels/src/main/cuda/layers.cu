@@ -1,0 +1,204 @@
+// Row-wise layer kernels: embedding lookup, RMSNorm (plain and fused with the residual add) and its
+// backward, rotary embedding (HF rotate-half layout, both directions) and the fused softmax
+// cross-entropy with in-place dlogits. One block per row; rows are read with 16-byte vector loads
+// when the host says every row start is 16-byte aligned (`vec`). Statistics are fp32.
+#include "common.cuh"
+
+// out[n,:] = table[ids[n],:]; an id outside [0,V) writes NaN so the mistake is visible downstream.
+template <typename TO, typename TT>
+__device__ void embeddingImpl(TO* out, const int* ids, const TT* table, int V, int C, int vec) {
+    long n = blockIdx.x;
+    int id = ids[n];
+    TO* o = out + n * (long)C;
+    if (id < 0 || id >= V) {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, __int_as_float(0x7fc00000));
+        return;
+    }
+    const TT* t = table + (long)id * C;
+    if (vec) {
+        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) { float v[8]; ld8(t, g * 8, v); st8(o, g * 8, v); }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, ld(t, c));
+    }
+}
+
+// rstd = 1/sqrt(mean(x²)+eps); out = x·rstd·w. With `delta` non-null the residual is first updated
+// in place (x += delta, rounded to its storage type) and the norm reads the rounded value, so the
+// stored residual and the normalised output agree exactly.
+template <typename T, typename TW>
+__device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW* w, int C, float eps, int vec) {
+    long row = blockIdx.x;
+    T* xr = x + row * C;
+    T* orow = out + row * C;
+    const T* dr = delta ? delta + row * C : nullptr;
+    float s = 0.f;
+    if (vec) {
+        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+            float v[8]; ld8(xr, g * 8, v);
+            if (dr) {
+                float d[8]; ld8(dr, g * 8, d);
+#pragma unroll
+                for (int j = 0; j < 8; j++) v[j] += d[j];
+                st8(xr, g * 8, v);
+                ld8(xr, g * 8, v);  // the rounded value
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) s = fmaf(v[j], v[j], s);
+        }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) {
+            float v = ld(xr, c);
+            if (dr) { st(xr, c, v + ld(dr, c)); v = ld(xr, c); }
+            s = fmaf(v, v, s);
+        }
+    }
+    s = blockSum(s);
+    float r = rsqrtf(s / C + eps);
+    if (threadIdx.x == 0) rstd[row] = r;
+    if (vec) {
+        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+            float v[8], wv[8];
+            ld8(xr, g * 8, v); ld8(w, g * 8, wv);
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = v[j] * r * wv[j];
+            st8(orow, g * 8, v);
+        }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) st(orow, c, ld(xr, c) * r * ld(w, c));
+    }
+}
+
+// dx = r·g − x·r³·mean(g·x), g = dout ⊙ w (w frozen: no dweight). dx may alias dout.
+template <typename T, typename TW>
+__device__ void rmsnormBwdImpl(T* dx, const T* dout, const T* x, const TW* w, const float* rstd, int C, int acc, int vec) {
+    long row = blockIdx.x;
+    const T* xr = x + row * C;
+    const T* dr = dout + row * C;
+    T* dxr = dx + row * C;
+    float r = rstd[row];
+    float dot = 0.f;
+    if (vec) {
+        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+            float xv[8], dv[8], wv[8];
+            ld8(xr, g * 8, xv); ld8(dr, g * 8, dv); ld8(w, g * 8, wv);
+#pragma unroll
+            for (int j = 0; j < 8; j++) dot = fmaf(dv[j] * wv[j], xv[j], dot);
+        }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) dot = fmaf(ld(dr, c) * ld(w, c), ld(xr, c), dot);
+    }
+    dot = blockSum(dot);  // ends with a barrier-protected read: every thread has read dout before any write below
+    float k = r * r * r * dot / C;
+    if (vec) {
+        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+            float xv[8], dv[8], wv[8], o[8];
+            ld8(xr, g * 8, xv); ld8(dr, g * 8, dv); ld8(w, g * 8, wv);
+            if (acc) ld8(dxr, g * 8, o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) o[j] = (acc ? o[j] : 0.f) + r * dv[j] * wv[j] - xv[j] * k;
+            st8(dxr, g * 8, o);
+        }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) {
+            float v = r * ld(dr, c) * ld(w, c) - ld(xr, c) * k;
+            st(dxr, c, acc ? ld(dxr, c) + v : v);
+        }
+    }
+}
+
+// In-place rotation of x (N, H·D): pair (i, i+D/2) of each head rotated by ±θ(pos, i).
+template <typename T>
+__device__ void ropeImpl(T* x, const int* pos, const float* cosT, const float* sinT, int N, int H, int D, int inverse) {
+    int half = D / 2;
+    long total = (long)N * H * half;
+    GRID_LOOP(t, total) {
+        int i = (int)(t % half);
+        long nh = t / half;
+        long n = nh / H;
+        int h = (int)(nh % H);
+        long base = n * (long)H * D + (long)h * D;
+        long p = pos[n];
+        float c = cosT[p * half + i], s = sinT[p * half + i];
+        if (inverse) s = -s;
+        float x1 = ld(x, base + i), x2 = ld(x, base + i + half);
+        st(x, base + i, x1 * c - x2 * s);
+        st(x, base + i + half, x2 * c + x1 * s);
+    }
+}
+
+// One row of logits per block: lse by max + Σexp, loss = lse − logit[target],
+// dlogits = gradScale·(softmax − onehot). target −100: loss 0 and a zero row; another target outside
+// [0,V): loss NaN. dlogits may be the logits buffer itself (each element is read, then written, by
+// the same thread after the reductions).
+template <typename TL, typename TD>
+__device__ void crossEntropyImpl(float* losses, TD* dlogits, const TL* logits, const int* targets, int V, float gradScale, int vec) {
+    long row = blockIdx.x;
+    const TL* l = logits + row * (long)V;
+    TD* d = dlogits + row * (long)V;
+    int tgt = targets[row];
+    if (tgt == -100) {
+        if (vec) {
+            float z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int g = threadIdx.x; g < V / 8; g += blockDim.x) st8(d, g * 8, z);
+        } else {
+            for (int c = threadIdx.x; c < V; c += blockDim.x) st(d, c, 0.f);
+        }
+        if (threadIdx.x == 0) losses[row] = 0.f;
+        return;
+    }
+    float m = -INFINITY;
+    if (vec) {
+        for (int g = threadIdx.x; g < V / 8; g += blockDim.x) {
+            float v[8]; ld8(l, g * 8, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) m = fmaxf(m, v[j]);
+        }
+    } else {
+        for (int c = threadIdx.x; c < V; c += blockDim.x) m = fmaxf(m, ld(l, c));
+    }
+    m = blockMax(m);
+    float s = 0.f;
+    if (vec) {
+        for (int g = threadIdx.x; g < V / 8; g += blockDim.x) {
+            float v[8]; ld8(l, g * 8, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += __expf(v[j] - m);
+        }
+    } else {
+        for (int c = threadIdx.x; c < V; c += blockDim.x) s += __expf(ld(l, c) - m);
+    }
+    s = blockSum(s);
+    float lse = m + logf(s);
+    bool valid = tgt >= 0 && tgt < V;
+    float tl = valid ? ld(l, tgt) : 0.f;
+    __syncthreads();  // the target logit is read by all before any thread overwrites it in place
+    if (threadIdx.x == 0) losses[row] = valid ? lse - tl : __int_as_float(0x7fc00000);
+    if (vec) {
+        for (int g = threadIdx.x; g < V / 8; g += blockDim.x) {
+            float v[8]; ld8(l, g * 8, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = gradScale * (__expf(v[j] - lse) - (g * 8 + j == tgt ? 1.f : 0.f));
+            st8(d, g * 8, v);
+        }
+    } else {
+        for (int c = threadIdx.x; c < V; c += blockDim.x)
+            st(d, c, gradScale * (__expf(ld(l, c) - lse) - (c == tgt ? 1.f : 0.f)));
+    }
+}
+
+#define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
+
+#define EMB(SO, ST, TO, TT) extern "C" __global__ void embedding_##SO##_##ST(TO* o, const int* ids, const TT* t, int V, int C, int vec) { embeddingImpl(o, ids, t, V, C, vec); }
+FOR_2TYPES(EMB)
+// name: rmsnorm_<x dtype>_<weight dtype>
+#define RMS(S, SW, T, TW) \
+    extern "C" __global__ void rmsnorm_##S##_##SW(T* o, float* r, T* x, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, x, (const T*)nullptr, w, C, eps, vec); } \
+    extern "C" __global__ void add_rmsnorm_##S##_##SW(T* res, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, d, w, C, eps, vec); } \
+    extern "C" __global__ void rmsnorm_bwd_##S##_##SW(T* dx, const T* dout, const T* x, const TW* w, const float* r, int C, int acc, int vec) { rmsnormBwdImpl(dx, dout, x, w, r, C, acc, vec); }
+FOR_2TYPES(RMS)
+// name: cross_entropy_<logits dtype>_<dlogits dtype>
+#define CE(SL, SD, TL, TD) extern "C" __global__ void cross_entropy_##SL##_##SD(float* loss, TD* d, const TL* l, const int* t, int V, float gs, int vec) { crossEntropyImpl(loss, d, l, t, V, gs, vec); }
+FOR_2TYPES(CE)
+
+extern "C" __global__ void rope_f32(float* x, const int* p, const float* c, const float* s, int N, int H, int D, int inv) { ropeImpl(x, p, c, s, N, H, D, inv); }
+extern "C" __global__ void rope_bf16(bf16* x, const int* p, const float* c, const float* s, int N, int H, int D, int inv) { ropeImpl(x, p, c, s, N, H, D, inv); }

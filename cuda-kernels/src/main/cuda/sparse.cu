@@ -1,0 +1,209 @@
+// SparseLoRA's device-side selection and slicing: row/column gather and scatter (weight slices and
+// token split/join), per-column L2 norms (two deterministic passes, no atomics, so the same input
+// always gives the same bits and the same selection), per-sequence means over non-padding tokens,
+// and top-k on the device (radix select of the k-th largest key + an index-ordered scan, so ties go
+// to the lower index and the indices come out ascending with no host round trip).
+#include "common.cuh"
+
+// out[i,:] = src[idx[i],:]; an index outside [0,R) gives a NaN row.
+template <typename TO, typename TS>
+__device__ void gatherRowsImpl(TO* out, const TS* src, const int* idx, int R, int C, int vec) {
+    long i = blockIdx.x;
+    int r = idx[i];
+    TO* o = out + i * (long)C;
+    if (r < 0 || r >= R) { for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, __int_as_float(0x7fc00000)); return; }
+    const TS* s = src + (long)r * C;
+    if (vec) { for (int g = threadIdx.x; g < C / 8; g += blockDim.x) { float v[8]; ld8(s, g * 8, v); st8(o, g * 8, v); } }
+    else for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, ld(s, c));
+}
+
+// out[idx[i],:] (+)= src[i,:]; indices are distinct (an index set); one outside [0,R) is skipped.
+template <typename TO, typename TS>
+__device__ void scatterRowsImpl(TO* out, const TS* src, const int* idx, int R, int C, int acc, int vec) {
+    long i = blockIdx.x;
+    int r = idx[i];
+    if (r < 0 || r >= R) return;
+    TO* o = out + (long)r * C;
+    const TS* s = src + i * (long)C;
+    if (vec) {
+        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+            float v[8]; ld8(s, g * 8, v);
+            if (acc) { float w[8]; ld8(o, g * 8, w);
+#pragma unroll
+                for (int j = 0; j < 8; j++) v[j] += w[j]; }
+            st8(o, g * 8, v);
+        }
+    } else {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, acc ? ld(o, c) + ld(s, c) : ld(s, c));
+    }
+}
+
+// out (R,k) [r,i] = src (R,C) [r, idx[i]].
+template <typename TO, typename TS>
+__device__ void gatherColsImpl(TO* out, const TS* src, const int* idx, int R, int C, int k) {
+    GRID_LOOP(e, (long)R * k) {
+        long r = e / k; int i = (int)(e % k);
+        int c = idx[i];
+        st(out, e, c >= 0 && c < C ? ld(src, r * C + c) : __int_as_float(0x7fc00000));
+    }
+}
+
+// out (R,C) [r, idx[i]] (+)= src (R,k) [r,i].
+template <typename TO, typename TS>
+__device__ void scatterColsImpl(TO* out, const TS* src, const int* idx, int R, int C, int k, int acc) {
+    GRID_LOOP(e, (long)R * k) {
+        long r = e / k; int i = (int)(e % k);
+        int c = idx[i];
+        if (c < 0 || c >= C) continue;
+        long o = r * C + c;
+        st(out, o, acc ? ld(out, o) + ld(src, e) : ld(src, e));
+    }
+}
+
+// Pass 1 of columnNorms: part[chunk, c] = Σ_{r in chunk} x[r,c]², chunk = blockIdx.y (rows
+// [chunk·rows, (chunk+1)·rows)). Threads run along columns, so loads coalesce.
+template <typename T>
+__device__ void colSumsqImpl(float* part, const T* x, int R, int C, int rowsPerChunk) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    int r0 = blockIdx.y * rowsPerChunk, r1 = min(R, r0 + rowsPerChunk);
+    float s = 0.f;
+    for (int r = r0; r < r1; r++) { float v = ld(x, (long)r * C + c); s = fmaf(v, v, s); }
+    part[(long)blockIdx.y * C + c] = s;
+}
+
+// Pass 2: out[c] = sqrt(Σ_chunks part[chunk, c]), summed in a fixed order.
+extern "C" __global__ void colnorm_finish(float* out, const float* part, int chunks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float s = 0.f;
+    for (int j = 0; j < chunks; j++) s += part[(long)j * C + c];
+    out[c] = sqrtf(s);
+}
+
+// out[b,c] = mean_{t in [keyStart[b], T)} x[b·T+t, c]; 0 when a sequence is all padding.
+template <typename TO, typename TI>
+__device__ void seqMeanImpl(TO* out, const TI* x, const int* keyStart, int B, int T, int C) {
+    GRID_LOOP(e, (long)B * C) {
+        long b = e / C; int c = (int)(e % C);
+        int ks = max(0, keyStart[b]);
+        float s = 0.f;
+        for (int t = ks; t < T; t++) s += ld(x, (b * T + t) * C + c);
+        st(out, e, ks < T ? s / (T - ks) : 0.f);
+    }
+}
+
+// Order-preserving key of a float (larger float -> larger unsigned); NaN ranks lowest.
+__device__ __forceinline__ unsigned int orderKey(float f) {
+    if (f != f) return 0u;
+    unsigned int u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Exclusive prefix sum of v over the block (blockDim a multiple of 32); *total gets the block sum.
+__device__ int blockExclusiveScan(int v, int* total) {
+    __shared__ int warpTotals[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int x = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) { int y = __shfl_up_sync(0xffffffffu, x, o); if (lane >= o) x += y; }
+    __syncthreads();
+    if (lane == 31) warpTotals[w] = x;
+    __syncthreads();
+    if (w == 0) {
+        int t = lane < nw ? warpTotals[lane] : 0;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) { int y = __shfl_up_sync(0xffffffffu, t, o); if (lane >= o) t += y; }
+        warpTotals[lane] = t;  // inclusive prefix of warp totals
+    }
+    __syncthreads();
+    int before = w > 0 ? warpTotals[w - 1] : 0;
+    *total = warpTotals[nw - 1];
+    return before + x - v;
+}
+
+// idx (k) <- indices of the k largest scores (n), ascending; ties -> lower index. One block.
+extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k) {
+    __shared__ unsigned int hist[256];
+    __shared__ unsigned int sPrefix, sRemaining;
+    if (threadIdx.x == 0) { sPrefix = 0; sRemaining = (unsigned)k; }
+    unsigned int mask = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0;
+        __syncthreads();
+        unsigned int prefix = sPrefix;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            unsigned int key = orderKey(scores[i]);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            unsigned int rem = sRemaining, cum = 0;
+            for (int d = 255; d >= 0; d--) {
+                if (cum + hist[d] >= rem) { sPrefix = prefix | ((unsigned)d << shift); sRemaining = rem - cum; break; }
+                cum += hist[d];
+            }
+        }
+        mask |= 255u << shift;
+        __syncthreads();
+    }
+    // sPrefix is the k-th largest key; take every key above it and the first sRemaining equal ones.
+    unsigned int thr = sPrefix;
+    int takeEq = (int)sRemaining;
+    int eqSeen = 0, written = 0;
+    for (int base = 0; base < n; base += blockDim.x) {
+        int i = base + threadIdx.x;
+        unsigned int key = i < n ? orderKey(scores[i]) : 0u;
+        int isEq = i < n && key == thr;
+        int eqTotal;
+        int eqRank = eqSeen + blockExclusiveScan(isEq, &eqTotal);
+        int sel = i < n && (key > thr || (isEq && eqRank < takeEq));
+        int selTotal;
+        int pos = written + blockExclusiveScan(sel, &selTotal);
+        if (sel) idx[pos] = i;
+        eqSeen += eqTotal;
+        written += selTotal;
+    }
+}
+
+// AdamW on fp32 master params: g = grad·gradScale; m,v moments; bias corrections bc1 = 1−β1^t,
+// bc2 = 1−β2^t; decoupled weight decay.
+template <typename TG>
+__device__ __forceinline__ void adamwOne(float* p, const TG* g, float* m, float* v, long i, float lr, float b1, float b2,
+                                         float eps, float wd, float bc1, float bc2, float gs) {
+    float gi = ld(g, i) * gs;
+    float mi = b1 * m[i] + (1.f - b1) * gi;
+    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    m[i] = mi; v[i] = vi;
+    float pi = p[i];
+    p[i] = pi - lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * pi);
+}
+
+template <typename TG>
+__device__ void adamwImpl(float* p, const TG* g, float* m, float* v, long n, float lr, float b1, float b2,
+                          float eps, float wd, float bc1, float bc2, float gs) {
+    GRID_LOOP(i, n) adamwOne(p, g, m, v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
+}
+
+// Many LoRA tensors in one launch: blockIdx.y picks the tensor from a device table.
+struct AdamSlot { float* p; const float* g; float* m; float* v; long n; };
+extern "C" __global__ void adamw_multi(const AdamSlot* slots, float lr, float b1, float b2, float eps, float wd,
+                                       float bc1, float bc2, float gs) {
+    AdamSlot s = slots[blockIdx.y];
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < s.n; i += (long)gridDim.x * blockDim.x)
+        adamwOne(s.p, s.g, s.m, s.v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
+}
+
+#define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
+#define SPARSE(SO, SI, TO, TI) \
+    extern "C" __global__ void gather_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int vec) { gatherRowsImpl(o, s, idx, R, C, vec); } \
+    extern "C" __global__ void scatter_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int acc, int vec) { scatterRowsImpl(o, s, idx, R, C, acc, vec); } \
+    extern "C" __global__ void gather_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k) { gatherColsImpl(o, s, idx, R, C, k); } \
+    extern "C" __global__ void scatter_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc) { scatterColsImpl(o, s, idx, R, C, k, acc); } \
+    extern "C" __global__ void seq_mean_##SO##_##SI(TO* o, const TI* x, const int* ks, int B, int T, int C) { seqMeanImpl(o, x, ks, B, T, C); }
+FOR_2TYPES(SPARSE)
+
+extern "C" __global__ void colsumsq_f32(float* part, const float* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }
+extern "C" __global__ void colsumsq_bf16(float* part, const bf16* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }
+extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
+extern "C" __global__ void adamw_bf16(float* p, const bf16* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }

@@ -1,0 +1,1077 @@
+package org.sparselora.cuda;
+
+import static jcuda.driver.JCudaDriver.cuCtxSetCurrent;
+import static jcuda.driver.JCudaDriver.cuDeviceGet;
+import static jcuda.driver.JCudaDriver.cuDeviceGetAttribute;
+import static jcuda.driver.JCudaDriver.cuDeviceGetName;
+import static jcuda.driver.JCudaDriver.cuDevicePrimaryCtxRelease;
+import static jcuda.driver.JCudaDriver.cuDevicePrimaryCtxRetain;
+import static jcuda.driver.JCudaDriver.cuEventCreate;
+import static jcuda.driver.JCudaDriver.cuEventDestroy;
+import static jcuda.driver.JCudaDriver.cuEventElapsedTime;
+import static jcuda.driver.JCudaDriver.cuEventRecord;
+import static jcuda.driver.JCudaDriver.cuEventSynchronize;
+import static jcuda.driver.JCudaDriver.cuGraphDestroy;
+import static jcuda.driver.JCudaDriver.cuGraphExecDestroy;
+import static jcuda.driver.JCudaDriver.cuGraphInstantiate;
+import static jcuda.driver.JCudaDriver.cuGraphLaunch;
+import static jcuda.driver.JCudaDriver.cuMemAlloc;
+import static jcuda.driver.JCudaDriver.cuMemFree;
+import static jcuda.driver.JCudaDriver.cuMemcpyDtoDAsync;
+import static jcuda.driver.JCudaDriver.cuMemcpyDtoHAsync;
+import static jcuda.driver.JCudaDriver.cuMemcpyHtoDAsync;
+import static jcuda.driver.JCudaDriver.cuMemsetD16Async;
+import static jcuda.driver.JCudaDriver.cuMemsetD32Async;
+import static jcuda.driver.JCudaDriver.cuStreamBeginCapture;
+import static jcuda.driver.JCudaDriver.cuStreamCreate;
+import static jcuda.driver.JCudaDriver.cuStreamDestroy;
+import static jcuda.driver.JCudaDriver.cuStreamEndCapture;
+import static jcuda.driver.JCudaDriver.cuStreamSynchronize;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import jcuda.Pointer;
+import jcuda.driver.CUcontext;
+import jcuda.driver.CUdevice;
+import jcuda.driver.CUdevice_attribute;
+import jcuda.driver.CUevent;
+import jcuda.driver.CUevent_flags;
+import jcuda.driver.CUgraph;
+import jcuda.driver.CUgraphExec;
+import jcuda.driver.CUstreamCaptureMode;
+import jcuda.driver.CUstream_flags;
+import jcuda.driver.JCudaDriver;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.io.Dtypes;
+import org.sparselora.engine.io.HostTensor;
+
+/**
+ * The engine's {@link Backend} on one NVIDIA GPU: bf16 storage for weights and activations, fp32
+ * math inside every kernel, fp32 for per-row statistics, LoRA master parameters, gradients and
+ * AdamW moments. Kernels are the PTX in {@code src/main/cuda} launched through JCuda's driver API;
+ * GEMMs go to cuBLAS bound through FFM ({@link Cublas}). All work is queued on one non-blocking
+ * stream owned by this backend, so nothing here waits for the device except the downloads
+ * ({@code to*}, {@link #sumOfSquares}) and {@link #synchronize()}; a run of ops can be captured
+ * into a CUDA graph ({@link #beginCapture()} / {@link #endCapture()}) and replayed.
+ *
+ * <p><b>GEMM dtype policy.</b> F32×F32 operands run an exact fp32 GEMM (into an F32 C). Every
+ * other combination runs bf16×bf16 with fp32 accumulation into C (F32 or BF16): an F32 operand
+ * that meets a bf16 one (a LoRA master weight against bf16 activations) is rounded to bf16 into
+ * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
+ * training does with fp32 masters.
+ *
+ * <p>Attention runs on head-major bf16 copies of q, k, v (so the G query heads of a KV group are
+ * one contiguous matrix and one strided-batched GEMM covers every (sequence, group)), fp32 scores,
+ * a fused masked softmax and bf16 probabilities; the backward recomputes the scores from the lse
+ * stash. With F32 tensors the attention therefore still has bf16 operand precision.
+ *
+ * <p>Scratch buffers (attention intermediates, conversions) grow on demand and are kept: a buffer
+ * that is outgrown is retired, not freed, until {@link #close()}, because a captured graph may
+ * still point at it. A backend is driven by one thread at a time; it makes its context current on
+ * whichever thread calls it.
+ */
+public final class GpuBackend implements Backend {
+    private static final int SM_BLOCKS = 132 * 8;    // cap for grid-stride loops: a few waves on an H200
+    private static final long CUBLAS_WORKSPACE = 32L << 20;
+
+    private final int device;
+    private final String deviceName;
+    private final int computeMajor, computeMinor;
+    private final CUcontext context = new CUcontext();
+    private final CudaStream stream = new CudaStream();
+    private final Kernels kernels;
+    private final Cublas cublas;
+    private final DevPtr cublasWorkspace;
+    private final Map<String, DevPtr> scratch = new HashMap<>();
+    private final Map<String, Long> scratchBytes = new HashMap<>();
+    private final List<DevPtr> retired = new ArrayList<>();
+    private long allocatedBytes, peakBytes;
+    private volatile Thread boundThread;
+    private boolean capturing;
+    private boolean closed;
+
+    private GpuBackend(int device) {
+        Gpu.Availability a = Gpu.check();
+        if (!a.available()) throw new IllegalStateException("no usable CUDA GPU: " + a.reason());
+        if (device < 0 || device >= a.deviceCount())
+            throw new IllegalArgumentException("CUDA device " + device + " does not exist (" + a.deviceCount() + " visible)");
+        JCudaDriver.setExceptionsEnabled(true);
+        this.device = device;
+        CUdevice dev = new CUdevice();
+        cuDeviceGet(dev, device);
+        byte[] nameBytes = new byte[256];
+        cuDeviceGetName(nameBytes, nameBytes.length, dev);
+        int len = 0;
+        while (len < nameBytes.length && nameBytes[len] != 0) len++;
+        deviceName = new String(nameBytes, 0, len);
+        int[] v = {0};
+        cuDeviceGetAttribute(v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+        computeMajor = v[0];
+        cuDeviceGetAttribute(v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
+        computeMinor = v[0];
+        cuDevicePrimaryCtxRetain(context, dev);
+        cuCtxSetCurrent(context);
+        boundThread = Thread.currentThread();
+        // Non-blocking: never implicitly ordered against the legacy default stream.
+        cuStreamCreate(stream, CUstream_flags.CU_STREAM_NON_BLOCKING);
+        kernels = new Kernels(computeMajor);
+        cublasWorkspace = alloc(CUBLAS_WORKSPACE);
+        cublas = new Cublas(stream.address(), cublasWorkspace.address(), CUBLAS_WORKSPACE);
+    }
+
+    /** A backend on CUDA device {@code device}; throws with the reason when no usable GPU is there. */
+    public static GpuBackend create(int device) { return new GpuBackend(device); }
+
+    @Override public String name() { return "cuda:" + device; }
+
+    @Override public DType computeType() { return DType.BF16; }
+
+    public String deviceName() { return deviceName; }
+
+    /** "9.0" for an H200. */
+    public String computeCapability() { return computeMajor + "." + computeMinor; }
+
+    /** The PTX flavour loaded: sm_90 or the portable compute_80. */
+    public String ptxArch() { return kernels.arch(); }
+
+    /** The most device memory this backend has held at once, in bytes (its own allocations). */
+    public long peakMemory() { return peakBytes; }
+
+    /** Device memory this backend holds now, in bytes. */
+    public long allocatedMemory() { return allocatedBytes; }
+
+    // ================================================================== memory
+
+    private void bind() {
+        if (closed) throw new IllegalStateException("GpuBackend " + name() + " is closed");
+        Thread t = Thread.currentThread();
+        if (boundThread != t) {
+            cuCtxSetCurrent(context);
+            boundThread = t;
+        }
+    }
+
+    private DevPtr alloc(long bytes) {
+        DevPtr p = new DevPtr();
+        // cuMemAlloc of 0 bytes fails; a 0-element tensor still gets a distinct (tiny) allocation
+        cuMemAlloc(p, Math.max(bytes, 16));
+        allocatedBytes += Math.max(bytes, 16);
+        peakBytes = Math.max(peakBytes, allocatedBytes);
+        return p;
+    }
+
+    void free(DevPtr p, long bytes) {
+        if (closed) return;
+        bind();
+        if (capturing) throw new IllegalStateException("cannot free device memory while a CUDA graph is being captured");
+        cuMemFree(p);
+        allocatedBytes -= Math.max(bytes, 16);
+    }
+
+    @Override
+    public Tensor empty(DType dtype, int... shape) {
+        bind();
+        long n = 1;
+        for (int d : shape) {
+            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
+            n *= d;
+        }
+        return new GpuTensor(this, dtype, shape, alloc(n * dtype.bytes), true);
+    }
+
+    /** A device buffer for {@code key} of at least {@code bytes}; reused across calls (grows, never shrinks). */
+    private long scratch(String key, long bytes) {
+        Long have = scratchBytes.get(key);
+        if (have != null && have >= bytes) return scratch.get(key).address();
+        if (have != null) retired.add(scratch.get(key));
+        long size = Math.max(bytes, have == null ? 0 : have + have / 2);
+        DevPtr p = alloc(size);
+        scratch.put(key, p);
+        scratchBytes.put(key, size);
+        return p.address();
+    }
+
+    private static GpuTensor g(Tensor t) {
+        if (t instanceof GpuTensor gt) return gt;
+        throw new IllegalArgumentException("not a GPU tensor: " + (t == null ? "null" : t.getClass().getName() + " " + Tensor.describe(t)));
+    }
+
+    private GpuTensor own(Tensor t) {
+        GpuTensor gt = g(t);
+        if (gt.backend() != this) throw new IllegalArgumentException("tensor " + gt + " belongs to another backend");
+        return gt;
+    }
+
+    private void noCapture(String what) {
+        if (capturing) throw new IllegalStateException(what + " waits for the device and cannot run while a CUDA graph is being captured");
+    }
+
+    @Override
+    public void copyFromHost(Tensor dst, float[] src) {
+        bind();
+        noCapture("copyFromHost");
+        GpuTensor d = own(dst);
+        if (src.length != d.numel()) throw new IllegalArgumentException("copyFromHost: " + src.length + " floats into " + d);
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) d.bytes()).order(ByteOrder.LITTLE_ENDIAN);
+        switch (d.dtype()) {
+            case F32 -> buf.asFloatBuffer().put(src);
+            case BF16 -> { var sb = buf.asShortBuffer(); for (float f : src) sb.put(Dtypes.floatToBf16(f)); }
+            case F16 -> { var sb = buf.asShortBuffer(); for (float f : src) sb.put(Float.floatToFloat16(f)); }
+            case I32 -> { var ib = buf.asIntBuffer(); for (float f : src) ib.put((int) f); }
+        }
+        upload(d, buf);
+    }
+
+    @Override
+    public void copyFromHost(Tensor dst, int[] src) {
+        bind();
+        noCapture("copyFromHost");
+        GpuTensor d = own(dst);
+        if (src.length != d.numel()) throw new IllegalArgumentException("copyFromHost: " + src.length + " ints into " + d);
+        if (d.dtype() != DType.I32) {
+            float[] f = new float[src.length];
+            for (int i = 0; i < f.length; i++) f[i] = src[i];
+            copyFromHost(dst, f);
+            return;
+        }
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) d.bytes()).order(ByteOrder.LITTLE_ENDIAN);
+        buf.asIntBuffer().put(src);
+        upload(d, buf);
+    }
+
+    /**
+     * Uploads a host tensor (e.g. a slice of a memory-mapped safetensors file) into a new device
+     * tensor of {@code dtype}; when the dtypes match the bytes go straight to the device.
+     */
+    public Tensor upload(HostTensor h, DType dtype) {
+        bind();
+        noCapture("upload");
+        if (h.dtype() == dtype && h.data().isNative()) {
+            Tensor t = empty(dtype, h.shape());
+            GpuTensor d = g(t);
+            upload(d, h.data().asByteBuffer());
+            return t;
+        }
+        return fromFloats(h.toFloats(), dtype, h.shape());
+    }
+
+    private void upload(GpuTensor d, ByteBuffer buf) {
+        if (d.bytes() == 0) return;
+        // From pageable memory the call returns once the bytes are staged, so buf may be dropped after.
+        cuMemcpyHtoDAsync(d.ptr, Pointer.to(buf), d.bytes(), stream);
+    }
+
+    private ByteBuffer download(GpuTensor t) {
+        bind();
+        noCapture("download");
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) Math.max(t.bytes(), 1)).order(ByteOrder.LITTLE_ENDIAN);
+        if (t.bytes() > 0) cuMemcpyDtoHAsync(Pointer.to(buf), t.ptr, t.bytes(), stream);
+        cuStreamSynchronize(stream);
+        return buf;
+    }
+
+    @Override
+    public float[] toFloats(Tensor t) {
+        GpuTensor s = own(t);
+        if (s.numel() > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for a float[]: " + s);
+        ByteBuffer buf = download(s);
+        float[] out = new float[(int) s.numel()];
+        switch (s.dtype()) {
+            case F32 -> buf.asFloatBuffer().get(out);
+            case BF16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < out.length; i++) out[i] = Dtypes.bf16ToFloat(sb.get(i)); }
+            case F16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < out.length; i++) out[i] = Float.float16ToFloat(sb.get(i)); }
+            case I32 -> { var ib = buf.asIntBuffer(); for (int i = 0; i < out.length; i++) out[i] = ib.get(i); }
+        }
+        return out;
+    }
+
+    @Override
+    public int[] toInts(Tensor t) {
+        GpuTensor s = own(t);
+        if (s.dtype() != DType.I32) {
+            float[] f = toFloats(t);
+            int[] out = new int[f.length];
+            for (int i = 0; i < f.length; i++) out[i] = (int) f[i];
+            return out;
+        }
+        ByteBuffer buf = download(s);
+        int[] out = new int[(int) s.numel()];
+        buf.asIntBuffer().get(out);
+        return out;
+    }
+
+    @Override
+    public void copy(Tensor dst, Tensor src) {
+        bind();
+        GpuTensor d = own(dst), s = own(src);
+        sameCount("copy", d, s);
+        if (d.numel() == 0) return;
+        if (d.dtype() == s.dtype()) {
+            cuMemcpyDtoDAsync(d.ptr, s.ptr, d.bytes(), stream);
+            return;
+        }
+        String name = "copy_" + sfx(d, "copy") + "_" + sfx(s, "copy");
+        elementwise(name, d.numel(), aligned(d, s), a -> a.ptr(d.address()).ptr(s.address()));
+    }
+
+    @Override
+    public void fill(Tensor t, float value) {
+        bind();
+        GpuTensor d = own(t);
+        if (d.numel() == 0) return;
+        switch (d.dtype()) {
+            case F32 -> cuMemsetD32Async(d.ptr, Float.floatToRawIntBits(value), d.numel(), stream);
+            case I32 -> cuMemsetD32Async(d.ptr, (int) value, d.numel(), stream);
+            case BF16 -> cuMemsetD16Async(d.ptr, Dtypes.floatToBf16(value), d.numel(), stream);
+            case F16 -> cuMemsetD16Async(d.ptr, Float.floatToFloat16(value), d.numel(), stream);
+        }
+    }
+
+    @Override
+    public void synchronize() {
+        bind();
+        noCapture("synchronize");
+        cuStreamSynchronize(stream);
+    }
+
+    // ================================================================== launch helpers
+
+    private interface ArgFill { Kernels.Args fill(Kernels.Args a); }
+
+    private static String sfx(GpuTensor t, String op) {
+        return switch (t.dtype()) {
+            case F32 -> "f32";
+            case BF16 -> "bf16";
+            default -> throw new IllegalArgumentException(op + ": the GPU kernels take F32 or BF16 tensors, not " + t.dtype() + " (" + t + ")");
+        };
+    }
+
+    private static void needI32(String op, String what, GpuTensor t) {
+        if (t.dtype() != DType.I32) throw new IllegalArgumentException(op + ": " + what + " must be I32, got " + t);
+    }
+
+    private static void needF32(String op, String what, GpuTensor t) {
+        if (t.dtype() != DType.F32) throw new IllegalArgumentException(op + ": " + what + " must be F32, got " + t);
+    }
+
+    private static void sameCount(String op, GpuTensor a, GpuTensor b) {
+        if (a.numel() != b.numel()) throw new IllegalArgumentException(op + ": element counts differ, " + a + " vs " + b);
+    }
+
+    private static void needNumel(String op, String what, GpuTensor t, long n) {
+        if (t.numel() != n) throw new IllegalArgumentException(op + ": " + what + " must have " + n + " elements, got " + t);
+    }
+
+    /** Every tensor's first element is 16-byte aligned (8-wide vector loads are then legal). */
+    private static boolean aligned(GpuTensor... ts) {
+        for (GpuTensor t : ts) if ((t.address() & 15) != 0) return false;
+        return true;
+    }
+
+    private void launch(String name, int gx, int gy, int block, int smem, Kernels.Args args) {
+        kernels.launch(name, gx, gy, block, smem, stream, args);
+    }
+
+    /** A grid-stride elementwise kernel whose last two parameters are (long n, int vec). */
+    private void elementwise(String name, long n, boolean alignedOk, ArgFill fill) {
+        boolean vec = alignedOk && n % 8 == 0;
+        long work = vec ? n / 8 : n;
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (work + 255) / 256));
+        launch(name, blocks, 1, 256, 0, fill.fill(new Kernels.Args()).l(n).i(vec ? 1 : 0));
+    }
+
+    private static int rowThreads(long workPerRow, int max) {
+        long t = Math.min(max, Math.max(32, workPerRow));
+        return (int) ((t + 31) / 32 * 32);
+    }
+
+    // ================================================================== dense algebra
+
+    private static int cudaType(DType t) {
+        return switch (t) {
+            case F32 -> Cublas.R_32F;
+            case BF16 -> Cublas.R_16BF;
+            case F16 -> Cublas.R_16F;
+            case I32 -> throw new IllegalArgumentException("matmul: I32 tensors cannot be multiplied");
+        };
+    }
+
+    @Override
+    public void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta) {
+        bind();
+        GpuTensor C = own(c), A = own(a), B = own(b);
+        if (A.rank() != 2 || B.rank() != 2 || C.rank() != 2)
+            throw new IllegalArgumentException("matmul needs 2-D tensors: C " + C + ", A " + A + ", B " + B);
+        int M = transA ? A.dim(1) : A.dim(0), K = transA ? A.dim(0) : A.dim(1);
+        int KB = transB ? B.dim(1) : B.dim(0), N = transB ? B.dim(0) : B.dim(1);
+        if (K != KB || C.dim(0) != M || C.dim(1) != N)
+            throw new IllegalArgumentException("matmul shapes disagree: C " + C + " = op(A " + A + (transA ? ")ᵀ" : ")") + " · op(B " + B + (transB ? ")ᵀ" : ")"));
+        if (C.dtype() != DType.F32 && C.dtype() != computeType() && C.dtype() != DType.F16)
+            throw new IllegalArgumentException("matmul: C must be F32 or " + computeType() + ", got " + C);
+        if (M == 0 || N == 0) return;
+        if (K == 0) { // C = beta·C
+            if (beta == 0f) fill(C, 0f); else if (beta != 1f) scale(C, beta);
+            return;
+        }
+        long aAddr = A.address(), bAddr = B.address();
+        DType aT = A.dtype(), bT = B.dtype();
+        boolean fp32 = aT == DType.F32 && bT == DType.F32 && C.dtype() == DType.F32;
+        if (!fp32) {  // policy: everything else is bf16 × bf16 (f16 × f16 stays f16)
+            if (aT != bT || aT == DType.F32) {
+                DType target = (aT == DType.F16 || bT == DType.F16) ? DType.F16 : DType.BF16;
+                if (aT != target) { aAddr = convertToScratch("matmul.a", A, target); aT = target; }
+                if (bT != target) { bAddr = convertToScratch("matmul.b", B, target); bT = target; }
+            }
+        }
+        // Row-major C = op(A)·op(B)  <=>  column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands.
+        cublas.gemm(transB ? Cublas.OP_T : Cublas.OP_N, transA ? Cublas.OP_T : Cublas.OP_N, N, M, K, alpha,
+                bAddr, cudaType(bT), B.dim(1), aAddr, cudaType(aT), A.dim(1), beta, C.address(), cudaType(C.dtype()), N);
+    }
+
+    private long convertToScratch(String key, GpuTensor src, DType target) {
+        if (target == DType.F16) throw new IllegalArgumentException("matmul: mixing F16 with other dtypes is not supported (" + src + ")");
+        long addr = scratch(key, src.numel() * target.bytes);
+        GpuTensor tmp = new GpuTensor(this, target, src.shape(), new DevPtr().plus(addr), false);
+        copy(tmp, src);
+        return addr;
+    }
+
+    /** Row-major strided-batched C_i = alpha·op(A_i)·op(B_i) + beta·C_i; lds and strides in elements. */
+    private void gemmBatched(boolean transA, boolean transB, int M, int N, int K, float alpha,
+                             long A, DType aT, int lda, long strideA, long B, DType bT, int ldb, long strideB,
+                             float beta, long C, DType cT, int ldc, long strideC, int batch) {
+        cublas.gemmBatched(transB ? Cublas.OP_T : Cublas.OP_N, transA ? Cublas.OP_T : Cublas.OP_N, N, M, K, alpha,
+                B, cudaType(bT), ldb, strideB, A, cudaType(aT), lda, strideA, beta, C, cudaType(cT), ldc, strideC, batch);
+    }
+
+    @Override
+    public void axpy(Tensor y, float alpha, Tensor x) {
+        bind();
+        GpuTensor Y = own(y), X = own(x);
+        sameCount("axpy", Y, X);
+        if (Y.numel() == 0) return;
+        elementwise("axpy_" + sfx(Y, "axpy") + "_" + sfx(X, "axpy"), Y.numel(), aligned(Y, X),
+                a -> a.ptr(Y.address()).f(alpha).ptr(X.address()));
+    }
+
+    @Override
+    public void scale(Tensor t, float s) {
+        bind();
+        GpuTensor T = own(t);
+        if (T.numel() == 0) return;
+        elementwise("scale_" + sfx(T, "scale"), T.numel(), aligned(T), a -> a.ptr(T.address()).f(s));
+    }
+
+    @Override
+    public void mul(Tensor out, Tensor a, Tensor b) {
+        bind();
+        GpuTensor O = own(out), A = own(a), B = own(b);
+        sameCount("mul", O, A);
+        sameCount("mul", O, B);
+        if (O.numel() == 0) return;
+        elementwise("mul_" + sfx(O, "mul") + "_" + sfx(A, "mul") + "_" + sfx(B, "mul"), O.numel(), aligned(O, A, B),
+                x -> x.ptr(O.address()).ptr(A.address()).ptr(B.address()));
+    }
+
+    @Override
+    public double sumOfSquares(List<Tensor> tensors) {
+        bind();
+        noCapture("sumOfSquares");
+        long acc = scratch("sumsq", 8);
+        cuMemsetD32Async(new DevPtr().plus(acc), 0, 2, stream);
+        for (Tensor t : tensors) {
+            GpuTensor T = own(t);
+            if (T.numel() == 0) continue;
+            elementwise("sumsq_" + sfx(T, "sumOfSquares"), T.numel(), aligned(T), a -> a.ptr(acc).ptr(T.address()));
+        }
+        ByteBuffer buf = ByteBuffer.allocateDirect(8).order(ByteOrder.LITTLE_ENDIAN);
+        cuMemcpyDtoHAsync(Pointer.to(buf), new DevPtr().plus(acc), 8, stream);
+        cuStreamSynchronize(stream);
+        return buf.getDouble(0);
+    }
+
+    // ================================================================== layers
+
+    @Override
+    public void embedding(Tensor out, Tensor ids, Tensor table) {
+        bind();
+        GpuTensor O = own(out), I = own(ids), W = own(table);
+        needI32("embedding", "ids", I);
+        int N = (int) I.numel(), C = W.dim(-1), V = (int) (W.numel() / C);
+        needNumel("embedding", "out", O, (long) N * C);
+        if (N == 0) return;
+        boolean vec = C % 8 == 0 && aligned(O, W);
+        launch("embedding_" + sfx(O, "embedding") + "_" + sfx(W, "embedding"), N, 1, rowThreads(vec ? C / 8 : C, 256), 0,
+                new Kernels.Args().ptr(O.address()).ptr(I.address()).ptr(W.address()).i(V).i(C).i(vec ? 1 : 0));
+    }
+
+    @Override
+    public void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) {
+        bind();
+        GpuTensor O = own(out), R = own(rstd), X = own(x), W = own(weight);
+        norm("rmsnorm", O, R, X, null, W, eps);
+    }
+
+    @Override
+    public void addRmsNorm(Tensor residual, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        bind();
+        GpuTensor Res = own(residual), O = own(out), R = own(rstd), D = own(delta), W = own(weight);
+        if (D.dtype() != Res.dtype()) { Backend.super.addRmsNorm(residual, out, rstd, delta, weight, eps); return; }
+        sameCount("addRmsNorm", Res, D);
+        norm("add_rmsnorm", O, R, Res, D, W, eps);
+    }
+
+    private void norm(String op, GpuTensor O, GpuTensor R, GpuTensor X, GpuTensor D, GpuTensor W, float eps) {
+        needF32(op, "rstd", R);
+        int C = (int) W.numel();
+        if (C == 0 || X.numel() % C != 0) throw new IllegalArgumentException(op + ": x " + X + " rows do not match weight " + W);
+        int N = (int) (X.numel() / C);
+        needNumel(op, "out", O, X.numel());
+        needNumel(op, "rstd", R, N);
+        if (O.dtype() != X.dtype()) throw new IllegalArgumentException(op + ": out " + O + " and x " + X + " must share a dtype");
+        if (N == 0) return;
+        boolean vec = C % 8 == 0 && aligned(O, X, W) && (D == null || aligned(D));
+        String name = op + "_" + sfx(X, op) + "_" + sfx(W, op);
+        Kernels.Args a = new Kernels.Args();
+        if (D == null) a.ptr(O.address()).ptr(R.address()).ptr(X.address());
+        else a.ptr(X.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
+        launch(name, N, 1, rowThreads(vec ? C / 8 : C, 256), 0, a.ptr(W.address()).i(C).f(eps).i(vec ? 1 : 0));
+    }
+
+    @Override
+    public void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate) {
+        bind();
+        GpuTensor DX = own(dx), DO = own(dout), X = own(x), W = own(weight), R = own(rstd);
+        needF32("rmsNormBackward", "rstd", R);
+        int C = (int) W.numel();
+        int N = (int) (X.numel() / C);
+        needNumel("rmsNormBackward", "dx", DX, X.numel());
+        needNumel("rmsNormBackward", "dout", DO, X.numel());
+        needNumel("rmsNormBackward", "rstd", R, N);
+        if (DX.dtype() != X.dtype() || DO.dtype() != X.dtype())
+            throw new IllegalArgumentException("rmsNormBackward: dx " + DX + ", dout " + DO + " and x " + X + " must share a dtype");
+        if (N == 0) return;
+        boolean vec = C % 8 == 0 && aligned(DX, DO, X, W);
+        launch("rmsnorm_bwd_" + sfx(X, "rmsNormBackward") + "_" + sfx(W, "rmsNormBackward"), N, 1, rowThreads(vec ? C / 8 : C, 256), 0,
+                new Kernels.Args().ptr(DX.address()).ptr(DO.address()).ptr(X.address()).ptr(W.address()).ptr(R.address())
+                        .i(C).i(accumulate ? 1 : 0).i(vec ? 1 : 0));
+    }
+
+    @Override
+    public void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse) {
+        bind();
+        GpuTensor X = own(x), P = own(positions), CO = own(cos), SI = own(sin);
+        needI32("rope", "positions", P);
+        needF32("rope", "cos", CO);
+        needF32("rope", "sin", SI);
+        if (headDim % 2 != 0) throw new IllegalArgumentException("rope: head dim must be even, got " + headDim);
+        int N = (int) P.numel();
+        needNumel("rope", "x", X, (long) N * heads * headDim);
+        if (CO.numel() != SI.numel() || CO.numel() % (headDim / 2) != 0)
+            throw new IllegalArgumentException("rope: cos " + CO + " / sin " + SI + " must be (maxPos, " + headDim / 2 + ")");
+        long total = (long) N * heads * (headDim / 2);
+        if (total == 0) return;
+        int blocks = (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256);
+        launch("rope_" + sfx(X, "rope"), blocks, 1, 256, 0, new Kernels.Args().ptr(X.address()).ptr(P.address())
+                .ptr(CO.address()).ptr(SI.address()).i(N).i(heads).i(headDim).i(inverse ? 1 : 0));
+    }
+
+    // ---------------------------------------------------------------- attention
+
+    private void checkAttention(String op, GpuTensor q, GpuTensor k, GpuTensor v, GpuTensor ks, int B, int T, int Hq, int Hkv, int D) {
+        if (Hkv <= 0 || Hq % Hkv != 0) throw new IllegalArgumentException(op + ": heads " + Hq + " is not a multiple of kv heads " + Hkv);
+        needNumel(op, "q", q, (long) B * T * Hq * D);
+        needNumel(op, "k", k, (long) B * T * Hkv * D);
+        needNumel(op, "v", v, (long) B * T * Hkv * D);
+        needI32(op, "keyStart", ks);
+        needNumel(op, "keyStart", ks, B);
+    }
+
+    private void toHeads(long dst, GpuTensor src, int B, int T, int H, int D) {
+        boolean vec = D % 8 == 0 && aligned(src) && (dst & 15) == 0;
+        long work = (long) B * T * H * D / (vec ? 8 : 1);
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256));
+        launch("to_heads_" + sfx(src, "attention"), blocks, 1, 256, 0,
+                new Kernels.Args().ptr(dst).ptr(src.address()).i(B).i(T).i(H).i(D).i(vec ? 1 : 0));
+    }
+
+    private void fromHeads(GpuTensor dst, long src, int B, int T, int H, int D) {
+        boolean vec = D % 8 == 0 && aligned(dst) && (src & 15) == 0;
+        long work = (long) B * T * H * D / (vec ? 8 : 1);
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256));
+        launch("from_heads_" + sfx(dst, "attention"), blocks, 1, 256, 0,
+                new Kernels.Args().ptr(dst.address()).ptr(src).i(B).i(T).i(H).i(D).i(vec ? 1 : 0));
+    }
+
+    private static long align256(long bytes) { return (bytes + 255) & ~255L; }
+
+    private boolean flashAttention = true;
+
+    /** Chooses the fused (flash-style) attention forward for bf16 inputs (default) or the cuBLAS +
+     *  softmax path; both compute the same function (tests hold each against the CPU). */
+    public void setFlashAttention(boolean on) { flashAttention = on; }
+
+    private static boolean flashEligible(int D, GpuTensor... ts) {
+        if (D != 32 && D != 64 && D != 128) return false;
+        for (GpuTensor t : ts) if (t.dtype() != DType.BF16) return false;
+        return aligned(ts);
+    }
+
+    /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
+    static int flashSharedBytes(int D) {
+        int qs = D + 8, ss = 64 + 4, ps = 64 + 8, os = D + 4;
+        return 64 * qs * 2 * 3 + 64 * ss * 4 + 64 * ps * 2 + 64 * os * 4 + 64 * 4 * 2;
+    }
+
+    @Override
+    public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                          int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
+        bind();
+        GpuTensor O = own(out), L = own(lse), Q = own(q), K = own(k), V = own(v), KS = own(keyStart);
+        int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim, G = Hq / Math.max(1, Hkv);
+        checkAttention("attention", Q, K, V, KS, B, T, Hq, Hkv, D);
+        needNumel("attention", "out", O, Q.numel());
+        needF32("attention", "lse", L);
+        needNumel("attention", "lse", L, (long) B * Hq * T);
+        if (B == 0 || T == 0) return;
+        if (flashAttention && flashEligible(D, O, Q, K, V)) {
+            // fused kernel: no score matrix in device memory
+            kernels.launch("flash_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flashSharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            return;
+        }
+        long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
+        long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
+        long S = scratch("attn.S", sn * 4), P = scratch("attn.P", sn * 2), oh = scratch("attn.oh", align256(qn * 2));
+        toHeads(qh, Q, B, T, Hq, D);
+        toHeads(kh, K, B, T, Hkv, D);
+        toHeads(vh, V, B, T, Hkv, D);
+        int GT = G * T;
+        // S_bg (G·T × T) = scale · Qh_bg · Kh_bgᵀ, one batch entry per (sequence, kv group)
+        gemmBatched(false, true, GT, T, D, scale, qh, DType.BF16, D, (long) GT * D, kh, DType.BF16, D, (long) T * D,
+                0f, S, DType.F32, T, (long) GT * T, B * Hkv);
+        long rows = (long) B * Hq * T;
+        if (T <= 1024) {  // one warp per row, the row in registers
+            String w = T <= 256 ? "w8" : T <= 512 ? "w16" : "w32";
+            launch("attn_softmax_" + w, (int) ((rows * 32 + 255) / 256), 1, 256, 0,
+                    new Kernels.Args().ptr(P).ptr(L.address()).ptr(S).ptr(KS.address()).i(Hq).i(T).l(rows));
+        } else {
+            launch("attn_softmax", (int) rows, 1, rowThreads(T, 256), 0,
+                    new Kernels.Args().ptr(P).ptr(L.address()).ptr(S).ptr(KS.address()).i(Hq).i(T));
+        }
+        // Oh_bg (G·T × D) = P_bg · Vh_bg
+        gemmBatched(false, false, GT, D, T, 1f, P, DType.BF16, T, (long) GT * T, vh, DType.BF16, D, (long) T * D,
+                0f, oh, DType.BF16, D, (long) GT * D, B * Hkv);
+        fromHeads(O, oh, B, T, Hq, D);
+    }
+
+    @Override
+    public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
+                                  Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                                  int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
+        bind();
+        GpuTensor DQ = own(dq), DK = own(dk), DV = own(dv), DO = own(dout), O = own(out), L = own(lse);
+        GpuTensor Q = own(q), K = own(k), V = own(v), KS = own(keyStart);
+        int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim, G = Hq / Math.max(1, Hkv);
+        checkAttention("attentionBackward", Q, K, V, KS, B, T, Hq, Hkv, D);
+        needNumel("attentionBackward", "dq", DQ, Q.numel());
+        needNumel("attentionBackward", "dk", DK, K.numel());
+        needNumel("attentionBackward", "dv", DV, V.numel());
+        needNumel("attentionBackward", "dout", DO, Q.numel());
+        needNumel("attentionBackward", "out", O, Q.numel());
+        needF32("attentionBackward", "lse", L);
+        needNumel("attentionBackward", "lse", L, (long) B * Hq * T);
+        if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
+        if (B == 0 || T == 0) return;
+        long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
+        long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
+        long doh = scratch("attn.doh", align256(qn * 2)), S = scratch("attn.S", sn * 4), dP = scratch("attn.dP", sn * 4);
+        long P = scratch("attn.P", sn * 2), dS = scratch("attn.dS", sn * 2), Drow = scratch("attn.Drow", (long) B * Hq * T * 4);
+        long dqh = scratch("attn.dqh", align256(qn * 2)), dkh = scratch("attn.dkh", align256(kn * 2)), dvh = scratch("attn.dvh", align256(kn * 2));
+        toHeads(qh, Q, B, T, Hq, D);
+        toHeads(kh, K, B, T, Hkv, D);
+        toHeads(vh, V, B, T, Hkv, D);
+        toHeads(doh, DO, B, T, Hq, D);
+        int GT = G * T, batches = B * Hkv;
+        gemmBatched(false, true, GT, T, D, scale, qh, DType.BF16, D, (long) GT * D, kh, DType.BF16, D, (long) T * D,
+                0f, S, DType.F32, T, (long) GT * T, batches);
+        // dP_bg (G·T × T) = dOh_bg · Vh_bgᵀ
+        gemmBatched(false, true, GT, T, D, 1f, doh, DType.BF16, D, (long) GT * D, vh, DType.BF16, D, (long) T * D,
+                0f, dP, DType.F32, T, (long) GT * T, batches);
+        long rows = (long) B * Hq * T;
+        launch("attn_rowdot_" + sfx(O, "attentionBackward"), (int) ((rows * 32 + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(Drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+        launch("attn_softmax_bwd", (int) rows, 1, rowThreads(T, 256), 0, new Kernels.Args().ptr(P).ptr(dS).ptr(S).ptr(dP)
+                .ptr(L.address()).ptr(Drow).ptr(KS.address()).i(Hq).i(T).f(scale));
+        // dVh_bg (T × D) = P_bgᵀ · dOh_bg      (sums over the G query heads of the group: K = G·T)
+        gemmBatched(true, false, T, D, GT, 1f, P, DType.BF16, T, (long) GT * T, doh, DType.BF16, D, (long) GT * D,
+                0f, dvh, DType.BF16, D, (long) T * D, batches);
+        // dQh_bg (G·T × D) = dS_bg · Kh_bg      (scale folded into dS)
+        gemmBatched(false, false, GT, D, T, 1f, dS, DType.BF16, T, (long) GT * T, kh, DType.BF16, D, (long) T * D,
+                0f, dqh, DType.BF16, D, (long) GT * D, batches);
+        // dKh_bg (T × D) = dS_bgᵀ · Qh_bg
+        gemmBatched(true, false, T, D, GT, 1f, dS, DType.BF16, T, (long) GT * T, qh, DType.BF16, D, (long) GT * D,
+                0f, dkh, DType.BF16, D, (long) T * D, batches);
+        fromHeads(DQ, dqh, B, T, Hq, D);
+        fromHeads(DK, dkh, B, T, Hkv, D);
+        fromHeads(DV, dvh, B, T, Hkv, D);
+    }
+
+    @Override
+    public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
+                                int heads, int kvHeads, int headDim, float scale) {
+        bind();
+        GpuTensor O = own(out), Q = own(q), KC = own(kCache), VC = own(vCache);
+        int D = headDim, Hq = heads, Hkv = kvHeads;
+        if (Hkv <= 0 || Hq % Hkv != 0) throw new IllegalArgumentException("attentionCached: heads " + Hq + " is not a multiple of kv heads " + Hkv);
+        int n = (int) (Q.numel() / ((long) Hq * D));
+        needNumel("attentionCached", "out", O, Q.numel());
+        long maxT = KC.numel() / ((long) Hkv * D);
+        if (pos0 < 0 || pos0 + n > maxT) throw new IllegalArgumentException("attentionCached: positions [" + pos0 + ", " + (pos0 + n) + ") exceed the cache of " + maxT);
+        if (O.dtype() != Q.dtype() || KC.dtype() != Q.dtype() || VC.dtype() != Q.dtype())
+            throw new IllegalArgumentException("attentionCached: out, q and the caches must share a dtype");
+        if (n == 0) return;
+        long smem = (long) (D + pos0 + n) * 4;
+        if (smem > 48 * 1024) throw new IllegalArgumentException("attentionCached: context of " + (pos0 + n) + " tokens exceeds this kernel's shared-memory score buffer (~12K)");
+        kernels.launch("attn_cached_" + sfx(Q, "attentionCached"), n, Hq, 128, (int) smem, stream,
+                new Kernels.Args().ptr(O.address()).ptr(Q.address()).ptr(KC.address()).ptr(VC.address())
+                        .i(pos0).i(Hq).i(Hkv).i(D).f(scale));
+    }
+
+    @Override
+    public void swiglu(Tensor out, Tensor gate, Tensor up) {
+        bind();
+        GpuTensor O = own(out), G = own(gate), U = own(up);
+        sameCount("swiglu", O, G);
+        sameCount("swiglu", O, U);
+        if (G.dtype() != O.dtype() || U.dtype() != O.dtype()) throw new IllegalArgumentException("swiglu: out, gate, up must share a dtype");
+        if (O.numel() == 0) return;
+        elementwise("swiglu_" + sfx(O, "swiglu"), O.numel(), aligned(O, G, U), a -> a.ptr(O.address()).ptr(G.address()).ptr(U.address()));
+    }
+
+    @Override
+    public void swigluBackward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
+        bind();
+        GpuTensor DG = own(dgate), DU = own(dup), DO = own(dout), G = own(gate), U = own(up);
+        for (GpuTensor t : new GpuTensor[] {DU, DO, G, U}) {
+            sameCount("swigluBackward", DG, t);
+            if (t.dtype() != DG.dtype()) throw new IllegalArgumentException("swigluBackward: all tensors must share a dtype");
+        }
+        if (DG.numel() == 0) return;
+        elementwise("swiglu_bwd_" + sfx(DG, "swigluBackward"), DG.numel(), aligned(DG, DU, DO, G, U),
+                a -> a.ptr(DG.address()).ptr(DU.address()).ptr(DO.address()).ptr(G.address()).ptr(U.address()));
+    }
+
+    @Override
+    public void crossEntropy(Tensor losses, Tensor dlogits, Tensor logits, Tensor targets, float gradScale) {
+        bind();
+        GpuTensor LS = own(losses), DL = own(dlogits), LG = own(logits), TG = own(targets);
+        needF32("crossEntropy", "losses", LS);
+        needI32("crossEntropy", "targets", TG);
+        int n = (int) TG.numel();
+        needNumel("crossEntropy", "losses", LS, n);
+        if (n == 0) return;
+        int V = (int) (LG.numel() / n);
+        needNumel("crossEntropy", "logits", LG, (long) n * V);
+        needNumel("crossEntropy", "dlogits", DL, (long) n * V);
+        boolean vec = V % 8 == 0 && aligned(DL, LG);
+        launch("cross_entropy_" + sfx(LG, "crossEntropy") + "_" + sfx(DL, "crossEntropy"), n, 1, rowThreads(vec ? V / 8 : V, 1024), 0,
+                new Kernels.Args().ptr(LS.address()).ptr(DL.address()).ptr(LG.address()).ptr(TG.address()).i(V).f(gradScale).i(vec ? 1 : 0));
+    }
+
+    @Override
+    public void dropout(Tensor out, Tensor x, float p, long seed) {
+        bind();
+        GpuTensor O = own(out), X = own(x);
+        sameCount("dropout", O, X);
+        if (!(p >= 0f && p < 1f)) throw new IllegalArgumentException("dropout: p must be in [0, 1), got " + p);
+        if (p == 0f) { copy(O, X); return; }
+        if (O.numel() == 0) return;
+        long n = O.numel();
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (n + 255) / 256));
+        launch("dropout_" + sfx(O, "dropout") + "_" + sfx(X, "dropout"), blocks, 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(X.address()).f(p).l(seed).l(n));
+    }
+
+    /** The dropout rule the kernel implements (CpuBackend's formula): element {@code i} is kept when this is ≥ p. */
+    public static float dropoutUniform(long seed, long i) {
+        long z = seed * 0x9E3779B97F4A7C15L + i * 0xBF58476D1CE4E5B9L + 0x94D049BB133111EBL;
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        z ^= z >>> 31;
+        return (float) (z >>> 40) * (1.0f / 16777216.0f);
+    }
+
+    // ================================================================== optimizer
+
+    @Override
+    public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
+                      float eps, float weightDecay, int step, float gradScale) {
+        bind();
+        GpuTensor P = own(param), G = own(grad), M = own(m), V = own(v);
+        needF32("adamw", "param", P);
+        needF32("adamw", "m", M);
+        needF32("adamw", "v", V);
+        sameCount("adamw", P, G);
+        sameCount("adamw", P, M);
+        sameCount("adamw", P, V);
+        if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+        if (P.numel() == 0) return;
+        float bc1 = (float) (1 - Math.pow(beta1, step)), bc2 = (float) (1 - Math.pow(beta2, step));
+        long n = P.numel();
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (n + 255) / 256));
+        launch("adamw_" + sfx(G, "adamw"), blocks, 1, 256, 0, new Kernels.Args().ptr(P.address()).ptr(G.address())
+                .ptr(M.address()).ptr(V.address()).l(n).f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale));
+    }
+
+    /**
+     * A fixed set of LoRA tensors updated by one fused AdamW launch ({@link #adamwAll}). The table of
+     * device pointers is uploaded once, when the group is made (outside any graph capture).
+     */
+    public final class AdamGroup implements AutoCloseable {
+        private final Tensor table;
+        private final int count;
+        private final long maxN;
+
+        private AdamGroup(List<Tensor[]> slots) {
+            count = slots.size();
+            long mx = 0;
+            // struct AdamSlot { float* p; const float* g; float* m; float* v; long n; } = 5 × 8 bytes
+            int[] words = new int[count * 10];
+            for (int i = 0; i < count; i++) {
+                Tensor[] s = slots.get(i);
+                if (s.length != 4) throw new IllegalArgumentException("adamw group slot " + i + ": want {param, grad, m, v}");
+                GpuTensor P = own(s[0]), G = own(s[1]), M = own(s[2]), V = own(s[3]);
+                for (GpuTensor t : new GpuTensor[] {P, G, M, V}) {
+                    needF32("adamw group", "slot " + i + " tensor", t);
+                    sameCount("adamw group", P, t);
+                }
+                long[] vals = {P.address(), G.address(), M.address(), V.address(), P.numel()};
+                for (int j = 0; j < 5; j++) {
+                    words[i * 10 + 2 * j] = (int) vals[j];
+                    words[i * 10 + 2 * j + 1] = (int) (vals[j] >>> 32);
+                }
+                mx = Math.max(mx, P.numel());
+            }
+            maxN = mx;
+            table = empty(DType.I32, Math.max(1, words.length));
+            if (words.length > 0) copyFromHost(table, words);
+        }
+
+        @Override public void close() { table.close(); }
+    }
+
+    /** Groups {param, grad, m, v} F32 tensor quadruples for {@link #adamwAll}. */
+    public AdamGroup adamGroup(List<Tensor[]> slots) {
+        bind();
+        noCapture("adamGroup");
+        return new AdamGroup(slots);
+    }
+
+    /** One AdamW step (same rule as {@link #adamw}) over every tensor of the group, in one launch. */
+    public void adamwAll(AdamGroup group, float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale) {
+        bind();
+        if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+        if (group.count == 0 || group.maxN == 0) return;
+        float bc1 = (float) (1 - Math.pow(beta1, step)), bc2 = (float) (1 - Math.pow(beta2, step));
+        int bx = (int) Math.max(1, Math.min(64, (group.maxN + 255) / 256));
+        launch("adamw_multi", bx, group.count, 256, 0, new Kernels.Args().ptr(g(group.table).address())
+                .f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale));
+    }
+
+    // ================================================================== SparseLoRA
+
+    @Override
+    public void gatherRows(Tensor out, Tensor src, Tensor idx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), I = own(idx);
+        needI32("gatherRows", "idx", I);
+        int k = (int) I.numel(), R = S.dim(0), C = (int) (S.numel() / Math.max(1, R));
+        needNumel("gatherRows", "out", O, (long) k * C);
+        if (k == 0 || C == 0) return;
+        boolean vec = C % 8 == 0 && aligned(O, S);
+        launch("gather_rows_" + sfx(O, "gatherRows") + "_" + sfx(S, "gatherRows"), k, 1, rowThreads(vec ? C / 8 : C, 256), 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(vec ? 1 : 0));
+    }
+
+    @Override
+    public void scatterRows(Tensor out, Tensor src, Tensor idx, boolean accumulate) {
+        bind();
+        GpuTensor O = own(out), S = own(src), I = own(idx);
+        needI32("scatterRows", "idx", I);
+        int k = (int) I.numel(), R = O.dim(0), C = (int) (O.numel() / Math.max(1, R));
+        needNumel("scatterRows", "src", S, (long) k * C);
+        if (k == 0 || C == 0) return;
+        boolean vec = C % 8 == 0 && aligned(O, S);
+        launch("scatter_rows_" + sfx(O, "scatterRows") + "_" + sfx(S, "scatterRows"), k, 1, rowThreads(vec ? C / 8 : C, 256), 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(accumulate ? 1 : 0).i(vec ? 1 : 0));
+    }
+
+    @Override
+    public void gatherCols(Tensor out, Tensor src, Tensor idx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), I = own(idx);
+        needI32("gatherCols", "idx", I);
+        int k = (int) I.numel(), C = S.dim(-1), R = (int) (S.numel() / Math.max(1, C));
+        needNumel("gatherCols", "out", O, (long) R * k);
+        long total = (long) R * k;
+        if (total == 0) return;
+        launch("gather_cols_" + sfx(O, "gatherCols") + "_" + sfx(S, "gatherCols"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k));
+    }
+
+    @Override
+    public void scatterCols(Tensor out, Tensor src, Tensor idx, boolean accumulate) {
+        bind();
+        GpuTensor O = own(out), S = own(src), I = own(idx);
+        needI32("scatterCols", "idx", I);
+        int k = (int) I.numel(), C = O.dim(-1), R = (int) (O.numel() / Math.max(1, C));
+        needNumel("scatterCols", "src", S, (long) R * k);
+        long total = (long) R * k;
+        if (total == 0) return;
+        launch("scatter_cols_" + sfx(O, "scatterCols") + "_" + sfx(S, "scatterCols"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k).i(accumulate ? 1 : 0));
+    }
+
+    @Override
+    public void columnNorms(Tensor out, Tensor x) {
+        bind();
+        GpuTensor O = own(out), X = own(x);
+        needF32("columnNorms", "out", O);
+        int C = X.dim(-1), R = (int) (X.numel() / Math.max(1, C));
+        needNumel("columnNorms", "out", O, C);
+        if (C == 0) return;
+        int rowsPerChunk = 64, chunks = Math.max(1, (R + rowsPerChunk - 1) / rowsPerChunk);
+        long part = scratch("colnorm.part", (long) chunks * C * 4);
+        int gx = (C + 255) / 256;
+        launch("colsumsq_" + sfx(X, "columnNorms"), gx, chunks, 256, 0, new Kernels.Args().ptr(part).ptr(X.address()).i(R).i(C).i(rowsPerChunk));
+        launch("colnorm_finish", gx, 1, 256, 0, new Kernels.Args().ptr(O.address()).ptr(part).i(chunks).i(C));
+    }
+
+    @Override
+    public void sequenceMean(Tensor out, Tensor x, Tensor keyStart, int batch, int seqLen) {
+        bind();
+        GpuTensor O = own(out), X = own(x), KS = own(keyStart);
+        needI32("sequenceMean", "keyStart", KS);
+        needNumel("sequenceMean", "keyStart", KS, batch);
+        int C = X.dim(-1);
+        needNumel("sequenceMean", "x", X, (long) batch * seqLen * C);
+        needNumel("sequenceMean", "out", O, (long) batch * C);
+        long total = (long) batch * C;
+        if (total == 0) return;
+        launch("seq_mean_" + sfx(O, "sequenceMean") + "_" + sfx(X, "sequenceMean"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(X.address()).ptr(KS.address()).i(batch).i(seqLen).i(C));
+    }
+
+    @Override
+    public void topK(Tensor idx, Tensor scores, int k) {
+        bind();
+        GpuTensor I = own(idx), S = own(scores);
+        needI32("topK", "idx", I);
+        needF32("topK", "scores", S);
+        int n = (int) S.numel();
+        if (k < 0 || k > n) throw new IllegalArgumentException("topK: k = " + k + " outside [0, " + n + "]");
+        needNumel("topK", "idx", I, k);
+        if (k == 0) return;
+        launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+    }
+
+    // ================================================================== graphs, timing
+
+    /** A captured and instantiated CUDA graph; {@link #replay()} launches it on the backend's stream. */
+    public final class Graph implements AutoCloseable {
+        private final CUgraph graph;
+        private final CUgraphExec exec;
+        private boolean closed;
+
+        private Graph(CUgraph graph, CUgraphExec exec) { this.graph = graph; this.exec = exec; }
+
+        /** Queues one replay (asynchronous, like every other op). */
+        public void replay() {
+            bind();
+            if (closed) throw new IllegalStateException("graph closed");
+            cuGraphLaunch(exec, stream);
+        }
+
+        @Override
+        public void close() {
+            if (closed) return;
+            closed = true;
+            bind();
+            cuGraphExecDestroy(exec);
+            cuGraphDestroy(graph);
+        }
+    }
+
+    /**
+     * Starts recording every op queued from now on into a graph instead of running it (relaxed
+     * capture mode). Ops that wait for the device, upload from the host or free memory throw while
+     * capturing; allocations are fine (not recorded).
+     */
+    public void beginCapture() {
+        bind();
+        if (capturing) throw new IllegalStateException("a CUDA graph capture is already running");
+        cuStreamBeginCapture(stream, CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED);
+        capturing = true;
+    }
+
+    /** Ends the capture and returns the instantiated graph. */
+    public Graph endCapture() {
+        bind();
+        if (!capturing) throw new IllegalStateException("no CUDA graph capture is running");
+        CUgraph graph = new CUgraph();
+        capturing = false;
+        cuStreamEndCapture(stream, graph);
+        CUgraphExec exec = new CUgraphExec();
+        cuGraphInstantiate(exec, graph, 0L);
+        return new Graph(graph, exec);
+    }
+
+    /** Runs {@code work} (which queues ops) and returns the device time it took in milliseconds, from CUDA events. */
+    public float timeMs(Runnable work) {
+        bind();
+        noCapture("timeMs");
+        CUevent a = new CUevent(), b = new CUevent();
+        cuEventCreate(a, CUevent_flags.CU_EVENT_DEFAULT);
+        cuEventCreate(b, CUevent_flags.CU_EVENT_DEFAULT);
+        try {
+            cuEventRecord(a, stream);
+            work.run();
+            cuEventRecord(b, stream);
+            cuEventSynchronize(b);
+            float[] ms = {0};
+            cuEventElapsedTime(ms, a, b);
+            return ms[0];
+        } finally {
+            cuEventDestroy(a);
+            cuEventDestroy(b);
+        }
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        bind();
+        cuStreamSynchronize(stream);
+        cublas.close();
+        kernels.close();
+        for (DevPtr p : scratch.values()) cuMemFree(p);
+        for (DevPtr p : retired) cuMemFree(p);
+        cuMemFree(cublasWorkspace);
+        scratch.clear();
+        retired.clear();
+        cuStreamDestroy(stream);
+        CUdevice dev = new CUdevice();
+        cuDeviceGet(dev, device);
+        cuDevicePrimaryCtxRelease(dev);
+        closed = true;
+    }
+}

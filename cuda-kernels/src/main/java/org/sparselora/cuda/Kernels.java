@@ -1,0 +1,156 @@
+package org.sparselora.cuda;
+
+import static jcuda.driver.JCudaDriver.cuFuncSetAttribute;
+import static jcuda.driver.JCudaDriver.cuLaunchKernel;
+import static jcuda.driver.JCudaDriver.cuModuleGetFunction;
+import static jcuda.driver.JCudaDriver.cuModuleLoadData;
+import static jcuda.driver.JCudaDriver.cuModuleUnload;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import jcuda.Pointer;
+import jcuda.driver.CUfunction;
+import jcuda.driver.CUfunction_attribute;
+import jcuda.driver.CUmodule;
+
+/**
+ * The kernel catalogue and launcher. {@link #NAMES} lists every kernel entry point the Java side
+ * may launch, with the PTX module (resource {@code ptx/<arch>/<module>.ptx}) that defines it; the
+ * launcher refuses any other name, and {@code KernelCatalogueTest} (a CPU test) checks that every
+ * listed name is a {@code .entry} of its module's PTX for every shipped architecture, so a rename
+ * in the CUDA sources cannot slip past a build machine without a GPU.
+ */
+final class Kernels implements AutoCloseable {
+    static final String PTX_ROOT = "/org/sparselora/cuda/ptx/";
+    static final List<String> ARCHS = List.of("sm_90", "compute_80");
+    static final List<String> MODULES = List.of("elementwise", "layers", "attention", "sparse");
+    /** kernel name -> module */
+    static final Map<String, String> NAMES = catalogue();
+
+    private static Map<String, String> catalogue() {
+        String[] t = {"f32", "bf16"};
+        Map<String, String> m = new LinkedHashMap<>();
+        for (String a : t) {
+            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd"}) m.put(op + "_" + a, "elementwise");
+            m.put("rope_" + a, "layers");
+            for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached"}) m.put(op + "_" + a, "attention");
+            m.put("colsumsq_" + a, "sparse");
+            m.put("adamw_" + a, "sparse");
+            for (String b : t) {
+                for (String op : new String[] {"copy", "axpy", "dropout"}) m.put(op + "_" + a + "_" + b, "elementwise");
+                for (String c : t) m.put("mul_" + a + "_" + b + "_" + c, "elementwise");
+                for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "rmsnorm_bwd", "cross_entropy"})
+                    m.put(op + "_" + a + "_" + b, "layers");
+                for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "seq_mean"})
+                    m.put(op + "_" + a + "_" + b, "sparse");
+            }
+        }
+        m.put("attn_softmax", "attention");
+        for (String w : new String[] {"w8", "w16", "w32"}) m.put("attn_softmax_" + w, "attention");
+        for (String d : new String[] {"d32", "d64", "d128"}) m.put("flash_fwd_" + d, "attention");
+        m.put("attn_softmax_bwd", "attention");
+        m.put("colnorm_finish", "sparse");
+        m.put("topk_f32", "sparse");
+        m.put("adamw_multi", "sparse");
+        return Collections.unmodifiableMap(m);
+    }
+
+    /** The PTX text of {@code module} for {@code arch}, as shipped in the jar. */
+    static String ptxText(String arch, String module) {
+        String path = PTX_ROOT + arch + "/" + module + ".ptx";
+        try (InputStream in = Kernels.class.getResourceAsStream(path)) {
+            if (in == null) throw new IllegalStateException("PTX resource " + path + " missing from the classpath (run cuda-kernels/build-ptx.sh)");
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot read PTX resource " + path, e);
+        }
+    }
+
+    /** The {@code .entry} names a PTX text defines. */
+    static List<String> entries(String ptx) {
+        List<String> out = new ArrayList<>();
+        for (String line : ptx.split("\n")) {
+            String s = line.strip();
+            int i = s.indexOf(".entry ");
+            if (i < 0) continue;
+            String rest = s.substring(i + 7).strip();
+            int end = 0;
+            while (end < rest.length() && (Character.isJavaIdentifierPart(rest.charAt(end)))) end++;
+            out.add(rest.substring(0, end));
+        }
+        return out;
+    }
+
+    private final String arch;
+    private final Map<String, CUmodule> modules = new HashMap<>();
+    private final Map<String, CUfunction> functions = new HashMap<>();
+    private final Map<String, Integer> dynamicSharedSet = new HashMap<>();
+
+    /** @param computeMajor the device's compute capability major: ≥ 9 loads sm_90 PTX, 8 the portable compute_80 PTX */
+    Kernels(int computeMajor) {
+        if (computeMajor < 8) throw new IllegalStateException("GPU compute capability " + computeMajor + ".x is too old: the kernels need 8.0 or newer (bf16)");
+        this.arch = computeMajor >= 9 ? "sm_90" : "compute_80";
+    }
+
+    String arch() { return arch; }
+
+    CUfunction function(String name) {
+        CUfunction f = functions.get(name);
+        if (f != null) return f;
+        String module = NAMES.get(name);
+        if (module == null) throw new IllegalStateException("kernel '" + name + "' is not in the catalogue (Kernels.NAMES)");
+        CUmodule mod = modules.computeIfAbsent(module, mname -> {
+            byte[] text = ptxText(arch, mname).getBytes(StandardCharsets.UTF_8);
+            byte[] z = new byte[text.length + 1];  // cuModuleLoadData wants a NUL-terminated image
+            System.arraycopy(text, 0, z, 0, text.length);
+            CUmodule mm = new CUmodule();
+            cuModuleLoadData(mm, z);
+            return mm;
+        });
+        f = new CUfunction();
+        cuModuleGetFunction(f, mod, name);
+        functions.put(name, f);
+        return f;
+    }
+
+    /** Launches {@code name} on {@code stream} with the given kernel arguments (see {@link Args}). */
+    void launch(String name, int gx, int gy, int bx, int sharedBytes, CudaStream stream, Args args) {
+        launch(name, gx, gy, 1, bx, sharedBytes, stream, args);
+    }
+
+    void launch(String name, int gx, int gy, int gz, int bx, int sharedBytes, CudaStream stream, Args args) {
+        CUfunction f = function(name);
+        if (sharedBytes > 48 * 1024 && dynamicSharedSet.getOrDefault(name, 0) < sharedBytes) {
+            // above 48 KB a kernel must opt in to its dynamic shared memory size
+            cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
+            dynamicSharedSet.put(name, sharedBytes);
+        }
+        cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
+    }
+
+    @Override
+    public void close() {
+        for (CUmodule m : modules.values()) cuModuleUnload(m);
+        modules.clear();
+        functions.clear();
+    }
+
+    /** Kernel arguments in declaration order: device addresses and 64-bit ints as {@code long}, etc. */
+    static final class Args {
+        private final List<Pointer> ps = new ArrayList<>(12);
+
+        Args ptr(long address) { ps.add(Pointer.to(new long[] {address})); return this; }
+        Args i(int v) { ps.add(Pointer.to(new int[] {v})); return this; }
+        Args l(long v) { ps.add(Pointer.to(new long[] {v})); return this; }
+        Args f(float v) { ps.add(Pointer.to(new float[] {v})); return this; }
+
+        Pointer pointer() { return Pointer.to(ps.toArray(new Pointer[0])); }
+    }
+}

@@ -1,0 +1,601 @@
+package org.sparselora.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.cpu.CpuBackend;
+import org.sparselora.engine.io.Dtypes;
+
+/**
+ * Every GpuBackend op against CpuBackend (fp32, the truth) on fresh random inputs. Inputs are drawn,
+ * rounded to bf16 where the GPU stores bf16, and given to both backends identically; every GPU
+ * output is poisoned with NaN first, so an element a kernel forgot to write fails the comparison.
+ * Error is ‖gpu − cpu‖ / ‖cpu‖ over the whole output. Tolerances (documented per op):
+ * <ul>
+ *   <li>bf16 outputs: 1e-2 (one bf16 rounding is 2⁻⁹ ≈ 2e-3 relative);
+ *   <li>fp32 outputs from fp32 inputs (AdamW, fp32 GEMM, fp32 elementwise): 1e-5;
+ *   <li>attention forward/backward: 2e-2 (bf16 operands in both GEMMs, bf16 probabilities and dS);
+ *   <li>exact: conversions, copies, gathers/scatters, embedding, topK, dropout masks.
+ * </ul>
+ * Needs a CUDA GPU: tagged {@code gpu}, run by {@code benchmarks/gpu/device-check.sh}; without a
+ * usable GPU it fails with the reason (never skips).
+ */
+@Tag("gpu")
+class GpuBackendTest {
+    static GpuBackend gpu;
+    static CpuBackend cpu;
+    static final SplittableRandom RNG = new SplittableRandom(System.nanoTime());
+    static final float BF16_TOL = 1e-2f, F32_TOL = 1e-5f, ATT_TOL = 2e-2f;
+
+    @BeforeAll
+    static void setUp() {
+        if (!Gpu.available()) fail("GPU tests need a CUDA GPU: " + Gpu.reason());
+        gpu = GpuBackend.create(0);
+        cpu = new CpuBackend(2);
+        System.out.println("GpuBackendTest on " + gpu.deviceName() + " (cc " + gpu.computeCapability() + ", PTX " + gpu.ptxArch() + ")");
+    }
+
+    @AfterAll
+    static void tearDown() {
+        if (gpu != null) gpu.close();
+        if (cpu != null) cpu.close();
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    static float[] rand(int n, float scale) {
+        float[] a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float) (RNG.nextDouble(-1, 1) * scale);
+        return a;
+    }
+
+    static float[] bf(float[] a) {
+        float[] r = new float[a.length];
+        for (int i = 0; i < a.length; i++) r[i] = Dtypes.bf16ToFloat(Dtypes.floatToBf16(a[i]));
+        return r;
+    }
+
+    /** Host values as a GPU tensor of dtype (rounded to bf16 if BF16) and the same values on the CPU. */
+    record Pair(Tensor g, Tensor c) {}
+
+    static Pair pair(float[] v, DType gpuType, int... shape) {
+        float[] vv = gpuType == DType.BF16 ? bf(v) : v;
+        return new Pair(gpu.fromFloats(vv, gpuType, shape), cpu.fromFloats(vv, DType.F32, shape));
+    }
+
+    static Pair ints(int[] v, int... shape) { return new Pair(gpu.fromInts(v, shape), cpu.fromInts(v, shape)); }
+
+    /** An output pair: the GPU one poisoned with NaN, the CPU one zero. */
+    static Pair out(DType gpuType, int... shape) {
+        Tensor g = gpu.empty(gpuType, shape);
+        gpu.fill(g, Float.NaN);
+        return new Pair(g, cpu.zeros(DType.F32, shape));
+    }
+
+    /** An in/out pair holding the same starting values (for accumulating ops), GPU side as dtype. */
+    static Pair inout(float[] v, DType gpuType, int... shape) { return pair(v, gpuType, shape); }
+
+    static double relErr(float[] got, float[] want) {
+        double num = 0, den = 0;
+        for (int i = 0; i < want.length; i++) {
+            if (!Float.isFinite(got[i]) && Float.isFinite(want[i])) return Double.POSITIVE_INFINITY;
+            double d = got[i] - want[i];
+            num += d * d;
+            den += (double) want[i] * want[i];
+        }
+        return den == 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+    }
+
+    static void close(String what, Pair p, double tol) {
+        float[] g = gpu.toFloats(p.g), c = cpu.toFloats(p.c);
+        assertEquals(c.length, g.length, what + ": length");
+        double e = relErr(g, c);
+        System.out.printf("  %-36s rel err %.2e (tol %.0e)%n", what, e, tol);
+        assertTrue(e <= tol, what + ": relative error " + e + " > " + tol + firstBad(g, c));
+    }
+
+    static void exact(String what, Pair p) {
+        float[] g = gpu.toFloats(p.g), c = cpu.toFloats(p.c);
+        assertArrayEquals(c, g, what + " must match exactly" + firstBad(g, c));
+    }
+
+    static String firstBad(float[] g, float[] c) {
+        for (int i = 0; i < c.length; i++)
+            if (!(Math.abs(g[i] - c[i]) <= 1e-3 * Math.max(1, Math.abs(c[i]))))
+                return " (first difference at " + i + ": gpu " + g[i] + ", cpu " + c[i] + ")";
+        return "";
+    }
+
+    static final DType[] FLOATS = {DType.BF16, DType.F32};
+
+    static double tolFor(DType t) { return t == DType.BF16 ? BF16_TOL : F32_TOL; }
+
+    // ------------------------------------------------------------------ memory and elementwise
+
+    @Test
+    void uploadDownloadAndConversions() {
+        float[] v = rand(1001, 3f);
+        Tensor f = gpu.fromFloats(v, DType.F32, 1001);
+        assertArrayEquals(v, gpu.toFloats(f));
+        Tensor b = gpu.empty(DType.BF16, 1001);
+        gpu.fill(b, Float.NaN);
+        gpu.copy(b, f);  // f32 -> bf16 kernel: round to nearest even, like Dtypes.floatToBf16
+        assertArrayEquals(bf(v), gpu.toFloats(b));
+        Tensor f2 = gpu.empty(DType.F32, 1001);
+        gpu.fill(f2, Float.NaN);
+        gpu.copy(f2, b);
+        assertArrayEquals(bf(v), gpu.toFloats(f2));
+        // aligned, vectorised path (n % 8 == 0) and a misaligned view (scalar path)
+        float[] w = rand(4096, 2f);
+        Tensor fw = gpu.fromFloats(w, DType.F32, 4096), bw = gpu.empty(DType.BF16, 4096);
+        gpu.copy(bw, fw);
+        assertArrayEquals(bf(w), gpu.toFloats(bw));
+        Tensor view = bw.view(3, 1000), fv = gpu.empty(DType.F32, 1000);
+        gpu.copy(fv, view);
+        assertArrayEquals(Arrays.copyOfRange(bf(w), 3, 1003), gpu.toFloats(fv));
+        int[] ids = {5, -7, 1 << 20, 0};
+        assertArrayEquals(ids, gpu.toInts(gpu.fromInts(ids, 4)));
+        Tensor i32 = gpu.empty(DType.I32, 6);
+        gpu.fill(i32, 7f);
+        assertArrayEquals(new int[] {7, 7, 7, 7, 7, 7}, gpu.toInts(i32));
+        Tensor b16 = gpu.empty(DType.BF16, 9);
+        gpu.fill(b16, 1.5f);
+        float[] filled = gpu.toFloats(b16);
+        for (float x : filled) assertEquals(1.5f, x);
+        for (Tensor t : List.of(f, b, f2, fw, bw, fv, i32, b16)) t.close();
+    }
+
+    @Test
+    void axpyScaleMul() {
+        for (DType t : FLOATS) {
+            for (int n : new int[] {4096, 1003}) {
+                float[] y = rand(n, 1f), x = rand(n, 1f), z = rand(n, 1f);
+                Pair Y = inout(y, t, n), X = pair(x, t, n), Z = pair(z, t, n);
+                gpu.axpy(Y.g, -0.75f, X.g);
+                cpu.axpy(Y.c, -0.75f, X.c);
+                close("axpy " + t + " n=" + n, Y, tolFor(t));
+                gpu.scale(Y.g, 1.25f);
+                cpu.scale(Y.c, 1.25f);
+                close("scale " + t + " n=" + n, Y, tolFor(t));
+                Pair O = out(t, n);
+                gpu.mul(O.g, X.g, Z.g);
+                cpu.mul(O.c, X.c, Z.c);
+                close("mul " + t + " n=" + n, O, tolFor(t));
+            }
+        }
+        // mixed: an f32 accumulator += bf16 increments (gradient accumulation)
+        float[] y = rand(2048, 1f), x = rand(2048, 1f);
+        Pair Y = inout(y, DType.F32, 2048), X = pair(x, DType.BF16, 2048);
+        gpu.axpy(Y.g, 0.5f, X.g);
+        cpu.axpy(Y.c, 0.5f, X.c);
+        close("axpy f32 += bf16", Y, F32_TOL);
+    }
+
+    @Test
+    void sumOfSquares() {
+        float[] a = rand(10_000, 1f), b = rand(777, 2f);
+        Pair A = pair(a, DType.F32, 10_000), B = pair(b, DType.BF16, 777);
+        double g = gpu.sumOfSquares(List.of(A.g, B.g)), c = cpu.sumOfSquares(List.of(A.c, B.c));
+        assertEquals(c, g, 1e-5 * c);
+    }
+
+    @Test
+    void dropoutMatchesCpuMask() {
+        int n = 5000;
+        float[] x = rand(n, 1f);
+        for (DType t : FLOATS) {
+            Pair X = pair(x, t, n), O = out(t, n);
+            gpu.dropout(O.g, X.g, 0.3f, 1234567L);
+            cpu.dropout(O.c, X.c, 0.3f, 1234567L);
+            float[] g = gpu.toFloats(O.g), c = cpu.toFloats(O.c);
+            int dropped = 0;
+            for (int i = 0; i < n; i++) {
+                assertEquals(c[i] == 0f, g[i] == 0f, "dropout mask differs at " + i);
+                if (g[i] == 0f) dropped++;
+                assertEquals(GpuBackend.dropoutUniform(1234567L, i) >= 0.3f, g[i] != 0f || x[i] == 0f);
+            }
+            assertTrue(dropped > n * 0.25 && dropped < n * 0.35, "dropped " + dropped + " of " + n + " at p=0.3");
+            close("dropout " + t, O, tolFor(t));
+        }
+    }
+
+    // ------------------------------------------------------------------ GEMM
+
+    @Test
+    void matmulAllTransposesAndDtypes() {
+        int M = 96, N = 80, K = 136;
+        for (boolean ta : new boolean[] {false, true}) {
+            for (boolean tb : new boolean[] {false, true}) {
+                float[] a = rand(M * K, 1f), b = rand(K * N, 1f), c0 = rand(M * N, 1f);
+                int[] as = ta ? new int[] {K, M} : new int[] {M, K}, bs = tb ? new int[] {N, K} : new int[] {K, N};
+                // bf16 x bf16 -> f32, fresh and accumulating (beta = 1: the LoRA scale-add form)
+                Pair A = pair(a, DType.BF16, as), B = pair(b, DType.BF16, bs);
+                Pair C = out(DType.F32, M, N);
+                gpu.matmul(C.g, A.g, ta, B.g, tb, 1f, 0f);
+                cpu.matmul(C.c, A.c, ta, B.c, tb, 1f, 0f);
+                close("matmul bf16->f32 " + ta + "," + tb, C, 1e-5);
+                Pair Cacc = inout(c0, DType.F32, M, N);
+                gpu.matmul(Cacc.g, A.g, ta, B.g, tb, 2f, 1f);
+                cpu.matmul(Cacc.c, A.c, ta, B.c, tb, 2f, 1f);
+                close("matmul bf16 acc alpha=2 " + ta + "," + tb, Cacc, 1e-5);
+                Pair Cb = out(DType.BF16, M, N);
+                gpu.matmul(Cb.g, A.g, ta, B.g, tb, 1f, 0f);
+                cpu.matmul(Cb.c, A.c, ta, B.c, tb, 1f, 0f);
+                close("matmul bf16->bf16 " + ta + "," + tb, Cb, BF16_TOL);
+                // f32 x f32 -> f32: exact fp32 GEMM
+                Pair Af = pair(a, DType.F32, as), Bf = pair(b, DType.F32, bs), Cf = out(DType.F32, M, N);
+                gpu.matmul(Cf.g, Af.g, ta, Bf.g, tb, 1f, 0f);
+                cpu.matmul(Cf.c, Af.c, ta, Bf.c, tb, 1f, 0f);
+                close("matmul f32 " + ta + "," + tb, Cf, F32_TOL);
+            }
+        }
+        // mixed: bf16 activations x f32 LoRA master (rounded to bf16 by policy)
+        float[] x = rand(64 * 128, 1f), w = bf(rand(16 * 128, 1f));
+        Pair X = pair(x, DType.BF16, 64, 128), W = pair(w, DType.F32, 16, 128), Y = out(DType.BF16, 64, 16);
+        gpu.matmul(Y.g, X.g, false, W.g, true, 1f, 0f);
+        cpu.matmul(Y.c, X.c, false, W.c, true, 1f, 0f);
+        close("matmul bf16 x f32(master) -> bf16", Y, BF16_TOL);
+        assertThrows(IllegalArgumentException.class, () -> gpu.matmul(Y.g, X.g, false, W.g, false, 1f, 0f));
+    }
+
+    // ------------------------------------------------------------------ layers
+
+    @Test
+    void embedding() {
+        int V = 50, C = 64, N = 37;
+        int[] ids = new int[N];
+        for (int i = 0; i < N; i++) ids[i] = RNG.nextInt(V);
+        for (DType t : FLOATS) {
+            Pair W = pair(rand(V * C, 1f), t, V, C), I = ints(ids, N), O = out(t, N, C);
+            gpu.embedding(O.g, I.g, W.g);
+            cpu.embedding(O.c, I.c, W.c);
+            exact("embedding " + t, O);
+        }
+    }
+
+    @Test
+    void rmsNormForwardFusedAndBackward() {
+        for (DType t : FLOATS) {
+            for (int C : new int[] {256, 100}) {
+                int N = 19;
+                float eps = 1e-5f;
+                float[] x = rand(N * C, 2f), w = rand(C, 1f), d = rand(N * C, 1f), dout = rand(N * C, 1f);
+                Pair X = pair(x, t, N, C), W = pair(w, t, C), O = out(t, N, C), R = out(DType.F32, N);
+                gpu.rmsNorm(O.g, R.g, X.g, W.g, eps);
+                cpu.rmsNorm(O.c, R.c, X.c, W.c, eps);
+                close("rmsNorm out " + t + " C=" + C, O, tolFor(t) * 2);
+                close("rmsNorm rstd " + t + " C=" + C, R, 1e-5);
+                // fused residual add + norm
+                Pair Res = inout(x, t, N, C), D = pair(d, t, N, C), O2 = out(t, N, C), R2 = out(DType.F32, N);
+                gpu.addRmsNorm(Res.g, O2.g, R2.g, D.g, W.g, eps);
+                cpu.addRmsNorm(Res.c, O2.c, R2.c, D.c, W.c, eps);
+                close("addRmsNorm residual " + t, Res, tolFor(t));
+                close("addRmsNorm out " + t, O2, tolFor(t) * 2);
+                close("addRmsNorm rstd " + t, R2, t == DType.BF16 ? 1e-3 : 1e-5);
+                // backward, overwrite and accumulate
+                Pair DO = pair(dout, t, N, C), DX = out(t, N, C);
+                gpu.rmsNormBackward(DX.g, DO.g, X.g, W.g, R.g, false);
+                cpu.rmsNormBackward(DX.c, DO.c, X.c, W.c, R.c, false);
+                close("rmsNormBackward " + t + " C=" + C, DX, tolFor(t) * 2);
+                float[] acc0 = rand(N * C, 1f);
+                Pair DXa = inout(acc0, t, N, C);
+                gpu.rmsNormBackward(DXa.g, DO.g, X.g, W.g, R.g, true);
+                cpu.rmsNormBackward(DXa.c, DO.c, X.c, W.c, R.c, true);
+                close("rmsNormBackward acc " + t, DXa, tolFor(t) * 2);
+            }
+        }
+    }
+
+    static float[][] ropeTables(int maxPos, int D) {
+        float[] cos = new float[maxPos * D / 2], sin = new float[maxPos * D / 2];
+        for (int p = 0; p < maxPos; p++)
+            for (int i = 0; i < D / 2; i++) {
+                double th = p * Math.pow(500000.0, -2.0 * i / D);
+                cos[p * D / 2 + i] = (float) Math.cos(th);
+                sin[p * D / 2 + i] = (float) Math.sin(th);
+            }
+        return new float[][] {cos, sin};
+    }
+
+    @Test
+    void ropeForwardAndInverse() {
+        int N = 24, H = 3, D = 16, maxPos = 64;
+        float[][] tb = ropeTables(maxPos, D);
+        int[] pos = new int[N];
+        for (int i = 0; i < N; i++) pos[i] = RNG.nextInt(maxPos);
+        for (DType t : FLOATS) {
+            float[] x = rand(N * H * D, 1f);
+            Pair X = inout(x, t, N, H * D), P = ints(pos, N);
+            Pair COS = pair(tb[0], DType.F32, maxPos, D / 2), SIN = pair(tb[1], DType.F32, maxPos, D / 2);
+            gpu.rope(X.g, P.g, COS.g, SIN.g, H, D, false);
+            cpu.rope(X.c, P.c, COS.c, SIN.c, H, D, false);
+            close("rope " + t, X, tolFor(t));
+            gpu.rope(X.g, P.g, COS.g, SIN.g, H, D, true);
+            cpu.rope(X.c, P.c, COS.c, SIN.c, H, D, true);
+            close("rope inverse " + t, X, tolFor(t));
+        }
+    }
+
+    @Test
+    void attentionForwardBackwardGqaWithPadding() {
+        // small odd shape (both dtypes, both forward paths) and Llama-like head sizes whose T is not a tile multiple
+        for (DType t : FLOATS) checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, t, t == DType.BF16);
+        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, false);
+        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, true);
+        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, false);
+        checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, true);
+    }
+
+    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, boolean flash) {
+        float scale = (float) (1 / Math.sqrt(D));
+        int N = B * T;
+        String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + (flash ? " flash" : " gemm");
+        gpu.setFlashAttention(flash);
+        try {
+            Pair Q = pair(rand(N * Hq * D, 1f), t, N, Hq * D), K = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D);
+            Pair V = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D), KS = ints(ks, B);
+            Pair O = out(t, N, Hq * D), L = out(DType.F32, B, Hq, T);
+            gpu.attention(O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+            cpu.attention(O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
+            close("attention out " + tag, O, ATT_TOL);
+            // lse: compare rows with a visible key (padding rows hold -inf on both)
+            float[] lg = gpu.toFloats(L.g), lc = cpu.toFloats(L.c);
+            for (int i = 0; i < lc.length; i++) {
+                if (Float.isInfinite(lc[i])) assertEquals(lc[i], lg[i], "lse padding row " + i + " " + tag);
+                else assertEquals(lc[i], lg[i], 2e-2 * Math.max(1, Math.abs(lc[i])), "lse row " + i + " " + tag);
+            }
+            // padded query rows output exactly 0
+            float[] og = gpu.toFloats(O.g);
+            for (int b = 0; b < B; b++)
+                for (int tt = 0; tt < Math.min(ks[b], T); tt++)
+                    for (int j = 0; j < Hq * D; j++) assertEquals(0f, og[(b * T + tt) * Hq * D + j], "padded query row output " + tag);
+            Pair DO = pair(rand(N * Hq * D, 1f), t, N, Hq * D);
+            Pair DQ = out(t, N, Hq * D), DK = out(t, N, Hkv * D), DV = out(t, N, Hkv * D);
+            // the backward reads the forward's out and lse: each side gets its own forward results
+            gpu.attentionBackward(DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+            cpu.attentionBackward(DQ.c, DK.c, DV.c, DO.c, O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
+            close("attention dq " + tag, DQ, ATT_TOL);
+            close("attention dk " + tag, DK, ATT_TOL);
+            close("attention dv " + tag, DV, ATT_TOL);
+        } finally {
+            gpu.setFlashAttention(true);
+        }
+    }
+
+    @Test
+    void attentionCachedMatchesCpu() {
+        int Hq = 4, Hkv = 2, D = 16, maxT = 40, pos0 = 20, n = 5;
+        float scale = 0.25f;
+        for (DType t : FLOATS) {
+            Pair Q = pair(rand(n * Hq * D, 1f), t, n, Hq * D);
+            Pair KC = pair(rand(maxT * Hkv * D, 1f), t, maxT, Hkv * D), VC = pair(rand(maxT * Hkv * D, 1f), t, maxT, Hkv * D);
+            Pair O = out(t, n, Hq * D);
+            gpu.attentionCached(O.g, Q.g, KC.g, VC.g, pos0, Hq, Hkv, D, scale);
+            cpu.attentionCached(O.c, Q.c, KC.c, VC.c, pos0, Hq, Hkv, D, scale);
+            close("attentionCached " + t, O, tolFor(t) * 2);
+        }
+    }
+
+    @Test
+    void swigluForwardBackward() {
+        for (DType t : FLOATS) {
+            for (int n : new int[] {4096, 999}) {
+                Pair G = pair(rand(n, 4f), t, n), U = pair(rand(n, 2f), t, n), DO = pair(rand(n, 1f), t, n);
+                Pair O = out(t, n), DG = out(t, n), DU = out(t, n);
+                gpu.swiglu(O.g, G.g, U.g);
+                cpu.swiglu(O.c, G.c, U.c);
+                close("swiglu " + t + " n=" + n, O, tolFor(t) * 2);
+                gpu.swigluBackward(DG.g, DU.g, DO.g, G.g, U.g);
+                cpu.swigluBackward(DG.c, DU.c, DO.c, G.c, U.c);
+                close("swiglu dgate " + t, DG, tolFor(t) * 2);
+                close("swiglu dup " + t, DU, tolFor(t) * 2);
+            }
+        }
+    }
+
+    @Test
+    void crossEntropyWithIgnoredRowsAndInPlace() {
+        int n = 9, V = 1000;
+        int[] tg = new int[n];
+        for (int i = 0; i < n; i++) tg[i] = i % 3 == 1 ? -100 : RNG.nextInt(V);
+        float[] logits = rand(n * V, 6f);
+        for (DType t : FLOATS) {
+            Pair LG = pair(logits, t, n, V), TG = ints(tg, n), LS = out(DType.F32, n), DL = out(t, n, V);
+            gpu.crossEntropy(LS.g, DL.g, LG.g, TG.g, 0.125f);
+            cpu.crossEntropy(LS.c, DL.c, LG.c, TG.c, 0.125f);
+            close("crossEntropy loss " + t, LS, 1e-4);
+            close("crossEntropy dlogits " + t, DL, tolFor(t) * 2);
+            // in place: dlogits is the logits buffer
+            Pair LG2 = pair(logits, t, n, V), LS2 = out(DType.F32, n);
+            gpu.crossEntropy(LS2.g, LG2.g, LG2.g, TG.g, 0.125f);
+            cpu.crossEntropy(LS2.c, LG2.c, LG2.c, TG.c, 0.125f);
+            close("crossEntropy in place loss " + t, LS2, 1e-4);
+            close("crossEntropy in place dlogits " + t, LG2, tolFor(t) * 2);
+        }
+    }
+
+    // ------------------------------------------------------------------ optimizer
+
+    @Test
+    void adamwSingleAndGrouped() {
+        int n = 3000;
+        float[] p = rand(n, 1f), gr = rand(n, 1f), m = rand(n, 0.1f), v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = Math.abs(rand(1, 0.01f)[0]);
+        Pair P = inout(p, DType.F32, n), G = pair(gr, DType.F32, n), M = inout(m, DType.F32, n), Vv = inout(v, DType.F32, n);
+        for (int step = 1; step <= 3; step++) {
+            gpu.adamw(P.g, G.g, M.g, Vv.g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, 0.5f);
+            cpu.adamw(P.c, G.c, M.c, Vv.c, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, 0.5f);
+        }
+        close("adamw param", P, F32_TOL);
+        close("adamw m", M, F32_TOL);
+        close("adamw v", Vv, F32_TOL);
+        // the fused multi-tensor form gives the same result as per-tensor calls
+        List<Tensor[]> slots = new ArrayList<>();
+        List<Pair> params = new ArrayList<>();
+        for (int len : new int[] {100, 5000, 33}) {
+            Pair PP = inout(rand(len, 1f), DType.F32, len), GG = pair(rand(len, 1f), DType.F32, len);
+            Pair MM = inout(new float[len], DType.F32, len), VV = inout(new float[len], DType.F32, len);
+            slots.add(new Tensor[] {PP.g, GG.g, MM.g, VV.g});
+            params.add(PP);
+            cpu.adamw(PP.c, GG.c, MM.c, VV.c, 2e-3f, 0.9f, 0.95f, 1e-6f, 0f, 1, 1f);
+        }
+        try (GpuBackend.AdamGroup group = gpu.adamGroup(slots)) {
+            gpu.adamwAll(group, 2e-3f, 0.9f, 0.95f, 1e-6f, 0f, 1, 1f);
+        }
+        for (Pair PP : params) close("adamwAll param n=" + PP.g.numel(), PP, F32_TOL);
+    }
+
+    // ------------------------------------------------------------------ SparseLoRA ops
+
+    static int[] distinct(int k, int n) {
+        int[] all = new int[n];
+        for (int i = 0; i < n; i++) all[i] = i;
+        for (int i = 0; i < k; i++) { int j = i + RNG.nextInt(n - i); int s = all[i]; all[i] = all[j]; all[j] = s; }
+        int[] r = Arrays.copyOf(all, k);
+        Arrays.sort(r);
+        return r;
+    }
+
+    @Test
+    void gatherScatterRowsAndCols() {
+        int R = 50, C = 64, k = 17;
+        int[] idx = distinct(k, R), cidx = distinct(k, C);
+        for (DType t : FLOATS) {
+            Pair S = pair(rand(R * C, 1f), t, R, C), I = ints(idx, k), CI = ints(cidx, k);
+            Pair O = out(t, k, C);
+            gpu.gatherRows(O.g, S.g, I.g);
+            cpu.gatherRows(O.c, S.c, I.c);
+            exact("gatherRows " + t, O);
+            float[] base = rand(R * C, 1f);
+            for (boolean acc : new boolean[] {false, true}) {
+                Pair D = inout(base, t, R, C);
+                gpu.scatterRows(D.g, O.g, I.g, acc);
+                cpu.scatterRows(D.c, O.c, I.c, acc);
+                close("scatterRows acc=" + acc + " " + t, D, t == DType.BF16 ? BF16_TOL : 0);
+            }
+            Pair OC = out(t, R, k);
+            gpu.gatherCols(OC.g, S.g, CI.g);
+            cpu.gatherCols(OC.c, S.c, CI.c);
+            exact("gatherCols " + t, OC);
+            for (boolean acc : new boolean[] {false, true}) {
+                Pair D = inout(base, t, R, C);
+                gpu.scatterCols(D.g, OC.g, CI.g, acc);
+                cpu.scatterCols(D.c, OC.c, CI.c, acc);
+                close("scatterCols acc=" + acc + " " + t, D, t == DType.BF16 ? BF16_TOL : 0);
+            }
+        }
+    }
+
+    @Test
+    void columnNormsAndSequenceMean() {
+        for (DType t : FLOATS) {
+            int R = 300, C = 70;
+            Pair X = pair(rand(R * C, 1f), t, R, C), O = out(DType.F32, C);
+            gpu.columnNorms(O.g, X.g);
+            cpu.columnNorms(O.c, X.c);
+            close("columnNorms " + t, O, 1e-5);
+            int B = 3, T = 20;
+            int[] ks = {0, 5, 19};
+            Pair XS = pair(rand(B * T * C, 1f), t, B * T, C), KS = ints(ks, B), M = out(t, B, C);
+            gpu.sequenceMean(M.g, XS.g, KS.g, B, T);
+            cpu.sequenceMean(M.c, XS.c, KS.c, B, T);
+            close("sequenceMean " + t, M, tolFor(t));
+        }
+    }
+
+    @Test
+    void topKDeterministicWithTies() {
+        for (int n : new int[] {14336, 1024, 37}) {
+            for (int k : new int[] {1, n / 3, n - 1, n}) {
+                float[] s = new float[n];
+                // few distinct values: many ties, so the lower-index rule decides
+                for (int i = 0; i < n; i++) s[i] = RNG.nextInt(7) * 0.5f - 1f;
+                if (n > 10) { s[3] = Float.NaN; s[5] = -0f; s[6] = 0f; }
+                Pair S = pair(s, DType.F32, n);
+                Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
+                gpu.fill(ig, -1f);
+                gpu.topK(ig, S.g, k);
+                cpu.topK(ic, S.c, k);
+                assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topK n=" + n + " k=" + k);
+                int[] again = gpu.toInts(ig);
+                gpu.topK(ig, S.g, k);
+                assertArrayEquals(again, gpu.toInts(ig), "topK must be deterministic");
+            }
+        }
+        // random continuous scores, large n
+        int n = 100_000, k = 12_345;
+        Pair S = pair(rand(n, 10f), DType.F32, n);
+        Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
+        gpu.topK(ig, S.g, k);
+        cpu.topK(ic, S.c, k);
+        assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topK n=100000");
+    }
+
+    // ------------------------------------------------------------------ graphs and errors
+
+    @Test
+    void graphCaptureAndReplay() {
+        int M = 64, K = 128, N = 32;
+        Pair X = pair(rand(M * K, 1f), DType.BF16, M, K), W = pair(rand(N * K, 1f), DType.BF16, N, K);
+        Pair Y = inout(new float[M * N], DType.F32, M, N), Z = pair(rand(M * N, 1f), DType.F32, M, N);
+        Pair S = out(DType.F32, N), I = new Pair(gpu.empty(DType.I32, 5), cpu.empty(DType.I32, 5));
+        Runnable gpuStep = () -> {
+            gpu.matmul(Y.g, X.g, false, W.g, true, 0.5f, 1f);   // Y += 0.5·X·Wᵀ
+            gpu.axpy(Y.g, -1f, Z.g);                             // Y -= Z
+            gpu.scale(Y.g, 0.9f);
+            gpu.columnNorms(S.g, Y.g);
+            gpu.topK(I.g, S.g, 5);
+        };
+        gpu.synchronize();
+        gpu.beginCapture();
+        gpuStep.run();
+        assertThrows(IllegalStateException.class, () -> gpu.toFloats(Y.g), "downloads must refuse during capture");
+        GpuBackend.Graph graph = gpu.endCapture();
+        // capture recorded, did not run: Y is still zero
+        assertArrayEquals(new float[M * N], gpu.toFloats(Y.g));
+        for (int r = 0; r < 3; r++) {
+            graph.replay();
+            cpu.matmul(Y.c, X.c, false, W.c, true, 0.5f, 1f);
+            cpu.axpy(Y.c, -1f, Z.c);
+            cpu.scale(Y.c, 0.9f);
+        }
+        cpu.columnNorms(S.c, Y.c);
+        cpu.topK(I.c, S.c, 5);
+        close("graph replay x3: Y", Y, 1e-5);
+        close("graph replay x3: column norms", S, 1e-5);
+        assertArrayEquals(cpu.toInts(I.c), gpu.toInts(I.g), "graph replay: topK");
+        float ms = gpu.timeMs(() -> { for (int r = 0; r < 100; r++) graph.replay(); });
+        System.out.printf("  graph of 7 ops: %.1f us per replay%n", ms * 10);
+        graph.close();
+    }
+
+    @Test
+    void badInputsSayWhatIsWrong() {
+        Tensor a = gpu.empty(DType.BF16, 4, 8), b = gpu.empty(DType.BF16, 5, 8), c = gpu.empty(DType.F32, 4, 5);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.matmul(c, a, false, b, false, 1, 0));
+        assertTrue(e.getMessage().contains("shapes disagree"), e.getMessage());
+        Tensor f16 = gpu.empty(DType.F16, 8);
+        e = assertThrows(IllegalArgumentException.class, () -> gpu.scale(f16, 2f));
+        assertTrue(e.getMessage().contains("F16"), e.getMessage());
+        Tensor s = gpu.empty(DType.F32, 10), idx = gpu.empty(DType.I32, 3);
+        assertThrows(IllegalArgumentException.class, () -> gpu.topK(idx, s, 11));
+        assertThrows(IllegalArgumentException.class, () -> gpu.axpy(a, 1f, b));
+        Backend other = cpu;
+        assertThrows(IllegalArgumentException.class, () -> gpu.copy(a, other.empty(DType.F32, 4, 8)));
+        assertTrue(gpu.peakMemory() >= gpu.allocatedMemory() && gpu.allocatedMemory() > 0);
+    }
+}

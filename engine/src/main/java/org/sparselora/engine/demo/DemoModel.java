@@ -1,0 +1,189 @@
+package org.sparselora.engine.demo;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Set;
+import java.util.function.Consumer;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.data.Batcher;
+import org.sparselora.engine.data.Example;
+import org.sparselora.engine.data.ExampleTokenizer;
+import org.sparselora.engine.data.TokenizedExample;
+import org.sparselora.engine.io.AtomicFiles;
+import org.sparselora.engine.io.HfCheckpoint;
+import org.sparselora.engine.io.HfCheckpointWriter;
+import org.sparselora.engine.io.HostTensor;
+import org.sparselora.engine.io.WeightSource;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.model.Projection;
+import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.LoraTrainer;
+import org.sparselora.engine.train.OptimizerConfig;
+
+/**
+ * The demo's base model: a small Llama (GQA) that is <em>built</em> here, not downloaded. Starting
+ * from seeded random weights it is trained on the generated COPY task the ReLoRA way — LoRA on all
+ * seven projections, merged into the frozen weights every cycle, then a fresh adapter — since the
+ * engine trains adapters only. The result is saved as a HF checkpoint (config.json +
+ * model.safetensors) under a cache directory keyed by a hash of the recipe, and reused.
+ */
+public final class DemoModel {
+    /** Bump when the recipe changes, so an old cache is not used. */
+    static final String RECIPE = "demo-base-v1:h128-i352-l4-h4-kv2:relora-3x40:copy";
+
+    public static final int SEQ_LEN = 1 + DemoTask.LENGTH + 1 + DemoTask.LENGTH + 1;
+
+    private DemoModel() {}
+
+    public static LlamaConfig config() {
+        return new LlamaConfig("LlamaForCausalLM", 128, 352, 4, 4, 2, 32, new CharTokenizer().vocabSize(), 64,
+                1e-5f, 10000f, null, false, false, CharTokenizer.BOS, CharTokenizer.EOS);
+    }
+
+    public static String recipeHash() {
+        try {
+            byte[] d = java.security.MessageDigest.getInstance("SHA-256").digest(RECIPE.getBytes());
+            return HexFormat.of().formatHex(d, 0, 6);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The cached base checkpoint directory, built first when absent. */
+    public static Path baseCheckpoint(Path cacheRoot, Backend be, Consumer<String> log) {
+        Path dir = cacheRoot.resolve("demo-base-" + recipeHash());
+        if (Files.isRegularFile(dir.resolve(HfCheckpoint.SINGLE)) && Files.isRegularFile(dir.resolve("config.json"))) {
+            log.accept("base model: cached at " + dir);
+            return dir;
+        }
+        long t0 = System.nanoTime();
+        LlamaConfig cfg = config();
+        try (LlamaWeights w = LlamaWeights.upload(be, new RandomWeights(cfg, 1234))) {
+            LlamaModel model = new LlamaModel(be, w);
+            CharTokenizer tok = new CharTokenizer();
+            List<TokenizedExample> data = ExampleTokenizer.tokenizeAll(tok, DemoTask.examples(DemoTask.Kind.COPY, 4096, 11, false));
+            Batcher batcher = new Batcher(data, new Batcher.Options(32, SEQ_LEN, 5, true, true, true), tok);
+            int cycles = 3, stepsPerCycle = 40;
+            for (int cycle = 0; cycle < cycles; cycle++) {
+                LoraConfig lc = new LoraConfig(32, 32f, 0f, EnumSet.allOf(Projection.class), false, 100 + cycle);
+                try (LoraAdapter lora = new LoraAdapter(be, cfg, lc)) {
+                    LoraTrainer tr = new LoraTrainer(model, lora,
+                            new OptimizerConfig(3e-3f, 0.9f, 0.99f, 1e-8f, 0f, 1f, OptimizerConfig.Schedule.COSINE, 10, stepsPerCycle));
+                    double loss = 0;
+                    for (int s = 0; s < stepsPerCycle; s++) {
+                        Batch b = batcher.next();
+                        var r = tr.computeGradients(b, s, false);
+                        tr.applyUpdate(s, r.outputTokens());
+                        loss = r.meanLoss();
+                    }
+                    merge(be, w, lora);
+                    log.accept(String.format("base model: ReLoRA cycle %d/%d, copy-task loss %.4f", cycle + 1, cycles, loss));
+                }
+            }
+            save(be, w, dir);
+        }
+        log.accept(String.format("base model: built in %.1f s, saved to %s", (System.nanoTime() - t0) / 1e9, dir));
+        return dir;
+    }
+
+    /** W += s·B·A for every adapted projection (in the backend's precision). */
+    static void merge(Backend be, LlamaWeights w, LoraAdapter lora) {
+        for (int l = 0; l < w.layers.length; l++)
+            for (Projection p : lora.config().orderedTargets()) {
+                LoraAdapter.Lora a = lora.get(l, p);
+                be.matmul(w.layers[l].weight(p), a.b(), false, a.a(), false, lora.scaling(), 1f);
+            }
+    }
+
+    private static void save(Backend be, LlamaWeights w, Path dir) {
+        LlamaConfig cfg = w.config;
+        LinkedHashMap<String, Tensor> byName = new LinkedHashMap<>();
+        byName.put("model.embed_tokens.weight", w.embed);
+        for (int l = 0; l < cfg.numLayers(); l++) {
+            LlamaWeights.Layer lw = w.layers[l];
+            byName.put("model.layers." + l + ".input_layernorm.weight", lw.attnNorm());
+            byName.put("model.layers." + l + ".post_attention_layernorm.weight", lw.ffnNorm());
+            for (Projection p : Projection.values()) byName.put("model." + p.path(l) + ".weight", lw.weight(p));
+        }
+        byName.put("model.norm.weight", w.finalNorm);
+        if (!cfg.tieWordEmbeddings()) byName.put("lm_head.weight", w.head);
+        WeightSource src = new WeightSource() {
+            @Override public LlamaConfig config() { return cfg; }
+            @Override public Set<String> names() { return byName.keySet(); }
+            @Override public HostTensor get(String name) {
+                Tensor t = byName.get(name);
+                if (t == null) throw new IllegalArgumentException("demo base: no tensor " + name);
+                return new HostTensor(name, DType.F32, t.shape(), MemorySegment.ofArray(be.toFloats(t)));
+            }
+        };
+        try {
+            Files.createDirectories(dir.getParent());
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot create " + dir.getParent() + ": " + e.getMessage(), e);
+        }
+        HfCheckpointWriter.write(src, null, dir, DType.F32, 0, null);
+    }
+
+    /**
+     * Task metric: the fraction of examples whose greedy continuation of the prompt (up to EOS or
+     * the answer's length + 1 tokens) equals the expected answer exactly.
+     */
+    public static double exactMatch(LlamaModel model, LoraAdapter lora, List<Example> examples) {
+        CharTokenizer tok = new CharTokenizer();
+        int correct = 0;
+        try (LlamaModel.KvCache cache = model.newKvCache(SEQ_LEN + 4)) {
+            for (Example e : examples) {
+                int[] prompt = tok.encode(e.prompt(), true);
+                float[] logits = model.forwardCached(prompt, 0, cache, lora);
+                StringBuilder out = new StringBuilder();
+                int pos = prompt.length;
+                for (int i = 0; i <= e.answer().length(); i++) {
+                    int next = argmax(logits);
+                    if (next == tok.eosId()) break;
+                    out.append(tok.decodeToken(next));
+                    if (pos >= SEQ_LEN + 3) break;
+                    logits = model.forwardCached(new int[] {next}, pos++, cache, lora);
+                }
+                if (out.toString().equals(e.answer())) correct++;
+            }
+        }
+        return examples.isEmpty() ? 0 : (double) correct / examples.size();
+    }
+
+    static int argmax(float[] v) {
+        int best = 0;
+        for (int i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+        return best;
+    }
+
+    /** Mean loss over the examples' answers (the eval loss). */
+    public static double evalLoss(LlamaModel model, LoraAdapter lora, List<Example> examples) {
+        CharTokenizer tok = new CharTokenizer();
+        List<TokenizedExample> data = ExampleTokenizer.tokenizeAll(tok, examples);
+        Batcher b = new Batcher(data, new Batcher.Options(64, SEQ_LEN, 0, false, false, true), tok);
+        double sum = 0;
+        long n = 0;
+        List<Batch> batches = new ArrayList<>();
+        for (int i = 0; i < b.batchesPerEpoch(); i++) batches.add(b.next());
+        for (Batch batch : batches) {
+            LlamaModel.Output o = model.evaluate(batch, lora, null, false);
+            sum += o.lossSum();
+            n += o.outputTokens();
+        }
+        return n == 0 ? 0 : sum / n;
+    }
+}

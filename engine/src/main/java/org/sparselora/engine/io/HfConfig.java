@@ -1,0 +1,211 @@
+package org.sparselora.engine.io;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import org.sparselora.engine.model.LlamaConfig;
+
+/**
+ * HF {@code config.json} ⇄ {@link LlamaConfig} for the decoder families this engine runs:
+ * {@code LlamaForCausalLM} (Llama 2 and 3.x, including {@code rope_scaling} of type
+ * {@code llama3}), {@code MistralForCausalLM} and {@code Qwen2ForCausalLM} (q/k/v biases always on,
+ * as transformers' Qwen2 attention hard-codes them). Defaults follow the transformers config
+ * classes, so a minimal config reads as transformers would read it. Anything this engine would
+ * compute differently (another architecture, activation, rope scaling type, MLP bias) is an error
+ * naming the file and the value rather than a silently wrong model.
+ */
+public final class HfConfig {
+
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
+    private HfConfig() {}
+
+    /** Reads {@code config.json} (or a directory holding one). */
+    public static LlamaConfig read(Path configOrDir) {
+        Path file = Files.isDirectory(configOrDir) ? configOrDir.resolve("config.json") : configOrDir;
+        if (!Files.isRegularFile(file)) throw new FormatException(file, "no config.json (is this a HF model directory?)");
+        JsonNode root;
+        try {
+            root = JSON.readTree(Files.readString(file, StandardCharsets.UTF_8));
+        } catch (IOException e) {
+            throw new FormatException(file, "not valid JSON: " + firstLine(e.getMessage()));
+        }
+        if (root == null || !root.isObject()) throw new FormatException(file, "not a JSON object");
+        return parse(file, root);
+    }
+
+    static LlamaConfig parse(Path file, JsonNode c) {
+        String arch = architecture(file, c);
+        int hidden = reqInt(file, c, "hidden_size");
+        int heads = reqInt(file, c, "num_attention_heads");
+        int layers = reqInt(file, c, "num_hidden_layers");
+        int inter = reqInt(file, c, "intermediate_size");
+        int vocab = reqInt(file, c, "vocab_size");
+        int kvHeads = optInt(file, c, "num_key_value_heads", heads);
+        if (hidden % heads != 0 && !has(c, "head_dim"))
+            throw new FormatException(file, "hidden_size " + hidden + " is not divisible by num_attention_heads " + heads);
+        int headDim = optInt(file, c, "head_dim", hidden / heads);
+        if (heads % kvHeads != 0)
+            throw new FormatException(file, "num_attention_heads " + heads + " is not a multiple of num_key_value_heads " + kvHeads);
+        String act = c.path("hidden_act").asText("silu");
+        if (!act.equals("silu"))
+            throw new FormatException(file, "hidden_act '" + act + "' is not supported (only silu)");
+        if (c.path("mlp_bias").asBoolean(false))
+            throw new FormatException(file, "mlp_bias true is not supported");
+        boolean qwen2 = arch.equals("Qwen2ForCausalLM");
+        boolean attentionBias = qwen2 || c.path("attention_bias").asBoolean(false);
+        // every supported family defaults to untied heads in transformers
+        boolean tied = c.path("tie_word_embeddings").asBoolean(false);
+        int maxPos = optInt(file, c, "max_position_embeddings", 2048);
+        float eps = (float) optDouble(file, c, "rms_norm_eps", 1e-6);
+        if (c.path("use_sliding_window").asBoolean(false))
+            throw new FormatException(file, "use_sliding_window true is not supported (attention here is full causal)");
+        float theta;
+        LlamaConfig.RopeScaling scaling;
+        JsonNode rp = c.get("rope_parameters");
+        if (rp != null && rp.isObject()) {
+            // transformers 5 folds rope_theta and rope_scaling into one rope_parameters object
+            // (per attention type for models that mix types: full attention is the one used here)
+            if (!rp.has("rope_type") && !rp.has("rope_theta") && rp.has("full_attention")) rp = rp.get("full_attention");
+            theta = (float) optDouble(file, rp, "rope_theta", 10000.0);
+            scaling = rp.has("rope_type") || rp.has("type") ? ropeScaling(file, rp, maxPos) : null;
+        } else {
+            theta = (float) optDouble(file, c, "rope_theta", 10000.0);
+            scaling = ropeScaling(file, c.get("rope_scaling"), maxPos);
+        }
+        return new LlamaConfig(arch, hidden, inter, layers, heads, kvHeads, headDim, vocab, maxPos, eps, theta,
+                scaling, tied, attentionBias, tokenId(file, c, "bos_token_id"), tokenId(file, c, "eos_token_id"));
+    }
+
+    private static String architecture(Path file, JsonNode c) {
+        JsonNode a = c.get("architectures");
+        String arch;
+        if (a != null && a.isArray() && !a.isEmpty()) {
+            arch = a.get(0).asText();
+        } else {
+            // configs saved without `architectures` still name the family
+            arch = switch (c.path("model_type").asText("")) {
+                case "llama" -> "LlamaForCausalLM";
+                case "mistral" -> "MistralForCausalLM";
+                case "qwen2" -> "Qwen2ForCausalLM";
+                default -> throw new FormatException(file, "no architectures and unknown model_type '"
+                        + c.path("model_type").asText("") + "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+            };
+        }
+        if (!arch.equals("LlamaForCausalLM") && !arch.equals("MistralForCausalLM") && !arch.equals("Qwen2ForCausalLM"))
+            throw new FormatException(file, "unknown architecture '" + arch
+                    + "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+        return arch;
+    }
+
+    private static LlamaConfig.RopeScaling ropeScaling(Path file, JsonNode r, int maxPos) {
+        if (r == null || r.isNull()) return null;
+        if (!r.isObject()) throw new FormatException(file, "rope_scaling must be an object or null");
+        String type = r.has("rope_type") ? r.get("rope_type").asText() : r.path("type").asText("");
+        if (type.equals("default")) return null;
+        if (!type.equals("llama3"))
+            throw new FormatException(file, "rope_scaling type '" + type + "' is not supported (only llama3)");
+        float factor = (float) reqDouble(file, r, "rope_scaling.factor", "factor");
+        float low = (float) reqDouble(file, r, "rope_scaling.low_freq_factor", "low_freq_factor");
+        float high = (float) reqDouble(file, r, "rope_scaling.high_freq_factor", "high_freq_factor");
+        int orig = r.has("original_max_position_embeddings") ? r.get("original_max_position_embeddings").asInt() : maxPos;
+        if (factor <= 0 || low <= 0 || high <= low || orig <= 0)
+            throw new FormatException(file, "rope_scaling values out of range: " + r);
+        return new LlamaConfig.RopeScaling("llama3", factor, low, high, orig);
+    }
+
+    /** {@code eos_token_id} may be a list (Llama 3.1): the first one is the primary EOS. */
+    private static int tokenId(Path file, JsonNode c, String key) {
+        JsonNode n = c.get(key);
+        if (n == null || n.isNull()) return -1;
+        if (n.isArray()) return n.isEmpty() ? -1 : n.get(0).asInt();
+        if (!n.canConvertToInt()) throw new FormatException(file, key + " is not an integer: " + n);
+        return n.asInt();
+    }
+
+    private static boolean has(JsonNode c, String k) { return c.has(k) && !c.get(k).isNull(); }
+
+    private static int reqInt(Path file, JsonNode c, String k) {
+        if (!has(c, k)) throw new FormatException(file, "missing field " + k);
+        return positiveInt(file, c.get(k), k);
+    }
+
+    private static int optInt(Path file, JsonNode c, String k, int dflt) {
+        return has(c, k) ? positiveInt(file, c.get(k), k) : dflt;
+    }
+
+    private static int positiveInt(Path file, JsonNode n, String k) {
+        if (!n.isIntegralNumber() || !n.canConvertToInt() || n.asInt() <= 0)
+            throw new FormatException(file, k + " must be a positive integer, got " + n);
+        return n.asInt();
+    }
+
+    private static double optDouble(Path file, JsonNode c, String k, double dflt) {
+        if (!has(c, k)) return dflt;
+        if (!c.get(k).isNumber()) throw new FormatException(file, k + " must be a number, got " + c.get(k));
+        return c.get(k).asDouble();
+    }
+
+    private static double reqDouble(Path file, JsonNode c, String label, String k) {
+        if (!has(c, k) || !c.get(k).isNumber()) throw new FormatException(file, "missing or non-numeric " + label);
+        return c.get(k).asDouble();
+    }
+
+    private static String firstLine(String s) { return s == null ? "" : s.lines().findFirst().orElse(""); }
+
+    // ------------------------------------------------------------------ writing
+
+    /** The config as transformers writes it for this family; {@code torchDtype} e.g. "float32". */
+    public static ObjectNode toJson(LlamaConfig cfg, String torchDtype) {
+        ObjectNode o = JSON.createObjectNode();
+        String modelType = switch (cfg.architecture()) {
+            case "MistralForCausalLM" -> "mistral";
+            case "Qwen2ForCausalLM" -> "qwen2";
+            default -> "llama";
+        };
+        o.putArray("architectures").add(cfg.architecture() == null ? "LlamaForCausalLM" : cfg.architecture());
+        o.put("model_type", modelType);
+        o.put("hidden_size", cfg.hiddenSize());
+        o.put("intermediate_size", cfg.intermediateSize());
+        o.put("num_hidden_layers", cfg.numLayers());
+        o.put("num_attention_heads", cfg.numHeads());
+        o.put("num_key_value_heads", cfg.numKvHeads());
+        o.put("head_dim", cfg.headDim());
+        o.put("vocab_size", cfg.vocabSize());
+        o.put("max_position_embeddings", cfg.maxPositions());
+        o.put("rms_norm_eps", (double) cfg.rmsNormEps());
+        o.put("rope_theta", (double) cfg.ropeTheta());
+        if (cfg.ropeScaling() == null) {
+            o.putNull("rope_scaling");
+        } else {
+            LlamaConfig.RopeScaling r = cfg.ropeScaling();
+            ObjectNode rs = o.putObject("rope_scaling");
+            rs.put("rope_type", r.type());
+            rs.put("factor", (double) r.factor());
+            rs.put("low_freq_factor", (double) r.lowFreqFactor());
+            rs.put("high_freq_factor", (double) r.highFreqFactor());
+            rs.put("original_max_position_embeddings", r.originalMaxPositions());
+        }
+        o.put("tie_word_embeddings", cfg.tieWordEmbeddings());
+        if (!modelType.equals("qwen2")) o.put("attention_bias", cfg.attentionBias());
+        if (modelType.equals("llama")) o.put("mlp_bias", false);
+        o.put("hidden_act", "silu");
+        if (cfg.bosTokenId() >= 0) o.put("bos_token_id", cfg.bosTokenId()); else o.putNull("bos_token_id");
+        if (cfg.eosTokenId() >= 0) o.put("eos_token_id", cfg.eosTokenId()); else o.putNull("eos_token_id");
+        o.put("torch_dtype", torchDtype);
+        return o;
+    }
+
+    /** Writes {@code config.json} atomically; {@code extra} fields (e.g. from the source) are added. */
+    public static void write(Path file, LlamaConfig cfg, String torchDtype, Map<String, Object> extra) {
+        ObjectNode o = toJson(cfg, torchDtype);
+        if (extra != null) extra.forEach((k, v) -> o.set(k, JSON.valueToTree(v)));
+        AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, JSON.writeValueAsString(o) + "\n"));
+    }
+}

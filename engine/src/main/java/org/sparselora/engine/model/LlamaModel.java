@@ -1,0 +1,615 @@
+package org.sparselora.engine.model;
+
+import java.util.Arrays;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.sparse.LayerSelector;
+import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.train.Batch;
+
+/**
+ * A Llama-family decoder (Llama 2/3.x, Mistral, Qwen2) with LoRA, written once against
+ * {@link Backend}, llm.c style: {@link #forward} runs the layers and stashes what {@link #backward}
+ * needs; the head and cross-entropy run chunk by chunk over the output tokens only (never more than
+ * a chunk × V of logits), computing dlogits and the head's backward inside the same chunk. Only the
+ * LoRA parameters get gradients (summed over output tokens, accumulated into the adapter's buffers);
+ * frozen weights are read-only and have no gradient buffers; the embedding gets no gradient.
+ *
+ * <p>SparseLoRA: with a {@link SparsePlan}, each frozen projection that has a kept-index set runs on
+ * the plan's sparse tokens as a dense GEMM on the gathered weight slice (rows of W for q/k/v/gate/up,
+ * columns of W — and of the input — for o/down), its outputs scattered (pruned frozen outputs are 0);
+ * the plan's dense tokens run on the whole weight; the two groups are re-joined in place. The LoRA
+ * branch is always dense on every channel and token. Weight slices are gathered once per forward and
+ * reused by the backward. Backward through the slices follows {@link SparsePlan.FrozenGrad}.
+ * With a {@link LayerSelector} the plan's layer entries are filled during the forward, each right
+ * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
+ * and that layer's slices are gathered then.
+ *
+ * <p>Activation buffers are allocated once per batch shape and reused across steps. Not thread-safe:
+ * one model instance per worker thread.
+ */
+public final class LlamaModel {
+
+    private final Backend be;
+    private final LlamaWeights w;
+    private final LlamaConfig c;
+    private final Tensor ropeCos, ropeSin; // (maxPos, D/2) F32
+    private final int ropeMaxPos;
+    private final float attnScale;
+    /** Upper bound on logits floats per cross-entropy chunk. */
+    private int logitsChunkElems = 1 << 21;
+
+    private Acts acts;
+    /** Test hook on the frozen outputs of sparse tokens, (n_s, out); null in normal use. */
+    FrozenSparseHook frozenHook;
+
+    /** Sees (and may replace) the frozen sliced outputs of the sparse tokens before they are re-joined. */
+    interface FrozenSparseHook { void apply(int layer, Projection p, Tensor ys); }
+    // per-forward state read by backward
+    private LoraAdapter curLora;
+    private SparsePlan curPlan;
+    private long curSeed;
+    private boolean curTraining; // LoRA dropout is active only in training forwards
+    private boolean haveStash;
+    // per-forward sparse token split
+    private Tensor sIdx, dIdx;
+    private int nS, nD;
+    // gathered weight slices, [layer][projection]; buffers reused when k repeats
+    private final Tensor[][] slices, biasSlices;
+
+    public LlamaModel(Backend be, LlamaWeights w) { this(be, w, Math.min(w.config.maxPositions(), 16384)); }
+
+    public LlamaModel(Backend be, LlamaWeights w, int ropeMaxPos) {
+        this.be = be;
+        this.w = w;
+        this.c = w.config;
+        this.ropeMaxPos = ropeMaxPos;
+        RopeTables rt = new RopeTables(c, ropeMaxPos);
+        this.ropeCos = be.fromFloats(rt.cos, DType.F32, ropeMaxPos, rt.half);
+        this.ropeSin = be.fromFloats(rt.sin, DType.F32, ropeMaxPos, rt.half);
+        this.attnScale = (float) (1.0 / Math.sqrt(c.headDim()));
+        int np = Projection.values().length;
+        this.slices = new Tensor[c.numLayers()][np];
+        this.biasSlices = new Tensor[c.numLayers()][np];
+    }
+
+    public LlamaConfig config() { return c; }
+
+    public LlamaWeights weights() { return w; }
+
+    public Backend backend() { return be; }
+
+    /** Caps the logits held at once by the chunked cross-entropy (tests use it to force several chunks). */
+    public void setLogitsChunkElems(int elems) { this.logitsChunkElems = Math.max(1, elems); }
+
+    // ------------------------------------------------------------------ activations
+
+    /** Every buffer of one batch shape. Names follow the forward: resIn → xn1 → q,k,v → att → resMid → xn2 → g,u,h. */
+    private final class Acts {
+        final int B, T, N, maxW;
+        final Tensor tokens, positions, keyStart;            // (N) (N) (B) I32
+        final Tensor[] resIn, resMid, xn1, xn2, rstd1, rstd2; // (N,C) / (N)
+        final Tensor[] q, k, v, att, lse;                     // (N,Hq·D) (N,Hkv·D) (N,Hkv·D) (N,Hq·D) (B,Hq,T)
+        final Tensor[] g, u, h;                               // (N,I)
+        final Tensor[][] loraU;                               // [layer][proj] (N,r) or null
+        final Tensor resOut, xf, rstdf;                       // (N,C) (N,C) (N)
+        final Tensor tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf; // gradients and a (N,C) temp
+        final Tensor s1, s2, s3;                              // flat scratch, N·maxW each
+        final Tensor ones;                                    // (N,1) for bias adds
+        final Tensor losses;                                  // (N) F32
+        final Tensor outIdx, outTargets;                      // (N) I32 (first nO used)
+        Tensor logits;                                        // (chunk, V)
+        Tensor dLoraU;                                        // (N, rmax)
+
+        Acts(int B, int T) {
+            this.B = B; this.T = T; this.N = B * T;
+            int L = c.numLayers(), C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
+            DType dt = be.computeType();
+            this.maxW = Math.max(Math.max(C, I), Math.max(qd, kd));
+            tokens = be.empty(DType.I32, N); positions = be.empty(DType.I32, N); keyStart = be.empty(DType.I32, B);
+            resIn = new Tensor[L]; resMid = new Tensor[L]; xn1 = new Tensor[L]; xn2 = new Tensor[L];
+            rstd1 = new Tensor[L]; rstd2 = new Tensor[L];
+            q = new Tensor[L]; k = new Tensor[L]; v = new Tensor[L]; att = new Tensor[L]; lse = new Tensor[L];
+            g = new Tensor[L]; u = new Tensor[L]; h = new Tensor[L];
+            loraU = new Tensor[L][Projection.values().length];
+            for (int l = 0; l < L; l++) {
+                resIn[l] = be.empty(dt, N, C); resMid[l] = be.empty(dt, N, C);
+                xn1[l] = be.empty(dt, N, C); xn2[l] = be.empty(dt, N, C);
+                rstd1[l] = be.empty(DType.F32, N); rstd2[l] = be.empty(DType.F32, N);
+                q[l] = be.empty(dt, N, qd); k[l] = be.empty(dt, N, kd); v[l] = be.empty(dt, N, kd);
+                att[l] = be.empty(dt, N, qd); lse[l] = be.empty(DType.F32, B, c.numHeads(), T);
+                g[l] = be.empty(dt, N, I); u[l] = be.empty(dt, N, I); h[l] = be.empty(dt, N, I);
+            }
+            resOut = be.empty(dt, N, C); xf = be.empty(dt, N, C); rstdf = be.empty(DType.F32, N);
+            tmpC = be.empty(dt, N, C); dres = be.empty(dt, N, C); dxn = be.empty(dt, N, C); dxf = be.empty(dt, N, C);
+            dq = be.empty(dt, N, qd); dk = be.empty(dt, N, kd); dv = be.empty(dt, N, kd); datt = be.empty(dt, N, qd);
+            dh = be.empty(dt, N, I); dg = be.empty(dt, N, I); du = be.empty(dt, N, I);
+            s1 = be.empty(dt, N * maxW); s2 = be.empty(dt, N * maxW); s3 = be.empty(dt, N * maxW);
+            ones = be.empty(dt, N, 1);
+            be.fill(ones, 1f);
+            losses = be.empty(DType.F32, N);
+            outIdx = be.empty(DType.I32, N); outTargets = be.empty(DType.I32, N);
+        }
+
+        Tensor loraU(int l, Projection p, int r) {
+            Tensor t = loraU[l][p.ordinal()];
+            if (t == null || t.dim(1) != r) loraU[l][p.ordinal()] = t = be.empty(be.computeType(), N, r);
+            return t;
+        }
+
+        Tensor dLoraU(int r) {
+            if (dLoraU == null || dLoraU.numel() < (long) N * r) dLoraU = be.empty(be.computeType(), N * r);
+            return dLoraU.view(0, N, r);
+        }
+
+        Tensor logits(int rows) {
+            if (logits == null || logits.dim(0) < rows) logits = be.empty(be.computeType(), rows, c.vocabSize());
+            return logits.view(0, rows, c.vocabSize());
+        }
+    }
+
+    private Acts acts(int B, int T) {
+        if (acts == null || acts.B != B || acts.T != T) {
+            acts = null; // let the old set go before allocating the new one
+            acts = new Acts(B, T);
+        }
+        return acts;
+    }
+
+    // ------------------------------------------------------------------ forward
+
+    /**
+     * Forward pass of a training step: stashes activations and computes the loss and the head's
+     * backward chunk by chunk (so {@link #backward()} can follow). Returns Σ cross-entropy over the
+     * batch's output tokens (nats).
+     *
+     * @param lora        may be null (base model only)
+     * @param plan        may be null (dense)
+     * @param dropoutSeed seed of this step's LoRA dropout masks (unused when dropout is 0)
+     */
+    public double forward(Batch batch, LoraAdapter lora, SparsePlan plan, long dropoutSeed) {
+        return forward(batch, lora, plan, null, dropoutSeed);
+    }
+
+    /** {@link #forward(Batch, LoraAdapter, SparsePlan, long)} with the plan's layers chosen in-flight by {@code selector} (may be null). */
+    public double forward(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long dropoutSeed) {
+        Acts a = runLayers(batch, lora, plan, selector, dropoutSeed, true);
+        double loss = headLossAndBackward(a, batch);
+        haveStash = true;
+        return loss;
+    }
+
+    /** Per-token losses (0 where the target is ignored) and, when asked, all logits. */
+    public record Output(double lossSum, int outputTokens, float[] tokenLosses, float[] logits) {
+        public double meanLoss() { return outputTokens == 0 ? 0 : lossSum / outputTokens; }
+    }
+
+    /** Forward without gradients (scoring / evaluation). {@code logits} (N·V floats) only when asked. */
+    public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, boolean wantLogits) {
+        return evaluate(batch, lora, plan, null, wantLogits);
+    }
+
+    /** {@link #evaluate(Batch, LoraAdapter, SparsePlan, boolean)} with in-flight selection by {@code selector} (may be null). */
+    public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, boolean wantLogits) {
+        Acts a = runLayers(batch, lora, plan, selector, 0L, false);
+        haveStash = false;
+        int N = a.N, V = c.vocabSize();
+        int[] rows = wantLogits ? allRows(N) : outputRows(batch.targets());
+        int n = rows.length;
+        float[] tokenLosses = new float[N];
+        float[] logits = wantLogits ? new float[N * V] : null;
+        if (n > 0) {
+            int[] tg = new int[n];
+            for (int i = 0; i < n; i++) tg[i] = batch.targets()[rows[i]];
+            Tensor idx = a.outIdx.view(0, n), tgt = a.outTargets.view(0, n);
+            be.copyFromHost(idx, rows);
+            be.copyFromHost(tgt, tg);
+            Tensor xo = a.s1.view(0, n, c.hiddenSize());
+            be.gatherRows(xo, a.xf, idx);
+            int cs = chunkRows(n);
+            for (int c0 = 0; c0 < n; c0 += cs) {
+                int r = Math.min(cs, n - c0);
+                Tensor lg = a.logits(cs).view(0, r, V);
+                be.matmul(lg, xo.rows(c0, r), false, w.head, true, 1, 0);
+                if (logits != null) System.arraycopy(be.toFloats(lg), 0, logits, c0 * V, r * V);
+                be.crossEntropy(a.losses.view(c0, r), lg, lg, tgt.rows(c0, r), 1f);
+            }
+            float[] ls = be.toFloats(a.losses.view(0, n));
+            for (int i = 0; i < n; i++) tokenLosses[rows[i]] = ls[i];
+        }
+        double sum = 0;
+        for (int i = 0; i < N; i++) if (batch.targets()[i] != Batch.IGNORE) sum += tokenLosses[i];
+        return new Output(sum, batch.outputTokenCount(), tokenLosses, logits);
+    }
+
+    private static int[] allRows(int n) {
+        int[] r = new int[n];
+        for (int i = 0; i < n; i++) r[i] = i;
+        return r;
+    }
+
+    private static int[] outputRows(int[] targets) {
+        int n = 0;
+        for (int t : targets) if (t != Batch.IGNORE) n++;
+        int[] r = new int[n];
+        for (int i = 0, j = 0; i < targets.length; i++) if (targets[i] != Batch.IGNORE) r[j++] = i;
+        return r;
+    }
+
+    private int chunkRows(int n) { return Math.max(1, Math.min(n, logitsChunkElems / c.vocabSize())); }
+
+    private Acts runLayers(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
+        if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
+            throw new IllegalArgumentException("LoRA adapter was built for another model config");
+        Acts a = acts(batch.batch(), batch.seqLen());
+        curLora = lora;
+        curPlan = plan;
+        curSeed = seed;
+        curTraining = training;
+        setupPlan(a, plan);
+        be.copyFromHost(a.tokens, batch.tokens());
+        for (int p : batch.positions())
+            if (p < 0 || p >= ropeMaxPos) throw new IllegalArgumentException("position " + p + " outside the RoPE table of " + ropeMaxPos);
+        be.copyFromHost(a.positions, batch.positions());
+        be.copyFromHost(a.keyStart, batch.keyStart());
+        int L = c.numLayers();
+        float eps = c.rmsNormEps();
+        be.embedding(a.resIn[0], a.tokens, w.embed);
+        be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
+        for (int l = 0; l < L; l++) {
+            LlamaWeights.Layer lw = w.layers[l];
+            if (selector != null && sIdx != null) {   // choose this layer's attention channels from its own input
+                selector.attention(l, a.xn1[l]);
+                gatherSlices(l, Projection.Q, Projection.K, Projection.V, Projection.O);
+            }
+            SparsePlan.LayerPlan lp = layerPlan(l);
+            // attention: q, k, v from the normed input; RoPE; causal GQA attention; o
+            projForward(a, a.q[l], a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
+            projForward(a, a.k[l], a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
+            projForward(a, a.v[l], a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
+            be.rope(a.q[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
+            be.rope(a.k[l], a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
+            be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+                    c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            projForward(a, a.tmpC, a.att[l], l, Projection.O, lp == null ? null : lp.o());
+            // residual add fused with the MLP's norm
+            be.copy(a.resMid[l], a.resIn[l]);
+            be.addRmsNorm(a.resMid[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
+            // SwiGLU MLP
+            if (selector != null && sIdx != null) {   // choose this layer's MLP channels from its own input
+                selector.mlp(l, a.xn2[l]);
+                gatherSlices(l, Projection.GATE, Projection.UP, Projection.DOWN);
+                lp = layerPlan(l);
+            }
+            Tensor mlp = lp == null ? null : lp.mlp();
+            projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
+            projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
+            be.swiglu(a.h[l], a.g[l], a.u[l]);
+            projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
+            // residual add fused with the next layer's (or the final) norm
+            boolean last = l == L - 1;
+            Tensor next = last ? a.resOut : a.resIn[l + 1];
+            be.copy(next, a.resMid[l]);
+            be.addRmsNorm(next, last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
+                    last ? w.finalNorm : w.layers[l + 1].attnNorm(), eps);
+        }
+        return a;
+    }
+
+    private SparsePlan.LayerPlan layerPlan(int l) {
+        return curPlan == null || sIdx == null ? null : curPlan.layers()[l];
+    }
+
+    private void setupPlan(Acts a, SparsePlan plan) {
+        sIdx = dIdx = null;
+        nS = nD = 0;
+        if (plan == null) return;
+        if (plan.layers() == null || plan.layers().length != c.numLayers())
+            throw new IllegalArgumentException("sparse plan has " + (plan.layers() == null ? 0 : plan.layers().length) + " layer entries, the model has " + c.numLayers());
+        if (plan.sparseTokens() == null || plan.sparseTokens().numel() == 0) return; // nothing runs sparse
+        sIdx = plan.sparseTokens();
+        nS = (int) sIdx.numel();
+        dIdx = plan.denseTokens();
+        nD = dIdx == null ? 0 : (int) dIdx.numel();
+        if (nS + nD != a.N)
+            throw new IllegalArgumentException("sparse plan splits " + nS + " sparse + " + nD + " dense tokens, the batch has " + a.N);
+        // gather this step's weight slices once; backward reuses them
+        for (int l = 0; l < c.numLayers(); l++) gatherSlices(l, Projection.values());
+    }
+
+    /** Gathers layer l's kept weight slices of the given projections (those with a kept-index set). */
+    private void gatherSlices(int l, Projection... projections) {
+        SparsePlan.LayerPlan lp = curPlan.layers()[l];
+        for (Projection p : projections) {
+            Tensor idx = lp == null ? null : keptIndex(lp, p);
+            if (idx == null) continue;
+            int k = (int) idx.numel(), in = p.inDim(c), out = p.outDim(c);
+            Tensor W = w.layers[l].weight(p);
+            boolean rowsKept = outputSliced(p);
+            int[] shape = rowsKept ? new int[] {k, in} : new int[] {out, k};
+            Tensor s = slices[l][p.ordinal()];
+            if (s == null || !Arrays.equals(s.shape(), shape)) slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+            if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
+            Tensor bias = w.layers[l].bias(p);
+            if (bias != null) {
+                Tensor bs = biasSlices[l][p.ordinal()];
+                if (bs == null || bs.numel() != k) biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                be.gatherRows(bs, bias.reshape(out, 1), idx);
+            }
+        }
+    }
+
+    private static Tensor keptIndex(SparsePlan.LayerPlan lp, Projection p) {
+        return switch (p) {
+            case Q -> lp.q(); case K -> lp.k(); case V -> lp.v(); case O -> lp.o();
+            case GATE, UP, DOWN -> lp.mlp();
+        };
+    }
+
+    /** q/k/v/gate/up keep output rows of W; o/down keep input columns. */
+    private static boolean outputSliced(Projection p) { return p != Projection.O && p != Projection.DOWN; }
+
+    private long dropSeed(int l, Projection p) {
+        return curSeed * 0x9E3779B97F4A7C15L + l * 7919L + p.ordinal() * 104729L + 1;
+    }
+
+    /** y (N,out) = frozen(x) [+ bias] + s·(drop(x)·Aᵀ)·Bᵀ; x (N,in). idx null or no sparse tokens = dense. */
+    private void projForward(Acts a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
+        int N = a.N, in = p.inDim(c), out = p.outDim(c);
+        Tensor W = w.layers[l].weight(p), bias = w.layers[l].bias(p);
+        if (idx == null || sIdx == null) {
+            be.matmul(y, x, false, W, true, 1, 0);
+            if (bias != null) be.matmul(y, a.ones, false, bias.reshape(1, out), false, 1, 1);
+        } else {
+            int k = (int) idx.numel();
+            if (nD > 0) {
+                Tensor xd = a.s1.view(0, nD, in), yd = a.s2.view(0, nD, out);
+                be.gatherRows(xd, x, dIdx);
+                be.matmul(yd, xd, false, W, true, 1, 0);
+                if (bias != null) be.matmul(yd, a.ones.rows(0, nD), false, bias.reshape(1, out), false, 1, 1);
+                be.scatterRows(y, yd, dIdx, false);
+            }
+            Tensor xs = a.s1.view(0, nS, in), ys = a.s2.view(0, nS, out), ws = slices[l][p.ordinal()];
+            be.gatherRows(xs, x, sIdx);
+            if (outputSliced(p)) {
+                Tensor yk = a.s3.view(0, nS, k);
+                be.matmul(yk, xs, false, ws, true, 1, 0);
+                if (bias != null) be.matmul(yk, a.ones.rows(0, nS), false, biasSlices[l][p.ordinal()].reshape(1, k), false, 1, 1);
+                be.fill(ys, 0f);
+                be.scatterCols(ys, yk, idx, false);
+            } else {
+                Tensor xk = a.s3.view(0, nS, k);
+                be.gatherCols(xk, xs, idx);
+                be.matmul(ys, xk, false, ws, true, 1, 0);
+            }
+            if (frozenHook != null) frozenHook.apply(l, p, ys);
+            be.scatterRows(y, ys, sIdx, false);
+        }
+        LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
+        if (lo != null) {
+            float pd = curTraining ? curLora.config().dropout() : 0f;
+            Tensor xin = x;
+            if (pd > 0f) {
+                xin = a.s1.view(0, N, in);
+                be.dropout(xin, x, pd, dropSeed(l, p));
+            }
+            Tensor U = a.loraU(l, p, lo.rank());
+            be.matmul(U, xin, false, lo.a(), true, 1, 0);
+            be.matmul(y, U, false, lo.b(), true, curLora.scaling(), 1);
+        }
+    }
+
+    // ------------------------------------------------------------------ head
+
+    private double headLossAndBackward(Acts a, Batch batch) {
+        int[] rows = outputRows(batch.targets());
+        int n = rows.length, C = c.hiddenSize(), V = c.vocabSize();
+        be.fill(a.dres, 0f);
+        if (n == 0) return 0;
+        int[] tg = new int[n];
+        for (int i = 0; i < n; i++) tg[i] = batch.targets()[rows[i]];
+        Tensor idx = a.outIdx.view(0, n), tgt = a.outTargets.view(0, n);
+        be.copyFromHost(idx, rows);
+        be.copyFromHost(tgt, tg);
+        Tensor xo = a.s1.view(0, n, C), dxo = a.s2.view(0, n, C);
+        be.gatherRows(xo, a.xf, idx);
+        int cs = chunkRows(n);
+        for (int c0 = 0; c0 < n; c0 += cs) {
+            int r = Math.min(cs, n - c0);
+            Tensor lg = a.logits(cs).view(0, r, V); // (r, V), becomes dlogits in place
+            be.matmul(lg, xo.rows(c0, r), false, w.head, true, 1, 0);
+            be.crossEntropy(a.losses.view(c0, r), lg, lg, tgt.rows(c0, r), 1f);
+            be.matmul(dxo.rows(c0, r), lg, false, w.head, false, 1, 0); // the head's backward, (r, C)
+        }
+        be.fill(a.dxf, 0f);
+        be.scatterRows(a.dxf, dxo, idx, false);
+        be.rmsNormBackward(a.dres, a.dxf, a.resOut, w.finalNorm, a.rstdf, false);
+        double sum = 0;
+        for (float x : be.toFloats(a.losses.view(0, n))) sum += x;
+        return sum;
+    }
+
+    // ------------------------------------------------------------------ backward
+
+    /** Backward of the last {@link #forward}: adds the LoRA gradients (sums over output tokens) into the adapter's buffers. */
+    public void backward() {
+        if (!haveStash) throw new IllegalStateException("backward() needs a preceding forward() of a training step");
+        haveStash = false;
+        Acts a = acts;
+        for (int l = c.numLayers() - 1; l >= 0; l--) {
+            LlamaWeights.Layer lw = w.layers[l];
+            SparsePlan.LayerPlan lp = layerPlan(l);
+            Tensor mlp = lp == null ? null : lp.mlp();
+            // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
+            projBackward(a, a.dh, false, a.dres, a.h[l], l, Projection.DOWN, mlp);
+            be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
+            projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
+            projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+            be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
+            // attention
+            projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
+            be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
+                    a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            be.rope(a.dq, a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), true);
+            be.rope(a.dk, a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), true);
+            // layer 0's input gradient would only reach the (frozen) embedding: skip it
+            Tensor dx = l > 0 ? a.dxn : null;
+            projBackward(a, dx, false, a.dq, a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
+            projBackward(a, dx, true, a.dk, a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
+            projBackward(a, dx, true, a.dv, a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
+            if (l > 0) be.rmsNormBackward(a.dres, a.dxn, a.resIn[l], lw.attnNorm(), a.rstd1[l], true);
+        }
+    }
+
+    /**
+     * Backward of {@link #projForward}: dx (N,in) (+)= ∂/∂x (null: not needed), LoRA dA, dB +=.
+     * dy (N,out). The frozen term comes first, then LoRA's, in every path (bit-identical sums).
+     */
+    private void projBackward(Acts a, Tensor dx, boolean accumulate, Tensor dy, Tensor x, int l, Projection p, Tensor idx) {
+        int N = a.N, in = p.inDim(c), out = p.outDim(c);
+        Tensor W = w.layers[l].weight(p);
+        if (dx != null) {
+            if (idx == null || sIdx == null) {
+                be.matmul(dx, dy, false, W, false, 1, accumulate ? 1 : 0);
+            } else {
+                int k = (int) idx.numel();
+                if (!accumulate) be.fill(dx, 0f);
+                if (nD > 0) {
+                    Tensor dyd = a.s1.view(0, nD, out), dxd = a.s2.view(0, nD, in);
+                    be.gatherRows(dyd, dy, dIdx);
+                    be.matmul(dxd, dyd, false, W, false, 1, 0);
+                    be.scatterRows(dx, dxd, dIdx, true);
+                }
+                if (curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED) {
+                    Tensor dys = a.s1.view(0, nS, out), dxs = a.s2.view(0, nS, in), ws = slices[l][p.ordinal()];
+                    be.gatherRows(dys, dy, sIdx);
+                    if (outputSliced(p)) {
+                        Tensor dyk = a.s3.view(0, nS, k);
+                        be.gatherCols(dyk, dys, idx);
+                        be.matmul(dxs, dyk, false, ws, false, 1, 0);
+                    } else {
+                        Tensor dxk = a.s3.view(0, nS, k);
+                        be.matmul(dxk, dys, false, ws, false, 1, 0);
+                        be.fill(dxs, 0f);
+                        be.scatterCols(dxs, dxk, idx, false);
+                    }
+                    be.scatterRows(dx, dxs, sIdx, true);
+                }
+                // CUT: no gradient through the frozen path on sparse tokens
+            }
+        }
+        LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
+        if (lo != null) {
+            float s = curLora.scaling(), pd = curLora.config().dropout();
+            Tensor U = a.loraU[l][p.ordinal()];
+            be.matmul(lo.db(), dy, true, U, false, s, 1);           // dB += s·dyᵀ·U      (out, r)
+            Tensor dU = a.dLoraU(lo.rank());
+            be.matmul(dU, dy, false, lo.b(), false, s, 0);          // dU = s·dy·B        (N, r)
+            Tensor xin = x;
+            if (pd > 0f) {
+                xin = a.s1.view(0, N, in);
+                be.dropout(xin, x, pd, dropSeed(l, p));             // the forward's mask again
+            }
+            be.matmul(lo.da(), dU, true, xin, false, 1, 1);         // dA += dUᵀ·drop(x)  (r, in)
+            if (dx != null) {
+                if (pd > 0f) {
+                    Tensor t = a.s2.view(0, N, in);
+                    be.matmul(t, dU, false, lo.a(), false, 1, 0);
+                    be.dropout(t, t, pd, dropSeed(l, p));
+                    be.axpy(dx, 1f, t);
+                } else {
+                    be.matmul(dx, dU, false, lo.a(), false, 1, 1);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ generation
+
+    /** Per-layer K/V caches for one sequence, (maxT, Hkv·D) each. */
+    public final class KvCache implements AutoCloseable {
+        final Tensor[] k, v;
+        public final int maxT;
+
+        KvCache(int maxT) {
+            if (maxT > ropeMaxPos) throw new IllegalArgumentException("KV cache of " + maxT + " positions exceeds the RoPE table of " + ropeMaxPos);
+            this.maxT = maxT;
+            k = new Tensor[c.numLayers()];
+            v = new Tensor[c.numLayers()];
+            for (int l = 0; l < c.numLayers(); l++) {
+                k[l] = be.zeros(be.computeType(), maxT, c.kvDim());
+                v[l] = be.zeros(be.computeType(), maxT, c.kvDim());
+            }
+        }
+
+        @Override
+        public void close() {
+            for (Tensor t : k) t.close();
+            for (Tensor t : v) t.close();
+        }
+    }
+
+    public KvCache newKvCache(int maxT) { return new KvCache(maxT); }
+
+    /**
+     * Runs {@code tokens} at positions [pos0, pos0+n) of one sequence against the cache (which must
+     * hold positions [0, pos0)), appends their K/V, and returns the logits of the last token (V).
+     * LoRA (no dropout) is applied when given; generation is always dense.
+     */
+    public float[] forwardCached(int[] tokens, int pos0, KvCache cache, LoraAdapter lora) {
+        int n = tokens.length, C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
+        if (n == 0) throw new IllegalArgumentException("forwardCached needs at least one token");
+        if (pos0 + n > cache.maxT) throw new IllegalArgumentException("sequence of " + (pos0 + n) + " tokens exceeds the KV cache of " + cache.maxT);
+        DType dt = be.computeType();
+        float eps = c.rmsNormEps();
+        int[] pos = new int[n];
+        for (int i = 0; i < n; i++) pos[i] = pos0 + i;
+        Tensor ids = be.fromInts(tokens, n), positions = be.fromInts(pos, n);
+        Tensor x = be.empty(dt, n, C), xn = be.empty(dt, n, C), rstd = be.empty(DType.F32, n), tmp = be.empty(dt, n, C);
+        Tensor q = be.empty(dt, n, qd), att = be.empty(dt, n, qd), g = be.empty(dt, n, I), u = be.empty(dt, n, I), h = be.empty(dt, n, I);
+        Tensor ones = be.empty(dt, n, 1);
+        be.fill(ones, 1f);
+        be.embedding(x, ids, w.embed);
+        for (int l = 0; l < c.numLayers(); l++) {
+            LlamaWeights.Layer lw = w.layers[l];
+            be.rmsNorm(xn, rstd, x, lw.attnNorm(), eps);
+            Tensor kNew = cache.k[l].rows(pos0, n), vNew = cache.v[l].rows(pos0, n);
+            denseLinear(q, xn, l, Projection.Q, lora, ones);
+            denseLinear(kNew, xn, l, Projection.K, lora, ones);
+            denseLinear(vNew, xn, l, Projection.V, lora, ones);
+            be.rope(q, positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
+            be.rope(kNew, positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
+            be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            denseLinear(tmp, att, l, Projection.O, lora, ones);
+            be.addRmsNorm(x, xn, rstd, tmp, lw.ffnNorm(), eps);
+            denseLinear(g, xn, l, Projection.GATE, lora, ones);
+            denseLinear(u, xn, l, Projection.UP, lora, ones);
+            be.swiglu(h, g, u);
+            denseLinear(tmp, h, l, Projection.DOWN, lora, ones);
+            be.axpy(x, 1f, tmp);
+        }
+        Tensor lastX = x.rows(n - 1, 1), lastN = xn.rows(0, 1);
+        be.rmsNorm(lastN, rstd.rows(0, 1), lastX, w.finalNorm, eps);
+        Tensor logits = be.empty(dt, 1, c.vocabSize());
+        be.matmul(logits, lastN, false, w.head, true, 1, 0);
+        float[] out = be.toFloats(logits);
+        for (Tensor t : new Tensor[] {ids, positions, x, xn, rstd, tmp, q, att, g, u, h, ones, logits}) t.close();
+        return out;
+    }
+
+    private void denseLinear(Tensor y, Tensor x, int l, Projection p, LoraAdapter lora, Tensor ones) {
+        int n = x.dim(0), out = p.outDim(c);
+        be.matmul(y, x, false, w.layers[l].weight(p), true, 1, 0);
+        Tensor bias = w.layers[l].bias(p);
+        if (bias != null) be.matmul(y, ones, false, bias.reshape(1, out), false, 1, 1);
+        LoraAdapter.Lora lo = lora == null ? null : lora.get(l, p);
+        if (lo != null) {
+            Tensor U = be.empty(be.computeType(), n, lo.rank());
+            be.matmul(U, x, false, lo.a(), true, 1, 0);
+            be.matmul(y, U, false, lo.b(), true, lora.scaling(), 1);
+            U.close();
+        }
+    }
+}

@@ -1,0 +1,76 @@
+package org.sparselora.engine.model;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.io.HostTensor;
+import org.sparselora.engine.io.WeightSource;
+
+/**
+ * Seeded random base weights for a config, under HF names: a {@link WeightSource} for tests,
+ * benchmarks and {@code --random-init}. Each tensor is drawn from its own stream (seed, name) when
+ * first asked for, so the same (config, seed) always gives the same weights whatever order they are
+ * read in. Projections ~ N(0, 1/in) (activations keep their scale through a deep stack), embedding
+ * ~ N(0, 1) (N(0, 1/C) when tied, as it is also the head; an untied head ~ N(0, 1/C), so logits
+ * stay O(1)), norms 1 + N(0, 0.1²), biases N(0, 0.1²).
+ */
+public final class RandomWeights implements WeightSource {
+    private static final ValueLayout.OfFloat LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+
+    private final LlamaConfig config;
+    private final long seed;
+    private final Map<String, int[]> shapes = new LinkedHashMap<>();
+
+    public RandomWeights(LlamaConfig config, long seed) {
+        this.config = config;
+        this.seed = seed;
+        int c = config.hiddenSize();
+        shapes.put("model.embed_tokens.weight", new int[] {config.vocabSize(), c});
+        for (int l = 0; l < config.numLayers(); l++) {
+            shapes.put("model.layers." + l + ".input_layernorm.weight", new int[] {c});
+            shapes.put("model.layers." + l + ".post_attention_layernorm.weight", new int[] {c});
+            for (Projection p : Projection.values())
+                shapes.put("model." + p.path(l) + ".weight", new int[] {p.outDim(config), p.inDim(config)});
+            if (config.attentionBias())
+                for (Projection p : new Projection[] {Projection.Q, Projection.K, Projection.V})
+                    shapes.put("model." + p.path(l) + ".bias", new int[] {p.outDim(config)});
+        }
+        shapes.put("model.norm.weight", new int[] {c});
+        if (!config.tieWordEmbeddings()) shapes.put("lm_head.weight", new int[] {config.vocabSize(), c});
+    }
+
+    @Override public LlamaConfig config() { return config; }
+
+    @Override public Set<String> names() { return shapes.keySet(); }
+
+    @Override
+    public HostTensor get(String name) {
+        int[] shape = shapes.get(name);
+        if (shape == null) throw new IllegalArgumentException("random weights (seed " + seed + "): no tensor named " + name);
+        int n = 1;
+        for (int d : shape) n *= d;
+        SplittableRandom r = new SplittableRandom(seed ^ (name.hashCode() * 0x9E3779B97F4A7C15L));
+        MemorySegment seg = Arena.ofAuto().allocate((long) n * 4, 4);
+        boolean norm = name.endsWith("layernorm.weight") || name.equals("model.norm.weight");
+        double std = name.endsWith(".bias") ? 0.1
+                : name.contains("embed_tokens") && !config.tieWordEmbeddings() ? 1.0
+                : 1.0 / Math.sqrt(shape[shape.length - 1]);
+        for (int i = 0; i < n; i++) {
+            double g = gaussian(r);
+            seg.setAtIndex(LE, i, (float) (norm ? 1 + 0.1 * g : std * g));
+        }
+        return new HostTensor(name, DType.F32, shape, seg);
+    }
+
+    private static double gaussian(SplittableRandom r) {
+        // Box–Muller; SplittableRandom has no nextGaussian of its own on every JDK level we target
+        double u = 1 - r.nextDouble(), v = r.nextDouble();
+        return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+    }
+}

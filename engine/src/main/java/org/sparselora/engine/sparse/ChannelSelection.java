@@ -1,0 +1,162 @@
+package org.sparselora.engine.sparse;
+
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.List;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.model.LlamaConfig;
+
+/**
+ * Contextual channel selection (SPEC §3), on the device through {@link Backend} ops so it runs on
+ * the GPU as it does on the CPU. One index set per layer per step, shared by the whole batch, from
+ * the layer's post-norm input of all (non-padding) tokens and the SVD predictor's factors:
+ *
+ * <ul>
+ *   <li><b>MLP</b>: per-sequence mean over non-padding tokens x̄ (B,C);
+ *       a = silu(x̄·Pg·Qg) ⊙ (x̄·Pu·Qu) (B,I); score = column L2 norm of a; top-k.</li>
+ *   <li><b>Q/K</b>: q̂ = x·Pq·Qq, k̂ = x·Pk·Qk over the non-padding tokens; per-channel norms; per
+ *       KV channel (g,d) score ‖k̂_(g,d)‖ · mean over the query heads h of group g of ‖q̂_(h,d)‖;
+ *       kept K = the top-k (g,d); kept Q = (h,d) for every h of group g (same d in every head, so
+ *       q·k dot products stay consistent).</li>
+ *   <li><b>V/O</b>: v̂ norms per channel, top-k over Hkv·D; o_proj input columns = (h,d) for every
+ *       query head h of the kept v channel's group.</li>
+ * </ul>
+ * Padding never influences a score: the MLP mean skips it and attention gathers non-padding rows
+ * first. Layout is HF head-contiguous: channel (head, d) = head·D + d.
+ */
+public final class ChannelSelection implements AutoCloseable {
+
+    private final Backend be;
+    private final LlamaConfig cfg;
+    private final SparsityConfig.Resolved sparsity;
+    private final int rank;
+    /** Device factors per layer: proj → {P (in,r), Q (r,out)} in the backend's compute type. */
+    private final List<EnumMap<SvdPredictor.Proj, Tensor[]>> factors = new ArrayList<>();
+
+    public ChannelSelection(Backend be, SvdPredictor predictor, SparsityConfig.Resolved sparsity) {
+        this.be = be;
+        this.cfg = predictor.config();
+        this.sparsity = sparsity;
+        this.rank = predictor.rank();
+        DType ct = be.computeType();
+        for (int layer = 0; layer < cfg.numLayers(); layer++) {
+            EnumMap<SvdPredictor.Proj, Tensor[]> m = new EnumMap<>(SvdPredictor.Proj.class);
+            for (SvdPredictor.Proj p : SvdPredictor.Proj.values()) {
+                boolean needed = p.mlp() ? sparsity.mlpSparse(layer) : sparsity.attentionSparse(layer);
+                if (!needed) continue;
+                LowRankSvd.Factors f = predictor.get(layer, p);
+                if (f == null)
+                    throw new IllegalArgumentException("the SVD predictor has no factors for " + p.key(layer)
+                            + " but the sparsity config makes that layer sparse; rebuild the predictor for this config");
+                m.put(p, new Tensor[] {be.fromFloats(f.p(), ct, f.in(), f.rank()), be.fromFloats(f.q(), ct, f.rank(), f.out())});
+            }
+            factors.add(m);
+        }
+    }
+
+    public LlamaConfig config() { return cfg; }
+
+    public SparsityConfig.Resolved sparsity() { return sparsity; }
+
+    public int rank() { return rank; }
+
+    /**
+     * Kept intermediate channels of one layer. x (B·T, C) post_attention_layernorm output;
+     * keyStart (B) I32 first non-padding position per sequence. Returns (k) I32 ascending; caller owns it.
+     */
+    public Tensor selectMlp(int layer, Tensor x, Tensor keyStart, int batch, int seqLen) {
+        int c = cfg.hiddenSize(), inter = cfg.intermediateSize();
+        DType ct = be.computeType();
+        EnumMap<SvdPredictor.Proj, Tensor[]> f = factors.get(layer);
+        try (Tensor xbar = be.empty(ct, batch, c);                 // (B,C)
+             Tensor t = be.empty(ct, batch, rank);                 // (B,r)
+             Tensor gate = be.empty(ct, batch, inter);             // (B,I)
+             Tensor up = be.empty(ct, batch, inter);               // (B,I)
+             Tensor act = be.empty(ct, batch, inter);              // (B,I)
+             Tensor scores = be.empty(DType.F32, inter)) {         // (I)
+            be.sequenceMean(xbar, x, keyStart, batch, seqLen);
+            project(gate, t, xbar, f.get(SvdPredictor.Proj.GATE));
+            project(up, t, xbar, f.get(SvdPredictor.Proj.UP));
+            be.swiglu(act, gate, up);                              // a = silu(gate_est) ⊙ up_est
+            be.columnNorms(scores, act);
+            Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
+            be.topK(idx, scores, sparsity.keptMlp(layer));
+            return idx;
+        }
+    }
+
+    /** Kept attention channels; each (·) I32 ascending, owned by the caller. */
+    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o) {}
+
+    /**
+     * Kept attention channels of one layer. x (N, C) input_layernorm output; rows (n) I32 the
+     * non-padding token rows to score over, or null when no token is padding.
+     */
+    public AttentionChannels selectAttention(int layer, Tensor x, Tensor rows) {
+        int c = cfg.hiddenSize(), hq = cfg.numHeads(), hkv = cfg.numKvHeads(), d = cfg.headDim();
+        int group = hq / hkv;
+        int kept = sparsity.keptKv(layer);
+        DType ct = be.computeType();
+        EnumMap<SvdPredictor.Proj, Tensor[]> f = factors.get(layer);
+        Tensor xs = x;
+        int n = x.dim(0);
+        if (rows != null) {
+            n = rows.dim(0);
+            xs = be.empty(ct, n, c);
+            be.gatherRows(xs, x, rows);                                // (n,C) non-padding tokens only
+        }
+        try (Tensor t = be.empty(ct, n, rank);                        // (n,r)
+             Tensor qh = be.empty(ct, n, hq * d);                      // (n,Hq·D)
+             Tensor kvh = be.empty(ct, n, hkv * d);                    // (n,Hkv·D), k̂ then v̂
+             Tensor qn = be.empty(DType.F32, hq * d);
+             Tensor kn = be.empty(DType.F32, hkv * d);
+             Tensor vn = be.empty(DType.F32, hkv * d);
+             Tensor score = be.empty(DType.F32, hkv * d)) {
+            project(qh, t, xs, f.get(SvdPredictor.Proj.Q));
+            be.columnNorms(qn, qh);
+            project(kvh, t, xs, f.get(SvdPredictor.Proj.K));
+            be.columnNorms(kn, kvh);
+            project(kvh, t, xs, f.get(SvdPredictor.Proj.V));
+            be.columnNorms(vn, kvh);
+            be.kvChannelScores(score, qn, kn, hkv, group, d);
+
+            Tensor kIdx = be.empty(DType.I32, kept);
+            be.topK(kIdx, score, kept);
+            Tensor qIdx = be.empty(DType.I32, kept * group);
+            be.expandGroupChannels(qIdx, kIdx, group, d);
+            Tensor vIdx = be.empty(DType.I32, kept);
+            be.topK(vIdx, vn, kept);
+            Tensor oIdx = be.empty(DType.I32, kept * group);
+            be.expandGroupChannels(oIdx, vIdx, group, d);
+            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx);
+        } finally {
+            if (xs != x) xs.close();
+        }
+    }
+
+    /** out (M,out) = x (M,in) · P (in,r) · Q (r,out); t (M,r) scratch. */
+    private void project(Tensor out, Tensor t, Tensor x, Tensor[] pq) {
+        be.matmul(t, x, false, pq[0], false, 1f, 0f);
+        be.matmul(out, t, false, pq[1], false, 1f, 0f);
+    }
+
+    /** Predictor FLOPs of one MLP selection: two rank-r projections of B sequence means. */
+    public long mlpPredictorFlops(int batch) {
+        return 2L * 2L * batch * rank * ((long) cfg.hiddenSize() + cfg.intermediateSize());
+    }
+
+    /** Predictor FLOPs of one attention selection over n tokens (q, k, v estimates). */
+    public long attentionPredictorFlops(int tokens) {
+        long c = cfg.hiddenSize();
+        return 2L * tokens * rank * ((c + cfg.qDim()) + 2 * (c + cfg.kvDim()));
+    }
+
+    @Override
+    public void close() {
+        for (EnumMap<SvdPredictor.Proj, Tensor[]> m : factors)
+            for (Tensor[] pq : m.values()) { pq[0].close(); pq[1].close(); }
+        factors.clear();
+    }
+}

@@ -1,0 +1,181 @@
+package org.sparselora.engine.sparse;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.train.Batch;
+
+/**
+ * Glue between the schedule, the token split and the channel selection: per training step it
+ * decides whether the step is sparse ({@link DenseWarmup}), splits the batch's tokens
+ * ({@link TokenSplit}), and hands the model a {@link Step} — a {@link LayerSelector} that fills the
+ * step's {@link SparsePlan} layer by layer as the forward reaches each norm. The plan stays valid
+ * (the backward reads it) until the step is closed.
+ *
+ * <p>It is also the trainer's {@link org.sparselora.engine.train.SparsePlanner}: {@link #plan}
+ * begins a step (the plan's layer entries still empty), {@link #selector()} is that step, which the
+ * model calls during the forward, and {@link #release()} closes it after the backward.
+ */
+public final class SparsePlanner implements org.sparselora.engine.train.SparsePlanner, AutoCloseable {
+
+    private final Backend be;
+    private final SparsityConfig config;
+    private final ChannelSelection selection;   // null when nothing is sparse
+    private final DenseWarmup schedule;
+    private final long seed;
+    private boolean ownsSelection;
+
+    /**
+     * @param selection built from the predictor and {@code config.resolve(model)}; may be null only when the
+     *                  resolved config has no sparse layer
+     */
+    public SparsePlanner(Backend be, SparsityConfig config, ChannelSelection selection, int totalSteps, long seed) {
+        this.be = be;
+        this.config = config;
+        this.selection = selection;
+        this.schedule = DenseWarmup.of(config, totalSteps);
+        this.seed = seed;
+        if (selection == null && !config.denseMode() && config.sparsity().values().stream().anyMatch(r -> r > 0))
+            throw new IllegalArgumentException(config.source() + " makes layers sparse but no channel selection was given");
+    }
+
+    /**
+     * Everything a training run needs from a config and the base weights: resolves the config for
+     * the model, builds (or loads from {@code predictorCache}, may be null) the SVD predictor for its
+     * sparse layers, uploads it, and returns the planner (which then owns the device factors).
+     */
+    public static SparsePlanner create(Backend be, org.sparselora.engine.io.WeightSource weights, SparsityConfig config,
+                                       java.nio.file.Path predictorCache, int totalSteps, long seed, SvdPredictor.Progress progress) {
+        SparsityConfig.Resolved resolved = config.resolve(weights.config());
+        if (!resolved.anySparse()) return new SparsePlanner(be, config, null, totalSteps, seed);
+        SvdPredictor predictor = SvdPredictor.forConfig(weights, resolved, config.rank(), predictorCache, LowRankSvd.Method.AUTO, progress);
+        SparsePlanner p = new SparsePlanner(be, config, new ChannelSelection(be, predictor, resolved), totalSteps, seed);
+        p.ownsSelection = true;
+        return p;
+    }
+
+    public DenseWarmup schedule() { return schedule; }
+
+    /** The channel selection (null when the config has no sparse layer). */
+    public ChannelSelection selection() { return selection; }
+
+    @Override
+    public void close() {
+        release();
+        if (ownsSelection) selection.close();
+    }
+
+    public SparsityConfig config() { return config; }
+
+    private Step current;
+
+    @Override
+    public SparsePlan plan(Batch batch, int step) {
+        release();
+        current = begin(batch, step);
+        return current.plan();
+    }
+
+    @Override
+    public LayerSelector selector() { return current; }
+
+    @Override
+    public long lastPredictorFlops() { return current == null ? 0 : current.predictorFlops(); }
+
+    @Override
+    public void release() {
+        if (current != null) current.close();
+        current = null;
+    }
+
+    /** Starts step {@code step} (0-based) for {@code batch}. Close the returned step after the backward. */
+    public Step begin(Batch batch, int step) {
+        boolean sparse = selection != null && selection.sparsity().anySparse() && schedule.sparseAt(step);
+        if (!sparse) return new Step(null, batch, null, null, null, 0, 0);
+        // the seed mixes in the step so the sparse output tokens change from step to step, reproducibly
+        TokenSplit split = TokenSplit.of(batch, config.skipOutputTokens(), config.sparseOutputTokens(), seed * 1_000_003L + step);
+        if (split.sparse().length == 0) return new Step(null, batch, null, null, null, 0, split.dense().length);
+        Tensor sparseTok = be.fromInts(split.sparse(), split.sparse().length);
+        Tensor denseTok = split.allSparse() ? null : be.fromInts(split.dense(), split.dense().length);
+        Tensor keyStart = be.fromInts(batch.keyStart(), batch.batch());
+        int[] rows = TokenSplit.nonPaddingRows(batch);
+        Tensor rowsT = rows.length == batch.tokenCount() ? null : be.fromInts(rows, rows.length);
+        SparsePlan plan = new SparsePlan(sparseTok, denseTok, new SparsePlan.LayerPlan[selection.config().numLayers()],
+                config.frozenGrad());
+        return new Step(plan, batch, keyStart, rowsT, selection, split.sparse().length, split.dense().length);
+    }
+
+    /** One step's selections. {@link #plan()} is null on a dense step (the model then runs plain LoRA). */
+    public static final class Step implements LayerSelector, AutoCloseable {
+        private final SparsePlan plan;
+        private final Batch batch;
+        private final Tensor keyStart, rows;
+        private final ChannelSelection selection;
+        private final int sparseTokens, denseTokens;
+        private final List<Tensor> owned = new ArrayList<>();
+        private long predictorFlops;
+
+        Step(SparsePlan plan, Batch batch, Tensor keyStart, Tensor rows, ChannelSelection selection, int sparseTokens, int denseTokens) {
+            this.plan = plan;
+            this.batch = batch;
+            this.keyStart = keyStart;
+            this.rows = rows;
+            this.selection = selection;
+            this.sparseTokens = sparseTokens;
+            this.denseTokens = denseTokens;
+            if (plan != null) {
+                owned.add(plan.sparseTokens());
+                if (plan.denseTokens() != null) owned.add(plan.denseTokens());
+                owned.add(keyStart);
+                if (rows != null) owned.add(rows);
+            }
+        }
+
+        public boolean sparse() { return plan != null; }
+
+        /** The plan (filled as the forward proceeds), or null on a dense step. */
+        public SparsePlan plan() { return plan; }
+
+        public int sparseTokenCount() { return sparseTokens; }
+
+        public int denseTokenCount() { return denseTokens; }
+
+        /** FLOPs spent by the predictor in this step so far. */
+        public long predictorFlops() { return predictorFlops; }
+
+        @Override
+        public SparsePlan.LayerPlan attention(int layer, Tensor attnNormOut) {
+            if (plan == null) return null;
+            SparsePlan.LayerPlan cur = plan.layers()[layer];
+            if (!selection.sparsity().attentionSparse(layer)) return cur;
+            ChannelSelection.AttentionChannels a = selection.selectAttention(layer, attnNormOut, rows);
+            owned.addAll(List.of(a.q(), a.k(), a.v(), a.o()));
+            predictorFlops += selection.attentionPredictorFlops(rows == null ? batch.tokenCount() : rows.dim(0));
+            SparsePlan.LayerPlan lp = new SparsePlan.LayerPlan(cur == null ? null : cur.mlp(), a.q(), a.k(), a.v(), a.o());
+            plan.layers()[layer] = lp;
+            return lp;
+        }
+
+        @Override
+        public SparsePlan.LayerPlan mlp(int layer, Tensor mlpNormOut) {
+            if (plan == null) return null;
+            SparsePlan.LayerPlan cur = plan.layers()[layer];
+            if (!selection.sparsity().mlpSparse(layer)) return cur;
+            Tensor idx = selection.selectMlp(layer, mlpNormOut, keyStart, batch.batch(), batch.seqLen());
+            owned.add(idx);
+            predictorFlops += selection.mlpPredictorFlops(batch.batch());
+            SparsePlan.LayerPlan lp = cur == null ? new SparsePlan.LayerPlan(idx, null, null, null, null)
+                    : new SparsePlan.LayerPlan(idx, cur.q(), cur.k(), cur.v(), cur.o());
+            plan.layers()[layer] = lp;
+            return lp;
+        }
+
+        /** Frees the step's index tensors; the plan must not be used afterwards. */
+        @Override
+        public void close() {
+            for (Tensor t : owned) t.close();
+            owned.clear();
+        }
+    }
+}

@@ -1,0 +1,27 @@
+package org.sparselora.engine.train;
+
+import org.sparselora.engine.sparse.SparsePlan;
+
+/**
+ * Produces the {@link SparsePlan} of a sparse training step (the SVD predictor + channel selection
+ * live behind this). {@link LoraTrainer} asks it only on steps whose {@code sparse} flag is set.
+ */
+public interface SparsePlanner {
+
+    /** The plan for this batch at this (0-based) step; null = run this step dense. */
+    SparsePlan plan(Batch batch, int step);
+
+    /** FLOPs the planner spent on the last plan (predictor GEMMs); 0 if not counted. Read after the backward:
+     *  a planner with a {@link #selector()} chooses (and spends) during the forward. */
+    default long lastPredictorFlops() { return 0; }
+
+    /**
+     * The selector that fills the last plan's layer entries during the forward, right after each
+     * layer's norm (SparseLoRA selects from the layer's own input); null when {@link #plan} returns
+     * complete plans.
+     */
+    default org.sparselora.engine.sparse.LayerSelector selector() { return null; }
+
+    /** The last plan is no longer needed (after the backward): its device tensors may be freed. */
+    default void release() {}
+}

@@ -1,0 +1,470 @@
+package org.sparselora.engine.backend.cpu;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.List;
+import java.util.Random;
+import java.util.function.ToDoubleFunction;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Test;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.io.Dtypes;
+
+/**
+ * Every CPU backend op against a naive float64 loop on random inputs, every backward against
+ * central finite differences of a scalar probe loss L = Σ out ⊙ R, plus the determinism contract
+ * (thread count and row subsets do not change a single bit).
+ */
+class CpuBackendTest {
+    static final CpuBackend be = new CpuBackend(3);
+    static final CpuBackend one = new CpuBackend(1);
+
+    @AfterAll
+    static void close() { be.close(); one.close(); }
+
+    static float[] rand(Random r, int n, float scale) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) (r.nextGaussian() * scale);
+        return x;
+    }
+
+    static Tensor f(float[] x, int... shape) { return be.fromFloats(x, DType.F32, shape); }
+
+    static void close(double[] want, float[] got, double tol, String what) {
+        assertEquals(want.length, got.length, what + " length");
+        for (int i = 0; i < want.length; i++)
+            assertEquals(want[i], got[i], tol * (1 + Math.abs(want[i])), what + " at " + i);
+    }
+
+    static double dot(float[] a, float[] b) {
+        double s = 0;
+        for (int i = 0; i < a.length; i++) s += (double) a[i] * b[i];
+        return s;
+    }
+
+    /** Central difference of f at x[i]; restores x. */
+    static double fd(float[] x, int i, double h, ToDoubleFunction<float[]> f) {
+        float old = x[i];
+        x[i] = (float) (old + h);
+        double up = f.applyAsDouble(x);
+        x[i] = (float) (old - h);
+        double dn = f.applyAsDouble(x);
+        x[i] = old;
+        return (up - dn) / (2 * h);
+    }
+
+    static void checkFd(float[] x, float[] analytic, ToDoubleFunction<float[]> loss, String what) {
+        for (int i = 0; i < x.length; i += Math.max(1, x.length / 23)) {
+            double num = fd(x, i, 1e-2, loss);
+            assertEquals(num, analytic[i], 2e-2 * (1 + Math.abs(num)), what + " d/dx[" + i + "]");
+        }
+    }
+
+    // ------------------------------------------------------------------ matmul
+
+    @Test
+    void matmulAllTransposesMatchFloat64() {
+        Random r = new Random(1);
+        int[][] shapes = {{1, 1, 1}, {5, 7, 3}, {33, 70, 45}, {64, 128, 96}, {3, 8, 200}, {40, 5, 37}, {17, 300, 8}};
+        for (int[] s : shapes) {
+            int m = s[0], k = s[1], n = s[2];
+            float[] a = rand(r, m * k, 1), b = rand(r, k * n, 1), c0 = rand(r, m * n, 1);
+            for (boolean ta : new boolean[] {false, true})
+                for (boolean tb : new boolean[] {false, true}) {
+                    float alpha = 0.7f, beta = ta ? 0.5f : 0f;
+                    float[] aa = ta ? transpose(a, m, k) : a, bb = tb ? transpose(b, k, n) : b;
+                    Tensor A = ta ? f(aa, k, m) : f(aa, m, k), B = tb ? f(bb, n, k) : f(bb, k, n), C = f(c0.clone(), m, n);
+                    be.matmul(C, A, ta, B, tb, alpha, beta);
+                    double[] want = new double[m * n];
+                    for (int i = 0; i < m; i++)
+                        for (int j = 0; j < n; j++) {
+                            double acc = 0;
+                            for (int p = 0; p < k; p++) acc += (double) a[i * k + p] * b[p * n + j];
+                            want[i * n + j] = alpha * acc + beta * c0[i * n + j];
+                        }
+                    close(want, be.toFloats(C), 1e-5 * Math.sqrt(k), "matmul " + m + "x" + k + "x" + n + " tA=" + ta + " tB=" + tb);
+                }
+        }
+    }
+
+    static float[] transpose(float[] x, int rows, int cols) {
+        float[] t = new float[x.length];
+        for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) t[j * rows + i] = x[i * cols + j];
+        return t;
+    }
+
+    @Test
+    void matmulIsBitIdenticalAcrossThreadCountsAndRowSubsets() {
+        Random r = new Random(2);
+        int m = 70, k = 131, n = 150;
+        float[] a = rand(r, m * k, 1), w = rand(r, n * k, 1);
+        for (boolean tb : new boolean[] {true, false}) {
+            float[] wl = tb ? w : transpose(w, n, k);
+            Tensor C3 = be.zeros(DType.F32, m, n), C1 = one.zeros(DType.F32, m, n);
+            be.matmul(C3, f(a, m, k), false, tb ? f(wl, n, k) : f(wl, k, n), tb, 1, 0);
+            one.matmul(C1, one.fromFloats(a, DType.F32, m, k), false, tb ? one.fromFloats(wl, DType.F32, n, k) : one.fromFloats(wl, DType.F32, k, n), tb, 1, 0);
+            float[] full = be.toFloats(C3);
+            assertArrayEquals(full, one.toFloats(C1), "threads must not change bits");
+            // rows 3..9 on their own: same bits as inside the full product
+            float[] sub = java.util.Arrays.copyOfRange(a, 3 * k, 10 * k);
+            Tensor Cs = be.zeros(DType.F32, 7, n);
+            be.matmul(Cs, f(sub, 7, k), false, tb ? f(wl, n, k) : f(wl, k, n), tb, 1, 0);
+            assertArrayEquals(java.util.Arrays.copyOfRange(full, 3 * n, 10 * n), be.toFloats(Cs), "row subsets must not change bits");
+        }
+    }
+
+    @Test
+    void matmulRejectsBadShapes() {
+        var e = assertThrows(IllegalArgumentException.class,
+                () -> be.matmul(be.zeros(DType.F32, 2, 3), be.zeros(DType.F32, 2, 4), false, be.zeros(DType.F32, 5, 3), false, 1, 0));
+        assertTrue(e.getMessage().contains("matmul shapes"));
+    }
+
+    // ------------------------------------------------------------------ elementwise and norms
+
+    @Test
+    void axpyScaleMulSumOfSquares() {
+        Random r = new Random(3);
+        float[] x = rand(r, 1000, 1), y = rand(r, 1000, 1);
+        Tensor X = f(x, 1000), Y = f(y.clone(), 1000);
+        be.axpy(Y, 0.5f, X);
+        double[] want = new double[1000];
+        for (int i = 0; i < 1000; i++) want[i] = y[i] + 0.5 * x[i];
+        close(want, be.toFloats(Y), 1e-6, "axpy");
+        be.scale(Y, 2f);
+        for (int i = 0; i < 1000; i++) want[i] *= 2;
+        close(want, be.toFloats(Y), 1e-6, "scale");
+        Tensor P = be.empty(DType.F32, 1000);
+        be.mul(P, X, X);
+        double ss = 0;
+        for (int i = 0; i < 1000; i++) { want[i] = (double) x[i] * x[i]; ss += want[i]; }
+        close(want, be.toFloats(P), 1e-6, "mul");
+        assertEquals(2 * ss, be.sumOfSquares(List.of(X, f(x, 10, 100))), 1e-9 * ss);
+    }
+
+    @Test
+    void rmsNormForwardAndBackward() {
+        Random r = new Random(4);
+        int n = 5, c = 24;
+        float[] x = rand(r, n * c, 1), w = rand(r, c, 1), probe = rand(r, n * c, 1);
+        Tensor out = be.empty(DType.F32, n, c), rstd = be.empty(DType.F32, n);
+        be.rmsNorm(out, rstd, f(x, n, c), f(w, c), 1e-5f);
+        double[] want = new double[n * c];
+        for (int i = 0; i < n; i++) {
+            double ss = 0;
+            for (int j = 0; j < c; j++) ss += (double) x[i * c + j] * x[i * c + j];
+            double rs = 1 / Math.sqrt(ss / c + 1e-5);
+            for (int j = 0; j < c; j++) want[i * c + j] = x[i * c + j] * rs * w[j];
+        }
+        close(want, be.toFloats(out), 1e-5, "rmsNorm");
+        Tensor dx = be.zeros(DType.F32, n, c);
+        be.rmsNormBackward(dx, f(probe, n, c), f(x, n, c), f(w, c), rstd, false);
+        float[] g = be.toFloats(dx);
+        checkFd(x, g, xs -> {
+            Tensor o = be.empty(DType.F32, n, c);
+            be.rmsNorm(o, be.empty(DType.F32, n), f(xs, n, c), f(w, c), 1e-5f);
+            return dot(be.toFloats(o), probe);
+        }, "rmsNorm");
+        // accumulate adds
+        be.rmsNormBackward(dx, f(probe, n, c), f(x, n, c), f(w, c), rstd, true);
+        float[] g2 = be.toFloats(dx);
+        for (int i = 0; i < g.length; i++) assertEquals(2 * g[i], g2[i], 1e-6 * (1 + Math.abs(g[i])));
+    }
+
+    @Test
+    void embeddingGathersRowsAndRejectsBadIds() {
+        Random r = new Random(5);
+        float[] table = rand(r, 10 * 4, 1);
+        Tensor out = be.empty(DType.F32, 3, 4);
+        be.embedding(out, be.fromInts(new int[] {7, 0, 7}, 3), f(table, 10, 4));
+        float[] o = be.toFloats(out);
+        for (int j = 0; j < 4; j++) {
+            assertEquals(table[7 * 4 + j], o[j]);
+            assertEquals(table[j], o[4 + j]);
+            assertEquals(table[7 * 4 + j], o[8 + j]);
+        }
+        var e = assertThrows(IllegalArgumentException.class, () -> be.embedding(out, be.fromInts(new int[] {1, 10, 2}, 3), f(table, 10, 4)));
+        assertTrue(e.getMessage().contains("token id 10"));
+    }
+
+    @Test
+    void ropeMatchesRotateHalfAndInverseUndoes() {
+        Random r = new Random(6);
+        int n = 4, h = 2, d = 8, half = 4, maxPos = 16;
+        float[] x = rand(r, n * h * d, 1), cos = new float[maxPos * half], sin = new float[maxPos * half];
+        for (int p = 0; p < maxPos; p++)
+            for (int i = 0; i < half; i++) {
+                double ang = p * Math.pow(10000, -2.0 * i / d);
+                cos[p * half + i] = (float) Math.cos(ang);
+                sin[p * half + i] = (float) Math.sin(ang);
+            }
+        int[] pos = {0, 3, 9, 15};
+        Tensor X = f(x.clone(), n, h * d), P = be.fromInts(pos, n), C = f(cos, maxPos, half), S = f(sin, maxPos, half);
+        be.rope(X, P, C, S, h, d, false);
+        double[] want = new double[x.length];
+        for (int t = 0; t < n; t++)
+            for (int hh = 0; hh < h; hh++)
+                for (int i = 0; i < half; i++) {
+                    int b = t * h * d + hh * d;
+                    double ang = pos[t] * Math.pow(10000, -2.0 * i / d);
+                    want[b + i] = x[b + i] * Math.cos(ang) - x[b + i + half] * Math.sin(ang);
+                    want[b + i + half] = x[b + i + half] * Math.cos(ang) + x[b + i] * Math.sin(ang);
+                }
+        close(want, be.toFloats(X), 1e-5, "rope");
+        be.rope(X, P, C, S, h, d, true);
+        double[] orig = new double[x.length];
+        for (int i = 0; i < x.length; i++) orig[i] = x[i];
+        close(orig, be.toFloats(X), 1e-5, "rope inverse");
+    }
+
+    // ------------------------------------------------------------------ attention
+
+    static final int B = 2, T = 5, H = 4, HKV = 2, D = 4;
+    static final int[] KEYSTART = {0, 2};
+    static final float SCALE = 0.5f;
+
+    static float[] attnRef(float[] q, float[] k, float[] v) {
+        float[] out = new float[B * T * H * D];
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int t = KEYSTART[b]; t < T; t++) {
+                    int g = h / (H / HKV);
+                    double[] s = new double[T];
+                    double max = -1e300, sum = 0;
+                    for (int j = KEYSTART[b]; j <= t; j++) {
+                        double d = 0;
+                        for (int i = 0; i < D; i++) d += (double) q[(b * T + t) * H * D + h * D + i] * k[(b * T + j) * HKV * D + g * D + i];
+                        s[j] = d * SCALE;
+                        max = Math.max(max, s[j]);
+                    }
+                    for (int j = KEYSTART[b]; j <= t; j++) sum += Math.exp(s[j] - max);
+                    for (int j = KEYSTART[b]; j <= t; j++)
+                        for (int i = 0; i < D; i++)
+                            out[(b * T + t) * H * D + h * D + i] += (float) (Math.exp(s[j] - max) / sum * v[(b * T + j) * HKV * D + g * D + i]);
+                }
+        return out;
+    }
+
+    float[] attn(float[] q, float[] k, float[] v, Tensor lse) {
+        Tensor out = be.empty(DType.F32, B * T, H * D);
+        be.attention(out, lse, f(q, B * T, H * D), f(k, B * T, HKV * D), f(v, B * T, HKV * D), be.fromInts(KEYSTART, B), B, T, H, HKV, D, SCALE);
+        return be.toFloats(out);
+    }
+
+    @Test
+    void attentionCausalGqaPaddingForwardAndBackward() {
+        Random r = new Random(7);
+        float[] q = rand(r, B * T * H * D, 1), k = rand(r, B * T * HKV * D, 1), v = rand(r, B * T * HKV * D, 1), probe = rand(r, B * T * H * D, 1);
+        Tensor lse = be.empty(DType.F32, B, H, T);
+        float[] out = attn(q, k, v, lse);
+        float[] ref = attnRef(q, k, v);
+        double[] want = new double[ref.length];
+        for (int i = 0; i < ref.length; i++) want[i] = ref[i];
+        close(want, out, 1e-5, "attention");
+        // padded query rows (sequence 1, t < 2) are exactly zero
+        for (int t = 0; t < 2; t++) for (int i = 0; i < H * D; i++) assertEquals(0f, out[(T + t) * H * D + i]);
+
+        Tensor dq = be.empty(DType.F32, B * T, H * D), dk = be.empty(DType.F32, B * T, HKV * D), dv = be.empty(DType.F32, B * T, HKV * D);
+        be.attentionBackward(dq, dk, dv, f(probe, B * T, H * D), f(out, B * T, H * D), lse, f(q, B * T, H * D), f(k, B * T, HKV * D),
+                f(v, B * T, HKV * D), be.fromInts(KEYSTART, B), B, T, H, HKV, D, SCALE);
+        checkFd(q, be.toFloats(dq), qs -> dot(attn(qs, k, v, be.empty(DType.F32, B, H, T)), probe), "attention dq");
+        checkFd(k, be.toFloats(dk), ks -> dot(attn(q, ks, v, be.empty(DType.F32, B, H, T)), probe), "attention dk");
+        checkFd(v, be.toFloats(dv), vs -> dot(attn(q, k, vs, be.empty(DType.F32, B, H, T)), probe), "attention dv");
+    }
+
+    @Test
+    void attentionCachedMatchesFullAttention() {
+        Random r = new Random(8);
+        int t = 6;
+        float[] q = rand(r, t * H * D, 1), k = rand(r, t * HKV * D, 1), v = rand(r, t * HKV * D, 1);
+        Tensor full = be.empty(DType.F32, t, H * D);
+        be.attention(full, be.empty(DType.F32, 1, H, t), f(q, t, H * D), f(k, t, HKV * D), f(v, t, HKV * D), be.fromInts(new int[] {0}, 1), 1, t, H, HKV, D, SCALE);
+        float[] want = be.toFloats(full);
+        Tensor kc = be.zeros(DType.F32, 10, HKV * D), vc = be.zeros(DType.F32, 10, HKV * D);
+        be.copy(kc.rows(0, t), f(k, t, HKV * D));
+        be.copy(vc.rows(0, t), f(v, t, HKV * D));
+        // prefill 4, then 2 one at a time
+        Tensor o = be.empty(DType.F32, 4, H * D);
+        be.attentionCached(o, f(java.util.Arrays.copyOfRange(q, 0, 4 * H * D), 4, H * D), kc, vc, 0, H, HKV, D, SCALE);
+        float[] got = new float[t * H * D];
+        System.arraycopy(be.toFloats(o), 0, got, 0, 4 * H * D);
+        for (int p = 4; p < t; p++) {
+            Tensor o1 = be.empty(DType.F32, 1, H * D);
+            be.attentionCached(o1, f(java.util.Arrays.copyOfRange(q, p * H * D, (p + 1) * H * D), 1, H * D), kc, vc, p, H, HKV, D, SCALE);
+            System.arraycopy(be.toFloats(o1), 0, got, p * H * D, H * D);
+        }
+        for (int i = 0; i < want.length; i++) assertEquals(want[i], got[i], 1e-5, "cached at " + i);
+    }
+
+    // ------------------------------------------------------------------ MLP, loss, dropout, optimizer
+
+    @Test
+    void swigluForwardAndBackward() {
+        Random r = new Random(9);
+        int n = 40;
+        float[] g = rand(r, n, 2), u = rand(r, n, 1), probe = rand(r, n, 1);
+        Tensor out = be.empty(DType.F32, n);
+        be.swiglu(out, f(g, n), f(u, n));
+        double[] want = new double[n];
+        for (int i = 0; i < n; i++) want[i] = g[i] / (1 + Math.exp(-g[i])) * u[i];
+        close(want, be.toFloats(out), 1e-6, "swiglu");
+        Tensor dg = be.empty(DType.F32, n), du = be.empty(DType.F32, n);
+        be.swigluBackward(dg, du, f(probe, n), f(g, n), f(u, n));
+        ToDoubleFunction<float[]> lg = gs -> { Tensor o = be.empty(DType.F32, n); be.swiglu(o, f(gs, n), f(u, n)); return dot(be.toFloats(o), probe); };
+        ToDoubleFunction<float[]> lu = us -> { Tensor o = be.empty(DType.F32, n); be.swiglu(o, f(g, n), f(us, n)); return dot(be.toFloats(o), probe); };
+        checkFd(g, be.toFloats(dg), lg, "swiglu dgate");
+        checkFd(u, be.toFloats(du), lu, "swiglu dup");
+    }
+
+    @Test
+    void crossEntropyLossGradientAndIgnoreIndex() {
+        Random r = new Random(10);
+        int n = 4, v = 11;
+        float[] logits = rand(r, n * v, 2);
+        int[] tg = {3, -100, 0, 10};
+        Tensor losses = be.empty(DType.F32, n), dl = be.empty(DType.F32, n, v);
+        be.crossEntropy(losses, dl, f(logits, n, v), be.fromInts(tg, n), 0.5f);
+        float[] ls = be.toFloats(losses);
+        for (int i = 0; i < n; i++) {
+            if (tg[i] < 0) { assertEquals(0f, ls[i]); continue; }
+            double max = -1e300, sum = 0;
+            for (int j = 0; j < v; j++) max = Math.max(max, logits[i * v + j]);
+            for (int j = 0; j < v; j++) sum += Math.exp(logits[i * v + j] - max);
+            assertEquals(max + Math.log(sum) - logits[i * v + tg[i]], ls[i], 1e-5);
+        }
+        float[] g = be.toFloats(dl);
+        for (int j = 0; j < v; j++) assertEquals(0f, g[v + j], "ignored row has zero gradient");
+        checkFd(logits, g, xs -> {
+            Tensor l2 = be.empty(DType.F32, n);
+            be.crossEntropy(l2, be.empty(DType.F32, n, v), f(xs, n, v), be.fromInts(tg, n), 1f);
+            double s = 0;
+            for (float x : be.toFloats(l2)) s += x;
+            return 0.5 * s;
+        }, "crossEntropy");
+        // in place
+        Tensor lg = f(logits.clone(), n, v);
+        be.crossEntropy(be.empty(DType.F32, n), lg, lg, be.fromInts(tg, n), 0.5f);
+        assertArrayEquals(g, be.toFloats(lg));
+        assertThrows(IllegalArgumentException.class, () -> be.crossEntropy(losses, dl, f(logits, n, v), be.fromInts(new int[] {0, 1, 2, 11}, n), 1f));
+    }
+
+    @Test
+    void dropoutIsInvertedAndReproducible() {
+        int n = 20000;
+        float[] x = new float[n];
+        java.util.Arrays.fill(x, 1f);
+        Tensor o1 = be.empty(DType.F32, n), o2 = be.empty(DType.F32, n);
+        be.dropout(o1, f(x, n), 0.25f, 42);
+        be.dropout(o2, f(x, n), 0.25f, 42);
+        float[] a = be.toFloats(o1);
+        assertArrayEquals(a, be.toFloats(o2));
+        int kept = 0;
+        for (float v : a) { if (v != 0f) { kept++; assertEquals(1f / 0.75f, v, 1e-6); } }
+        assertEquals(0.75, kept / (double) n, 0.02);
+        be.dropout(o2, f(x, n), 0.25f, 43);
+        assertTrue(!java.util.Arrays.equals(a, be.toFloats(o2)), "another seed, another mask");
+        be.dropout(o2, f(x, n), 0f, 1);
+        assertArrayEquals(x, be.toFloats(o2));
+    }
+
+    @Test
+    void adamwMatchesScalarReference() {
+        Random r = new Random(11);
+        int n = 50;
+        float[] p = rand(r, n, 1), g = rand(r, n, 1);
+        Tensor P = f(p.clone(), n), G = f(g, n), M = be.zeros(DType.F32, n), V = be.zeros(DType.F32, n);
+        double[] pp = new double[n], mm = new double[n], vv = new double[n];
+        for (int i = 0; i < n; i++) pp[i] = p[i];
+        for (int step = 1; step <= 3; step++) {
+            be.adamw(P, G, M, V, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, step, 0.5f);
+            for (int i = 0; i < n; i++) {
+                double gi = g[i] * 0.5;
+                mm[i] = 0.9 * mm[i] + 0.1 * gi;
+                vv[i] = 0.999 * vv[i] + 0.001 * gi * gi;
+                double mh = mm[i] / (1 - Math.pow(0.9, step)), vh = vv[i] / (1 - Math.pow(0.999, step));
+                pp[i] -= 0.01 * (mh / (Math.sqrt(vh) + 1e-8) + 0.1 * pp[i]);
+            }
+        }
+        close(pp, be.toFloats(P), 1e-5, "adamw");
+    }
+
+    // ------------------------------------------------------------------ slicing and selection
+
+    @Test
+    void gatherScatterRowsAndCols() {
+        Random r = new Random(12);
+        int rows = 6, cols = 5;
+        float[] x = rand(r, rows * cols, 1);
+        int[] idx = {1, 4, 5};
+        Tensor X = f(x, rows, cols), I = be.fromInts(idx, 3);
+        Tensor gr = be.empty(DType.F32, 3, cols);
+        be.gatherRows(gr, X, I);
+        Tensor gc = be.empty(DType.F32, rows, 3);
+        be.gatherCols(gc, X, be.fromInts(new int[] {0, 2, 4}, 3));
+        float[] a = be.toFloats(gr), c = be.toFloats(gc);
+        for (int i = 0; i < 3; i++) for (int j = 0; j < cols; j++) assertEquals(x[idx[i] * cols + j], a[i * cols + j]);
+        for (int i = 0; i < rows; i++) for (int j = 0; j < 3; j++) assertEquals(x[i * cols + 2 * j], c[i * 3 + j]);
+        Tensor sr = be.zeros(DType.F32, rows, cols);
+        be.scatterRows(sr, gr, I, false);
+        be.scatterRows(sr, gr, I, true);
+        float[] s = be.toFloats(sr);
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) {
+                boolean named = i == 1 || i == 4 || i == 5;
+                assertEquals(named ? 2 * x[i * cols + j] : 0f, s[i * cols + j]);
+            }
+        Tensor sc = f(new float[rows * cols], rows, cols);
+        be.fill(sc, 7f);
+        be.scatterCols(sc, gc, be.fromInts(new int[] {0, 2, 4}, 3), false);
+        float[] t = be.toFloats(sc);
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) assertEquals(j % 2 == 0 ? x[i * cols + j] : 7f, t[i * cols + j]);
+        be.scatterCols(sc, gc, be.fromInts(new int[] {0, 2, 4}, 3), true);
+        assertEquals(2 * x[0], be.toFloats(sc)[0]);
+        assertThrows(IllegalArgumentException.class, () -> be.gatherRows(gr, X, be.fromInts(new int[] {0, 6, 1}, 3)));
+    }
+
+    @Test
+    void columnNormsSequenceMeanTopK() {
+        Random r = new Random(13);
+        int rows = 6, cols = 300;
+        float[] x = rand(r, rows * cols, 1);
+        Tensor out = be.empty(DType.F32, cols);
+        be.columnNorms(out, f(x, rows, cols));
+        double[] want = new double[cols];
+        for (int j = 0; j < cols; j++) {
+            double s = 0;
+            for (int i = 0; i < rows; i++) s += (double) x[i * cols + j] * x[i * cols + j];
+            want[j] = Math.sqrt(s);
+        }
+        close(want, be.toFloats(out), 1e-6, "columnNorms");
+
+        Tensor mean = be.empty(DType.F32, 2, cols);
+        be.sequenceMean(mean, f(x, rows, cols), be.fromInts(new int[] {1, 0}, 2), 2, 3);
+        double[] wm = new double[2 * cols];
+        for (int j = 0; j < cols; j++) {
+            wm[j] = (x[cols + j] + (double) x[2 * cols + j]) / 2;
+            wm[cols + j] = ((double) x[3 * cols + j] + x[4 * cols + j] + x[5 * cols + j]) / 3;
+        }
+        close(wm, be.toFloats(mean), 1e-6, "sequenceMean");
+
+        Tensor idx = be.empty(DType.I32, 3);
+        be.topK(idx, f(new float[] {1f, 5f, 3f, 5f, 0f, 3f}, 6), 3);
+        assertArrayEquals(new int[] {1, 2, 3}, be.toInts(idx), "ties go to the lower index, output ascending");
+    }
+
+    @Test
+    void bf16TensorsRoundOnWrite() {
+        Tensor t = be.fromFloats(new float[] {1f + 0x1p-9f, 3.14159f}, DType.BF16, 2);
+        float[] v = be.toFloats(t);
+        assertEquals(1f, v[0]);
+        assertEquals(Dtypes.bf16ToFloat(Dtypes.floatToBf16(3.14159f)), v[1]);
+        Tensor c = be.zeros(DType.BF16, 1, 1);
+        be.matmul(c, f(new float[] {1f + 0x1p-9f}, 1, 1), false, f(new float[] {1f}, 1, 1), false, 1, 0);
+        assertEquals(1f, be.toFloats(c)[0], "matmul output rounded to bf16");
+    }
+}

@@ -1,0 +1,63 @@
+package org.sparselora.engine.model;
+
+import java.util.EnumSet;
+import java.util.Random;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.train.Batch;
+
+/** Tiny configs, batches and adapters for the model, sparse and trainer tests (each runs in milliseconds). */
+public final class TinyModels {
+    private TinyModels() {}
+
+    /** C=16, I=24, 2 layers, 4 query heads over 2 KV heads (GQA) of D=4, V=19. */
+    public static LlamaConfig config(boolean tied, boolean bias, boolean llama3Rope) {
+        return new LlamaConfig(bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM", 16, 24, 2, 4, 2, 4, 19, 64, 1e-5f, 10000f,
+                llama3Rope ? new LlamaConfig.RopeScaling("llama3", 8f, 1f, 4f, 16) : null, tied, bias, 1, 2);
+    }
+
+    /**
+     * Two left-padded sequences of T=7: sequence 0 unpadded, sequence 1 with 2 padding tokens; the
+     * first {@code context} real tokens of each are prompt (target -100), the rest predict the next token.
+     */
+    public static Batch batch(LlamaConfig c, long seed, int context) {
+        int b = 2, t = 7;
+        int[] keyStart = {0, 2};
+        Random r = new Random(seed);
+        int[] tokens = new int[b * t], targets = new int[b * t], positions = new int[b * t];
+        for (int s = 0; s < b; s++)
+            for (int i = 0; i < t; i++) {
+                int n = s * t + i;
+                boolean pad = i < keyStart[s];
+                tokens[n] = pad ? 0 : r.nextInt(c.vocabSize());
+                positions[n] = pad ? 0 : i - keyStart[s];
+                targets[n] = pad || i - keyStart[s] < context ? Batch.IGNORE : r.nextInt(c.vocabSize());
+            }
+        return new Batch(b, t, tokens, targets, positions, keyStart);
+    }
+
+    /** All seven targets, r=2, alpha=3 (s=1.5), with B randomised so every A gradient is non-zero. */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed) {
+        LoraAdapter a = new LoraAdapter(be, c, new LoraConfig(2, 3f, dropout, EnumSet.allOf(Projection.class), false, seed));
+        Random r = new Random(seed + 1);
+        for (int i = 0; i < a.params().size(); i++) {
+            Tensor t = a.params().get(i);
+            if (!a.names().get(i).contains("lora_B")) continue;
+            float[] x = new float[(int) t.numel()];
+            for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * 0.3);
+            be.copyFromHost(t, x);
+        }
+        return a;
+    }
+
+    public static LlamaModel model(Backend be, LlamaConfig c, long seed) {
+        return new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, seed)));
+    }
+
+    public static Tensor ints(Backend be, int... v) { return be.fromInts(v, v.length); }
+
+    static Tensor f32(Backend be, float[] v) { return be.fromFloats(v, DType.F32, v.length); }
+}

@@ -1,0 +1,269 @@
+package org.sparselora.engine.sparse;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import java.util.TreeSet;
+import org.junit.jupiter.api.Test;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.model.LlamaConfig;
+
+class ChannelSelectionTest {
+
+    final Backend be = RefBackend.INSTANCE;
+
+    /** GQA shape whose every projection has min(in, out) = 16, so rank 16 is full rank everywhere. */
+    static final LlamaConfig GQA = new LlamaConfig("LlamaForCausalLM", 16, 40, 2, 4, 2, 8,
+            256, 512, 1e-5f, 10000f, null, false, false, 1, 2);
+
+    static SparsityConfig.Resolved sparsity(LlamaConfig c, double mlp, double attn) {
+        StringBuilder y = new StringBuilder("sparsity:\n");
+        for (int l = 0; l < c.numLayers(); l++)
+            y.append("  layers.").append(l).append(".mlp: ").append(mlp).append('\n')
+             .append("  layers.").append(l).append(".self_attn: ").append(attn).append('\n');
+        return SparsityConfig.parse(y.toString(), "test").resolve(c);
+    }
+
+    static float[] randn(int n, Random rng) {
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float) rng.nextGaussian();
+        return v;
+    }
+
+    // ------------------------------------------------------------------ plain host reference
+
+    /** y (n, out) = x (n, in) · Wᵀ, W (out, in). */
+    static double[] linear(float[] x, int n, int in, float[] w, int out) {
+        double[] y = new double[n * out];
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < out; o++) {
+                double s = 0;
+                for (int i = 0; i < in; i++) s += (double) x[t * in + i] * w[o * in + i];
+                y[t * out + o] = s;
+            }
+        return y;
+    }
+
+    static double[] colNorms(double[] y, int n, int c) {
+        double[] s = new double[c];
+        for (int t = 0; t < n; t++) for (int j = 0; j < c; j++) s[j] += y[t * c + j] * y[t * c + j];
+        for (int j = 0; j < c; j++) s[j] = Math.sqrt(s[j]);
+        return s;
+    }
+
+    static int[] topK(double[] s, int k) {
+        Integer[] o = new Integer[s.length];
+        for (int i = 0; i < s.length; i++) o[i] = i;
+        Arrays.sort(o, (a, b) -> s[a] != s[b] ? Double.compare(s[b], s[a]) : Integer.compare(a, b));
+        int[] r = new int[k];
+        for (int i = 0; i < k; i++) r[i] = o[i];
+        Arrays.sort(r);
+        return r;
+    }
+
+    /** Brute-force MLP selection from the exact gate/up activations of the sequence means. */
+    static int[] exactMlp(float[] x, int batch, int seqLen, int[] keyStart, int c, float[] wg, float[] wu, int inter, int k) {
+        float[] mean = new float[batch * c];
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < c; j++) {
+                double s = 0;
+                for (int t = keyStart[b]; t < seqLen; t++) s += x[(b * seqLen + t) * c + j];
+                mean[b * c + j] = (float) (s / (seqLen - keyStart[b]));
+            }
+        double[] g = linear(mean, batch, c, wg, inter), u = linear(mean, batch, c, wu, inter);
+        double[] a = new double[g.length];
+        for (int i = 0; i < a.length; i++) a[i] = g[i] / (1 + Math.exp(-g[i])) * u[i];
+        return topK(colNorms(a, batch, inter), k);
+    }
+
+    /** Brute-force attention selection from exact q, k, v over the given token rows. */
+    static int[][] exactAttention(float[] x, int[] rows, LlamaConfig cfg, float[] wq, float[] wk, float[] wv, int kept) {
+        int c = cfg.hiddenSize(), d = cfg.headDim(), hq = cfg.numHeads(), hkv = cfg.numKvHeads(), g = hq / hkv;
+        float[] xs = new float[rows.length * c];
+        for (int r = 0; r < rows.length; r++) System.arraycopy(x, rows[r] * c, xs, r * c, c);
+        double[] qn = colNorms(linear(xs, rows.length, c, wq, cfg.qDim()), rows.length, cfg.qDim());
+        double[] kn = colNorms(linear(xs, rows.length, c, wk, cfg.kvDim()), rows.length, cfg.kvDim());
+        double[] vn = colNorms(linear(xs, rows.length, c, wv, cfg.kvDim()), rows.length, cfg.kvDim());
+        double[] score = new double[cfg.kvDim()];
+        for (int kv = 0; kv < hkv; kv++)
+            for (int j = 0; j < d; j++) {
+                double m = 0;
+                for (int h = kv * g; h < kv * g + g; h++) m += qn[h * d + j];
+                score[kv * d + j] = kn[kv * d + j] * m / g;
+            }
+        int[] kIdx = topK(score, kept), vIdx = topK(vn, kept);
+        return new int[][] {expand(kIdx, g, d), kIdx, vIdx, expand(vIdx, g, d)};
+    }
+
+    static int[] expand(int[] kv, int g, int d) {
+        TreeSet<Integer> s = new TreeSet<>();
+        for (int e : kv) for (int j = 0; j < g; j++) s.add(((e / d) * g + j) * d + e % d);
+        return s.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    // ------------------------------------------------------------------ tests
+
+    int[] ints(Tensor t) { return be.toInts(t); }
+
+    @Test
+    void fullRankSelectionEqualsBruteForceFromExactActivations() {
+        TestWeights w = new TestWeights(GQA, DType.F32, 11);
+        SparsityConfig.Resolved sp = sparsity(GQA, 0.6, 0.5);
+        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 16, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        Random rng = new Random(5);
+        int batch = 3, seqLen = 7;
+        int[] keyStart = {0, 2, 4};
+        float[] x = randn(batch * seqLen * 16, rng);
+        int[] rows = nonPad(batch, seqLen, keyStart);
+        try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
+            Tensor xt = be.fromFloats(x, DType.F32, batch * seqLen, 16);
+            Tensor ks = be.fromInts(keyStart, batch);
+            Tensor rowsT = be.fromInts(rows, rows.length);
+            for (int layer = 0; layer < 2; layer++) {
+                int[] mlp = ints(sel.selectMlp(layer, xt, ks, batch, seqLen));
+                assertEquals(16, mlp.length);   // floor(40·0.4)
+                assertArrayEquals(exactMlp(x, batch, seqLen, keyStart, 16, w.weight(layer, SvdPredictor.Proj.GATE),
+                        w.weight(layer, SvdPredictor.Proj.UP), 40, 16), mlp, "layer " + layer + " mlp");
+                ChannelSelection.AttentionChannels a = sel.selectAttention(layer, xt, rowsT);
+                int[][] ref = exactAttention(x, rows, GQA, w.weight(layer, SvdPredictor.Proj.Q),
+                        w.weight(layer, SvdPredictor.Proj.K), w.weight(layer, SvdPredictor.Proj.V), 8);
+                assertArrayEquals(ref[0], ints(a.q()), "q");
+                assertArrayEquals(ref[1], ints(a.k()), "k");
+                assertArrayEquals(ref[2], ints(a.v()), "v");
+                assertArrayEquals(ref[3], ints(a.o()), "o");
+                assertGqaConsistent(ints(a.q()), ints(a.k()), ints(a.v()), ints(a.o()), GQA);
+            }
+        }
+    }
+
+    static int[] nonPad(int batch, int seqLen, int[] keyStart) {
+        List<Integer> r = new ArrayList<>();
+        for (int b = 0; b < batch; b++) for (int t = keyStart[b]; t < seqLen; t++) r.add(b * seqLen + t);
+        return r.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    /**
+     * The GQA contract of SparsePlan: kept Q channels are exactly (h, d) for every query head h of
+     * each kept K channel's group (same d), and O's kept input columns are exactly (h, d) for every
+     * query head of each kept V channel's group. Fails on the reference's mapping.
+     */
+    static void assertGqaConsistent(int[] q, int[] k, int[] v, int[] o, LlamaConfig cfg) {
+        int d = cfg.headDim(), g = cfg.numHeads() / cfg.numKvHeads();
+        for (int[] a : new int[][] {q, k, v, o})
+            for (int i = 1; i < a.length; i++) assertTrue(a[i - 1] < a[i], "indices ascending and unique");
+        assertArrayEquals(expand(k, g, d), q, "kept Q channels must be the kept K channels' (h, d) for every head of the group");
+        assertArrayEquals(expand(v, g, d), o, "kept O input columns must be the kept V channels' (h, d) for every head of the group");
+    }
+
+    /**
+     * What the reference does for GQA: K/V indices picked per KV channel are reused for Q and O as
+     * if Hq = Hkv, so Q keeps channels of query heads 0..Hkv−1 only and O keeps columns of heads
+     * 0..Hkv−1 only — not the heads that actually read the kept K/V.
+     */
+    static int[][] referenceGqaMapping(int[] kIdx, int[] vIdx) {
+        return new int[][] {kIdx.clone(), kIdx, vIdx, vIdx.clone()};
+    }
+
+    @Test
+    void gqaMappingIsCorrectAndTheReferenceMappingIsCaught() {
+        LlamaConfig cfg = new LlamaConfig("LlamaForCausalLM", 32, 48, 1, 8, 2, 4, 256, 512, 1e-5f, 1e4f, null, false, false, 1, 2);
+        TestWeights w = new TestWeights(cfg, DType.F32, 3);
+        SparsityConfig.Resolved sp = sparsity(cfg, 0, 0.5);
+        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 4, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        float[] x = randn(10 * 32, new Random(4));
+        try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
+            ChannelSelection.AttentionChannels a = sel.selectAttention(0, be.fromFloats(x, DType.F32, 10, 32), null);
+            int[] q = ints(a.q()), k = ints(a.k()), v = ints(a.v()), o = ints(a.o());
+            assertEquals(4, k.length);             // floor(8·0.5) KV channels
+            assertEquals(16, q.length);            // × 4 query heads per group
+            assertGqaConsistent(q, k, v, o, cfg);
+            // every kept Q channel's head reads a KV head whose same-d channel is kept
+            for (int qi : q) {
+                int h = qi / 4, dd = qi % 4;
+                int kvHead = h / 4;
+                assertTrue(Arrays.binarySearch(k, kvHead * 4 + dd) >= 0, "q channel " + qi + " has its k partner");
+            }
+            int[][] refMap = referenceGqaMapping(k, v);
+            assertThrows(AssertionError.class, () -> assertGqaConsistent(refMap[0], refMap[1], refMap[2], refMap[3], cfg),
+                    "the reference's GQA mapping must fail the consistency check");
+        }
+    }
+
+    @Test
+    void expandGroupChannelsOrdersByHeadThenDim() {
+        Tensor kv = be.fromInts(new int[] {1, 3, 4, 7}, 4);   // D = 4: (0,1), (0,3), (1,0), (1,3)
+        Tensor out = be.empty(DType.I32, 8);
+        be.expandGroupChannels(out, kv, 2, 4);
+        // group 0 → heads 0,1; group 1 → heads 2,3
+        assertArrayEquals(new int[] {1, 3, 5, 7, 8, 11, 12, 15}, ints(out));
+        Tensor s = be.empty(DType.F32, 4);
+        be.kvChannelScores(s, be.fromFloats(new float[] {1, 2, 3, 4, 5, 6, 7, 8}, DType.F32, 8),
+                be.fromFloats(new float[] {1, 1, 2, 10}, DType.F32, 4), 2, 2, 2);
+        // (g0,d0): k 1 · mean(q0=1, q2=3) = 2; (g0,d1): 1·mean(2,4) = 3; (g1,d0): 2·mean(5,7) = 12; (g1,d1): 10·7 = 70
+        assertArrayEquals(new float[] {2, 3, 12, 70}, be.toFloats(s));
+    }
+
+    @Test
+    void paddingNeverInfluencesTheSelection() {
+        TestWeights w = new TestWeights(GQA, DType.F32, 21);
+        SparsityConfig.Resolved sp = sparsity(GQA, 0.75, 0.5);
+        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 8, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        Random rng = new Random(8);
+        int batch = 2, seqLen = 5, pad = 3, c = 16;
+        float[] x = randn(batch * seqLen * c, rng);
+        // the same sequences left-padded by 3 (and by 1 more for the second), padding rows full of junk
+        int padLen = seqLen + pad + 1;
+        int[] keyStartPadded = {pad + 1, pad + 1};
+        float[] xp = new float[batch * padLen * c];
+        for (int i = 0; i < xp.length; i++) xp[i] = 100f * (float) rng.nextGaussian();
+        for (int b = 0; b < batch; b++)
+            System.arraycopy(x, b * seqLen * c, xp, (b * padLen + pad + 1) * c, seqLen * c);
+        try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
+            Tensor xt = be.fromFloats(x, DType.F32, batch * seqLen, c);
+            Tensor xpt = be.fromFloats(xp, DType.F32, batch * padLen, c);
+            int[] rowsP = nonPad(batch, padLen, keyStartPadded);
+            for (int layer = 0; layer < 2; layer++) {
+                int[] plain = ints(sel.selectMlp(layer, xt, be.fromInts(new int[] {0, 0}, 2), batch, seqLen));
+                int[] padded = ints(sel.selectMlp(layer, xpt, be.fromInts(keyStartPadded, 2), batch, padLen));
+                assertArrayEquals(plain, padded, "mlp selection changed by padding");
+                ChannelSelection.AttentionChannels a = sel.selectAttention(layer, xt, null);
+                ChannelSelection.AttentionChannels ap = sel.selectAttention(layer, xpt, be.fromInts(rowsP, rowsP.length));
+                assertArrayEquals(ints(a.q()), ints(ap.q()));
+                assertArrayEquals(ints(a.k()), ints(ap.k()));
+                assertArrayEquals(ints(a.v()), ints(ap.v()));
+                assertArrayEquals(ints(a.o()), ints(ap.o()));
+                // and the junk would have changed it had it been scored
+                ChannelSelection.AttentionChannels junk = sel.selectAttention(layer, xpt, null);
+                assertTrue(!Arrays.equals(ints(a.v()), ints(junk.v())) || !Arrays.equals(ints(a.k()), ints(junk.k())),
+                        "test is sensitive: scoring the padding rows changes the selection");
+            }
+        }
+    }
+
+    /** Rank-8 estimate quality on a random-but-structured model: reported, and better than chance. */
+    @Test
+    void rank8EstimateQualityReported() {
+        LlamaConfig cfg = TestWeights.config(64, 172, 2, 8, 4);
+        TestWeights w = new TestWeights(cfg, DType.F32, 31);
+        SparsityConfig.Resolved sp = sparsity(cfg, 0.75, 0.5);
+        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 8, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        int batch = 4, seqLen = 16;
+        float[] x = randn(batch * seqLen * 64, new Random(6));
+        int[] keyStart = new int[batch];
+        PredictorQuality q = PredictorQuality.measure(be, pred, sp, w, new PredictorQuality.LayerInputs() {
+            @Override public float[] attention(int layer) { return x; }
+            @Override public float[] mlp(int layer) { return x; }
+        }, batch, seqLen, keyStart);
+        System.out.println("rank-8 predictor on the structured test model: " + q);
+        assertTrue(q.mlpRecall() > 0.5, "mlp recall " + q.mlpRecall() + " (chance 0.25)");
+        assertTrue(q.vRecall() > 0.6, "v recall " + q.vRecall() + " (chance 0.5)");
+    }
+}
