@@ -51,7 +51,7 @@ public final class StepBenchmark implements Callable<Integer> {
 
     @Option(names = "--backend", description = "gpu or cpu (default ${DEFAULT-VALUE})") String backend = "gpu";
     @Option(names = "--model", description = "8b, 1b or tiny (default ${DEFAULT-VALUE})") String model = "8b";
-    @Option(names = "--targets", description = "qkvo or all (default ${DEFAULT-VALUE})") String targets = "qkvo";
+    @Option(names = "--targets", description = "qkvo, all, or both comma-separated (default ${DEFAULT-VALUE})") String targets = "qkvo";
     @Option(names = "--sparsity", description = "SparseLoRA config YAML (default: dense only)") Path sparsity;
     @Option(names = "--frozen-grad", description = "sliced or cut (default: the config's)") String frozenGrad;
     @Option(names = "--batch") int batch = 8;
@@ -89,30 +89,39 @@ public final class StepBenchmark implements Callable<Integer> {
         be.synchronize();
         System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
         LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));
-        EnumSet<Projection> tg = targets.equals("all") ? EnumSet.allOf(Projection.class)
-                : EnumSet.of(Projection.Q, Projection.K, Projection.V, Projection.O);
-        LoraAdapter lora = new LoraAdapter(be, cfg, new LoraConfig(32, 64f, 0f, tg, false, 7));
-        randomizeB(lora);
         Batch b = batch(cfg);
         List<Row> rows = new ArrayList<>();
-        rows.add(measure(cfg, be, m, lora, b, null, "dense LoRA"));
-        if (sparsity != null) {
-            SparsityConfig sc = SparsityConfig.load(sparsity);
-            if (frozenGrad != null)
-                sc = new SparsityConfig(sc.startStep(), sc.endStep(), sc.rank(), sc.skipOutputTokens(), sc.sparseOutputTokens(),
-                        SparsePlan.FrozenGrad.valueOf(frozenGrad.toUpperCase(Locale.ROOT)), sc.sparsity(), sc.source());
-            SparsityConfig.Resolved res = sc.resolve(cfg);
-            SvdPredictor pred = SvdPredictor.randomForTiming(cfg, res, sc.rank(), 11);
-            try (SparsePlanner planner = new SparsePlanner(be, sc, new ChannelSelection(be, pred, res), warmup + steps, 3)) {
-                rows.add(measure(cfg, be, m, lora, b, planner, "SparseLoRA " + sparsity.getFileName().toString().replace(".yaml", "")));
-                rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, "  same, plan fixed (no predictor)"));
+        boolean first = true;
+        for (String t : targets.split(",")) {
+            EnumSet<Projection> tg = switch (t) {
+                case "all" -> EnumSet.allOf(Projection.class);
+                case "qkvo" -> EnumSet.of(Projection.Q, Projection.K, Projection.V, Projection.O);
+                default -> throw new IllegalArgumentException("--targets takes qkvo and/or all, got " + t);
+            };
+            try (LoraAdapter lora = new LoraAdapter(be, cfg, new LoraConfig(32, 64f, 0f, tg, false, 7))) {
+                randomizeB(lora);
+                rows.add(measure(cfg, be, m, lora, b, null, t, "dense LoRA"));
+                if (sparsity != null) {
+                    SparsityConfig sc = SparsityConfig.load(sparsity);
+                    if (frozenGrad != null)
+                        sc = new SparsityConfig(sc.startStep(), sc.endStep(), sc.rank(), sc.skipOutputTokens(), sc.sparseOutputTokens(),
+                                SparsePlan.FrozenGrad.valueOf(frozenGrad.toUpperCase(Locale.ROOT)), sc.sparsity(), sc.source());
+                    SparsityConfig.Resolved res = sc.resolve(cfg);
+                    SvdPredictor pred = SvdPredictor.randomForTiming(cfg, res, sc.rank(), 11);
+                    String label = "SparseLoRA " + sparsity.getFileName().toString().replace(".yaml", "") + " (" + sc.frozenGrad().name().toLowerCase(Locale.ROOT) + ")";
+                    try (SparsePlanner planner = new SparsePlanner(be, sc, new ChannelSelection(be, pred, res), warmup + steps, 3)) {
+                        rows.add(measure(cfg, be, m, lora, b, planner, t, label));
+                        if (first) rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor)"));
+                    }
+                }
             }
+            first = false;
         }
         print(rows);
         return 0;
     }
 
-    private Row measure(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String name) {
+    private Row measure(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
         LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
         double[] fwd = new double[steps], bwd = new double[steps], opt = new double[steps];
         long predictorFlops = 0, planFlops = 0;
@@ -141,11 +150,11 @@ public final class StepBenchmark implements Callable<Integer> {
                 opt[s - warmup] = (e - d) / 1e6;
             }
         }
-        return row(cfg, lora, b, name, fwd, bwd, opt, planner != null ? planFlops : -1, predictorFlops, be);
+        return row(cfg, lora, b, tg, name, fwd, bwd, opt, planner != null ? planFlops : -1, predictorFlops, be);
     }
 
     /** SparseLoRA with one plan (chosen at the first step) reused: the step without the predictor. */
-    private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String name) {
+    private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
         LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
         SparsePlan plan = planner.plan(b, 0);
         m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
@@ -172,10 +181,10 @@ public final class StepBenchmark implements Callable<Integer> {
         }
         long planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
         planner.release();
-        return row(cfg, lora, b, name, fwd, bwd, opt, planFlops, 0, be);
+        return row(cfg, lora, b, tg, name, fwd, bwd, opt, planFlops, 0, be);
     }
 
-    private Row row(LlamaConfig cfg, LoraAdapter lora, Batch b, String name, double[] fwd, double[] bwd, double[] opt,
+    private Row row(LlamaConfig cfg, LoraAdapter lora, Batch b, String tg, String name, double[] fwd, double[] bwd, double[] opt,
                     long planFlops, long predictorFlops, Backend be) {
         double[] step = new double[steps];
         for (int i = 0; i < steps; i++) step[i] = fwd[i] + bwd[i] + opt[i];
@@ -183,7 +192,7 @@ public final class StepBenchmark implements Callable<Integer> {
         long dense = FlopCounter.step(cfg, lora.config(), b, null);
         long flops = planFlops < 0 ? dense : planFlops + predictorFlops;
         double mfu = flops / (ms / 1e3) / (peakTflops * 1e12);
-        return new Row(model, targets, name, ms, median(fwd), median(bwd), median(opt), b.tokenCount() / (ms / 1e3),
+        return new Row(model, tg, name, ms, median(fwd), median(bwd), median(opt), b.tokenCount() / (ms / 1e3),
                 peakGiB(be), flops, dense, predictorFlops, mfu);
     }
 
@@ -210,13 +219,15 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     private void print(List<Row> rows) throws IOException {
-        Row base = rows.get(0);
         System.out.printf("%n%-5s %-5s %-36s %9s %8s %8s %7s %9s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
                 "fwd", "bwd", "opt", "tok/s", "peakGiB", "TFLOP/st", "FLOPred", "MFU", "speedup");
-        for (Row r : rows)
+        Row base = rows.get(0);
+        for (Row r : rows) {
+            if (r.variant.equals("dense LoRA")) base = r;
             System.out.printf("%-5s %-5s %-36s %9.1f %8.1f %8.1f %7.1f %9.0f %8.1f %9.2f %7.2fx %5.1f%% %7.2fx%n", r.model, r.targets, r.variant,
                     r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.flops / 1e12,
                     (double) r.denseFlops / r.flops, 100 * r.mfu, base.msStep / r.msStep);
+        }
         if (json != null) {
             StringBuilder sb = new StringBuilder();
             for (Row r : rows)
