@@ -28,6 +28,7 @@ import static jcuda.driver.JCudaDriver.cuStreamDestroy;
 import static jcuda.driver.JCudaDriver.cuStreamEndCapture;
 import static jcuda.driver.JCudaDriver.cuStreamSynchronize;
 
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
@@ -235,20 +236,57 @@ public final class GpuBackend implements Backend {
         if (capturing) throw new IllegalStateException(what + " waits for the device and cannot run while a CUDA graph is being captured");
     }
 
+    /** Host transfers move through a direct buffer of at most this many bytes at a time (tensors
+     *  over 2 GiB cannot sit in one ByteBuffer; smaller chunks also bound the host memory used). */
+    private static final long CHUNK_BYTES = 64L << 20;
+
+    private interface ChunkFill { void fill(ByteBuffer buf, int from, int count); }
+
+    private interface ChunkRead { void read(ByteBuffer buf, int from, int count); }
+
+    /** Uploads d's elements chunk by chunk; fill writes elements [from, from+count) at buf's start. */
+    private void uploadChunked(GpuTensor d, ChunkFill fill) {
+        long n = d.numel(), eb = d.dtype().bytes, per = Math.max(1, CHUNK_BYTES / eb);
+        if (n == 0) return;
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) (Math.min(n, per) * eb)).order(ByteOrder.LITTLE_ENDIAN);
+        for (long off = 0; off < n; off += per) {
+            int cnt = (int) Math.min(per, n - off);
+            fill.fill(buf, (int) off, cnt);
+            // From pageable memory the call returns once the bytes are staged: buf may be refilled at once.
+            cuMemcpyHtoDAsync(d.ptr.plus(off * eb), Pointer.to(buf), cnt * eb, stream);
+        }
+    }
+
+    /** Downloads t chunk by chunk (waiting for the stream each time); read converts [from, from+count). */
+    private void downloadChunked(GpuTensor t, ChunkRead read) {
+        bind();
+        noCapture("download");
+        long n = t.numel(), eb = t.dtype().bytes, per = Math.max(1, CHUNK_BYTES / eb);
+        if (n == 0) { cuStreamSynchronize(stream); return; }
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) (Math.min(n, per) * eb)).order(ByteOrder.LITTLE_ENDIAN);
+        for (long off = 0; off < n; off += per) {
+            int cnt = (int) Math.min(per, n - off);
+            cuMemcpyDtoHAsync(Pointer.to(buf), t.ptr.plus(off * eb), cnt * eb, stream);
+            cuStreamSynchronize(stream);
+            read.read(buf, (int) off, cnt);
+        }
+    }
+
     @Override
     public void copyFromHost(Tensor dst, float[] src) {
         bind();
         noCapture("copyFromHost");
         GpuTensor d = own(dst);
         if (src.length != d.numel()) throw new IllegalArgumentException("copyFromHost: " + src.length + " floats into " + d);
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) d.bytes()).order(ByteOrder.LITTLE_ENDIAN);
-        switch (d.dtype()) {
-            case F32 -> buf.asFloatBuffer().put(src);
-            case BF16 -> { var sb = buf.asShortBuffer(); for (float f : src) sb.put(Dtypes.floatToBf16(f)); }
-            case F16 -> { var sb = buf.asShortBuffer(); for (float f : src) sb.put(Float.floatToFloat16(f)); }
-            case I32 -> { var ib = buf.asIntBuffer(); for (float f : src) ib.put((int) f); }
-        }
-        upload(d, buf);
+        DType dt = d.dtype();
+        uploadChunked(d, (buf, from, count) -> {
+            switch (dt) {
+                case F32 -> buf.asFloatBuffer().put(src, from, count);
+                case BF16 -> { var sb = buf.asShortBuffer(); for (int i = from; i < from + count; i++) sb.put(Dtypes.floatToBf16(src[i])); }
+                case F16 -> { var sb = buf.asShortBuffer(); for (int i = from; i < from + count; i++) sb.put(Float.floatToFloat16(src[i])); }
+                case I32 -> { var ib = buf.asIntBuffer(); for (int i = from; i < from + count; i++) ib.put((int) src[i]); }
+            }
+        });
     }
 
     @Override
@@ -263,9 +301,7 @@ public final class GpuBackend implements Backend {
             copyFromHost(dst, f);
             return;
         }
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) d.bytes()).order(ByteOrder.LITTLE_ENDIAN);
-        buf.asIntBuffer().put(src);
-        upload(d, buf);
+        uploadChunked(d, (buf, from, count) -> buf.asIntBuffer().put(src, from, count));
     }
 
     /**
@@ -278,39 +314,28 @@ public final class GpuBackend implements Backend {
         if (h.dtype() == dtype && h.data().isNative()) {
             Tensor t = empty(dtype, h.shape());
             GpuTensor d = g(t);
-            upload(d, h.data().asByteBuffer());
+            long eb = dtype.bytes;
+            uploadChunked(d, (buf, from, count) ->
+                    MemorySegment.ofBuffer(buf).copyFrom(h.data().asSlice(from * eb, count * eb)));
             return t;
         }
         return fromFloats(h.toFloats(), dtype, h.shape());
-    }
-
-    private void upload(GpuTensor d, ByteBuffer buf) {
-        if (d.bytes() == 0) return;
-        // From pageable memory the call returns once the bytes are staged, so buf may be dropped after.
-        cuMemcpyHtoDAsync(d.ptr, Pointer.to(buf), d.bytes(), stream);
-    }
-
-    private ByteBuffer download(GpuTensor t) {
-        bind();
-        noCapture("download");
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) Math.max(t.bytes(), 1)).order(ByteOrder.LITTLE_ENDIAN);
-        if (t.bytes() > 0) cuMemcpyDtoHAsync(Pointer.to(buf), t.ptr, t.bytes(), stream);
-        cuStreamSynchronize(stream);
-        return buf;
     }
 
     @Override
     public float[] toFloats(Tensor t) {
         GpuTensor s = own(t);
         if (s.numel() > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for a float[]: " + s);
-        ByteBuffer buf = download(s);
         float[] out = new float[(int) s.numel()];
-        switch (s.dtype()) {
-            case F32 -> buf.asFloatBuffer().get(out);
-            case BF16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < out.length; i++) out[i] = Dtypes.bf16ToFloat(sb.get(i)); }
-            case F16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < out.length; i++) out[i] = Float.float16ToFloat(sb.get(i)); }
-            case I32 -> { var ib = buf.asIntBuffer(); for (int i = 0; i < out.length; i++) out[i] = ib.get(i); }
-        }
+        DType dt = s.dtype();
+        downloadChunked(s, (buf, from, count) -> {
+            switch (dt) {
+                case F32 -> buf.asFloatBuffer().get(out, from, count);
+                case BF16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < count; i++) out[from + i] = Dtypes.bf16ToFloat(sb.get(i)); }
+                case F16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < count; i++) out[from + i] = Float.float16ToFloat(sb.get(i)); }
+                case I32 -> { var ib = buf.asIntBuffer(); for (int i = 0; i < count; i++) out[from + i] = ib.get(i); }
+            }
+        });
         return out;
     }
 
@@ -323,9 +348,9 @@ public final class GpuBackend implements Backend {
             for (int i = 0; i < f.length; i++) out[i] = (int) f[i];
             return out;
         }
-        ByteBuffer buf = download(s);
+        if (s.numel() > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for an int[]: " + s);
         int[] out = new int[(int) s.numel()];
-        buf.asIntBuffer().get(out);
+        downloadChunked(s, (buf, from, count) -> buf.asIntBuffer().get(out, from, count));
         return out;
     }
 

@@ -135,7 +135,13 @@ final class Kernels implements AutoCloseable {
             cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
             dynamicSharedSet.put(name, sharedBytes);
         }
-        cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
+        try {
+            cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
+        } catch (jcuda.CudaException e) {
+            // A fault inside an earlier kernel also surfaces here (launches are asynchronous).
+            throw new IllegalStateException("launch of kernel " + name + " (grid " + gx + "×" + gy + "×" + gz + ", block " + bx
+                    + ", " + sharedBytes + " B shared) failed: " + e.getMessage(), e);
+        }
     }
 
     @Override

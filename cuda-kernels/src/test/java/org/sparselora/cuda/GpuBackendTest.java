@@ -160,6 +160,35 @@ class GpuBackendTest {
     }
 
     @Test
+    void largeTransfersCrossChunkBoundaries() {
+        int n = (17 << 20) + 3;  // 68 MB of f32: two 64 MiB chunks, the last one partial
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = i * 0.5f - 7f;
+        try (Tensor t = gpu.fromFloats(v, DType.F32, n)) {
+            assertArrayEquals(v, gpu.toFloats(t));
+        }
+        int[] iv = new int[n];
+        for (int i = 0; i < n; i++) iv[i] = i ^ 0x5a5a5;
+        try (Tensor t = gpu.fromInts(iv, n)) {
+            assertArrayEquals(iv, gpu.toInts(t));
+        }
+        // raw bf16 bytes straight from a native segment (a memory-mapped checkpoint looks like this)
+        int m = (40 << 20) + 5;
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            java.lang.foreign.MemorySegment seg = arena.allocate(2L * m, 2);
+            float[] want = new float[m];
+            for (int i = 0; i < m; i++) {
+                short b = Dtypes.floatToBf16((i % 1000) * 0.25f - 100f);
+                seg.setAtIndex(java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED, i, b);
+                want[i] = Dtypes.bf16ToFloat(b);
+            }
+            try (Tensor t = gpu.upload(new org.sparselora.engine.io.HostTensor("w", DType.BF16, new int[] {m}, seg), DType.BF16)) {
+                assertArrayEquals(want, gpu.toFloats(t));
+            }
+        }
+    }
+
+    @Test
     void axpyScaleMul() {
         for (DType t : FLOATS) {
             for (int n : new int[] {4096, 1003}) {
