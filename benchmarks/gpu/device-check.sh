@@ -21,5 +21,14 @@ for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
   --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
 status=${PIPESTATUS[0]}
 timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"
+# Memory checker over the attention and sparse-op tests (bounded: informational, not the exit status)
+if command -v compute-sanitizer >/dev/null; then
+  timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$java" "${flags[@]}" \
+    -jar "$here/lib/junit-platform-console-standalone.jar" execute --class-path "$cp" --disable-banner --disable-ansi-colors \
+    --select-method org.sparselora.cuda.GpuBackendTest#attentionForwardBackwardGqaWithPadding \
+    --select-method org.sparselora.cuda.GpuBackendTest#topKDeterministicWithTies \
+    --select-method org.sparselora.cuda.GpuBackendTest#gatherScatterRowsAndCols > "$out/memcheck.log" 2>&1
+  echo "memcheck exit $? (124 = cut off by the time limit); summary:"; grep -E "ERROR SUMMARY|Invalid|tests (successful|failed)" "$out/memcheck.log" | head -20
+fi
 echo "device-check: tests exit status $status"
 exit "$status"

@@ -193,6 +193,36 @@ public final class SvdPredictor {
         return pred;
     }
 
+    /**
+     * Seeded random factors of the right shapes for every projection a resolved config needs, for
+     * <em>timing</em> runs on random-init models only: a predictor's cost does not depend on its
+     * values, and factoring an 8B-shape model costs minutes of host time that a benchmark need not
+     * spend. Never used for training; predictor quality is measured with real factors.
+     */
+    public static SvdPredictor randomForTiming(LlamaConfig cfg, SparsityConfig.Resolved sparsity, int rank, long seed) {
+        Map<String, LowRankSvd.Factors> factors = new LinkedHashMap<>();
+        Map<String, String> hashes = new LinkedHashMap<>();
+        Map<String, DType> dtypes = new LinkedHashMap<>();
+        for (int layer = 0; layer < cfg.numLayers(); layer++)
+            for (Proj p : Proj.values()) {
+                if (!(p.mlp() ? sparsity.mlpSparse(layer) : sparsity.attentionSparse(layer))) continue;
+                int in = cfg.hiddenSize();
+                int out = switch (p.name) {
+                    case "gate_proj", "up_proj" -> cfg.intermediateSize();
+                    case "q_proj" -> cfg.qDim();
+                    default -> cfg.kvDim();
+                };
+                java.util.SplittableRandom r = new java.util.SplittableRandom(seed * 31 + layer * 8L + p.ordinal());
+                float[] pf = new float[in * rank], qf = new float[rank * out];
+                for (int i = 0; i < pf.length; i++) pf[i] = (float) (r.nextDouble(-1, 1) / Math.sqrt(in));
+                for (int i = 0; i < qf.length; i++) qf[i] = (float) r.nextDouble(-1, 1);
+                factors.put(p.key(layer), new LowRankSvd.Factors(in, out, rank, pf, qf, new double[rank]));
+                hashes.put(p.key(layer), "random-for-timing-" + seed);
+                dtypes.put(p.key(layer), DType.F32);
+            }
+        return new SvdPredictor(cfg, rank, Collections.unmodifiableMap(factors), hashes, dtypes, factors.size(), 0);
+    }
+
     private static void checkLayer(int layer, LlamaConfig cfg) {
         if (layer < 0 || layer >= cfg.numLayers())
             throw new IllegalArgumentException("layer " + layer + " does not exist (the model has " + cfg.numLayers() + " layers)");
