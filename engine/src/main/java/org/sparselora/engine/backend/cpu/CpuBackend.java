@@ -24,7 +24,7 @@ public final class CpuBackend implements Backend {
 
     private static final MatmulKernels KERNELS = pickKernels();
     /** Output tile of one GEMM task; fixed so results never depend on the thread count. */
-    private static final int TILE_M = 32, TILE_N = 128, GROUP_TILES = 8;
+    private static final int TILE_M = 48, TILE_N = 128, GROUP_TILES = 6;
 
     private final ForkJoinPool pool;
     private final int threads;

@@ -96,6 +96,40 @@ final class VectorMatmulKernels implements MatmulKernels {
                    int k, int i0, int i1, int j0, int j1, float alpha, float beta) {
         final int ars = aTrans ? 1 : lda, acs = aTrans ? lda : 1; // element (i,p) of A at i·ars + p·acs
         int i = i0;
+        // 6 rows × 2 vectors: 12 accumulators hide the FMA latency; 4-row blocks and single rows finish the tile
+        for (; i + 6 <= i1; i += 6) {
+            int a0 = aOff + i * ars, a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
+            int j = j0;
+            for (; j + 2 * L <= j1; j += 2 * L) {
+                FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+                FloatVector c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+                for (int p = 0; p < k; p++) {
+                    int br = bOff + p * ldb + j, ap = p * acs;
+                    FloatVector w0 = FloatVector.fromArray(S, b, br);
+                    FloatVector w1 = FloatVector.fromArray(S, b, br + L);
+                    FloatVector x = FloatVector.broadcast(S, a[a0 + ap]);
+                    c00 = x.fma(w0, c00); c01 = x.fma(w1, c01);
+                    x = FloatVector.broadcast(S, a[a1 + ap]);
+                    c10 = x.fma(w0, c10); c11 = x.fma(w1, c11);
+                    x = FloatVector.broadcast(S, a[a2 + ap]);
+                    c20 = x.fma(w0, c20); c21 = x.fma(w1, c21);
+                    x = FloatVector.broadcast(S, a[a3 + ap]);
+                    c30 = x.fma(w0, c30); c31 = x.fma(w1, c31);
+                    x = FloatVector.broadcast(S, a[a4 + ap]);
+                    c40 = x.fma(w0, c40); c41 = x.fma(w1, c41);
+                    x = FloatVector.broadcast(S, a[a5 + ap]);
+                    c50 = x.fma(w0, c50); c51 = x.fma(w1, c51);
+                }
+                int cr = cOff + i * ldc + j;
+                store(c, cr, c00, alpha, beta); store(c, cr + L, c01, alpha, beta); cr += ldc;
+                store(c, cr, c10, alpha, beta); store(c, cr + L, c11, alpha, beta); cr += ldc;
+                store(c, cr, c20, alpha, beta); store(c, cr + L, c21, alpha, beta); cr += ldc;
+                store(c, cr, c30, alpha, beta); store(c, cr + L, c31, alpha, beta); cr += ldc;
+                store(c, cr, c40, alpha, beta); store(c, cr + L, c41, alpha, beta); cr += ldc;
+                store(c, cr, c50, alpha, beta); store(c, cr + L, c51, alpha, beta);
+            }
+            for (int r = 0; r < 6; r++) nnRow(a, aOff + (i + r) * ars, acs, b, bOff, ldb, c, cOff + (i + r) * ldc, k, j, j1, alpha, beta);
+        }
         for (; i + 4 <= i1; i += 4) {
             int a0 = aOff + i * ars, a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
             int j = j0;
