@@ -484,14 +484,22 @@ public final class CpuBackend implements Backend {
     /** Row block of the causal attention GEMMs: rows [i0, i0+ATT_BLOCK) only need keys [0, i0+ATT_BLOCK). */
     private static final int ATT_BLOCK = 32;
 
+    /** Rows [0, tv) of one head's K (or V), stride kw, transposed into kt (D, tv): the B operand of nn. */
+    private static void packHeadT(float[] k, int kOff, int kw, int d, int tv, float[] kt) {
+        for (int j = 0; j < tv; j++) {
+            int src = kOff + j * kw;
+            for (int e = 0; e < d; e++) kt[e * tv + j] = k[src + e];
+        }
+    }
+
     /**
      * S = scale·Q_h·K_gᵀ over the causal lower triangle (block-wise; entries above the diagonal are
-     * left unspecified), for one sequence's tv valid rows. s is (tv, tv).
+     * left unspecified), for one sequence's tv valid rows. s is (tv, tv); kt is K_g transposed (D, tv).
      */
-    private static void scores(float[] s, int tv, float[] q, int qOff, int qw, float[] k, int kOff, int kw, int d, float scale) {
+    private static void scores(float[] s, int tv, float[] q, int qOff, int qw, float[] kt, int d, float scale) {
         for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
             int i1 = Math.min(tv, i0 + ATT_BLOCK);
-            KERNELS.nt(q, qOff, qw, k, kOff, kw, s, 0, tv, d, i0, i1, 0, i1, scale, 0f);
+            KERNELS.nn(q, qOff, qw, false, kt, 0, tv, s, 0, tv, d, i0, i1, 0, i1, scale, 0f);
         }
     }
 
@@ -504,7 +512,7 @@ public final class CpuBackend implements Backend {
         final int T = seqLen, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
         // one task per (sequence, head): S = QKᵀ and O = PV through the GEMM kernels, softmax in between
         parallelFor(batch * heads, 1, (st, en) -> {
-            float[] p = new float[T * T];
+            float[] p = new float[T * T], kt = new float[D * T];
             for (int bh = st; bh < en; bh++) {
                 int b = bh / heads, h = bh % heads, g = h / group;
                 int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
@@ -516,7 +524,8 @@ public final class CpuBackend implements Backend {
                 }
                 if (tv == 0) continue;
                 int qOff = Q.off + (b * T + ks) * qw + h * D, kOff = K.off + (b * T + ks) * kw + g * D, vOff = V.off + (b * T + ks) * kw + g * D;
-                scores(p, tv, Q.f, qOff, qw, K.f, kOff, kw, D, scale);
+                packHeadT(K.f, kOff, kw, D, tv, kt);
+                scores(p, tv, Q.f, qOff, qw, kt, D, scale);
                 for (int i = 0; i < tv; i++) {
                     int r = i * tv;
                     float max = Float.NEGATIVE_INFINITY;
@@ -550,7 +559,7 @@ public final class CpuBackend implements Backend {
         // Per head: P from the stashed lse, dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dO⊙O)), then
         // dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO through the GEMM kernels.
         parallelFor(batch * kvHeads, 1, (st, en) -> {
-            float[] p = new float[T * T], ds = new float[T * T];
+            float[] p = new float[T * T], ds = new float[T * T], kt = new float[D * T], vt = new float[D * T];
             for (int bg = st; bg < en; bg++) {
                 int b = bg / kvHeads, g = bg % kvHeads;
                 int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
@@ -565,13 +574,12 @@ public final class CpuBackend implements Backend {
                 }
                 if (tv == 0) continue;
                 int kOff = (b * T + ks) * kw + g * D;
+                packHeadT(K.f, K.off + kOff, kw, D, tv, kt);
+                packHeadT(V.f, V.off + kOff, kw, D, tv, vt);
                 for (int h = g * group; h < (g + 1) * group; h++) {
                     int qOff = (b * T + ks) * qw + h * D, lo = L.off + (b * heads + h) * T + ks;
-                    scores(p, tv, Q.f, Q.off + qOff, qw, K.f, K.off + kOff, kw, D, scale);
-                    for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
-                        int i1 = Math.min(tv, i0 + ATT_BLOCK);
-                        KERNELS.nt(DO.f, DO.off + qOff, qw, V.f, V.off + kOff, kw, ds, 0, tv, D, i0, i1, 0, i1, 1f, 0f);
-                    }
+                    scores(p, tv, Q.f, Q.off + qOff, qw, kt, D, scale);
+                    scores(ds, tv, DO.f, DO.off + qOff, qw, vt, D, 1f); // dP = dO·Vᵀ, same causal blocks
                     for (int i = 0; i < tv; i++) {
                         int r = i * tv, ro = qOff + i * qw;
                         float dsum = 0f;
