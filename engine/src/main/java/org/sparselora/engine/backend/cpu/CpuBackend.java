@@ -530,8 +530,9 @@ public final class CpuBackend implements Backend {
                     int r = i * tv;
                     float max = Float.NEGATIVE_INFINITY;
                     for (int j = 0; j <= i; j++) max = Math.max(max, p[r + j]);
+                    KERNELS.expShift(p, r, i + 1, max);
                     double sum = 0;
-                    for (int j = 0; j <= i; j++) { float e = (float) Math.exp(p[r + j] - max); p[r + j] = e; sum += e; }
+                    for (int j = 0; j <= i; j++) sum += p[r + j];
                     float inv = (float) (1.0 / sum);
                     for (int j = 0; j <= i; j++) p[r + j] *= inv;
                     for (int j = i + 1; j < tv; j++) p[r + j] = 0f;
@@ -585,11 +586,8 @@ public final class CpuBackend implements Backend {
                         float dsum = 0f;
                         for (int x = 0; x < D; x++) dsum += DO.f[DO.off + ro + x] * O.f[O.off + ro + x];
                         float l = L.f[lo + i];
-                        for (int j = 0; j <= i; j++) {
-                            float pj = (float) Math.exp(p[r + j] - l);
-                            p[r + j] = pj;
-                            ds[r + j] = pj * (ds[r + j] - dsum) * scale;
-                        }
+                        KERNELS.expShift(p, r, i + 1, l);
+                        for (int j = 0; j <= i; j++) ds[r + j] = p[r + j] * (ds[r + j] - dsum) * scale;
                         for (int j = i + 1; j < tv; j++) { p[r + j] = 0f; ds[r + j] = 0f; }
                     }
                     // dQ_h = dS·K (causal: row block i0..i1 needs keys < i1)
@@ -655,10 +653,7 @@ public final class CpuBackend implements Backend {
         sameNumel(out, up, "swiglu");
         CpuTensor O = ft(out, "out"), G = ft(gate, "gate"), U = ft(up, "up");
         parallelFor(O.numel, 32768, (a, b) -> {
-            for (int i = a; i < b; i++) {
-                float g = G.f[G.off + i];
-                O.f[O.off + i] = g / (1f + (float) Math.exp(-g)) * U.f[U.off + i];
-            }
+            KERNELS.swiglu(O.f, O.off + a, G.f, G.off + a, U.f, U.off + a, b - a);
             round(O, a, b);
         });
     }
@@ -670,12 +665,7 @@ public final class CpuBackend implements Backend {
         sameNumel(dout, gate, "swigluBackward");
         CpuTensor DG = ft(dgate, "dgate"), DU = ft(dup, "dup"), DO = ft(dout, "dout"), G = ft(gate, "gate"), U = ft(up, "up");
         parallelFor(G.numel, 32768, (a, b) -> {
-            for (int i = a; i < b; i++) {
-                float g = G.f[G.off + i], u = U.f[U.off + i], d = DO.f[DO.off + i];
-                float sg = 1f / (1f + (float) Math.exp(-g));
-                DG.f[DG.off + i] = d * u * sg * (1f + g * (1f - sg));
-                DU.f[DU.off + i] = d * g * sg;
-            }
+            KERNELS.swigluBackward(DG.f, DG.off + a, DU.f, DU.off + a, DO.f, DO.off + a, G.f, G.off + a, U.f, U.off + a, b - a);
             round(DG, a, b);
             round(DU, a, b);
         });

@@ -1,6 +1,8 @@
 package org.sparselora.engine.backend.cpu;
 
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -16,6 +18,58 @@ final class VectorMatmulKernels implements MatmulKernels {
     private static final int L = S.length();
 
     @Override public int lanes() { return L; }
+
+    /** exp by the same operations as {@link MatmulKernels#exp(float)}, lane by lane. */
+    static FloatVector exp(FloatVector x) {
+        x = x.max(-87f).min(88f);
+        FloatVector t = x.mul(LOG2E).add(MAGIC).sub(MAGIC);
+        FloatVector r = t.fma(FloatVector.broadcast(S, -LN2_HI), x);
+        r = t.fma(FloatVector.broadcast(S, -LN2_LO), r);
+        FloatVector p = FloatVector.broadcast(S, P0);
+        p = p.fma(r, FloatVector.broadcast(S, P1));
+        p = p.fma(r, FloatVector.broadcast(S, P2));
+        p = p.fma(r, FloatVector.broadcast(S, P3));
+        p = p.fma(r, FloatVector.broadcast(S, P4));
+        p = p.fma(r, FloatVector.broadcast(S, P5));
+        FloatVector y = p.fma(r.mul(r), r).add(1f);
+        IntVector bits = ((IntVector) t.convert(VectorOperators.F2I, 0)).add(127).lanewise(VectorOperators.LSHL, 23);
+        return y.mul(bits.reinterpretAsFloats());
+    }
+
+    static FloatVector sigmoid(FloatVector g) {
+        return FloatVector.broadcast(S, 1f).div(exp(g.neg()).add(1f));
+    }
+
+    @Override
+    public void expShift(float[] x, int off, int n, float shift) {
+        int i = 0;
+        for (; i + L <= n; i += L) exp(FloatVector.fromArray(S, x, off + i).sub(shift)).intoArray(x, off + i);
+        for (; i < n; i++) x[off + i] = MatmulKernels.exp(x[off + i] - shift);
+    }
+
+    @Override
+    public void swiglu(float[] out, int oo, float[] g, int go, float[] u, int uo, int n) {
+        int i = 0;
+        for (; i + L <= n; i += L) {
+            FloatVector gv = FloatVector.fromArray(S, g, go + i);
+            gv.mul(sigmoid(gv)).mul(FloatVector.fromArray(S, u, uo + i)).intoArray(out, oo + i);
+        }
+        for (; i < n; i++) { float gi = g[go + i]; out[oo + i] = gi * MatmulKernels.sigmoid(gi) * u[uo + i]; }
+    }
+
+    @Override
+    public void swigluBackward(float[] dg, int dgo, float[] du, int duo, float[] dout, int doo, float[] g, int go, float[] u, int uo, int n) {
+        int i = 0;
+        for (; i + L <= n; i += L) {
+            FloatVector gv = FloatVector.fromArray(S, g, go + i), uv = FloatVector.fromArray(S, u, uo + i);
+            FloatVector d = FloatVector.fromArray(S, dout, doo + i), sg = sigmoid(gv);
+            // same association as MatmulKernels.swigluGrad: d·u·(sg·(1 + g·(1 − sg))) and d·(g·sg)
+            FloatVector one = FloatVector.broadcast(S, 1f);
+            d.mul(uv).mul(sg.mul(one.add(gv.mul(one.sub(sg))))).intoArray(dg, dgo + i);
+            d.mul(gv.mul(sg)).intoArray(du, duo + i);
+        }
+        for (; i < n; i++) MatmulKernels.swigluGrad(dg, dgo + i, du, duo + i, dout[doo + i], g[go + i], u[uo + i]);
+    }
 
     private static float lanesThenTail(FloatVector acc, float[] tmp, float[] a, int ar, float[] b, int br, int kv, int k) {
         acc.intoArray(tmp, 0);
