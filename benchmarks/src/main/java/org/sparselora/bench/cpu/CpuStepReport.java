@@ -43,16 +43,21 @@ public final class CpuStepReport {
             LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, 1)));
             LoraAdapter lora = new LoraAdapter(be, c, BenchModels.lora());
             Batch b = BenchModels.batch(c, 4, 256, 0.75, 3);
-            System.out.printf("%n| step (4x256, 75%% context) | ms/step | GFLOP/step | GFLOP/s | FLOP reduction | speed-up |%n|---|---|---|---|---|---|%n");
+            System.out.printf("%n| step (4x256, 75%% context) | ms/step (median) | GFLOP/step | GFLOP/s | FLOP reduction | speed-up |%n|---|---|---|---|---|---|%n");
+            // modes interleaved step by step and the median taken, so drift in machine load hits all alike
+            SparsePlan[] plans = {null, BenchModels.plan(be, c, b, BenchModels.math10kScaled(), SparsePlan.FrozenGrad.SLICED, 5),
+                    BenchModels.plan(be, c, b, BenchModels.math10kScaled(), SparsePlan.FrozenGrad.CUT, 5)};
+            String[] names = {"dense LoRA", "SparseLoRA (sliced)", "SparseLoRA (cut)"};
+            double[][] ms = new double[plans.length][steps];
+            for (SparsePlan p : plans) stepMs(m, lora, b, p, 0); // warm-up
+            for (int s = 0; s < steps; s++)
+                for (int i = 0; i < plans.length; i++) ms[i][s] = stepMs(m, lora, b, plans[i], 1);
             long denseF = FlopCounter.step(c, lora.config(), b, null);
-            double denseMs = stepMs(m, lora, b, null, steps);
-            System.out.printf("| dense LoRA | %.1f | %.2f | %.1f | 1.00x | 1.00x |%n", denseMs, denseF / 1e9, denseF / denseMs / 1e6);
-            for (SparsePlan.FrozenGrad fg : SparsePlan.FrozenGrad.values()) {
-                SparsePlan plan = BenchModels.plan(be, c, b, BenchModels.math10kScaled(), fg, 5);
-                long f = FlopCounter.step(c, lora.config(), b, plan);
-                double ms = stepMs(m, lora, b, plan, steps);
-                System.out.printf("| SparseLoRA (%s) | %.1f | %.2f | %.1f | %.2fx | %.2fx |%n", fg.name().toLowerCase(), ms, f / 1e9, f / ms / 1e6,
-                        denseF / (double) f, denseMs / ms);
+            double denseMs = median(ms[0]);
+            for (int i = 0; i < plans.length; i++) {
+                long f = FlopCounter.step(c, lora.config(), b, plans[i]);
+                double t = median(ms[i]);
+                System.out.printf("| %s | %.1f | %.2f | %.1f | %.2fx | %.2fx |%n", names[i], t, f / 1e9, f / t / 1e6, denseF / (double) f, denseMs / t);
             }
         }
     }
@@ -76,8 +81,18 @@ public final class CpuStepReport {
         return 2.0 * m * k * n * reps / s / 1e9;
     }
 
+    static double median(double[] x) {
+        double[] s = x.clone();
+        java.util.Arrays.sort(s);
+        return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    }
+
+    /** ms per step over {@code steps} steps; 0 steps = two warm-up steps only. */
     static double stepMs(LlamaModel m, LoraAdapter lora, Batch b, SparsePlan plan, int steps) {
-        for (int i = 0; i < 2; i++) { m.forward(b, lora, plan, i); m.backward(); }
+        if (steps == 0) {
+            for (int i = 0; i < 2; i++) { m.forward(b, lora, plan, i); m.backward(); }
+            return 0;
+        }
         long t0 = now();
         for (int i = 0; i < steps; i++) { m.forward(b, lora, plan, i); m.backward(); }
         return (now() - t0) / 1e6 / steps;
