@@ -60,6 +60,7 @@ public final class StepBenchmark implements Callable<Integer> {
     @Option(names = "--warmup") int warmup = 20;
     @Option(names = "--steps") int steps = 30;
     @Option(names = "--peak-tflops", description = "measured bf16 GEMM peak for MFU (default ${DEFAULT-VALUE}, GPU.md)") double peakTflops = 790;
+    @Option(names = "--profile", description = "after timing, run this many dense and sparse steps with a device sync around every op and print where the time goes (default ${DEFAULT-VALUE})") int profile = 0;
     @Option(names = "--json", description = "append one JSON line per row to this file") Path json;
 
     public static void main(String[] args) {
@@ -112,6 +113,7 @@ public final class StepBenchmark implements Callable<Integer> {
                     try (SparsePlanner planner = new SparsePlanner(be, sc, new ChannelSelection(be, pred, res), warmup + steps, 3)) {
                         rows.add(measure(cfg, be, m, lora, b, planner, t, label));
                         if (first) rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor)"));
+                        if (first && profile > 0) OpTimes.profile(be, w, lora, b, planner, profile, warmup, cfg.numLayers());
                     }
                 }
             }
@@ -156,7 +158,8 @@ public final class StepBenchmark implements Callable<Integer> {
     /** SparseLoRA with one plan (chosen at the first step) reused: the step without the predictor. */
     private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
         LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
-        SparsePlan plan = planner.plan(b, 0);
+        SparsePlan plan = planner.plan(b, warmup); // a step inside the sparse window (past the dense warm-up)
+        if (plan == null) throw new IllegalStateException("step " + warmup + " is not sparse under " + sparsity);
         m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
         m.backward();
         lora.zeroGrads();
