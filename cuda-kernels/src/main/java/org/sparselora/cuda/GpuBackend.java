@@ -68,10 +68,15 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention runs on head-major bf16 copies of q, k, v (so the G query heads of a KV group are
- * one contiguous matrix and one strided-batched GEMM covers every (sequence, group)), fp32 scores,
- * a fused masked softmax and bf16 probabilities; the backward recomputes the scores from the lse
- * stash. With F32 tensors the attention therefore still has bf16 operand precision.
+ * <p>Attention (default {@link AttentionKernel#GEMM}, the fastest measured) runs on head-major bf16
+ * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
+ * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
+ * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
+ * attention therefore still has bf16 operand precision. Fused flash-style kernels that never write
+ * the score matrix are selectable ({@link #setAttentionKernel}); see benchmarks/gpu/NOTES.md.
+ *
+ * <p>Tensors come from a caching {@link DevicePool}: closing one costs no driver call (so no
+ * device-wide sync), and blocks closed during a graph capture stay reserved for that graph.
  *
  * <p>Scratch buffers (attention intermediates, conversions) grow on demand and are kept: a buffer
  * that is outgrown is retired, not freed, until {@link #close()}, because a captured graph may
