@@ -157,8 +157,19 @@ public final class GpuBackend implements Backend {
     public String ptxArch() { return kernels.arch(); }
 
     /** The most device memory this backend has held at once, in bytes: pooled tensor blocks
-     *  (in use or cached), scratch buffers and the cuBLAS workspace. */
+     *  (in use or cached), scratch buffers and the cuBLAS workspace (like PyTorch's
+     *  {@code max_memory_reserved}). */
     public long peakMemory() { return peakBytes; }
+
+    /** The most bytes of live tensors at once plus scratch and workspace (like PyTorch's
+     *  {@code max_memory_allocated}: cached free blocks not counted). */
+    public long peakMemoryInUse() { return pool.peakInUseBytes() + directBytes; }
+
+    /** Starts a new peak window for {@link #peakMemory()} and {@link #peakMemoryInUse()} at the current levels. */
+    public void resetPeakMemory() {
+        pool.resetPeaks();
+        peakBytes = pool.heldBytes() + directBytes;
+    }
 
     /** Device memory this backend holds now, in bytes (same accounting as {@link #peakMemory()}). */
     public long allocatedMemory() { return pool.heldBytes() + directBytes; }
