@@ -7,7 +7,8 @@ import picocli.CommandLine.Command;
 /**
  * The {@code sparselora} command line. Each subcommand is its own class; to add one (score,
  * generate, demo, predictor, calibrate, …) write a {@code Callable<Integer>} annotated with
- * {@code @Command} and list it in {@code subcommands} below. Errors a user can cause print one
+ * {@code @Command} and list it in {@code subcommands} below (or, from a module that depends on this
+ * one, register a {@link CliExtension}). Errors a user can cause print one
  * line ({@code sparselora: …}) and exit 2; a failed job exits 1.
  */
 @Command(name = "sparselora", mixinStandardHelpOptions = true, version = "sparselora 0.1.0",
@@ -35,6 +36,8 @@ public final class Main implements Runnable {
 
     public static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new Main());
+        for (CliExtension ext : java.util.ServiceLoader.load(CliExtension.class))
+            if (!cl.getSubcommands().containsKey(ext.name())) cl.addSubcommand(ext.name(), ext.command());
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             cmd.getErr().println("sparselora " + cmd.getCommandName() + ": " + describe(ex));
             if (System.getenv("SPARSELORA_DEBUG") != null) ex.printStackTrace(cmd.getErr());

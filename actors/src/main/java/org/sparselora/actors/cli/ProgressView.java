@@ -34,7 +34,7 @@ final class ProgressView implements AutoCloseable {
             case STEP -> {
                 var s = e.getStep();
                 if (bar == null) bar = new ProgressBarBuilder().setTaskName(label).setInitialMax(s.getTotalSteps())
-                        .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(250).continuousUpdate()
+                        .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(500)
                         .setConsumer(new ConsoleProgressBarConsumer(out, 110)).build();
                 bar.stepTo(s.getStep());
                 double tps = s.getMs() > 0 ? s.getTokens() / (s.getMs() / 1000) : 0;
@@ -48,13 +48,16 @@ final class ProgressView implements AutoCloseable {
                 if (st == JobState.FINISHED || st == JobState.FAILED || st == JobState.CANCELLED) {
                     finalState = st;
                     finalReason = e.getState().getReason();
-                } else line(st.name().toLowerCase(Locale.ROOT) + (e.getState().getReason().isEmpty() ? "" : ": " + e.getState().getReason()));
+                } else {
+                    String name = st.name().toLowerCase(Locale.ROOT).replace('_', ' '), why = e.getState().getReason();
+                    line(name + (why.isEmpty() || why.equals(name) ? "" : ": " + why));
+                }
             }
             case CHECKPOINT -> { /* frequent; the final line names the checkpoint */ }
             case RESTARTED -> line("restarted from step " + e.getRestarted().getFromStep() + " (attempt " + e.getRestarted().getAttempt()
                     + "): " + e.getRestarted().getCause());
-            case PROGRESS -> line(String.format(Locale.ROOT, "%s %3.0f%% %s", e.getProgress().getStage(), 100 * e.getProgress().getFraction(),
-                    e.getProgress().getMessage()));
+            case PROGRESS -> line(e.getProgress().getFraction() < 0 ? e.getProgress().getStage() + " " + e.getProgress().getMessage()
+                    : String.format(Locale.ROOT, "%s %3.0f%% %s", e.getProgress().getStage(), 100 * e.getProgress().getFraction(), e.getProgress().getMessage()));
             case DATA -> {
                 var d = e.getData();
                 line(d.getRecords() + " records" + (d.getMalformed() == 0 ? "" : ", " + d.getMalformed() + " malformed (skipped): "

@@ -64,7 +64,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
     private record PredictorEvent(Predictor.Event event) implements Command, LocalMessage {}
 
-    private record CheckpointDone(int step, boolean last, Throwable error) implements Command, LocalMessage {}
+    private record CheckpointDone(long generation, int step, boolean last, Throwable error) implements Command, LocalMessage {}
 
     private record ExportDone(Throwable error) implements Command, LocalMessage {}
 
@@ -425,19 +425,21 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
     private void writeCheckpoint(Checkpoint c, boolean last) {
         int s = c == null ? step : c.getStep();
+        long gen = generation;
         getContext().pipeToSelf(CompletableFuture.runAsync(() -> {
             try {
                 if (c != null) store.write(c);
             } catch (IOException e) {
                 throw new RuntimeException(e);
             }
-        }, checkpointIo), (ok, err) -> new CheckpointDone(s, last, err == null ? null : DataLoader.unwrap(err)));
+        }, checkpointIo), (ok, err) -> new CheckpointDone(gen, s, last, err == null ? null : DataLoader.unwrap(err)));
     }
 
     private Behavior<Command> onCheckpointDone(CheckpointDone m) {
         if (m.error() != null) return fail("checkpoint " + store.file() + ": " + DataLoader.message(m.error()));
         events.emit(JobEvent.newBuilder().setCheckpoint(CheckpointSaved.newBuilder().setStep(m.step()).setPath(store.file().toString())));
-        if (m.last() && phase == Phase.STOPPING) return export();
+        // a final checkpoint requested before a restart does not end the restarted run
+        if (m.last() && phase == Phase.STOPPING && m.generation() == generation) return export();
         return this;
     }
 

@@ -12,7 +12,7 @@ public interface PredictorBuilder {
 
     PredictorFactors build(ProgressListener progress) throws Exception;
 
-    /** Build progress: {@code fraction} in [0,1], e.g. ("svd", 0.25, "layer 8/32"). */
+    /** Build progress: {@code fraction} in [0,1], e.g. ("svd", 0.25, "layer 8/32"), or negative for a note without one. */
     @FunctionalInterface
     interface ProgressListener {
         void progress(String stage, double fraction, String message);

@@ -107,8 +107,6 @@ public final class Stepper {
                 .onMessage(RunStep.class, m -> {
                     if (m.generation() != generation) return Behaviors.same();
                     if (schedule.isSparse(m.step())) {
-                        if (!predictorAttached)
-                            throw new IllegalStateException("step " + m.step() + " is sparse but worker " + worker + " has no predictor");
                         ctx.getLog().debug("worker {} switches to sparse at step {}", worker, m.step());
                         run(m, true);
                         return sparse();
@@ -149,6 +147,8 @@ public final class Stepper {
     }
 
     private void run(RunStep m, boolean sparse) {
+        if (sparse && !predictorAttached)
+            throw new IllegalStateException("step " + m.step() + " is sparse but worker " + worker + " has no predictor");
         StepResult r = trainer.computeGradients(m.batch(), m.step(), sparse);
         // one worker: the gradients stay on the device, only the statistics go to the round
         float[][] grads = workers > 1 ? trainer.gradientsToHost() : null;

@@ -74,6 +74,15 @@ public final class MarkovSource implements BatchSource {
         return new Batch(batchSize, seqLen, tokens, targets, positions, keyStart);
     }
 
+    /** {@link #next()} for tests (the data never throws). */
+    public Batch next0() {
+        try {
+            return next();
+        } catch (InterruptedException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
     private int[] sequence(int idx) {
         Random r = new Random(seed * 1_000_003L + idx);
         int[] seq = new int[seqLen];

@@ -1,0 +1,237 @@
+package org.sparselora.actors.engine;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.sparselora.actors.pipeline.AdapterExporter;
+import org.sparselora.actors.pipeline.BatchSource;
+import org.sparselora.actors.pipeline.DataPosition;
+import org.sparselora.actors.pipeline.DataSummary;
+import org.sparselora.actors.pipeline.EngineProvider;
+import org.sparselora.actors.pipeline.JobRuntime;
+import org.sparselora.actors.pipeline.PredictorBuilder;
+import org.sparselora.actors.pipeline.PredictorFactors;
+import org.sparselora.actors.pipeline.WorkerFactory;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.cpu.CpuBackend;
+import org.sparselora.engine.data.Batcher;
+import org.sparselora.engine.data.DatasetFormat;
+import org.sparselora.engine.data.DatasetReader;
+import org.sparselora.engine.data.ExampleTokenizer;
+import org.sparselora.engine.data.PromptTemplate;
+import org.sparselora.engine.data.TokenizedExample;
+import org.sparselora.engine.io.AdapterFiles;
+import org.sparselora.engine.io.HfCheckpoint;
+import org.sparselora.engine.io.Llama2cCheckpoint;
+import org.sparselora.engine.io.LoraSpec;
+import org.sparselora.engine.io.PeftAdapter;
+import org.sparselora.engine.io.WeightSource;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.sparse.ChannelSelection;
+import org.sparselora.engine.sparse.LowRankSvd;
+import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.sparse.SparsePlanner;
+import org.sparselora.engine.sparse.SparsityConfig;
+import org.sparselora.engine.sparse.SvdPredictor;
+import org.sparselora.engine.tokenizer.Tokenizer;
+import org.sparselora.engine.tokenizer.Tokenizers;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.LoraTrainer;
+import org.sparselora.engine.train.OptimizerConfig;
+import org.sparselora.engine.train.TrainerState;
+import org.sparselora.engine.train.TrainingWorker;
+import org.sparselora.proto.control.JobSpec;
+
+/**
+ * The engine's Llama-family LoRA trainer behind the pipeline: a HF checkpoint directory (with
+ * config.json) or a llama2.c {@code .bin} as the base model, its tokenizer, an Alpaca/GSM8K/text
+ * dataset batched by the engine's {@link Batcher} (left padding, labels -100 on the prompt,
+ * shuffled per epoch with the job's seed, every batch exactly batch_size rows so it splits evenly
+ * over the workers), one {@link LoraTrainer} per worker on its own CPU backend, the SVD predictor
+ * built once per base model ({@link SvdPredictor}, cached on disk) and handed to each worker as
+ * its {@link SparsePlanner}, and the PEFT adapter written at stop.
+ */
+public final class LlamaEngineProvider implements EngineProvider {
+
+    /** The host-side SVD factors; each worker uploads them to its own backend. */
+    public record Factors(String cacheKey, SvdPredictor predictor) implements PredictorFactors {}
+
+    @Override
+    public String name() { return "llama"; }
+
+    @Override
+    public boolean accepts(JobSpec spec) {
+        Path p;
+        try {
+            p = Path.of(spec.getModel());
+        } catch (RuntimeException e) {
+            return false;
+        }
+        return Files.isRegularFile(p.resolve("config.json")) || Files.isRegularFile(p) && p.getFileName().toString().endsWith(".bin");
+    }
+
+    @Override
+    public JobRuntime open(JobSpec spec) {
+        Path model = Path.of(spec.getModel());
+        boolean hf = Files.isDirectory(model);
+        WeightSource src = hf ? HfCheckpoint.open(model) : Llama2cCheckpoint.open(model);
+        try {
+            return open(spec, model, hf, src);
+        } catch (RuntimeException e) {
+            src.close();
+            throw e;
+        }
+    }
+
+    private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src) {
+        if (!spec.getDevice().equals("cpu"))
+            throw new IllegalArgumentException("device: '" + spec.getDevice() + "' is not wired into the pipeline yet; use cpu");
+        Path tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
+        Tokenizer tok = Tokenizers.load(tokPath);
+        SparsityConfig sparsity = spec.hasSparsity() ? toEngine(spec.getSparsity()) : SparsityConfig.dense();
+        SparsityConfig.Resolved resolved = sparsity.resolve(src.config());
+
+        String fmt = spec.getData().getFormat();
+        DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
+                new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
+        List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
+        Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, false), tok);
+
+        var o = spec.getOptimizer();
+        OptimizerConfig opt = new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
+                (float) o.getWeightDecay(), (float) o.getGradClip(), OptimizerConfig.Schedule.parse(spec.getSchedule().getType()),
+                spec.getSchedule().getWarmupSteps(), spec.getSteps());
+        List<String> modules = new ArrayList<>();
+        for (String t : spec.getLora().getTargetsList()) modules.add(t + "_proj");
+        var l = spec.getLora();
+        LoraConfig lora = new LoraConfig(l.getR(), (float) l.getAlpha(), (float) l.getDropout(), LoraConfig.targetsOf(modules), l.getRslora(), spec.getSeed());
+        int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / spec.getWorkers());
+
+        WorkerFactory workers = new WorkerFactory() {
+            @Override
+            public TrainingWorker create(int worker, int n) {
+                Backend be = new CpuBackend(threads);
+                LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, src));
+                return new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
+            }
+
+            @Override
+            public void attachPredictor(TrainingWorker w, PredictorFactors f) {
+                LoraTrainer t = (LoraTrainer) w;
+                Backend be = t.model().backend();
+                t.setSparsePlanner(new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
+                        spec.getSteps(), spec.getSeed()));
+            }
+        };
+
+        PredictorBuilder predictor = null;
+        if (!sparsity.denseMode() && resolved.anySparse()) {
+            String key = model.toAbsolutePath().normalize() + "#svd_" + sparsity.rank() + "#mlp" + java.util.Arrays.toString(resolved.mlpRatio())
+                    + "#attn" + java.util.Arrays.toString(resolved.attnRatio());
+            Path cache = predictorCache(model, sparsity.rank());
+            predictor = new PredictorBuilder() {
+                @Override
+                public String cacheKey() { return key; }
+
+                @Override
+                public PredictorFactors build(ProgressListener progress) {
+                    SvdPredictor p = SvdPredictor.forConfig(src, resolved, sparsity.rank(), cache, LowRankSvd.Method.AUTO,
+                            new SvdPredictor.Progress() {
+                                @Override
+                                public void step(int done, int total, String what) {
+                                    progress.progress("svd", total == 0 ? 1 : (double) done / total, what);
+                                }
+
+                                @Override
+                                public void note(String message) { progress.progress("svd", -1, message); }
+                            });
+                    return new Factors(key, p);
+                }
+            };
+        }
+
+        AdapterExporter exporter = (state, dir) -> PeftAdapter.write(dir, adapterFiles(state, src, spec, modules, model));
+        return new JobRuntime(workers, new BatcherSource(batcher, ds, src), predictor, exporter);
+    }
+
+    /** The job's inline sparsity (proto, defaults applied) as the engine's config. */
+    static SparsityConfig toEngine(org.sparselora.proto.control.SparsityConfig c) {
+        int rank = c.getMode().equals("dense") ? 0 : Integer.parseInt(c.getMode().substring(4));
+        return new SparsityConfig(c.getStartStep(), c.getEndStep(), rank, c.getSkipOutputTokens(), c.getSparseOutputTokens(),
+                c.getFrozenGrad().equals("cut") ? SparsePlan.FrozenGrad.CUT : SparsePlan.FrozenGrad.SLICED,
+                new LinkedHashMap<>(new java.util.TreeMap<>(c.getSparsityMap())), "job sparsity");
+    }
+
+    /** $SPARSELORA_CACHE or ~/.cache/sparselora: predictor factors by model path and rank. */
+    static Path predictorCache(Path model, int rank) {
+        String base = System.getenv("SPARSELORA_CACHE");
+        Path dir = base != null ? Path.of(base) : Path.of(System.getProperty("user.home"), ".cache", "sparselora");
+        String name = model.toAbsolutePath().normalize().toString().replaceAll("[^A-Za-z0-9._-]", "_");
+        return dir.resolve("predictors").resolve(name + "-r" + rank + ".safetensors");
+    }
+
+    static AdapterFiles adapterFiles(TrainerState state, WeightSource src, JobSpec spec, List<String> modules, Path model) {
+        LinkedHashMap<String, float[]> tensors = new LinkedHashMap<>();
+        Map<String, int[]> shapes = new HashMap<>();
+        int r = spec.getLora().getR();
+        for (Map.Entry<String, float[]> e : state.tensors().entrySet()) {
+            PeftAdapter.LoraKey k = PeftAdapter.parseKey(e.getKey());
+            if (k == null) continue; // the AdamW moments
+            int[] io = PeftAdapter.inOut(src.config(), k.module());
+            tensors.put(e.getKey(), e.getValue());
+            shapes.put(e.getKey(), k.isA() ? new int[]{r, io[0]} : new int[]{io[1], r});
+        }
+        var l = spec.getLora();
+        return new AdapterFiles(new LoraSpec(r, (float) l.getAlpha(), (float) l.getDropout(), modules, l.getRslora(),
+                model.toAbsolutePath().toString()), tensors, shapes);
+    }
+
+    /** The engine's Batcher as the DataLoader's source; closing it releases the base weights. */
+    static final class BatcherSource implements BatchSource {
+        private final Batcher batcher;
+        private final DatasetReader.Dataset ds;
+        private final WeightSource weights;
+        private long batches;
+
+        BatcherSource(Batcher batcher, DatasetReader.Dataset ds, WeightSource weights) {
+            this.batcher = batcher;
+            this.ds = ds;
+            this.weights = weights;
+        }
+
+        @Override
+        public DataSummary open() {
+            List<String> lines = new ArrayList<>();
+            for (DatasetReader.Malformed m : ds.malformed()) lines.add(ds.file().getFileName() + " line " + m.line() + ": " + m.reason());
+            return new DataSummary(ds.examples().size(), ds.malformed().size(), lines);
+        }
+
+        @Override
+        public Batch next() {
+            batches++;
+            return batcher.next();
+        }
+
+        @Override
+        public DataPosition position() {
+            Batcher.DataPosition p = batcher.position();
+            return new DataPosition(p.epoch(), p.batch(), 0, batches); // the shuffle is a function of (seed, epoch)
+        }
+
+        @Override
+        public void seek(DataPosition p) {
+            batcher.seek(new Batcher.DataPosition((int) p.epoch(), (int) p.offset()));
+            batches = p.batches();
+        }
+
+        @Override
+        public void close() { weights.close(); }
+    }
+}
