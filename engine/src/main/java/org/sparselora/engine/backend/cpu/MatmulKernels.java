@@ -1,7 +1,7 @@
 package org.sparselora.engine.backend.cpu;
 
 /**
- * The two GEMM micro-kernels the CPU backend is built on, on row-major float arrays:
+ * The two GEMM micro-kernels the CPU backend is built on (plus its exp-bound element-wise loops), on row-major float arrays:
  * {@code nt} (C = α·A·Bᵀ + β·C, dot products along K) and {@code nn} (C = α·A·B + β·C, broadcast
  * A and stream rows of B). Each call fills the C tile {@code [i0,i1) × [j0,j1)}.
  *

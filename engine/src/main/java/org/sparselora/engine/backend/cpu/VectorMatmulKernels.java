@@ -8,7 +8,9 @@ import jdk.incubator.vector.VectorSpecies;
 /**
  * Vector API GEMM micro-kernels ({@link FloatVector#SPECIES_PREFERRED}: 128/256/512-bit alike).
  * Loaded only when {@code jdk.incubator.vector} is in the boot layer. {@code nt} keeps a 4×4 block
- * of dot-product accumulators in registers; {@code nn} a 4-row × 2-vector block of C. Edges use
+ * of dot-product accumulators in registers; {@code nn} a 6-row (then 4-row) × 2-vector block of C.
+ * Also the element-wise kernels whose cost is an exp (softmax rows, SwiGLU), with a polynomial exp
+ * that rounds exactly like its scalar twin in {@link MatmulKernels}. Edges use
  * the same accumulation order as the blocks (see {@link MatmulKernels}' determinism contract), so
  * lane sums are done left to right through a small array rather than {@code reduceLanes}, whose
  * order is unspecified.
