@@ -49,4 +49,29 @@ class KernelsTest {
             assertEquals(Float.floatToIntBits(du2[i]), Float.floatToIntBits(du1[i]), "dup " + i);
         }
     }
+
+    @Test
+    void scalarFallbackGemmsAgreeWithTheVectorKernels() {
+        // the scalar kernels serve JVMs without jdk.incubator.vector: same contract, same results up to rounding
+        Random r = new Random(3);
+        int m = 13, k = 70, n = 41;
+        float[] a = new float[m * k], at = new float[m * k], bt = new float[n * k], b = new float[k * n];
+        for (int i = 0; i < m; i++) for (int p = 0; p < k; p++) { a[i * k + p] = (float) r.nextGaussian(); at[p * m + i] = a[i * k + p]; }
+        for (int j = 0; j < n; j++) for (int p = 0; p < k; p++) { bt[j * k + p] = (float) r.nextGaussian(); b[p * n + j] = bt[j * k + p]; }
+        MatmulKernels[] ks = {new VectorMatmulKernels(), new MatmulKernels.Scalar()};
+        float[][] out = new float[4][];
+        int o = 0;
+        for (MatmulKernels kk : ks) {
+            float[] c1 = new float[m * n], c2 = new float[m * n];
+            kk.nt(a, 0, k, bt, 0, k, c1, 0, n, k, 0, m, 0, n, 1f, 0f);
+            kk.nn(at, 0, m, true, b, 0, n, c2, 0, n, k, 0, m, 0, n, 1f, 0f);
+            out[o++] = c1;
+            out[o++] = c2;
+        }
+        for (int i = 0; i < m * n; i++) {
+            double want = 0;
+            for (int p = 0; p < k; p++) want += (double) a[(i / n) * k + p] * bt[(i % n) * k + p];
+            for (float[] c : out) assertEquals(want, c[i], 1e-4 * (1 + Math.abs(want)), "element " + i);
+        }
+    }
 }
