@@ -375,3 +375,634 @@ __device__ void flashFwdImpl(bf16* out, float* lse, const bf16* q, const bf16* k
 extern "C" __global__ void __launch_bounds__(128) flash_fwd_d64(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flashFwdImpl<64>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
 extern "C" __global__ void __launch_bounds__(128) flash_fwd_d128(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flashFwdImpl<128>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
 extern "C" __global__ void __launch_bounds__(128) flash_fwd_d32(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flashFwdImpl<32>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+
+// ---------------------------------------------------------------------------------------------
+// Fused attention backward for bf16, in two kernels that never write a score matrix and need no
+// atomics: flash_bwd_dkdv (one block per (64-key tile, kv head, sequence): loops over the query
+// heads of the group and the query tiles at or after the keys, accumulating dK = Σ dSᵀ·Q and
+// dV = Σ Pᵀ·dO in shared memory) and flash_bwd_dq (one block per (64-query tile, query head,
+// sequence): dQ = Σ dS·K over the visible key tiles). Both recompute S = Q·Kᵀ on the tensor cores
+// and P = exp(scale·S − lse) from the forward's lse stash; dS = P ⊙ (dP − Drow)·scale with
+// dP = dO·Vᵀ and Drow = rowsum(dO ⊙ O) (attn_rowdot). P and dS are rounded to bf16 for the GEMMs,
+// as in the unfused path.
+
+template <int D>
+struct FbSmem {
+    static constexpr int QS = D + 8, SS = 64 + 4, PS = 64 + 8, AS = D + 4;
+    static constexpr int K = 0;
+    static constexpr int V = K + 64 * QS * 2;
+    static constexpr int Q = V + 64 * QS * 2;
+    static constexpr int DO = Q + 64 * QS * 2;
+    static constexpr int S = DO + 64 * QS * 2;
+    static constexpr int P = S + 64 * SS * 4;
+    static constexpr int DS = P + 64 * PS * 2;
+    static constexpr int LSE = DS + 64 * PS * 2;
+    static constexpr int DR = LSE + 64 * 4;
+    static constexpr int ACC1 = DR + 64 * 4;        // dK (dkdv) or dQ (dq), f32
+    static constexpr int ACC2 = ACC1 + 64 * AS * 4; // dV (dkdv only)
+    static constexpr int BYTES_DQ = ACC2;
+    static constexpr int BYTES_DKDV = ACC2 + 64 * AS * 4;
+};
+
+// rows 16w.. of C (16 × 64, f32, into Cs) = A_w (16 × D, from As) · Bᵀ (B is 64 × D, from Bs)
+template <int D>
+__device__ __forceinline__ void fbRowsTimesT(float* Cs, const bf16* As, const bf16* Bs, int warp) {
+    using L = FbSmem<D>;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) wmma::fill_fragment(acc[j], 0.f);
+#pragma unroll
+    for (int kk = 0; kk < D; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+        wmma::load_matrix_sync(a, As + warp * 16 * L::QS + kk, L::QS);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+            wmma::load_matrix_sync(b, Bs + j * 16 * L::QS + kk, L::QS);
+            wmma::mma_sync(acc[j], a, b, acc[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) wmma::store_matrix_sync(Cs + warp * 16 * L::SS + j * 16, acc[j], L::SS, wmma::mem_row_major);
+}
+
+// Acc rows 16w.. (16 × D, f32 in shared) += op(X)(16 × 64) · Y (64 × D, bf16 row-major, stride QS).
+// transX: X is stored 64 × 64 (stride PS) and the warp's rows are its columns 16w.. (Xᵀ).
+template <int D, bool transX>
+__device__ __forceinline__ void fbAccumulate(float* Acc, const bf16* Xs, const bf16* Ys, int warp) {
+    using L = FbSmem<D>;
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+        wmma::load_matrix_sync(o, Acc + warp * 16 * L::AS + n * 16, L::AS, wmma::mem_row_major);
+#pragma unroll
+        for (int kk = 0; kk < 64; kk += 16) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+            wmma::load_matrix_sync(b, Ys + kk * L::QS + n * 16, L::QS);
+            if (transX) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> a;
+                wmma::load_matrix_sync(a, Xs + kk * L::PS + warp * 16, L::PS);
+                wmma::mma_sync(o, a, b, o);
+            } else {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+                wmma::load_matrix_sync(a, Xs + warp * 16 * L::PS + kk, L::PS);
+                wmma::mma_sync(o, a, b, o);
+            }
+        }
+        wmma::store_matrix_sync(Acc + warp * 16 * L::AS + n * 16, o, L::AS, wmma::mem_row_major);
+    }
+}
+
+// For this warp's 16 query rows (q0 + 16w + r) against keys k0..k0+63: P = exp(scale·S − lse)
+// on visible keys (S in Ss), then, once dP has replaced S in Ss (the caller computes it between
+// the two calls), dS = P·(dP − Drow)·scale. Lane pair (2r, 2r+1) takes row r, 32 columns each.
+template <int D>
+__device__ __forceinline__ void fbProbs(bf16* Ps, const float* Ss, const float* lseS, int q0, int k0, int ks, int T, float scale, int warp, int lane) {
+    using L = FbSmem<D>;
+    int r = lane >> 1, half = lane & 1, row = warp * 16 + r, tq = q0 + row;
+    float l = lseS[row];
+#pragma unroll 8
+    for (int c = 0; c < 32; c++) {
+        int col = half * 32 + c, j = k0 + col;
+        bool vis = tq < T && j >= ks && j <= tq && l != -INFINITY;
+        Ps[row * L::PS + col] = __float2bfloat16_rn(vis ? __expf(Ss[row * L::SS + col] * scale - l) : 0.f);
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void fbDs(bf16* dSs, const bf16* Ps, const float* dPs, const float* drS, float scale, int warp, int lane) {
+    using L = FbSmem<D>;
+    int r = lane >> 1, half = lane & 1, row = warp * 16 + r;
+    float dr = drS[row];
+#pragma unroll 8
+    for (int c = 0; c < 32; c++) {
+        int col = half * 32 + c;
+        float p = __bfloat162float(Ps[row * L::PS + col]);
+        dSs[row * L::PS + col] = __float2bfloat16_rn(p * (dPs[row * L::SS + col] - dr) * scale);
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void fbLoadRowStats(float* lseS, float* drS, const float* lse, const float* Drow, long base, int q0, int T) {
+    for (int e = threadIdx.x; e < 64; e += blockDim.x) {
+        bool ok = q0 + e < T;
+        lseS[e] = ok ? lse[base + q0 + e] : -INFINITY;
+        drS[e] = ok ? Drow[base + q0 + e] : 0.f;
+    }
+}
+
+template <typename TO, int D>
+__device__ __forceinline__ void fbStoreRows(TO* dst, long ld, const float* Acc, int valid) {
+    using L = FbSmem<D>;
+    for (int e = threadIdx.x; e < 64 * (D / 8); e += blockDim.x) {
+        int rr = e / (D / 8), c = (e % (D / 8)) * 8;
+        if (rr >= valid) continue;
+        float v8[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) v8[j] = Acc[rr * L::AS + c + j];
+        st8(dst, rr * ld + c, v8);
+    }
+}
+
+template <int D>
+__device__ void flashBwdDkDvImpl(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                 const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = FbSmem<D>;
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::DO);
+    float* Ss = reinterpret_cast<float*>(smemRaw + L::S);
+    bf16* Ps = reinterpret_cast<bf16*>(smemRaw + L::P);
+    bf16* dSs = reinterpret_cast<bf16*>(smemRaw + L::DS);
+    float* lseS = reinterpret_cast<float*>(smemRaw + L::LSE);
+    float* drS = reinterpret_cast<float*>(smemRaw + L::DR);
+    float* dKs = reinterpret_cast<float*>(smemRaw + L::ACC1);
+    float* dVs = reinterpret_cast<float*>(smemRaw + L::ACC2);
+
+    const int k0 = blockIdx.x * 64, g = blockIdx.y, b = blockIdx.z, G = Hq / Hkv;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int kValid = min(64, T - k0);
+
+    faLoadTile<D>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    for (int e = threadIdx.x; e < 64 * L::AS; e += blockDim.x) { dKs[e] = 0.f; dVs[e] = 0.f; }
+
+    if (k0 + 64 > ks) {  // otherwise every key of the tile is left padding: dK = dV = 0
+        for (int hh = 0; hh < G; hh++) {
+            int h = g * G + hh;
+            long statBase = ((long)b * Hq + h) * T;
+            for (int q0 = (k0 / 64) * 64; q0 < T; q0 += 64) {
+                __syncthreads();  // the previous iteration is done with Q, dO, P, dS
+                int qValid = min(64, T - q0);
+                faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+                faLoadTile<D>(dOs, dout + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+                fbLoadRowStats<D>(lseS, drS, lse, Drow, statBase, q0, T);
+                __syncthreads();
+                fbRowsTimesT<D>(Ss, Qs, Ks, warp);          // S rows of this warp
+                __syncwarp();
+                fbProbs<D>(Ps, Ss, lseS, q0, k0, ks, T, scale, warp, lane);
+                __syncwarp();
+                fbRowsTimesT<D>(Ss, dOs, Vs, warp);         // dP rows of this warp (S no longer needed)
+                __syncwarp();
+                fbDs<D>(dSs, Ps, Ss, drS, scale, warp, lane);
+                __syncthreads();                            // all P and dS rows are in place
+                fbAccumulate<D, true>(dVs, Ps, dOs, warp);  // dV rows 16w.. += Pᵀ·dO
+                fbAccumulate<D, true>(dKs, dSs, Qs, warp);  // dK rows 16w.. += dSᵀ·Q
+            }
+        }
+    }
+    __syncthreads();
+    fbStoreRows<bf16, D>(dk + ((long)b * T + k0) * kld + (long)g * D, kld, dKs, kValid);
+    fbStoreRows<bf16, D>(dv + ((long)b * T + k0) * kld + (long)g * D, kld, dVs, kValid);
+}
+
+template <int D>
+__device__ void flashBwdDqImpl(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                               const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = FbSmem<D>;
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::DO);
+    float* Ss = reinterpret_cast<float*>(smemRaw + L::S);
+    bf16* Ps = reinterpret_cast<bf16*>(smemRaw + L::P);
+    bf16* dSs = reinterpret_cast<bf16*>(smemRaw + L::DS);
+    float* lseS = reinterpret_cast<float*>(smemRaw + L::LSE);
+    float* drS = reinterpret_cast<float*>(smemRaw + L::DR);
+    float* dQs = reinterpret_cast<float*>(smemRaw + L::ACC1);
+
+    const int q0 = blockIdx.x * 64, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (Hq / Hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int qValid = min(64, T - q0);
+
+    faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    faLoadTile<D>(dOs, dout + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    fbLoadRowStats<D>(lseS, drS, lse, Drow, ((long)b * Hq + h) * T, q0, T);
+    for (int e = threadIdx.x; e < 64 * L::AS; e += blockDim.x) dQs[e] = 0.f;
+
+    const int kEnd = min(T, q0 + 64);
+    const int kBegin = (max(0, ks) / 64) * 64;
+    for (int k0 = kBegin; k0 < kEnd; k0 += 64) {
+        __syncthreads();  // every warp is done with the previous K/V tiles
+        int kValid = min(64, T - k0);
+        faLoadTile<D>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        __syncthreads();
+        fbRowsTimesT<D>(Ss, Qs, Ks, warp);
+        __syncwarp();
+        fbProbs<D>(Ps, Ss, lseS, q0, k0, ks, T, scale, warp, lane);
+        __syncwarp();
+        fbRowsTimesT<D>(Ss, dOs, Vs, warp);
+        __syncwarp();
+        fbDs<D>(dSs, Ps, Ss, drS, scale, warp, lane);
+        __syncwarp();
+        fbAccumulate<D, false>(dQs, dSs, Ks, warp);  // dQ rows 16w.. += dS·K
+    }
+    __syncthreads();
+    fbStoreRows<bf16, D>(dq + ((long)b * T + q0) * qld + (long)h * D, qld, dQs, qValid);
+}
+
+#define FLASH_BWD(DD) \
+    extern "C" __global__ void __launch_bounds__(128) flash_bwd_dkdv_d##DD(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flashBwdDkDvImpl<DD>(dk, dv, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); } \
+    extern "C" __global__ void __launch_bounds__(128) flash_bwd_dq_d##DD(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flashBwdDqImpl<DD>(dq, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); }
+FLASH_BWD(32)
+FLASH_BWD(64)
+FLASH_BWD(128)
+
+// ---------------------------------------------------------------------------------------------
+// Flash attention forward on register fragments (FlashAttention-2 layout) for bf16: mma.sync
+// m16n8k16 with the scores, probabilities and output accumulator in registers; shared memory
+// holds only the Q tile (read once into fragments), the K tile and Vᵀ (so every B fragment is one
+// 32-bit shared load). One block of 4 warps per (64 queries, query head, sequence), warp w owns 16
+// query rows; per 64-key tile S = Q·Kᵀ (8 n-tiles of 8 keys), online softmax on the fragments
+// (rows g and g+8 of the warp, reduced over the 4 lanes of a quad), P re-packed in place as the A
+// operand of O += P·V. Same semantics as flash_fwd (lse, masking, zero rows).
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned packBf16(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+__device__ __forceinline__ unsigned lds32(const bf16* p) { return *reinterpret_cast<const unsigned*>(p); }
+
+template <int D>
+struct F2Smem {
+    static constexpr int QS = D + 8;   // row stride (elements) of Q and K tiles: rows 4 banks apart
+    static constexpr int VS = 64 + 8;  // row stride of Vᵀ (D rows of 64 keys)
+    static constexpr int Q = 0;
+    static constexpr int K = Q + 64 * QS * 2;
+    static constexpr int V = K + 64 * QS * 2;
+    static constexpr int BYTES = V + D * VS * 2;
+};
+
+template <int D>
+__device__ void flash2FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* keyStart,
+                              int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = F2Smem<D>;
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
+    bf16* Vt = reinterpret_cast<bf16*>(smemRaw + L::V);
+
+    const int q0 = blockIdx.x * 64, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (Hq / Hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gid = lane >> 2, tid = lane & 3;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const bf16* kb = k + (long)b * T * kld + (long)g * D;
+    const bf16* vb = v + (long)b * T * kld + (long)g * D;
+
+    faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, min(64, T - q0));
+    __syncthreads();
+    // Q fragments of this warp's 16 rows, all D/16 k-steps
+    unsigned qf[D / 16][4];
+    const bf16* qw = Qs + warp * 16 * L::QS;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        qf[kk][0] = lds32(qw + gid * L::QS + kk * 16 + tid * 2);
+        qf[kk][1] = lds32(qw + (gid + 8) * L::QS + kk * 16 + tid * 2);
+        qf[kk][2] = lds32(qw + gid * L::QS + kk * 16 + 8 + tid * 2);
+        qf[kk][3] = lds32(qw + (gid + 8) * L::QS + kk * 16 + 8 + tid * 2);
+    }
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows gid and gid+8 (l: this lane's partial)
+    const int t0 = q0 + warp * 16 + gid, t1 = t0 + 8;
+
+    const int kEnd = min(T, q0 + 64);
+    const int kBegin = (max(0, ks) / 64) * 64;
+    for (int k0 = kBegin; k0 < kEnd; k0 += 64) {
+        __syncthreads();  // all warps are done with the previous K and Vᵀ
+        int valid = min(64, T - k0);
+        faLoadTile<D>(Ks, kb + (long)k0 * kld, kld, valid);
+        for (int e = threadIdx.x; e < 64 * (D / 8); e += blockDim.x) {  // Vᵀ[d][key]
+            int r = e % 64, c = (e / 64) * 8;  // a warp covers 32 consecutive keys: conflict-free transposed stores
+            uint4 u = make_uint4(0, 0, 0, 0);
+            if (r < valid) u = *reinterpret_cast<const uint4*>(vb + (long)(k0 + r) * kld + c);
+            const bf16* hv = reinterpret_cast<const bf16*>(&u);
+#pragma unroll
+            for (int j = 0; j < 8; j++) Vt[(c + j) * L::VS + r] = hv[j];
+        }
+        __syncthreads();
+
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const bf16* kr = Ks + (j * 8 + gid) * L::QS + kk * 16 + tid * 2;
+                mma16816(s[j], qf[kk], lds32(kr), lds32(kr + 8));
+            }
+        }
+        // mask + scale, row maxima
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int key = k0 + j * 8 + tid * 2 + e;
+                bool ok = key >= ks && key < T;
+                s[j][e] = (ok && key <= t0 && t0 < T) ? s[j][e] * scale : -INFINITY;
+                s[j][2 + e] = (ok && key <= t1 && t1 < T) ? s[j][2 + e] * scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[j][e]);
+                mx1 = fmaxf(mx1, s[j][2 + e]);
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        float a0 = m0 == -INFINITY ? 0.f : __expf(m0 - n0), a1 = m1 == -INFINITY ? 0.f : __expf(m1 - n1);
+        m0 = n0; m1 = n1;
+        float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p0 = s[j][e] == -INFINITY ? 0.f : __expf(s[j][e] - n0);
+                float p1 = s[j][2 + e] == -INFINITY ? 0.f : __expf(s[j][2 + e] - n1);
+                s[j][e] = p0; s[j][2 + e] = p1;
+                ps0 += p0; ps1 += p1;
+            }
+        }
+        l0 = l0 * a0 + ps0;
+        l1 = l1 * a1 + ps1;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) { o[j][0] *= a0; o[j][1] *= a0; o[j][2] *= a1; o[j][3] *= a1; }
+        // O += P·V: key k-steps of 16 (n-tiles 2ks', 2ks'+1 of S form the A fragment)
+#pragma unroll
+        for (int kq = 0; kq < 4; kq++) {
+            unsigned pa[4] = {packBf16(s[2 * kq][0], s[2 * kq][1]), packBf16(s[2 * kq][2], s[2 * kq][3]),
+                              packBf16(s[2 * kq + 1][0], s[2 * kq + 1][1]), packBf16(s[2 * kq + 1][2], s[2 * kq + 1][3])};
+#pragma unroll
+            for (int j = 0; j < D / 8; j++) {
+                const bf16* vr = Vt + (j * 8 + gid) * L::VS + kq * 16 + tid * 2;
+                mma16816(o[j], pa, lds32(vr), lds32(vr + 8));
+            }
+        }
+    }
+    // full row sums over the quad
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float i0 = l0 > 0.f ? 1.f / l0 : 0.f, i1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    if (t0 < T) {
+        bf16* orow = out + ((long)b * T + t0) * qld + (long)h * D;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(orow + j * 8 + tid * 2) = packBf16(o[j][0] * i0, o[j][1] * i0);
+        if (tid == 0) lse[((long)b * Hq + h) * T + t0] = l0 > 0.f ? m0 + logf(l0) : -INFINITY;
+    }
+    if (t1 < T) {
+        bf16* orow = out + ((long)b * T + t1) * qld + (long)h * D;
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(orow + j * 8 + tid * 2) = packBf16(o[j][2] * i1, o[j][3] * i1);
+        if (tid == 0) lse[((long)b * Hq + h) * T + t1] = l1 > 0.f ? m1 + logf(l1) : -INFINITY;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d32(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<32>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d64(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<64>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+extern "C" __global__ void __launch_bounds__(128) flash2_fwd_d128(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float sc) { flash2FwdImpl<128>(o, lse, q, k, v, ks, T, Hq, Hkv, sc); }
+
+// ---------------------------------------------------------------------------------------------
+// Flash attention backward on register fragments (mma.sync m16n8k16), two kernels as in the wmma
+// version (flash2_bwd_dkdv per key tile, flash2_bwd_dq per query tile; no atomics, no score matrix).
+// dkdv computes the transposed blocks directly: Sᵀ = K_w·Qᵀ and dPᵀ = V_w·dOᵀ for the warp's 16
+// keys, so Pᵀ and dSᵀ are already A fragments for dV += Pᵀ·dO and dK += dSᵀ·Q. Operands are read
+// from shared tiles (row-major for the B fragments of Qᵀ/dOᵀ products, transposed copies for the
+// B fragments of the ·dO / ·Q / ·K products), always as 32-bit loads.
+
+template <int D>
+struct B2Smem {
+    static constexpr int QS = D + 8, VS = 64 + 8;
+    static constexpr int T0 = 0;                       // four row tiles (64 × QS)
+    static constexpr int T1 = T0 + 64 * QS * 2;
+    static constexpr int T2 = T1 + 64 * QS * 2;
+    static constexpr int T3 = T2 + 64 * QS * 2;
+    static constexpr int X0 = T3 + 64 * QS * 2;        // transposed tiles (D × VS)
+    static constexpr int X1 = X0 + D * VS * 2;
+    static constexpr int BYTES_DQ = X1;                // dq uses T0..T3 and X0
+    static constexpr int BYTES_DKDV = X1 + D * VS * 2; // dkdv uses T0..T3, X0, X1
+};
+
+// rows [0, valid) of a 64 × D tile (global row stride ld) into a transposed shared tile dst[d][row]
+template <int D>
+__device__ __forceinline__ void loadTransposed(bf16* dst, const bf16* src, long ld, int valid) {
+    for (int e = threadIdx.x; e < 64 * (D / 8); e += blockDim.x) {
+        int r = e % 64, c = (e / 64) * 8;
+        uint4 u = make_uint4(0, 0, 0, 0);
+        if (r < valid) u = *reinterpret_cast<const uint4*>(src + r * ld + c);
+        const bf16* hv = reinterpret_cast<const bf16*>(&u);
+#pragma unroll
+        for (int j = 0; j < 8; j++) dst[(c + j) * B2Smem<D>::VS + r] = hv[j];
+    }
+}
+
+// acc[8][4] (16 rows × 64 cols) = A_w (16 × D, rows 16w.. of row tile As) · Bᵀ (B = 64 × D row tile)
+template <int D>
+__device__ __forceinline__ void rowsTimesRowsT(float (*acc)[4], const bf16* As, const bf16* Bs, int warp, int gid, int tid) {
+    constexpr int QS = B2Smem<D>::QS;
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    const bf16* aw = As + warp * 16 * QS;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        unsigned a[4] = {lds32(aw + gid * QS + kk * 16 + tid * 2), lds32(aw + (gid + 8) * QS + kk * 16 + tid * 2),
+                         lds32(aw + gid * QS + kk * 16 + 8 + tid * 2), lds32(aw + (gid + 8) * QS + kk * 16 + 8 + tid * 2)};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const bf16* br = Bs + (j * 8 + gid) * QS + kk * 16 + tid * 2;
+            mma16816(acc[j], a, lds32(br), lds32(br + 8));
+        }
+    }
+}
+
+// out[D/8][4] (16 × D) += X (16 × 64, given as fragments x[8][4] in the C layout) · Y, where Y
+// (64 × D) is supplied transposed in shared memory (Yt[d][row], stride VS).
+template <int D>
+__device__ __forceinline__ void fragsTimesTile(float (*out)[4], float (*x)[4], const bf16* Yt, int gid, int tid) {
+    constexpr int VS = B2Smem<D>::VS;
+#pragma unroll
+    for (int kq = 0; kq < 4; kq++) {
+        unsigned a[4] = {packBf16(x[2 * kq][0], x[2 * kq][1]), packBf16(x[2 * kq][2], x[2 * kq][3]),
+                         packBf16(x[2 * kq + 1][0], x[2 * kq + 1][1]), packBf16(x[2 * kq + 1][2], x[2 * kq + 1][3])};
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) {
+            const bf16* yr = Yt + (j * 8 + gid) * VS + kq * 16 + tid * 2;
+            mma16816(out[j], a, lds32(yr), lds32(yr + 8));
+        }
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void storeFragRows(bf16* base, long ld, float (*acc)[4], int r0, int r1, int T, int gid, int tid) {
+    if (r0 < T) {
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(base + r0 * ld + j * 8 + tid * 2) = packBf16(acc[j][0], acc[j][1]);
+    }
+    if (r1 < T) {
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) *reinterpret_cast<unsigned*>(base + r1 * ld + j * 8 + tid * 2) = packBf16(acc[j][2], acc[j][3]);
+    }
+}
+
+template <int D>
+__device__ void flash2BwdDkDvImpl(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                  const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = B2Smem<D>;
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::T0);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::T1);
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::T2);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::T3);
+    bf16* Qt = reinterpret_cast<bf16*>(smemRaw + L::X0);
+    bf16* dOt = reinterpret_cast<bf16*>(smemRaw + L::X1);
+    __shared__ float lseS[64], drS[64];
+
+    const int k0 = blockIdx.x * 64, g = blockIdx.y, b = blockIdx.z, G = Hq / Hkv;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int kValid = min(64, T - k0);
+    const int key0 = k0 + warp * 16 + gid, key1 = key0 + 8;
+
+    faLoadTile<D>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+    float dkA[D / 8][4], dvA[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) { dkA[j][0] = dkA[j][1] = dkA[j][2] = dkA[j][3] = 0.f; dvA[j][0] = dvA[j][1] = dvA[j][2] = dvA[j][3] = 0.f; }
+
+    if (k0 + 64 > ks) {  // otherwise every key of the tile is left padding: dK = dV = 0
+        for (int hh = 0; hh < G; hh++) {
+            int h = g * G + hh;
+            long statBase = ((long)b * Hq + h) * T;
+            for (int q0 = k0; q0 < T; q0 += 64) {
+                __syncthreads();  // every warp is done with the previous query tiles
+                int qValid = min(64, T - q0);
+                const bf16* qsrc = q + ((long)b * T + q0) * qld + (long)h * D;
+                const bf16* dsrc = dout + ((long)b * T + q0) * qld + (long)h * D;
+                faLoadTile<D>(Qs, qsrc, qld, qValid);
+                faLoadTile<D>(dOs, dsrc, qld, qValid);
+                loadTransposed<D>(Qt, qsrc, qld, qValid);
+                loadTransposed<D>(dOt, dsrc, qld, qValid);
+                for (int e = threadIdx.x; e < 64; e += blockDim.x) {
+                    bool ok = q0 + e < T;
+                    lseS[e] = ok ? lse[statBase + q0 + e] : -INFINITY;
+                    drS[e] = ok ? Drow[statBase + q0 + e] : 0.f;
+                }
+                __syncthreads();
+                float st[8][4], dpt[8][4];
+                rowsTimesRowsT<D>(st, Ks, Qs, warp, gid, tid);    // Sᵀ rows = this warp's keys
+                rowsTimesRowsT<D>(dpt, Vs, dOs, warp, gid, tid);  // dPᵀ
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int key = e < 2 ? key0 : key1;
+                        int qi = j * 8 + tid * 2 + (e & 1), query = q0 + qi;
+                        float l = lseS[qi];
+                        bool vis = query < T && key >= ks && key <= query && l != -INFINITY;
+                        float p = vis ? __expf(st[j][e] * scale - l) : 0.f;
+                        p = __bfloat162float(__float2bfloat16_rn(p));  // the bf16 P that dV's GEMM sees
+                        st[j][e] = p;
+                        dpt[j][e] = p * (dpt[j][e] - drS[qi]) * scale;
+                    }
+                }
+                fragsTimesTile<D>(dvA, st, dOt, gid, tid);   // dV += Pᵀ·dO
+                fragsTimesTile<D>(dkA, dpt, Qt, gid, tid);   // dK += dSᵀ·Q
+            }
+        }
+    }
+    storeFragRows<D>(dk + (long)b * T * kld + (long)g * D, kld, dkA, key0, key1, T, gid, tid);
+    storeFragRows<D>(dv + (long)b * T * kld + (long)g * D, kld, dvA, key0, key1, T, gid, tid);
+}
+
+template <int D>
+__device__ void flash2BwdDqImpl(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scale) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    using L = B2Smem<D>;
+    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::T0);
+    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::T1);
+    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::T2);
+    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::T3);
+    bf16* Kt = reinterpret_cast<bf16*>(smemRaw + L::X0);
+
+    const int q0 = blockIdx.x * 64, h = blockIdx.y, b = blockIdx.z;
+    const int g = h / (Hq / Hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
+    const int ks = keyStart[b];
+    const long qld = (long)Hq * D, kld = (long)Hkv * D;
+    const int qValid = min(64, T - q0);
+    const int t0 = q0 + warp * 16 + gid, t1 = t0 + 8;
+    const long statBase = ((long)b * Hq + h) * T;
+    const float l0 = t0 < T ? lse[statBase + t0] : -INFINITY, l1 = t1 < T ? lse[statBase + t1] : -INFINITY;
+    const float r0 = t0 < T ? Drow[statBase + t0] : 0.f, r1 = t1 < T ? Drow[statBase + t1] : 0.f;
+
+    faLoadTile<D>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    faLoadTile<D>(dOs, dout + ((long)b * T + q0) * qld + (long)h * D, qld, qValid);
+    float dqA[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) dqA[j][0] = dqA[j][1] = dqA[j][2] = dqA[j][3] = 0.f;
+
+    const int kEnd = min(T, q0 + 64);
+    const int kBegin = (max(0, ks) / 64) * 64;
+    for (int k0 = kBegin; k0 < kEnd; k0 += 64) {
+        __syncthreads();  // every warp is done with the previous key tiles
+        int kValid = min(64, T - k0);
+        const bf16* ksrc = k + ((long)b * T + k0) * kld + (long)g * D;
+        faLoadTile<D>(Ks, ksrc, kld, kValid);
+        faLoadTile<D>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        loadTransposed<D>(Kt, ksrc, kld, kValid);
+        __syncthreads();
+        float s[8][4], dp[8][4];
+        rowsTimesRowsT<D>(s, Qs, Ks, warp, gid, tid);
+        rowsTimesRowsT<D>(dp, dOs, Vs, warp, gid, tid);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = k0 + j * 8 + tid * 2 + (e & 1);
+                int query = e < 2 ? t0 : t1;
+                float l = e < 2 ? l0 : l1, dr = e < 2 ? r0 : r1;
+                bool vis = query < T && key >= ks && key <= query && l != -INFINITY;
+                float p = vis ? __expf(s[j][e] * scale - l) : 0.f;
+                p = __bfloat162float(__float2bfloat16_rn(p));
+                dp[j][e] = p * (dp[j][e] - dr) * scale;
+            }
+        }
+        fragsTimesTile<D>(dqA, dp, Kt, gid, tid);  // dQ += dS·K
+    }
+    storeFragRows<D>(dq + (long)b * T * qld + (long)h * D, qld, dqA, t0, t1, T, gid, tid);
+}
+
+#define FLASH2_BWD(DD) \
+    extern "C" __global__ void __launch_bounds__(128) flash2_bwd_dkdv_d##DD(bf16* dk, bf16* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flash2BwdDkDvImpl<DD>(dk, dv, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); } \
+    extern "C" __global__ void __launch_bounds__(128) flash2_bwd_dq_d##DD(bf16* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float sc) \
+        { flash2BwdDqImpl<DD>(dq, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, sc); }
+FLASH2_BWD(32)
+FLASH2_BWD(64)
+FLASH2_BWD(128)

@@ -32,6 +32,41 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
     T* orow = out + row * C;
     const T* dr = delta ? delta + row * C : nullptr;
     float s = 0.f;
+    constexpr int NG = 4;  // row cached in registers when it fits: x is read from memory once
+    if (vec && C / 8 <= NG * (int)blockDim.x) {
+        float v[NG][8];
+#pragma unroll
+        for (int gi = 0; gi < NG; gi++) {
+            int g = threadIdx.x + gi * blockDim.x;
+            if (g < C / 8) {
+                ld8(xr, g * 8, v[gi]);
+                if (dr) {
+                    float d[8]; ld8(dr, g * 8, d);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) v[gi][j] += d[j];
+                    st8(xr, g * 8, v[gi]);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) v[gi][j] = ld(xr, g * 8 + j);  // the rounded value (this thread's own store)
+                }
+#pragma unroll
+                for (int j = 0; j < 8; j++) s = fmaf(v[gi][j], v[gi][j], s);
+            }
+        }
+        s = blockSum(s);
+        float r = rsqrtf(s / C + eps);
+        if (threadIdx.x == 0) rstd[row] = r;
+#pragma unroll
+        for (int gi = 0; gi < NG; gi++) {
+            int g = threadIdx.x + gi * blockDim.x;
+            if (g < C / 8) {
+                float wv[8]; ld8(w, g * 8, wv);
+#pragma unroll
+                for (int j = 0; j < 8; j++) v[gi][j] = v[gi][j] * r * wv[j];
+                st8(orow, g * 8, v[gi]);
+            }
+        }
+        return;
+    }
     if (vec) {
         for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
             float v[8]; ld8(xr, g * 8, v);
@@ -77,6 +112,34 @@ __device__ void rmsnormBwdImpl(T* dx, const T* dout, const T* x, const TW* w, co
     T* dxr = dx + row * C;
     float r = rstd[row];
     float dot = 0.f;
+    constexpr int NG = 4;
+    if (vec && C / 8 <= NG * (int)blockDim.x) {  // x and dout·w cached in registers: one read of each
+        float xv[NG][8], gv[NG][8];
+#pragma unroll
+        for (int gi = 0; gi < NG; gi++) {
+            int g = threadIdx.x + gi * blockDim.x;
+            if (g < C / 8) {
+                float wv[8];
+                ld8(xr, g * 8, xv[gi]); ld8(dr, g * 8, gv[gi]); ld8(w, g * 8, wv);
+#pragma unroll
+                for (int j = 0; j < 8; j++) { gv[gi][j] *= wv[j]; dot = fmaf(gv[gi][j], xv[gi][j], dot); }
+            }
+        }
+        dot = blockSum(dot);
+        float k = r * r * r * dot / C;
+#pragma unroll
+        for (int gi = 0; gi < NG; gi++) {
+            int g = threadIdx.x + gi * blockDim.x;
+            if (g < C / 8) {
+                float o[8];
+                if (acc) ld8(dxr, g * 8, o);
+#pragma unroll
+                for (int j = 0; j < 8; j++) o[j] = (acc ? o[j] : 0.f) + r * gv[gi][j] - xv[gi][j] * k;
+                st8(dxr, g * 8, o);
+            }
+        }
+        return;
+    }
     if (vec) {
         for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
             float xv[8], dv[8], wv[8];
@@ -146,28 +209,28 @@ __device__ void crossEntropyImpl(float* losses, TD* dlogits, const TL* logits, c
         if (threadIdx.x == 0) losses[row] = 0.f;
         return;
     }
-    float m = -INFINITY;
+    // one pass: each thread keeps a running max m and a sum s of exp(x − m) (online softmax)
+    float m = -INFINITY, s = 0.f;
     if (vec) {
         for (int g = threadIdx.x; g < V / 8; g += blockDim.x) {
             float v[8]; ld8(l, g * 8, v);
+            float m8 = v[0];
 #pragma unroll
-            for (int j = 0; j < 8; j++) m = fmaxf(m, v[j]);
-        }
-    } else {
-        for (int c = threadIdx.x; c < V; c += blockDim.x) m = fmaxf(m, ld(l, c));
-    }
-    m = blockMax(m);
-    float s = 0.f;
-    if (vec) {
-        for (int g = threadIdx.x; g < V / 8; g += blockDim.x) {
-            float v[8]; ld8(l, g * 8, v);
+            for (int j = 1; j < 8; j++) m8 = fmaxf(m8, v[j]);
+            if (m8 > m) { s *= __expf(m - m8); m = m8; }
 #pragma unroll
             for (int j = 0; j < 8; j++) s += __expf(v[j] - m);
         }
     } else {
-        for (int c = threadIdx.x; c < V; c += blockDim.x) s += __expf(ld(l, c) - m);
+        for (int c = threadIdx.x; c < V; c += blockDim.x) {
+            float v = ld(l, c);
+            if (v > m) { s *= __expf(m - v); m = v; }
+            s += __expf(v - m);
+        }
     }
-    s = blockSum(s);
+    float mThread = m;
+    m = blockMax(m);
+    s = blockSum(mThread == -INFINITY ? 0.f : s * __expf(mThread - m));
     float lse = m + logf(s);
     bool valid = tgt >= 0 && tgt < V;
     float tl = valid ? ld(l, tgt) : 0.f;

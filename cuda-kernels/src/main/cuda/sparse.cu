@@ -137,11 +137,27 @@ extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k)
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            unsigned int rem = sRemaining, cum = 0;
-            for (int d = 255; d >= 0; d--) {
-                if (cum + hist[d] >= rem) { sPrefix = prefix | ((unsigned)d << shift); sRemaining = rem - cum; break; }
-                cum += hist[d];
+        // Find the digit d (from the top) where the count of keys above reaches sRemaining: warp 0,
+        // 8 bins per lane, a suffix scan of lane totals, then the one lane that crosses scans its bins.
+        if (threadIdx.x < 32) {
+            int lane = threadIdx.x;
+            unsigned int rem = sRemaining;
+            unsigned int mine = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) mine += hist[lane * 8 + j];
+            unsigned int suffix = mine;  // inclusive suffix sum over lanes >= lane
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned int y = __shfl_down_sync(0xffffffffu, suffix, o);
+                if (lane + o < 32) suffix += y;
+            }
+            unsigned int above = suffix - mine;  // keys in the bins of higher lanes (larger digits)
+            if (above < rem && above + mine >= rem) {
+                unsigned int cum = above;
+                for (int d = lane * 8 + 7; d >= lane * 8; d--) {
+                    if (cum + hist[d] >= rem) { sPrefix = prefix | ((unsigned)d << shift); sRemaining = rem - cum; break; }
+                    cum += hist[d];
+                }
             }
         }
         mask |= 255u << shift;
@@ -192,6 +208,36 @@ extern "C" __global__ void adamw_multi(const AdamSlot* slots, float lr, float b1
     AdamSlot s = slots[blockIdx.y];
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < s.n; i += (long)gridDim.x * blockDim.x)
         adamwOne(s.p, s.g, s.m, s.v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
+}
+
+// GQA "QK-norm" scores per KV channel (g, d): scores[g·D+d] = kNorms[g·D+d] · mean_j qNorms[(g·G+j)·D+d].
+extern "C" __global__ void kv_channel_scores(float* scores, const float* qNorms, const float* kNorms, int Hkv, int G, int D) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= Hkv * D) return;
+    int g = i / D, d = i % D;
+    float s = 0.f;
+    for (int j = 0; j < G; j++) s += qNorms[(g * G + j) * D + d];
+    scores[i] = kNorms[i] * (s / G);
+}
+
+// First position in the ascending idx[0, k) whose value is >= v.
+__device__ __forceinline__ int lowerBound(const int* idx, int k, int v) {
+    int lo = 0, hi = k;
+    while (lo < hi) { int mid = (lo + hi) >> 1; if (idx[mid] < v) lo = mid + 1; else hi = mid; }
+    return lo;
+}
+
+// Kept KV channels -> the query-side channels of their group, ascending: kvIdx (k) ascending values
+// g·D+d; out (k·G): group g's block starts at (first index of g in kvIdx)·G and holds, for each
+// query head h = g·G+j in turn, h·D+d for the kept d of g in ascending order. One thread per output.
+extern "C" __global__ void expand_group_channels(int* out, const int* kvIdx, int k, int G, int D) {
+    long e = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (long)k * G) return;
+    int i = (int)(e / G);             // the kv entry this thread expands ...
+    int j = (int)(e % G);             // ... for query head g·G+j
+    int c = kvIdx[i], g = c / D, d = c % D;
+    int start = lowerBound(kvIdx, k, g * D), end = lowerBound(kvIdx, k, (g + 1) * D);
+    out[(long)start * G + (long)j * (end - start) + (i - start)] = (g * G + j) * D + d;
 }
 
 #define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)

@@ -28,6 +28,7 @@ import static jcuda.driver.JCudaDriver.cuStreamDestroy;
 import static jcuda.driver.JCudaDriver.cuStreamEndCapture;
 import static jcuda.driver.JCudaDriver.cuStreamSynchronize;
 
+import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
@@ -67,10 +68,15 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention runs on head-major bf16 copies of q, k, v (so the G query heads of a KV group are
- * one contiguous matrix and one strided-batched GEMM covers every (sequence, group)), fp32 scores,
- * a fused masked softmax and bf16 probabilities; the backward recomputes the scores from the lse
- * stash. With F32 tensors the attention therefore still has bf16 operand precision.
+ * <p>Attention (default {@link AttentionKernel#GEMM}, the fastest measured) runs on head-major bf16
+ * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
+ * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
+ * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
+ * attention therefore still has bf16 operand precision. Fused flash-style kernels that never write
+ * the score matrix are selectable ({@link #setAttentionKernel}); see benchmarks/gpu/NOTES.md.
+ *
+ * <p>Tensors come from a caching {@link DevicePool}: closing one costs no driver call (so no
+ * device-wide sync), and blocks closed during a graph capture stay reserved for that graph.
  *
  * <p>Scratch buffers (attention intermediates, conversions) grow on demand and are kept: a buffer
  * that is outgrown is retired, not freed, until {@link #close()}, because a captured graph may
@@ -92,7 +98,16 @@ public final class GpuBackend implements Backend {
     private final Map<String, DevPtr> scratch = new HashMap<>();
     private final Map<String, Long> scratchBytes = new HashMap<>();
     private final List<DevPtr> retired = new ArrayList<>();
-    private long allocatedBytes, peakBytes;
+    private final DevicePool<DevPtr> pool = new DevicePool<>(new DevicePool.Driver<>() {
+        @Override public DevPtr alloc(long bytes) {
+            DevPtr p = new DevPtr();
+            cuMemAlloc(p, bytes);
+            return p;
+        }
+
+        @Override public void free(DevPtr p) { cuMemFree(p); }
+    });
+    private long directBytes, peakBytes;  // directBytes: scratch and cuBLAS workspace (outside the pool)
     private volatile Thread boundThread;
     private boolean capturing;
     private boolean closed;
@@ -141,11 +156,33 @@ public final class GpuBackend implements Backend {
     /** The PTX flavour loaded: sm_90 or the portable compute_80. */
     public String ptxArch() { return kernels.arch(); }
 
-    /** The most device memory this backend has held at once, in bytes (its own allocations). */
+    /** The most device memory this backend has held at once, in bytes: pooled tensor blocks
+     *  (in use or cached), scratch buffers and the cuBLAS workspace (like PyTorch's
+     *  {@code max_memory_reserved}). */
     public long peakMemory() { return peakBytes; }
 
-    /** Device memory this backend holds now, in bytes. */
-    public long allocatedMemory() { return allocatedBytes; }
+    /** The most bytes of live tensors at once plus scratch and workspace (like PyTorch's
+     *  {@code max_memory_allocated}: cached free blocks not counted). */
+    public long peakMemoryInUse() { return pool.peakInUseBytes() + directBytes; }
+
+    /** Starts a new peak window for {@link #peakMemory()} and {@link #peakMemoryInUse()} at the current levels. */
+    public void resetPeakMemory() {
+        pool.resetPeaks();
+        peakBytes = pool.heldBytes() + directBytes;
+    }
+
+    /** Device memory this backend holds now, in bytes (same accounting as {@link #peakMemory()}). */
+    public long allocatedMemory() { return pool.heldBytes() + directBytes; }
+
+    /** Bytes of live tensors now (pool blocks handed out and not yet closed). */
+    public long tensorMemoryInUse() { return pool.inUseBytes(); }
+
+    /** Gives cached (unused) tensor blocks back to the driver; returns the bytes freed. */
+    public long trimMemory() {
+        bind();
+        noCapture("trimMemory");
+        return pool.trim();
+    }
 
     // ================================================================== memory
 
@@ -158,21 +195,21 @@ public final class GpuBackend implements Backend {
         }
     }
 
+    /** A driver allocation outside the pool (scratch, workspace): kept until {@link #close()}. */
     private DevPtr alloc(long bytes) {
         DevPtr p = new DevPtr();
-        // cuMemAlloc of 0 bytes fails; a 0-element tensor still gets a distinct (tiny) allocation
         cuMemAlloc(p, Math.max(bytes, 16));
-        allocatedBytes += Math.max(bytes, 16);
-        peakBytes = Math.max(peakBytes, allocatedBytes);
+        directBytes += Math.max(bytes, 16);
+        notePeak();
         return p;
     }
 
-    void free(DevPtr p, long bytes) {
+    private void notePeak() { peakBytes = Math.max(peakBytes, pool.heldBytes() + directBytes); }
+
+    /** A closed tensor's block goes back to the pool (no driver call, so no device sync). */
+    void release(DevicePool.Block<DevPtr> block) {
         if (closed) return;
-        bind();
-        if (capturing) throw new IllegalStateException("cannot free device memory while a CUDA graph is being captured");
-        cuMemFree(p);
-        allocatedBytes -= Math.max(bytes, 16);
+        pool.release(block);
     }
 
     @Override
@@ -183,7 +220,9 @@ public final class GpuBackend implements Backend {
             if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
             n *= d;
         }
-        return new GpuTensor(this, dtype, shape, alloc(n * dtype.bytes), true);
+        DevicePool.Block<DevPtr> block = pool.acquire(n * dtype.bytes);
+        notePeak();
+        return new GpuTensor(this, dtype, shape, block.handle(), block);
     }
 
     /** A device buffer for {@code key} of at least {@code bytes}; reused across calls (grows, never shrinks). */
@@ -213,20 +252,57 @@ public final class GpuBackend implements Backend {
         if (capturing) throw new IllegalStateException(what + " waits for the device and cannot run while a CUDA graph is being captured");
     }
 
+    /** Host transfers move through a direct buffer of at most this many bytes at a time (tensors
+     *  over 2 GiB cannot sit in one ByteBuffer; smaller chunks also bound the host memory used). */
+    private static final long CHUNK_BYTES = 64L << 20;
+
+    private interface ChunkFill { void fill(ByteBuffer buf, int from, int count); }
+
+    private interface ChunkRead { void read(ByteBuffer buf, int from, int count); }
+
+    /** Uploads d's elements chunk by chunk; fill writes elements [from, from+count) at buf's start. */
+    private void uploadChunked(GpuTensor d, ChunkFill fill) {
+        long n = d.numel(), eb = d.dtype().bytes, per = Math.max(1, CHUNK_BYTES / eb);
+        if (n == 0) return;
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) (Math.min(n, per) * eb)).order(ByteOrder.LITTLE_ENDIAN);
+        for (long off = 0; off < n; off += per) {
+            int cnt = (int) Math.min(per, n - off);
+            fill.fill(buf, (int) off, cnt);
+            // From pageable memory the call returns once the bytes are staged: buf may be refilled at once.
+            cuMemcpyHtoDAsync(d.ptr.plus(off * eb), Pointer.to(buf), cnt * eb, stream);
+        }
+    }
+
+    /** Downloads t chunk by chunk (waiting for the stream each time); read converts [from, from+count). */
+    private void downloadChunked(GpuTensor t, ChunkRead read) {
+        bind();
+        noCapture("download");
+        long n = t.numel(), eb = t.dtype().bytes, per = Math.max(1, CHUNK_BYTES / eb);
+        if (n == 0) { cuStreamSynchronize(stream); return; }
+        ByteBuffer buf = ByteBuffer.allocateDirect((int) (Math.min(n, per) * eb)).order(ByteOrder.LITTLE_ENDIAN);
+        for (long off = 0; off < n; off += per) {
+            int cnt = (int) Math.min(per, n - off);
+            cuMemcpyDtoHAsync(Pointer.to(buf), t.ptr.plus(off * eb), cnt * eb, stream);
+            cuStreamSynchronize(stream);
+            read.read(buf, (int) off, cnt);
+        }
+    }
+
     @Override
     public void copyFromHost(Tensor dst, float[] src) {
         bind();
         noCapture("copyFromHost");
         GpuTensor d = own(dst);
         if (src.length != d.numel()) throw new IllegalArgumentException("copyFromHost: " + src.length + " floats into " + d);
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) d.bytes()).order(ByteOrder.LITTLE_ENDIAN);
-        switch (d.dtype()) {
-            case F32 -> buf.asFloatBuffer().put(src);
-            case BF16 -> { var sb = buf.asShortBuffer(); for (float f : src) sb.put(Dtypes.floatToBf16(f)); }
-            case F16 -> { var sb = buf.asShortBuffer(); for (float f : src) sb.put(Float.floatToFloat16(f)); }
-            case I32 -> { var ib = buf.asIntBuffer(); for (float f : src) ib.put((int) f); }
-        }
-        upload(d, buf);
+        DType dt = d.dtype();
+        uploadChunked(d, (buf, from, count) -> {
+            switch (dt) {
+                case F32 -> buf.asFloatBuffer().put(src, from, count);
+                case BF16 -> { var sb = buf.asShortBuffer(); for (int i = from; i < from + count; i++) sb.put(Dtypes.floatToBf16(src[i])); }
+                case F16 -> { var sb = buf.asShortBuffer(); for (int i = from; i < from + count; i++) sb.put(Float.floatToFloat16(src[i])); }
+                case I32 -> { var ib = buf.asIntBuffer(); for (int i = from; i < from + count; i++) ib.put((int) src[i]); }
+            }
+        });
     }
 
     @Override
@@ -241,9 +317,7 @@ public final class GpuBackend implements Backend {
             copyFromHost(dst, f);
             return;
         }
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) d.bytes()).order(ByteOrder.LITTLE_ENDIAN);
-        buf.asIntBuffer().put(src);
-        upload(d, buf);
+        uploadChunked(d, (buf, from, count) -> buf.asIntBuffer().put(src, from, count));
     }
 
     /**
@@ -256,39 +330,28 @@ public final class GpuBackend implements Backend {
         if (h.dtype() == dtype && h.data().isNative()) {
             Tensor t = empty(dtype, h.shape());
             GpuTensor d = g(t);
-            upload(d, h.data().asByteBuffer());
+            long eb = dtype.bytes;
+            uploadChunked(d, (buf, from, count) ->
+                    MemorySegment.ofBuffer(buf).copyFrom(h.data().asSlice(from * eb, count * eb)));
             return t;
         }
         return fromFloats(h.toFloats(), dtype, h.shape());
-    }
-
-    private void upload(GpuTensor d, ByteBuffer buf) {
-        if (d.bytes() == 0) return;
-        // From pageable memory the call returns once the bytes are staged, so buf may be dropped after.
-        cuMemcpyHtoDAsync(d.ptr, Pointer.to(buf), d.bytes(), stream);
-    }
-
-    private ByteBuffer download(GpuTensor t) {
-        bind();
-        noCapture("download");
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) Math.max(t.bytes(), 1)).order(ByteOrder.LITTLE_ENDIAN);
-        if (t.bytes() > 0) cuMemcpyDtoHAsync(Pointer.to(buf), t.ptr, t.bytes(), stream);
-        cuStreamSynchronize(stream);
-        return buf;
     }
 
     @Override
     public float[] toFloats(Tensor t) {
         GpuTensor s = own(t);
         if (s.numel() > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for a float[]: " + s);
-        ByteBuffer buf = download(s);
         float[] out = new float[(int) s.numel()];
-        switch (s.dtype()) {
-            case F32 -> buf.asFloatBuffer().get(out);
-            case BF16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < out.length; i++) out[i] = Dtypes.bf16ToFloat(sb.get(i)); }
-            case F16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < out.length; i++) out[i] = Float.float16ToFloat(sb.get(i)); }
-            case I32 -> { var ib = buf.asIntBuffer(); for (int i = 0; i < out.length; i++) out[i] = ib.get(i); }
-        }
+        DType dt = s.dtype();
+        downloadChunked(s, (buf, from, count) -> {
+            switch (dt) {
+                case F32 -> buf.asFloatBuffer().get(out, from, count);
+                case BF16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < count; i++) out[from + i] = Dtypes.bf16ToFloat(sb.get(i)); }
+                case F16 -> { var sb = buf.asShortBuffer(); for (int i = 0; i < count; i++) out[from + i] = Float.float16ToFloat(sb.get(i)); }
+                case I32 -> { var ib = buf.asIntBuffer(); for (int i = 0; i < count; i++) out[from + i] = ib.get(i); }
+            }
+        });
         return out;
     }
 
@@ -301,9 +364,9 @@ public final class GpuBackend implements Backend {
             for (int i = 0; i < f.length; i++) out[i] = (int) f[i];
             return out;
         }
-        ByteBuffer buf = download(s);
+        if (s.numel() > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for an int[]: " + s);
         int[] out = new int[(int) s.numel()];
-        buf.asIntBuffer().get(out);
+        downloadChunked(s, (buf, from, count) -> buf.asIntBuffer().get(out, from, count));
         return out;
     }
 
@@ -438,7 +501,7 @@ public final class GpuBackend implements Backend {
     private long convertToScratch(String key, GpuTensor src, DType target) {
         if (target == DType.F16) throw new IllegalArgumentException("matmul: mixing F16 with other dtypes is not supported (" + src + ")");
         long addr = scratch(key, src.numel() * target.bytes);
-        GpuTensor tmp = new GpuTensor(this, target, src.shape(), new DevPtr().plus(addr), false);
+        GpuTensor tmp = new GpuTensor(this, target, src.shape(), new DevPtr().plus(addr), null);
         copy(tmp, src);
         return addr;
     }
@@ -612,17 +675,46 @@ public final class GpuBackend implements Backend {
 
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
-    private boolean flashAttention = true;
+    /**
+     * How attention runs (bf16 inputs with head dim 32/64/128 and 16-byte-aligned tensors; anything
+     * else takes {@link #GEMM}). All compute the same function and are each held against the CPU.
+     */
+    public enum AttentionKernel {
+        /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
+        GEMM,
+        /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
+        FLASH_WMMA,
+        /** forward and backward on mma.sync register fragments (FlashAttention-2 layout). */
+        FLASH_MMA
+    }
 
-    /** Chooses the fused (flash-style) attention forward for bf16 inputs (default) or the cuBLAS +
-     *  softmax path; both compute the same function (tests hold each against the CPU). */
-    public void setFlashAttention(boolean on) { flashAttention = on; }
+    private AttentionKernel attentionKernel = AttentionKernel.GEMM;
+
+    public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
+
+    public AttentionKernel attentionKernel() { return attentionKernel; }
 
     private static boolean flashEligible(int D, GpuTensor... ts) {
         if (D != 32 && D != 64 && D != 128) return false;
         for (GpuTensor t : ts) if (t.dtype() != DType.BF16) return false;
         return aligned(ts);
     }
+
+    /** Dynamic shared memory of {flash_bwd_dq_d{D}, flash_bwd_dkdv_d{D}}: mirrors FbSmem in attention.cu. */
+    static int[] flashBwdSharedBytes(int D) {
+        int qs = D + 8, ss = 64 + 4, ps = 64 + 8, as = D + 4;
+        int base = 4 * 64 * qs * 2 + 64 * ss * 4 + 2 * 64 * ps * 2 + 2 * 64 * 4;
+        return new int[] {base + 64 * as * 4, base + 2 * 64 * as * 4};
+    }
+
+    /** Dynamic shared memory of {flash2_bwd_dq_d{D}, flash2_bwd_dkdv_d{D}}: mirrors B2Smem in attention.cu. */
+    static int[] flash2BwdSharedBytes(int D) {
+        int dq = 4 * 64 * (D + 8) * 2 + D * (64 + 8) * 2;
+        return new int[] {dq, dq + D * (64 + 8) * 2};
+    }
+
+    /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
+    static int flash2SharedBytes(int D) { return 2 * 64 * (D + 8) * 2 + D * (64 + 8) * 2; }
 
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
@@ -641,7 +733,13 @@ public final class GpuBackend implements Backend {
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
-        if (flashAttention && flashEligible(D, O, Q, K, V)) {
+        if (attentionKernel == AttentionKernel.FLASH_MMA && flashEligible(D, O, Q, K, V)) {
+            kernels.launch("flash2_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flash2SharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            return;
+        }
+        if (attentionKernel == AttentionKernel.FLASH_WMMA && flashEligible(D, O, Q, K, V)) {
             // fused kernel: no score matrix in device memory
             kernels.launch("flash_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flashSharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
@@ -691,10 +789,26 @@ public final class GpuBackend implements Backend {
         needNumel("attentionBackward", "lse", L, (long) B * Hq * T);
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
+        long rows = (long) B * Hq * T;
+        if (attentionKernel != AttentionKernel.GEMM && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+            long drow = scratch("attn.Drow", rows * 4);
+            launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
+                    new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+            boolean mma = attentionKernel == AttentionKernel.FLASH_MMA;
+            int[] smem = mma ? flash2BwdSharedBytes(D) : flashBwdSharedBytes(D);
+            String pre = mma ? "flash2" : "flash";
+            kernels.launch(pre + "_bwd_dkdv_d" + D, (T + 63) / 64, Hkv, B, 128, smem[1], stream,
+                    new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            kernels.launch(pre + "_bwd_dq_d" + D, (T + 63) / 64, Hq, B, 128, smem[0], stream,
+                    new Kernels.Args().ptr(DQ.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
+            return;
+        }
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
         long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
         long doh = scratch("attn.doh", align256(qn * 2)), S = scratch("attn.S", sn * 4), dP = scratch("attn.dP", sn * 4);
-        long P = scratch("attn.P", sn * 2), dS = scratch("attn.dS", sn * 2), Drow = scratch("attn.Drow", (long) B * Hq * T * 4);
+        long P = scratch("attn.P", sn * 2), dS = scratch("attn.dS", sn * 2), Drow = scratch("attn.Drow", rows * 4);
         long dqh = scratch("attn.dqh", align256(qn * 2)), dkh = scratch("attn.dkh", align256(kn * 2)), dvh = scratch("attn.dvh", align256(kn * 2));
         toHeads(qh, Q, B, T, Hq, D);
         toHeads(kh, K, B, T, Hkv, D);
@@ -706,7 +820,6 @@ public final class GpuBackend implements Backend {
         // dP_bg (G·T × T) = dOh_bg · Vh_bgᵀ
         gemmBatched(false, true, GT, T, D, 1f, doh, DType.BF16, D, (long) GT * D, vh, DType.BF16, D, (long) T * D,
                 0f, dP, DType.F32, T, (long) GT * T, batches);
-        long rows = (long) B * Hq * T;
         launch("attn_rowdot_" + sfx(O, "attentionBackward"), (int) ((rows * 32 + 255) / 256), 1, 256, 0,
                 new Kernels.Args().ptr(Drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
         launch("attn_softmax_bwd", (int) rows, 1, rowThreads(T, 256), 0, new Kernels.Args().ptr(P).ptr(dS).ptr(S).ptr(dP)
@@ -984,15 +1097,50 @@ public final class GpuBackend implements Backend {
         launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
     }
 
+    @Override
+    public void kvChannelScores(Tensor scores, Tensor qNorms, Tensor kNorms, int kvHeads, int groupSize, int headDim) {
+        bind();
+        GpuTensor S = own(scores), QN = own(qNorms), KN = own(kNorms);
+        needF32("kvChannelScores", "scores", S);
+        needF32("kvChannelScores", "qNorms", QN);
+        needF32("kvChannelScores", "kNorms", KN);
+        needNumel("kvChannelScores", "scores", S, (long) kvHeads * headDim);
+        needNumel("kvChannelScores", "kNorms", KN, (long) kvHeads * headDim);
+        needNumel("kvChannelScores", "qNorms", QN, (long) kvHeads * groupSize * headDim);
+        int n = kvHeads * headDim;
+        if (n == 0) return;
+        launch("kv_channel_scores", (n + 255) / 256, 1, 256, 0, new Kernels.Args().ptr(S.address()).ptr(QN.address())
+                .ptr(KN.address()).i(kvHeads).i(groupSize).i(headDim));
+    }
+
+    @Override
+    public void expandGroupChannels(Tensor out, Tensor kvIdx, int groupSize, int headDim) {
+        bind();
+        GpuTensor O = own(out), I = own(kvIdx);
+        needI32("expandGroupChannels", "out", O);
+        needI32("expandGroupChannels", "kvIdx", I);
+        int k = (int) I.numel();
+        needNumel("expandGroupChannels", "out", O, (long) k * groupSize);
+        long n = (long) k * groupSize;
+        if (n == 0) return;
+        launch("expand_group_channels", (int) ((n + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(groupSize).i(headDim));
+    }
+
     // ================================================================== graphs, timing
 
     /** A captured and instantiated CUDA graph; {@link #replay()} launches it on the backend's stream. */
     public final class Graph implements AutoCloseable {
         private final CUgraph graph;
         private final CUgraphExec exec;
+        private final List<DevicePool.Block<DevPtr>> owned;  // tensor blocks its replays use as scratch
         private boolean closed;
 
-        private Graph(CUgraph graph, CUgraphExec exec) { this.graph = graph; this.exec = exec; }
+        private Graph(CUgraph graph, CUgraphExec exec, List<DevicePool.Block<DevPtr>> owned) {
+            this.graph = graph;
+            this.exec = exec;
+            this.owned = owned;
+        }
 
         /** Queues one replay (asynchronous, like every other op). */
         public void replay() {
@@ -1008,19 +1156,21 @@ public final class GpuBackend implements Backend {
             bind();
             cuGraphExecDestroy(exec);
             cuGraphDestroy(graph);
+            pool.returnGraphBlocks(owned);
         }
     }
 
     /**
      * Starts recording every op queued from now on into a graph instead of running it (relaxed
-     * capture mode). Ops that wait for the device, upload from the host or free memory throw while
-     * capturing; allocations are fine (not recorded).
+     * capture mode). Ops that wait for the device or upload from the host throw while capturing;
+     * tensors may be made and closed (blocks closed during the capture stay reserved for the graph).
      */
     public void beginCapture() {
         bind();
         if (capturing) throw new IllegalStateException("a CUDA graph capture is already running");
         cuStreamBeginCapture(stream, CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED);
         capturing = true;
+        pool.beginCapture();
     }
 
     /** Ends the capture and returns the instantiated graph. */
@@ -1029,10 +1179,11 @@ public final class GpuBackend implements Backend {
         if (!capturing) throw new IllegalStateException("no CUDA graph capture is running");
         CUgraph graph = new CUgraph();
         capturing = false;
+        List<DevicePool.Block<DevPtr>> owned = pool.endCapture();
         cuStreamEndCapture(stream, graph);
         CUgraphExec exec = new CUgraphExec();
         cuGraphInstantiate(exec, graph, 0L);
-        return new Graph(graph, exec);
+        return new Graph(graph, exec, owned);
     }
 
     /** Runs {@code work} (which queues ops) and returns the device time it took in milliseconds, from CUDA events. */
@@ -1063,6 +1214,7 @@ public final class GpuBackend implements Backend {
         cuStreamSynchronize(stream);
         cublas.close();
         kernels.close();
+        pool.close();
         for (DevPtr p : scratch.values()) cuMemFree(p);
         for (DevPtr p : retired) cuMemFree(p);
         cuMemFree(cublasWorkspace);

@@ -6,8 +6,8 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 
 /**
- * A tensor in device memory: one {@code cuMemAlloc} allocation (owner) or a window into one (view).
- * Closing the owner frees the allocation through its backend (views must not outlive it); closing a
+ * A tensor in device memory: one block of the backend's {@link DevicePool} (owner) or a window into
+ * one (view). Closing the owner returns the block to the pool (views must not outlive it); closing a
  * view does nothing.
  */
 final class GpuTensor implements Tensor {
@@ -15,11 +15,11 @@ final class GpuTensor implements Tensor {
     private final DType dtype;
     private final int[] shape;
     private final long numel;
-    final DevPtr ptr;          // this tensor's first element
-    private final DevPtr base; // the allocation (null for a view)
+    final DevPtr ptr;                              // this tensor's first element
+    private final DevicePool.Block<DevPtr> block;  // the allocation (null for a view)
     private boolean closed;
 
-    GpuTensor(GpuBackend backend, DType dtype, int[] shape, DevPtr ptr, boolean owner) {
+    GpuTensor(GpuBackend backend, DType dtype, int[] shape, DevPtr ptr, DevicePool.Block<DevPtr> block) {
         this.backend = backend;
         this.dtype = dtype;
         this.shape = shape.clone();
@@ -30,7 +30,7 @@ final class GpuTensor implements Tensor {
         }
         this.numel = n;
         this.ptr = ptr;
-        this.base = owner ? ptr : null;
+        this.block = block;
     }
 
     @Override public Backend backend() { return backend; }
@@ -48,14 +48,14 @@ final class GpuTensor implements Tensor {
         for (int d : newShape) n *= d;
         if (offsetElems < 0 || offsetElems + n > numel)
             throw new IllegalArgumentException("view [" + offsetElems + ", " + (offsetElems + n) + ") of " + Tensor.describe(this) + " is out of bounds");
-        return new GpuTensor(backend, dtype, newShape, ptr.plus(offsetElems * dtype.bytes), false);
+        return new GpuTensor(backend, dtype, newShape, ptr.plus(offsetElems * dtype.bytes), null);
     }
 
     @Override
     public void close() {
-        if (base != null && !closed) {
+        if (block != null && !closed) {
             closed = true;
-            backend.free(base, bytes());
+            backend.release(block);
         }
     }
 

@@ -54,11 +54,14 @@ final class Kernels implements AutoCloseable {
         }
         m.put("attn_softmax", "attention");
         for (String w : new String[] {"w8", "w16", "w32"}) m.put("attn_softmax_" + w, "attention");
-        for (String d : new String[] {"d32", "d64", "d128"}) m.put("flash_fwd_" + d, "attention");
+        for (String d : new String[] {"d32", "d64", "d128"})
+            for (String op : new String[] {"flash_fwd_", "flash_bwd_dkdv_", "flash_bwd_dq_", "flash2_fwd_", "flash2_bwd_dkdv_", "flash2_bwd_dq_"}) m.put(op + d, "attention");
         m.put("attn_softmax_bwd", "attention");
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
         m.put("adamw_multi", "sparse");
+        m.put("kv_channel_scores", "sparse");
+        m.put("expand_group_channels", "sparse");
         return Collections.unmodifiableMap(m);
     }
 
@@ -132,7 +135,13 @@ final class Kernels implements AutoCloseable {
             cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
             dynamicSharedSet.put(name, sharedBytes);
         }
-        cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
+        try {
+            cuLaunchKernel(f, gx, gy, gz, bx, 1, 1, sharedBytes, stream, args.pointer(), null);
+        } catch (jcuda.CudaException e) {
+            // A fault inside an earlier kernel also surfaces here (launches are asynchronous).
+            throw new IllegalStateException("launch of kernel " + name + " (grid " + gx + "×" + gy + "×" + gz + ", block " + bx
+                    + ", " + sharedBytes + " B shared) failed: " + e.getMessage(), e);
+        }
     }
 
     @Override

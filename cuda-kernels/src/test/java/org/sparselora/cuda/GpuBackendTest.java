@@ -160,6 +160,35 @@ class GpuBackendTest {
     }
 
     @Test
+    void largeTransfersCrossChunkBoundaries() {
+        int n = (17 << 20) + 3;  // 68 MB of f32: two 64 MiB chunks, the last one partial
+        float[] v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = i * 0.5f - 7f;
+        try (Tensor t = gpu.fromFloats(v, DType.F32, n)) {
+            assertArrayEquals(v, gpu.toFloats(t));
+        }
+        int[] iv = new int[n];
+        for (int i = 0; i < n; i++) iv[i] = i ^ 0x5a5a5;
+        try (Tensor t = gpu.fromInts(iv, n)) {
+            assertArrayEquals(iv, gpu.toInts(t));
+        }
+        // raw bf16 bytes straight from a native segment (a memory-mapped checkpoint looks like this)
+        int m = (40 << 20) + 5;
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            java.lang.foreign.MemorySegment seg = arena.allocate(2L * m, 2);
+            float[] want = new float[m];
+            for (int i = 0; i < m; i++) {
+                short b = Dtypes.floatToBf16((i % 1000) * 0.25f - 100f);
+                seg.setAtIndex(java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED, i, b);
+                want[i] = Dtypes.bf16ToFloat(b);
+            }
+            try (Tensor t = gpu.upload(new org.sparselora.engine.io.HostTensor("w", DType.BF16, new int[] {m}, seg), DType.BF16)) {
+                assertArrayEquals(want, gpu.toFloats(t));
+            }
+        }
+    }
+
+    @Test
     void axpyScaleMul() {
         for (DType t : FLOATS) {
             for (int n : new int[] {4096, 1003}) {
@@ -270,8 +299,8 @@ class GpuBackendTest {
     @Test
     void rmsNormForwardFusedAndBackward() {
         for (DType t : FLOATS) {
-            for (int C : new int[] {256, 100}) {
-                int N = 19;
+            for (int C : new int[] {256, 100, 12288}) {  // register-cached row, scalar path, long row
+                int N = C > 4096 ? 3 : 19;
                 float eps = 1e-5f;
                 float[] x = rand(N * C, 2f), w = rand(C, 1f), d = rand(N * C, 1f), dout = rand(N * C, 1f);
                 Pair X = pair(x, t, N, C), W = pair(w, t, C), O = out(t, N, C), R = out(DType.F32, N);
@@ -332,19 +361,22 @@ class GpuBackendTest {
 
     @Test
     void attentionForwardBackwardGqaWithPadding() {
-        // small odd shape (both dtypes, both forward paths) and Llama-like head sizes whose T is not a tile multiple
-        for (DType t : FLOATS) checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, t, t == DType.BF16);
-        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, false);
-        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, true);
-        checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, false);
-        checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, true);
+        // small odd shape (both dtypes, every kernel) and Llama-like head sizes whose T is not a tile multiple
+        GpuBackend.AttentionKernel[] all = GpuBackend.AttentionKernel.values();
+        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.F32, GpuBackend.AttentionKernel.GEMM);
+        for (GpuBackend.AttentionKernel k : all) {
+            checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, k);
+            checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, k);
+            checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, k);
+        }
     }
 
-    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, boolean flash) {
+    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, GpuBackend.AttentionKernel kernel) {
         float scale = (float) (1 / Math.sqrt(D));
         int N = B * T;
-        String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + (flash ? " flash" : " gemm");
-        gpu.setFlashAttention(flash);
+        String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + " " + kernel;
+        GpuBackend.AttentionKernel before = gpu.attentionKernel();
+        gpu.setAttentionKernel(kernel);
         try {
             Pair Q = pair(rand(N * Hq * D, 1f), t, N, Hq * D), K = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D);
             Pair V = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D), KS = ints(ks, B);
@@ -372,7 +404,7 @@ class GpuBackendTest {
             close("attention dk " + tag, DK, ATT_TOL);
             close("attention dv " + tag, DV, ATT_TOL);
         } finally {
-            gpu.setFlashAttention(true);
+            gpu.setAttentionKernel(before);
         }
     }
 
@@ -409,7 +441,10 @@ class GpuBackendTest {
 
     @Test
     void crossEntropyWithIgnoredRowsAndInPlace() {
-        int n = 9, V = 1000;
+        for (int V : new int[] {1000, 777}) crossEntropyCase(9, V);
+    }
+
+    static void crossEntropyCase(int n, int V) {
         int[] tg = new int[n];
         for (int i = 0; i < n; i++) tg[i] = i % 3 == 1 ? -100 : RNG.nextInt(V);
         float[] logits = rand(n * V, 6f);
@@ -417,8 +452,8 @@ class GpuBackendTest {
             Pair LG = pair(logits, t, n, V), TG = ints(tg, n), LS = out(DType.F32, n), DL = out(t, n, V);
             gpu.crossEntropy(LS.g, DL.g, LG.g, TG.g, 0.125f);
             cpu.crossEntropy(LS.c, DL.c, LG.c, TG.c, 0.125f);
-            close("crossEntropy loss " + t, LS, 1e-4);
-            close("crossEntropy dlogits " + t, DL, tolFor(t) * 2);
+            close("crossEntropy loss " + t + " V=" + V, LS, 1e-4);
+            close("crossEntropy dlogits " + t + " V=" + V, DL, tolFor(t) * 2);
             // in place: dlogits is the logits buffer
             Pair LG2 = pair(logits, t, n, V), LS2 = out(DType.F32, n);
             gpu.crossEntropy(LS2.g, LG2.g, LG2.g, TG.g, 0.125f);
@@ -545,6 +580,52 @@ class GpuBackendTest {
         assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topK n=100000");
     }
 
+    @Test
+    void gqaChannelScoresAndExpansionOnTheDevice() {
+        int Hkv = 4, G = 3, D = 16;
+        Pair QN = pair(rand(Hkv * G * D, 1f), DType.F32, Hkv * G * D), KN = pair(rand(Hkv * D, 1f), DType.F32, Hkv * D);
+        Pair S = out(DType.F32, Hkv * D);
+        gpu.kvChannelScores(S.g, QN.g, KN.g, Hkv, G, D);
+        cpu.kvChannelScores(S.c, QN.c, KN.c, Hkv, G, D);
+        close("kvChannelScores", S, 1e-6);
+        for (int k : new int[] {1, 13, Hkv * D}) {
+            int[] kv = distinct(k, Hkv * D);
+            Pair I = ints(kv, k);
+            Tensor og = gpu.empty(DType.I32, k * G), oc = cpu.empty(DType.I32, k * G);
+            gpu.fill(og, -1f);
+            gpu.expandGroupChannels(og, I.g, G, D);
+            cpu.expandGroupChannels(oc, I.c, G, D);
+            assertArrayEquals(cpu.toInts(oc), gpu.toInts(og), "expandGroupChannels k=" + k);
+        }
+    }
+
+    @Test
+    void tensorsReuseFreedBlocksAndGraphsKeepTheirs() {
+        Tensor a = gpu.empty(DType.BF16, 1000);
+        long held = gpu.allocatedMemory();
+        a.close();
+        Tensor b = gpu.empty(DType.BF16, 1000);  // served from the cache: no new device memory
+        assertEquals(held, gpu.allocatedMemory());
+        b.close();
+        // a tensor closed inside a capture stays reserved for the graph's replays
+        Pair X = pair(rand(4096, 1f), DType.F32, 4096), Y = out(DType.F32, 4096);
+        gpu.beginCapture();
+        Tensor tmp = gpu.empty(DType.F32, 4096);
+        gpu.copy(tmp, X.g);
+        gpu.scale(tmp, 2f);
+        gpu.copy(Y.g, tmp);
+        tmp.close();
+        GpuBackend.Graph graph = gpu.endCapture();
+        Tensor other = gpu.zeros(DType.F32, 4096);  // must not get tmp's block
+        graph.replay();
+        cpu.copy(Y.c, X.c);
+        cpu.scale(Y.c, 2f);
+        close("graph with a captured temporary", Y, 0);
+        assertArrayEquals(new float[4096], gpu.toFloats(other), "a tensor made after the capture must not share the graph's scratch");
+        graph.close();
+        other.close();
+    }
+
     // ------------------------------------------------------------------ graphs and errors
 
     @Test
@@ -597,5 +678,8 @@ class GpuBackendTest {
         Backend other = cpu;
         assertThrows(IllegalArgumentException.class, () -> gpu.copy(a, other.empty(DType.F32, 4, 8)));
         assertTrue(gpu.peakMemory() >= gpu.allocatedMemory() && gpu.allocatedMemory() > 0);
+        gpu.resetPeakMemory();
+        assertEquals(gpu.allocatedMemory(), gpu.peakMemory());
+        assertTrue(gpu.peakMemoryInUse() <= gpu.peakMemory());
     }
 }

@@ -43,8 +43,29 @@ public final class KernelBench {
             g.copyFromHost(pos, p);
             Tensor cos = rand(g, DType.F32, T, D / 2), sin = rand(g, DType.F32, T, D / 2);
             double attFlops = 4.0 * B * Hq * T * T * D;  // QKᵀ and PV, full square (the kernels do not skip the masked half)
-            row(g, "attention fwd B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
-            row(g, "attention bwd", () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
+            for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
+                g.setAttentionKernel(k);
+                row(g, "attention fwd " + k + " B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
+                row(g, "attention bwd " + k, () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
+            }
+            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
+            // the fused kernels against the GEMM path at this full shape (left padding on two sequences)
+            int[] kst = {0, 100, 0, 0, 0, 0, 511, 0};
+            g.copyFromHost(ks, kst);
+            Tensor dO = rand(g, DType.BF16, N, Hq * D);
+            float[][] ref = null;
+            for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
+                g.setAttentionKernel(k);
+                g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f);
+                g.attentionBackward(dq, dk, dv, dO, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f);
+                float[][] got = {g.toFloats(ao), g.toFloats(lse), g.toFloats(dq), g.toFloats(dk), g.toFloats(dv)};
+                if (ref == null) { ref = got; continue; }
+                String[] names = {"out", "lse", "dq", "dk", "dv"};
+                StringBuilder sb = new StringBuilder("attention " + k + " vs GEMM at B8 T512:");
+                for (int i = 0; i < names.length; i++) sb.append(String.format(Locale.ROOT, " %s %.2e", names[i], relErr(got[i], ref[i])));
+                System.out.println(sb);
+            }
+            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
             row(g, "rope q (N,32x128)", () -> g.rope(qa, pos, cos, sin, Hq, D, false), 2.0 * N * Hq * D * 2, 0);
             int chunk = 1024;
             Tensor logits = rand(g, DType.BF16, chunk, V), tg = g.empty(DType.I32, chunk), losses = g.empty(DType.F32, chunk);
@@ -66,6 +87,19 @@ public final class KernelBench {
             row(g, "adamw 262k params", () -> g.adamw(pm, gm, mm, vm, 1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f), 7.0 * 4 * 32 * 2 * C, 0);
             System.out.printf(Locale.ROOT, "peak device memory held by the backend: %.2f GiB%n", g.peakMemory() / (double) (1L << 30));
         }
+    }
+
+    /** ‖a − b‖/‖b‖ over finite reference entries; a non-finite value where the reference is finite counts as ∞. */
+    static double relErr(float[] a, float[] b) {
+        double num = 0, den = 0;
+        for (int i = 0; i < b.length; i++) {
+            if (!Float.isFinite(b[i])) { if (a[i] != b[i]) return Double.POSITIVE_INFINITY; continue; }
+            if (!Float.isFinite(a[i])) return Double.POSITIVE_INFINITY;
+            double d = a[i] - b[i];
+            num += d * d;
+            den += (double) b[i] * b[i];
+        }
+        return den == 0 ? Math.sqrt(num) : Math.sqrt(num / den);
     }
 
     private static Tensor rand(GpuBackend g, DType t, int... shape) {

@@ -129,6 +129,28 @@ public final class HfConfig {
         return n.asInt();
     }
 
+    /**
+     * Every id that ends generation for a model directory: {@code eos_token_id} of
+     * {@code config.json} and of {@code generation_config.json}, each an int or a list (Llama 3.1
+     * Instruct stops on three). Empty when neither names one.
+     */
+    public static int[] stopTokenIds(Path dir) {
+        java.util.LinkedHashSet<Integer> ids = new java.util.LinkedHashSet<>();
+        for (String f : new String[] {"config.json", "generation_config.json"}) {
+            Path p = dir.resolve(f);
+            if (!Files.isRegularFile(p)) continue;
+            JsonNode n;
+            try {
+                n = JSON.readTree(Files.readString(p, StandardCharsets.UTF_8)).path("eos_token_id");
+            } catch (IOException e) {
+                throw new FormatException(p, "not valid JSON: " + firstLine(e.getMessage()));
+            }
+            if (n.isArray()) n.forEach(x -> ids.add(x.asInt()));
+            else if (n.canConvertToInt()) ids.add(n.asInt());
+        }
+        return ids.stream().mapToInt(Integer::intValue).toArray();
+    }
+
     private static boolean has(JsonNode c, String k) { return c.has(k) && !c.get(k).isNull(); }
 
     private static int reqInt(Path file, JsonNode c, String k) {

@@ -19,6 +19,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.Comparator;
 import java.util.Iterator;
@@ -148,7 +149,7 @@ public final class Safetensors implements AutoCloseable {
             for (int d : shape) numel = Math.multiplyExact(numel, d);
             long expected = Math.multiplyExact(numel, (long) dtype.bytes);
             if (end - begin != expected)
-                throw new FormatException(path, "tensor '" + name + "': shape " + java.util.Arrays.toString(shape)
+                throw new FormatException(path, "tensor '" + name + "': shape " + Arrays.toString(shape)
                         + " of " + dtype + " needs " + expected + " bytes but data_offsets [" + begin + ", " + end
                         + "] hold " + (end - begin));
             if (end > dataSize)
@@ -295,8 +296,8 @@ public final class Safetensors implements AutoCloseable {
         }
         // pad with spaces so the data section starts 8-byte aligned, as the reference writer does
         int padded = (int) ((json.length + 7) / 8 * 8);
-        byte[] header = java.util.Arrays.copyOf(json, padded);
-        java.util.Arrays.fill(header, json.length, padded, (byte) ' ');
+        byte[] header = Arrays.copyOf(json, padded);
+        Arrays.fill(header, json.length, padded, (byte) ' ');
         AtomicFiles.writeFile(path, tmp -> {
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING);
                  Arena staging = Arena.ofConfined()) {
@@ -308,7 +309,7 @@ public final class Safetensors implements AutoCloseable {
                     MemorySegment seg = t.data.get();
                     if (seg.byteSize() != t.byteSize())
                         throw new IllegalArgumentException("tensor '" + t.name + "' has " + seg.byteSize()
-                                + " bytes but shape " + java.util.Arrays.toString(t.shape) + " of " + t.dtype
+                                + " bytes but shape " + Arrays.toString(t.shape) + " of " + t.dtype
                                 + " needs " + t.byteSize());
                     writeSegment(ch, seg, buf);
                 }

@@ -23,6 +23,8 @@ import org.sparselora.engine.io.WeightSource;
 public final class RandomWeights implements WeightSource {
     private static final ValueLayout.OfFloat LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
+    private static final int CHUNK = 1 << 16;
+
     private final LlamaConfig config;
     private final long seed;
     private final Map<String, int[]> shapes = new LinkedHashMap<>();
@@ -61,10 +63,20 @@ public final class RandomWeights implements WeightSource {
         double std = name.endsWith(".bias") ? 0.1
                 : name.contains("embed_tokens") && !config.tieWordEmbeddings() ? 1.0
                 : 1.0 / Math.sqrt(shape[shape.length - 1]);
-        for (int i = 0; i < n; i++) {
-            double g = gaussian(r);
-            seg.setAtIndex(LE, i, (float) (norm ? 1 + 0.1 * g : std * g));
-        }
+        // Chunks of CHUNK elements each draw from their own stream (split off in order), so the
+        // values do not depend on how many threads fill them: an 8B-shape model fills in seconds.
+        int chunks = (int) ((n + CHUNK - 1) / CHUNK);
+        SplittableRandom[] streams = new SplittableRandom[chunks];
+        for (int c = 0; c < chunks; c++) streams[c] = r.split();
+        final int total = n;
+        java.util.stream.IntStream.range(0, chunks).parallel().forEach(c -> {
+            SplittableRandom rc = streams[c];
+            int end = (int) Math.min(total, (long) (c + 1) * CHUNK);
+            for (int i = c * CHUNK; i < end; i++) {
+                double g = gaussian(rc);
+                seg.setAtIndex(LE, i, (float) (norm ? 1 + 0.1 * g : std * g));
+            }
+        });
         return new HostTensor(name, DType.F32, shape, seg);
     }
 

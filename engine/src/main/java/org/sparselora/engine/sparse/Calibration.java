@@ -47,10 +47,10 @@ public final class Calibration {
             StringBuilder sb = new StringBuilder();
             sb.append(String.format(Locale.ROOT, "calibration: FLOP reduction %.3fx; loss base %.5f, predicted %.5f, measured %.5f%n",
                     flopReduction, baseLoss, predictedLoss, measuredLoss));
-            sb.append("  layer part       ratio   dloss        saved GFLOPs  chosen\n");
+            sb.append("  layer part       ratio   dloss        saved FLOPs   chosen\n");
             for (Option o : options)
-                sb.append(String.format(Locale.ROOT, "  %5d %-9s %6.3f %+10.5f %14.3f  %s%n", o.layer, o.part, o.ratio, o.deltaLoss,
-                        o.flopsSaved / 1e9, chosen.contains(o) ? "*" : ""));
+                sb.append(String.format(Locale.ROOT, "  %5d %-9s %6.3f %+10.5f %12.4g  %s%n", o.layer, o.part, o.ratio, o.deltaLoss,
+                        (double) o.flopsSaved, chosen.contains(o) ? "*" : ""));
             return sb.toString();
         }
     }
@@ -114,6 +114,46 @@ public final class Calibration {
         double measured = s.loss().applyAsDouble(config);
         double reduction = (double) denseFlops / s.flops().applyAsLong(config);
         return new Result(config, base, predicted, measured, reduction, chosen, all);
+    }
+
+    /** Default candidate ratios: the published configs use 0.9–0.99 for MLPs and 0.2–0.75 for attention. */
+    public static final double[] DEFAULT_MLP_RATIOS = {0.5, 0.75, 0.9, 0.95, 0.99};
+    public static final double[] DEFAULT_ATTENTION_RATIOS = {0.25, 0.5, 0.75};
+
+    /**
+     * The whole calibration of a base model (what {@code sparselora calibrate} runs): builds the
+     * predictor for every layer (cached), measures sensitivities with the base model on
+     * {@code batches}, prices steps of LoRA training on those batches' shapes with {@code lora}, and
+     * returns the chosen config (write it with {@link SparsityConfig#write}).
+     */
+    public static Result calibrateModel(org.sparselora.engine.backend.Backend be, org.sparselora.engine.io.WeightSource weights,
+                                        List<org.sparselora.engine.train.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
+                                        double targetReduction, double[] mlpRatios, double[] attnRatios,
+                                        java.nio.file.Path predictorCache, SvdPredictor.Progress predictorProgress, Progress progress) {
+        LlamaConfig m = weights.config();
+        int rank = template.denseMode() ? 8 : template.rank();
+        SvdPredictor pred = ModelLossProbe.predictorForAllLayers(weights, rank, predictorCache, predictorProgress);
+        try (var w = org.sparselora.engine.model.LlamaWeights.upload(be, weights)) {
+            var model = new org.sparselora.engine.model.LlamaModel(be, w);
+            ModelLossProbe probe = new ModelLossProbe(be, model, null, batches, pred);
+            ToLongFunction<SparsityConfig> flops = cfg -> {
+                SparsityConfig.Resolved r = cfg.resolve(m);
+                long total = 0;
+                for (var b : batches) {
+                    if (!r.anySparse()) { total += FlopCount.dense(m, lora, b, b.outputTokenCount()).flops(); continue; }
+                    TokenSplit sp = TokenSplit.of(b, cfg.skipOutputTokens(), cfg.sparseOutputTokens(), 1);
+                    long pf = 0;   // predictor: one MLP selection per sparse MLP, one attention selection per sparse attention
+                    int nonPad = TokenSplit.nonPaddingRows(b).length;
+                    for (int l = 0; l < m.numLayers(); l++) {
+                        if (r.mlpSparse(l)) pf += FlopCount.mlpPredictor(m, rank, b.batch());
+                        if (r.attentionSparse(l)) pf += FlopCount.attentionPredictor(m, rank, nonPad);
+                    }
+                    total += FlopCount.sparse(m, lora, b, b.outputTokenCount(), r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), pf).flops();
+                }
+                return total;
+            };
+            return run(new Setup(m, probe, flops, template, mlpRatios, attnRatios, true), targetReduction, progress);
+        }
     }
 
     private static double[] ratios(Setup s, Part p) { return p == Part.MLP ? s.mlpRatios() : s.attnRatios(); }

@@ -142,16 +142,11 @@ public final class ChannelSelection implements AutoCloseable {
         be.matmul(out, t, false, pq[1], false, 1f, 0f);
     }
 
-    /** Predictor FLOPs of one MLP selection: two rank-r projections of B sequence means. */
-    public long mlpPredictorFlops(int batch) {
-        return 2L * 2L * batch * rank * ((long) cfg.hiddenSize() + cfg.intermediateSize());
-    }
+    /** Predictor FLOPs of one MLP selection over {@code batch} sequence means. */
+    public long mlpPredictorFlops(int batch) { return FlopCount.mlpPredictor(cfg, rank, batch); }
 
     /** Predictor FLOPs of one attention selection over n tokens (q, k, v estimates). */
-    public long attentionPredictorFlops(int tokens) {
-        long c = cfg.hiddenSize();
-        return 2L * tokens * rank * ((c + cfg.qDim()) + 2 * (c + cfg.kvDim()));
-    }
+    public long attentionPredictorFlops(int tokens) { return FlopCount.attentionPredictor(cfg, rank, tokens); }
 
     @Override
     public void close() {

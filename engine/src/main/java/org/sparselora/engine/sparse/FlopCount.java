@@ -118,6 +118,17 @@ public final class FlopCount {
         return total;
     }
 
+    /** Predictor FLOPs of one MLP selection: gate and up estimates, rank r, of {@code sequences} sequence means. */
+    public static long mlpPredictor(LlamaConfig c, int rank, int sequences) {
+        return 2L * 2L * sequences * rank * ((long) c.hiddenSize() + c.intermediateSize());
+    }
+
+    /** Predictor FLOPs of one attention selection: q, k and v estimates, rank r, over {@code tokens} tokens. */
+    public static long attentionPredictor(LlamaConfig c, int rank, int tokens) {
+        long h = c.hiddenSize();
+        return 2L * tokens * rank * ((h + c.qDim()) + 2 * (h + c.kvDim()));
+    }
+
     /** Layer 0's q/k/v input gradient would only reach the frozen embedding: the model skips it. */
     static boolean needDx(int layer, Linear l) { return layer > 0 || !(l == Linear.Q || l == Linear.K || l == Linear.V); }
 

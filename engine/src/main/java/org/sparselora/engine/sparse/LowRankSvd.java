@@ -3,6 +3,7 @@ package org.sparselora.engine.sparse;
 import java.util.SplittableRandom;
 import org.ejml.data.DMatrixRMaj;
 import org.ejml.dense.row.CommonOps_DDRM;
+import org.ejml.dense.row.CommonOps_MT_DDRM;
 import org.ejml.dense.row.SingularOps_DDRM;
 import org.ejml.dense.row.factory.DecompositionFactory_DDRM;
 import org.ejml.interfaces.decomposition.QRDecomposition;
@@ -14,7 +15,8 @@ import org.ejml.interfaces.decomposition.SingularValueDecomposition_F64;
  * {@code Q = √S·Vᵀ[:r]} (r×out), so that {@code x·P·Q ≈ x·Wᵀ}. Two methods: EJML's exact thin SVD
  * (double precision) and a randomized SVD (Halko–Martinsson–Tropp range finder with power
  * iterations and re-orthonormalisation), the default for large matrices, where the exact SVD of a
- * 4096×14336 matrix would take minutes and all but r singular vectors would be thrown away.
+ * 4096×14336 matrix would take minutes and all but r singular vectors would be thrown away. The
+ * products with the full weight use EJML's multi-threaded kernels (they are the whole cost).
  */
 public final class LowRankSvd {
 
@@ -79,18 +81,18 @@ public final class LowRankSvd {
         DMatrixRMaj omega = new DMatrixRMaj(out, l);
         for (int i = 0; i < omega.data.length; i++) omega.data[i] = gaussian(rng);
         DMatrixRMaj y = new DMatrixRMaj(in, l);
-        CommonOps_DDRM.multTransA(w, omega, y);              // A·Ω = Wᵀ·Ω (in, l)
+        CommonOps_MT_DDRM.multTransA(w, omega, y);              // A·Ω = Wᵀ·Ω (in, l)
         DMatrixRMaj q = orthonormal(y);
         DMatrixRMaj z = new DMatrixRMaj(out, l);
         for (int it = 0; it < POWER_ITERATIONS; it++) {
-            CommonOps_DDRM.mult(w, q, z);                    // Aᵀ·Q = W·Q (out, l)
+            CommonOps_MT_DDRM.mult(w, q, z);                    // Aᵀ·Q = W·Q (out, l)
             DMatrixRMaj zq = orthonormal(z);
-            CommonOps_DDRM.multTransA(w, zq, y);             // A·Z (in, l)
+            CommonOps_MT_DDRM.multTransA(w, zq, y);             // A·Z (in, l)
             q = orthonormal(y);
         }
         // B = Qᵀ·A (l, out) = (W·Q)ᵀ; factor C = W·Q = Uc·S·Vcᵀ, so B = Vc·S·Ucᵀ
         DMatrixRMaj c = new DMatrixRMaj(out, l);
-        CommonOps_DDRM.mult(w, q, c);
+        CommonOps_MT_DDRM.mult(w, q, c);
         SingularValueDecomposition_F64<DMatrixRMaj> dec = DecompositionFactory_DDRM.svd(out, l, true, true, true);
         if (!dec.decompose(c)) throw new IllegalStateException("SVD did not converge (randomized, " + out + "x" + in + ")");
         DMatrixRMaj uc = dec.getU(null, false);   // (out, l) = right vectors of A

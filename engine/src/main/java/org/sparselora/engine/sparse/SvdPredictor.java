@@ -94,6 +94,22 @@ public final class SvdPredictor {
 
     public boolean has(int layer, Proj proj) { return factors.containsKey(proj.key(layer)); }
 
+    /**
+     * Identifies these factors: SHA-256 over the rank and every factored projection's key and source
+     * hash. Equal identities mean the same factors (a cache key for whoever shares predictors).
+     */
+    public String identity() {
+        MessageDigest md;
+        try {
+            md = MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+        md.update(("rank=" + rank + ";").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        new java.util.TreeMap<>(sourceHashes).forEach((k, h) -> md.update((k + "=" + h + ";").getBytes(java.nio.charset.StandardCharsets.UTF_8)));
+        return HexFormat.of().formatHex(md.digest());
+    }
+
     /** Projections factored in this build (the rest came from the cache). */
     public int builtCount() { return built; }
 
@@ -172,6 +188,36 @@ public final class SvdPredictor {
             progress.note("wrote " + all.size() + " factored projections to " + cache);
         }
         return pred;
+    }
+
+    /**
+     * Seeded random factors of the right shapes for every projection a resolved config needs, for
+     * <em>timing</em> runs on random-init models only: a predictor's cost does not depend on its
+     * values, and factoring an 8B-shape model costs minutes of host time that a benchmark need not
+     * spend. Never used for training; predictor quality is measured with real factors.
+     */
+    public static SvdPredictor randomForTiming(LlamaConfig cfg, SparsityConfig.Resolved sparsity, int rank, long seed) {
+        Map<String, LowRankSvd.Factors> factors = new LinkedHashMap<>();
+        Map<String, String> hashes = new LinkedHashMap<>();
+        Map<String, DType> dtypes = new LinkedHashMap<>();
+        for (int layer = 0; layer < cfg.numLayers(); layer++)
+            for (Proj p : Proj.values()) {
+                if (!(p.mlp() ? sparsity.mlpSparse(layer) : sparsity.attentionSparse(layer))) continue;
+                int in = cfg.hiddenSize();
+                int out = switch (p.name) {
+                    case "gate_proj", "up_proj" -> cfg.intermediateSize();
+                    case "q_proj" -> cfg.qDim();
+                    default -> cfg.kvDim();
+                };
+                java.util.SplittableRandom r = new java.util.SplittableRandom(seed * 31 + layer * 8L + p.ordinal());
+                float[] pf = new float[in * rank], qf = new float[rank * out];
+                for (int i = 0; i < pf.length; i++) pf[i] = (float) (r.nextDouble(-1, 1) / Math.sqrt(in));
+                for (int i = 0; i < qf.length; i++) qf[i] = (float) r.nextDouble(-1, 1);
+                factors.put(p.key(layer), new LowRankSvd.Factors(in, out, rank, pf, qf, new double[rank]));
+                hashes.put(p.key(layer), "random-for-timing-" + seed);
+                dtypes.put(p.key(layer), DType.F32);
+            }
+        return new SvdPredictor(cfg, rank, Collections.unmodifiableMap(factors), hashes, dtypes, factors.size(), 0);
     }
 
     private static void checkLayer(int layer, LlamaConfig cfg) {

@@ -107,24 +107,50 @@ public final class Llama2cTokenizer implements Tokenizer {
             }
             start = end;
         }
-        // greedy merges by score
-        while (true) {
-            float best = -1e10f;
-            int bestId = -1, bestIdx = -1;
-            for (int i = 0; i < n - 1; i++) {
-                int id = lookup(pieces[tokens[i]] + pieces[tokens[i + 1]]);
-                if (id >= 0 && scores[id] > best) {
-                    best = scores[id];
-                    bestId = id;
-                    bestIdx = i;
-                }
-            }
-            if (bestIdx < 0) break;
-            tokens[bestIdx] = bestId;
-            System.arraycopy(tokens, bestIdx + 2, tokens, bestIdx + 1, n - bestIdx - 2);
-            n--;
+        return mergeGreedy(tokens, n);
+    }
+
+    /**
+     * llama2.c's merge loop (repeatedly merge the adjacent pair whose concatenation is a piece with
+     * the highest score, the leftmost on ties, until none is a piece) in O(n log n) instead of
+     * O(n²): candidate pairs sit in a heap ordered by (score desc, left position asc); the tokens
+     * form a linked list whose nodes keep their original positions, so "leftmost" is the smallest
+     * position; a merge bumps the stamp of the surviving node, which retires heap entries built on
+     * its old token.
+     */
+    private int[] mergeGreedy(int[] tok, int n) {
+        if (n < 2) return Arrays.copyOf(tok, n);
+        int[] next = new int[n], prev = new int[n], stamp = new int[n];
+        for (int i = 0; i < n; i++) { next[i] = i + 1; prev[i] = i - 1; }
+        next[n - 1] = -1;
+        // entry: {left, right, mergedId, stampLeft, stampRight}; scores[mergedId] orders the heap
+        java.util.PriorityQueue<int[]> heap = new java.util.PriorityQueue<>((a, b) -> {
+            int c = Float.compare(scores[b[2]], scores[a[2]]);
+            return c != 0 ? c : Integer.compare(a[0], b[0]);
+        });
+        for (int i = 0; i + 1 < n; i++) offer(heap, tok, stamp, i, i + 1);
+        while (!heap.isEmpty()) {
+            int[] e = heap.poll();
+            int l = e[0], r = e[1];
+            if (stamp[l] != e[3] || stamp[r] != e[4] || next[l] != r) continue;   // stale
+            tok[l] = e[2];
+            stamp[l]++;
+            stamp[r]++;                       // r is gone: retire entries that start at it
+            next[l] = next[r];
+            if (next[r] >= 0) prev[next[r]] = l;
+            if (prev[l] >= 0) offer(heap, tok, stamp, prev[l], l);
+            if (next[l] >= 0) offer(heap, tok, stamp, l, next[l]);
         }
-        return Arrays.copyOf(tokens, n);
+        int count = 0;
+        int[] out = new int[n];
+        for (int i = 0; i >= 0; i = next[i]) out[count++] = tok[i];
+        return Arrays.copyOf(out, count);
+    }
+
+    private void offer(java.util.PriorityQueue<int[]> heap, int[] tok, int[] stamp, int l, int r) {
+        int id = lookup(pieces[tok[l]] + pieces[tok[r]]);
+        // llama2.c starts its search at -1e10 and only takes strictly better scores
+        if (id >= 0 && scores[id] > -1e10f) heap.add(new int[] {l, r, id, stamp[l], stamp[r]});
     }
 
     /** The bytes one token stands for: a byte token is its byte, BOS/EOS print nothing. */

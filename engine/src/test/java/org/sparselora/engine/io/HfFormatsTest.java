@@ -86,6 +86,9 @@ class HfFormatsTest {
         assertEquals(128001, c.eosTokenId());
         assertFalse(c.tieWordEmbeddings());
         assertFalse(c.attentionBias());
+        assertArrayEquals(new int[] {128001, 128008, 128009}, HfConfig.stopTokenIds(f.getParent()));
+        Files.writeString(f.getParent().resolve("generation_config.json"), "{\"eos_token_id\": [128009, 7]}");
+        assertArrayEquals(new int[] {128001, 128008, 128009, 7}, HfConfig.stopTokenIds(f.getParent()));
         // the older spelling "type" and a directory argument
         Path g = writeConfig(Files.readString(f).replace("\"rope_type\"", "\"type\""));
         assertEquals(c, HfConfig.read(g.getParent()));
@@ -198,6 +201,15 @@ class HfFormatsTest {
                 for (int i = 0; i < want.length; i++)
                     assertEquals(Dtypes.bf16ToFloat(Dtypes.floatToBf16(want[i])), got[i], 0f, n);
             }
+        }
+        // F16 checkpoints read back as stored too
+        Path f16 = dir.resolve("f16");
+        HfCheckpointWriter.write(src, null, f16, DType.F16, 0, null);
+        try (HfCheckpoint ck = HfCheckpoint.open(f16)) {
+            assertEquals(DType.F16, ck.get("model.norm.weight").dtype());
+            float[] want = src.get("model.norm.weight").toFloats();
+            float[] got = ck.get("model.norm.weight").toFloats();
+            for (int i = 0; i < want.length; i++) assertEquals(Float.float16ToFloat(Float.floatToFloat16(want[i])), got[i], 0f);
         }
         // an index naming a missing shard is an error naming the index and the shard
         Files.delete(out.resolve(wm.get("model.norm.weight")));

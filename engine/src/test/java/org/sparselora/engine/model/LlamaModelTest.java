@@ -137,6 +137,38 @@ class LlamaModelTest {
     }
 
     @Test
+    void bf16StorageEmulationStaysCloseToFp32() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        Batch b = TinyModels.batch(c, 9, 2);
+        double[] loss = new double[2];
+        List<List<float[]>> grads = new ArrayList<>();
+        int i = 0;
+        for (org.sparselora.engine.backend.DType dt : new org.sparselora.engine.backend.DType[] {
+                org.sparselora.engine.backend.DType.F32, org.sparselora.engine.backend.DType.BF16}) {
+            try (CpuBackend b1 = new CpuBackend(2, dt)) {
+                assertEquals(dt, b1.computeType());
+                LlamaModel m = TinyModels.model(b1, c, 1);
+                assertEquals(dt, m.weights().embed.dtype());
+                LoraAdapter lora = TinyModels.adapter(b1, c, 0f, 5);
+                loss[i++] = m.forward(b, lora, null, 0);
+                m.backward();
+                List<float[]> g = new ArrayList<>();
+                for (Tensor t : lora.grads()) g.add(b1.toFloats(t));
+                grads.add(g);
+            }
+        }
+        assertEquals(loss[0], loss[1], 0.02 * Math.abs(loss[0]), "bf16 loss near fp32");
+        assertTrue(loss[0] != loss[1], "bf16 storage must actually round something");
+        double dot = 0, n0 = 0, n1 = 0;
+        for (int t = 0; t < grads.get(0).size(); t++)
+            for (int j = 0; j < grads.get(0).get(t).length; j++) {
+                double x = grads.get(0).get(t)[j], y = grads.get(1).get(t)[j];
+                dot += x * y; n0 += x * x; n1 += y * y;
+            }
+        assertTrue(dot / Math.sqrt(n0 * n1) > 0.99, "bf16 LoRA gradients point the same way: cos " + dot / Math.sqrt(n0 * n1));
+    }
+
+    @Test
     void backwardWithoutForwardAndBadPositionsFailClearly() {
         LlamaConfig c = TinyModels.config(true, false, false);
         LlamaModel m = TinyModels.model(be, c, 1);

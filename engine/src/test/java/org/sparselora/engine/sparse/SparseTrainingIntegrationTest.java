@@ -164,4 +164,31 @@ class SparseTrainingIntegrationTest {
             }
         }
     }
+
+    @Test
+    void calibrationOnTheModel() {
+        LlamaConfig c = new LlamaConfig("LlamaForCausalLM", 32, 64, 4, 4, 2, 8, 40, 64, 1e-5f, 10000f, null, false, false, 1, 2);
+        RandomWeights src = new RandomWeights(c, 21);
+        LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, src));
+        List<Batch> batches = List.of(TinyModels.batch(c, 1, 3), TinyModels.batch(c, 2, 3));
+        SvdPredictor pred = ModelLossProbe.predictorForAllLayers(src, 4, null, SvdPredictor.Progress.NONE);
+        ModelLossProbe probe = new ModelLossProbe(be, model, null, batches, pred);
+        FlopCount.Lora lora = FlopCount.Lora.qkvo(4);
+        Batch shape = batches.get(0);
+        java.util.function.ToLongFunction<SparsityConfig> flops = cfg -> {
+            SparsityConfig.Resolved r = cfg.resolve(c);
+            if (!r.anySparse()) return FlopCount.dense(c, lora, shape, shape.outputTokenCount()).flops();
+            TokenSplit sp = TokenSplit.of(shape, cfg.skipOutputTokens(), cfg.sparseOutputTokens(), 1);
+            return FlopCount.sparse(c, lora, shape, shape.outputTokenCount(), r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), 0).flops();
+        };
+        Calibration.Result r = Calibration.run(new Calibration.Setup(c, probe, flops, SparsityConfig.parse("mode: svd_4\n", "t"),
+                new double[] {0.5, 0.75}, new double[] {0.5}, true), 1.1, (d, t, w) -> {});
+        System.out.print(r.report());
+        assertTrue(r.flopReduction() >= 1.1);
+        assertEquals(1 + 2 * 3 + 1, probe.evaluations(), "dense + 2 layers x 3 options + the chosen config");
+        assertTrue(Double.isFinite(r.measuredLoss()) && Double.isFinite(r.predictedLoss()));
+        // the measured loss of the chosen config is the probe's value for it, and differs from dense
+        assertEquals(probe.applyAsDouble(r.config()), r.measuredLoss(), 0.0);
+        assertNotEquals(r.baseLoss(), r.measuredLoss());
+    }
 }

@@ -62,6 +62,7 @@ class SvdPredictorTest {
         progress.clear();
         SvdPredictor second = SvdPredictor.build(w, set(0, 1, 2), set(1), 4, cache, LowRankSvd.Method.EXACT, rec);
         assertEquals(0, second.builtCount());
+        assertEquals(first.identity(), second.identity(), "same weights and rank: same identity");
         assertEquals(9, second.reusedCount());
         assertTrue(progress.contains("9/9 layers.2.up_proj (cached)"), progress.toString());
         for (int l = 0; l < 3; l++)
@@ -80,6 +81,7 @@ class SvdPredictorTest {
         assertEquals(1, third.builtCount());
         assertEquals(8, third.reusedCount());
         assertTrue(progress.stream().anyMatch(s -> s.contains("stale")), progress.toString());
+        assertFalse(first.identity().equals(third.identity()), "changed weights: another identity");
         assertFalse(java.util.Arrays.equals(first.get(1, SvdPredictor.Proj.UP).p(), third.get(1, SvdPredictor.Proj.UP).p()));
 
         // another rank: the whole cache is stale

@@ -33,6 +33,9 @@ class SharedTokenizerTest {
             assertEquals(1, ids[0]);
             assertArrayEquals(Arrays.copyOfRange(reference, 0, ids.length - 1), Arrays.copyOfRange(ids, 1, ids.length));
             for (String s : TEXTS) assertEquals(s, t.decode(t.encode(s, true)), "round trip of: " + s);
+            // the fast merge equals llama2.c's literal loop on real text
+            for (String s : TEXTS)
+                assertArrayEquals(TokenizerTest.referenceEncode((Llama2cTokenizer) t, s, true), t.encode(s, true), s);
         }
     }
 

@@ -145,6 +145,58 @@ public class TokenizerTest {
         }
     }
 
+    /** llama2.c's encode written literally (quadratic merge loop), over the public accessors. */
+    static int[] referenceEncode(Llama2cTokenizer t, String text, boolean bos) {
+        java.util.Map<String, Integer> ids = new java.util.HashMap<>();
+        for (int i = t.vocabSize() - 1; i >= 0; i--) ids.put(new String(t.pieceBytes(i), StandardCharsets.ISO_8859_1), i);
+        java.util.List<Integer> toks = new java.util.ArrayList<>();
+        if (bos) toks.add(1);
+        byte[] b = text.getBytes(StandardCharsets.UTF_8);
+        if (b.length > 0) toks.add(ids.get(" "));
+        StringBuilder buf = new StringBuilder();
+        for (int i = 0; i < b.length; i++) {
+            if ((b[i] & 0xC0) != 0x80) buf.setLength(0);
+            buf.append((char) (b[i] & 0xFF));
+            if (i + 1 < b.length && (b[i + 1] & 0xC0) == 0x80 && buf.length() < 4) continue;
+            Integer id = ids.get(buf.toString());
+            if (id != null) toks.add(id);
+            else for (int k = 0; k < buf.length(); k++) toks.add(buf.charAt(k) + 3);
+            buf.setLength(0);
+        }
+        while (true) {
+            float best = -1e10f;
+            int bestId = -1, bestIdx = -1;
+            for (int i = 0; i < toks.size() - 1; i++) {
+                String cat = new String(t.pieceBytes(toks.get(i)), StandardCharsets.ISO_8859_1)
+                        + new String(t.pieceBytes(toks.get(i + 1)), StandardCharsets.ISO_8859_1);
+                Integer id = ids.get(cat);
+                if (id != null && t.score(id) > best) { best = t.score(id); bestId = id; bestIdx = i; }
+            }
+            if (bestIdx < 0) break;
+            toks.set(bestIdx, bestId);
+            toks.remove(bestIdx + 1);
+        }
+        return toks.stream().mapToInt(Integer::intValue).toArray();
+    }
+
+    @Test
+    void heapMergingEqualsTheLiteralLlama2cLoopIncludingTies() throws IOException {
+        // many equal scores, so the leftmost-on-ties rule decides often
+        List<String> pieces = List.of(" ", "a", "b", "c", "ab", "ba", "bc", "ca", "aa", "abc", "bab", " a", " ab", "cab", "aab");
+        float[] scores = {0f, 0f, 0f, 0f, -1f, -1f, -1f, -2f, -1f, -2f, -2f, -3f, -3f, -2f, -1f};
+        Llama2cTokenizer t = (Llama2cTokenizer) Tokenizers.load(llama2cBin(dir.resolve("ties/tokenizer.bin"), pieces, scores));
+        java.util.Random rnd = new java.util.Random(3);
+        String alphabet = "abc abcé";
+        for (int n = 0; n < 400; n++) {
+            StringBuilder sb = new StringBuilder();
+            int len = rnd.nextInt(30);
+            for (int i = 0; i < len; i++) sb.append(alphabet.charAt(rnd.nextInt(alphabet.length())));
+            String text = sb.toString();
+            assertArrayEquals(referenceEncode(t, text, true), t.encode(text, true), "text '" + text + "'");
+            assertEquals(text.isEmpty() ? "" : text, t.decode(t.encode(text, true)));
+        }
+    }
+
     @Test
     void missingAndBrokenTokenizersFailClearly() throws IOException {
         Path none = dir.resolve("empty");

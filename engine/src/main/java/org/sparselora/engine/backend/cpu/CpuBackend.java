@@ -24,16 +24,25 @@ public final class CpuBackend implements Backend {
 
     private static final MatmulKernels KERNELS = pickKernels();
     /** Output tile of one GEMM task; fixed so results never depend on the thread count. */
-    private static final int TILE_M = 32, TILE_N = 128;
+    private static final int TILE_M = 32, TILE_N = 128, GROUP_TILES = 8;
 
     private final ForkJoinPool pool;
     private final int threads;
+    private final DType computeType;
 
     public CpuBackend() { this(Runtime.getRuntime().availableProcessors()); }
 
-    public CpuBackend(int threads) {
+    public CpuBackend(int threads) { this(threads, DType.F32); }
+
+    /**
+     * @param computeType F32 (the reference), or BF16/F16 to emulate a GPU run: weights and
+     *                    activations are then stored rounded to that precision (arithmetic stays fp32)
+     */
+    public CpuBackend(int threads, DType computeType) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+        if (!computeType.isFloating()) throw new IllegalArgumentException("compute type must be floating, got " + computeType);
         this.threads = threads;
+        this.computeType = computeType;
         this.pool = threads == 1 ? null : new ForkJoinPool(threads);
     }
 
@@ -54,9 +63,9 @@ public final class CpuBackend implements Backend {
 
     public int threads() { return threads; }
 
-    @Override public String name() { return "cpu"; }
+    @Override public String name() { return computeType == DType.F32 ? "cpu" : "cpu-" + computeType.name().toLowerCase(); }
 
-    @Override public DType computeType() { return DType.F32; }
+    @Override public DType computeType() { return computeType; }
 
     @Override
     public void close() { if (pool != null) pool.shutdown(); }
@@ -233,44 +242,100 @@ public final class CpuBackend implements Backend {
             round(C);
             return;
         }
-        // A as (M,K) row-major
-        float[] af;
-        int aOff;
-        if (transA) { af = transpose(A.f, A.off, k, m); aOff = 0; } else { af = A.f; aOff = A.off; }
         // Pick the kernel from K, N and B's layout only (never from M), so that a gathered subset of
         // rows is computed exactly as inside the full product.
+        // Pick the kernel from K, N and B's layout only (never from M), so that a gathered subset of
+        // rows is computed exactly as inside the full product. The broadcast kernel (nn) is the faster
+        // one whenever C is at least a vector wide, even counting the per-tile transpose of B that
+        // x·Wᵀ needs, and it reads a transposed A in place; dot products (nt) only for narrow C.
         int lanes = KERNELS.lanes();
-        boolean useNt = transB ? (k >= 2 * lanes || n < lanes) : (n < lanes && k >= 2 * lanes);
+        boolean useNt = n < lanes;
+        // A as (M,K) row-major, except that nn reads Aᵀ directly
+        final boolean aTrans = transA && !useNt;
+        float[] af;
+        int aOff;
+        if (transA && useNt) { af = transpose(A.f, A.off, k, m); aOff = 0; } else { af = A.f; aOff = A.off; }
+        final int lda = aTrans ? m : k;
         final float[] bf;
         final int bOff;
+        final boolean packTiles = !useNt && transB; // x·Wᵀ: each task transposes its own column tile of B
         if (useNt) {
             if (transB) { bf = B.f; bOff = B.off; } else { bf = transpose(B.f, B.off, k, n); bOff = 0; }
         } else {
-            if (transB) { bf = transpose(B.f, B.off, n, k); bOff = 0; } else { bf = B.f; bOff = B.off; }
+            bf = B.f; bOff = B.off;
         }
         final int mt = (m + TILE_M - 1) / TILE_M, nt = (n + TILE_N - 1) / TILE_N;
+        final int groups = (mt + GROUP_TILES - 1) / GROUP_TILES;
         final float[] cf = C.f;
         final int cOff = C.off;
         final float[] aF = af;
         final int aO = aOff;
-        parallelFor(mt * nt, 1, (t0, t1) -> {
-            for (int tile = t0; tile < t1; tile++) {
-                int i0 = (tile / nt) * TILE_M, j0 = (tile % nt) * TILE_N;
-                int i1 = Math.min(m, i0 + TILE_M), j1 = Math.min(n, j0 + TILE_N);
-                if (useNt) KERNELS.nt(aF, aO, k, bf, bOff, k, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
-                else KERNELS.nn(aF, aO, k, bf, bOff, n, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+        // task = (group of GROUP_TILES row tiles) × (one column tile); tiles are fixed, so is every C element
+        parallelFor(groups * nt, 1, (t0, t1) -> {
+            float[] packed = null;
+            for (int task = t0; task < t1; task++) {
+                int g = task / nt, jt = task % nt;
+                int j0 = jt * TILE_N, j1 = Math.min(n, j0 + TILE_N), w = j1 - j0;
+                float[] bm = bf;
+                int bo = bOff, ldb = useNt ? k : n;
+                if (packTiles) {
+                    if (packed == null) packed = new float[k * TILE_N];
+                    packTile(bf, bOff, k, j0, j1, packed);
+                    bm = packed;
+                    bo = -j0; // nn indexes B columns absolutely: column j lives at packed[p·w + j − j0]
+                    ldb = w;
+                }
+                for (int it = g * GROUP_TILES; it < Math.min(mt, (g + 1) * GROUP_TILES); it++) {
+                    int i0 = it * TILE_M, i1 = Math.min(m, i0 + TILE_M);
+                    if (useNt) KERNELS.nt(aF, aO, k, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+                    else KERNELS.nn(aF, aO, lda, aTrans, bm, bo, ldb, cf, cOff, n, k, i0, i1, j0, j1, alpha, beta);
+                }
             }
         });
         round(C);
     }
 
-    /** (rows, cols) row-major → a fresh (cols, rows) array. */
+    /**
+     * Rows [j0, j1) of B (N,K) transposed into packed (K, j1−j0). Eight rows at a time, so every
+     * step writes 8 adjacent floats while reading 8 sequential streams (both cache friendly).
+     */
+    private static void packTile(float[] b, int bOff, int k, int j0, int j1, float[] packed) {
+        int w = j1 - j0, j = j0;
+        for (; j + 8 <= j1; j += 8) {
+            int s0 = bOff + j * k, col = j - j0;
+            for (int p = 0; p < k; p++) {
+                int d = p * w + col, s = s0 + p;
+                packed[d] = b[s];
+                packed[d + 1] = b[s + k];
+                packed[d + 2] = b[s + 2 * k];
+                packed[d + 3] = b[s + 3 * k];
+                packed[d + 4] = b[s + 4 * k];
+                packed[d + 5] = b[s + 5 * k];
+                packed[d + 6] = b[s + 6 * k];
+                packed[d + 7] = b[s + 7 * k];
+            }
+        }
+        for (; j < j1; j++) {
+            int s0 = bOff + j * k, col = j - j0;
+            for (int p = 0; p < k; p++) packed[p * w + col] = b[s0 + p];
+        }
+    }
+
+    /** (rows, cols) row-major → a fresh (cols, rows) array, in 32×32 blocks (both sides stay in cache). */
     private float[] transpose(float[] src, int off, int rows, int cols) {
         float[] out = new float[rows * cols];
-        parallelFor(cols, Math.max(1, 16384 / Math.max(1, rows)), (c0, c1) -> {
-            for (int c = c0; c < c1; c++) {
-                int o = c * rows;
-                for (int r = 0; r < rows; r++) out[o + r] = src[off + r * cols + c];
+        final int bs = 32;
+        int colBlocks = (cols + bs - 1) / bs;
+        parallelFor(colBlocks, Math.max(1, 64 * 1024 / Math.max(1, rows * bs)), (b0, b1) -> {
+            for (int cb = b0; cb < b1; cb++) {
+                int c0 = cb * bs, c1 = Math.min(cols, c0 + bs);
+                for (int r0 = 0; r0 < rows; r0 += bs) {
+                    int r1 = Math.min(rows, r0 + bs);
+                    for (int r = r0; r < r1; r++) {
+                        int so = off + r * cols;
+                        for (int c = c0; c < c1; c++) out[c * rows + r] = src[so + c];
+                    }
+                }
             }
         });
         return out;
@@ -416,6 +481,20 @@ public final class CpuBackend implements Backend {
                     + " out " + Tensor.describe(out) + " for B=" + batch + " T=" + seqLen + " H=" + heads + " Hkv=" + kvHeads + " D=" + headDim);
     }
 
+    /** Row block of the causal attention GEMMs: rows [i0, i0+ATT_BLOCK) only need keys [0, i0+ATT_BLOCK). */
+    private static final int ATT_BLOCK = 32;
+
+    /**
+     * S = scale·Q_h·K_gᵀ over the causal lower triangle (block-wise; entries above the diagonal are
+     * left unspecified), for one sequence's tv valid rows. s is (tv, tv).
+     */
+    private static void scores(float[] s, int tv, float[] q, int qOff, int qw, float[] k, int kOff, int kw, int d, float scale) {
+        for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+            int i1 = Math.min(tv, i0 + ATT_BLOCK);
+            KERNELS.nt(q, qOff, qw, k, kOff, kw, s, 0, tv, d, i0, i1, 0, i1, scale, 0f);
+        }
+    }
+
     @Override
     public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
@@ -423,39 +502,36 @@ public final class CpuBackend implements Backend {
         checkAttention(Q, K, V, O, batch, seqLen, heads, kvHeads, headDim);
         if (L.numel != batch * heads * seqLen) throw new IllegalArgumentException("attention: lse " + Tensor.describe(lse));
         final int T = seqLen, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
-        parallelFor(batch * heads, 1, (s, e) -> {
-            float[] p = new float[T];
-            float[] acc = new float[D];
-            for (int bh = s; bh < e; bh++) {
+        // one task per (sequence, head): S = QKᵀ and O = PV through the GEMM kernels, softmax in between
+        parallelFor(batch * heads, 1, (st, en) -> {
+            float[] p = new float[T * T];
+            for (int bh = st; bh < en; bh++) {
                 int b = bh / heads, h = bh % heads, g = h / group;
-                int ks = KS.i[KS.off + b];
-                for (int t = 0; t < T; t++) {
-                    int qo = Q.off + (b * T + t) * qw + h * D, oo = O.off + (b * T + t) * qw + h * D;
-                    int lo = L.off + (b * heads + h) * T + t;
-                    if (t < ks) { // padding query: no visible key
-                        Arrays.fill(O.f, oo, oo + D, 0f);
-                        L.f[lo] = Float.NEGATIVE_INFINITY;
-                        continue;
-                    }
+                int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
+                int lo = L.off + (b * heads + h) * T;
+                for (int t = 0; t < ks; t++) { // padding queries: no visible key
+                    int oo = O.off + (b * T + t) * qw + h * D;
+                    Arrays.fill(O.f, oo, oo + D, 0f);
+                    L.f[lo + t] = Float.NEGATIVE_INFINITY;
+                }
+                if (tv == 0) continue;
+                int qOff = Q.off + (b * T + ks) * qw + h * D, kOff = K.off + (b * T + ks) * kw + g * D, vOff = V.off + (b * T + ks) * kw + g * D;
+                scores(p, tv, Q.f, qOff, qw, K.f, kOff, kw, D, scale);
+                for (int i = 0; i < tv; i++) {
+                    int r = i * tv;
                     float max = Float.NEGATIVE_INFINITY;
-                    for (int j = ks; j <= t; j++) {
-                        int ko = K.off + (b * T + j) * kw + g * D;
-                        float d = 0f;
-                        for (int i = 0; i < D; i++) d += Q.f[qo + i] * K.f[ko + i];
-                        p[j] = d * scale;
-                        if (p[j] > max) max = p[j];
-                    }
+                    for (int j = 0; j <= i; j++) max = Math.max(max, p[r + j]);
                     double sum = 0;
-                    for (int j = ks; j <= t; j++) { p[j] = (float) Math.exp(p[j] - max); sum += p[j]; }
+                    for (int j = 0; j <= i; j++) { float e = (float) Math.exp(p[r + j] - max); p[r + j] = e; sum += e; }
                     float inv = (float) (1.0 / sum);
-                    Arrays.fill(acc, 0f);
-                    for (int j = ks; j <= t; j++) {
-                        float w = p[j] * inv;
-                        int vo = V.off + (b * T + j) * kw + g * D;
-                        for (int i = 0; i < D; i++) acc[i] += w * V.f[vo + i];
-                    }
-                    System.arraycopy(acc, 0, O.f, oo, D);
-                    L.f[lo] = (float) (max + Math.log(sum));
+                    for (int j = 0; j <= i; j++) p[r + j] *= inv;
+                    for (int j = i + 1; j < tv; j++) p[r + j] = 0f;
+                    L.f[lo + ks + i] = (float) (max + Math.log(sum));
+                }
+                int oOff = O.off + (b * T + ks) * qw + h * D;
+                for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+                    int i1 = Math.min(tv, i0 + ATT_BLOCK);
+                    KERNELS.nn(p, 0, tv, false, V.f, vOff, kw, O.f, oOff, qw, i1, i0, i1, 0, D, 1f, 0f);
                 }
             }
         });
@@ -470,40 +546,56 @@ public final class CpuBackend implements Backend {
         CpuTensor Q = ft(q, "q"), K = ft(k, "k"), V = ft(v, "v"), KS = it(keyStart, "keyStart");
         checkAttention(Q, K, V, O, batch, seqLen, heads, kvHeads, headDim);
         final int T = seqLen, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
-        // one task per (sequence, kv head): it owns dk/dv of that head and dq of the group's query heads
-        parallelFor(batch * kvHeads, 1, (s, e) -> {
-            float[] p = new float[T];
-            for (int bg = s; bg < e; bg++) {
+        // one task per (sequence, kv head): it owns dk/dv of that head and dq of the group's query heads.
+        // Per head: P from the stashed lse, dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dO⊙O)), then
+        // dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO through the GEMM kernels.
+        parallelFor(batch * kvHeads, 1, (st, en) -> {
+            float[] p = new float[T * T], ds = new float[T * T];
+            for (int bg = st; bg < en; bg++) {
                 int b = bg / kvHeads, g = bg % kvHeads;
-                int ks = KS.i[KS.off + b];
+                int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
                 for (int t = 0; t < T; t++) {
                     int ko = (b * T + t) * kw + g * D;
                     Arrays.fill(DK.f, DK.off + ko, DK.off + ko + D, 0f);
                     Arrays.fill(DV.f, DV.off + ko, DV.off + ko + D, 0f);
+                    for (int h = g * group; h < (g + 1) * group; h++) {
+                        int qo = DQ.off + (b * T + t) * qw + h * D;
+                        Arrays.fill(DQ.f, qo, qo + D, 0f);
+                    }
                 }
+                if (tv == 0) continue;
+                int kOff = (b * T + ks) * kw + g * D;
                 for (int h = g * group; h < (g + 1) * group; h++) {
-                    for (int t = 0; t < T; t++) {
-                        int qo = (b * T + t) * qw + h * D;
-                        Arrays.fill(DQ.f, DQ.off + qo, DQ.off + qo + D, 0f);
-                        if (t < ks) continue;
-                        float l = L.f[L.off + (b * heads + h) * T + t];
-                        // Dsum = dout · out (the softmax-backward correction term)
+                    int qOff = (b * T + ks) * qw + h * D, lo = L.off + (b * heads + h) * T + ks;
+                    scores(p, tv, Q.f, Q.off + qOff, qw, K.f, K.off + kOff, kw, D, scale);
+                    for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+                        int i1 = Math.min(tv, i0 + ATT_BLOCK);
+                        KERNELS.nt(DO.f, DO.off + qOff, qw, V.f, V.off + kOff, kw, ds, 0, tv, D, i0, i1, 0, i1, 1f, 0f);
+                    }
+                    for (int i = 0; i < tv; i++) {
+                        int r = i * tv, ro = qOff + i * qw;
                         float dsum = 0f;
-                        for (int i = 0; i < D; i++) dsum += DO.f[DO.off + qo + i] * O.f[O.off + qo + i];
-                        for (int j = ks; j <= t; j++) {
-                            int kro = (b * T + j) * kw + g * D;
-                            float d = 0f;
-                            for (int i = 0; i < D; i++) d += Q.f[Q.off + qo + i] * K.f[K.off + kro + i];
-                            float pj = (float) Math.exp(d * scale - l);
-                            float dp = 0f;
-                            for (int i = 0; i < D; i++) dp += DO.f[DO.off + qo + i] * V.f[V.off + kro + i];
-                            float ds = pj * (dp - dsum) * scale;
-                            for (int i = 0; i < D; i++) {
-                                DQ.f[DQ.off + qo + i] += ds * K.f[K.off + kro + i];
-                                DK.f[DK.off + kro + i] += ds * Q.f[Q.off + qo + i];
-                                DV.f[DV.off + kro + i] += pj * DO.f[DO.off + qo + i];
-                            }
+                        for (int x = 0; x < D; x++) dsum += DO.f[DO.off + ro + x] * O.f[O.off + ro + x];
+                        float l = L.f[lo + i];
+                        for (int j = 0; j <= i; j++) {
+                            float pj = (float) Math.exp(p[r + j] - l);
+                            p[r + j] = pj;
+                            ds[r + j] = pj * (ds[r + j] - dsum) * scale;
                         }
+                        for (int j = i + 1; j < tv; j++) { p[r + j] = 0f; ds[r + j] = 0f; }
+                    }
+                    // dQ_h = dS·K (causal: row block i0..i1 needs keys < i1)
+                    for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
+                        int i1 = Math.min(tv, i0 + ATT_BLOCK);
+                        KERNELS.nn(ds, 0, tv, false, K.f, K.off + kOff, kw, DQ.f, DQ.off + qOff, qw, i1, i0, i1, 0, D, 1f, 0f);
+                    }
+                    // dK_g += dSᵀ·Q_h ; dV_g += Pᵀ·dO_h
+                    // causal: key row j only receives from queries i ≥ j, so each row block starts its sum at j0;
+                    // dSᵀ and Pᵀ are read in place (nn's transposed-A mode)
+                    for (int j0 = 0; j0 < tv; j0 += ATT_BLOCK) {
+                        int j1 = Math.min(tv, j0 + ATT_BLOCK);
+                        KERNELS.nn(ds, j0 * tv, tv, true, Q.f, Q.off + qOff + j0 * qw, qw, DK.f, DK.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
+                        KERNELS.nn(p, j0 * tv, tv, true, DO.f, DO.off + qOff + j0 * qw, qw, DV.f, DV.off + kOff, kw, tv - j0, j0, j1, 0, D, 1f, 1f);
                     }
                 }
             }
@@ -512,6 +604,7 @@ public final class CpuBackend implements Backend {
         round(DK);
         round(DV);
     }
+
 
     @Override
     public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,

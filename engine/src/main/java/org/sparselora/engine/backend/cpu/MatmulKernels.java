@@ -16,7 +16,9 @@ interface MatmulKernels {
     void nt(float[] a, int aOff, int lda, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
             int k, int i0, int i1, int j0, int j1, float alpha, float beta);
 
-    void nn(float[] a, int aOff, int lda, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
+    /** As {@link #nt} but B is (K,N) row-major; with {@code aTrans} A is stored (K,M) (element (i,p) at p·lda + i),
+     *  which costs nothing here since A is only ever broadcast one element at a time. */
+    void nn(float[] a, int aOff, int lda, boolean aTrans, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
             int k, int i0, int i1, int j0, int j1, float alpha, float beta);
 
     /** Preferred vector width in floats (1 for the scalar kernels): narrow dimensions below it pick the other kernel. */
@@ -46,14 +48,15 @@ interface MatmulKernels {
         }
 
         @Override
-        public void nn(float[] a, int aOff, int lda, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
+        public void nn(float[] a, int aOff, int lda, boolean aTrans, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
                        int k, int i0, int i1, int j0, int j1, float alpha, float beta) {
             float[] acc = new float[j1 - j0];
+            int ars = aTrans ? 1 : lda, acs = aTrans ? lda : 1;
             for (int i = i0; i < i1; i++) {
                 java.util.Arrays.fill(acc, 0f);
-                int ar = aOff + i * lda;
+                int ar = aOff + i * ars;
                 for (int p = 0; p < k; p++) {
-                    float av = a[ar + p];
+                    float av = a[ar + p * acs];
                     int br = bOff + p * ldb;
                     for (int j = j0; j < j1; j++) acc[j - j0] = Math.fma(av, b[br + j], acc[j - j0]);
                 }

@@ -92,25 +92,26 @@ final class VectorMatmulKernels implements MatmulKernels {
     }
 
     @Override
-    public void nn(float[] a, int aOff, int lda, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
+    public void nn(float[] a, int aOff, int lda, boolean aTrans, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
                    int k, int i0, int i1, int j0, int j1, float alpha, float beta) {
+        final int ars = aTrans ? 1 : lda, acs = aTrans ? lda : 1; // element (i,p) of A at i·ars + p·acs
         int i = i0;
         for (; i + 4 <= i1; i += 4) {
-            int a0 = aOff + i * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda;
+            int a0 = aOff + i * ars, a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
             int j = j0;
             for (; j + 2 * L <= j1; j += 2 * L) {
                 FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
                 for (int p = 0; p < k; p++) {
-                    int br = bOff + p * ldb + j;
+                    int br = bOff + p * ldb + j, ap = p * acs;
                     FloatVector w0 = FloatVector.fromArray(S, b, br);
                     FloatVector w1 = FloatVector.fromArray(S, b, br + L);
-                    FloatVector x = FloatVector.broadcast(S, a[a0 + p]);
+                    FloatVector x = FloatVector.broadcast(S, a[a0 + ap]);
                     c00 = x.fma(w0, c00); c01 = x.fma(w1, c01);
-                    x = FloatVector.broadcast(S, a[a1 + p]);
+                    x = FloatVector.broadcast(S, a[a1 + ap]);
                     c10 = x.fma(w0, c10); c11 = x.fma(w1, c11);
-                    x = FloatVector.broadcast(S, a[a2 + p]);
+                    x = FloatVector.broadcast(S, a[a2 + ap]);
                     c20 = x.fma(w0, c20); c21 = x.fma(w1, c21);
-                    x = FloatVector.broadcast(S, a[a3 + p]);
+                    x = FloatVector.broadcast(S, a[a3 + ap]);
                     c30 = x.fma(w0, c30); c31 = x.fma(w1, c31);
                 }
                 store(c, cOff + i * ldc + j, c00, alpha, beta); store(c, cOff + i * ldc + j + L, c01, alpha, beta);
@@ -118,22 +119,22 @@ final class VectorMatmulKernels implements MatmulKernels {
                 store(c, cOff + (i + 2) * ldc + j, c20, alpha, beta); store(c, cOff + (i + 2) * ldc + j + L, c21, alpha, beta);
                 store(c, cOff + (i + 3) * ldc + j, c30, alpha, beta); store(c, cOff + (i + 3) * ldc + j + L, c31, alpha, beta);
             }
-            for (int r = 0; r < 4; r++) nnRow(a, aOff + (i + r) * lda, b, bOff, ldb, c, cOff + (i + r) * ldc, k, j, j1, alpha, beta);
+            for (int r = 0; r < 4; r++) nnRow(a, aOff + (i + r) * ars, acs, b, bOff, ldb, c, cOff + (i + r) * ldc, k, j, j1, alpha, beta);
         }
-        for (; i < i1; i++) nnRow(a, aOff + i * lda, b, bOff, ldb, c, cOff + i * ldc, k, j0, j1, alpha, beta);
+        for (; i < i1; i++) nnRow(a, aOff + i * ars, acs, b, bOff, ldb, c, cOff + i * ldc, k, j0, j1, alpha, beta);
     }
 
     /** One row of C over columns [j, j1): single vectors, then scalar columns (same per-element order). */
-    private static void nnRow(float[] a, int ar, float[] b, int bOff, int ldb, float[] c, int cr, int k, int j, int j1, float alpha, float beta) {
+    private static void nnRow(float[] a, int ar, int acs, float[] b, int bOff, int ldb, float[] c, int cr, int k, int j, int j1, float alpha, float beta) {
         for (; j + L <= j1; j += L) {
             FloatVector acc = FloatVector.zero(S);
             for (int p = 0; p < k; p++)
-                acc = FloatVector.broadcast(S, a[ar + p]).fma(FloatVector.fromArray(S, b, bOff + p * ldb + j), acc);
+                acc = FloatVector.broadcast(S, a[ar + p * acs]).fma(FloatVector.fromArray(S, b, bOff + p * ldb + j), acc);
             store(c, cr + j, acc, alpha, beta);
         }
         for (; j < j1; j++) {
             float s = 0f;
-            for (int p = 0; p < k; p++) s = Math.fma(a[ar + p], b[bOff + p * ldb + j], s);
+            for (int p = 0; p < k; p++) s = Math.fma(a[ar + p * acs], b[bOff + p * ldb + j], s);
             c[cr + j] = MatmulKernels.finish(s, c[cr + j], alpha, beta);
         }
     }

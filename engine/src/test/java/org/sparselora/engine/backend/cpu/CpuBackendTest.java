@@ -215,6 +215,15 @@ class CpuBackendTest {
                     want[b + i + half] = x[b + i + half] * Math.cos(ang) + x[b + i] * Math.sin(ang);
                 }
         close(want, be.toFloats(X), 1e-5, "rope");
+        // backward: the gradient of Σ rope(x)⊙R is rope⁻¹(R) (rotation is orthogonal); check it by FD
+        float[] probe = rand(r, n * h * d, 1);
+        Tensor G = f(probe.clone(), n, h * d);
+        be.rope(G, P, C, S, h, d, true);
+        checkFd(x, be.toFloats(G), xs -> {
+            Tensor y = f(xs.clone(), n, h * d);
+            be.rope(y, P, C, S, h, d, false);
+            return dot(be.toFloats(y), probe);
+        }, "rope backward");
         be.rope(X, P, C, S, h, d, true);
         double[] orig = new double[x.length];
         for (int i = 0; i < x.length; i++) orig[i] = x[i];
@@ -274,6 +283,56 @@ class CpuBackendTest {
         checkFd(q, be.toFloats(dq), qs -> dot(attn(qs, k, v, be.empty(DType.F32, B, H, T)), probe), "attention dq");
         checkFd(k, be.toFloats(dk), ks -> dot(attn(q, ks, v, be.empty(DType.F32, B, H, T)), probe), "attention dk");
         checkFd(v, be.toFloats(dv), vs -> dot(attn(q, k, vs, be.empty(DType.F32, B, H, T)), probe), "attention dv");
+    }
+
+    /** Naive float64 causal GQA attention for any shape (the reference for the blocked kernels). */
+    static double[] attnRef(float[] q, float[] k, float[] v, int b, int t, int h, int hkv, int d, int[] ks, float scale) {
+        double[] out = new double[b * t * h * d];
+        for (int s = 0; s < b; s++)
+            for (int hh = 0; hh < h; hh++)
+                for (int i = ks[s]; i < t; i++) {
+                    int g = hh / (h / hkv);
+                    double[] sc = new double[t];
+                    double max = -1e300, sum = 0;
+                    for (int j = ks[s]; j <= i; j++) {
+                        double x = 0;
+                        for (int e = 0; e < d; e++) x += (double) q[(s * t + i) * h * d + hh * d + e] * k[(s * t + j) * hkv * d + g * d + e];
+                        sc[j] = x * scale;
+                        max = Math.max(max, sc[j]);
+                    }
+                    for (int j = ks[s]; j <= i; j++) sum += Math.exp(sc[j] - max);
+                    for (int j = ks[s]; j <= i; j++)
+                        for (int e = 0; e < d; e++)
+                            out[(s * t + i) * h * d + hh * d + e] += Math.exp(sc[j] - max) / sum * v[(s * t + j) * hkv * d + g * d + e];
+                }
+        return out;
+    }
+
+    @Test
+    void attentionLongerThanOneBlockForwardAndBackward() {
+        // T spans several 32-row blocks (the causal block ranges of the GEMM-based kernels), odd D
+        int b = 2, t = 75, h = 6, hkv = 2, d = 5;
+        int[] ks = {0, 9};
+        float scale = 0.4f;
+        Random r = new Random(21);
+        float[] q = rand(r, b * t * h * d, 1), k = rand(r, b * t * hkv * d, 1), v = rand(r, b * t * hkv * d, 1), probe = rand(r, b * t * h * d, 1);
+        java.util.function.Function<float[][], float[]> run = in -> {
+            Tensor out = be.empty(DType.F32, b * t, h * d);
+            be.attention(out, be.empty(DType.F32, b, h, t), f(in[0], b * t, h * d), f(in[1], b * t, hkv * d), f(in[2], b * t, hkv * d), be.fromInts(ks, b), b, t, h, hkv, d, scale);
+            return be.toFloats(out);
+        };
+        float[] out = run.apply(new float[][] {q, k, v});
+        close(attnRef(q, k, v, b, t, h, hkv, d, ks, scale), out, 1e-5, "long attention");
+        Tensor lse = be.empty(DType.F32, b, h, t);
+        be.attention(be.empty(DType.F32, b * t, h * d), lse, f(q, b * t, h * d), f(k, b * t, hkv * d), f(v, b * t, hkv * d), be.fromInts(ks, b), b, t, h, hkv, d, scale);
+        Tensor dq = be.empty(DType.F32, b * t, h * d), dk = be.empty(DType.F32, b * t, hkv * d), dv = be.empty(DType.F32, b * t, hkv * d);
+        be.attentionBackward(dq, dk, dv, f(probe, b * t, h * d), f(out, b * t, h * d), lse, f(q, b * t, h * d), f(k, b * t, hkv * d),
+                f(v, b * t, hkv * d), be.fromInts(ks, b), b, t, h, hkv, d, scale);
+        checkFd(q, be.toFloats(dq), xs -> dot(run.apply(new float[][] {xs, k, v}), probe), "long attention dq");
+        checkFd(k, be.toFloats(dk), xs -> dot(run.apply(new float[][] {q, xs, v}), probe), "long attention dk");
+        checkFd(v, be.toFloats(dv), xs -> dot(run.apply(new float[][] {q, k, xs}), probe), "long attention dv");
+        float[] g = be.toFloats(dk);
+        for (int i = 0; i < 9 * hkv * d; i++) assertEquals(0f, g[(t) * hkv * d + i], "padding keys get no gradient");
     }
 
     @Test

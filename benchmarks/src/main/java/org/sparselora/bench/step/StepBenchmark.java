@@ -1,0 +1,276 @@
+package org.sparselora.bench.step;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.EnumSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.cpu.CpuBackend;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.model.Projection;
+import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.sparse.ChannelSelection;
+import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.sparse.SparsePlanner;
+import org.sparselora.engine.sparse.SparsityConfig;
+import org.sparselora.engine.sparse.SvdPredictor;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.FlopCounter;
+import org.sparselora.engine.train.LoraTrainer;
+import org.sparselora.engine.train.OptimizerConfig;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * Whole LoRA training steps of this engine at real model shapes, the numbers that are set against
+ * the PyTorch + PEFT peer (benchmarks/peer/peer_bench.py) in the same device run. The reference's
+ * timing protocol: random-init model (bf16 on the GPU), synthetic batch (default 8 × 512 with the
+ * last 128 tokens carrying loss), sparsity from step 0, warm-up steps, then the median of timed
+ * steps, each split by device synchronisation into forward (incl. the SVD predictor and the loss
+ * head), backward and optimizer. For each model shape it runs dense LoRA and, when a sparsity config
+ * is given, SparseLoRA, plus SparseLoRA with the plan held fixed (no predictor) to time the
+ * predictor's share. LoRA B is filled with small random values (PEFT's zero init would let GEMMs
+ * run on zeros). Predictor factors are random for these timing runs (their values do not change the
+ * cost; factoring an 8B model on the host takes minutes) — predictor quality is tested elsewhere.
+ * Prints a table and writes one JSON line per row to --json.
+ */
+@Command(name = "step-benchmark", mixinStandardHelpOptions = true, description = "Training-step time of dense LoRA and SparseLoRA")
+public final class StepBenchmark implements Callable<Integer> {
+
+    @Option(names = "--backend", description = "gpu or cpu (default ${DEFAULT-VALUE})") String backend = "gpu";
+    @Option(names = "--model", description = "8b, 1b or tiny (default ${DEFAULT-VALUE})") String model = "8b";
+    @Option(names = "--targets", description = "qkvo, all, or both comma-separated (default ${DEFAULT-VALUE})") String targets = "qkvo";
+    @Option(names = "--sparsity", description = "SparseLoRA config YAML (default: dense only)") Path sparsity;
+    @Option(names = "--frozen-grad", description = "sliced or cut (default: the config's)") String frozenGrad;
+    @Option(names = "--batch") int batch = 8;
+    @Option(names = "--seq") int seq = 512;
+    @Option(names = "--output-tokens", description = "last tokens per row that carry loss (default ${DEFAULT-VALUE})") int outputTokens = 128;
+    @Option(names = "--warmup") int warmup = 20;
+    @Option(names = "--steps") int steps = 30;
+    @Option(names = "--peak-tflops", description = "measured bf16 GEMM peak for MFU (default ${DEFAULT-VALUE}, GPU.md)") double peakTflops = 790;
+    @Option(names = "--profile", description = "after timing, run this many dense and sparse steps with a device sync around every op and print where the time goes (default ${DEFAULT-VALUE})") int profile = 0;
+    @Option(names = "--json", description = "append one JSON line per row to this file") Path json;
+
+    public static void main(String[] args) {
+        System.exit(new CommandLine(new StepBenchmark()).execute(args));
+    }
+
+    static LlamaConfig shape(String name) {
+        return switch (name) {
+            case "8b" -> new LlamaConfig("LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128, 128256, 8192, 1e-5f, 500000f, null, false, false, 128000, 128001);
+            case "1b" -> new LlamaConfig("LlamaForCausalLM", 2048, 8192, 16, 32, 8, 64, 128256, 131072, 1e-5f, 500000f,
+                    new LlamaConfig.RopeScaling("llama3", 32f, 1f, 4f, 8192), true, false, 128000, 128001);
+            case "tiny" -> new LlamaConfig("LlamaForCausalLM", 256, 704, 4, 8, 4, 32, 2048, 1024, 1e-5f, 10000f, null, false, false, 1, 2);
+            default -> throw new IllegalArgumentException("--model must be 8b, 1b or tiny, got " + name);
+        };
+    }
+
+    record Row(String model, String targets, String variant, double msStep, double msFwd, double msBwd, double msOpt,
+               double tokensPerSec, double peakGiB, long flops, long denseFlops, long predictorFlops, double mfu) {}
+
+    @Override
+    public Integer call() throws IOException {
+        Locale.setDefault(Locale.ROOT);
+        LlamaConfig cfg = shape(model);
+        Backend be = backend.equals("gpu") ? gpu() : new CpuBackend();
+        long t0 = System.nanoTime();
+        LlamaWeights w = LlamaWeights.upload(be, new RandomWeights(cfg, 42));
+        be.synchronize();
+        System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
+        LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));
+        Batch b = batch(cfg);
+        List<Row> rows = new ArrayList<>();
+        boolean first = true;
+        for (String t : targets.split(",")) {
+            EnumSet<Projection> tg = switch (t) {
+                case "all" -> EnumSet.allOf(Projection.class);
+                case "qkvo" -> EnumSet.of(Projection.Q, Projection.K, Projection.V, Projection.O);
+                default -> throw new IllegalArgumentException("--targets takes qkvo and/or all, got " + t);
+            };
+            try (LoraAdapter lora = new LoraAdapter(be, cfg, new LoraConfig(32, 64f, 0f, tg, false, 7))) {
+                randomizeB(lora);
+                rows.add(measure(cfg, be, m, lora, b, null, t, "dense LoRA"));
+                if (sparsity != null) {
+                    SparsityConfig sc = SparsityConfig.load(sparsity);
+                    if (frozenGrad != null)
+                        sc = new SparsityConfig(sc.startStep(), sc.endStep(), sc.rank(), sc.skipOutputTokens(), sc.sparseOutputTokens(),
+                                SparsePlan.FrozenGrad.valueOf(frozenGrad.toUpperCase(Locale.ROOT)), sc.sparsity(), sc.source());
+                    SparsityConfig.Resolved res = sc.resolve(cfg);
+                    SvdPredictor pred = SvdPredictor.randomForTiming(cfg, res, sc.rank(), 11);
+                    String label = "SparseLoRA " + sparsity.getFileName().toString().replace(".yaml", "") + " (" + sc.frozenGrad().name().toLowerCase(Locale.ROOT) + ")";
+                    try (SparsePlanner planner = new SparsePlanner(be, sc, new ChannelSelection(be, pred, res), warmup + steps, 3)) {
+                        rows.add(measure(cfg, be, m, lora, b, planner, t, label));
+                        if (first) rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor)"));
+                        if (first && profile > 0) OpTimes.profile(be, w, lora, b, planner, profile, warmup, cfg.numLayers());
+                    }
+                }
+            }
+            first = false;
+        }
+        print(rows);
+        return 0;
+    }
+
+    private Row measure(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
+        LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
+        double[] fwd = new double[steps], bwd = new double[steps], opt = new double[steps];
+        long predictorFlops = 0, planFlops = 0;
+        resetPeak(be);
+        for (int s = 0; s < warmup + steps; s++) {
+            be.synchronize();
+            long a = System.nanoTime();
+            SparsePlan plan = planner != null ? planner.plan(b, s) : null;
+            m.forward(b, lora, plan, plan != null ? planner.selector() : null, s);
+            be.synchronize();
+            long c = System.nanoTime();
+            m.backward();
+            be.synchronize();
+            long d = System.nanoTime();
+            if (plan != null) {
+                predictorFlops = planner.lastPredictorFlops();
+                planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
+                planner.release();
+            }
+            tr.applyUpdate(s, b.outputTokenCount());
+            be.synchronize();
+            long e = System.nanoTime();
+            if (s >= warmup) {
+                fwd[s - warmup] = (c - a) / 1e6;
+                bwd[s - warmup] = (d - c) / 1e6;
+                opt[s - warmup] = (e - d) / 1e6;
+            }
+        }
+        return row(cfg, lora, b, tg, name, fwd, bwd, opt, planner != null ? planFlops : -1, predictorFlops, be);
+    }
+
+    /** SparseLoRA with one plan (chosen at the first step) reused: the step without the predictor. */
+    private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
+        LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
+        SparsePlan plan = planner.plan(b, warmup); // a step inside the sparse window (past the dense warm-up)
+        if (plan == null) throw new IllegalStateException("step " + warmup + " is not sparse under " + sparsity);
+        m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
+        m.backward();
+        lora.zeroGrads();
+        double[] fwd = new double[steps], bwd = new double[steps], opt = new double[steps];
+        for (int s = 0; s < warmup + steps; s++) {
+            be.synchronize();
+            long a = System.nanoTime();
+            m.forward(b, lora, plan, null, s);
+            be.synchronize();
+            long c = System.nanoTime();
+            m.backward();
+            be.synchronize();
+            long d = System.nanoTime();
+            tr.applyUpdate(s, b.outputTokenCount());
+            be.synchronize();
+            long e = System.nanoTime();
+            if (s >= warmup) {
+                fwd[s - warmup] = (c - a) / 1e6;
+                bwd[s - warmup] = (d - c) / 1e6;
+                opt[s - warmup] = (e - d) / 1e6;
+            }
+        }
+        long planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
+        planner.release();
+        return row(cfg, lora, b, tg, name, fwd, bwd, opt, planFlops, 0, be);
+    }
+
+    private Row row(LlamaConfig cfg, LoraAdapter lora, Batch b, String tg, String name, double[] fwd, double[] bwd, double[] opt,
+                    long planFlops, long predictorFlops, Backend be) {
+        double[] step = new double[steps];
+        for (int i = 0; i < steps; i++) step[i] = fwd[i] + bwd[i] + opt[i];
+        double ms = median(step);
+        long dense = FlopCounter.step(cfg, lora.config(), b, null);
+        long flops = planFlops < 0 ? dense : planFlops + predictorFlops;
+        double mfu = flops / (ms / 1e3) / (peakTflops * 1e12);
+        return new Row(model, tg, name, ms, median(fwd), median(bwd), median(opt), b.tokenCount() / (ms / 1e3),
+                peakGiB(be), flops, dense, predictorFlops, mfu);
+    }
+
+    private Batch batch(LlamaConfig cfg) {
+        SplittableRandom r = new SplittableRandom(5);
+        int n = batch * seq;
+        int[] tokens = new int[n], targets = new int[n], pos = new int[n];
+        for (int i = 0; i < n; i++) tokens[i] = r.nextInt(cfg.vocabSize());
+        for (int bb = 0; bb < batch; bb++)
+            for (int t = 0; t < seq; t++) {
+                int i = bb * seq + t;
+                pos[i] = t;
+                targets[i] = t >= seq - outputTokens - 1 && t + 1 < seq ? tokens[i + 1] : Batch.IGNORE;
+            }
+        return new Batch(batch, seq, tokens, targets, pos, new int[batch]);
+    }
+
+    private static void randomizeB(LoraAdapter lora) {
+        LinkedHashMap<String, float[]> h = lora.toHost();
+        SplittableRandom r = new SplittableRandom(9);
+        for (var e : h.entrySet())
+            if (e.getKey().contains("lora_B")) for (int i = 0; i < e.getValue().length; i++) e.getValue()[i] = (float) (r.nextDouble(-1, 1) * 1e-3);
+        lora.fromHost(h);
+    }
+
+    private void print(List<Row> rows) throws IOException {
+        System.out.printf("%n%-5s %-5s %-36s %9s %8s %8s %7s %9s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
+                "fwd", "bwd", "opt", "tok/s", "peakGiB", "TFLOP/st", "FLOPred", "MFU", "speedup");
+        Row base = rows.get(0);
+        for (Row r : rows) {
+            if (r.variant.equals("dense LoRA")) base = r;
+            System.out.printf("%-5s %-5s %-36s %9.1f %8.1f %8.1f %7.1f %9.0f %8.1f %9.2f %7.2fx %5.1f%% %7.2fx%n", r.model, r.targets, r.variant,
+                    r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.flops / 1e12,
+                    (double) r.denseFlops / r.flops, 100 * r.mfu, base.msStep / r.msStep);
+        }
+        if (json != null) {
+            StringBuilder sb = new StringBuilder();
+            for (Row r : rows)
+                sb.append(String.format(Locale.ROOT,
+                        "{\"model\":\"%s\",\"targets\":\"%s\",\"variant\":\"%s\",\"ms_step\":%.3f,\"ms_fwd\":%.3f,\"ms_bwd\":%.3f,\"ms_opt\":%.3f,"
+                                + "\"tokens_per_s\":%.1f,\"peak_gib\":%.2f,\"flops\":%d,\"dense_flops\":%d,\"predictor_flops\":%d,\"mfu\":%.4f,"
+                                + "\"batch\":%d,\"seq\":%d,\"output_tokens\":%d,\"warmup\":%d,\"steps\":%d}%n",
+                        r.model, r.targets, r.variant.trim(), r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.flops,
+                        r.denseFlops, r.predictorFlops, r.mfu, batch, seq, outputTokens, warmup, steps));
+            Files.writeString(json, sb.toString(), java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
+        }
+    }
+
+    static double median(double[] v) {
+        double[] s = v.clone();
+        Arrays.sort(s);
+        return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    }
+
+    private static Backend gpu() {
+        try {
+            return (Backend) Class.forName("org.sparselora.cuda.GpuBackend").getMethod("create", int.class).invoke(null, 0);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("cannot start the GPU backend: " + e, e);
+        }
+    }
+
+    private static void resetPeak(Backend be) {
+        try {
+            be.getClass().getMethod("resetPeakMemory").invoke(be);
+        } catch (ReflectiveOperationException ignored) {
+            // backends without memory accounting report 0
+        }
+    }
+
+    private static double peakGiB(Backend be) {
+        try {
+            return ((Number) be.getClass().getMethod("peakMemory").invoke(be)).doubleValue() / (1L << 30);
+        } catch (ReflectiveOperationException e) {
+            return 0;
+        }
+    }
+}
