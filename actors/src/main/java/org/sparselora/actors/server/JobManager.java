@@ -224,6 +224,14 @@ public final class JobManager implements AutoCloseable {
 
     private record Watcher(Consumer<JobEvent> sink, Runnable onEnd) {}
 
+    private volatile int replayStepEvents = 5_000;
+
+    /** Step events kept per job for watchers that join late (default 5000; every other event is kept). */
+    public void setReplayStepEvents(int n) {
+        if (n < 1) throw new IllegalArgumentException("replay step events must be >= 1, got " + n);
+        replayStepEvents = n;
+    }
+
     /** One job: its spec, state and history; the JobSupervisor's listener. */
     private final class Job implements org.sparselora.actors.pipeline.JobListener {
         final String id;
@@ -238,7 +246,8 @@ public final class JobManager implements AutoCloseable {
         int step;
         double lastLoss;
         String reason = "";
-        final List<JobEvent> events = new ArrayList<>();
+        List<JobEvent> events = new ArrayList<>();
+        int stepEvents;
         final List<Watcher> watchers = new CopyOnWriteArrayList<>();
 
         Job(String id, JobSpec spec) {
@@ -265,6 +274,7 @@ public final class JobManager implements AutoCloseable {
             synchronized (this) {
                 if (terminal() && !(e.hasState() && e.getState().getState() == JobState.QUEUED)) return; // one terminal event per run
                 events.add(e);
+                if (e.hasStep() && ++stepEvents > 2 * replayStepEvents) compactHistory();
                 if (e.hasState()) {
                     state = e.getState().getState();
                     reason = e.getState().getReason();
@@ -293,6 +303,21 @@ public final class JobManager implements AutoCloseable {
                     onTerminal(this);
                 }
             }
+        }
+
+        /** Drops the oldest step events beyond the replay limit (amortised: runs once per that many steps). */
+        private void compactHistory() {
+            int keep = replayStepEvents, drop = stepEvents - keep;
+            List<JobEvent> kept = new ArrayList<>(events.size() - drop);
+            for (JobEvent x : events) {
+                if (x.hasStep() && drop > 0) {
+                    drop--;
+                    continue;
+                }
+                kept.add(x);
+            }
+            events = kept;
+            stepEvents = keep;
         }
 
         synchronized JobStatus status() {
