@@ -44,6 +44,9 @@ public final class JobManager implements AutoCloseable {
     @FunctionalInterface
     public interface RuntimeOpener {
         JobRuntime open(JobSpec spec) throws Exception;
+
+        /** Cheap checks at submit time (a {@link JobSpecException} becomes INVALID_ARGUMENT); the default checks nothing. */
+        default void check(JobSpec spec) {}
     }
 
     private final ActorSystem<SpawnProtocol.Command> system;
@@ -65,7 +68,16 @@ public final class JobManager implements AutoCloseable {
         this.settings = settings;
     }
 
-    public static RuntimeOpener engines() { return EngineProvider::openFor; }
+    /** The installed {@link EngineProvider}s; a model none of them runs is refused at submit. */
+    public static RuntimeOpener engines() {
+        return new RuntimeOpener() {
+            @Override
+            public JobRuntime open(JobSpec spec) throws Exception { return EngineProvider.openFor(spec); }
+
+            @Override
+            public void check(JobSpec spec) { EngineProvider.providerFor(spec); }
+        };
+    }
 
     /** Job counts by state and step/token counters, for Prometheus scraping. */
     public void bindMetrics(MeterRegistry registry) {
@@ -84,6 +96,7 @@ public final class JobManager implements AutoCloseable {
     /** Validates (a {@link JobSpecException} names the bad field) and queues; returns the new job's id. */
     public String submit(JobSpec raw) {
         JobSpec spec = JobSpecs.prepare(raw);
+        opener.check(spec);
         synchronized (this) {
             for (Job j : jobs.values())
                 if (!j.terminal() && j.spec.getOutputDir().equals(spec.getOutputDir()))

@@ -139,6 +139,7 @@ class ControlServerTest {
         assertInvalid(validSpec("c").toBuilder().setWorkers(3).build(), "workers: 3 workers cannot split batch_size 4 evenly");
         assertInvalid(validSpec("d").toBuilder().clearModel().build(), "model: is required");
         assertInvalid(validSpec("e").toBuilder().setDevice("tpu").build(), "device:");
+        assertInvalid(validSpec("g").toBuilder().setModel(dir.resolve("no-model").toString()).build(), "model: '" + dir.resolve("no-model") + "': no such file or directory");
         assertInvalid(validSpec("f").toBuilder().setSparsityPath(dir.resolve("missing.yaml").toString()).build(), "sparsity: cannot read");
         StatusRuntimeException bad = assertThrows(StatusRuntimeException.class, () -> stub(TOKEN).getJob(JobId.newBuilder().setId("../etc").build()));
         assertEquals(Status.Code.INVALID_ARGUMENT, bad.getStatus().getCode());
