@@ -51,25 +51,27 @@ public final class SparseParity implements Callable<Integer> {
     @Option(names = "--lora-rank") int rank = 8;
     @Option(names = "--threads") int threads = Runtime.getRuntime().availableProcessors();
     @Option(names = "--seed") long seed = 17;
+    @Option(names = "--mlp", description = "MLP ratio of layers 1-3 (default ${DEFAULT-VALUE})") double mlpRatio = 0.75;
+    @Option(names = "--attn", description = "attention ratio of layers 2-3 (default ${DEFAULT-VALUE})") double attnRatio = 0.5;
 
     public static void main(String[] args) {
         System.exit(new CommandLine(new SparseParity()).execute(args));
     }
 
-    /** stories260K has 5 layers: first and last dense, MLP 0.75 in the middle, attention 0.5 in the deeper middle. */
-    static String config(String frozenGrad) {
+    /** stories260K has 5 layers: first and last dense, the MLP ratio in the middle, the attention ratio in the deeper middle. */
+    String config(String frozenGrad) {
         return """
                 start_step: 0.05
                 mode: svd_8
                 skip_output_tokens: true
                 frozen_grad: %s
                 sparsity:
-                  layers.1.mlp: 0.75
-                  layers.2.mlp: 0.75
-                  layers.3.mlp: 0.75
-                  layers.2.self_attn: 0.5
-                  layers.3.self_attn: 0.5
-                """.formatted(frozenGrad);
+                  layers.1.mlp: %s
+                  layers.2.mlp: %s
+                  layers.3.mlp: %s
+                  layers.2.self_attn: %s
+                  layers.3.self_attn: %s
+                """.formatted(frozenGrad, mlpRatio, mlpRatio, mlpRatio, attnRatio, attnRatio);
     }
 
     record Row(String name, double evalLoss, double tokenAcc, double trainLoss, double ms, double flopReduction) {}

@@ -70,10 +70,11 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
 
     private Step current;
 
+    /** The trainer asks only on steps its schedule made sparse, so this does not consult {@link #schedule()} again. */
     @Override
     public SparsePlan plan(Batch batch, int step) {
         release();
-        current = begin(batch, step);
+        current = start(batch, step, true);
         return current.plan();
     }
 
@@ -90,8 +91,10 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
     }
 
     /** Starts step {@code step} (0-based) for {@code batch}. Close the returned step after the backward. */
-    public Step begin(Batch batch, int step) {
-        boolean sparse = selection != null && selection.sparsity().anySparse() && schedule.sparseAt(step);
+    public Step begin(Batch batch, int step) { return start(batch, step, false); }
+
+    private Step start(Batch batch, int step, boolean callerSaysSparse) {
+        boolean sparse = selection != null && selection.sparsity().anySparse() && (callerSaysSparse || schedule.sparseAt(step));
         if (!sparse) return new Step(null, batch, null, null, null, 0, 0);
         // the seed mixes in the step so the sparse output tokens change from step to step, reproducibly
         TokenSplit split = TokenSplit.of(batch, config.skipOutputTokens(), config.sparseOutputTokens(), seed * 1_000_003L + step);

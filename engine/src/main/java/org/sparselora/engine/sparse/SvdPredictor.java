@@ -163,6 +163,9 @@ public final class SvdPredictor {
                 reused++;
             } else {
                 if (f != null) stale++;
+                if (rank > Math.min(in, out))
+                    throw new IllegalArgumentException("predictor rank " + rank + " exceeds " + p.weightName(layer) + "'s smaller side "
+                            + Math.min(in, out) + " (shape " + out + "x" + in + ")");
                 float[] wf = w.toFloats();
                 LowRankSvd.Factors raw = LowRankSvd.factor(wf, out, in, rank, method, 0x5EEDL * 131 + layer * 8L + p.ordinal());
                 f = roundTo(raw, w.dtype());

@@ -132,6 +132,14 @@ class SvdPredictorTest {
     }
 
     @Test
+    void rankAboveTheWeightsSmallerSideNamesTheTensor() {
+        TestWeights w = new TestWeights(CFG, DType.F32, 7);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> SvdPredictor.build(w, set(), set(0), 20, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE));
+        assertTrue(e.getMessage().contains("model.layers.0.self_attn.k_proj.weight") && e.getMessage().contains("20"), e.getMessage());
+    }
+
+    @Test
     void layerOutOfRange() {
         TestWeights w = new TestWeights(CFG, DType.F32, 6);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,

@@ -95,6 +95,11 @@ class TokenSplitAndPlannerTest {
                 assertNull(dense.mlp(1, x));
                 assertEquals(0, dense.predictorFlops());
             }
+            // as the trainer's planner, plan() trusts the caller's schedule (it asks only on sparse steps)
+            assertNotNull(planner.plan(b, 0));
+            assertSame(planner.selector(), planner.selector());
+            planner.release();
+            assertNull(planner.selector());
             try (SparsePlanner.Step step = planner.begin(b, 5)) {
                 assertTrue(step.sparse());
                 SparsePlan plan = step.plan();
