@@ -11,8 +11,8 @@ cp=$(ls .devrun/bench/lib/*.jar | tr '\n' ':')
 run() { "$java" --add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx100g -cp "$cp" org.sparselora.bench.step.StepBenchmark "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/env.txt" 2>&1
 W=${WARMUP:-20}; S=${STEPS:-30}
-timeout ${OURS_TIMEOUT:-300} bash -c "$(declare -f run); java=$java cp=$cp; run --model 8b --targets qkvo,all --sparsity configs/sparsity/llama3-8b-math10k.yaml --warmup $W --steps $S --json $out/ours.jsonl" 2>&1 | tee "$out/ours-8b.log"
-timeout 120 bash -c "$(declare -f run); java=$java cp=$cp; run --model 1b --targets all --sparsity configs/sparsity/llama3.2-1b-math10k-scaled.yaml --warmup $W --steps $S --json $out/ours.jsonl" 2>&1 | tee "$out/ours-1b.log"
+timeout ${OURS_TIMEOUT:-300} bash -c "$(declare -f run); java=$java cp=$cp; run --model 8b --targets ${TARGETS:-qkvo,all} --sparsity configs/sparsity/llama3-8b-math10k.yaml --profile ${PROFILE:-3} --warmup $W --steps $S --json $out/ours.jsonl" 2>&1 | tee "$out/ours-8b.log"
+[[ ${SKIP_1B:-0} == 1 ]] || timeout 120 bash -c "$(declare -f run); java=$java cp=$cp; run --model 1b --targets all --sparsity benchmarks/configs/llama3.2-1b-math10k-scaled.yaml --warmup $W --steps $S --json $out/ours.jsonl" 2>&1 | tee "$out/ours-1b.log"
 if [[ ${PEER:-1} == 1 ]]; then
   PYTHONUNBUFFERED=1 timeout ${PEER_TIMEOUT:-200} python3 benchmarks/peer/peer_bench.py --matrix --warmup $W --steps $S --out "$out/peer.jsonl" 2>&1 | tail -40 | tee "$out/peer.log"
 fi

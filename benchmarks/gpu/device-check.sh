@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repo root, over the folder benchmarks/gpu/stage.sh prepared
 # (.devrun/gpu, carried with .devrun by the device tool: `bash .devrun/gpu/device-check.sh`): unpacks the Java runtime, runs the GPU correctness tests
-# (GpuBackendTest: every op against CpuBackend) plus the CPU-side kernel catalogue check with the
+# (GpuBackendTest: every op against CpuBackend; GpuTrainingStepTest: whole tiny-model dense and sparse
+# training steps against CpuBackend) plus the CPU-side catalogue and pool checks with the
 # JUnit console launcher, then the per-kernel timing table (KernelBench). Logs and JUnit XML go to
 # $OUT (defaults to ./out when run by hand). Exit status: the tests' (the bench is informational).
 set -uo pipefail
@@ -17,7 +18,8 @@ cp="$here/test-classes"
 for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
 { nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
 "$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute \
-  --class-path "$cp" --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.KernelCatalogueTest \
+  --class-path "$cp" --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.GpuTrainingStepTest \
+  --select-class org.sparselora.cuda.KernelCatalogueTest --select-class org.sparselora.cuda.DevicePoolTest \
   --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
 status=${PIPESTATUS[0]}
 timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"

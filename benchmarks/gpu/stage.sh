@@ -3,7 +3,8 @@
 # (default /work/main/.devrun, the checkout the device tool ships; ≤ 60 MiB): a Java 25 runtime (the
 # GPU machine has none) at .devrun/jre25.tar.xz (shared with other device scripts, built once), and
 # under .devrun/gpu/ the cuda-kernels and engine jars, the runtime jars (jcuda, jcuda-natives with
-# only libJCudaDriver kept, the JUnit console launcher), the cuda-kernels test classes and the script.
+# only libJCudaDriver kept, the engine's Jackson/EJML jars, the JUnit console launcher), the
+# cuda-kernels test classes and the script.
 # Usage (from the repo root): benchmarks/gpu/stage.sh [DEVRUN_DIR]
 # Then call the device tool with carry [".devrun"] and command `bash .devrun/gpu/device-check.sh`.
 set -euo pipefail
@@ -20,6 +21,13 @@ rm -rf "$dest/lib"/* "$dest/test-classes"
 cp engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar "$dest/lib/"
 cp -r cuda-kernels/target/test-classes "$dest/test-classes"
 cp "$m2/org/jcuda/jcuda/$jcuda/jcuda-$jcuda.jar" "$dest/lib/"
+# the engine's runtime jars (Jackson YAML for sparsity configs, EJML for the SVD predictor), minus
+# DJL's tokenizers and their helpers (18 MB of natives no GPU run needs)
+tmpcp=$(mktemp)
+./mvnw -q -o -pl engine dependency:build-classpath -Dmdep.outputFile="$tmpcp" -Dmdep.includeScope=runtime
+tr ':' '\n' < "$tmpcp" | grep -vE '/ai/djl/|/jna/|/commons-|/gson/|/junit/|apiguardian|opentest4j|error_prone' \
+  | while read -r j; do [[ -f $j ]] && cp "$j" "$dest/lib/"; done
+rm -f "$tmpcp"
 cjar="$m2/org/junit/platform/junit-platform-console-standalone/$console/junit-platform-console-standalone-$console.jar"
 [[ -f $cjar ]] || ./mvnw -q dependency:get -Dartifact=org.junit.platform:junit-platform-console-standalone:$console
 cp "$cjar" "$dest/lib/junit-platform-console-standalone.jar"

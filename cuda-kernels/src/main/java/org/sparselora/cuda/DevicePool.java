@@ -119,6 +119,12 @@ final class DevicePool<P> implements AutoCloseable {
 
     long peakInUseBytes() { return peakInUse; }
 
+    /** Starts a new peak window at the current levels. */
+    void resetPeaks() {
+        peakHeld = held;
+        peakInUse = inUse;
+    }
+
     /** Frees cached blocks; blocks still in use stay with their owners (freed with the context). */
     @Override
     public void close() { trim(); }

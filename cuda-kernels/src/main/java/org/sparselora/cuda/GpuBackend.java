@@ -68,10 +68,15 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention runs on head-major bf16 copies of q, k, v (so the G query heads of a KV group are
- * one contiguous matrix and one strided-batched GEMM covers every (sequence, group)), fp32 scores,
- * a fused masked softmax and bf16 probabilities; the backward recomputes the scores from the lse
- * stash. With F32 tensors the attention therefore still has bf16 operand precision.
+ * <p>Attention (default {@link AttentionKernel#GEMM}, the fastest measured) runs on head-major bf16
+ * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
+ * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
+ * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
+ * attention therefore still has bf16 operand precision. Fused flash-style kernels that never write
+ * the score matrix are selectable ({@link #setAttentionKernel}); see benchmarks/gpu/NOTES.md.
+ *
+ * <p>Tensors come from a caching {@link DevicePool}: closing one costs no driver call (so no
+ * device-wide sync), and blocks closed during a graph capture stay reserved for that graph.
  *
  * <p>Scratch buffers (attention intermediates, conversions) grow on demand and are kept: a buffer
  * that is outgrown is retired, not freed, until {@link #close()}, because a captured graph may
@@ -152,8 +157,19 @@ public final class GpuBackend implements Backend {
     public String ptxArch() { return kernels.arch(); }
 
     /** The most device memory this backend has held at once, in bytes: pooled tensor blocks
-     *  (in use or cached), scratch buffers and the cuBLAS workspace. */
+     *  (in use or cached), scratch buffers and the cuBLAS workspace (like PyTorch's
+     *  {@code max_memory_reserved}). */
     public long peakMemory() { return peakBytes; }
+
+    /** The most bytes of live tensors at once plus scratch and workspace (like PyTorch's
+     *  {@code max_memory_allocated}: cached free blocks not counted). */
+    public long peakMemoryInUse() { return pool.peakInUseBytes() + directBytes; }
+
+    /** Starts a new peak window for {@link #peakMemory()} and {@link #peakMemoryInUse()} at the current levels. */
+    public void resetPeakMemory() {
+        pool.resetPeaks();
+        peakBytes = pool.heldBytes() + directBytes;
+    }
 
     /** Device memory this backend holds now, in bytes (same accounting as {@link #peakMemory()}). */
     public long allocatedMemory() { return pool.heldBytes() + directBytes; }

@@ -59,6 +59,10 @@ class DevicePoolTest {
         pool.release(b);
         pool.release(c);
         assertEquals(0, pool.inUseBytes());
+        assertEquals(2048, pool.peakInUseBytes());
+        pool.resetPeaks();
+        assertEquals(0, pool.peakInUseBytes());
+        assertEquals(2048, pool.peakHeldBytes());  // the cached blocks are still held
         assertEquals(2048, pool.trim());
         assertEquals(0, d.live);
     }

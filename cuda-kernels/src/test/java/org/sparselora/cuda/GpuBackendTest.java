@@ -678,5 +678,8 @@ class GpuBackendTest {
         Backend other = cpu;
         assertThrows(IllegalArgumentException.class, () -> gpu.copy(a, other.empty(DType.F32, 4, 8)));
         assertTrue(gpu.peakMemory() >= gpu.allocatedMemory() && gpu.allocatedMemory() > 0);
+        gpu.resetPeakMemory();
+        assertEquals(gpu.allocatedMemory(), gpu.peakMemory());
+        assertTrue(gpu.peakMemoryInUse() <= gpu.peakMemory());
     }
 }

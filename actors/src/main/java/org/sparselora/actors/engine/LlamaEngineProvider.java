@@ -54,7 +54,9 @@ import org.sparselora.proto.control.JobSpec;
  * config.json) or a llama2.c {@code .bin} as the base model, its tokenizer, an Alpaca/GSM8K/text
  * dataset batched by the engine's {@link Batcher} (left padding, labels -100 on the prompt,
  * shuffled per epoch with the job's seed, every batch exactly batch_size rows so it splits evenly
- * over the workers), one {@link LoraTrainer} per worker on its own CPU backend, the SVD predictor
+ * over the workers), one {@link LoraTrainer} per worker on its own backend (CPU; or GPU
+ * {@code cuda:<n + worker>} for device {@code cuda[:n]}, created on the worker's pinned thread, with
+ * fixed-length batches for static shapes), the SVD predictor
  * built once per base model ({@link SvdPredictor}, cached on disk) and handed to each worker as
  * its {@link SparsePlanner}, and the PEFT adapter written at stop.
  */
@@ -91,8 +93,9 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src) {
-        if (!spec.getDevice().equals("cpu"))
-            throw new IllegalArgumentException("device: '" + spec.getDevice() + "' is not wired into the pipeline yet; use cpu");
+        String device = spec.getDevice();
+        boolean gpu = device.startsWith("cuda");
+        int firstGpu = device.startsWith("cuda:") ? Integer.parseInt(device.substring(5)) : 0;
         Path tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
         Tokenizer tok = Tokenizers.load(tokPath);
         SparsityConfig sparsity = spec.hasSparsity() ? toEngine(spec.getSparsity()) : SparsityConfig.dense();
@@ -102,7 +105,7 @@ public final class LlamaEngineProvider implements EngineProvider {
         DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
                 new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
         List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
-        Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, false), tok);
+        Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
 
         var o = spec.getOptimizer();
         OptimizerConfig opt = new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
@@ -117,7 +120,8 @@ public final class LlamaEngineProvider implements EngineProvider {
         WorkerFactory workers = new WorkerFactory() {
             @Override
             public TrainingWorker create(int worker, int n) {
-                Backend be = new CpuBackend(threads);
+                // on the Stepper's pinned thread: the CUDA context is bound to the thread that creates it
+                Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(firstGpu + worker) : new CpuBackend(threads);
                 LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, src));
                 return new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
             }

@@ -180,6 +180,16 @@ public final class DataLoader extends AbstractBehavior<DataLoader.Command> {
         return t;
     }
 
+    /** The first line of the message, at most 300 characters (some libraries put stack traces in messages). */
+    static String firstLine(Throwable t) {
+        // Pekko wraps a failure in an actor's setup: report what actually went wrong
+        if (t instanceof org.apache.pekko.actor.ActorInitializationException && t.getCause() != null) t = t.getCause();
+        String m = message(t).strip();
+        int nl = m.indexOf('\n');
+        if (nl >= 0) m = m.substring(0, nl).strip() + " …";
+        return m.length() > 300 ? m.substring(0, 300) + " …" : m;
+    }
+
     static String message(Throwable t) {
         return t.getMessage() != null ? t.getMessage() : t.getClass().getSimpleName();
     }

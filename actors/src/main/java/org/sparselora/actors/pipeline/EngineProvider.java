@@ -22,12 +22,24 @@ public interface EngineProvider {
 
     /** The first installed provider that accepts the spec, or a clear error naming the model. */
     static JobRuntime openFor(JobSpec spec) throws Exception {
+        return providerFor(spec).open(spec);
+    }
+
+    /** The first installed provider that accepts the spec; else an error that says why, naming the model. */
+    static EngineProvider providerFor(JobSpec spec) {
         List<String> names = new ArrayList<>();
         for (EngineProvider p : ServiceLoader.load(EngineProvider.class)) {
-            if (p.accepts(spec)) return p.open(spec);
+            if (p.accepts(spec)) return p;
             names.add(p.name());
         }
-        throw new IllegalArgumentException("model '" + spec.getModel() + "': no engine provider accepts it (installed: "
+        String why;
+        try {
+            why = java.nio.file.Files.exists(java.nio.file.Path.of(spec.getModel())) ? "no installed engine runs it" : "no such file or directory";
+        } catch (RuntimeException badPath) {
+            why = "not a path";
+        }
+        throw new org.sparselora.actors.job.JobSpecException("model", "'" + spec.getModel() + "': " + why
+                + " (expected a HF checkpoint directory with config.json or a llama2.c .bin; engines: "
                 + (names.isEmpty() ? "none" : String.join(", ", names)) + ")");
     }
 }

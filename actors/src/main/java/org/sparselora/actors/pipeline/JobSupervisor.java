@@ -190,7 +190,10 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
                 .onMessage(PredictorEvent.class, this::onPredictor)
                 .onMessage(CheckpointDone.class, this::onCheckpointDone)
                 .onMessage(ExportDone.class, this::onExportDone)
-                .onSignal(ChildFailed.class, s -> onChildGone(s.getRef(), "crashed: " + DataLoader.message(s.getCause()), true))
+                .onSignal(ChildFailed.class, s -> s.getCause() instanceof LinkageError
+                        // a missing native library or class: restarting cannot help
+                        ? fail("a worker cannot run: " + DataLoader.firstLine(s.getCause()))
+                        : onChildGone(s.getRef(), "crashed: " + DataLoader.firstLine(s.getCause()), true))
                 .onSignal(Terminated.class, s -> onChildGone(s.getRef(), "stopped unexpectedly", false))
                 .onSignal(PostStop.class, s -> onPostStop())
                 .build();

@@ -44,6 +44,9 @@ public final class JobManager implements AutoCloseable {
     @FunctionalInterface
     public interface RuntimeOpener {
         JobRuntime open(JobSpec spec) throws Exception;
+
+        /** Cheap checks at submit time (a {@link JobSpecException} becomes INVALID_ARGUMENT); the default checks nothing. */
+        default void check(JobSpec spec) {}
     }
 
     private final ActorSystem<SpawnProtocol.Command> system;
@@ -65,7 +68,16 @@ public final class JobManager implements AutoCloseable {
         this.settings = settings;
     }
 
-    public static RuntimeOpener engines() { return EngineProvider::openFor; }
+    /** The installed {@link EngineProvider}s; a model none of them runs is refused at submit. */
+    public static RuntimeOpener engines() {
+        return new RuntimeOpener() {
+            @Override
+            public JobRuntime open(JobSpec spec) throws Exception { return EngineProvider.openFor(spec); }
+
+            @Override
+            public void check(JobSpec spec) { EngineProvider.providerFor(spec); }
+        };
+    }
 
     /** Job counts by state and step/token counters, for Prometheus scraping. */
     public void bindMetrics(MeterRegistry registry) {
@@ -84,6 +96,7 @@ public final class JobManager implements AutoCloseable {
     /** Validates (a {@link JobSpecException} names the bad field) and queues; returns the new job's id. */
     public String submit(JobSpec raw) {
         JobSpec spec = JobSpecs.prepare(raw);
+        opener.check(spec);
         synchronized (this) {
             for (Job j : jobs.values())
                 if (!j.terminal() && j.spec.getOutputDir().equals(spec.getOutputDir()))
@@ -224,6 +237,14 @@ public final class JobManager implements AutoCloseable {
 
     private record Watcher(Consumer<JobEvent> sink, Runnable onEnd) {}
 
+    private volatile int replayStepEvents = 5_000;
+
+    /** Step events kept per job for watchers that join late (default 5000; every other event is kept). */
+    public void setReplayStepEvents(int n) {
+        if (n < 1) throw new IllegalArgumentException("replay step events must be >= 1, got " + n);
+        replayStepEvents = n;
+    }
+
     /** One job: its spec, state and history; the JobSupervisor's listener. */
     private final class Job implements org.sparselora.actors.pipeline.JobListener {
         final String id;
@@ -238,7 +259,8 @@ public final class JobManager implements AutoCloseable {
         int step;
         double lastLoss;
         String reason = "";
-        final List<JobEvent> events = new ArrayList<>();
+        List<JobEvent> events = new ArrayList<>();
+        int stepEvents;
         final List<Watcher> watchers = new CopyOnWriteArrayList<>();
 
         Job(String id, JobSpec spec) {
@@ -265,6 +287,7 @@ public final class JobManager implements AutoCloseable {
             synchronized (this) {
                 if (terminal() && !(e.hasState() && e.getState().getState() == JobState.QUEUED)) return; // one terminal event per run
                 events.add(e);
+                if (e.hasStep() && ++stepEvents > 2 * replayStepEvents) compactHistory();
                 if (e.hasState()) {
                     state = e.getState().getState();
                     reason = e.getState().getReason();
@@ -293,6 +316,21 @@ public final class JobManager implements AutoCloseable {
                     onTerminal(this);
                 }
             }
+        }
+
+        /** Drops the oldest step events beyond the replay limit (amortised: runs once per that many steps). */
+        private void compactHistory() {
+            int keep = replayStepEvents, drop = stepEvents - keep;
+            List<JobEvent> kept = new ArrayList<>(events.size() - drop);
+            for (JobEvent x : events) {
+                if (x.hasStep() && drop > 0) {
+                    drop--;
+                    continue;
+                }
+                kept.add(x);
+            }
+            events = kept;
+            stepEvents = keep;
         }
 
         synchronized JobStatus status() {

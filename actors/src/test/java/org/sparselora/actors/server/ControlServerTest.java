@@ -25,6 +25,7 @@ import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.SpawnProtocol;
 import org.junit.jupiter.api.AfterAll;
@@ -138,6 +139,7 @@ class ControlServerTest {
         assertInvalid(validSpec("c").toBuilder().setWorkers(3).build(), "workers: 3 workers cannot split batch_size 4 evenly");
         assertInvalid(validSpec("d").toBuilder().clearModel().build(), "model: is required");
         assertInvalid(validSpec("e").toBuilder().setDevice("tpu").build(), "device:");
+        assertInvalid(validSpec("g").toBuilder().setModel(dir.resolve("no-model").toString()).build(), "model: '" + dir.resolve("no-model") + "': no such file or directory");
         assertInvalid(validSpec("f").toBuilder().setSparsityPath(dir.resolve("missing.yaml").toString()).build(), "sparsity: cannot read");
         StatusRuntimeException bad = assertThrows(StatusRuntimeException.class, () -> stub(TOKEN).getJob(JobId.newBuilder().setId("../etc").build()));
         assertEquals(Status.Code.INVALID_ARGUMENT, bad.getStatus().getCode());
@@ -197,6 +199,25 @@ class ControlServerTest {
         assertTrue(resumed == JobState.QUEUED || resumed == JobState.STARTING, resumed.toString());
         stub(TOKEN).cancelJob(JobId.newBuilder().setId(a).build());
         assertEquals(JobState.CANCELLED, jobs.completion(a).get(30, java.util.concurrent.TimeUnit.SECONDS).getState());
+    }
+
+    @Test
+    void aLateWatcherGetsEveryStateEventAndTheRecentSteps() throws Exception {
+        jobs.setReplayStepEvents(10);
+        try {
+            String id = stub(TOKEN).submitJob(validSpec("history").toBuilder().setSteps(35).build()).getId();
+            assertEquals(JobState.FINISHED, jobs.completion(id).get(60, java.util.concurrent.TimeUnit.SECONDS).getState());
+            var events = new java.util.ArrayList<org.sparselora.proto.control.JobEvent>();
+            stub(TOKEN).watchJob(org.sparselora.proto.control.WatchRequest.newBuilder().setId(id).build()).forEachRemaining(events::add);
+            var steps = events.stream().filter(org.sparselora.proto.control.JobEvent::hasStep).map(e -> e.getStep().getStep()).toList();
+            assertTrue(steps.size() >= 10 && steps.size() <= 20, steps.toString());
+            assertEquals(35, steps.get(steps.size() - 1));
+            for (int i = 1; i < steps.size(); i++) assertEquals(steps.get(i - 1) + 1, steps.get(i));
+            var states = events.stream().filter(org.sparselora.proto.control.JobEvent::hasState).map(e -> e.getState().getState()).toList();
+            assertEquals(List.of(JobState.QUEUED, JobState.STARTING, JobState.STARTING, JobState.RUNNING, JobState.FINISHED), states);
+        } finally {
+            jobs.setReplayStepEvents(5_000);
+        }
     }
 
     static void assertInvalid(JobSpec spec, String message) {

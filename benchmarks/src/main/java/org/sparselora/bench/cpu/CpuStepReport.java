@@ -13,6 +13,9 @@ import org.sparselora.engine.train.Batch;
 import org.sparselora.engine.train.FlopCounter;
 
 /**
+ * With 1 thread, times are the calling thread's CPU time (ThreadMXBean), which stays meaningful on
+ * a machine shared with other work; with more threads they are wall-clock times.
+ *
  * A quick table without JMH: measured FMA peak, matmul GFLOP/s for the shapes a step runs, and
  * dense LoRA vs SparseLoRA step time on {@link BenchModels#stepModel()} with the FLOP reduction
  * next to the measured speed-up. {@code java ... CpuStepReport [threads] [steps]}.
@@ -21,8 +24,10 @@ public final class CpuStepReport {
     public static void main(String[] args) {
         int threads = args.length > 0 ? Integer.parseInt(args[0]) : Runtime.getRuntime().availableProcessors();
         int steps = args.length > 1 ? Integer.parseInt(args[1]) : 5;
+        cpuClock = threads == 1;
         try (CpuBackend be = new CpuBackend(threads)) {
-            System.out.printf("cpu backend: %d threads, vector kernels: %s%n", threads, CpuBackend.vectorized());
+            System.out.printf("cpu backend: %d threads, vector kernels: %s, clock: %s%n", threads, CpuBackend.vectorized(),
+                    cpuClock ? "thread CPU time" : "wall");
             double peak = PeakFlops.measure(threads, 400);
             System.out.printf("measured FMA peak: %.1f GFLOP/s%n%n", peak);
             System.out.println("| matmul (M,K,N) | op | GFLOP/s | % of peak |");
@@ -38,37 +43,59 @@ public final class CpuStepReport {
             LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, 1)));
             LoraAdapter lora = new LoraAdapter(be, c, BenchModels.lora());
             Batch b = BenchModels.batch(c, 4, 256, 0.75, 3);
-            System.out.printf("%n| step (4x256, 75%% context) | ms/step | GFLOP/step | GFLOP/s | FLOP reduction | speed-up |%n|---|---|---|---|---|---|%n");
+            System.out.printf("%n| step (4x256, 75%% context) | ms/step (median) | GFLOP/step | GFLOP/s | FLOP reduction | speed-up |%n|---|---|---|---|---|---|%n");
+            // modes interleaved step by step and the median taken, so drift in machine load hits all alike
+            SparsePlan[] plans = {null, BenchModels.plan(be, c, b, BenchModels.math10kScaled(), SparsePlan.FrozenGrad.SLICED, 5),
+                    BenchModels.plan(be, c, b, BenchModels.math10kScaled(), SparsePlan.FrozenGrad.CUT, 5)};
+            String[] names = {"dense LoRA", "SparseLoRA (sliced)", "SparseLoRA (cut)"};
+            double[][] ms = new double[plans.length][steps];
+            for (SparsePlan p : plans) stepMs(m, lora, b, p, 0); // warm-up
+            for (int s = 0; s < steps; s++)
+                for (int i = 0; i < plans.length; i++) ms[i][s] = stepMs(m, lora, b, plans[i], 1);
             long denseF = FlopCounter.step(c, lora.config(), b, null);
-            double denseMs = stepMs(m, lora, b, null, steps);
-            System.out.printf("| dense LoRA | %.1f | %.2f | %.1f | 1.00x | 1.00x |%n", denseMs, denseF / 1e9, denseF / denseMs / 1e6);
-            for (SparsePlan.FrozenGrad fg : SparsePlan.FrozenGrad.values()) {
-                SparsePlan plan = BenchModels.plan(be, c, b, BenchModels.math10kScaled(), fg, 5);
-                long f = FlopCounter.step(c, lora.config(), b, plan);
-                double ms = stepMs(m, lora, b, plan, steps);
-                System.out.printf("| SparseLoRA (%s) | %.1f | %.2f | %.1f | %.2fx | %.2fx |%n", fg.name().toLowerCase(), ms, f / 1e9, f / ms / 1e6,
-                        denseF / (double) f, denseMs / ms);
+            double denseMs = median(ms[0]);
+            for (int i = 0; i < plans.length; i++) {
+                long f = FlopCounter.step(c, lora.config(), b, plans[i]);
+                double t = median(ms[i]);
+                System.out.printf("| %s | %.1f | %.2f | %.1f | %.2fx | %.2fx |%n", names[i], t, f / 1e9, f / t / 1e6, denseF / (double) f, denseMs / t);
             }
         }
+    }
+
+    static boolean cpuClock;
+
+    /** Nanoseconds: thread CPU time when single-threaded (robust to a busy machine), else wall time. */
+    static long now() {
+        return cpuClock ? java.lang.management.ManagementFactory.getThreadMXBean().getCurrentThreadCpuTime() : System.nanoTime();
     }
 
     static double matmulGflops(CpuBackend be, int m, int k, int n, boolean transB) {
         Tensor a = be.fromFloats(rand(m * k), DType.F32, m, k);
         Tensor w = transB ? be.fromFloats(rand(n * k), DType.F32, n, k) : be.fromFloats(rand(k * n), DType.F32, k, n);
         Tensor cc = be.empty(DType.F32, m, n);
-        for (int i = 0; i < 3; i++) be.matmul(cc, a, false, w, transB, 1, 0);
+        for (int i = 0; i < 15; i++) be.matmul(cc, a, false, w, transB, 1, 0);
         int reps = 10;
-        long t0 = System.nanoTime();
+        long t0 = now();
         for (int i = 0; i < reps; i++) be.matmul(cc, a, false, w, transB, 1, 0);
-        double s = (System.nanoTime() - t0) / 1e9;
+        double s = (now() - t0) / 1e9;
         return 2.0 * m * k * n * reps / s / 1e9;
     }
 
+    static double median(double[] x) {
+        double[] s = x.clone();
+        java.util.Arrays.sort(s);
+        return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+    }
+
+    /** ms per step over {@code steps} steps; 0 steps = two warm-up steps only. */
     static double stepMs(LlamaModel m, LoraAdapter lora, Batch b, SparsePlan plan, int steps) {
-        for (int i = 0; i < 2; i++) { m.forward(b, lora, plan, i); m.backward(); }
-        long t0 = System.nanoTime();
+        if (steps == 0) {
+            for (int i = 0; i < 2; i++) { m.forward(b, lora, plan, i); m.backward(); }
+            return 0;
+        }
+        long t0 = now();
         for (int i = 0; i < steps; i++) { m.forward(b, lora, plan, i); m.backward(); }
-        return (System.nanoTime() - t0) / 1e6 / steps;
+        return (now() - t0) / 1e6 / steps;
     }
 
     static float[] rand(int n) {

@@ -23,10 +23,11 @@ public final class OpProfile {
         int threads = args.length > 0 ? Integer.parseInt(args[0]) : Runtime.getRuntime().availableProcessors();
         int steps = args.length > 1 ? Integer.parseInt(args[1]) : 2;
         boolean shapes = args.length > 2 && args[2].equals("shapes");
+        CpuStepReport.cpuClock = threads == 1; // one thread: its CPU time, robust on a busy machine
         try (CpuBackend cpu = new CpuBackend(threads)) {
             Map<String, long[]> acc = new TreeMap<>();
             Backend be = (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (p, m, a) -> {
-                long t0 = System.nanoTime();
+                long t0 = CpuStepReport.now();
                 try {
                     return m.invoke(cpu, a);
                 } catch (InvocationTargetException e) {
@@ -40,7 +41,7 @@ public final class OpProfile {
                         key = "matmul " + c.dim(0) + "x" + kk + "x" + c.dim(-1) + ((Boolean) a[2] ? " tA" : "") + ((Boolean) a[4] ? " tB" : "");
                     }
                     long[] x = acc.computeIfAbsent(key, k -> new long[2]);
-                    x[0] += System.nanoTime() - t0;
+                    x[0] += CpuStepReport.now() - t0;
                     x[1]++;
                 }
             });
@@ -53,9 +54,9 @@ public final class OpProfile {
                 model.forward(b, lora, plan, 0);
                 model.backward();
                 acc.clear();
-                long t0 = System.nanoTime();
+                long t0 = CpuStepReport.now();
                 for (int i = 0; i < steps; i++) { model.forward(b, lora, plan, i); model.backward(); }
-                double total = (System.nanoTime() - t0) / 1e6 / steps;
+                double total = (CpuStepReport.now() - t0) / 1e6 / steps;
                 System.out.printf("%n%s: %.1f ms/step%n", mode, total);
                 acc.entrySet().stream().sorted((x, y) -> Long.compare(y.getValue()[0], x.getValue()[0])).limit(shapes ? 30 : 12)
                         .forEach(e -> System.out.printf("  %-20s %8.1f ms  %5d calls%n", e.getKey(), e.getValue()[0] / 1e6 / steps, e.getValue()[1] / steps));

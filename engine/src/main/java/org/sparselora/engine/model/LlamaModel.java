@@ -56,6 +56,9 @@ public final class LlamaModel {
     // per-forward sparse token split
     private Tensor sIdx, dIdx;
     private int nS, nD;
+    // the projection input whose sparse/dense token rows sit in Acts.xsShared/xdShared (q, k, v read
+    // the same normed input, as do gate and up: gather once); reset by every forward
+    private Tensor gatheredFrom;
     // gathered weight slices, [layer][projection]; buffers reused when k repeats
     private final Tensor[][] slices, biasSlices;
 
@@ -70,6 +73,10 @@ public final class LlamaModel {
         this.ropeCos = be.fromFloats(rt.cos, DType.F32, ropeMaxPos, rt.half);
         this.ropeSin = be.fromFloats(rt.sin, DType.F32, ropeMaxPos, rt.half);
         this.attnScale = (float) (1.0 / Math.sqrt(c.headDim()));
+        // On a device backend a chunk of a few rows would re-read the whole (V, C) head per chunk
+        // (an M=16 GEMM is bound by that read): take ~1k rows at a time there. The CPU keeps small
+        // chunks (memory).
+        if (be.computeType() != DType.F32) this.logitsChunkElems = 1 << 27;
         int np = Projection.values().length;
         this.slices = new Tensor[c.numLayers()][np];
         this.biasSlices = new Tensor[c.numLayers()][np];
@@ -97,6 +104,7 @@ public final class LlamaModel {
         final Tensor resOut, xf, rstdf;                       // (N,C) (N,C) (N)
         final Tensor tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf; // gradients and a (N,C) temp
         final Tensor s1, s2, s3;                              // flat scratch, N·maxW each
+        final Tensor xsShared, xdShared;                      // token-split rows of one projection input, shared by q/k/v and gate/up
         final Tensor ones;                                    // (N,1) for bias adds
         final Tensor losses;                                  // (N) F32
         final Tensor outIdx, outTargets;                      // (N) I32 (first nO used)
@@ -127,6 +135,7 @@ public final class LlamaModel {
             dq = be.empty(dt, N, qd); dk = be.empty(dt, N, kd); dv = be.empty(dt, N, kd); datt = be.empty(dt, N, qd);
             dh = be.empty(dt, N, I); dg = be.empty(dt, N, I); du = be.empty(dt, N, I);
             s1 = be.empty(dt, N * maxW); s2 = be.empty(dt, N * maxW); s3 = be.empty(dt, N * maxW);
+            xsShared = be.empty(dt, N * Math.max(C, qd)); xdShared = be.empty(dt, N * Math.max(C, qd));
             ones = be.empty(dt, N, 1);
             be.fill(ones, 1f);
             losses = be.empty(DType.F32, N);
@@ -303,6 +312,7 @@ public final class LlamaModel {
     }
 
     private void setupPlan(Acts a, SparsePlan plan) {
+        gatheredFrom = null;
         sIdx = dIdx = null;
         nS = nD = 0;
         if (plan == null) return;
@@ -364,15 +374,18 @@ public final class LlamaModel {
             if (bias != null) be.matmul(y, a.ones, false, bias.reshape(1, out), false, 1, 1);
         } else {
             int k = (int) idx.numel();
+            boolean share = in <= Math.max(c.hiddenSize(), c.qDim());
+            boolean have = share && gatheredFrom == x;
+            if (share && !have) gatheredFrom = x;
             if (nD > 0) {
-                Tensor xd = a.s1.view(0, nD, in), yd = a.s2.view(0, nD, out);
-                be.gatherRows(xd, x, dIdx);
+                Tensor xd = share ? a.xdShared.view(0, nD, in) : a.s1.view(0, nD, in), yd = a.s2.view(0, nD, out);
+                if (!have) be.gatherRows(xd, x, dIdx);
                 be.matmul(yd, xd, false, W, true, 1, 0);
                 if (bias != null) be.matmul(yd, a.ones.rows(0, nD), false, bias.reshape(1, out), false, 1, 1);
                 be.scatterRows(y, yd, dIdx, false);
             }
-            Tensor xs = a.s1.view(0, nS, in), ys = a.s2.view(0, nS, out), ws = slices[l][p.ordinal()];
-            be.gatherRows(xs, x, sIdx);
+            Tensor xs = share ? a.xsShared.view(0, nS, in) : a.s1.view(0, nS, in), ys = a.s2.view(0, nS, out), ws = slices[l][p.ordinal()];
+            if (!have) be.gatherRows(xs, x, sIdx);
             if (outputSliced(p)) {
                 Tensor yk = a.s3.view(0, nS, k);
                 be.matmul(yk, xs, false, ws, true, 1, 0);

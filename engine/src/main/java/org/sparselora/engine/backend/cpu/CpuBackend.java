@@ -24,7 +24,7 @@ public final class CpuBackend implements Backend {
 
     private static final MatmulKernels KERNELS = pickKernels();
     /** Output tile of one GEMM task; fixed so results never depend on the thread count. */
-    private static final int TILE_M = 32, TILE_N = 128, GROUP_TILES = 8;
+    private static final int TILE_M = 48, TILE_N = 128, GROUP_TILES = 6;
 
     private final ForkJoinPool pool;
     private final int threads;
@@ -484,14 +484,22 @@ public final class CpuBackend implements Backend {
     /** Row block of the causal attention GEMMs: rows [i0, i0+ATT_BLOCK) only need keys [0, i0+ATT_BLOCK). */
     private static final int ATT_BLOCK = 32;
 
+    /** Rows [0, tv) of one head's K (or V), stride kw, transposed into kt (D, tv): the B operand of nn. */
+    private static void packHeadT(float[] k, int kOff, int kw, int d, int tv, float[] kt) {
+        for (int j = 0; j < tv; j++) {
+            int src = kOff + j * kw;
+            for (int e = 0; e < d; e++) kt[e * tv + j] = k[src + e];
+        }
+    }
+
     /**
      * S = scale·Q_h·K_gᵀ over the causal lower triangle (block-wise; entries above the diagonal are
-     * left unspecified), for one sequence's tv valid rows. s is (tv, tv).
+     * left unspecified), for one sequence's tv valid rows. s is (tv, tv); kt is K_g transposed (D, tv).
      */
-    private static void scores(float[] s, int tv, float[] q, int qOff, int qw, float[] k, int kOff, int kw, int d, float scale) {
+    private static void scores(float[] s, int tv, float[] q, int qOff, int qw, float[] kt, int d, float scale) {
         for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
             int i1 = Math.min(tv, i0 + ATT_BLOCK);
-            KERNELS.nt(q, qOff, qw, k, kOff, kw, s, 0, tv, d, i0, i1, 0, i1, scale, 0f);
+            KERNELS.nn(q, qOff, qw, false, kt, 0, tv, s, 0, tv, d, i0, i1, 0, i1, scale, 0f);
         }
     }
 
@@ -504,7 +512,7 @@ public final class CpuBackend implements Backend {
         final int T = seqLen, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
         // one task per (sequence, head): S = QKᵀ and O = PV through the GEMM kernels, softmax in between
         parallelFor(batch * heads, 1, (st, en) -> {
-            float[] p = new float[T * T];
+            float[] p = new float[T * T], kt = new float[D * T];
             for (int bh = st; bh < en; bh++) {
                 int b = bh / heads, h = bh % heads, g = h / group;
                 int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
@@ -516,13 +524,15 @@ public final class CpuBackend implements Backend {
                 }
                 if (tv == 0) continue;
                 int qOff = Q.off + (b * T + ks) * qw + h * D, kOff = K.off + (b * T + ks) * kw + g * D, vOff = V.off + (b * T + ks) * kw + g * D;
-                scores(p, tv, Q.f, qOff, qw, K.f, kOff, kw, D, scale);
+                packHeadT(K.f, kOff, kw, D, tv, kt);
+                scores(p, tv, Q.f, qOff, qw, kt, D, scale);
                 for (int i = 0; i < tv; i++) {
                     int r = i * tv;
                     float max = Float.NEGATIVE_INFINITY;
                     for (int j = 0; j <= i; j++) max = Math.max(max, p[r + j]);
+                    KERNELS.expShift(p, r, i + 1, max);
                     double sum = 0;
-                    for (int j = 0; j <= i; j++) { float e = (float) Math.exp(p[r + j] - max); p[r + j] = e; sum += e; }
+                    for (int j = 0; j <= i; j++) sum += p[r + j];
                     float inv = (float) (1.0 / sum);
                     for (int j = 0; j <= i; j++) p[r + j] *= inv;
                     for (int j = i + 1; j < tv; j++) p[r + j] = 0f;
@@ -550,7 +560,7 @@ public final class CpuBackend implements Backend {
         // Per head: P from the stashed lse, dP = dO·Vᵀ, dS = P⊙(dP − rowsum(dO⊙O)), then
         // dQ = scale·dS·K, dK += scale·dSᵀ·Q, dV += Pᵀ·dO through the GEMM kernels.
         parallelFor(batch * kvHeads, 1, (st, en) -> {
-            float[] p = new float[T * T], ds = new float[T * T];
+            float[] p = new float[T * T], ds = new float[T * T], kt = new float[D * T], vt = new float[D * T];
             for (int bg = st; bg < en; bg++) {
                 int b = bg / kvHeads, g = bg % kvHeads;
                 int ks = Math.min(T, Math.max(0, KS.i[KS.off + b])), tv = T - ks;
@@ -565,23 +575,19 @@ public final class CpuBackend implements Backend {
                 }
                 if (tv == 0) continue;
                 int kOff = (b * T + ks) * kw + g * D;
+                packHeadT(K.f, K.off + kOff, kw, D, tv, kt);
+                packHeadT(V.f, V.off + kOff, kw, D, tv, vt);
                 for (int h = g * group; h < (g + 1) * group; h++) {
                     int qOff = (b * T + ks) * qw + h * D, lo = L.off + (b * heads + h) * T + ks;
-                    scores(p, tv, Q.f, Q.off + qOff, qw, K.f, K.off + kOff, kw, D, scale);
-                    for (int i0 = 0; i0 < tv; i0 += ATT_BLOCK) {
-                        int i1 = Math.min(tv, i0 + ATT_BLOCK);
-                        KERNELS.nt(DO.f, DO.off + qOff, qw, V.f, V.off + kOff, kw, ds, 0, tv, D, i0, i1, 0, i1, 1f, 0f);
-                    }
+                    scores(p, tv, Q.f, Q.off + qOff, qw, kt, D, scale);
+                    scores(ds, tv, DO.f, DO.off + qOff, qw, vt, D, 1f); // dP = dO·Vᵀ, same causal blocks
                     for (int i = 0; i < tv; i++) {
                         int r = i * tv, ro = qOff + i * qw;
                         float dsum = 0f;
                         for (int x = 0; x < D; x++) dsum += DO.f[DO.off + ro + x] * O.f[O.off + ro + x];
                         float l = L.f[lo + i];
-                        for (int j = 0; j <= i; j++) {
-                            float pj = (float) Math.exp(p[r + j] - l);
-                            p[r + j] = pj;
-                            ds[r + j] = pj * (ds[r + j] - dsum) * scale;
-                        }
+                        KERNELS.expShift(p, r, i + 1, l);
+                        for (int j = 0; j <= i; j++) ds[r + j] = p[r + j] * (ds[r + j] - dsum) * scale;
                         for (int j = i + 1; j < tv; j++) { p[r + j] = 0f; ds[r + j] = 0f; }
                     }
                     // dQ_h = dS·K (causal: row block i0..i1 needs keys < i1)
@@ -647,10 +653,7 @@ public final class CpuBackend implements Backend {
         sameNumel(out, up, "swiglu");
         CpuTensor O = ft(out, "out"), G = ft(gate, "gate"), U = ft(up, "up");
         parallelFor(O.numel, 32768, (a, b) -> {
-            for (int i = a; i < b; i++) {
-                float g = G.f[G.off + i];
-                O.f[O.off + i] = g / (1f + (float) Math.exp(-g)) * U.f[U.off + i];
-            }
+            KERNELS.swiglu(O.f, O.off + a, G.f, G.off + a, U.f, U.off + a, b - a);
             round(O, a, b);
         });
     }
@@ -662,12 +665,7 @@ public final class CpuBackend implements Backend {
         sameNumel(dout, gate, "swigluBackward");
         CpuTensor DG = ft(dgate, "dgate"), DU = ft(dup, "dup"), DO = ft(dout, "dout"), G = ft(gate, "gate"), U = ft(up, "up");
         parallelFor(G.numel, 32768, (a, b) -> {
-            for (int i = a; i < b; i++) {
-                float g = G.f[G.off + i], u = U.f[U.off + i], d = DO.f[DO.off + i];
-                float sg = 1f / (1f + (float) Math.exp(-g));
-                DG.f[DG.off + i] = d * u * sg * (1f + g * (1f - sg));
-                DU.f[DU.off + i] = d * g * sg;
-            }
+            KERNELS.swigluBackward(DG.f, DG.off + a, DU.f, DU.off + a, DO.f, DO.off + a, G.f, G.off + a, U.f, U.off + a, b - a);
             round(DG, a, b);
             round(DU, a, b);
         });

@@ -1,12 +1,16 @@
 package org.sparselora.engine.backend.cpu;
 
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
  * Vector API GEMM micro-kernels ({@link FloatVector#SPECIES_PREFERRED}: 128/256/512-bit alike).
  * Loaded only when {@code jdk.incubator.vector} is in the boot layer. {@code nt} keeps a 4×4 block
- * of dot-product accumulators in registers; {@code nn} a 4-row × 2-vector block of C. Edges use
+ * of dot-product accumulators in registers; {@code nn} a 6-row (then 4-row) × 2-vector block of C.
+ * Also the element-wise kernels whose cost is an exp (softmax rows, SwiGLU), with a polynomial exp
+ * that rounds exactly like its scalar twin in {@link MatmulKernels}. Edges use
  * the same accumulation order as the blocks (see {@link MatmulKernels}' determinism contract), so
  * lane sums are done left to right through a small array rather than {@code reduceLanes}, whose
  * order is unspecified.
@@ -16,6 +20,58 @@ final class VectorMatmulKernels implements MatmulKernels {
     private static final int L = S.length();
 
     @Override public int lanes() { return L; }
+
+    /** exp by the same operations as {@link MatmulKernels#exp(float)}, lane by lane. */
+    static FloatVector exp(FloatVector x) {
+        x = x.max(-87f).min(88f);
+        FloatVector t = x.mul(LOG2E).add(MAGIC).sub(MAGIC);
+        FloatVector r = t.fma(FloatVector.broadcast(S, -LN2_HI), x);
+        r = t.fma(FloatVector.broadcast(S, -LN2_LO), r);
+        FloatVector p = FloatVector.broadcast(S, P0);
+        p = p.fma(r, FloatVector.broadcast(S, P1));
+        p = p.fma(r, FloatVector.broadcast(S, P2));
+        p = p.fma(r, FloatVector.broadcast(S, P3));
+        p = p.fma(r, FloatVector.broadcast(S, P4));
+        p = p.fma(r, FloatVector.broadcast(S, P5));
+        FloatVector y = p.fma(r.mul(r), r).add(1f);
+        IntVector bits = ((IntVector) t.convert(VectorOperators.F2I, 0)).add(127).lanewise(VectorOperators.LSHL, 23);
+        return y.mul(bits.reinterpretAsFloats());
+    }
+
+    static FloatVector sigmoid(FloatVector g) {
+        return FloatVector.broadcast(S, 1f).div(exp(g.neg()).add(1f));
+    }
+
+    @Override
+    public void expShift(float[] x, int off, int n, float shift) {
+        int i = 0;
+        for (; i + L <= n; i += L) exp(FloatVector.fromArray(S, x, off + i).sub(shift)).intoArray(x, off + i);
+        for (; i < n; i++) x[off + i] = MatmulKernels.exp(x[off + i] - shift);
+    }
+
+    @Override
+    public void swiglu(float[] out, int oo, float[] g, int go, float[] u, int uo, int n) {
+        int i = 0;
+        for (; i + L <= n; i += L) {
+            FloatVector gv = FloatVector.fromArray(S, g, go + i);
+            gv.mul(sigmoid(gv)).mul(FloatVector.fromArray(S, u, uo + i)).intoArray(out, oo + i);
+        }
+        for (; i < n; i++) { float gi = g[go + i]; out[oo + i] = gi * MatmulKernels.sigmoid(gi) * u[uo + i]; }
+    }
+
+    @Override
+    public void swigluBackward(float[] dg, int dgo, float[] du, int duo, float[] dout, int doo, float[] g, int go, float[] u, int uo, int n) {
+        int i = 0;
+        for (; i + L <= n; i += L) {
+            FloatVector gv = FloatVector.fromArray(S, g, go + i), uv = FloatVector.fromArray(S, u, uo + i);
+            FloatVector d = FloatVector.fromArray(S, dout, doo + i), sg = sigmoid(gv);
+            // same association as MatmulKernels.swigluGrad: d·u·(sg·(1 + g·(1 − sg))) and d·(g·sg)
+            FloatVector one = FloatVector.broadcast(S, 1f);
+            d.mul(uv).mul(sg.mul(one.add(gv.mul(one.sub(sg))))).intoArray(dg, dgo + i);
+            d.mul(gv.mul(sg)).intoArray(du, duo + i);
+        }
+        for (; i < n; i++) MatmulKernels.swigluGrad(dg, dgo + i, du, duo + i, dout[doo + i], g[go + i], u[uo + i]);
+    }
 
     private static float lanesThenTail(FloatVector acc, float[] tmp, float[] a, int ar, float[] b, int br, int kv, int k) {
         acc.intoArray(tmp, 0);
@@ -96,6 +152,40 @@ final class VectorMatmulKernels implements MatmulKernels {
                    int k, int i0, int i1, int j0, int j1, float alpha, float beta) {
         final int ars = aTrans ? 1 : lda, acs = aTrans ? lda : 1; // element (i,p) of A at i·ars + p·acs
         int i = i0;
+        // 6 rows × 2 vectors: 12 accumulators hide the FMA latency; 4-row blocks and single rows finish the tile
+        for (; i + 6 <= i1; i += 6) {
+            int a0 = aOff + i * ars, a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars, a4 = a3 + ars, a5 = a4 + ars;
+            int j = j0;
+            for (; j + 2 * L <= j1; j += 2 * L) {
+                FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+                FloatVector c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+                for (int p = 0; p < k; p++) {
+                    int br = bOff + p * ldb + j, ap = p * acs;
+                    FloatVector w0 = FloatVector.fromArray(S, b, br);
+                    FloatVector w1 = FloatVector.fromArray(S, b, br + L);
+                    FloatVector x = FloatVector.broadcast(S, a[a0 + ap]);
+                    c00 = x.fma(w0, c00); c01 = x.fma(w1, c01);
+                    x = FloatVector.broadcast(S, a[a1 + ap]);
+                    c10 = x.fma(w0, c10); c11 = x.fma(w1, c11);
+                    x = FloatVector.broadcast(S, a[a2 + ap]);
+                    c20 = x.fma(w0, c20); c21 = x.fma(w1, c21);
+                    x = FloatVector.broadcast(S, a[a3 + ap]);
+                    c30 = x.fma(w0, c30); c31 = x.fma(w1, c31);
+                    x = FloatVector.broadcast(S, a[a4 + ap]);
+                    c40 = x.fma(w0, c40); c41 = x.fma(w1, c41);
+                    x = FloatVector.broadcast(S, a[a5 + ap]);
+                    c50 = x.fma(w0, c50); c51 = x.fma(w1, c51);
+                }
+                int cr = cOff + i * ldc + j;
+                store(c, cr, c00, alpha, beta); store(c, cr + L, c01, alpha, beta); cr += ldc;
+                store(c, cr, c10, alpha, beta); store(c, cr + L, c11, alpha, beta); cr += ldc;
+                store(c, cr, c20, alpha, beta); store(c, cr + L, c21, alpha, beta); cr += ldc;
+                store(c, cr, c30, alpha, beta); store(c, cr + L, c31, alpha, beta); cr += ldc;
+                store(c, cr, c40, alpha, beta); store(c, cr + L, c41, alpha, beta); cr += ldc;
+                store(c, cr, c50, alpha, beta); store(c, cr + L, c51, alpha, beta);
+            }
+            for (int r = 0; r < 6; r++) nnRow(a, aOff + (i + r) * ars, acs, b, bOff, ldb, c, cOff + (i + r) * ldc, k, j, j1, alpha, beta);
+        }
         for (; i + 4 <= i1; i += 4) {
             int a0 = aOff + i * ars, a1 = a0 + ars, a2 = a1 + ars, a3 = a2 + ars;
             int j = j0;

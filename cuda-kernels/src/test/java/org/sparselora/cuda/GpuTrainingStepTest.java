@@ -1,0 +1,231 @@
+package org.sparselora.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Random;
+import java.util.Set;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.cpu.CpuBackend;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.model.Projection;
+import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.sparse.SparsePlanner;
+import org.sparselora.engine.sparse.SparsityConfig;
+import org.sparselora.engine.sparse.SvdPredictor;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.LoraTrainer;
+import org.sparselora.engine.train.OptimizerConfig;
+import org.sparselora.engine.train.StepResult;
+
+/**
+ * A whole tiny-model LoRA training step on the GPU against the same step on CpuBackend (same random
+ * weights, adapter, batch and plan): loss, every LoRA gradient and the AdamW-updated parameters,
+ * dense and sparse (token splitting on, GQA, left padding). The GPU stores activations in bf16, so
+ * the step tolerances are looser than the per-op ones: loss 2e-2, gradients 5e-2, updated
+ * parameters 1e-2 (relative, per tensor). The sparse step replays the CPU's channel choice on the
+ * GPU (a bf16 predictor may break near-ties differently); the GPU's own in-flight selection is run
+ * too and must agree on most channels.
+ */
+@Tag("gpu")
+class GpuTrainingStepTest {
+    // C=64, I=96, 2 layers, 4 query heads over 2 KV heads of D=16, V=67
+    static final LlamaConfig C = new LlamaConfig("LlamaForCausalLM", 64, 96, 2, 4, 2, 16, 67, 128, 1e-5f, 10000f,
+            null, false, false, 1, 2);
+    static final double LOSS_TOL = 2e-2, GRAD_TOL = 5e-2, PARAM_TOL = 1e-2;
+
+    static GpuBackend gpu;
+    static CpuBackend cpu;
+
+    @BeforeAll
+    static void setUp() {
+        if (!Gpu.available()) fail("GPU tests need a CUDA GPU: " + Gpu.reason());
+        gpu = GpuBackend.create(0);
+        cpu = new CpuBackend(2);
+    }
+
+    @AfterAll
+    static void tearDown() {
+        if (gpu != null) gpu.close();
+        if (cpu != null) cpu.close();
+    }
+
+    /** Two left-padded sequences of T=12 (sequence 1 has 3 padding tokens); the first 5 real tokens are prompt. */
+    static Batch batch(long seed) {
+        int b = 2, t = 12, context = 5;
+        int[] keyStart = {0, 3};
+        Random r = new Random(seed);
+        int[] tokens = new int[b * t], targets = new int[b * t], positions = new int[b * t];
+        for (int s = 0; s < b; s++)
+            for (int i = 0; i < t; i++) {
+                int n = s * t + i;
+                boolean pad = i < keyStart[s];
+                tokens[n] = pad ? 0 : r.nextInt(C.vocabSize());
+                positions[n] = pad ? 0 : i - keyStart[s];
+                targets[n] = pad || i - keyStart[s] < context ? Batch.IGNORE : r.nextInt(C.vocabSize());
+            }
+        return new Batch(b, t, tokens, targets, positions, keyStart);
+    }
+
+    /** All seven targets, r=4, alpha=8, B randomised so every A gradient is non-zero. */
+    static LoraAdapter adapter(Backend be, long seed) {
+        LoraAdapter a = new LoraAdapter(be, C, new LoraConfig(4, 8f, 0f, EnumSet.allOf(Projection.class), false, seed));
+        Random r = new Random(seed + 1);
+        for (int i = 0; i < a.params().size(); i++) {
+            Tensor t = a.params().get(i);
+            if (!a.names().get(i).contains("lora_B")) continue;
+            float[] x = new float[(int) t.numel()];
+            for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * 0.2);
+            be.copyFromHost(t, x);
+        }
+        return a;
+    }
+
+    static SparsityConfig sparsity() {
+        return SparsityConfig.parse("""
+                start_step: 0
+                mode: svd_4
+                sparsity:
+                  layers.0.mlp: 0.5
+                  layers.0.self_attn: 0.5
+                  layers.1.mlp: 0.75
+                  layers.1.self_attn: 0.5
+                """, "gpu-step-test");
+    }
+
+    record Result(double loss, List<float[]> grads, List<float[]> params) {}
+
+    static List<float[]> host(Backend be, List<Tensor> ts) {
+        List<float[]> out = new ArrayList<>();
+        for (Tensor t : ts) out.add(be.toFloats(t));
+        return out;
+    }
+
+    /** Two dense trainer steps; the result holds the second step's loss and gradients and the parameters after both updates. */
+    static Result denseSteps(Backend be, RandomWeights src, Batch b) {
+        LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, src));
+        LoraAdapter lora = adapter(be, 21);
+        LoraTrainer t = new LoraTrainer(model, lora, OptimizerConfig.defaults(10));
+        double loss = 0;
+        List<float[]> grads = null;
+        for (int step = 0; step < 2; step++) {
+            StepResult r = t.computeGradients(b, step, false);
+            loss = r.lossSum();
+            grads = host(be, lora.grads());
+            t.applyUpdate(step, b.outputTokenCount());
+        }
+        return new Result(loss, grads, host(be, lora.params()));
+    }
+
+    static Tensor to(Backend be, Backend from, Tensor t) {
+        return t == null ? null : be.fromInts(from.toInts(t), (int) t.numel());
+    }
+
+    static double relErr(float[] got, float[] want) { return GpuBackendTest.relErr(got, want); }
+
+    static void compare(String what, Result g, Result c) {
+        double le = Math.abs(g.loss() - c.loss()) / Math.max(1e-9, Math.abs(c.loss()));
+        System.out.printf("  %-28s loss gpu %.6f cpu %.6f (rel %.2e)%n", what, g.loss(), c.loss(), le);
+        assertTrue(le <= LOSS_TOL, what + ": loss " + g.loss() + " vs " + c.loss());
+        double worst = 0;
+        for (int i = 0; i < c.grads().size(); i++) {
+            double e = relErr(g.grads().get(i), c.grads().get(i));
+            worst = Math.max(worst, e);
+            assertTrue(e <= GRAD_TOL, what + ": gradient " + i + " relative error " + e);
+        }
+        System.out.printf("  %-28s worst gradient rel err %.2e over %d tensors%n", what, worst, c.grads().size());
+        if (c.params() != null) {
+            double pw = 0;
+            for (int i = 0; i < c.params().size(); i++) {
+                double e = relErr(g.params().get(i), c.params().get(i));
+                pw = Math.max(pw, e);
+                assertTrue(e <= PARAM_TOL, what + ": parameter " + i + " relative error " + e);
+            }
+            System.out.printf("  %-28s worst updated-parameter rel err %.2e%n", what, pw);
+        }
+    }
+
+    @Test
+    void denseTrainingStepsMatchTheCpu() {
+        RandomWeights src = new RandomWeights(C, 5);
+        Batch b = batch(6);
+        compare("dense, 2 steps", denseSteps(gpu, src, b), denseSteps(cpu, src, b));
+    }
+
+    @Test
+    void sparseStepMatchesTheCpuOnTheSamePlanAndSelectsSimilarChannels() {
+        RandomWeights src = new RandomWeights(C, 7);
+        Batch b = batch(8);
+        long seed = 11;
+        LlamaModel mc = new LlamaModel(cpu, LlamaWeights.upload(cpu, src)), mg = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
+        LoraAdapter lc = adapter(cpu, 31), lg = adapter(gpu, 31);
+        try (SparsePlanner pc = SparsePlanner.create(cpu, src, sparsity(), null, 10, 1, SvdPredictor.Progress.NONE);
+             SparsePlanner pg = SparsePlanner.create(gpu, src, sparsity(), null, 10, 1, SvdPredictor.Progress.NONE)) {
+            SparsePlan gpuPlan;
+            Result cpuRes;
+            List<int[]> cpuChoice = new ArrayList<>();
+            try (SparsePlanner.Step step = pc.begin(b, 0)) {
+                SparsePlan plan = step.plan();
+                double loss = mc.forward(b, lc, plan, step, seed);
+                mc.backward();
+                cpuRes = new Result(loss, host(cpu, lc.grads()), null);
+                SparsePlan.LayerPlan[] lps = new SparsePlan.LayerPlan[C.numLayers()];
+                for (int l = 0; l < lps.length; l++) {
+                    SparsePlan.LayerPlan lp = plan.layers()[l];
+                    lps[l] = new SparsePlan.LayerPlan(to(gpu, cpu, lp.mlp()), to(gpu, cpu, lp.q()), to(gpu, cpu, lp.k()),
+                            to(gpu, cpu, lp.v()), to(gpu, cpu, lp.o()));
+                    cpuChoice.add(cpu.toInts(lp.mlp()));
+                    cpuChoice.add(cpu.toInts(lp.k()));
+                    cpuChoice.add(cpu.toInts(lp.v()));
+                }
+                gpuPlan = new SparsePlan(to(gpu, cpu, plan.sparseTokens()), to(gpu, cpu, plan.denseTokens()), lps, plan.frozenGrad());
+            }
+            // the same plan on the GPU
+            double loss = mg.forward(b, lg, gpuPlan, null, seed);
+            mg.backward();
+            compare("sparse, CPU's plan", new Result(loss, host(gpu, lg.grads()), null), cpuRes);
+
+            // the GPU's own in-flight selection (predictor, norms, top-k, GQA expansion on the device)
+            lg.zeroGrads();
+            try (SparsePlanner.Step step = pg.begin(b, 0)) {
+                double own = mg.forward(b, lg, step.plan(), step, seed);
+                mg.backward();
+                assertTrue(Double.isFinite(own), "GPU-selected sparse step loss " + own);
+                List<int[]> gpuChoice = new ArrayList<>();
+                for (SparsePlan.LayerPlan lp : step.plan().layers()) {
+                    gpuChoice.add(gpu.toInts(lp.mlp()));
+                    gpuChoice.add(gpu.toInts(lp.k()));
+                    gpuChoice.add(gpu.toInts(lp.v()));
+                }
+                for (int i = 0; i < cpuChoice.size(); i++) {
+                    int[] cc = cpuChoice.get(i), gc = gpuChoice.get(i);
+                    assertEquals(cc.length, gc.length, "kept count " + i);
+                    for (int j = 1; j < gc.length; j++) assertTrue(gc[j - 1] < gc[j], "GPU indices ascending and distinct");
+                    Set<Integer> s = new HashSet<>();
+                    for (int x : cc) s.add(x);
+                    int common = 0;
+                    for (int x : gc) if (s.contains(x)) common++;
+                    double overlap = (double) common / cc.length;
+                    System.out.printf("  selection %d: %d of %d channels shared with the CPU's choice%n", i, common, cc.length);
+                    assertTrue(overlap >= 0.6, "GPU selection " + i + " shares only " + common + " of " + cc.length + " channels with the CPU's");
+                }
+                System.out.printf("  sparse, GPU's own plan       loss %.6f (CPU plan on CPU: %.6f)%n", own, cpuRes.loss());
+            }
+        }
+    }
+}
