@@ -293,10 +293,14 @@ public final class LlamaModel {
                 lp = layerPlan(l);
             }
             Tensor mlp = lp == null ? null : lp.mlp();
-            projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
-            projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
-            be.swiglu(a.h[l], a.g[l], a.u[l]);
-            projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
+            if (compactMlp(l, mlp)) {
+                mlpForwardCompact(a, a.tmpC, l, mlp);
+            } else {
+                projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
+                projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
+                be.swiglu(a.h[l], a.g[l], a.u[l]);
+                projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
+            }
             // residual add fused with the next layer's (or the final) norm
             boolean last = l == L - 1;
             Tensor next = last ? a.resOut : a.resIn[l + 1];
@@ -414,6 +418,101 @@ public final class LlamaModel {
         }
     }
 
+    // ------------------------------------------------------------------ compact sparse MLP
+
+    /**
+     * Whether layer l's MLP runs compact: it has a kept-channel set, the batch has sparse tokens, and
+     * gate/up/down carry neither LoRA nor bias. Then the sparse tokens' MLP never needs the full
+     * intermediate width: the LoRA branch, which is dense on every channel, is absent, and pruned
+     * gate/up outputs are 0, so their swiglu is 0 and down's pruned input columns contribute nothing.
+     * Decided from the same state in the forward and the backward (the adapter and plan of the forward).
+     */
+    private boolean compactMlp(int l, Tensor mlp) {
+        if (mlp == null || sIdx == null) return false;
+        LlamaWeights.Layer lw = w.layers[l];
+        for (Projection p : new Projection[] {Projection.GATE, Projection.UP, Projection.DOWN}) {
+            if (lw.bias(p) != null) return false;
+            if (curLora != null && curLora.get(l, p) != null) return false;
+        }
+        return true;
+    }
+
+    /**
+     * The compact MLP's forward, y (N,C) = down(swiglu(gate(x), up(x))) of x = xn2[l]. Dense tokens run
+     * the full width; sparse tokens run the k kept channels only, g_k = x_s·Wg_keptᵀ, u_k = x_s·Wu_keptᵀ,
+     * h_k = swiglu (n_s,k), y_s = h_k·Wd_keptᵀ (n_s,C): no fill or scatter to the intermediate width and
+     * no gather of h's columns. The stash packs both groups into g/u/h[l]: the dense tokens' (n_d,I)
+     * first, then the sparse tokens' (n_s,k) — n_d·I + n_s·k ≤ N·I.
+     */
+    private void mlpForwardCompact(Acts a, Tensor y, int l, Tensor idx) {
+        int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
+        LlamaWeights.Layer lw = w.layers[l];
+        Tensor x = a.xn2[l];
+        gatheredFrom = x;
+        if (nD > 0) {
+            Tensor xd = a.xdShared.view(0, nD, C);                                           // (n_d,C)
+            Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I), hd = a.h[l].view(0, nD, I);
+            be.gatherRows(xd, x, dIdx);
+            be.matmul(gd, xd, false, lw.weight(Projection.GATE), true, 1, 0);
+            be.matmul(ud, xd, false, lw.weight(Projection.UP), true, 1, 0);
+            be.swiglu(hd, gd, ud);
+            Tensor yd = a.s2.view(0, nD, C);
+            be.matmul(yd, hd, false, lw.weight(Projection.DOWN), true, 1, 0);
+            be.scatterRows(y, yd, dIdx, false);
+        }
+        long off = (long) nD * I;
+        Tensor xs = a.xsShared.view(0, nS, C);                                               // (n_s,C)
+        Tensor gk = a.g[l].view(off, nS, k), uk = a.u[l].view(off, nS, k), hk = a.h[l].view(off, nS, k);
+        be.gatherRows(xs, x, sIdx);
+        be.matmul(gk, xs, false, slices[l][Projection.GATE.ordinal()], true, 1, 0);      // (n_s,k)
+        be.matmul(uk, xs, false, slices[l][Projection.UP.ordinal()], true, 1, 0);
+        if (frozenHook != null) {
+            frozenHook.apply(l, Projection.GATE, gk);
+            frozenHook.apply(l, Projection.UP, uk);
+        }
+        be.swiglu(hk, gk, uk);
+        Tensor ys = a.s2.view(0, nS, C);
+        be.matmul(ys, hk, false, slices[l][Projection.DOWN.ordinal()], true, 1, 0);      // (n_s,C), slice (C,k)
+        if (frozenHook != null) frozenHook.apply(l, Projection.DOWN, ys);
+        be.scatterRows(y, ys, sIdx, false);
+    }
+
+    /**
+     * Backward of {@link #mlpForwardCompact}: dx (N,C) = ∂/∂xn2[l] (overwritten) from dy (N,C). With
+     * {@code frozen_grad: cut} the sparse tokens' rows are 0 (the whole MLP is frozen on them); sliced
+     * runs the same kept-channel GEMMs backwards. Per row the ops are those of the full path (dx =
+     * dg·Wg, then += du·Wu), so a plan keeping every channel stays bit-for-bit dense.
+     */
+    private void mlpBackwardCompact(Acts a, Tensor dx, Tensor dy, int l, Tensor idx) {
+        int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
+        LlamaWeights.Layer lw = w.layers[l];
+        boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
+        if (!sliced) be.fill(dx, 0f);
+        if (nD > 0) {
+            Tensor dyd = a.s1.view(0, nD, C), dxd = a.s2.view(0, nD, C);
+            Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
+            Tensor dhd = a.dh.view(0, nD, I), dgd = a.dg.view(0, nD, I), dud = a.du.view(0, nD, I);
+            be.gatherRows(dyd, dy, dIdx);
+            be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
+            be.swigluBackward(dgd, dud, dhd, gd, ud);
+            be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
+            be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
+            be.scatterRows(dx, dxd, dIdx, false);
+        }
+        if (sliced) {
+            long off = (long) nD * I;
+            Tensor dys = a.s1.view(0, nS, C), dxs = a.s2.view(0, nS, C);
+            Tensor gk = a.g[l].view(off, nS, k), uk = a.u[l].view(off, nS, k);
+            Tensor dhk = a.dh.view(0, nS, k), dgk = a.dg.view(0, nS, k), duk = a.du.view(0, nS, k);
+            be.gatherRows(dys, dy, sIdx);
+            be.matmul(dhk, dys, false, slices[l][Projection.DOWN.ordinal()], false, 1, 0);   // (n_s,k)
+            be.swigluBackward(dgk, duk, dhk, gk, uk);
+            be.matmul(dxs, dgk, false, slices[l][Projection.GATE.ordinal()], false, 1, 0);   // (n_s,C)
+            be.matmul(dxs, duk, false, slices[l][Projection.UP.ordinal()], false, 1, 1);
+            be.scatterRows(dx, dxs, sIdx, false);
+        }
+    }
+
     // ------------------------------------------------------------------ head
 
     private double headLossAndBackward(Acts a, Batch batch) {
@@ -456,10 +555,14 @@ public final class LlamaModel {
             SparsePlan.LayerPlan lp = layerPlan(l);
             Tensor mlp = lp == null ? null : lp.mlp();
             // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
-            projBackward(a, a.dh, false, a.dres, a.h[l], l, Projection.DOWN, mlp);
-            be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
-            projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
-            projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+            if (compactMlp(l, mlp)) {
+                mlpBackwardCompact(a, a.dxn, a.dres, l, mlp);
+            } else {
+                projBackward(a, a.dh, false, a.dres, a.h[l], l, Projection.DOWN, mlp);
+                be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
+                projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
+                projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+            }
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());

@@ -125,6 +125,114 @@ class SparseExecutionTest {
         assertArrayEquals(gs.get(last), gc.get(last));
     }
 
+    static final java.util.EnumSet<Projection> QKVO = java.util.EnumSet.of(Projection.Q, Projection.K, Projection.V, Projection.O);
+
+    // ---- the compact MLP (gate/up/down without LoRA: sparse tokens run on the kept channels only)
+
+    @Test
+    void compactMlpWithEveryChannelKeptIsBitForBitDense() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 1);
+        LoraAdapter lora = TinyModels.adapter(be, c, 0.1f, 2, QKVO);
+        Batch b = TinyModels.batch(c, 3, 2);
+        double dense = m.forward(b, lora, null, 7);
+        m.backward();
+        List<float[]> g0 = grads(lora);
+        for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
+            for (boolean split : new boolean[] {true, false}) {
+                if (fg == FrozenGrad.CUT && !split) continue; // cut with every token sparse is no longer dense
+                lora.zeroGrads();
+                List<String> seen = new ArrayList<>();
+                m.frozenHook = (l, p, ys) -> { if (p == Projection.GATE) seen.add(l + ":" + ys.dim(1)); };
+                double sparse = m.forward(b, lora, allKept(c, b, fg, split), 7);
+                m.frozenHook = null;
+                m.backward();
+                assertEquals(List.of("0:" + c.intermediateSize(), "1:" + c.intermediateSize()), seen);
+                String what = fg + " split=" + split;
+                assertEquals(dense, sparse, 0.0, "loss, " + what);
+                List<float[]> g1 = grads(lora);
+                // cut with split: every sparse token's frozen path is cut, so only the loss must match exactly
+                if (fg == FrozenGrad.CUT) continue;
+                for (int i = 0; i < g0.size(); i++) assertArrayEquals(g0.get(i), g1.get(i), lora.names().get(i) + " " + what);
+            }
+    }
+
+    /**
+     * The compact MLP computes what the full-width path does: an adapter on all seven targets whose
+     * gate/up/down B are 0 (the MLP's LoRA adds exactly 0, but forces the full-width path) gives
+     * bit-for-bit the loss and q/k/v/o gradients of a q/k/v/o adapter with the same parameters.
+     */
+    @Test
+    void compactMlpMatchesTheFullWidthPathOnAPartialPlan() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 3);
+        Batch b = TinyModels.batch(c, 6, 2);
+        LoraAdapter all = TinyModels.adapter(be, c, 0f, 5), qkvo = TinyModels.adapter(be, c, 0f, 5, QKVO);
+        Map<String, Integer> at = new HashMap<>();
+        for (int i = 0; i < all.names().size(); i++) at.put(all.names().get(i), i);
+        for (int i = 0; i < all.names().size(); i++) {
+            String n = all.names().get(i);
+            if (n.contains("mlp") && n.contains("lora_B")) be.fill(all.params().get(i), 0f);
+        }
+        for (int i = 0; i < qkvo.names().size(); i++)
+            be.copyFromHost(qkvo.params().get(i), be.toFloats(all.params().get(at.get(qkvo.names().get(i)))));
+        for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT}) {
+            SparsePlan plan = partial(c, b, fg);
+            all.zeroGrads();
+            qkvo.zeroGrads();
+            double full = m.forward(b, all, plan, 0);
+            m.backward();
+            List<String> seen = new ArrayList<>();
+            m.frozenHook = (l, p, ys) -> { if (p == Projection.GATE) seen.add(l + ":" + ys.dim(1)); };
+            double compact = m.forward(b, qkvo, plan, 0);
+            m.frozenHook = null;
+            m.backward();
+            int k = c.intermediateSize() / 2;
+            assertEquals(List.of("0:" + k, "1:" + k), seen, "the compact path must run on the kept channels");
+            assertEquals(full, compact, 0.0, "loss " + fg);
+            List<float[]> ga = grads(all), gq = grads(qkvo);
+            for (int i = 0; i < qkvo.names().size(); i++)
+                assertArrayEquals(ga.get(at.get(qkvo.names().get(i))), gq.get(i), qkvo.names().get(i) + " " + fg);
+        }
+    }
+
+    @Test
+    void compactMlpSlicedGradientsMatchFiniteDifferences() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 4);
+        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 5, QKVO);
+        Batch b = TinyModels.batch(c, 6, 2);
+        SparsePlan plan = partial(c, b, FrozenGrad.SLICED);
+        double dense = m.evaluate(b, lora, null, false).lossSum(), sparse = m.evaluate(b, lora, plan, false).lossSum();
+        assertTrue(Math.abs(dense - sparse) > 1e-3, "the plan must actually prune something");
+        LlamaModelTest.checkLoraGradients(m, lora, () -> { m.forward(b, lora, plan, 0); m.backward(); },
+                () -> m.evaluate(b, lora, plan, false).lossSum(), "compact sliced");
+    }
+
+    @Test
+    void compactMlpCutGradientsMatchFiniteDifferencesWithFrozenSparseOutputsHeldConstant() {
+        LlamaConfig c = TinyModels.config(true, false, true);
+        LlamaModel m = TinyModels.model(be, c, 8);
+        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 9, QKVO);
+        Batch b = TinyModels.batch(c, 10, 3);
+        SparsePlan cut = partial(c, b, FrozenGrad.CUT);
+        Map<String, float[]> recorded = new HashMap<>();
+        m.frozenHook = (l, p, ys) -> recorded.put(l + "/" + p, be.toFloats(ys));
+        m.evaluate(b, lora, cut, false);
+        m.frozenHook = (l, p, ys) -> be.copyFromHost(ys, recorded.get(l + "/" + p));
+        LlamaModelTest.checkLoraGradients(m, lora, () -> { m.forward(b, lora, cut, 0); m.backward(); },
+                () -> m.evaluate(b, lora, cut, false).lossSum(), "compact cut");
+        m.frozenHook = null;
+        lora.zeroGrads();
+        m.forward(b, lora, cut, 0);
+        m.backward();
+        List<float[]> gc = grads(lora);
+        lora.zeroGrads();
+        m.forward(b, lora, partial(c, b, FrozenGrad.SLICED), 0);
+        m.backward();
+        assertTrue(!java.util.Arrays.equals(gc.get(0), grads(lora).get(0)), "layer-0 q_proj.lora_A gradient must differ between cut and sliced");
+    }
+
     @Test
     void planMustCoverTheBatch() {
         LlamaConfig c = TinyModels.config(false, false, false);

@@ -41,7 +41,12 @@ public final class TinyModels {
 
     /** All seven targets, r=2, alpha=3 (s=1.5), with B randomised so every A gradient is non-zero. */
     public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed) {
-        LoraAdapter a = new LoraAdapter(be, c, new LoraConfig(2, 3f, dropout, EnumSet.allOf(Projection.class), false, seed));
+        return adapter(be, c, dropout, seed, EnumSet.allOf(Projection.class));
+    }
+
+    /** {@link #adapter(Backend, LlamaConfig, float, long)} on the given targets only. */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets) {
+        LoraAdapter a = new LoraAdapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed));
         Random r = new Random(seed + 1);
         for (int i = 0; i < a.params().size(); i++) {
             Tensor t = a.params().get(i);
