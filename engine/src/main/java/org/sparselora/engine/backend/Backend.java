@@ -179,6 +179,30 @@ public interface Backend extends AutoCloseable {
     /** out[:,idx[i]] (+)= src[:,i]; columns not named are left alone. out (R,C), src (R,k). */
     void scatterCols(Tensor out, Tensor src, Tensor idx, boolean accumulate);
 
+    /**
+     * out[i,j] = src[rowIdx[i], colIdx[j]]: a block of a matrix in one pass (the sparse tokens' kept
+     * channels). out (k,m), src (R,C). Default: gatherRows into a temporary, then gatherCols.
+     */
+    default void gatherRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        try (Tensor t = empty(src.dtype(), (int) rowIdx.numel(), src.dim(1))) {
+            gatherRows(t, src, rowIdx);
+            gatherCols(out, t, colIdx);
+        }
+    }
+
+    /**
+     * Row rowIdx[i] of out becomes src[i,:] placed at the columns colIdx and 0 elsewhere; rows not
+     * named are left alone. out (R,C), src (k,m). Re-joins the sparse tokens' sliced outputs into the
+     * full-width activation in one pass. Default: fill a temporary with 0, scatterCols, scatterRows.
+     */
+    default void scatterRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        try (Tensor t = empty(out.dtype(), src.dim(0), out.dim(1))) {
+            fill(t, 0f);
+            scatterCols(t, src, colIdx, false);
+            scatterRows(out, t, rowIdx, false);
+        }
+    }
+
     /** out[c] = sqrt(Σ_r x[r,c]²). out (C) F32, x (R,C). */
     void columnNorms(Tensor out, Tensor x);
 

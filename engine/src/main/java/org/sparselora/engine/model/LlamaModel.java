@@ -45,7 +45,10 @@ public final class LlamaModel {
     /** Test hook on the frozen outputs of sparse tokens, (n_s, out); null in normal use. */
     FrozenSparseHook frozenHook;
 
-    /** Sees (and may replace) the frozen sliced outputs of the sparse tokens before they are re-joined. */
+    /**
+     * Sees (and may replace) the frozen sliced outputs of the sparse tokens before they are re-joined:
+     * (n_s, k) for the output-sliced projections (q/k/v/gate/up), (n_s, out) for o/down.
+     */
     interface FrozenSparseHook { void apply(int layer, Projection p, Tensor ys); }
     // per-forward state read by backward
     private LoraAdapter curLora;
@@ -378,7 +381,9 @@ public final class LlamaModel {
             if (bias != null) be.matmul(y, a.ones, false, bias.reshape(1, out), false, 1, 1);
         } else {
             int k = (int) idx.numel();
-            boolean share = in <= Math.max(c.hiddenSize(), c.qDim());
+            // q/k/v and gate/up read the same input: gather its token rows once. o/down read only the
+            // kept columns of the sparse rows (one gatherRowsCols, nothing to share).
+            boolean share = outputSliced(p) && in <= Math.max(c.hiddenSize(), c.qDim());
             boolean have = share && gatheredFrom == x;
             if (share && !have) gatheredFrom = x;
             if (nD > 0) {
@@ -388,21 +393,21 @@ public final class LlamaModel {
                 if (bias != null) be.matmul(yd, a.ones.rows(0, nD), false, bias.reshape(1, out), false, 1, 1);
                 be.scatterRows(y, yd, dIdx, false);
             }
-            Tensor xs = share ? a.xsShared.view(0, nS, in) : a.s1.view(0, nS, in), ys = a.s2.view(0, nS, out), ws = slices[l][p.ordinal()];
-            if (!have) be.gatherRows(xs, x, sIdx);
+            Tensor ws = slices[l][p.ordinal()];
             if (outputSliced(p)) {
-                Tensor yk = a.s3.view(0, nS, k);
-                be.matmul(yk, xs, false, ws, true, 1, 0);
+                Tensor xs = share ? a.xsShared.view(0, nS, in) : a.s1.view(0, nS, in), yk = a.s3.view(0, nS, k);
+                if (!have) be.gatherRows(xs, x, sIdx);
+                be.matmul(yk, xs, false, ws, true, 1, 0);                                  // (n_s,k)
                 if (bias != null) be.matmul(yk, a.ones.rows(0, nS), false, biasSlices[l][p.ordinal()].reshape(1, k), false, 1, 1);
-                be.fill(ys, 0f);
-                be.scatterCols(ys, yk, idx, false);
+                if (frozenHook != null) frozenHook.apply(l, p, yk);
+                be.scatterRowsCols(y, yk, sIdx, idx);                                       // pruned outputs 0
             } else {
-                Tensor xk = a.s3.view(0, nS, k);
-                be.gatherCols(xk, xs, idx);
+                Tensor xk = a.s3.view(0, nS, k), ys = a.s2.view(0, nS, out);
+                be.gatherRowsCols(xk, x, sIdx, idx);                                        // (n_s,k)
                 be.matmul(ys, xk, false, ws, true, 1, 0);
+                if (frozenHook != null) frozenHook.apply(l, p, ys);
+                be.scatterRows(y, ys, sIdx, false);
             }
-            if (frozenHook != null) frozenHook.apply(l, p, ys);
-            be.scatterRows(y, ys, sIdx, false);
         }
         LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
         if (lo != null) {
@@ -599,19 +604,25 @@ public final class LlamaModel {
                     be.scatterRows(dx, dxd, dIdx, true);
                 }
                 if (curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED) {
-                    Tensor dys = a.s1.view(0, nS, out), dxs = a.s2.view(0, nS, in), ws = slices[l][p.ordinal()];
-                    be.gatherRows(dys, dy, sIdx);
+                    Tensor ws = slices[l][p.ordinal()];
                     if (outputSliced(p)) {
-                        Tensor dyk = a.s3.view(0, nS, k);
-                        be.gatherCols(dyk, dys, idx);
+                        Tensor dyk = a.s3.view(0, nS, k), dxs = a.s2.view(0, nS, in);
+                        be.gatherRowsCols(dyk, dy, sIdx, idx);                                // (n_s,k)
                         be.matmul(dxs, dyk, false, ws, false, 1, 0);
+                        be.scatterRows(dx, dxs, sIdx, true);
                     } else {
-                        Tensor dxk = a.s3.view(0, nS, k);
-                        be.matmul(dxk, dys, false, ws, false, 1, 0);
-                        be.fill(dxs, 0f);
-                        be.scatterCols(dxs, dxk, idx, false);
+                        Tensor dys = a.s1.view(0, nS, out), dxk = a.s3.view(0, nS, k);
+                        be.gatherRows(dys, dy, sIdx);
+                        be.matmul(dxk, dys, false, ws, false, 1, 0);                           // (n_s,k)
+                        if (!accumulate) {
+                            be.scatterRowsCols(dx, dxk, sIdx, idx);                           // those rows are still 0
+                        } else {
+                            Tensor dxs = a.s2.view(0, nS, in);
+                            be.fill(dxs, 0f);
+                            be.scatterCols(dxs, dxk, idx, false);
+                            be.scatterRows(dx, dxs, sIdx, true);
+                        }
                     }
-                    be.scatterRows(dx, dxs, sIdx, true);
                 }
                 // CUT: no gradient through the frozen path on sparse tokens
             }

@@ -826,6 +826,42 @@ public final class CpuBackend implements Backend {
     }
 
     @Override
+    public void gatherRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        CpuTensor O = ft(out, "out"), S = ft(src, "src"), R = it(rowIdx, "rowIdx"), K = it(colIdx, "colIdx");
+        int c = S.cols(), n = R.numel, k = K.numel;
+        if (O.rows() != n || O.cols() != k)
+            throw new IllegalArgumentException("gatherRowsCols: out " + Tensor.describe(out) + " for " + n + " rows × " + k + " columns of " + Tensor.describe(src));
+        checkIdx(R, S.rows(), "gatherRowsCols");
+        checkIdx(K, c, "gatherRowsCols");
+        parallelFor(n, grainFor(k), (a, b) -> {
+            for (int r = a; r < b; r++) {
+                int so = S.off + R.i[R.off + r] * c, oo = O.off + r * k;
+                for (int j = 0; j < k; j++) O.f[oo + j] = S.f[so + K.i[K.off + j]];
+            }
+            if (O.dtype != S.dtype) round(O, a * k, b * k);
+        });
+    }
+
+    @Override
+    public void scatterRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        CpuTensor O = ft(out, "out"), S = ft(src, "src"), R = it(rowIdx, "rowIdx"), K = it(colIdx, "colIdx");
+        int c = O.cols(), n = R.numel, k = K.numel;
+        if (S.rows() != n || S.cols() != k)
+            throw new IllegalArgumentException("scatterRowsCols: src " + Tensor.describe(src) + " for " + n + " rows × " + k + " columns of " + Tensor.describe(out));
+        checkIdx(R, O.rows(), "scatterRowsCols");
+        checkIdx(K, c, "scatterRowsCols");
+        // kept sets and token sets are unique, so the rows written are disjoint
+        parallelFor(n, grainFor(c), (a, b) -> {
+            for (int r = a; r < b; r++) {
+                int d = O.off + R.i[R.off + r] * c, so = S.off + r * k;
+                java.util.Arrays.fill(O.f, d, d + c, 0f);
+                for (int j = 0; j < k; j++) O.f[d + K.i[K.off + j]] = S.f[so + j];
+                if (O.dtype != S.dtype) round(O, d - O.off, d - O.off + c);
+            }
+        });
+    }
+
+    @Override
     public void columnNorms(Tensor out, Tensor x) {
         CpuTensor O = ft(out, "out"), X = ft(x, "x");
         int c = X.cols(), rows = X.rows();

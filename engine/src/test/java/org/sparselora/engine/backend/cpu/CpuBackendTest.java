@@ -487,6 +487,56 @@ class CpuBackendTest {
         assertThrows(IllegalArgumentException.class, () -> be.gatherRows(gr, X, be.fromInts(new int[] {0, 6, 1}, 3)));
     }
 
+    /** The fused block ops against plain loops and against the defaults they replace (two-op compositions). */
+    @Test
+    void gatherRowsColsAndScatterRowsColsMatchTheirCompositions() {
+        Random r = new Random(21);
+        int rows = 9, cols = 37;
+        float[] x = rand(r, rows * cols, 1);
+        Tensor X = f(x, rows, cols);
+        int[] ri = {7, 0, 4, 5}, ci = {36, 1, 2, 20, 11};
+        Tensor R = be.fromInts(ri, ri.length), K = be.fromInts(ci, ci.length);
+        Tensor g = be.empty(DType.F32, ri.length, ci.length);
+        be.gatherRowsCols(g, X, R, K);
+        float[] gv = be.toFloats(g);
+        for (int i = 0; i < ri.length; i++) for (int j = 0; j < ci.length; j++) assertEquals(x[ri[i] * cols + ci[j]], gv[i * ci.length + j]);
+        Tensor t = be.empty(DType.F32, ri.length, cols), g2 = be.empty(DType.F32, ri.length, ci.length);
+        be.gatherRows(t, X, R);
+        be.gatherCols(g2, t, K);
+        assertArrayEquals(be.toFloats(g2), gv);
+
+        Tensor out = f(new float[rows * cols], rows, cols), ref = f(new float[rows * cols], rows, cols);
+        be.fill(out, 5f);
+        be.fill(ref, 5f);
+        be.scatterRowsCols(out, g, R, K);
+        Tensor full = be.zeros(DType.F32, ri.length, cols);
+        be.scatterCols(full, g, K, false);
+        be.scatterRows(ref, full, R, false);
+        float[] o = be.toFloats(out);
+        assertArrayEquals(be.toFloats(ref), o);
+        for (int i = 0; i < rows; i++) {
+            int at = java.util.Arrays.stream(ri).boxed().toList().indexOf(i);
+            for (int j = 0; j < cols; j++) {
+                int cj = java.util.Arrays.stream(ci).boxed().toList().indexOf(j);
+                float want = at < 0 ? 5f : cj < 0 ? 0f : gv[at * ci.length + cj];
+                assertEquals(want, o[i * cols + j], "row " + i + " col " + j);
+            }
+        }
+        // the Backend defaults (what a backend without the fused ops runs) give the same
+        org.sparselora.engine.backend.Backend defaults = (org.sparselora.engine.backend.Backend) java.lang.reflect.Proxy.newProxyInstance(
+                getClass().getClassLoader(), new Class<?>[] {org.sparselora.engine.backend.Backend.class}, (px, m, a) ->
+                        m.getName().endsWith("RowsCols") ? java.lang.reflect.InvocationHandler.invokeDefault(px, m, a) : m.invoke(be, a));
+        Tensor g3 = be.empty(DType.F32, ri.length, ci.length), out2 = f(new float[rows * cols], rows, cols);
+        be.fill(out2, 5f);
+        defaults.gatherRowsCols(g3, X, R, K);
+        defaults.scatterRowsCols(out2, g3, R, K);
+        assertArrayEquals(gv, be.toFloats(g3));
+        assertArrayEquals(o, be.toFloats(out2));
+        assertThrows(IllegalArgumentException.class, () -> be.gatherRowsCols(g, X, R, be.fromInts(new int[] {0, 1, 2, 3, 37}, 5)));
+        assertThrows(IllegalArgumentException.class, () -> be.scatterRowsCols(out, g, be.fromInts(new int[] {0, 1, 2, 9}, 4), K));
+        assertThrows(IllegalArgumentException.class, () -> be.scatterRowsCols(out, g, R, be.fromInts(new int[] {0, 1}, 2)));
+    }
+
     @Test
     void columnNormsSequenceMeanTopK() {
         Random r = new Random(13);
