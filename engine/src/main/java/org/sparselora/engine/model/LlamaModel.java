@@ -577,11 +577,58 @@ public final class LlamaModel {
             be.rope(a.dk, a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), true);
             // layer 0's input gradient would only reach the (frozen) embedding: skip it
             Tensor dx = l > 0 ? a.dxn : null;
-            projBackward(a, dx, false, a.dq, a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
-            projBackward(a, dx, true, a.dk, a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
-            projBackward(a, dx, true, a.dv, a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
+            // q, k, v read the same input: their frozen input gradients first, summed per token group
+            // before one scatter each, then LoRA's three terms
+            if (dx != null) qkvFrozenBackward(a, dx, l, lp);
+            loraBackward(a, dx, a.dq, a.xn1[l], l, Projection.Q);
+            loraBackward(a, dx, a.dk, a.xn1[l], l, Projection.K);
+            loraBackward(a, dx, a.dv, a.xn1[l], l, Projection.V);
             if (l > 0) be.rmsNormBackward(a.dres, a.dxn, a.resIn[l], lw.attnNorm(), a.rstd1[l], true);
         }
+    }
+
+    /**
+     * The frozen part of q/k/v's input gradient, dx (N,C) = Σ_p ∂/∂xn1 through W_p (overwritten), in
+     * the order q, k, v for every token (so a plan keeping every channel is bit-for-bit dense). With
+     * sparse tokens, the dense tokens' sum and the sparse tokens' sum (kept-channel slices under
+     * {@code sliced}; nothing under {@code cut}) are each built in one (n,C) buffer and scattered once.
+     */
+    private void qkvFrozenBackward(Acts a, Tensor dx, int l, SparsePlan.LayerPlan lp) {
+        Projection[] ps = {Projection.Q, Projection.K, Projection.V};
+        Tensor[] dys = {a.dq, a.dk, a.dv};
+        Tensor[] idx = lp == null ? new Tensor[3] : new Tensor[] {lp.q(), lp.k(), lp.v()};
+        LlamaWeights.Layer lw = w.layers[l];
+        int C = c.hiddenSize();
+        if (sIdx == null || (idx[0] == null && idx[1] == null && idx[2] == null)) {
+            for (int i = 0; i < 3; i++) be.matmul(dx, dys[i], false, lw.weight(ps[i]), false, 1, i == 0 ? 0 : 1);
+            return;
+        }
+        boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
+        Tensor dxd = a.s2.view(0, nD, C), dxs = a.s3.view(0, nS, C);
+        boolean anyS = false;
+        for (int i = 0; i < 3; i++) {
+            int out = ps[i].outDim(c);
+            if (nD > 0) {
+                Tensor dyd = a.s1.view(0, nD, out);
+                be.gatherRows(dyd, dys[i], dIdx);
+                be.matmul(dxd, dyd, false, lw.weight(ps[i]), false, 1, i == 0 ? 0 : 1);
+            }
+            if (idx[i] == null) {                        // this projection runs dense on every token
+                Tensor dyS = a.s1.view(0, nS, out);
+                be.gatherRows(dyS, dys[i], sIdx);
+                be.matmul(dxs, dyS, false, lw.weight(ps[i]), false, 1, anyS ? 1 : 0);
+                anyS = true;
+            } else if (sliced) {
+                int k = (int) idx[i].numel();
+                Tensor dyk = a.s1.view(0, nS, k);
+                be.gatherRowsCols(dyk, dys[i], sIdx, idx[i]);
+                be.matmul(dxs, dyk, false, slices[l][ps[i].ordinal()], false, 1, anyS ? 1 : 0);
+                anyS = true;
+            }
+        }
+        if (nD > 0) be.scatterRows(dx, dxd, dIdx, false);
+        if (!anyS) be.fill(dxs, 0f);                     // cut: the sparse tokens' frozen path adds nothing
+        be.scatterRows(dx, dxs, sIdx, false);
     }
 
     /**
@@ -627,6 +674,12 @@ public final class LlamaModel {
                 // CUT: no gradient through the frozen path on sparse tokens
             }
         }
+        loraBackward(a, dx, dy, x, l, p);
+    }
+
+    /** LoRA's part of {@link #projBackward}: dA, dB += and, when dx is not null, dx += its input gradient. */
+    private void loraBackward(Acts a, Tensor dx, Tensor dy, Tensor x, int l, Projection p) {
+        int N = a.N, in = p.inDim(c);
         LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
         if (lo != null) {
             float s = curLora.scaling(), pd = curLora.config().dropout();
