@@ -23,6 +23,10 @@ import org.sparselora.engine.train.Batch;
  * the plan's dense tokens run on the whole weight; the two groups are re-joined in place. The LoRA
  * branch is always dense on every channel and token. Weight slices are gathered once per forward and
  * reused by the backward. Backward through the slices follows {@link SparsePlan.FrozenGrad}.
+ * When gate/up/down carry no LoRA (the reference default targets q,k,v,o) the sparse tokens' MLP
+ * runs compact, at the kept intermediate width from end to end ({@link #mlpForwardCompact}); the
+ * sparse rows are re-joined with fused block ops ({@link Backend#scatterRowsCols},
+ * {@link Backend#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
  * With a {@link LayerSelector} the plan's layer entries are filled during the forward, each right
  * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
  * and that layer's slices are gathered then.
@@ -42,7 +46,7 @@ public final class LlamaModel {
     private int logitsChunkElems = 1 << 21;
 
     private Acts acts;
-    /** Test hook on the frozen outputs of sparse tokens, (n_s, out); null in normal use. */
+    /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
     /**
