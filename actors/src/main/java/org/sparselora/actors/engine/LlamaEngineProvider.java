@@ -35,6 +35,7 @@ import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.sparse.ChannelSelection;
+import org.sparselora.engine.sparse.InProcessScoreExchange;
 import org.sparselora.engine.sparse.LowRankSvd;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
@@ -61,6 +62,12 @@ import org.sparselora.proto.control.JobSpec;
  * its {@link SparsePlanner}, and the PEFT adapter written at stop.
  */
 public final class LlamaEngineProvider implements EngineProvider {
+
+    /**
+     * Last resort for a worker that neither sends its channel scores nor fails: the gradient round's
+     * time-out normally restarts the job first (and the replacement releases the waiting workers).
+     */
+    static final java.time.Duration SCORE_EXCHANGE_TIMEOUT = java.time.Duration.ofMinutes(10);
 
     /** The host-side SVD factors; each worker uploads them to its own backend. */
     public record Factors(String cacheKey, SvdPredictor predictor) implements PredictorFactors {}
@@ -117,21 +124,35 @@ public final class LlamaEngineProvider implements EngineProvider {
         LoraConfig lora = new LoraConfig(l.getR(), (float) l.getAlpha(), (float) l.getDropout(), LoraConfig.targetsOf(modules), l.getRslora(), spec.getSeed());
         int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / spec.getWorkers());
 
+        // one channel selection per sparse step across the job's workers: they sum their channel scores here
+        InProcessScoreExchange scores = spec.getWorkers() > 1 ? new InProcessScoreExchange(spec.getWorkers(), SCORE_EXCHANGE_TIMEOUT) : null;
+        Map<TrainingWorker, Integer> workerIndex = java.util.Collections.synchronizedMap(new java.util.WeakHashMap<>());
+
         WorkerFactory workers = new WorkerFactory() {
             @Override
             public TrainingWorker create(int worker, int n) {
+                // a replacement worker (restart) releases the survivors still waiting in the abandoned step
+                if (scores != null) scores.workerStarting(worker);
                 // on the Stepper's pinned thread: the CUDA context is bound to the thread that creates it
                 Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(firstGpu + worker) : new CpuBackend(threads);
                 LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, src));
-                return new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
+                LoraTrainer t = new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
+                workerIndex.put(t, worker);
+                return t;
             }
 
             @Override
             public void attachPredictor(TrainingWorker w, PredictorFactors f) {
                 LoraTrainer t = (LoraTrainer) w;
                 Backend be = t.model().backend();
-                t.setSparsePlanner(new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
-                        spec.getSteps(), spec.getSeed()));
+                SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
+                        spec.getSteps(), spec.getSeed());
+                Integer index = workerIndex.get(w);
+                if (scores != null) {
+                    if (index == null) throw new IllegalStateException("attachPredictor: a worker this factory did not create");
+                    planner.withExchange(scores.worker(index));
+                }
+                t.setSparsePlanner(planner);
             }
         };
 
