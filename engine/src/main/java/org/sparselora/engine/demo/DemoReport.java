@@ -107,18 +107,18 @@ public final class DemoReport {
         sb.append(String.format(Locale.ROOT, fmt, "variant", "ms/step", "GFLOP/step (actual vs dense)", "eval loss", "exact match", "speed-up"));
         sb.append("-".repeat(16)).append("-+-").append("-".repeat(8)).append("-+-").append("-".repeat(30)).append("-+-")
           .append("-".repeat(9)).append("-+-").append("-".repeat(11)).append("-+-").append("-".repeat(8)).append('\n');
-        sb.append(String.format(Locale.ROOT, fmt, "base (no LoRA)", "-", "-", f4(s.base().evalLoss()), f2(s.base().exactMatch()), "-"));
+        sb.append(String.format(Locale.ROOT, fmt, "base (no LoRA)", "-", "-", f4(s.base().evalLoss()), f3(s.base().exactMatch()), "-"));
         for (Variant v : List.of(s.dense(), s.sparse())) {
             String fl = String.format(Locale.ROOT, "%.4f vs %.4f (%.2fx)", v.gflopPerStep(), v.denseGflopPerStep(), v.gflopPerStep() / v.denseGflopPerStep());
             sb.append(String.format(Locale.ROOT, fmt, v.name(), String.format(Locale.ROOT, "%.1f", v.msPerStep()), fl, f4(v.score().evalLoss()),
-                    f2(v.score().exactMatch()), String.format(Locale.ROOT, "%.2fx", s.dense().msPerStep() / v.msPerStep())));
+                    f3(v.score().exactMatch()), String.format(Locale.ROOT, "%.2fx", s.dense().msPerStep() / v.msPerStep())));
         }
         return sb.toString();
     }
 
     private static String f4(double x) { return String.format(Locale.ROOT, "%.4f", x); }
 
-    private static String f2(double x) { return String.format(Locale.ROOT, "%.2f", x); }
+    private static String f3(double x) { return String.format(Locale.ROOT, "%.3f", x); }
 
     public static String summaryJson(Summary s) {
         ObjectNode root = JSON.createObjectNode();
