@@ -45,7 +45,8 @@ import picocli.CommandLine.Option;
 @Command(name = "demo", mixinStandardHelpOptions = true,
         description = {"The embedded default job: dense LoRA vs SparseLoRA on a generated task, on a small model built here.",
                 "Writes DIR/data/, DIR/dense.yaml + DIR/dense/, DIR/sparse.yaml + DIR/sparse/ (metrics.jsonl, checkpoint, adapter),",
-                "DIR/sparsity.yaml, DIR/adapter/ (a copy of the SparseLoRA adapter) and DIR/summary.json."})
+                "DIR/sparsity.yaml, DIR/adapter/ (a copy of the SparseLoRA adapter) and DIR/summary.json.",
+                "Step time is the median over the steps the SparseLoRA job ran sparse; FLOPs are the mean over the same steps."})
 public final class DemoCommand implements Callable<Integer> {
 
     @Option(names = "--out", paramLabel = "DIR", defaultValue = "sparselora-demo", description = "output directory (default: ${DEFAULT-VALUE})")
@@ -57,7 +58,8 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--device", paramLabel = "DEV", defaultValue = "cpu", description = "training device: cpu, cuda or cuda:<n> (default: ${DEFAULT-VALUE}; evaluation runs on the CPU)")
     String device;
 
-    @Option(names = "--cache", paramLabel = "DIR", description = "where the base model is cached (default: $SPARSELORA_CACHE or ~/.cache/sparselora)")
+    @Option(names = "--cache", paramLabel = "DIR", description = {"where the base model is cached (default: $SPARSELORA_CACHE or ~/.cache/sparselora);",
+            "the SVD predictor factors go to the pipeline's cache, $SPARSELORA_CACHE or ~/.cache/sparselora/predictors"})
     Path cache;
 
     @Option(names = "--eval-examples", paramLabel = "N", defaultValue = "256", description = "held-out SHIFT words to score (default: ${DEFAULT-VALUE})")
@@ -154,7 +156,7 @@ public final class DemoCommand implements Callable<Integer> {
                 + "ms/step = median over %s (%d steps)%n", held.size(), steps, batchSize, LORA_R,
                 phaseSparse ? "the sparse phase" : "all steps (no sparse step ran)", phase.size());
         o.print(DemoReport.table(summary));
-        o.printf(Locale.ROOT, "exact match before fine-tuning %.2f -> dense LoRA %.2f, SparseLoRA %.2f%n",
+        o.printf(Locale.ROOT, "exact match before fine-tuning %.3f -> dense LoRA %.3f, SparseLoRA %.3f%n",
                 baseScore.exactMatch(), denseScore.exactMatch(), sparseScore.exactMatch());
         o.printf(Locale.ROOT, "SparseLoRA: %.2fx the dense FLOPs per step, %.2fx speed-up%n", summary.flopRatio(), summary.speedup());
         o.println("adapter: " + adapter + " (a copy of the SparseLoRA adapter, " + sparseOut.resolve("adapter") + ")");
