@@ -118,7 +118,7 @@ public final class DemoCommand implements Callable<Integer> {
         try (CpuBackend be = new CpuBackend(); DemoEval ev = new DemoEval(be, base)) {
             baseScore = ev.score(null, held);
         }
-        say(String.format(Locale.ROOT, "base model before fine-tuning: exact match %.2f, eval loss %.4f", baseScore.exactMatch(), baseScore.evalLoss()));
+        say(String.format(Locale.ROOT, "base model before fine-tuning: exact match %.3f, eval loss %.4f", baseScore.exactMatch(), baseScore.evalLoss()));
 
         Config conf = Launch.config();
         ActorSystem<SpawnProtocol.Command> system = Launch.actorSystem(conf);
@@ -159,6 +159,9 @@ public final class DemoCommand implements Callable<Integer> {
         o.printf(Locale.ROOT, "exact match before fine-tuning %.3f -> dense LoRA %.3f, SparseLoRA %.3f%n",
                 baseScore.exactMatch(), denseScore.exactMatch(), sparseScore.exactMatch());
         o.printf(Locale.ROOT, "SparseLoRA: %.2fx the dense FLOPs per step, %.2fx speed-up%n", summary.flopRatio(), summary.speedup());
+        o.println("(ms/step is wall time on this machine, one job after the other: on a shared machine it varies between runs."
+                + " A speed-up follows the FLOP reduction only where the frozen GEMMs dominate a step; at this model's size"
+                + " (hidden " + DemoModel.config().hiddenSize() + ") the predictor, gathers and smaller GEMMs cost about what the pruned FLOPs save.)");
         o.println("adapter: " + adapter + " (a copy of the SparseLoRA adapter, " + sparseOut.resolve("adapter") + ")");
         o.println("summary: " + dir.resolve("summary.json"));
         o.printf(Locale.ROOT, "done in %.1f s%n", summary.wallSeconds());
