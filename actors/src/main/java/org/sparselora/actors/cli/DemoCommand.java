@@ -68,6 +68,12 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--seed", paramLabel = "S", defaultValue = "42", description = "seed of both jobs (default: ${DEFAULT-VALUE})")
     long seed;
 
+    @Option(names = "--mlp-sparsity", paramLabel = "R", defaultValue = "0.9", description = "fraction of MLP channels pruned in the middle layers (default: ${DEFAULT-VALUE})")
+    double mlpSparsity;
+
+    @Option(names = "--attn-sparsity", paramLabel = "R", defaultValue = "0.5", description = "fraction of attention channels pruned in the middle layers (default: ${DEFAULT-VALUE})")
+    double attnSparsity;
+
     // for tests: a tiny base model and small batches, so the whole pipeline runs in seconds
     @Option(names = "--base-recipe", hidden = true, defaultValue = "3x40", paramLabel = "CxS")
     String baseRecipe;
@@ -79,7 +85,7 @@ public final class DemoCommand implements Callable<Integer> {
     int trainExamples;
 
     static final int LORA_R = 16, LORA_ALPHA = 32;
-    static final double LR = 2e-3, MLP_SPARSITY = 0.9, ATTN_SPARSITY = 0.5, START_STEP = 0.1;
+    static final double LR = 2e-3, START_STEP = 0.1;
 
     private final PrintStream log = System.err;
 
@@ -87,6 +93,8 @@ public final class DemoCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         long t0 = System.nanoTime();
         if (steps < 1) throw new IllegalArgumentException("--steps must be at least 1, got " + steps);
+        for (double r : new double[] {mlpSparsity, attnSparsity})
+            if (!(r >= 0 && r < 1)) throw new IllegalArgumentException("--mlp-sparsity and --attn-sparsity must be in [0, 1), got " + r);
         if (evalExamples < 1) throw new IllegalArgumentException("--eval-examples must be at least 1, got " + evalExamples);
         DemoModel.Recipe recipe = parseRecipe(baseRecipe);
         Path dir = out.toAbsolutePath().normalize();
@@ -103,7 +111,7 @@ public final class DemoCommand implements Callable<Integer> {
         DemoFiles.writeDataset(train, DemoTask.examples(DemoTask.Kind.SHIFT, trainExamples, seed, false));
         DemoFiles.writeDataset(eval, DemoTask.examples(DemoTask.Kind.SHIFT, evalExamples, seed + 1, true));
         Path sparsity = dir.resolve("sparsity.yaml");
-        DemoFiles.writeText(sparsity, DemoFiles.sparsityYaml(DemoModel.config().numLayers(), MLP_SPARSITY, ATTN_SPARSITY, START_STEP));
+        DemoFiles.writeText(sparsity, DemoFiles.sparsityYaml(DemoModel.config().numLayers(), mlpSparsity, attnSparsity, START_STEP));
         Path denseOut = dir.resolve("dense"), sparseOut = dir.resolve("sparse"), adapter = dir.resolve("adapter");
         // outputs of an earlier demo run in this directory: a job refuses a directory holding a checkpoint
         for (Path p : List.of(denseOut, sparseOut)) AtomicFiles.deleteQuietly(p);

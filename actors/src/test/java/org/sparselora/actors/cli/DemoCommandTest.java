@@ -120,6 +120,10 @@ class DemoCommandTest {
         CliRunner.Result b = CliRunner.run("demo", "--out", dir.resolve("o").toString(), "--base-recipe", "3by40");
         assertEquals(2, b.code());
         assertTrue(b.err().contains("--base-recipe must be CYCLESxSTEPS"), b.err());
+        CliRunner.Result m = CliRunner.run("demo", "--out", dir.resolve("o").toString(), "--mlp-sparsity", "1");
+        assertEquals(2, m.code());
+        assertTrue(m.err().contains("--mlp-sparsity and --attn-sparsity must be in [0, 1), got 1.0"), m.err());
+        assertTrue(!Files.exists(dir.resolve("o")), "nothing is written for bad options");
     }
 
     private static List<JsonNode> rows(Path f) throws IOException {
