@@ -174,6 +174,19 @@ class EngineCommandsTest {
         CliRunner.Result a = CliRunner.run(sample), b = CliRunner.run(sample);
         assertEquals(0, a.code(), a.err());
         assertEquals(a.out(), b.out());
+        // with the PEFT adapter: the Generator with the same LoRA weights
+        CliRunner.Result withAdapter = CliRunner.run("generate", "--model", model.toString(), "--adapter", golden("llama/adapter").toString(),
+                "--prompt", prompt, "--max-new-tokens", "24");
+        assertEquals(0, withAdapter.code(), withAdapter.err());
+        try (HfCheckpoint src = HfCheckpoint.open(model); Tokenizer tok = Tokenizers.load(model); CpuBackend be = new CpuBackend();
+             LlamaWeights w = LlamaWeights.upload(be, src);
+             org.sparselora.engine.lora.LoraAdapter lora = ModelFiles.openAdapter(be, src.config(), golden("llama/adapter"))) {
+            int[] ids = tok.encode(prompt, true);
+            int[] gen = new Generator(new LlamaModel(be, w), lora).generate(ids, Generator.Options.greedy(24, tok.eosId()));
+            int[] all = java.util.Arrays.copyOf(ids, ids.length + gen.length);
+            System.arraycopy(gen, 0, all, ids.length, gen.length);
+            assertEquals(tok.decode(all).substring(tok.decode(ids).length()) + "\n", withAdapter.out());
+        }
         CliRunner.Result missing = CliRunner.run("generate", "--model", model.toString(), "--prompt", "x");
         assertEquals(2, missing.code());
         assertTrue(missing.err().startsWith("Missing required option: '--max-new-tokens=N'"), missing.err());
@@ -202,6 +215,9 @@ class EngineCommandsTest {
         assertTrue(byCfg.out().contains("rank 4, 1 layers (1 MLP, 0 attention): built: 2 projections factored"), byCfg.out());
         assertError("--layers '0-7'", "out of range", "predictor", "build", "--model", model, "--layers", "0-7", "--out", out.toString());
         assertError("--layers 'x'", "not a layer number", "predictor", "build", "--model", model, "--layers", "x", "--out", out.toString());
+        CliRunner.Result help = CliRunner.run("predictor", "build", "--help");
+        assertEquals(0, help.code());
+        assertTrue(help.out().startsWith("Usage: sparselora predictor build"), help.out());
         CliRunner.Result none = CliRunner.run("predictor");
         assertEquals(2, none.code());
         assertTrue(none.err().contains("a subcommand is required"), none.err());
