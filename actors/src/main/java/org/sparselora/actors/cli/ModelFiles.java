@@ -94,7 +94,9 @@ final class ModelFiles {
         try {
             return org.sparselora.cuda.GpuBackend.create(gpu);
         } catch (RuntimeException | LinkageError e) {
-            throw new IllegalArgumentException("--device " + device + ": no usable CUDA GPU (" + (e.getMessage() != null ? e.getMessage() : e) + ")", e);
+            // JCuda's load failure carries both native stack traces in its message: the first line says it
+            String why = e.getMessage() != null ? e.getMessage().strip().lines().findFirst().orElse("") : e.toString();
+            throw new IllegalArgumentException("--device " + device + ": " + (why.contains("CUDA") ? why : "no usable CUDA GPU (" + why + ")"), e);
         }
     }
 }

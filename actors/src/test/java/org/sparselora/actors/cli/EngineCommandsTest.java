@@ -133,6 +133,7 @@ class EngineCommandsTest {
         Path bin = Files.write(dir.resolve("model.bin"), new byte[64]);
         assertError(bin.toString(), "", "generate", "--model", bin.toString(), "--prompt", "", "--max-new-tokens", "1");
         // bad option values
+        assertError("--device cuda:99", "", "score", "--model", model, "--data", texts, "--device", "cuda:99");   // no such GPU here, nor on a GPU machine
         assertError("--device 'tpu'", "expected cpu, cuda or cuda:<n>", "score", "--model", model, "--data", texts, "--device", "tpu");
         assertError("--target-flops", "must be >= 1", "calibrate", "--model", model, "--data", texts, "--target-flops", "0.5", "--out", dir.resolve("c.yaml").toString());
     }
