@@ -123,26 +123,29 @@ public final class StepBenchmark implements Callable<Integer> {
         return 0;
     }
 
-    private Row measure(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
+    /** What one timed step runs: returns the plan it used (null = dense), still held until {@code done}. */
+    private interface StepBody {
+        SparsePlan forward(int step);
+
+        default void done(SparsePlan plan) {}
+    }
+
+    private record Timings(double[] fwd, double[] bwd, double[] opt) {}
+
+    /** warm-up + timed steps of forward / backward / AdamW, each phase closed by a device sync. */
+    private Timings time(Backend be, LlamaModel m, LoraAdapter lora, Batch b, StepBody body) {
         LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
         double[] fwd = new double[steps], bwd = new double[steps], opt = new double[steps];
-        long predictorFlops = 0, planFlops = 0;
-        resetPeak(be);
         for (int s = 0; s < warmup + steps; s++) {
             be.synchronize();
             long a = System.nanoTime();
-            SparsePlan plan = planner != null ? planner.plan(b, s) : null;
-            m.forward(b, lora, plan, plan != null ? planner.selector() : null, s);
+            SparsePlan plan = body.forward(s);
             be.synchronize();
             long c = System.nanoTime();
             m.backward();
             be.synchronize();
             long d = System.nanoTime();
-            if (plan != null) {
-                predictorFlops = planner.lastPredictorFlops();
-                planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
-                planner.release();
-            }
+            body.done(plan);
             tr.applyUpdate(s, b.outputTokenCount());
             be.synchronize();
             long e = System.nanoTime();
@@ -152,43 +155,48 @@ public final class StepBenchmark implements Callable<Integer> {
                 opt[s - warmup] = (e - d) / 1e6;
             }
         }
-        return row(cfg, lora, b, tg, name, fwd, bwd, opt, planner != null ? planFlops : -1, predictorFlops, be);
+        return new Timings(fwd, bwd, opt);
     }
 
-    /** SparseLoRA with one plan (chosen at the first step) reused: the step without the predictor. */
+    private Row measure(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
+        long[] flops = {-1, 0}; // plan FLOPs (-1 = dense), predictor FLOPs
+        resetPeak(be);
+        Timings t = time(be, m, lora, b, new StepBody() {
+            @Override public SparsePlan forward(int s) {
+                SparsePlan plan = planner != null ? planner.plan(b, s) : null;
+                m.forward(b, lora, plan, plan != null ? planner.selector() : null, s);
+                return plan;
+            }
+
+            @Override public void done(SparsePlan plan) {
+                if (plan == null) return;
+                flops[1] = planner.lastPredictorFlops();
+                flops[0] = FlopCounter.step(cfg, lora.config(), b, plan);
+                planner.release();
+            }
+        });
+        return row(cfg, lora, b, tg, name, t, flops[0], flops[1], be);
+    }
+
+    /** SparseLoRA with one plan (chosen at a sparse step) reused: the step without the predictor. */
     private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
-        LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
         SparsePlan plan = planner.plan(b, warmup); // a step inside the sparse window (past the dense warm-up)
         if (plan == null) throw new IllegalStateException("step " + warmup + " is not sparse under " + sparsity);
         m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
         m.backward();
         lora.zeroGrads();
-        double[] fwd = new double[steps], bwd = new double[steps], opt = new double[steps];
-        for (int s = 0; s < warmup + steps; s++) {
-            be.synchronize();
-            long a = System.nanoTime();
+        Timings t = time(be, m, lora, b, s -> {
             m.forward(b, lora, plan, null, s);
-            be.synchronize();
-            long c = System.nanoTime();
-            m.backward();
-            be.synchronize();
-            long d = System.nanoTime();
-            tr.applyUpdate(s, b.outputTokenCount());
-            be.synchronize();
-            long e = System.nanoTime();
-            if (s >= warmup) {
-                fwd[s - warmup] = (c - a) / 1e6;
-                bwd[s - warmup] = (d - c) / 1e6;
-                opt[s - warmup] = (e - d) / 1e6;
-            }
-        }
+            return plan;
+        });
         long planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
         planner.release();
-        return row(cfg, lora, b, tg, name, fwd, bwd, opt, planFlops, 0, be);
+        return row(cfg, lora, b, tg, name, t, planFlops, 0, be);
     }
 
-    private Row row(LlamaConfig cfg, LoraAdapter lora, Batch b, String tg, String name, double[] fwd, double[] bwd, double[] opt,
+    private Row row(LlamaConfig cfg, LoraAdapter lora, Batch b, String tg, String name, Timings t,
                     long planFlops, long predictorFlops, Backend be) {
+        double[] fwd = t.fwd(), bwd = t.bwd(), opt = t.opt();
         double[] step = new double[steps];
         for (int i = 0; i < steps; i++) step[i] = fwd[i] + bwd[i] + opt[i];
         double ms = median(step);
