@@ -74,8 +74,12 @@ public final class LossPlot {
         for (Row r : rows)
             if (Double.isFinite(r.loss())) { lo = Math.min(lo, r.loss()); hi = Math.max(hi, r.loss()); }
         if (lo == Double.POSITIVE_INFINITY) { lo = 0; hi = 1; }
-        Axis x = Axis.of(minStep, maxStep == minStep ? minStep + 1 : maxStep, true);
-        Axis y = Axis.of(lo, hi == lo ? lo + Math.max(1e-3, Math.abs(lo) * 0.1) : hi, false);
+        if (hi == lo) { lo -= Math.max(1e-3, Math.abs(lo) * 0.05); hi += Math.max(1e-3, Math.abs(hi) * 0.05); }
+        if (maxStep == minStep) maxStep = minStep + 1;
+        // a margin of 3% around the data, so no marker sits on the frame
+        double padX = 0.03 * (maxStep - minStep), padY = 0.03 * (hi - lo);
+        Axis x = Axis.of(minStep - padX, maxStep + padX, true);
+        Axis y = Axis.of(lo - padY, hi + padY, false);
         double pw = W - LEFT - RIGHT, ph = H - TOP - BOTTOM;
 
         StringBuilder s = new StringBuilder();
