@@ -195,7 +195,7 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     /** $SPARSELORA_CACHE or ~/.cache/sparselora: predictor factors by model path and rank. */
-    static Path predictorCache(Path model, int rank) {
+    public static Path predictorCache(Path model, int rank) {
         String base = System.getenv("SPARSELORA_CACHE");
         Path dir = base != null ? Path.of(base) : Path.of(System.getProperty("user.home"), ".cache", "sparselora");
         String name = model.toAbsolutePath().normalize().toString().replaceAll("[^A-Za-z0-9._-]", "_");
