@@ -126,7 +126,6 @@ public final class LlamaEngineProvider implements EngineProvider {
 
         // one channel selection per sparse step across the job's workers: they sum their channel scores here
         InProcessScoreExchange scores = spec.getWorkers() > 1 ? new InProcessScoreExchange(spec.getWorkers(), SCORE_EXCHANGE_TIMEOUT) : null;
-        Map<TrainingWorker, Integer> workerIndex = java.util.Collections.synchronizedMap(new java.util.WeakHashMap<>());
 
         WorkerFactory workers = new WorkerFactory() {
             @Override
@@ -137,21 +136,16 @@ public final class LlamaEngineProvider implements EngineProvider {
                 Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(firstGpu + worker) : new CpuBackend(threads);
                 LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, src));
                 LoraTrainer t = new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
-                workerIndex.put(t, worker);
-                return t;
+                return scores == null ? t : scores.member(worker, t);   // restoring a member rejoins the exchange
             }
 
             @Override
             public void attachPredictor(TrainingWorker w, PredictorFactors f) {
-                LoraTrainer t = (LoraTrainer) w;
+                LoraTrainer t = (LoraTrainer) (w instanceof InProcessScoreExchange.Member m ? m.inner() : w);
                 Backend be = t.model().backend();
                 SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
                         spec.getSteps(), spec.getSeed());
-                Integer index = workerIndex.get(w);
-                if (scores != null) {
-                    if (index == null) throw new IllegalStateException("attachPredictor: a worker this factory did not create");
-                    planner.withExchange(scores.worker(index));
-                }
+                if (w instanceof InProcessScoreExchange.Member m) planner.withExchange(m.scores());
                 t.setSparsePlanner(planner);
             }
         };

@@ -7,6 +7,10 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.StepResult;
+import org.sparselora.engine.train.TrainerState;
+import org.sparselora.engine.train.TrainingWorker;
 
 /**
  * The {@link ScoreExchange} of N data-parallel workers in one JVM (each on its own thread): one
@@ -19,8 +23,11 @@ import java.util.Objects;
  * {@link #workerStarting} for a replacement worker) starts a new epoch: every worker still waiting in
  * the old epoch is released at once with its own local sums — its step belongs to a generation the
  * job has abandoned, so those gradients are thrown away — and every later call of that stale step
- * returns at once too. A worker's step is bound to the epoch current at its {@link
- * ScoreExchange#beginStep}, so after the restart its next step joins the new epoch.
+ * returns at once too. A worker takes part in the new epoch only once it has <em>rejoined</em>: a
+ * replacement when it is created ({@link #workerStarting}), a survivor when it is restored to the
+ * checkpoint ({@link #rejoin}, which {@link #member} does from {@link TrainingWorker#restore}). Until
+ * then its steps are stale, so a survivor that starts one more step of the abandoned generation
+ * after the reset neither blocks nor mixes into the new rounds.
  */
 public final class InProcessScoreExchange {
 
@@ -32,6 +39,9 @@ public final class InProcessScoreExchange {
     /** Workers that sit out a step of the current epoch (their shard has no sparse token). */
     private final Map<Integer, BitSet> abstaining = new HashMap<>();
     private final BitSet started = new BitSet();
+    /** The epoch each worker last (re)joined; a step begun in another epoch is stale. */
+    private final long[] joined;
+    private String lastReset;
 
     private record Key(long epoch, int step, int layer, String what) {}
 
@@ -49,6 +59,7 @@ public final class InProcessScoreExchange {
         this.workers = workers;
         this.timeout = timeout;
         this.timeoutNanos = timeout.toNanos();
+        this.joined = new long[workers];
     }
 
     public int workers() { return workers; }
@@ -67,10 +78,61 @@ public final class InProcessScoreExchange {
         Objects.checkIndex(w, workers);
         if (started.get(w)) reset("worker " + w + " was replaced");
         started.set(w);
+        joined[w] = epoch;
+    }
+
+    /** Worker {@code w} was restored to the job's checkpoint after a reset: its next step takes part again. */
+    public synchronized void rejoin(int w) {
+        Objects.checkIndex(w, workers);
+        joined[w] = epoch;
+    }
+
+    /**
+     * Worker {@code w}'s training worker, wrapped so that restoring it (the job's restart path)
+     * {@link #rejoin rejoins} this exchange. {@link Member#inner()} is the wrapped worker.
+     */
+    public Member member(int w, TrainingWorker inner) {
+        Objects.checkIndex(w, workers);
+        return new Member(this, w, inner);
+    }
+
+    /** A {@link TrainingWorker} of this exchange: delegates everything, and rejoins on restore. */
+    public static final class Member implements TrainingWorker {
+        private final InProcessScoreExchange exchange;
+        private final int worker;
+        private final TrainingWorker inner;
+
+        private Member(InProcessScoreExchange exchange, int worker, TrainingWorker inner) {
+            this.exchange = exchange;
+            this.worker = worker;
+            this.inner = Objects.requireNonNull(inner, "inner");
+        }
+
+        public int worker() { return worker; }
+
+        public TrainingWorker inner() { return inner; }
+
+        /** This member's side of the exchange, for its planner. */
+        public ScoreExchange scores() { return exchange.worker(worker); }
+
+        @Override public StepResult computeGradients(Batch batch, int step, boolean sparse) { return inner.computeGradients(batch, step, sparse); }
+        @Override public float[][] gradientsToHost() { return inner.gradientsToHost(); }
+        @Override public void gradientsFromHost(float[][] grads) { inner.gradientsFromHost(grads); }
+        @Override public float applyUpdate(int step, long totalOutputTokens) { return inner.applyUpdate(step, totalOutputTokens); }
+        @Override public TrainerState state() { return inner.state(); }
+
+        @Override
+        public void restore(TrainerState state) {
+            inner.restore(state);
+            exchange.rejoin(worker);
+        }
+
+        @Override public void close() { inner.close(); }
     }
 
     /** Abandons every round in progress: waiting workers return their own sums; the next steps start afresh. */
     public synchronized void reset(String why) {
+        lastReset = why;
         epoch++;
         rounds.clear();
         abstaining.clear();
@@ -81,8 +143,10 @@ public final class InProcessScoreExchange {
     public synchronized long epoch() { return epoch; }
 
     private synchronized void begin(View v, int step, boolean participates) {
-        v.epoch = epoch;
         v.step = step;
+        // a worker that has not rejoined since the last reset is still running the abandoned generation
+        v.epoch = joined[v.worker] == epoch ? epoch : -1;
+        if (v.epoch != epoch) return;
         // steps of one epoch advance in lock-step, so nothing older than the previous step is still needed
         abstaining.keySet().removeIf(s -> s < step - 1);
         if (!participates) {
@@ -123,7 +187,8 @@ public final class InProcessScoreExchange {
                 BitSet out = abstaining.get(v.step);
                 for (int w = 0; w < workers; w++) if (r.parts[w] == null && (out == null || !out.get(w))) missing.add(w);
                 throw new IllegalStateException("channel-score exchange of step " + (v.step + 1) + ", layer " + layer + " (" + what
-                        + "): no scores from worker(s) " + missing + " within " + timeout);
+                        + "): no scores from worker(s) " + missing + " within " + timeout
+                        + (lastReset == null ? "" : " (last restart: " + lastReset + ")"));
             }
             try {
                 wait(Math.max(1, left / 1_000_000), 0);
@@ -153,7 +218,7 @@ public final class InProcessScoreExchange {
 
     private final class View implements ScoreExchange {
         final int worker;
-        long epoch = -1;
+        long epoch = -1;   // the epoch of the step in progress; -1: stale (or none yet)
         int step = -1;
 
         View(int worker) { this.worker = worker; }

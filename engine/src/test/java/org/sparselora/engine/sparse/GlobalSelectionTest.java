@@ -24,6 +24,9 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.train.StepResult;
+import org.sparselora.engine.train.TrainerState;
+import org.sparselora.engine.train.TrainingWorker;
 
 /**
  * One channel selection per step across data-parallel workers: N planners, each over its own rows
@@ -189,10 +192,44 @@ class GlobalSelectionTest {
         assertArrayEquals(new float[] {4f}, waiting.get(5, TimeUnit.SECONDS), "released with its own sums");
         // the rest of the abandoned step does not block either
         assertArrayEquals(new float[] {9f}, w0.allReduceSum(1, "mlp", new float[] {9f}));
-        // after the restore both workers join the new epoch and sum again
+        // nor does one more step of the abandoned generation that worker 0 starts before its restore
+        w0.beginStep(8, true);
+        assertArrayEquals(new float[] {5f}, w0.allReduceSum(0, "mlp", new float[] {5f}));
+        // after the restore both workers are in the new epoch and sum again
+        ex.rejoin(0);
         ScoreExchange w1b = ex.worker(1);
         Future<float[]> a = pool.submit(() -> { w0.beginStep(5, true); return w0.allReduceSum(0, "mlp", new float[] {1f}); });
         Future<float[]> b = pool.submit(() -> { w1b.beginStep(5, true); return w1b.allReduceSum(0, "mlp", new float[] {2f}); });
+        assertArrayEquals(new float[] {3f}, a.get(5, TimeUnit.SECONDS));
+        assertArrayEquals(new float[] {3f}, b.get(5, TimeUnit.SECONDS));
+    }
+
+    @Test
+    void restoringAMemberRejoinsTheExchange() throws Exception {
+        InProcessScoreExchange ex = new InProcessScoreExchange(2, Duration.ofMinutes(5));
+        TrainerState[] restored = new TrainerState[1];
+        TrainingWorker inner = new TrainingWorker() {
+            @Override public StepResult computeGradients(Batch batch, int step, boolean sparse) { throw new UnsupportedOperationException(); }
+            @Override public float[][] gradientsToHost() { return new float[][] {{7f}}; }
+            @Override public void gradientsFromHost(float[][] grads) {}
+            @Override public float applyUpdate(int step, long tokens) { return 0.5f; }
+            @Override public TrainerState state() { return restored[0]; }
+            @Override public void restore(TrainerState state) { restored[0] = state; }
+        };
+        InProcessScoreExchange.Member m = ex.member(0, inner);
+        assertSame(inner, m.inner());
+        assertEquals(0.5f, m.applyUpdate(0, 1));
+        ex.workerStarting(0);
+        ex.workerStarting(1);
+        ex.workerStarting(1);                       // worker 1 replaced: worker 0 has not rejoined yet
+        ScoreExchange s0 = m.scores(), s1 = ex.worker(1);
+        s0.beginStep(3, true);
+        assertArrayEquals(new float[] {1f}, s0.allReduceSum(0, "mlp", new float[] {1f}), "stale: its own sums, at once");
+        TrainerState st = new TrainerState(3, new java.util.LinkedHashMap<>());
+        m.restore(st);
+        assertSame(st, restored[0]);
+        Future<float[]> a = pool.submit(() -> { s0.beginStep(3, true); return s0.allReduceSum(0, "mlp", new float[] {1f}); });
+        Future<float[]> b = pool.submit(() -> { s1.beginStep(3, true); return s1.allReduceSum(0, "mlp", new float[] {2f}); });
         assertArrayEquals(new float[] {3f}, a.get(5, TimeUnit.SECONDS));
         assertArrayEquals(new float[] {3f}, b.get(5, TimeUnit.SECONDS));
     }
