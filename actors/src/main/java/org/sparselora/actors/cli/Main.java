@@ -13,8 +13,9 @@ import picocli.CommandLine.Command;
  */
 @Command(name = "sparselora", mixinStandardHelpOptions = true, version = "sparselora 0.1.0",
         description = "SparseLoRA fine-tuning on the JVM: train in-process, or run a server and drive it.",
-        subcommands = {TrainCommand.class, ServeCommand.class, SubmitCommand.class, WatchCommand.class, CancelCommand.class,
-                JobsCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {TrainCommand.class, DemoCommand.class, ServeCommand.class, SubmitCommand.class, WatchCommand.class, CancelCommand.class,
+                JobsCommand.class, ScoreCommand.class, GenerateCommand.class, PredictorCommand.class, CalibrateCommand.class,
+                CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
 
     @CommandLine.Spec
@@ -39,7 +40,7 @@ public final class Main implements Runnable {
         for (CliExtension ext : java.util.ServiceLoader.load(CliExtension.class))
             if (!cl.getSubcommands().containsKey(ext.name())) cl.addSubcommand(ext.name(), ext.command());
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
-            cmd.getErr().println("sparselora " + cmd.getCommandName() + ": " + describe(ex));
+            cmd.getErr().println(cmd.getCommandSpec().qualifiedName() + ": " + describe(ex));  // e.g. "sparselora predictor build: …"
             if (System.getenv("SPARSELORA_DEBUG") != null) ex.printStackTrace(cmd.getErr());
             return 2;
         });

@@ -35,6 +35,7 @@ import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.sparse.ChannelSelection;
+import org.sparselora.engine.sparse.InProcessScoreExchange;
 import org.sparselora.engine.sparse.LowRankSvd;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
@@ -61,6 +62,12 @@ import org.sparselora.proto.control.JobSpec;
  * its {@link SparsePlanner}, and the PEFT adapter written at stop.
  */
 public final class LlamaEngineProvider implements EngineProvider {
+
+    /**
+     * Last resort for a worker that neither sends its channel scores nor fails: the gradient round's
+     * time-out normally restarts the job first (and the replacement releases the waiting workers).
+     */
+    static final java.time.Duration SCORE_EXCHANGE_TIMEOUT = java.time.Duration.ofMinutes(10);
 
     /** The host-side SVD factors; each worker uploads them to its own backend. */
     public record Factors(String cacheKey, SvdPredictor predictor) implements PredictorFactors {}
@@ -117,21 +124,29 @@ public final class LlamaEngineProvider implements EngineProvider {
         LoraConfig lora = new LoraConfig(l.getR(), (float) l.getAlpha(), (float) l.getDropout(), LoraConfig.targetsOf(modules), l.getRslora(), spec.getSeed());
         int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / spec.getWorkers());
 
+        // one channel selection per sparse step across the job's workers: they sum their channel scores here
+        InProcessScoreExchange scores = spec.getWorkers() > 1 ? new InProcessScoreExchange(spec.getWorkers(), SCORE_EXCHANGE_TIMEOUT) : null;
+
         WorkerFactory workers = new WorkerFactory() {
             @Override
             public TrainingWorker create(int worker, int n) {
+                // a replacement worker (restart) releases the survivors still waiting in the abandoned step
+                if (scores != null) scores.workerStarting(worker);
                 // on the Stepper's pinned thread: the CUDA context is bound to the thread that creates it
                 Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(firstGpu + worker) : new CpuBackend(threads);
                 LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, src));
-                return new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
+                LoraTrainer t = new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
+                return scores == null ? t : scores.member(worker, t);   // restoring a member rejoins the exchange
             }
 
             @Override
             public void attachPredictor(TrainingWorker w, PredictorFactors f) {
-                LoraTrainer t = (LoraTrainer) w;
+                LoraTrainer t = (LoraTrainer) (w instanceof InProcessScoreExchange.Member m ? m.inner() : w);
                 Backend be = t.model().backend();
-                t.setSparsePlanner(new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
-                        spec.getSteps(), spec.getSeed()));
+                SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
+                        spec.getSteps(), spec.getSeed());
+                if (w instanceof InProcessScoreExchange.Member m) planner.withExchange(m.scores());
+                t.setSparsePlanner(planner);
             }
         };
 
@@ -174,7 +189,7 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     /** $SPARSELORA_CACHE or ~/.cache/sparselora: predictor factors by model path and rank. */
-    static Path predictorCache(Path model, int rank) {
+    public static Path predictorCache(Path model, int rank) {
         String base = System.getenv("SPARSELORA_CACHE");
         Path dir = base != null ? Path.of(base) : Path.of(System.getProperty("user.home"), ".cache", "sparselora");
         String name = model.toAbsolutePath().normalize().toString().replaceAll("[^A-Za-z0-9._-]", "_");

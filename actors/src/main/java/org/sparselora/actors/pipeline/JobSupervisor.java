@@ -486,13 +486,24 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
     }
 
     private Behavior<Command> finish() {
+        plotLoss();
         events.state(finalState, finalReason);
         return Behaviors.stopped();
     }
 
     private Behavior<Command> fail(String reason) {
+        plotLoss();
         events.state(JobState.FAILED, reason);
         return Behaviors.stopped();
+    }
+
+    /** loss.svg next to metrics.jsonl, whenever the job ends; a plot that cannot be written only costs a warning. */
+    private void plotLoss() {
+        try {
+            LossPlot.write(Path.of(spec.getOutputDir()), spec.getName());
+        } catch (IOException | RuntimeException e) {
+            getContext().getLog().warn("{}: loss plot not written: {}", spec.getOutputDir(), e.toString());
+        }
     }
 
     // ---- data and predictor --------------------------------------------------------------------

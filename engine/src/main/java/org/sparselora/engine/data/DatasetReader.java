@@ -166,6 +166,12 @@ public final class DatasetReader {
                 yield new Example(o.template().prompt(q, ""), a, finalAnswer, line);
             }
             case TEXT -> new Example("", str(n, o.textField(), true), null, line);
+            case PROMPT_COMPLETION -> {
+                String prompt = str(n, "prompt", true);
+                String completion = str(n, "completion", true);
+                String answer = n.has("answer") && !n.get("answer").isNull() ? scalar(n, "answer") : completion;
+                yield new Example(prompt, completion, answer, line);
+            }
         };
     }
 

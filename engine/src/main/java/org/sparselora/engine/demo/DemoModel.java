@@ -39,11 +39,26 @@ import org.sparselora.engine.train.OptimizerConfig;
  * from seeded random weights it is trained on the generated COPY task the ReLoRA way — LoRA on all
  * seven projections, merged into the frozen weights every cycle, then a fresh adapter — since the
  * engine trains adapters only. The result is saved as a HF checkpoint (config.json +
- * model.safetensors) under a cache directory keyed by a hash of the recipe, and reused.
+ * model.safetensors, plus a HF {@code tokenizer.json} for the character vocabulary from
+ * {@link DemoTokenizerFiles}, so the normal job path loads it like any model directory) under a
+ * cache directory keyed by a hash of the recipe, and reused.
  */
 public final class DemoModel {
-    /** Bump when the recipe changes, so an old cache is not used. */
-    static final String RECIPE = "demo-base-v1:h128-i352-l4-h4-kv2:relora-3x40:copy";
+    /**
+     * How the base model is built: ReLoRA cycles × steps per cycle. {@link #DEFAULT} is the demo's;
+     * tests use a tiny one (the cache key includes both, so they never share a directory).
+     */
+    public record Recipe(int cycles, int stepsPerCycle) {
+        public static final Recipe DEFAULT = new Recipe(3, 40);
+
+        public Recipe {
+            if (cycles < 1 || stepsPerCycle < 1)
+                throw new IllegalArgumentException("base recipe needs ≥ 1 cycle of ≥ 1 step, got " + cycles + "×" + stepsPerCycle);
+        }
+
+        /** Bump the version when the recipe's code changes, so an old cache is not used. */
+        String key() { return "demo-base-v1:h128-i352-l4-h4-kv2:relora-" + cycles + "x" + stepsPerCycle + ":copy"; }
+    }
 
     public static final int SEQ_LEN = 1 + DemoTask.LENGTH + 1 + DemoTask.LENGTH + 1;
 
@@ -54,19 +69,29 @@ public final class DemoModel {
                 1e-5f, 10000f, null, false, false, CharTokenizer.BOS, CharTokenizer.EOS);
     }
 
-    public static String recipeHash() {
+    public static String recipeHash(Recipe recipe) {
         try {
-            byte[] d = java.security.MessageDigest.getInstance("SHA-256").digest(RECIPE.getBytes());
+            byte[] d = java.security.MessageDigest.getInstance("SHA-256").digest(recipe.key().getBytes(java.nio.charset.StandardCharsets.UTF_8));
             return HexFormat.of().formatHex(d, 0, 6);
         } catch (java.security.NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);
         }
     }
 
-    /** The cached base checkpoint directory, built first when absent. */
+    /** The cached base checkpoint directory ({@link Recipe#DEFAULT}), built first when absent. */
     public static Path baseCheckpoint(Path cacheRoot, Backend be, Consumer<String> log) {
-        Path dir = cacheRoot.resolve("demo-base-" + recipeHash());
+        return baseCheckpoint(cacheRoot, Recipe.DEFAULT, be, log);
+    }
+
+    /**
+     * The cached base checkpoint directory for {@code recipe}, built first when absent. The
+     * tokenizer files are (re)written when missing or stale: they are derived from
+     * {@link CharTokenizer}, cheap, and a checkpoint cached before they existed stays usable.
+     */
+    public static Path baseCheckpoint(Path cacheRoot, Recipe recipe, Backend be, Consumer<String> log) {
+        Path dir = cacheRoot.resolve("demo-base-" + recipeHash(recipe));
         if (Files.isRegularFile(dir.resolve(HfCheckpoint.SINGLE)) && Files.isRegularFile(dir.resolve("config.json"))) {
+            DemoTokenizerFiles.ensure(dir);
             log.accept("base model: cached at " + dir);
             return dir;
         }
@@ -77,12 +102,12 @@ public final class DemoModel {
             CharTokenizer tok = new CharTokenizer();
             List<TokenizedExample> data = ExampleTokenizer.tokenizeAll(tok, DemoTask.examples(DemoTask.Kind.COPY, 4096, 11, false));
             Batcher batcher = new Batcher(data, new Batcher.Options(32, SEQ_LEN, 5, true, true, true), tok);
-            int cycles = 3, stepsPerCycle = 40;
+            int cycles = recipe.cycles(), stepsPerCycle = recipe.stepsPerCycle();
             for (int cycle = 0; cycle < cycles; cycle++) {
                 LoraConfig lc = new LoraConfig(32, 32f, 0f, EnumSet.allOf(Projection.class), false, 100 + cycle);
                 try (LoraAdapter lora = new LoraAdapter(be, cfg, lc)) {
                     LoraTrainer tr = new LoraTrainer(model, lora,
-                            new OptimizerConfig(3e-3f, 0.9f, 0.99f, 1e-8f, 0f, 1f, OptimizerConfig.Schedule.COSINE, 10, stepsPerCycle));
+                            new OptimizerConfig(3e-3f, 0.9f, 0.99f, 1e-8f, 0f, 1f, OptimizerConfig.Schedule.COSINE, Math.min(10, stepsPerCycle / 4), stepsPerCycle));
                     double loss = 0;
                     for (int s = 0; s < stepsPerCycle; s++) {
                         Batch b = batcher.next();
@@ -96,6 +121,7 @@ public final class DemoModel {
             }
             save(be, w, dir);
         }
+        DemoTokenizerFiles.ensure(dir);
         log.accept(String.format("base model: built in %.1f s, saved to %s", (System.nanoTime() - t0) / 1e9, dir));
         return dir;
     }

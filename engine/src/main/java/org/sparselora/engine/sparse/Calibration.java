@@ -130,6 +130,19 @@ public final class Calibration {
                                         List<org.sparselora.engine.train.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
                                         double targetReduction, double[] mlpRatios, double[] attnRatios,
                                         java.nio.file.Path predictorCache, SvdPredictor.Progress predictorProgress, Progress progress) {
+        return calibrateModel(be, weights, batches, lora, template, targetReduction, mlpRatios, attnRatios, predictorCache,
+                predictorProgress, progress, true);
+    }
+
+    /**
+     * As above; {@code keepFirstAndLastDense} false also lets the first and last layers be sparse
+     * (the published configs keep them dense; a model of one or two layers has nothing else).
+     */
+    public static Result calibrateModel(org.sparselora.engine.backend.Backend be, org.sparselora.engine.io.WeightSource weights,
+                                        List<org.sparselora.engine.train.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
+                                        double targetReduction, double[] mlpRatios, double[] attnRatios,
+                                        java.nio.file.Path predictorCache, SvdPredictor.Progress predictorProgress, Progress progress,
+                                        boolean keepFirstAndLastDense) {
         LlamaConfig m = weights.config();
         int rank = template.denseMode() ? 8 : template.rank();
         SvdPredictor pred = ModelLossProbe.predictorForAllLayers(weights, rank, predictorCache, predictorProgress);
@@ -152,7 +165,7 @@ public final class Calibration {
                 }
                 return total;
             };
-            return run(new Setup(m, probe, flops, template, mlpRatios, attnRatios, true), targetReduction, progress);
+            return run(new Setup(m, probe, flops, template, mlpRatios, attnRatios, keepFirstAndLastDense), targetReduction, progress);
         }
     }
 

@@ -25,6 +25,13 @@ import org.sparselora.engine.model.LlamaConfig;
  * </ul>
  * Padding never influences a score: the MLP mean skips it and attention gathers non-padding rows
  * first. Layout is HF head-contiguous: channel (head, d) = head·D + d.
+ *
+ * <p>With N data-parallel workers each one holds b/N rows of the batch. Every score above is a
+ * square root of a per-channel sum over rows of squares (or, for K, a product of such norms), so a
+ * {@link ScoreExchange} sums the workers' squared norms — padding and the per-sequence means stay
+ * local to each worker, where they belong — and each worker then runs the top-k on the global
+ * norms: one selection, the one a single worker would make on the whole batch. Only then do the
+ * norms travel through the host; with one worker they stay on the device.
  */
 public final class ChannelSelection implements AutoCloseable {
 
@@ -67,6 +74,11 @@ public final class ChannelSelection implements AutoCloseable {
      * keyStart (B) I32 first non-padding position per sequence. Returns (k) I32 ascending; caller owns it.
      */
     public Tensor selectMlp(int layer, Tensor x, Tensor keyStart, int batch, int seqLen) {
+        return selectMlp(layer, x, keyStart, batch, seqLen, ScoreExchange.SINGLE);
+    }
+
+    /** {@link #selectMlp(int, Tensor, Tensor, int, int)} over the union of the batches of {@code exchange}'s workers. */
+    public Tensor selectMlp(int layer, Tensor x, Tensor keyStart, int batch, int seqLen, ScoreExchange exchange) {
         int c = cfg.hiddenSize(), inter = cfg.intermediateSize();
         DType ct = be.computeType();
         EnumMap<SvdPredictor.Proj, Tensor[]> f = factors.get(layer);
@@ -80,7 +92,8 @@ public final class ChannelSelection implements AutoCloseable {
             project(gate, t, xbar, f.get(SvdPredictor.Proj.GATE));
             project(up, t, xbar, f.get(SvdPredictor.Proj.UP));
             be.swiglu(act, gate, up);                              // a = silu(gate_est) ⊙ up_est
-            be.columnNorms(scores, act);
+            be.columnNorms(scores, act);                           // ‖a[:,c]‖ over this worker's sequences
+            if (exchange.workers() > 1) globalNorms(exchange, layer, "mlp", scores);
             Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
             be.topK(idx, scores, sparsity.keptMlp(layer));
             return idx;
@@ -95,6 +108,11 @@ public final class ChannelSelection implements AutoCloseable {
      * non-padding token rows to score over, or null when no token is padding.
      */
     public AttentionChannels selectAttention(int layer, Tensor x, Tensor rows) {
+        return selectAttention(layer, x, rows, ScoreExchange.SINGLE);
+    }
+
+    /** {@link #selectAttention(int, Tensor, Tensor)} over the union of the tokens of {@code exchange}'s workers. */
+    public AttentionChannels selectAttention(int layer, Tensor x, Tensor rows, ScoreExchange exchange) {
         int c = cfg.hiddenSize(), hq = cfg.numHeads(), hkv = cfg.numKvHeads(), d = cfg.headDim();
         int group = hq / hkv;
         int kept = sparsity.keptKv(layer);
@@ -120,6 +138,7 @@ public final class ChannelSelection implements AutoCloseable {
             be.columnNorms(kn, kvh);
             project(kvh, t, xs, f.get(SvdPredictor.Proj.V));
             be.columnNorms(vn, kvh);
+            if (exchange.workers() > 1) globalNorms(exchange, layer, "qkv", qn, kn, vn);
             be.kvChannelScores(score, qn, kn, hkv, group, d);
 
             Tensor kIdx = be.empty(DType.I32, kept);
@@ -133,6 +152,30 @@ public final class ChannelSelection implements AutoCloseable {
             return new AttentionChannels(qIdx, kIdx, vIdx, oIdx);
         } finally {
             if (xs != x) xs.close();
+        }
+    }
+
+    /**
+     * Replaces each of {@code norms} (per-channel L2 norms over this worker's rows) by the norms over
+     * every worker's rows: squares, one all-reduce of all of them together, square roots.
+     */
+    private void globalNorms(ScoreExchange exchange, int layer, String what, Tensor... norms) {
+        float[][] host = new float[norms.length][];
+        int total = 0;
+        for (int i = 0; i < norms.length; i++) {
+            host[i] = be.toFloats(norms[i]);
+            total += host[i].length;
+        }
+        float[] sq = new float[total];
+        for (int i = 0, o = 0; i < host.length; o += host[i].length, i++)
+            for (int j = 0; j < host[i].length; j++) sq[o + j] = host[i][j] * host[i][j];
+        float[] sum = exchange.allReduceSum(layer, what, sq);   // shared between workers: read only
+        if (sum.length != total)
+            throw new IllegalStateException(exchange + " returned " + sum.length + " " + what + " scores of layer " + layer + ", expected " + total);
+        for (int i = 0, o = 0; i < host.length; o += host[i].length, i++) {
+            float[] g = new float[host[i].length];
+            for (int j = 0; j < g.length; j++) g[j] = (float) Math.sqrt(sum[o + j]);
+            be.copyFromHost(norms[i], g);
         }
     }
 

@@ -25,6 +25,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
     private final DenseWarmup schedule;
     private final long seed;
     private boolean ownsSelection;
+    private ScoreExchange exchange = ScoreExchange.SINGLE;
 
     /**
      * @param selection built from the predictor and {@code config.resolve(model)}; may be null only when the
@@ -54,6 +55,17 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
         p.ownsSelection = true;
         return p;
     }
+
+    /**
+     * Makes this planner one of {@code exchange.workers()} data-parallel workers whose sparse steps
+     * select channels from the scores of the whole global batch (see {@link ScoreExchange}).
+     */
+    public SparsePlanner withExchange(ScoreExchange exchange) {
+        this.exchange = java.util.Objects.requireNonNull(exchange, "exchange");
+        return this;
+    }
+
+    public ScoreExchange exchange() { return exchange; }
 
     public DenseWarmup schedule() { return schedule; }
 
@@ -95,10 +107,12 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
 
     private Step start(Batch batch, int step, boolean callerSaysSparse) {
         boolean sparse = selection != null && selection.sparsity().anySparse() && (callerSaysSparse || schedule.sparseAt(step));
-        if (!sparse) return new Step(null, batch, null, null, null, 0, 0);
+        if (!sparse) return new Step(null, batch, null, null, null, 0, 0, exchange);
         // the seed mixes in the step so the sparse output tokens change from step to step, reproducibly
         TokenSplit split = TokenSplit.of(batch, config.skipOutputTokens(), config.sparseOutputTokens(), seed * 1_000_003L + step);
-        if (split.sparse().length == 0) return new Step(null, batch, null, null, null, 0, split.dense().length);
+        // a shard without sparse tokens runs dense and asks for no selection: tell the other workers not to wait
+        exchange.beginStep(step, split.sparse().length > 0);
+        if (split.sparse().length == 0) return new Step(null, batch, null, null, null, 0, split.dense().length, exchange);
         Tensor sparseTok = be.fromInts(split.sparse(), split.sparse().length);
         Tensor denseTok = split.allSparse() ? null : be.fromInts(split.dense(), split.dense().length);
         Tensor keyStart = be.fromInts(batch.keyStart(), batch.batch());
@@ -106,7 +120,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
         Tensor rowsT = rows.length == batch.tokenCount() ? null : be.fromInts(rows, rows.length);
         SparsePlan plan = new SparsePlan(sparseTok, denseTok, new SparsePlan.LayerPlan[selection.config().numLayers()],
                 config.frozenGrad());
-        return new Step(plan, batch, keyStart, rowsT, selection, split.sparse().length, split.dense().length);
+        return new Step(plan, batch, keyStart, rowsT, selection, split.sparse().length, split.dense().length, exchange);
     }
 
     /** One step's selections. {@link #plan()} is null on a dense step (the model then runs plain LoRA). */
@@ -116,10 +130,13 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
         private final Tensor keyStart, rows;
         private final ChannelSelection selection;
         private final int sparseTokens, denseTokens;
+        private final ScoreExchange exchange;
         private final List<Tensor> owned = new ArrayList<>();
         private long predictorFlops;
 
-        Step(SparsePlan plan, Batch batch, Tensor keyStart, Tensor rows, ChannelSelection selection, int sparseTokens, int denseTokens) {
+        Step(SparsePlan plan, Batch batch, Tensor keyStart, Tensor rows, ChannelSelection selection, int sparseTokens, int denseTokens,
+             ScoreExchange exchange) {
+            this.exchange = exchange;
             this.plan = plan;
             this.batch = batch;
             this.keyStart = keyStart;
@@ -152,7 +169,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
             if (plan == null) return null;
             SparsePlan.LayerPlan cur = plan.layers()[layer];
             if (!selection.sparsity().attentionSparse(layer)) return cur;
-            ChannelSelection.AttentionChannels a = selection.selectAttention(layer, attnNormOut, rows);
+            ChannelSelection.AttentionChannels a = selection.selectAttention(layer, attnNormOut, rows, exchange);
             owned.addAll(List.of(a.q(), a.k(), a.v(), a.o()));
             predictorFlops += selection.attentionPredictorFlops(rows == null ? batch.tokenCount() : rows.dim(0));
             SparsePlan.LayerPlan lp = new SparsePlan.LayerPlan(cur == null ? null : cur.mlp(), a.q(), a.k(), a.v(), a.o());
@@ -165,7 +182,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
             if (plan == null) return null;
             SparsePlan.LayerPlan cur = plan.layers()[layer];
             if (!selection.sparsity().mlpSparse(layer)) return cur;
-            Tensor idx = selection.selectMlp(layer, mlpNormOut, keyStart, batch.batch(), batch.seqLen());
+            Tensor idx = selection.selectMlp(layer, mlpNormOut, keyStart, batch.batch(), batch.seqLen(), exchange);
             owned.add(idx);
             predictorFlops += selection.mlpPredictorFlops(batch.batch());
             SparsePlan.LayerPlan lp = cur == null ? new SparsePlan.LayerPlan(idx, null, null, null, null)

@@ -1,0 +1,130 @@
+package org.sparselora.actors.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.eval.Scorer;
+import org.sparselora.engine.io.FormatException;
+import org.sparselora.engine.io.WeightSource;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.tokenizer.Tokenizer;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code sparselora score}: the mean next-token cross-entropy (nats) of each text of a JSONL file
+ * under the base model, or the base model plus a PEFT adapter. The ids are the tokenizer's encoding
+ * exactly as HF {@code tokenizer(text)} gives it, truncated to {@code --max-tokens}; one JSON line
+ * per record, then a summary line with the mean over records. Lines that are not a JSON object
+ * with a string field are reported on stderr with their line numbers and skipped.
+ */
+@Command(name = "score", mixinStandardHelpOptions = true,
+        description = {"Score texts: mean next-token cross-entropy (nats) per record of a JSONL file.",
+                "Prints {\"index\": i, \"tokens\": n, \"loss\": x} per record, then {\"records\": N, \"mean_loss\": m}."})
+public final class ScoreCommand implements Callable<Integer> {
+
+    @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
+    Path model;
+
+    @Option(names = "--tokenizer", paramLabel = "T", description = "tokenizer.json, llama2.c tokenizer .bin, or a directory (default: the model's)")
+    Path tokenizer;
+
+    @Option(names = "--adapter", paramLabel = "DIR", description = "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
+    Path adapter;
+
+    @Option(names = "--data", required = true, paramLabel = "FILE.jsonl", description = "one JSON object per line")
+    Path data;
+
+    @Option(names = "--field", defaultValue = "text", description = "the records' text field (default: ${DEFAULT-VALUE})")
+    String field;
+
+    @Option(names = "--max-tokens", defaultValue = "256", description = "truncate each encoding to this many ids (default: ${DEFAULT-VALUE})")
+    int maxTokens;
+
+    @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})")
+    String device;
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    /** A text with the 1-based line it came from. */
+    record Text(int line, String text) {}
+
+    @Override
+    public Integer call() {
+        if (maxTokens < 2) throw new IllegalArgumentException("--max-tokens must be at least 2, got " + maxTokens);
+        List<Text> texts = readTexts(data, field, System.err);
+        try (WeightSource src = ModelFiles.openModel(model); Tokenizer tok = ModelFiles.openTokenizer(model, tokenizer)) {
+            ModelFiles.checkVocab(tok, src.config(), model, tokenizer);
+            Backend be = ModelFiles.backend(device);
+            try (be; LlamaWeights w = LlamaWeights.upload(be, src);
+                 LoraAdapter lora = adapter == null ? null : ModelFiles.openAdapter(be, src.config(), adapter)) {
+                Scorer scorer = new Scorer(new LlamaModel(be, w), lora, tok, maxTokens);
+                PrintStream out = System.out;
+                double sum = 0;
+                for (int i = 0; i < texts.size(); i++) {
+                    Scorer.Score s = scorer.score(texts.get(i).text());
+                    sum += s.loss();
+                    out.println("{\"index\": " + i + ", \"tokens\": " + s.tokens() + ", \"loss\": " + number(s.loss()) + "}");
+                }
+                out.println("{\"records\": " + texts.size() + ", \"mean_loss\": " + number(texts.isEmpty() ? Double.NaN : sum / texts.size()) + "}");
+                out.flush();
+            }
+        }
+        return 0;
+    }
+
+    /** JSON has no NaN/Infinity: those are written as null. */
+    static String number(double x) { return Double.isFinite(x) ? Double.toString(x) : "null"; }
+
+    /**
+     * The texts of a JSONL file; a line that is not a JSON object with a string {@code field} is
+     * reported ({@code FILE line N: problem}) on {@code err} and skipped; blank lines are ignored.
+     */
+    static List<Text> readTexts(Path file, String field, PrintStream err) {
+        if (!Files.isRegularFile(file)) throw new FormatException(file, "no such file (--data takes a JSONL file)");
+        List<Text> texts = new ArrayList<>();
+        int skipped = 0;
+        try (BufferedReader r = Files.newBufferedReader(file, StandardCharsets.UTF_8)) {
+            String line;
+            int n = 0;
+            while ((line = r.readLine()) != null) {
+                n++;
+                if (line.isBlank()) continue;
+                String problem;
+                try {
+                    JsonNode node = JSON.readTree(line);
+                    if (node == null || !node.isObject()) problem = "not a JSON object";
+                    else if (!node.has(field)) problem = "no \"" + field + "\" field";
+                    else if (!node.get(field).isTextual()) problem = "\"" + field + "\" is not a string";
+                    else {
+                        texts.add(new Text(n, node.get(field).asText()));
+                        continue;
+                    }
+                } catch (IOException e) {
+                    problem = "not valid JSON (" + e.getMessage().lines().findFirst().orElse("") + ")";
+                }
+                skipped++;
+                err.println(String.format(Locale.ROOT, "%s line %d: %s (skipped)", file, n, problem));
+            }
+        } catch (CharacterCodingException e) {
+            throw new FormatException(file, "not UTF-8 text");
+        } catch (IOException e) {
+            throw new FormatException(file, "cannot read: " + e.getMessage());
+        }
+        if (skipped > 0) err.println(file + ": " + skipped + " malformed line" + (skipped == 1 ? "" : "s") + " skipped, " + texts.size() + " records scored");
+        return texts;
+    }
+}

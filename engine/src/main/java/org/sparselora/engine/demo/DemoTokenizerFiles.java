@@ -1,0 +1,116 @@
+package org.sparselora.engine.demo;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.SerializationFeature;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.sparselora.engine.io.AtomicFiles;
+
+/**
+ * {@link CharTokenizer} as HF tokenizer files, so the demo's base model directory is an ordinary
+ * model directory for {@code Tokenizers.load} and the job pipeline. {@code tokenizer.json} is a BPE
+ * model whose vocabulary is the special tokens plus one entry per character, with no merges and no
+ * pre-tokenizer: BPE then splits any text into single characters, which is exactly the char
+ * tokenizer. A {@code TemplateProcessing} post-processor puts {@code <s>} first (as Llama's does) and
+ * the {@code Fuse} decoder joins tokens without separators. {@code tokenizer_config.json} names the
+ * BOS/EOS/pad tokens the way transformers reads them.
+ */
+public final class DemoTokenizerFiles {
+    public static final String PAD = "<pad>", BOS = "<s>", EOS = "</s>";
+
+    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
+
+    private DemoTokenizerFiles() {}
+
+    /** The {@code tokenizer.json} text for the demo's vocabulary. */
+    public static String tokenizerJson() {
+        ObjectNode root = JSON.createObjectNode();
+        root.put("version", "1.0");
+        root.putNull("truncation");
+        root.putNull("padding");
+        ArrayNode added = root.putArray("added_tokens");
+        String[] specials = {PAD, BOS, EOS};
+        int[] ids = {CharTokenizer.PAD, CharTokenizer.BOS, CharTokenizer.EOS};
+        for (int i = 0; i < specials.length; i++) {
+            ObjectNode t = added.addObject();
+            t.put("id", ids[i]);
+            t.put("content", specials[i]);
+            t.put("single_word", false);
+            t.put("lstrip", false);
+            t.put("rstrip", false);
+            t.put("normalized", false);
+            t.put("special", true);
+        }
+        root.putNull("normalizer");
+        root.putNull("pre_tokenizer");
+        ObjectNode pp = root.putObject("post_processor");
+        pp.put("type", "TemplateProcessing");
+        ArrayNode single = pp.putArray("single");
+        single.addObject().putObject("SpecialToken").put("id", BOS).put("type_id", 0);
+        single.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
+        ArrayNode pair = pp.putArray("pair");
+        pair.addObject().putObject("SpecialToken").put("id", BOS).put("type_id", 0);
+        pair.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
+        pair.addObject().putObject("Sequence").put("id", "B").put("type_id", 1);
+        ObjectNode st = pp.putObject("special_tokens").putObject(BOS);
+        st.put("id", BOS);
+        st.putArray("ids").add(CharTokenizer.BOS);
+        st.putArray("tokens").add(BOS);
+        root.putObject("decoder").put("type", "Fuse");
+        ObjectNode model = root.putObject("model");
+        model.put("type", "BPE");
+        model.putNull("dropout");
+        model.putNull("unk_token");
+        model.putNull("continuing_subword_prefix");
+        model.putNull("end_of_word_suffix");
+        model.put("fuse_unk", false);
+        model.put("byte_fallback", false);
+        ObjectNode vocab = model.putObject("vocab");
+        for (int i = 0; i < specials.length; i++) vocab.put(specials[i], ids[i]);
+        for (int k = 0; k < CharTokenizer.ALPHABET.length(); k++)
+            vocab.put(String.valueOf(CharTokenizer.ALPHABET.charAt(k)), CharTokenizer.OFFSET + k);
+        model.putArray("merges");
+        return write(root);
+    }
+
+    /** The {@code tokenizer_config.json} text: the special tokens by name, no chat template. */
+    public static String tokenizerConfigJson() {
+        ObjectNode c = JSON.createObjectNode();
+        c.put("tokenizer_class", "PreTrainedTokenizerFast");
+        c.put("bos_token", BOS);
+        c.put("eos_token", EOS);
+        c.put("pad_token", PAD);
+        c.put("add_bos_token", true);
+        c.put("add_eos_token", false);
+        c.put("model_max_length", DemoModel.SEQ_LEN + 8);
+        return write(c);
+    }
+
+    /** Writes both files into {@code dir} unless they are already there with this content. */
+    public static void ensure(Path dir) {
+        put(dir.resolve("tokenizer.json"), tokenizerJson());
+        put(dir.resolve("tokenizer_config.json"), tokenizerConfigJson());
+    }
+
+    private static void put(Path file, String text) {
+        try {
+            if (Files.isRegularFile(file) && Files.readString(file, StandardCharsets.UTF_8).equals(text)) return;
+        } catch (IOException e) {
+            // unreadable: rewrite it below
+        }
+        AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, text, StandardCharsets.UTF_8));
+    }
+
+    private static String write(ObjectNode n) {
+        try {
+            return JSON.writeValueAsString(n) + "\n";
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+}
