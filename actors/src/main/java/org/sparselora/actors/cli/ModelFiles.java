@@ -4,14 +4,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.cpu.CpuBackend;
-import org.sparselora.engine.io.AdapterFiles;
 import org.sparselora.engine.io.FormatException;
 import org.sparselora.engine.io.HfCheckpoint;
 import org.sparselora.engine.io.Llama2cCheckpoint;
 import org.sparselora.engine.io.PeftAdapter;
 import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.tokenizer.Tokenizer;
 import org.sparselora.engine.tokenizer.Tokenizers;
@@ -61,18 +59,7 @@ final class ModelFiles {
     /** A PEFT adapter directory as a LoRA adapter on {@code be} (dropout off: scoring and generation only). */
     static LoraAdapter openAdapter(Backend be, LlamaConfig config, Path dir) {
         if (!Files.isDirectory(dir)) throw new FormatException(dir, "no such directory (--adapter takes a PEFT adapter directory)");
-        AdapterFiles af = PeftAdapter.read(dir);
-        PeftAdapter.validate(dir, af, config);
-        LoraConfig lc = new LoraConfig(af.spec().r(), af.spec().loraAlpha(), 0f, LoraConfig.targetsOf(af.spec().targetModules()),
-                af.spec().useRslora(), 0);
-        LoraAdapter lora = new LoraAdapter(be, config, lc);
-        try {
-            lora.fromHost(af.tensors());
-        } catch (RuntimeException e) {
-            lora.close();
-            throw new FormatException(dir, e.getMessage() != null ? e.getMessage() : e.toString(), e);
-        }
-        return lora;
+        return LoraAdapter.fromPeft(be, config, PeftAdapter.read(dir), dir);
     }
 
     /** {@code cpu}, {@code cuda} (GPU 0) or {@code cuda:N}, as a job file's {@code device:} says. */

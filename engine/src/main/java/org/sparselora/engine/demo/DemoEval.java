@@ -4,11 +4,9 @@ import java.nio.file.Path;
 import java.util.List;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.data.Example;
-import org.sparselora.engine.io.AdapterFiles;
 import org.sparselora.engine.io.HfCheckpoint;
 import org.sparselora.engine.io.PeftAdapter;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 
@@ -42,12 +40,7 @@ public final class DemoEval implements AutoCloseable {
     /** {@code adapterDir} null scores the base model itself. */
     public Score score(Path adapterDir, List<Example> examples) {
         if (adapterDir == null) return new Score(DemoModel.exactMatch(model, null, examples), DemoModel.evalLoss(model, null, examples), examples.size());
-        AdapterFiles files = PeftAdapter.read(adapterDir);
-        PeftAdapter.validate(adapterDir, files, model.config());
-        var s = files.spec();
-        LoraConfig cfg = new LoraConfig(s.r(), s.loraAlpha(), 0f, LoraConfig.targetsOf(s.targetModules()), s.useRslora(), 0);
-        try (LoraAdapter lora = new LoraAdapter(backend, model.config(), cfg)) {
-            lora.fromHost(files.tensors());
+        try (LoraAdapter lora = LoraAdapter.fromPeft(backend, model.config(), PeftAdapter.read(adapterDir), adapterDir)) {
             return new Score(DemoModel.exactMatch(model, lora, examples), DemoModel.evalLoss(model, lora, examples), examples.size());
         }
     }

@@ -59,6 +59,24 @@ public final class LoraAdapter implements AutoCloseable {
     }
 
     /** PEFT's tensor name, e.g. {@code base_model.model.model.layers.3.mlp.up_proj.lora_B.weight}. */
+    /**
+     * A PEFT adapter (as read by {@code io.PeftAdapter.read}) on {@code backend}, checked against the
+     * model first. Dropout is off (scoring, generation, evaluation); a bad tensor is a
+     * {@code FormatException} naming {@code where}.
+     */
+    public static LoraAdapter fromPeft(Backend backend, LlamaConfig model, org.sparselora.engine.io.AdapterFiles af, java.nio.file.Path where) {
+        org.sparselora.engine.io.PeftAdapter.validate(where, af, model);
+        var s = af.spec();
+        LoraAdapter lora = new LoraAdapter(backend, model, new LoraConfig(s.r(), s.loraAlpha(), 0f, LoraConfig.targetsOf(s.targetModules()), s.useRslora(), 0));
+        try {
+            lora.fromHost(af.tensors());
+        } catch (RuntimeException e) {
+            lora.close();
+            throw new org.sparselora.engine.io.FormatException(where, e.getMessage() != null ? e.getMessage() : e.toString(), e);
+        }
+        return lora;
+    }
+
     public static String name(int layer, Projection p, String ab) {
         return "base_model.model.model." + p.path(layer) + ".lora_" + ab + ".weight";
     }

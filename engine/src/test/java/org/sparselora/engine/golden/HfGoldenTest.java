@@ -8,12 +8,10 @@ import java.util.Map;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.sparselora.engine.backend.cpu.CpuBackend;
-import org.sparselora.engine.io.AdapterFiles;
 import org.sparselora.engine.io.GoldenFixtures;
 import org.sparselora.engine.io.HostTensor;
 import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.train.Batch;
@@ -44,11 +42,7 @@ class HfGoldenTest {
     private static void check(GoldenFixtures g, CpuBackend be, LlamaWeights w, String family) {
         Batch batch = batchOf(g);
         LlamaModel model = new LlamaModel(be, w);
-        AdapterFiles af = g.adapter();
-        LoraConfig lc = new LoraConfig(af.spec().r(), af.spec().loraAlpha(), 0f,
-                LoraConfig.targetsOf(af.spec().targetModules()), af.spec().useRslora(), 0);
-        try (LoraAdapter lora = new LoraAdapter(be, w.config, lc)) {
-            lora.fromHost(af.tensors());
+        try (LoraAdapter lora = LoraAdapter.fromPeft(be, w.config, g.adapter(), g.adapterDir())) {
 
             int V = w.config.vocabSize(), B = batch.batch(), T = batch.seqLen();
             int[][] mask = g.attentionMask();
@@ -123,11 +117,7 @@ class HfGoldenTest {
              org.sparselora.engine.tokenizer.Tokenizer tok = org.sparselora.engine.tokenizer.Tokenizers.load(g.tokenizerJson());
              LlamaWeights w = LlamaWeights.upload(be, g.model())) {
             LlamaModel model = new LlamaModel(be, w);
-            AdapterFiles af = g.adapter();
-            LoraConfig lc = new LoraConfig(af.spec().r(), af.spec().loraAlpha(), 0f,
-                    LoraConfig.targetsOf(af.spec().targetModules()), af.spec().useRslora(), 0);
-            try (LoraAdapter lora = new LoraAdapter(be, w.config, lc)) {
-                lora.fromHost(af.tensors());
+            try (LoraAdapter lora = LoraAdapter.fromPeft(be, w.config, g.adapter(), g.adapterDir())) {
                 for (boolean withAdapter : new boolean[] {false, true}) {
                     var scorer = new org.sparselora.engine.eval.Scorer(model, withAdapter ? lora : null, tok, 256);
                     var expected = g.scoreExpected(withAdapter);
