@@ -49,6 +49,8 @@ public final class SparseParity implements Callable<Integer> {
     @Option(names = "--eval") int evalRecords = 64;
     @Option(names = "--lr") float lr = 2e-3f;
     @Option(names = "--lora-rank") int rank = 8;
+    @Option(names = "--backend", description = "cpu or gpu (default ${DEFAULT-VALUE})") String backend = "cpu";
+    @Option(names = "--curves", description = "write every step's training loss per variant to this JSONL file (the loss curves)") Path curves;
     @Option(names = "--threads") int threads = Runtime.getRuntime().availableProcessors();
     @Option(names = "--seed") long seed = 17;
     @Option(names = "--mlp", description = "MLP ratio of layers 1-3 (default ${DEFAULT-VALUE})") double mlpRatio = 0.75;
@@ -83,7 +85,12 @@ public final class SparseParity implements Callable<Integer> {
         var ds = DatasetReader.read(data.resolve("gsm8k/train_llm_adapters_format.json"), DatasetFormat.ALPACA, DatasetReader.Options.DEFAULT);
         List<TokenizedExample> all = ExampleTokenizer.tokenizeAll(tok, ds.examples());
         List<TokenizedExample> eval = all.subList(0, evalRecords), train = all.subList(evalRecords, all.size());
-        Backend be = new CpuBackend(threads);
+        Backend be = switch (backend) {
+            case "cpu" -> new CpuBackend(threads);
+            case "gpu" -> (Backend) Class.forName("org.sparselora.cuda.GpuBackend").getMethod("create", int.class).invoke(null, 0);
+            default -> throw new IllegalArgumentException("--backend must be cpu or gpu, got " + backend);
+        };
+        if (curves != null) java.nio.file.Files.deleteIfExists(curves);
         List<Row> rows = new ArrayList<>();
         try (Llama2cCheckpoint ckpt = Llama2cCheckpoint.open(data.resolve("models/stories260K/stories260K.bin"))) {
             LlamaConfig c = ckpt.config();
@@ -107,6 +114,15 @@ public final class SparseParity implements Callable<Integer> {
         return 0;
     }
 
+    private void appendCurve(String variant, int step, StepResult r) {
+        try {
+            java.nio.file.Files.writeString(curves, String.format(Locale.ROOT, "{\"variant\":\"%s\",\"step\":%d,\"loss\":%.6f,\"sparse\":%b,\"ms\":%.3f}%n",
+                    variant, step, r.meanLoss(), r.sparse(), r.millis()), java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException("cannot append to " + curves, e);
+        }
+    }
+
     private Row run(String name, SparsityConfig sc, LlamaModel model, Backend be, Llama2cCheckpoint ckpt, Llama2cTokenizer tok,
                     List<TokenizedExample> train, List<TokenizedExample> eval) {
         LoraConfig lc = new LoraConfig(rank, 2f * rank, 0f, java.util.EnumSet.allOf(Projection.class), false, seed);
@@ -125,6 +141,7 @@ public final class SparseParity implements Callable<Integer> {
             StepResult r = t.computeGradients(b, s, sparse);
             t.applyUpdate(s, r.outputTokens());
             if (s >= steps - 10) lastLoss += r.meanLoss() / 10;
+            if (curves != null) appendCurve(name, s, r);
             if (s >= steps / 10) { msSum += r.millis(); timed++; }
             if (r.sparse() || planner == null) { flops += r.flops(); dense += r.denseFlops(); }
         }
