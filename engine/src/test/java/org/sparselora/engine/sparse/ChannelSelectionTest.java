@@ -40,34 +40,8 @@ class ChannelSelectionTest {
 
     // ------------------------------------------------------------------ plain host reference
 
-    /** y (n, out) = x (n, in) · Wᵀ, W (out, in). */
-    static double[] linear(float[] x, int n, int in, float[] w, int out) {
-        double[] y = new double[n * out];
-        for (int t = 0; t < n; t++)
-            for (int o = 0; o < out; o++) {
-                double s = 0;
-                for (int i = 0; i < in; i++) s += (double) x[t * in + i] * w[o * in + i];
-                y[t * out + o] = s;
-            }
-        return y;
-    }
 
-    static double[] colNorms(double[] y, int n, int c) {
-        double[] s = new double[c];
-        for (int t = 0; t < n; t++) for (int j = 0; j < c; j++) s[j] += y[t * c + j] * y[t * c + j];
-        for (int j = 0; j < c; j++) s[j] = Math.sqrt(s[j]);
-        return s;
-    }
-
-    static int[] topK(double[] s, int k) {
-        Integer[] o = new Integer[s.length];
-        for (int i = 0; i < s.length; i++) o[i] = i;
-        Arrays.sort(o, (a, b) -> s[a] != s[b] ? Double.compare(s[b], s[a]) : Integer.compare(a, b));
-        int[] r = new int[k];
-        for (int i = 0; i < k; i++) r[i] = o[i];
-        Arrays.sort(r);
-        return r;
-    }
+    // the double-precision reference helpers (linear, colNorms, topK, nonPad) are PredictorQuality's
 
     /** Brute-force MLP selection from the exact gate/up activations of the sequence means. */
     static int[] exactMlp(float[] x, int batch, int seqLen, int[] keyStart, int c, float[] wg, float[] wu, int inter, int k) {
@@ -78,10 +52,10 @@ class ChannelSelectionTest {
                 for (int t = keyStart[b]; t < seqLen; t++) s += x[(b * seqLen + t) * c + j];
                 mean[b * c + j] = (float) (s / (seqLen - keyStart[b]));
             }
-        double[] g = linear(mean, batch, c, wg, inter), u = linear(mean, batch, c, wu, inter);
+        double[] g = PredictorQuality.linear(mean, batch, c, wg, inter), u = PredictorQuality.linear(mean, batch, c, wu, inter);
         double[] a = new double[g.length];
         for (int i = 0; i < a.length; i++) a[i] = g[i] / (1 + Math.exp(-g[i])) * u[i];
-        return topK(colNorms(a, batch, inter), k);
+        return PredictorQuality.topK(PredictorQuality.colNorms(a, batch, inter), k);
     }
 
     /** Brute-force attention selection from exact q, k, v over the given token rows. */
@@ -89,9 +63,9 @@ class ChannelSelectionTest {
         int c = cfg.hiddenSize(), d = cfg.headDim(), hq = cfg.numHeads(), hkv = cfg.numKvHeads(), g = hq / hkv;
         float[] xs = new float[rows.length * c];
         for (int r = 0; r < rows.length; r++) System.arraycopy(x, rows[r] * c, xs, r * c, c);
-        double[] qn = colNorms(linear(xs, rows.length, c, wq, cfg.qDim()), rows.length, cfg.qDim());
-        double[] kn = colNorms(linear(xs, rows.length, c, wk, cfg.kvDim()), rows.length, cfg.kvDim());
-        double[] vn = colNorms(linear(xs, rows.length, c, wv, cfg.kvDim()), rows.length, cfg.kvDim());
+        double[] qn = PredictorQuality.colNorms(PredictorQuality.linear(xs, rows.length, c, wq, cfg.qDim()), rows.length, cfg.qDim());
+        double[] kn = PredictorQuality.colNorms(PredictorQuality.linear(xs, rows.length, c, wk, cfg.kvDim()), rows.length, cfg.kvDim());
+        double[] vn = PredictorQuality.colNorms(PredictorQuality.linear(xs, rows.length, c, wv, cfg.kvDim()), rows.length, cfg.kvDim());
         double[] score = new double[cfg.kvDim()];
         for (int kv = 0; kv < hkv; kv++)
             for (int j = 0; j < d; j++) {
@@ -99,7 +73,7 @@ class ChannelSelectionTest {
                 for (int h = kv * g; h < kv * g + g; h++) m += qn[h * d + j];
                 score[kv * d + j] = kn[kv * d + j] * m / g;
             }
-        int[] kIdx = topK(score, kept), vIdx = topK(vn, kept);
+        int[] kIdx = PredictorQuality.topK(score, kept), vIdx = PredictorQuality.topK(vn, kept);
         return new int[][] {expand(kIdx, g, d), kIdx, vIdx, expand(vIdx, g, d)};
     }
 
@@ -122,7 +96,7 @@ class ChannelSelectionTest {
         int batch = 3, seqLen = 7;
         int[] keyStart = {0, 2, 4};
         float[] x = randn(batch * seqLen * 16, rng);
-        int[] rows = nonPad(batch, seqLen, keyStart);
+        int[] rows = PredictorQuality.nonPad(batch, seqLen, keyStart);
         try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
             Tensor xt = be.fromFloats(x, DType.F32, batch * seqLen, 16);
             Tensor ks = be.fromInts(keyStart, batch);
@@ -144,11 +118,6 @@ class ChannelSelectionTest {
         }
     }
 
-    static int[] nonPad(int batch, int seqLen, int[] keyStart) {
-        List<Integer> r = new ArrayList<>();
-        for (int b = 0; b < batch; b++) for (int t = keyStart[b]; t < seqLen; t++) r.add(b * seqLen + t);
-        return r.stream().mapToInt(Integer::intValue).toArray();
-    }
 
     /**
      * The GQA contract of SparsePlan: kept Q channels are exactly (h, d) for every query head h of
@@ -229,7 +198,7 @@ class ChannelSelectionTest {
         try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
             Tensor xt = be.fromFloats(x, DType.F32, batch * seqLen, c);
             Tensor xpt = be.fromFloats(xp, DType.F32, batch * padLen, c);
-            int[] rowsP = nonPad(batch, padLen, keyStartPadded);
+            int[] rowsP = PredictorQuality.nonPad(batch, padLen, keyStartPadded);
             for (int layer = 0; layer < 2; layer++) {
                 int[] plain = ints(sel.selectMlp(layer, xt, be.fromInts(new int[] {0, 0}, 2), batch, seqLen));
                 int[] padded = ints(sel.selectMlp(layer, xpt, be.fromInts(keyStartPadded, 2), batch, padLen));
