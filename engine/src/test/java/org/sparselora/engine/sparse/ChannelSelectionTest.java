@@ -39,9 +39,7 @@ class ChannelSelectionTest {
     }
 
     // ------------------------------------------------------------------ plain host reference
-
-
-    // the double-precision reference helpers (linear, colNorms, topK, nonPad) are PredictorQuality's
+    // (the double-precision reference helpers (linear, colNorms, topK, nonPad) are PredictorQuality's)
 
     /** Brute-force MLP selection from the exact gate/up activations of the sequence means. */
     static int[] exactMlp(float[] x, int batch, int seqLen, int[] keyStart, int c, float[] wg, float[] wu, int inter, int k) {
