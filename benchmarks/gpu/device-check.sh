@@ -5,6 +5,7 @@
 # training steps against CpuBackend) plus the CPU-side catalogue and pool checks with the
 # JUnit console launcher, then the per-kernel timing table (KernelBench). Logs and JUnit XML go to
 # $OUT (defaults to ./out when run by hand). Exit status: the tests' (the bench is informational).
+# KERNEL_BENCH=0 / MEMCHECK=0 leave out the timing table / the memory checker.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$PWD/out}
@@ -22,9 +23,9 @@ for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
   --select-class org.sparselora.cuda.KernelCatalogueTest --select-class org.sparselora.cuda.DevicePoolTest \
   --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
 status=${PIPESTATUS[0]}
-timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"
+[[ ${KERNEL_BENCH:-1} == 1 ]] && timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"
 # Memory checker over the attention and sparse-op tests (bounded: informational, not the exit status)
-if command -v compute-sanitizer >/dev/null; then
+if [[ ${MEMCHECK:-1} == 1 ]] && command -v compute-sanitizer >/dev/null; then
   timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$java" "${flags[@]}" \
     -jar "$here/lib/junit-platform-console-standalone.jar" execute --class-path "$cp" --disable-banner --disable-ansi-colors \
     --select-method org.sparselora.cuda.GpuBackendTest#attentionForwardBackwardGqaWithPadding \
