@@ -165,6 +165,17 @@ public interface Backend extends AutoCloseable {
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
                float eps, float weightDecay, int step, float gradScale);
 
+    /**
+     * A multi-tensor AdamW over fixed {@code {param, grad, m, v[, computeCopy]}} slots (see
+     * {@link AdamwGroup}): the trainer's whole optimizer phase — gradient norm, update, compute-copy
+     * refresh, gradient zeroing — through one object. The slots' tensors must outlive the group.
+     * The default loops over {@link #sumOfSquares}, {@link #adamw}, {@link #copy} and {@link #fill}
+     * (the reference semantics); a device backend overrides it with fused multi-tensor kernels.
+     */
+    default AdamwGroup adamwGroup(List<Tensor[]> slots) {
+        return new AdamwGroup.PerTensor(this, slots);
+    }
+
     // ------------------------------------------------------------------ SparseLoRA: selection and slicing
 
     /** out[i,:] = src[idx[i],:]. out (k,C), src (R,C), idx (k) I32. Weight rows and token rows alike. */
