@@ -47,6 +47,7 @@ import jcuda.driver.CUgraphExec;
 import jcuda.driver.CUstreamCaptureMode;
 import jcuda.driver.CUstream_flags;
 import jcuda.driver.JCudaDriver;
+import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
@@ -945,59 +946,105 @@ public final class GpuBackend implements Backend {
                 .ptr(M.address()).ptr(V.address()).l(n).f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale));
     }
 
-    /**
-     * A fixed set of LoRA tensors updated by one fused AdamW launch ({@link #adamwAll}). The table of
-     * device pointers is uploaded once, when the group is made (outside any graph capture).
-     */
-    public final class AdamGroup implements AutoCloseable {
-        private final Tensor table;
-        private final int count;
-        private final long maxN;
+    /** Elements per tile and threads per block of the multi-tensor kernels (MT_TILE, MT_THREADS in sparse.cu). */
+    static final int MT_TILE = 4096, MT_THREADS = 256;
 
-        private AdamGroup(List<Tensor[]> slots) {
-            count = slots.size();
-            long mx = 0;
-            // struct AdamSlot { float* p; const float* g; float* m; float* v; long n; } = 5 × 8 bytes
-            int[] words = new int[count * 10];
-            for (int i = 0; i < count; i++) {
-                Tensor[] s = slots.get(i);
-                if (s.length != 4) throw new IllegalArgumentException("adamw group slot " + i + ": want {param, grad, m, v}");
+    /**
+     * The fused multi-tensor AdamW group: the whole optimizer phase in two launches. A device table
+     * of the slots' addresses (struct MultiSlot in sparse.cu, 64 bytes a slot; slots without elements
+     * are left out) is written once, here, outside any graph capture; each slot is cut into
+     * {@link #MT_TILE}-element tiles numbered across slots and one 256-thread block handles a tile, so
+     * the grid is (total elements / 4096) blocks whatever the mix of sizes — 27M parameters
+     * (Llama-3-8B, r=32 on q,k,v,o: 256 tensors of 32k–131k) give ~6.6k blocks, 84M (all seven, 448
+     * tensors) ~20k, several waves on an H200. {@link #gradSumOfSquares} is one {@code sumsq_multi}
+     * launch (per-tile double partials, summed in tile order by the last block: deterministic) and an
+     * 8-byte read; {@link #step} is one {@code adamw_multi} launch that also refreshes compute copies
+     * and zeroes the gradients it read, and may be captured in a CUDA graph. The slots' tensors must
+     * stay open while the group is used (their addresses are in the table).
+     */
+    private final class AdamwMulti implements AdamwGroup {
+        private final int size, live;
+        private final long tiles;
+        private final Tensor table;    // MultiSlot[live]
+        private final Tensor scratch;  // double partial[tiles], double out, uint counter (+pad)
+
+        AdamwMulti(List<Tensor[]> slotsIn) {
+            List<Tensor[]> slots = AdamwGroup.checkSlots(GpuBackend.this, slotsIn);
+            size = slots.size();
+            long[] words = new long[slots.size() * 8];
+            int k = 0;
+            long t0 = 0;
+            for (Tensor[] s : slots) {
                 GpuTensor P = own(s[0]), G = own(s[1]), M = own(s[2]), V = own(s[3]);
-                for (GpuTensor t : new GpuTensor[] {P, G, M, V}) {
-                    needF32("adamw group", "slot " + i + " tensor", t);
-                    sameCount("adamw group", P, t);
-                }
-                long[] vals = {P.address(), G.address(), M.address(), V.address(), P.numel()};
-                for (int j = 0; j < 5; j++) {
-                    words[i * 10 + 2 * j] = (int) vals[j];
-                    words[i * 10 + 2 * j + 1] = (int) (vals[j] >>> 32);
-                }
-                mx = Math.max(mx, P.numel());
+                GpuTensor C = s.length == 5 && s[4] != s[0] ? own(s[4]) : null;
+                long n = P.numel();
+                if (n == 0) continue;
+                int copyType = C == null ? 0 : switch (C.dtype()) {
+                    case BF16 -> 1;
+                    case F16 -> 2;
+                    case F32 -> 3;
+                    case I32 -> throw new IllegalStateException("checked by checkSlots");
+                };
+                boolean vec = n % 4 == 0 && aligned(P, G, M, V) && (C == null || aligned(C));
+                long[] w = {P.address(), G.address(), M.address(), V.address(), C == null ? 0L : C.address(), n, t0,
+                        (copyType & 0xffffffffL) | ((vec ? 1L : 0L) << 32)};
+                System.arraycopy(w, 0, words, k * 8, 8);
+                k++;
+                t0 += (n + MT_TILE - 1) / MT_TILE;
             }
-            maxN = mx;
-            table = empty(DType.I32, Math.max(1, words.length));
-            if (words.length > 0) copyFromHost(table, words);
+            live = k;
+            tiles = t0;
+            if (tiles > Integer.MAX_VALUE) throw new IllegalArgumentException("adamw group: " + tiles + " tiles exceed one launch's grid");
+            int[] ints = new int[Math.max(2, live * 16)];
+            for (int i = 0; i < live * 8; i++) {
+                ints[2 * i] = (int) words[i];
+                ints[2 * i + 1] = (int) (words[i] >>> 32);
+            }
+            table = empty(DType.I32, ints.length);
+            scratch = empty(DType.I32, (int) (2 * tiles + 4));
+            copyFromHost(table, ints);
+            fill(scratch, 0f);  // the counter starts at 0; the last block of each launch resets it
         }
 
-        @Override public void close() { table.close(); }
+        @Override public int size() { return size; }
+
+        @Override
+        public double gradSumOfSquares() {
+            bind();
+            noCapture("adamw group gradSumOfSquares");
+            if (tiles == 0) return 0.0;
+            long part = g(scratch).address(), out = part + 8 * tiles, counter = out + 8;
+            launch("sumsq_multi", (int) tiles, 1, MT_THREADS, 0, new Kernels.Args().ptr(out).ptr(part).ptr(counter)
+                    .ptr(g(table).address()).i(live));
+            ByteBuffer buf = ByteBuffer.allocateDirect(8).order(ByteOrder.LITTLE_ENDIAN);
+            cuMemcpyDtoHAsync(Pointer.to(buf), new DevPtr().plus(out), 8, stream);
+            cuStreamSynchronize(stream);
+            return buf.getDouble(0);
+        }
+
+        @Override
+        public void step(float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale, boolean zeroGrads) {
+            bind();
+            if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+            if (tiles == 0) return;
+            float bc1 = (float) (1 - Math.pow(beta1, step)), bc2 = (float) (1 - Math.pow(beta2, step));
+            launch("adamw_multi", (int) tiles, 1, MT_THREADS, 0, new Kernels.Args().ptr(g(table).address()).i(live)
+                    .f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale).i(zeroGrads ? 1 : 0));
+        }
+
+        @Override
+        public void close() {
+            table.close();
+            scratch.close();
+        }
     }
 
-    /** Groups {param, grad, m, v} F32 tensor quadruples for {@link #adamwAll}. */
-    public AdamGroup adamGroup(List<Tensor[]> slots) {
+    /** The fused multi-tensor group ({@link AdamwMulti}); made outside any graph capture (it uploads its table). */
+    @Override
+    public AdamwGroup adamwGroup(List<Tensor[]> slots) {
         bind();
-        noCapture("adamGroup");
-        return new AdamGroup(slots);
-    }
-
-    /** One AdamW step (same rule as {@link #adamw}) over every tensor of the group, in one launch. */
-    public void adamwAll(AdamGroup group, float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale) {
-        bind();
-        if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
-        if (group.count == 0 || group.maxN == 0) return;
-        float bc1 = (float) (1 - Math.pow(beta1, step)), bc2 = (float) (1 - Math.pow(beta2, step));
-        int bx = (int) Math.max(1, Math.min(64, (group.maxN + 255) / 256));
-        launch("adamw_multi", bx, group.count, 256, 0, new Kernels.Args().ptr(g(group.table).address())
-                .f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale));
+        noCapture("adamwGroup");
+        return new AdamwMulti(slots);
     }
 
     // ================================================================== SparseLoRA

@@ -60,6 +60,7 @@ final class Kernels implements AutoCloseable {
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
         m.put("adamw_multi", "sparse");
+        m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");
         return Collections.unmodifiableMap(m);
