@@ -189,6 +189,45 @@ __device__ void ropeImpl(T* x, const int* pos, const float* cosT, const float* s
     }
 }
 
+// RoPE on a layer's q (N, Hq·D) and k (N, Hkv·D) in one launch: work item (token n, head h of the
+// Hq + Hkv heads, 8-pair chunk c), chunk fastest so a warp covers whole head halves with 16-byte
+// accesses. vec (D % 16 == 0, q, k, cos, sin 16-byte aligned): each thread moves x[i..i+8) and
+// x[i+D/2..i+D/2+8) and the 8 matching cos/sin entries as vectors; otherwise one pair per item.
+// Arithmetic is ropeImpl's, so the result matches two rope calls.
+template <typename T>
+__device__ void ropeQkImpl(T* q, T* k, const int* pos, const float* cosT, const float* sinT, int N, int Hq, int Hkv, int D,
+                           int inverse, int vec) {
+    int half = D / 2, H = Hq + Hkv, per = vec ? half / 8 : half;
+    long total = (long)N * H * per;
+    GRID_LOOP(t, total) {
+        int c = (int)(t % per);
+        long nh = t / per;
+        int h = (int)(nh % H);
+        long n = nh / H;
+        T* row = h < Hq ? q + (n * Hq + h) * (long)D : k + (n * Hkv + (h - Hq)) * (long)D;
+        long p = pos[n];
+        if (vec) {
+            int i = c * 8;
+            float x1[8], x2[8], cs[8], sn[8];
+            ld8(row, i, x1); ld8(row, i + half, x2);
+            ld8(cosT, p * half + i, cs); ld8(sinT, p * half + i, sn);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float s = inverse ? -sn[j] : sn[j], a = x1[j], b = x2[j];
+                x1[j] = a * cs[j] - b * s;
+                x2[j] = b * cs[j] + a * s;
+            }
+            st8(row, i, x1); st8(row, i + half, x2);
+        } else {
+            float cv = cosT[p * half + c], s = sinT[p * half + c];
+            if (inverse) s = -s;
+            float a = ld(row, c), b = ld(row, c + half);
+            st(row, c, a * cv - b * s);
+            st(row, c + half, b * cv + a * s);
+        }
+    }
+}
+
 // One row of logits per block: lse by max + Σexp, loss = lse − logit[target],
 // dlogits = gradScale·(softmax − onehot). target −100: loss 0 and a zero row; another target outside
 // [0,V): loss NaN. dlogits may be the logits buffer itself (each element is read, then written, by
@@ -265,3 +304,5 @@ FOR_2TYPES(CE)
 
 extern "C" __global__ void rope_f32(float* x, const int* p, const float* c, const float* s, int N, int H, int D, int inv) { ropeImpl(x, p, c, s, N, H, D, inv); }
 extern "C" __global__ void rope_bf16(bf16* x, const int* p, const float* c, const float* s, int N, int H, int D, int inv) { ropeImpl(x, p, c, s, N, H, D, inv); }
+extern "C" __global__ void rope_qk_f32(float* q, float* k, const int* p, const float* c, const float* s, int N, int Hq, int Hkv, int D, int inv, int vec) { ropeQkImpl(q, k, p, c, s, N, Hq, Hkv, D, inv, vec); }
+extern "C" __global__ void rope_qk_bf16(bf16* q, bf16* k, const int* p, const float* c, const float* s, int N, int Hq, int Hkv, int D, int inv, int vec) { ropeQkImpl(q, k, p, c, s, N, Hq, Hkv, D, inv, vec); }

@@ -647,6 +647,30 @@ public final class GpuBackend implements Backend {
                 .ptr(CO.address()).ptr(SI.address()).i(N).i(heads).i(headDim).i(inverse ? 1 : 0));
     }
 
+    /** Both rotations in one launch ({@code rope_qk_*}): 16-byte vector accesses when D % 16 == 0 and the tensors are aligned. */
+    @Override
+    public void ropeQK(Tensor q, Tensor k, Tensor positions, Tensor cos, Tensor sin, int heads, int kvHeads, int headDim, boolean inverse) {
+        bind();
+        GpuTensor Q = own(q), K = own(k), P = own(positions), CO = own(cos), SI = own(sin);
+        if (Q.dtype() != K.dtype()) { Backend.super.ropeQK(q, k, positions, cos, sin, heads, kvHeads, headDim, inverse); return; }
+        needI32("ropeQK", "positions", P);
+        needF32("ropeQK", "cos", CO);
+        needF32("ropeQK", "sin", SI);
+        if (headDim <= 0 || headDim % 2 != 0) throw new IllegalArgumentException("ropeQK: head dim must be even and positive, got " + headDim);
+        if (heads < 0 || kvHeads < 0) throw new IllegalArgumentException("ropeQK: negative head count " + heads + "/" + kvHeads);
+        int N = (int) P.numel(), half = headDim / 2;
+        needNumel("ropeQK", "q", Q, (long) N * heads * headDim);
+        needNumel("ropeQK", "k", K, (long) N * kvHeads * headDim);
+        if (CO.numel() != SI.numel() || CO.numel() % half != 0)
+            throw new IllegalArgumentException("ropeQK: cos " + CO + " / sin " + SI + " must be (maxPos, " + half + ")");
+        boolean vec = headDim % 16 == 0 && aligned(Q, K, CO, SI);
+        long total = (long) N * (heads + kvHeads) * (vec ? half / 8 : half);
+        if (total == 0) return;
+        int blocks = (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256);
+        launch("rope_qk_" + sfx(Q, "ropeQK"), blocks, 1, 256, 0, new Kernels.Args().ptr(Q.address()).ptr(K.address()).ptr(P.address())
+                .ptr(CO.address()).ptr(SI.address()).i(N).i(heads).i(kvHeads).i(headDim).i(inverse ? 1 : 0).i(vec ? 1 : 0));
+    }
+
     // ---------------------------------------------------------------- attention
 
     private void checkAttention(String op, GpuTensor q, GpuTensor k, GpuTensor v, GpuTensor ks, int B, int T, int Hq, int Hkv, int D) {

@@ -341,6 +341,54 @@ class GpuBackendTest {
         return new float[][] {cos, sin};
     }
 
+    /**
+     * ropeQK (one launch for q and k) against CpuBackend's two rope calls: GQA head counts, the
+     * vector path (D = 128, 64), the scalar path (D = 12; and D = 128 with q an unaligned view),
+     * forward then inverse, both dtypes (tolerances as rope).
+     */
+    @Test
+    void ropeQkMatchesCpu() {
+        int N = 37, Hq = 4, Hkv = 2, maxPos = 600;
+        int[] pos = new int[N];
+        for (int i = 0; i < N; i++) pos[i] = RNG.nextInt(maxPos);
+        Pair P = ints(pos, N);
+        for (int[] c : new int[][] {{128, 0}, {64, 0}, {12, 0}, {128, 1}}) {
+            int D = c[0];
+            boolean unaligned = c[1] == 1;
+            float[][] tb = ropeTables(maxPos, D);
+            Pair COS = pair(tb[0], DType.F32, maxPos, D / 2), SIN = pair(tb[1], DType.F32, maxPos, D / 2);
+            for (DType t : FLOATS) {
+                float[] q = rand(N * Hq * D, 1f), k = rand(N * Hkv * D, 1f);
+                Pair Q = inout(q, t, N, Hq * D), K = inout(k, t, N, Hkv * D);
+                Tensor parent = null;
+                if (unaligned) {  // q one element into a larger buffer: the scalar path
+                    parent = gpu.empty(t, N * Hq * D + 1);
+                    gpu.fill(parent, Float.NaN);
+                    Tensor view = parent.view(1, N, Hq * D);
+                    gpu.copy(view, Q.g());
+                    Q.g().close();
+                    Q = new Pair(view, Q.c());
+                }
+                String what = "ropeQK " + t + " D=" + D + (unaligned ? " unaligned q" : "");
+                gpu.ropeQK(Q.g(), K.g(), P.g(), COS.g(), SIN.g(), Hq, Hkv, D, false);
+                cpu.ropeQK(Q.c(), K.c(), P.c(), COS.c(), SIN.c(), Hq, Hkv, D, false);
+                close(what + " q", Q, tolFor(t));
+                close(what + " k", K, tolFor(t));
+                gpu.ropeQK(Q.g(), K.g(), P.g(), COS.g(), SIN.g(), Hq, Hkv, D, true);
+                cpu.ropeQK(Q.c(), K.c(), P.c(), COS.c(), SIN.c(), Hq, Hkv, D, true);
+                close(what + " inverse q", Q, tolFor(t));
+                close(what + " inverse k", K, tolFor(t));
+                if (parent != null) {
+                    assertTrue(Float.isNaN(gpu.toFloats(parent)[0]), what + ": the element before q is untouched");
+                    parent.close();
+                } else Q.g().close();
+                K.g().close();
+            }
+        }
+        assertThrows(IllegalArgumentException.class, () -> gpu.ropeQK(gpu.empty(DType.BF16, N, Hq * 16), gpu.empty(DType.BF16, N, Hq * 16),
+                P.g(), gpu.empty(DType.F32, 8, 8), gpu.empty(DType.F32, 8, 8), Hq, Hkv, 16, false), "k has Hq heads, not Hkv");
+    }
+
     @Test
     void ropeForwardAndInverse() {
         int N = 24, H = 3, D = 16, maxPos = 64;

@@ -68,6 +68,9 @@ public final class KernelBench {
             }
             g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
             row(g, "rope q (N,32x128)", () -> g.rope(qa, pos, cos, sin, Hq, D, false), 2.0 * N * Hq * D * 2, 0);
+            row(g, "rope q then rope k (2 launches)", () -> { g.rope(qa, pos, cos, sin, Hq, D, false); g.rope(ka, pos, cos, sin, Hkv, D, false); },
+                    2.0 * N * (Hq + Hkv) * D * 2, 0);
+            row(g, "ropeQK q+k (1 launch)", () -> g.ropeQK(qa, ka, pos, cos, sin, Hq, Hkv, D, false), 2.0 * N * (Hq + Hkv) * D * 2, 0);
             int chunk = 1024;
             Tensor logits = rand(g, DType.BF16, chunk, V), tg = g.empty(DType.I32, chunk), losses = g.empty(DType.F32, chunk);
             int[] t = new int[chunk];

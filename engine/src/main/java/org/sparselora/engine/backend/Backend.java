@@ -117,6 +117,17 @@ public interface Backend extends AutoCloseable {
     void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse);
 
     /**
+     * {@link #rope} on a layer's q (N, Hq·D) and k (N, Hkv·D) with the same positions and tables —
+     * the pair every attention layer rotates (forward, and inverse in the backward) — in one op.
+     * Default: the two {@code rope} calls (the reference semantics); a device backend does both in
+     * one launch.
+     */
+    default void ropeQK(Tensor q, Tensor k, Tensor positions, Tensor cos, Tensor sin, int heads, int kvHeads, int headDim, boolean inverse) {
+        rope(q, positions, cos, sin, heads, headDim, inverse);
+        rope(k, positions, cos, sin, kvHeads, headDim, inverse);
+    }
+
+    /**
      * Causal grouped-query attention. q (N, Hq·D), k and v (N, Hkv·D), out (N, Hq·D), N = B·T;
      * query head h reads kv head h / (Hq/Hkv). Keys before {@code keyStart[b]} (left padding) are
      * masked; a query row with no visible key (a padding position) outputs zeros.

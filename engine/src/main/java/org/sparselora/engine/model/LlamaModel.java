@@ -285,8 +285,7 @@ public final class LlamaModel {
             projForward(a, a.q[l], a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
             projForward(a, a.k[l], a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
             projForward(a, a.v[l], a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
-            be.rope(a.q[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
-            be.rope(a.k[l], a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
+            be.ropeQK(a.q[l], a.k[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
             be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
                     c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             projForward(a, a.tmpC, a.att[l], l, Projection.O, lp == null ? null : lp.o());
@@ -577,8 +576,7 @@ public final class LlamaModel {
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
             be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
                     a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
-            be.rope(a.dq, a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), true);
-            be.rope(a.dk, a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), true);
+            be.ropeQK(a.dq, a.dk, a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), true);
             // layer 0's input gradient would only reach the (frozen) embedding: skip it
             Tensor dx = l > 0 ? a.dxn : null;
             // q, k, v read the same input: their frozen input gradients first, summed per token group
@@ -763,8 +761,7 @@ public final class LlamaModel {
             denseLinear(q, xn, l, Projection.Q, lora, ones);
             denseLinear(kNew, xn, l, Projection.K, lora, ones);
             denseLinear(vNew, xn, l, Projection.V, lora, ones);
-            be.rope(q, positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
-            be.rope(kNew, positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
+            be.ropeQK(q, kNew, positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
             be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             denseLinear(tmp, att, l, Projection.O, lora, ones);
             be.addRmsNorm(x, xn, rstd, tmp, lw.ffnNorm(), eps);
