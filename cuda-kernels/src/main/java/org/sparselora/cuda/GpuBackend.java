@@ -914,6 +914,18 @@ public final class GpuBackend implements Backend {
                 new Kernels.Args().ptr(O.address()).ptr(X.address()).f(p).l(seed).l(n));
     }
 
+    /** The normal fill drawn on the device ({@code randn_*}: {@link org.sparselora.engine.backend.CounterRng#normal}'s rule). */
+    @Override
+    public void randomNormal(Tensor t, long seed, float mean, float std) {
+        bind();
+        GpuTensor T = own(t);
+        if (T.dtype() != DType.F32 && T.dtype() != DType.BF16) throw new IllegalArgumentException("randomNormal: F32 or BF16 tensor, got " + T);
+        long n = T.numel();
+        if (n == 0) return;
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (n + 255) / 256));
+        launch("randn_" + sfx(T, "randomNormal"), blocks, 1, 256, 0, new Kernels.Args().ptr(T.address()).l(n).l(seed).f(mean).f(std));
+    }
+
     /** The dropout rule the kernel implements (CpuBackend's formula): element {@code i} is kept when this is ≥ p. */
     public static float dropoutUniform(long seed, long i) {
         long z = seed * 0x9E3779B97F4A7C15L + i * 0xBF58476D1CE4E5B9L + 0x94D049BB133111EBL;

@@ -38,7 +38,7 @@ final class Kernels implements AutoCloseable {
         String[] t = {"f32", "bf16"};
         Map<String, String> m = new LinkedHashMap<>();
         for (String a : t) {
-            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd"}) m.put(op + "_" + a, "elementwise");
+            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd", "randn"}) m.put(op + "_" + a, "elementwise");
             m.put("rope_" + a, "layers");
             for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached"}) m.put(op + "_" + a, "attention");
             m.put("colsumsq_" + a, "sparse");

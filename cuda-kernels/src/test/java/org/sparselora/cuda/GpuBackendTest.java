@@ -242,6 +242,26 @@ class GpuBackendTest {
         }
     }
 
+    @Test
+    void randomNormalMatchesHostDraw() {
+        long seed = new java.util.Random().nextLong();   // fresh stream each run
+        int n = 100_003;
+        for (DType t : FLOATS) {
+            Pair O = out(t, n);
+            gpu.randomNormal(O.g, seed, 0.25f, 0.5f);
+            cpu.randomNormal(O.c, seed, 0.25f, 0.5f);
+            close("randomNormal " + t + " seed " + seed, O, tolFor(t));
+            float[] g = gpu.toFloats(O.g);
+            double m = 0, v = 0;
+            for (float x : g) m += x;
+            m /= n;
+            for (float x : g) v += (x - m) * (x - m);
+            double sd = Math.sqrt(v / n);
+            assertEquals(0.25, m, 0.01, "mean");
+            assertEquals(0.5, sd, 0.01, "std");
+        }
+    }
+
     // ------------------------------------------------------------------ GEMM
 
     @Test

@@ -155,6 +155,23 @@ public interface Backend extends AutoCloseable {
      *  backward agree; p = 0 copies. out, x same shape. Backward is the same call on dout. */
     void dropout(Tensor out, Tensor x, float p, long seed);
 
+    /**
+     * t = mean + std·z with z standard normal drawn from (seed, element index) by {@link CounterRng}
+     * — the same values on every backend (up to the tensor's dtype), made where the tensor lives
+     * (random-init weights for benchmarks never pass through host memory on the GPU). The default
+     * draws on the host and uploads.
+     */
+    default void randomNormal(Tensor t, long seed, float mean, float std) {
+        long n = t.numel();
+        if (n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("randomNormal: " + n + " elements is too many for a host draw");
+        float[] v = new float[(int) n];
+        java.util.stream.IntStream.range(0, (int) ((n + 65535) >> 16)).parallel().forEach(c -> {
+            int end = (int) Math.min(n, (c + 1L) << 16);
+            for (int i = c << 16; i < end; i++) v[i] = mean + std * CounterRng.normal(seed, i);
+        });
+        copyFromHost(t, v);
+    }
+
     // ------------------------------------------------------------------ optimizer
 
     /**
