@@ -109,6 +109,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * residualOut = residualIn + delta; out = rmsNorm(residualOut): {@link #addRmsNorm} out of place,
+     * so a model that keeps every layer's residual for its backward needs no copy of it first.
+     * residualOut must not alias residualIn's storage unless it is the same tensor.
+     */
+    default void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        if (residualOut != residualIn) copy(residualOut, residualIn);
+        addRmsNorm(residualOut, out, rstd, delta, weight, eps);
+    }
+
+    /**
      * Rotary embedding in place, HF "rotate_half" layout: within each head of size D, element i pairs
      * with i + D/2. x (N, H·D); positions (N) I32; cos, sin (maxPos, D/2) F32 tables (llama3 rope
      * scaling is folded into the tables by the caller). {@code inverse=true} rotates by −θ, which is
