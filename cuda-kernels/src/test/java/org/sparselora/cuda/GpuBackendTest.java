@@ -673,6 +673,34 @@ class GpuBackendTest {
         }
     }
 
+    /** The group's step needs no host value, so it can sit in a CUDA graph; its sum of squares (a read) refuses to. */
+    @Test
+    void adamwGroupStepReplaysFromAGraph() {
+        List<Tensor[]> gs = new ArrayList<>(), cs = new ArrayList<>();
+        List<Pair> ps = new ArrayList<>();
+        for (int n : new int[] {4096 * 3, 10, 520}) {
+            Pair P = inout(rand(n, 1f), DType.F32, n), G = pair(rand(n, 1f), DType.F32, n);
+            Pair M = inout(new float[n], DType.F32, n), V = inout(new float[n], DType.F32, n), C = out(DType.BF16, n);
+            gs.add(new Tensor[] {P.g, G.g, M.g, V.g, C.g});
+            cs.add(new Tensor[] {P.c, G.c, M.c, V.c, C.c});
+            ps.add(P);
+            ps.add(C);
+        }
+        try (AdamwGroup group = gpu.adamwGroup(gs); AdamwGroup ref = cpu.adamwGroup(cs)) {
+            gpu.synchronize();
+            gpu.beginCapture();
+            group.step(1e-2f, 0.9f, 0.99f, 1e-8f, 0f, 1, 0.5f, false);
+            assertThrows(IllegalStateException.class, group::gradSumOfSquares, "the sum of squares reads to the host: not in a capture");
+            GpuBackend.Graph graph = gpu.endCapture();
+            for (int r = 0; r < 2; r++) {
+                graph.replay();
+                ref.step(1e-2f, 0.9f, 0.99f, 1e-8f, 0f, 1, 0.5f, false);
+            }
+            graph.close();
+            for (int i = 0; i < ps.size(); i++) close("graph-replayed group step, " + (i % 2 == 0 ? "param" : "bf16 copy") + " " + i / 2, ps.get(i), i % 2 == 0 ? F32_TOL : BF16_TOL);
+        }
+    }
+
     static float[] concat(float[] a, float[] b) {
         float[] r = Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, r, a.length, b.length);
