@@ -177,9 +177,9 @@ class SparseTrainingIntegrationTest {
         Batch shape = batches.get(0);
         java.util.function.ToLongFunction<SparsityConfig> flops = cfg -> {
             SparsityConfig.Resolved r = cfg.resolve(c);
-            if (!r.anySparse()) return FlopCount.dense(c, lora, shape, shape.outputTokenCount()).flops();
+            if (!r.anySparse()) return FlopCount.dense(c, lora, shape).flops();
             TokenSplit sp = TokenSplit.of(shape, cfg.skipOutputTokens(), cfg.sparseOutputTokens(), 1);
-            return FlopCount.sparse(c, lora, shape, shape.outputTokenCount(), r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), 0).flops();
+            return FlopCount.sparse(c, lora, shape, r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), 0).flops();
         };
         Calibration.Result r = Calibration.run(new Calibration.Setup(c, probe, flops, SparsityConfig.parse("mode: svd_4\n", "t"),
                 new double[] {0.5, 0.75}, new double[] {0.5}, true), 1.1, (d, t, w) -> {});
