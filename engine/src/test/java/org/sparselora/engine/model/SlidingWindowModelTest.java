@@ -24,11 +24,7 @@ class SlidingWindowModelTest {
     @AfterAll
     static void close() { be.close(); }
 
-    static List<float[]> grads(LoraAdapter lora) {
-        List<float[]> g = new ArrayList<>();
-        for (Tensor t : lora.grads()) g.add(be.toFloats(t));
-        return g;
-    }
+    static List<float[]> grads(LoraAdapter lora) { return TinyModels.host(be, lora.grads()); }
 
     @Test
     void aWindowCoveringTheSequenceChangesNothing() {

@@ -37,23 +37,9 @@ class SparseTrainingIntegrationTest {
 
     static final LlamaConfig C = TinyModels.config(false, false, false);   // C=16, I=24, 2 layers, GQA 4/2, D=4
 
-    static SparsityConfig config(String extra) {
-        return SparsityConfig.parse("""
-                start_step: 0
-                mode: svd_4
-                sparsity:
-                  layers.0.mlp: 0.5
-                  layers.0.self_attn: 0.5
-                  layers.1.mlp: 0.75
-                  layers.1.self_attn: 0.5
-                """ + extra, "it");
-    }
+    static SparsityConfig config(String extra) { return TinyModels.sparsity(extra, "it"); }
 
-    static List<float[]> grads(LoraAdapter lora) {
-        List<float[]> g = new ArrayList<>();
-        for (Tensor t : lora.grads()) g.add(be.toFloats(t));
-        return g;
-    }
+    static List<float[]> grads(LoraAdapter lora) { return TinyModels.host(be, lora.grads()); }
 
     static Tensor copy(Tensor t) { return t == null ? null : be.fromInts(be.toInts(t), (int) t.numel()); }
 
