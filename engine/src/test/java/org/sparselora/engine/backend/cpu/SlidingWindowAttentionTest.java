@@ -26,7 +26,10 @@ class SlidingWindowAttentionTest {
 
     static Tensor f(float[] x, int... shape) { return be.fromFloats(x, DType.F32, shape); }
 
-    /** Brute-force float64 windowed causal GQA attention with left padding (window ≤ 0 = none). */
+    /**
+     * Brute-force float64 windowed causal GQA attention with left padding (window ≤ 0 = none): the
+     * reference for every CPU attention test (CpuBackendTest's plain ones call it with window 0).
+     */
     static double[] reference(double[] q, double[] k, double[] v, int b, int t, int h, int hkv, int d, int[] ks, double scale, int window) {
         double[] out = new double[b * t * h * d];
         for (int s = 0; s < b; s++)
