@@ -21,7 +21,8 @@ mkdir -p "$dest/lib"
 rm -rf "$dest/lib"/* "$dest/test-classes"
 # sparselora-engine-*.jar includes the engine's test-jar (-tests.jar) with the shared test helpers
 cp engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar "$dest/lib/"
-unzip -l "$dest"/lib/sparselora-engine-*-tests.jar 2>/dev/null | grep -q 'org/sparselora/engine/model/TinyModels.class' \
+# (unzip exits non-zero when the named entry is missing; no grep -q in a pipe under pipefail)
+unzip -l "$dest"/lib/sparselora-engine-*-tests.jar org/sparselora/engine/model/TinyModels.class >/dev/null 2>&1 \
   || { echo "stage.sh: the engine test-jar with the shared test helpers (TinyModels) was not built" >&2; exit 1; }
 cp -r cuda-kernels/target/test-classes "$dest/test-classes"
 cp "$m2/org/jcuda/jcuda/$jcuda/jcuda-$jcuda.jar" "$dest/lib/"
