@@ -286,7 +286,9 @@ public final class LlamaModel {
             projForward(a, a.k[l], a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
             projForward(a, a.v[l], a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
             be.ropeQK(a.q[l], a.k[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
-            be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+            if (c.hasSlidingWindow()) be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+                    c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
                     c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             projForward(a, a.tmpC, a.att[l], l, Projection.O, lp == null ? null : lp.o());
             // residual add fused with the MLP's norm
@@ -572,7 +574,9 @@ public final class LlamaModel {
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
-            be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
+            if (c.hasSlidingWindow()) be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l],
+                    a.keyStart, a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
                     a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             be.ropeQK(a.dq, a.dk, a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), true);
             // layer 0's input gradient would only reach the (frozen) embedding: skip it
@@ -760,7 +764,8 @@ public final class LlamaModel {
             denseLinear(kNew, xn, l, Projection.K, lora, ones);
             denseLinear(vNew, xn, l, Projection.V, lora, ones);
             be.ropeQK(q, kNew, positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
-            be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            if (c.hasSlidingWindow()) be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             denseLinear(tmp, att, l, Projection.O, lora, ones);
             be.addRmsNorm(x, xn, rstd, tmp, lw.ffnNorm(), eps);
             denseLinear(g, xn, l, Projection.GATE, lora, ones);
