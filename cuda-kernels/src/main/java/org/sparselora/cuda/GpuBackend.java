@@ -685,10 +685,21 @@ public final class GpuBackend implements Backend {
         /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
         FLASH_WMMA,
         /** forward and backward on mma.sync register fragments (FlashAttention-2 layout). */
-        FLASH_MMA
+        FLASH_MMA,
+        /**
+         * mma.sync kernels with cp.async double-buffered tiles and ldmatrix fragments: 128-query
+         * forward blocks of 8 warps; one backward kernel per 64-key tile with dQ accumulated in
+         * fp32 by vector reductions (then rounded to bf16).
+         */
+        FLASH_PIPELINED
     }
 
     private AttentionKernel attentionKernel = AttentionKernel.GEMM;
+
+    private static final float LOG2E = 1.4426950408889634f;
+
+    /** FLASH_PIPELINED forward at D = 128: the build for one block per SM (no register cap) instead of two. */
+    boolean flash3FwdOneBlockPerSm = false;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -716,6 +727,12 @@ public final class GpuBackend implements Backend {
     /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
     static int flash2SharedBytes(int D) { return 2 * 64 * (D + 8) * 2 + D * (64 + 8) * 2; }
 
+    /** Dynamic shared memory of flash3_fwd_d{D}: mirrors F3Smem in attention.cu (Q tile of 128 rows, two K and two V tiles of 64). */
+    static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
+
+    /** Dynamic shared memory of flash3_bwd_d{D}: mirrors B3Smem in attention.cu (K, V; two Q and two dO tiles of 32; dSᵀ; row stats). */
+    static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
+
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
         int qs = D + 8, ss = 64 + 4, ps = 64 + 8, os = D + 4;
@@ -733,6 +750,14 @@ public final class GpuBackend implements Backend {
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
+        if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
+            // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
+            String name = D == 128 && flash3FwdOneBlockPerSm ? "flash3_fwd1_d128" : "flash3_fwd_d" + D;
+            kernels.launch(name, Hq, B, (T + 127) / 128, 256, flash3SharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
+            return;
+        }
         if (attentionKernel == AttentionKernel.FLASH_MMA && flashEligible(D, O, Q, K, V)) {
             kernels.launch("flash2_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flash2SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
@@ -790,6 +815,21 @@ public final class GpuBackend implements Backend {
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
         long rows = (long) B * Hq * T;
+        if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+            long drow = scratch("attn.Drow", rows * 4);
+            long dqn = (long) B * T * Hq * D;
+            long dqAcc = scratch("attn.dqAcc", dqn * 4);
+            cuMemsetD32Async(new DevPtr().plus(dqAcc), 0, dqn, stream);
+            launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
+                    new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+            // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
+            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D), stream,
+                    new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
+            launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
+                    new Kernels.Args().ptr(DQ.address()).ptr(dqAcc).l(dqn / 8));
+            return;
+        }
         if (attentionKernel != AttentionKernel.GEMM && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
             long drow = scratch("attn.Drow", rows * 4);
             launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
