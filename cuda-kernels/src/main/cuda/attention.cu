@@ -1222,7 +1222,10 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
             }
         }
     }
-    cpAsyncWaitAll();  // nothing may still be landing in shared memory when the block exits
+    // Q rows were loaded by cp.async from every thread: a block that met no key tile (all left
+    // padding) has not yet waited on them through a barrier, and the staging below overwrites them
+    cpAsyncWaitAll();
+    __syncthreads();
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
@@ -1242,13 +1245,13 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
         { flash3FwdImpl<DD>(o, lse, q, k, v, ks, T, Hq, Hkv, scLog2); }
 FLASH3_FWD(flash3_fwd_d32, 32, 2)
 FLASH3_FWD(flash3_fwd_d64, 64, 2)
-// D = 128 at two blocks per SM (128 registers, a few spilled) and at one (no spills, 8 warps per SM)
+// D = 128 at two blocks per SM: 128 registers with a few spilled (measured faster than one block
+// per SM without spills: 104 vs 119 µs at B8 T512 32/8×128, NOTES.md run 4)
 FLASH3_FWD(flash3_fwd_d128, 128, 2)
-FLASH3_FWD(flash3_fwd1_d128, 128, 1)
 
-template <int D>
+template <int D, int NW>
 struct B3Smem {
-    static constexpr int BK = 64, BQ = 32, SS = D + 8, DSS = BQ + 8;
+    static constexpr int BK = 16 * NW, BQ = 32, SS = D + 8, DSS = BQ + 8;
     static constexpr int K = 0;
     static constexpr int V = K + BK * SS * 2;
     static constexpr int Q = V + BK * SS * 2;       // two buffers
@@ -1259,11 +1262,12 @@ struct B3Smem {
     static constexpr int BYTES = DR + 2 * BQ * 4;
 };
 
-template <int D>
+template <int D, int NW>
 __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                               const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scaleLog2, float scale) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
-    using L = B3Smem<D>;
+    using L = B3Smem<D, NW>;
+    constexpr int NT = 32 * NW;
     constexpr int BK = L::BK, BQ = L::BQ, SS = L::SS, DSS = L::DSS;
     bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
     bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
@@ -1289,8 +1293,8 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
     auto loadQTile = [&](int it, int bf) {
         int hh = it / nQT, q0 = qStart + (it % nQT) * BQ, h = g * G + hh, valid = min(BQ, T - q0);
         const long off = ((long)b * T + q0) * qld + (long)h * D;
-        cpTile<D, BQ, 128>(Qs + bf * BQ * SS, q + off, qld, valid);
-        cpTile<D, BQ, 128>(dOs + bf * BQ * SS, dout + off, qld, valid);
+        cpTile<D, BQ, NT>(Qs + bf * BQ * SS, q + off, qld, valid);
+        cpTile<D, BQ, NT>(dOs + bf * BQ * SS, dout + off, qld, valid);
         if (threadIdx.x < BQ) {
             int qq = q0 + threadIdx.x;
             float l = qq < T ? lse[((long)b * Hq + h) * T + qq] : -INFINITY;
@@ -1309,15 +1313,17 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
     }
     if (total > 0) {
         const int kValid = min(BK, T - k0);
-        cpTile<D, BK, 128>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
-        cpTile<D, BK, 128>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        cpTile<D, BK, NT>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
+        cpTile<D, BK, NT>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
         loadQTile(0, 0);
         cpAsyncCommit();
     }
     const bf16* Kw = Ks + warp * 16 * SS;
     const bf16* Vw = Vs + warp * 16 * SS;
-    // dQ share of this warp: query rows qr..qr+15 of the tile, head-dim columns dc..dc+D/2−1
-    const int qr = (warp & 1) * 16, dc = (warp >> 1) * (D / 2);
+    // dQ share of this warp: query rows qr..qr+15 of the tile, head-dim columns dc..dc+DW−1
+    constexpr int DW = D / (NW / 2);
+    static_assert(DW % 16 == 0, "each warp's dQ columns must be whole ldmatrix.x4 pairs");
+    const int qr = (warp & 1) * 16, dc = (warp >> 1) * DW;
 
     int buf = 0;
     for (int it = 0; it < total; it++, buf ^= 1) {
@@ -1396,15 +1402,15 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
             *reinterpret_cast<unsigned*>(dSt + (warp * 16 + gid + 8) * DSS + j * 8 + tid * 2) = packBf16(dpt[j][2], dpt[j][3]);
         }
         __syncthreads();
-        float dq[D / 16][4];
+        float dq[DW / 8][4];
 #pragma unroll
-        for (int j = 0; j < D / 16; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
+        for (int j = 0; j < DW / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
 #pragma unroll
         for (int kq = 0; kq < BK / 16; kq++) {
             unsigned a[4];
             ldsm4t(a, dSt + (kq * 16 + (lane >> 4) * 8 + (lane & 7)) * DSS + qr + ((lane >> 3) & 1) * 8);
 #pragma unroll
-            for (int dp = 0; dp < D / 32; dp++) {
+            for (int dp = 0; dp < DW / 16; dp++) {
                 unsigned bb[4];
                 ldsm4t(bb, Ks + (kq * 16 + (lane & 15)) * SS + dc + dp * 16 + (lane >> 4) * 8);
                 mma16816(dq[2 * dp], a, bb[0], bb[1]);
@@ -1416,12 +1422,12 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
         if (t0 < T) {
             float* row = acc + ((long)b * T + t0) * qld;
 #pragma unroll
-            for (int j = 0; j < D / 16; j++) redAdd2(row + j * 8, dq[j][0], dq[j][1]);
+            for (int j = 0; j < DW / 8; j++) redAdd2(row + j * 8, dq[j][0], dq[j][1]);
         }
         if (t1 < T) {
             float* row = acc + ((long)b * T + t1) * qld;
 #pragma unroll
-            for (int j = 0; j < D / 16; j++) redAdd2(row + j * 8, dq[j][2], dq[j][3]);
+            for (int j = 0; j < DW / 8; j++) redAdd2(row + j * 8, dq[j][2], dq[j][3]);
         }
     }
     cpAsyncWaitAll();
@@ -1435,12 +1441,14 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
     warpRowsOut<D>(dv + (long)b * T * kld + (long)g * D, kld, vst, wk0, T, lane);
 }
 
-#define FLASH3_BWD(DD, MINB) \
-    extern "C" __global__ void __launch_bounds__(128, MINB) flash3_bwd_d##DD(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float scLog2, float sc) \
-        { flash3BwdImpl<DD>(dk, dv, dqAcc, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, scLog2, sc); }
-FLASH3_BWD(32, 4)
-FLASH3_BWD(64, 3)
-FLASH3_BWD(128, 2)
+#define FLASH3_BWD(NAME, DD, NW, MINB) \
+    extern "C" __global__ void __launch_bounds__(32 * NW, MINB) NAME(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float scLog2, float sc) \
+        { flash3BwdImpl<DD, NW>(dk, dv, dqAcc, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, scLog2, sc); }
+FLASH3_BWD(flash3_bwd_d32, 32, 4, 4)
+FLASH3_BWD(flash3_bwd_d64, 64, 4, 3)
+FLASH3_BWD(flash3_bwd_d128, 128, 4, 2)
+// D = 128 with 8 warps per 128 keys: each Q/dO tile and each dQ reduction serves twice the keys
+FLASH3_BWD(flash3_bwd8_d128, 128, 8, 1)
 
 // dq (bf16) <- the fp32 dQ accumulator, 8 elements per thread-step (n8 = numel / 8, both 16-byte aligned).
 extern "C" __global__ void attn_dq_convert(bf16* dq, const float* acc, long n8) {

@@ -68,12 +68,14 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention (default {@link AttentionKernel#GEMM}, the fastest measured) runs on head-major bf16
+ * <p>Attention defaults to {@link AttentionKernel#FLASH_PIPELINED} (the fastest measured: fused
+ * FlashAttention-2-style kernels that never write the score matrix) wherever it applies: bf16
+ * tensors, 16-byte aligned, head dim 32, 64 or 128. Everything else — and any choice made with
+ * {@link #setAttentionKernel} — may take the {@link AttentionKernel#GEMM} path: head-major bf16
  * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
  * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
  * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
- * attention therefore still has bf16 operand precision. Fused flash-style kernels that never write
- * the score matrix are selectable ({@link #setAttentionKernel}); see benchmarks/gpu/NOTES.md.
+ * attention therefore still has bf16 operand precision. Timings: benchmarks/gpu/NOTES.md.
  *
  * <p>Tensors come from a caching {@link DevicePool}: closing one costs no driver call (so no
  * device-wide sync), and blocks closed during a graph capture stay reserved for that graph.
@@ -676,8 +678,10 @@ public final class GpuBackend implements Backend {
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
     /**
-     * How attention runs (bf16 inputs with head dim 32/64/128 and 16-byte-aligned tensors; anything
-     * else takes {@link #GEMM}). All compute the same function and are each held against the CPU.
+     * How attention runs (the fused kinds need bf16 tensors with head dim 32/64/128, 16-byte aligned;
+     * anything else takes {@link #GEMM}). All compute the same function and are each held against the
+     * CPU. Forward + backward at B8 T512 32/8×128 on the H200 (NOTES.md run 4): GEMM ≈ 1090 µs,
+     * FLASH_WMMA ≈ 3000, FLASH_MMA ≈ 1540, FLASH_PIPELINED ≈ 450 (the default).
      */
     public enum AttentionKernel {
         /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
@@ -694,12 +698,12 @@ public final class GpuBackend implements Backend {
         FLASH_PIPELINED
     }
 
-    private AttentionKernel attentionKernel = AttentionKernel.GEMM;
+    private AttentionKernel attentionKernel = AttentionKernel.FLASH_PIPELINED;
 
     private static final float LOG2E = 1.4426950408889634f;
 
-    /** FLASH_PIPELINED forward at D = 128: the build for one block per SM (no register cap) instead of two. */
-    boolean flash3FwdOneBlockPerSm = false;
+    /** FLASH_PIPELINED backward at D = 128: 8 warps per 128-key tile instead of 4 per 64 (AttentionBench compares them). */
+    boolean flash3BwdEightWarps = false;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -730,8 +734,11 @@ public final class GpuBackend implements Backend {
     /** Dynamic shared memory of flash3_fwd_d{D}: mirrors F3Smem in attention.cu (Q tile of 128 rows, two K and two V tiles of 64). */
     static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
 
-    /** Dynamic shared memory of flash3_bwd_d{D}: mirrors B3Smem in attention.cu (K, V; two Q and two dO tiles of 32; dSᵀ; row stats). */
-    static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
+    /**
+     * Dynamic shared memory of flash3_bwd_d{D} (keys = 64) and flash3_bwd8_d128 (keys = 128): mirrors
+     * B3Smem in attention.cu (K, V tiles; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
+     */
+    static int flash3BwdSharedBytes(int D, int keys) { return (2 * keys + 4 * 32) * (D + 8) * 2 + keys * (32 + 8) * 2 + 4 * 32 * 4; }
 
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
@@ -752,8 +759,7 @@ public final class GpuBackend implements Backend {
         if (B == 0 || T == 0) return;
         if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
             // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
-            String name = D == 128 && flash3FwdOneBlockPerSm ? "flash3_fwd1_d128" : "flash3_fwd_d" + D;
-            kernels.launch(name, Hq, B, (T + 127) / 128, 256, flash3SharedBytes(D), stream,
+            kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, 256, flash3SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
             return;
@@ -822,8 +828,10 @@ public final class GpuBackend implements Backend {
             cuMemsetD32Async(new DevPtr().plus(dqAcc), 0, dqn, stream);
             launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
-            // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
-            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D), stream,
+            // grid (kv head, sequence, key tile): key tile 0, which meets the most query tiles, first
+            boolean eight = D == 128 && flash3BwdEightWarps;
+            int keys = eight ? 128 : 64;
+            kernels.launch(eight ? "flash3_bwd8_d128" : "flash3_bwd_d" + D, Hkv, B, (T + keys - 1) / keys, keys * 2, flash3BwdSharedBytes(D, keys), stream,
                     new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
             launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
