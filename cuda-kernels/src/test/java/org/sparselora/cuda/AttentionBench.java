@@ -37,6 +37,7 @@ public final class AttentionBench {
         if (!Gpu.available()) throw new IllegalStateException("AttentionBench needs a GPU: " + Gpu.reason());
         try (GpuBackend g = GpuBackend.create(0)) {
             if (args.length > 0 && args[0].equals("memcheck")) { memcheck(g); return; }
+            if (args.length > 0 && args[0].equals("profile")) { profile(g, 8, 512, 32, 8, 128); return; }
             System.out.println("AttentionBench on " + g.deviceName());
             time(g, 8, 512, 32, 8, 128);
             time(g, 8, 512, 32, 8, 64);
@@ -88,6 +89,23 @@ public final class AttentionBench {
         }
         g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
         g.flash3BwdEightWarps = false;
+    }
+
+    /** Two forward + backward calls per fused variant at one shape: the launches for a profiler (Nsight Compute). */
+    static void profile(GpuBackend g, int B, int T, int Hq, int Hkv, int D) {
+        int N = B * T;
+        Tensor q = rand(g, N, Hq * D), k = rand(g, N, Hkv * D), v = rand(g, N, Hkv * D), dO = rand(g, N, Hq * D);
+        Tensor o = g.empty(DType.BF16, N, Hq * D), lse = g.empty(DType.F32, B, Hq, T), ks = g.zeros(DType.I32, B);
+        Tensor dq = g.empty(DType.BF16, N, Hq * D), dk = g.empty(DType.BF16, N, Hkv * D), dv = g.empty(DType.BF16, N, Hkv * D);
+        for (Variant var : variants()) {
+            if (var.kernel != GpuBackend.AttentionKernel.FLASH_PIPELINED) continue;
+            var.apply(g);
+            for (int i = 0; i < 2; i++) {
+                g.attention(o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.088f);
+                g.attentionBackward(dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.088f);
+            }
+        }
+        g.synchronize();
     }
 
     static void memcheck(GpuBackend g) {
