@@ -1109,12 +1109,14 @@ struct F3Smem {
     static constexpr int BYTES = V + 2 * BK * SS * 2;
 };
 
-template <int D>
+// MT = 16-row m-tiles per warp: 1 (8 warps, 128 registers) or 2 (4 warps of 32 rows: each K and V
+// fragment read from shared memory feeds two m-tiles, at twice the accumulator registers).
+template <int D, int MT>
 __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* keyStart,
                               int T, int Hq, int Hkv, float scaleLog2) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
     using L = F3Smem<D>;
-    constexpr int BQ = L::BQ, BK = L::BK, SS = L::SS;
+    constexpr int BQ = L::BQ, BK = L::BK, SS = L::SS, NT = 32 * (BQ / (16 * MT)), WR = 16 * MT;
     bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
     bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
     bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
@@ -1129,19 +1131,24 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
     const int kEnd = min(T, q0 + BQ);                 // keys after the tile's last query are masked for all its rows
     const int kBegin = (min(ks, kEnd) / BK) * BK;     // tiles wholly before keyStart are masked
 
-    cpTile<D, BQ, 256>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, min(BQ, T - q0));
+    cpTile<D, BQ, NT>(Qs, q + ((long)b * T + q0) * qld + (long)h * D, qld, min(BQ, T - q0));
     if (kBegin < kEnd) {
-        cpTile<D, BK, 256>(Ks, kb + (long)kBegin * kld, kld, min(BK, T - kBegin));
-        cpTile<D, BK, 256>(Vs, vb + (long)kBegin * kld, kld, min(BK, T - kBegin));
+        cpTile<D, BK, NT>(Ks, kb + (long)kBegin * kld, kld, min(BK, T - kBegin));
+        cpTile<D, BK, NT>(Vs, vb + (long)kBegin * kld, kld, min(BK, T - kBegin));
     }
     cpAsyncCommit();
 
-    float o[D / 8][4];
+    float o[MT][D / 8][4];
+    float m[MT][2], l[MT][2];  // rows gid, gid+8 of each m-tile (base-2 max; l: this lane's partial)
 #pragma unroll
-    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows gid, gid+8 (base-2 max; l: this lane's partial)
-    const int wq0 = q0 + warp * 16, r0 = wq0 + gid, r1 = r0 + 8;
-    const bf16* Qw = Qs + warp * 16 * SS;
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.f;
+    }
+    const int wq0 = q0 + warp * WR;
+    const bf16* Qw = Qs + warp * WR * SS;
 
     int buf = 0;
     for (int k0 = kBegin; k0 < kEnd; k0 += BK, buf ^= 1) {
@@ -1149,76 +1156,95 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
         __syncthreads();  // tile k0 is in buf for everyone; everyone is done with buf^1
         if (k0 + BK < kEnd) {
             int n0 = k0 + BK;
-            cpTile<D, BK, 256>(Ks + (buf ^ 1) * BK * SS, kb + (long)n0 * kld, kld, min(BK, T - n0));
-            cpTile<D, BK, 256>(Vs + (buf ^ 1) * BK * SS, vb + (long)n0 * kld, kld, min(BK, T - n0));
+            cpTile<D, BK, NT>(Ks + (buf ^ 1) * BK * SS, kb + (long)n0 * kld, kld, min(BK, T - n0));
+            cpTile<D, BK, NT>(Vs + (buf ^ 1) * BK * SS, vb + (long)n0 * kld, kld, min(BK, T - n0));
         }
         cpAsyncCommit();
-        if (k0 > wq0 + 15 || wq0 >= T) continue;  // every key after this warp's queries (or no queries)
+        if (k0 > wq0 + WR - 1 || wq0 >= T) continue;  // every key after this warp's queries (or no queries)
         const bf16* Kt = Ks + buf * BK * SS;
         const bf16* Vt = Vs + buf * BK * SS;
 
-        float s[8][4];
+        float s[MT][8][4];
 #pragma unroll
-        for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
-            unsigned a[4];
-            ldsm4(a, Qw + (lane & 15) * SS + kk * 16 + (lane >> 4) * 8);
+            unsigned a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) ldsm4(a[mt], Qw + (mt * 16 + (lane & 15)) * SS + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
             for (int jp = 0; jp < 4; jp++) {
                 unsigned bb[4];
                 ldsm4(bb, Kt + (jp * 16 + (lane >> 4) * 8 + (lane & 7)) * SS + kk * 16 + ((lane >> 3) & 1) * 8);
-                mma16816(s[2 * jp], a, bb[0], bb[1]);
-                mma16816(s[2 * jp + 1], a, bb[2], bb[3]);
-            }
-        }
-        const bool full = k0 + BK - 1 <= wq0 && k0 >= ks && k0 + BK <= T;
-        float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = s[j][e] * scaleLog2;
-                if (!full) {
-                    int key = k0 + j * 8 + tid * 2 + (e & 1), row = e < 2 ? r0 : r1;
-                    if (key < ks || key > row) x = -INFINITY;
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(s[mt][2 * jp], a[mt], bb[0], bb[1]);
+                    mma16816(s[mt][2 * jp + 1], a[mt], bb[2], bb[3]);
                 }
-                s[j][e] = x;
             }
-            mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[j][2], s[j][3]));
         }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        const float z0 = n0 == -INFINITY ? 0.f : n0, z1 = n1 == -INFINITY ? 0.f : n1;  // no key yet: everything stays 0
-        const float a0 = ex2(m0 - z0), a1 = ex2(m1 - z1);
-        m0 = n0; m1 = n1;
-        float ps0 = 0.f, ps1 = 0.f;
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            s[j][0] = ex2(s[j][0] - z0); s[j][1] = ex2(s[j][1] - z0);
-            s[j][2] = ex2(s[j][2] - z1); s[j][3] = ex2(s[j][3] - z1);
-            ps0 += s[j][0] + s[j][1];
-            ps1 += s[j][2] + s[j][3];
+        for (int mt = 0; mt < MT; mt++) {
+            const int mq0 = wq0 + mt * 16, r0 = mq0 + gid, r1 = r0 + 8;
+            const bool full = k0 + BK - 1 <= mq0 && k0 >= ks && k0 + BK <= T;
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = s[mt][j][e] * scaleLog2;
+                    if (!full) {
+                        int key = k0 + j * 8 + tid * 2 + (e & 1), row = e < 2 ? r0 : r1;
+                        if (key < ks || key > row) x = -INFINITY;
+                    }
+                    s[mt][j][e] = x;
+                }
+                mx0 = fmaxf(mx0, fmaxf(s[mt][j][0], s[mt][j][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[mt][j][2], s[mt][j][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);
+            const float z0 = n0 == -INFINITY ? 0.f : n0, z1 = n1 == -INFINITY ? 0.f : n1;  // no key yet: everything stays 0
+            const float a0 = ex2(m[mt][0] - z0), a1 = ex2(m[mt][1] - z1);
+            m[mt][0] = n0; m[mt][1] = n1;
+            float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                s[mt][j][0] = ex2(s[mt][j][0] - z0); s[mt][j][1] = ex2(s[mt][j][1] - z0);
+                s[mt][j][2] = ex2(s[mt][j][2] - z1); s[mt][j][3] = ex2(s[mt][j][3] - z1);
+                ps0 += s[mt][j][0] + s[mt][j][1];
+                ps1 += s[mt][j][2] + s[mt][j][3];
+            }
+            l[mt][0] = l[mt][0] * a0 + ps0;
+            l[mt][1] = l[mt][1] * a1 + ps1;
+#pragma unroll
+            for (int j = 0; j < D / 8; j++) { o[mt][j][0] *= a0; o[mt][j][1] *= a0; o[mt][j][2] *= a1; o[mt][j][3] *= a1; }
         }
-        l0 = l0 * a0 + ps0;
-        l1 = l1 * a1 + ps1;
-#pragma unroll
-        for (int j = 0; j < D / 8; j++) { o[j][0] *= a0; o[j][1] *= a0; o[j][2] *= a1; o[j][3] *= a1; }
         // O += P·V over four 16-key steps; S n-tiles 2kq, 2kq+1 are the A fragment as they stand
 #pragma unroll
         for (int kq = 0; kq < 4; kq++) {
-            unsigned pa[4] = {packBf16(s[2 * kq][0], s[2 * kq][1]), packBf16(s[2 * kq][2], s[2 * kq][3]),
-                              packBf16(s[2 * kq + 1][0], s[2 * kq + 1][1]), packBf16(s[2 * kq + 1][2], s[2 * kq + 1][3])};
+            unsigned pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = packBf16(s[mt][2 * kq][0], s[mt][2 * kq][1]);
+                pa[mt][1] = packBf16(s[mt][2 * kq][2], s[mt][2 * kq][3]);
+                pa[mt][2] = packBf16(s[mt][2 * kq + 1][0], s[mt][2 * kq + 1][1]);
+                pa[mt][3] = packBf16(s[mt][2 * kq + 1][2], s[mt][2 * kq + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < D / 16; dp++) {
                 unsigned bb[4];
                 ldsm4t(bb, Vt + (kq * 16 + (lane & 15)) * SS + dp * 16 + (lane >> 4) * 8);
-                mma16816(o[2 * dp], pa, bb[0], bb[1]);
-                mma16816(o[2 * dp + 1], pa, bb[2], bb[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma16816(o[mt][2 * dp], pa[mt], bb[0], bb[1]);
+                    mma16816(o[mt][2 * dp + 1], pa[mt], bb[2], bb[3]);
+                }
             }
         }
     }
@@ -1226,28 +1252,63 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
     // padding) has not yet waited on them through a barrier, and the staging below overwrites them
     cpAsyncWaitAll();
     __syncthreads();
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    // The warp's own Q rows are free now (only it read them): stage O there, then write whole rows.
-    bf16* stage = Qs + warp * 16 * SS;
-    fragsToShared<D>(stage, o, l0 > 0.f ? 1.f / l0 : 0.f, l1 > 0.f ? 1.f / l1 : 0.f, gid, tid);
-    __syncwarp();
-    warpRowsOut<D>(out + (long)b * T * qld + (long)h * D, qld, stage, wq0, T, lane);
     const float LN2 = 0.69314718055994531f;
-    if (tid == 0 && r0 < T) lse[((long)b * Hq + h) * T + r0] = l0 > 0.f ? (m0 + __log2f(l0)) * LN2 : -INFINITY;
-    if (tid == 0 && r1 < T) lse[((long)b * Hq + h) * T + r1] = l1 > 0.f ? (m1 + __log2f(l1)) * LN2 : -INFINITY;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float l0 = l[mt][0], l1 = l[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        // the warp's own Q rows are free now (only it read them): stage O there, then write whole rows
+        bf16* stage = Qs + (warp * WR + mt * 16) * SS;
+        fragsToShared<D>(stage, o[mt], l0 > 0.f ? 1.f / l0 : 0.f, l1 > 0.f ? 1.f / l1 : 0.f, gid, tid);
+        __syncwarp();
+        const int r0 = wq0 + mt * 16 + gid, r1 = r0 + 8;
+        warpRowsOut<D>(out + (long)b * T * qld + (long)h * D, qld, stage, wq0 + mt * 16, T, lane);
+        if (tid == 0 && r0 < T) lse[((long)b * Hq + h) * T + r0] = l0 > 0.f ? (m[mt][0] + __log2f(l0)) * LN2 : -INFINITY;
+        if (tid == 0 && r1 < T) lse[((long)b * Hq + h) * T + r1] = l1 > 0.f ? (m[mt][1] + __log2f(l1)) * LN2 : -INFINITY;
+    }
 }
 
-#define FLASH3_FWD(NAME, DD, MINB) \
-    extern "C" __global__ void __launch_bounds__(256, MINB) NAME(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float scLog2) \
-        { flash3FwdImpl<DD>(o, lse, q, k, v, ks, T, Hq, Hkv, scLog2); }
-FLASH3_FWD(flash3_fwd_d32, 32, 2)
-FLASH3_FWD(flash3_fwd_d64, 64, 2)
+#define FLASH3_FWD(NAME, DD, MT, MINB) \
+    extern "C" __global__ void __launch_bounds__(256 / MT, MINB) NAME(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float scLog2) \
+        { flash3FwdImpl<DD, MT>(o, lse, q, k, v, ks, T, Hq, Hkv, scLog2); }
+FLASH3_FWD(flash3_fwd_d32, 32, 1, 2)
+FLASH3_FWD(flash3_fwd_d64, 64, 1, 2)
 // D = 128 at two blocks per SM: 128 registers with a few spilled (measured faster than one block
 // per SM without spills: 104 vs 119 µs at B8 T512 32/8×128, NOTES.md run 4)
-FLASH3_FWD(flash3_fwd_d128, 128, 2)
+FLASH3_FWD(flash3_fwd_d128, 128, 1, 2)
+// D = 128 with 32 query rows per warp (4 warps), for comparison
+FLASH3_FWD(flash3_fwd2_d128, 128, 2, 2)
+
+// Before flash3_bwd: Drow[(b,h,t)] = Σ_d dout·out over the row's D elements (bf16, token-major) and
+// the fp32 dQ accumulator row zeroed; D/8 lanes per row, 16 bytes per lane (D a multiple of 8, ≤ 256).
+extern "C" __global__ void attn_bwd_prep(float* Drow, float* dqAcc, const bf16* dout, const bf16* out, int B, int T, int H, int D) {
+    const int lpr = D / 8, rpw = 32 / lpr;  // lanes per row, rows per warp
+    const int lane = threadIdx.x & 31;
+    const long rows = (long)B * H * T;
+    const long row = (((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5) * rpw + lane / lpr;
+    const int sub = lane % lpr;
+    float s = 0.f;
+    if (row < rows) {
+        int t = (int)(row % T);
+        long bh = row / T;
+        int h = (int)(bh % H);
+        long b = bh / H;
+        long base = (b * T + t) * (long)H * D + (long)h * D + sub * 8;
+        float x[8], y[8];
+        ld8(dout, base, x);
+        ld8(out, base, y);
+#pragma unroll
+        for (int j = 0; j < 8; j++) s = fmaf(x[j], y[j], s);
+        float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+        *reinterpret_cast<float4*>(dqAcc + base) = z;
+        *reinterpret_cast<float4*>(dqAcc + base + 4) = z;
+    }
+    for (int o = lpr / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (row < rows && sub == 0) Drow[row] = s;
+}
 
 template <int D, int NW>
 struct B3Smem {
@@ -1446,9 +1507,9 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
         { flash3BwdImpl<DD, NW>(dk, dv, dqAcc, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, scLog2, sc); }
 FLASH3_BWD(flash3_bwd_d32, 32, 4, 4)
 FLASH3_BWD(flash3_bwd_d64, 64, 4, 3)
+// D = 128: 4 warps per 64 keys. (8 warps per 128 keys, which halves the Q/dO tile loads and the
+// dQ reductions per key, measured the same: 344 µs at B8 T512 32/8×128, NOTES.md run 4.)
 FLASH3_BWD(flash3_bwd_d128, 128, 4, 2)
-// D = 128 with 8 warps per 128 keys: each Q/dO tile and each dQ reduction serves twice the keys
-FLASH3_BWD(flash3_bwd8_d128, 128, 8, 1)
 
 // dq (bf16) <- the fp32 dQ accumulator, 8 elements per thread-step (n8 = numel / 8, both 16-byte aligned).
 extern "C" __global__ void attn_dq_convert(bf16* dq, const float* acc, long n8) {

@@ -702,8 +702,8 @@ public final class GpuBackend implements Backend {
 
     private static final float LOG2E = 1.4426950408889634f;
 
-    /** FLASH_PIPELINED backward at D = 128: 8 warps per 128-key tile instead of 4 per 64 (AttentionBench compares them). */
-    boolean flash3BwdEightWarps = false;
+    /** FLASH_PIPELINED forward at D = 128: 4 warps of 32 query rows instead of 8 of 16 (AttentionBench compares them). */
+    boolean flash3FwdTwoTiles = false;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -735,8 +735,8 @@ public final class GpuBackend implements Backend {
     static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
 
     /**
-     * Dynamic shared memory of flash3_bwd_d{D} (keys = 64) and flash3_bwd8_d128 (keys = 128): mirrors
-     * B3Smem in attention.cu (K, V tiles; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
+     * Dynamic shared memory of flash3_bwd_d{D} (keys per block = 64): mirrors B3Smem in attention.cu
+     * (K, V tiles; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
      */
     static int flash3BwdSharedBytes(int D, int keys) { return (2 * keys + 4 * 32) * (D + 8) * 2 + keys * (32 + 8) * 2 + 4 * 32 * 4; }
 
@@ -759,7 +759,8 @@ public final class GpuBackend implements Backend {
         if (B == 0 || T == 0) return;
         if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
             // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
-            kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, 256, flash3SharedBytes(D), stream,
+            boolean two = D == 128 && flash3FwdTwoTiles;
+            kernels.launch(two ? "flash3_fwd2_d128" : "flash3_fwd_d" + D, Hq, B, (T + 127) / 128, two ? 128 : 256, flash3SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
             return;
@@ -825,13 +826,12 @@ public final class GpuBackend implements Backend {
             long drow = scratch("attn.Drow", rows * 4);
             long dqn = (long) B * T * Hq * D;
             long dqAcc = scratch("attn.dqAcc", dqn * 4);
-            cuMemsetD32Async(new DevPtr().plus(dqAcc), 0, dqn, stream);
-            launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
-                    new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
-            // grid (kv head, sequence, key tile): key tile 0, which meets the most query tiles, first
-            boolean eight = D == 128 && flash3BwdEightWarps;
-            int keys = eight ? 128 : 64;
-            kernels.launch(eight ? "flash3_bwd8_d128" : "flash3_bwd_d" + D, Hkv, B, (T + keys - 1) / keys, keys * 2, flash3BwdSharedBytes(D, keys), stream,
+            // Drow = rowsum(dO ⊙ O) and the dQ accumulator cleared, in one pass (D/8 lanes per row)
+            long warps = (rows * (D / 8) + 31) / 32;
+            launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
+                    new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+            // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
+            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D, 64), stream,
                     new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
             launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,

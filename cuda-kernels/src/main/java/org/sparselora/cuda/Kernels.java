@@ -58,7 +58,8 @@ final class Kernels implements AutoCloseable {
             for (String op : new String[] {"flash_fwd_", "flash_bwd_dkdv_", "flash_bwd_dq_", "flash2_fwd_", "flash2_bwd_dkdv_", "flash2_bwd_dq_", "flash3_fwd_", "flash3_bwd_"}) m.put(op + d, "attention");
         m.put("attn_softmax_bwd", "attention");
         m.put("attn_dq_convert", "attention");
-        m.put("flash3_bwd8_d128", "attention");
+        m.put("flash3_fwd2_d128", "attention");
+        m.put("attn_bwd_prep", "attention");
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
         m.put("adamw_multi", "sparse");
