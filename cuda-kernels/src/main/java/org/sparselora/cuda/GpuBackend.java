@@ -702,8 +702,11 @@ public final class GpuBackend implements Backend {
 
     private static final float LOG2E = 1.4426950408889634f;
 
-    /** FLASH_PIPELINED forward at D = 128: 4 warps of 32 query rows instead of 8 of 16 (AttentionBench compares them). */
-    boolean flash3FwdTwoTiles = false;
+    /** FLASH_PIPELINED forward at D = 128: 4 warps of 32 query rows (true) or 8 of 16 (AttentionBench compares them). */
+    boolean flash3FwdTwoTiles = true;
+
+    /** FLASH_PIPELINED backward: warps split into dV and dK roles, 32 keys each (flash4_bwd, true) or flash3_bwd. */
+    boolean flashBwdSplitWarps = true;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -739,6 +742,9 @@ public final class GpuBackend implements Backend {
      * (K, V tiles; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
      */
     static int flash3BwdSharedBytes(int D, int keys) { return (2 * keys + 4 * 32) * (D + 8) * 2 + keys * (32 + 8) * 2 + 4 * 32 * 4; }
+
+    /** Dynamic shared memory of flash4_bwd_d{D}: mirrors B4Smem in attention.cu (K, V; two Q and two dO tiles of 32; Pᵀ, dSᵀ; row stats). */
+    static int flash4BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 2 * 64 * (32 + 8) * 2 + 4 * 32 * 4; }
 
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
@@ -831,7 +837,8 @@ public final class GpuBackend implements Backend {
             launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
             // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
-            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D, 64), stream,
+            kernels.launch((flashBwdSplitWarps ? "flash4_bwd_d" : "flash3_bwd_d") + D, Hkv, B, (T + 63) / 64, 128,
+                    flashBwdSplitWarps ? flash4BwdSharedBytes(D) : flash3BwdSharedBytes(D, 64), stream,
                     new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
             launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
