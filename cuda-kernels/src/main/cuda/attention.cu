@@ -1018,8 +1018,9 @@ FLASH2_BWD(128)
 // Causal and left-padding tiles that are wholly masked are skipped; the per-element mask is applied
 // only on tiles that straddle the diagonal, keyStart or T.
 //
-// Forward: one block of 8 warps per (128 queries, query head, sequence), heaviest query tiles
-// first; warp w owns queries 16w..16w+15, S (16 × 64) and O (16 × D) live in registers.
+// Forward: one block per (128 queries, query head, sequence), heaviest query tiles first; each warp
+// owns 16·MT query rows (MT = 2 at D = 128: 4 warps; MT = 1 below: 8 warps), S (16·MT × 64) and
+// O (16·MT × D) live in registers.
 // Backward: flash3_bwd per (64 keys, kv head, sequence), 4 warps, warp w owns 16 keys: for every
 // query head of the group and every 32-query tile at or after the keys it forms Sᵀ = K_w·Qᵀ and
 // dPᵀ = V_w·dOᵀ, recomputes Pᵀ from the forward's lse, dSᵀ = Pᵀ ⊙ (dPᵀ − Drow)·scale, and
@@ -1027,7 +1028,7 @@ FLASH2_BWD(128)
 // needs a sum over key tiles, i.e. over blocks: dSᵀ goes to shared memory, the block forms its
 // 32 × D share of dQ = dS·K and adds it into an fp32 accumulator with vector reductions
 // (red.global.add.v2.f32); attn_dq_convert rounds that to bf16 afterwards. Drow = rowsum(dO ⊙ O)
-// comes from attn_rowdot before the kernel.
+// and the cleared accumulator come from attn_bwd_prep before the kernel.
 
 __device__ __forceinline__ unsigned smemAddr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 
@@ -1276,11 +1277,10 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
         { flash3FwdImpl<DD, MT>(o, lse, q, k, v, ks, T, Hq, Hkv, scLog2); }
 FLASH3_FWD(flash3_fwd_d32, 32, 1, 2)
 FLASH3_FWD(flash3_fwd_d64, 64, 1, 2)
-// D = 128 at two blocks per SM: 128 registers with a few spilled (measured faster than one block
-// per SM without spills: 104 vs 119 µs at B8 T512 32/8×128, NOTES.md run 4)
-FLASH3_FWD(flash3_fwd_d128, 128, 1, 2)
-// D = 128 with 32 query rows per warp (4 warps), for comparison
-FLASH3_FWD(flash3_fwd2_d128, 128, 2, 2)
+// D = 128: 4 warps of 32 rows, two blocks per SM (255 registers, a few spilled). Measured at B8
+// T512 32/8×128 (NOTES.md run 4): 101 µs, against 104 for 8 warps of 16 rows at two blocks per SM
+// (128 registers) and 119 for 8 warps of 16 rows at one block per SM.
+FLASH3_FWD(flash3_fwd_d128, 128, 2, 2)
 
 // Before flash3_bwd: Drow[(b,h,t)] = Σ_d dout·out over the row's D elements (bf16, token-major) and
 // the fp32 dQ accumulator row zeroed; D/8 lanes per row, 16 bytes per lane (D a multiple of 8, ≤ 256).
@@ -1507,237 +1507,11 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
         { flash3BwdImpl<DD, NW>(dk, dv, dqAcc, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, scLog2, sc); }
 FLASH3_BWD(flash3_bwd_d32, 32, 4, 4)
 FLASH3_BWD(flash3_bwd_d64, 64, 4, 3)
-// D = 128: 4 warps per 64 keys. (8 warps per 128 keys, which halves the Q/dO tile loads and the
-// dQ reductions per key, measured the same: 344 µs at B8 T512 32/8×128, NOTES.md run 4.)
+// D = 128: 4 warps per 64 keys. Measured alternatives at B8 T512 32/8×128 (NOTES.md run 4): 8 warps
+// per 128 keys (half the Q/dO tile loads and dQ reductions per key) ran the same; warps split into
+// dV and dK roles of 32 keys each, with Pᵀ handed over in shared memory (a quarter fewer ldmatrix)
+// ran 7% slower (an extra barrier per tile, K warps waiting on the exponentials).
 FLASH3_BWD(flash3_bwd_d128, 128, 4, 2)
-
-// Backward with the warps split by role (flash4_bwd): per 64-key block, warps 0-1 ("V warps") own
-// 32 keys each for dV and warps 2-3 ("K warps") the same 32-key halves for dK. Per 32-query tile a
-// V warp forms Sᵀ = K_w·Qᵀ and Pᵀ (which it hands to its K warp through shared memory) and adds
-// Pᵀ·dO to dV; a K warp forms dPᵀ = V_w·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − Drow)·scale and adds dSᵀ·Q to dK.
-// With 32 keys per warp every Q/dO fragment read from shared memory feeds two m-tiles, so the
-// shared-memory traffic per mma drops by about a quarter against flash3_bwd. dQ as in flash3_bwd.
-template <int D>
-struct B4Smem {
-    static constexpr int BK = 64, BQ = 32, SS = D + 8, PS = BQ + 8;
-    static constexpr int K = 0;
-    static constexpr int V = K + BK * SS * 2;
-    static constexpr int Q = V + BK * SS * 2;       // two buffers
-    static constexpr int DO = Q + 2 * BQ * SS * 2;  // two buffers
-    static constexpr int PT = DO + 2 * BQ * SS * 2; // Pᵀ (BK × BQ bf16, stride PS)
-    static constexpr int DS = PT + BK * PS * 2;     // dSᵀ
-    static constexpr int LSE = DS + BK * PS * 2;    // two buffers of BQ floats (lse·log2 e, +inf: no key)
-    static constexpr int DR = LSE + 2 * BQ * 4;     // two buffers of BQ floats
-    static constexpr int BYTES = DR + 2 * BQ * 4;
-};
-
-template <int D>
-__device__ void flash4BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
-                              const float* lse, const float* Drow, const int* keyStart, int T, int Hq, int Hkv, float scaleLog2, float scale) {
-    extern __shared__ __align__(128) unsigned char smemRaw[];
-    using L = B4Smem<D>;
-    constexpr int BK = L::BK, BQ = L::BQ, SS = L::SS, PS = L::PS, NT = 128;
-    bf16* Ks = reinterpret_cast<bf16*>(smemRaw + L::K);
-    bf16* Vs = reinterpret_cast<bf16*>(smemRaw + L::V);
-    bf16* Qs = reinterpret_cast<bf16*>(smemRaw + L::Q);
-    bf16* dOs = reinterpret_cast<bf16*>(smemRaw + L::DO);
-    bf16* Pt = reinterpret_cast<bf16*>(smemRaw + L::PT);
-    bf16* dSt = reinterpret_cast<bf16*>(smemRaw + L::DS);
-    float* lseS = reinterpret_cast<float*>(smemRaw + L::LSE);
-    float* drS = reinterpret_cast<float*>(smemRaw + L::DR);
-
-    const int g = blockIdx.x, b = blockIdx.y, k0 = blockIdx.z * BK;  // key tile 0 (most query tiles) first
-    const int G = Hq / Hkv;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tid = lane & 3;
-    const bool vw = warp < 2;         // V warp (Sᵀ, Pᵀ, dV) or K warp (dPᵀ, dSᵀ, dK)
-    const int wr = (warp & 1) * 32;   // the warp's 32 keys within the tile
-    const int ks = max(0, keyStart[b]);
-    const long qld = (long)Hq * D, kld = (long)Hkv * D;
-
-    const int qStart = max(k0, (ks / BQ) * BQ);
-    const int nQT = (k0 + BK <= ks || qStart >= T) ? 0 : (T - qStart + BQ - 1) / BQ;
-    const int total = G * nQT;
-
-    auto loadQTile = [&](int it, int bf) {
-        int hh = it / nQT, q0 = qStart + (it % nQT) * BQ, h = g * G + hh, valid = min(BQ, T - q0);
-        const long off = ((long)b * T + q0) * qld + (long)h * D;
-        cpTile<D, BQ, NT>(Qs + bf * BQ * SS, q + off, qld, valid);
-        cpTile<D, BQ, NT>(dOs + bf * BQ * SS, dout + off, qld, valid);
-        if (threadIdx.x < BQ) {
-            int qq = q0 + threadIdx.x;
-            float l = qq < T ? lse[((long)b * Hq + h) * T + qq] : -INFINITY;
-            lseS[bf * BQ + threadIdx.x] = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;  // 2^(x − inf) = 0
-        } else if (threadIdx.x < 2 * BQ) {
-            int qq = q0 + threadIdx.x - BQ;
-            drS[bf * BQ + threadIdx.x - BQ] = qq < T ? Drow[((long)b * Hq + h) * T + qq] : 0.f;
-        }
-    };
-
-    float acc[2][D / 8][4];  // dV (V warp) or dK (K warp): the warp's 32 keys × D
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int j = 0; j < D / 8; j++) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
-    if (total > 0) {
-        const int kValid = min(BK, T - k0);
-        cpTile<D, BK, NT>(Ks, k + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
-        cpTile<D, BK, NT>(Vs, v + ((long)b * T + k0) * kld + (long)g * D, kld, kValid);
-        loadQTile(0, 0);
-        cpAsyncCommit();
-    }
-    const bf16* Aw = (vw ? Ks : Vs) + wr * SS;  // A rows of the first product: K_w or V_w
-    constexpr int DW = D / 2;                    // dQ: warp takes query rows qr.., head-dim columns dc..dc+DW−1
-    const int qr = (warp & 1) * 16, dc = (warp >> 1) * DW;
-
-    int buf = 0;
-    for (int it = 0; it < total; it++, buf ^= 1) {
-        const int hh = it / nQT, q0 = qStart + (it % nQT) * BQ, h = g * G + hh;
-        cpAsyncWaitAll();
-        __syncthreads();  // tile it is in buf for everyone; everyone is done with buf^1, Pᵀ and dSᵀ
-        if (it + 1 < total) loadQTile(it + 1, buf ^ 1);
-        cpAsyncCommit();
-        const bf16* Qb = Qs + buf * BQ * SS;
-        const bf16* dOb = dOs + buf * BQ * SS;
-        const float* lb = lseS + buf * BQ;
-        const float* db = drS + buf * BQ;
-
-        // x (32 keys × 32 queries) = Sᵀ = K_w·Qᵀ (V warp) or dPᵀ = V_w·dOᵀ (K warp)
-        const bf16* Bt = vw ? Qb : dOb;
-        float x[2][4][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) x[mt][j][0] = x[mt][j][1] = x[mt][j][2] = x[mt][j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            unsigned a[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) ldsm4(a[mt], Aw + (mt * 16 + (lane & 15)) * SS + kk * 16 + (lane >> 4) * 8);
-#pragma unroll
-            for (int jp = 0; jp < 2; jp++) {
-                unsigned bb[4];
-                ldsm4(bb, Bt + (jp * 16 + (lane >> 4) * 8 + (lane & 7)) * SS + kk * 16 + ((lane >> 3) & 1) * 8);
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    mma16816(x[mt][2 * jp], a[mt], bb[0], bb[1]);
-                    mma16816(x[mt][2 * jp + 1], a[mt], bb[2], bb[3]);
-                }
-            }
-        }
-        // V warp: Pᵀ = 2^(Sᵀ·scale·log2 e − lse·log2 e) on visible pairs, rounded to bf16 as the
-        // GEMM path's P, kept in x and handed to the K warp of the same keys
-        const bool full = q0 >= k0 + BK - 1 && k0 >= ks;
-        if (vw) {
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                const int key0 = k0 + wr + mt * 16 + gid;
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int qi = j * 8 + tid * 2 + (e & 1);
-                        float p = ex2(x[mt][j][e] * scaleLog2 - lb[qi]);
-                        if (!full) {
-                            int key = key0 + (e < 2 ? 0 : 8), query = q0 + qi;
-                            if (key < ks || key > query) p = 0.f;
-                        }
-                        x[mt][j][e] = __bfloat162float(__float2bfloat16_rn(p));
-                    }
-                    bf16* pr = Pt + (wr + mt * 16 + gid) * PS + j * 8 + tid * 2;
-                    *reinterpret_cast<unsigned*>(pr) = packBf16(x[mt][j][0], x[mt][j][1]);
-                    *reinterpret_cast<unsigned*>(pr + 8 * PS) = packBf16(x[mt][j][2], x[mt][j][3]);
-                }
-            }
-        }
-        __syncthreads();  // Pᵀ is in shared memory
-        if (!vw) {  // K warp: dSᵀ = Pᵀ ⊙ (dPᵀ − Drow)·scale, also to shared memory for dQ
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const int qi = j * 8 + tid * 2;
-                    const float d0 = db[qi], d1 = db[qi + 1];
-                    const int off = (wr + mt * 16 + gid) * PS + j * 8 + tid * 2;
-                    __nv_bfloat162 p01 = *reinterpret_cast<const __nv_bfloat162*>(Pt + off);
-                    __nv_bfloat162 p23 = *reinterpret_cast<const __nv_bfloat162*>(Pt + off + 8 * PS);
-                    x[mt][j][0] = __low2float(p01) * (x[mt][j][0] - d0) * scale;
-                    x[mt][j][1] = __high2float(p01) * (x[mt][j][1] - d1) * scale;
-                    x[mt][j][2] = __low2float(p23) * (x[mt][j][2] - d0) * scale;
-                    x[mt][j][3] = __high2float(p23) * (x[mt][j][3] - d1) * scale;
-                    *reinterpret_cast<unsigned*>(dSt + off) = packBf16(x[mt][j][0], x[mt][j][1]);
-                    *reinterpret_cast<unsigned*>(dSt + off + 8 * PS) = packBf16(x[mt][j][2], x[mt][j][3]);
-                }
-            }
-        }
-        // dV += Pᵀ·dO (V warp) or dK += dSᵀ·Q (K warp) over two 16-query steps
-        const bf16* Yt = vw ? dOb : Qb;
-#pragma unroll
-        for (int kq = 0; kq < 2; kq++) {
-            unsigned ax[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                ax[mt][0] = packBf16(x[mt][2 * kq][0], x[mt][2 * kq][1]);
-                ax[mt][1] = packBf16(x[mt][2 * kq][2], x[mt][2 * kq][3]);
-                ax[mt][2] = packBf16(x[mt][2 * kq + 1][0], x[mt][2 * kq + 1][1]);
-                ax[mt][3] = packBf16(x[mt][2 * kq + 1][2], x[mt][2 * kq + 1][3]);
-            }
-#pragma unroll
-            for (int dp = 0; dp < D / 16; dp++) {
-                unsigned bb[4];
-                ldsm4t(bb, Yt + (kq * 16 + (lane & 15)) * SS + dp * 16 + (lane >> 4) * 8);
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    mma16816(acc[mt][2 * dp], ax[mt], bb[0], bb[1]);
-                    mma16816(acc[mt][2 * dp + 1], ax[mt], bb[2], bb[3]);
-                }
-            }
-        }
-        __syncthreads();  // dSᵀ is in shared memory
-        float dq[DW / 8][4];
-#pragma unroll
-        for (int j = 0; j < DW / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
-#pragma unroll
-        for (int kq = 0; kq < BK / 16; kq++) {
-            unsigned a[4];
-            ldsm4t(a, dSt + (kq * 16 + (lane >> 4) * 8 + (lane & 7)) * PS + qr + ((lane >> 3) & 1) * 8);
-#pragma unroll
-            for (int dp = 0; dp < DW / 16; dp++) {
-                unsigned bb[4];
-                ldsm4t(bb, Ks + (kq * 16 + (lane & 15)) * SS + dc + dp * 16 + (lane >> 4) * 8);
-                mma16816(dq[2 * dp], a, bb[0], bb[1]);
-                mma16816(dq[2 * dp + 1], a, bb[2], bb[3]);
-            }
-        }
-        const int t0 = q0 + qr + gid, t1 = t0 + 8;
-        float* dqa = dqAcc + (long)h * D + dc + tid * 2;
-        if (t0 < T) {
-            float* row = dqa + ((long)b * T + t0) * qld;
-#pragma unroll
-            for (int j = 0; j < DW / 8; j++) redAdd2(row + j * 8, dq[j][0], dq[j][1]);
-        }
-        if (t1 < T) {
-            float* row = dqa + ((long)b * T + t1) * qld;
-#pragma unroll
-            for (int j = 0; j < DW / 8; j++) redAdd2(row + j * 8, dq[j][2], dq[j][3]);
-        }
-    }
-    cpAsyncWaitAll();
-    __syncthreads();  // every warp is done reading K and V: stage dV / dK through the warp's own rows
-    bf16* st = (vw ? Vs : Ks) + wr * SS;
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++) fragsToShared<D>(st + mt * 16 * SS, acc[mt], 1.f, 1.f, gid, tid);
-    __syncwarp();
-    bf16* dst = (vw ? dv : dk) + (long)b * T * kld + (long)g * D;
-    warpRowsOut<D>(dst, kld, st, k0 + wr, T, lane);
-    warpRowsOut<D>(dst, kld, st + 16 * SS, k0 + wr + 16, T, lane);
-}
-
-#define FLASH4_BWD(DD, MINB) \
-    extern "C" __global__ void __launch_bounds__(128, MINB) flash4_bwd_d##DD(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float scLog2, float sc) \
-        { flash4BwdImpl<DD>(dk, dv, dqAcc, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, scLog2, sc); }
-FLASH4_BWD(32, 3)
-FLASH4_BWD(64, 2)
-FLASH4_BWD(128, 2)
 
 // dq (bf16) <- the fp32 dQ accumulator, 8 elements per thread-step (n8 = numel / 8, both 16-byte aligned).
 extern "C" __global__ void attn_dq_convert(bf16* dq, const float* acc, long n8) {

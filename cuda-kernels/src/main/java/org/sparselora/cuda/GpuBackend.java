@@ -681,7 +681,7 @@ public final class GpuBackend implements Backend {
      * How attention runs (the fused kinds need bf16 tensors with head dim 32/64/128, 16-byte aligned;
      * anything else takes {@link #GEMM}). All compute the same function and are each held against the
      * CPU. Forward + backward at B8 T512 32/8×128 on the H200 (NOTES.md run 4): GEMM ≈ 1090 µs,
-     * FLASH_WMMA ≈ 3000, FLASH_MMA ≈ 1540, FLASH_PIPELINED ≈ 450 (the default).
+     * FLASH_WMMA ≈ 3000, FLASH_MMA ≈ 1530, FLASH_PIPELINED ≈ 432 (the default).
      */
     public enum AttentionKernel {
         /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
@@ -692,21 +692,18 @@ public final class GpuBackend implements Backend {
         FLASH_MMA,
         /**
          * mma.sync kernels with cp.async double-buffered tiles and ldmatrix fragments: 128-query
-         * forward blocks of 8 warps; one backward kernel per 64-key tile with dQ accumulated in
-         * fp32 by vector reductions (then rounded to bf16).
+         * forward blocks (4 warps of 32 rows at D = 128, 8 of 16 below); one backward kernel per
+         * 64-key tile with dQ accumulated in fp32 by vector reductions (then rounded to bf16).
          */
         FLASH_PIPELINED
     }
 
-    private AttentionKernel attentionKernel = AttentionKernel.FLASH_PIPELINED;
+    /** The kernel a new backend uses: the fastest measured (NOTES.md run 4). */
+    public static final AttentionKernel DEFAULT_ATTENTION_KERNEL = AttentionKernel.FLASH_PIPELINED;
+
+    private AttentionKernel attentionKernel = DEFAULT_ATTENTION_KERNEL;
 
     private static final float LOG2E = 1.4426950408889634f;
-
-    /** FLASH_PIPELINED forward at D = 128: 4 warps of 32 query rows (true) or 8 of 16 (AttentionBench compares them). */
-    boolean flash3FwdTwoTiles = true;
-
-    /** FLASH_PIPELINED backward: warps split into dV and dK roles, 32 keys each (flash4_bwd, true) or flash3_bwd. */
-    boolean flashBwdSplitWarps = true;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -738,13 +735,10 @@ public final class GpuBackend implements Backend {
     static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
 
     /**
-     * Dynamic shared memory of flash3_bwd_d{D} (keys per block = 64): mirrors B3Smem in attention.cu
-     * (K, V tiles; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
+     * Dynamic shared memory of flash3_bwd_d{D}: mirrors B3Smem in attention.cu with 4 warps (K, V
+     * tiles of 64 keys; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
      */
-    static int flash3BwdSharedBytes(int D, int keys) { return (2 * keys + 4 * 32) * (D + 8) * 2 + keys * (32 + 8) * 2 + 4 * 32 * 4; }
-
-    /** Dynamic shared memory of flash4_bwd_d{D}: mirrors B4Smem in attention.cu (K, V; two Q and two dO tiles of 32; Pᵀ, dSᵀ; row stats). */
-    static int flash4BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 2 * 64 * (32 + 8) * 2 + 4 * 32 * 4; }
+    static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
 
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
@@ -765,8 +759,8 @@ public final class GpuBackend implements Backend {
         if (B == 0 || T == 0) return;
         if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
             // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
-            boolean two = D == 128 && flash3FwdTwoTiles;
-            kernels.launch(two ? "flash3_fwd2_d128" : "flash3_fwd_d" + D, Hq, B, (T + 127) / 128, two ? 128 : 256, flash3SharedBytes(D), stream,
+            // 128 queries per block: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
+            kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, D == 128 ? 128 : 256, flash3SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
             return;
@@ -837,8 +831,7 @@ public final class GpuBackend implements Backend {
             launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
             // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
-            kernels.launch((flashBwdSplitWarps ? "flash4_bwd_d" : "flash3_bwd_d") + D, Hkv, B, (T + 63) / 64, 128,
-                    flashBwdSplitWarps ? flash4BwdSharedBytes(D) : flash3BwdSharedBytes(D, 64), stream,
+            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D), stream,
                     new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
             launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,

@@ -21,16 +21,14 @@ import org.sparselora.engine.backend.Tensor;
 public final class AttentionBench {
     private static final SplittableRandom RNG = new SplittableRandom(7);
 
-    /** A kernel choice: the enum value plus, for FLASH_PIPELINED, which forward (D=128) and backward builds. */
-    record Variant(String name, GpuBackend.AttentionKernel kernel, boolean fwdTwoTiles, boolean bwdSplit) {
-        void apply(GpuBackend g) { g.setAttentionKernel(kernel); g.flash3FwdTwoTiles = fwdTwoTiles; g.flashBwdSplitWarps = bwdSplit; }
+    /** A kernel choice (one per {@link GpuBackend.AttentionKernel}; kept as a record so build variants can be added for a comparison). */
+    record Variant(String name, GpuBackend.AttentionKernel kernel) {
+        void apply(GpuBackend g) { g.setAttentionKernel(kernel); }
     }
 
     static List<Variant> variants() {
         List<Variant> v = new ArrayList<>();
-        for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) v.add(new Variant(k.name(), k, true, true));
-        v.add(new Variant("FLASH_PIPELINED fwd 16 rows/warp", GpuBackend.AttentionKernel.FLASH_PIPELINED, false, true));
-        v.add(new Variant("FLASH_PIPELINED bwd flash3 (unsplit)", GpuBackend.AttentionKernel.FLASH_PIPELINED, true, false));
+        for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) v.add(new Variant(k.name(), k));
         return v;
     }
 
@@ -57,15 +55,12 @@ public final class AttentionBench {
         System.out.printf(Locale.ROOT, "%nB%d T%d %d/%dx%d causal: fwd %.1f GFLOP, bwd %.1f GFLOP%n", B, T, Hq, Hkv, D, fwdFlops / 1e9, bwdFlops / 1e9);
         System.out.printf(Locale.ROOT, "%-34s %9s %9s %9s %9s %9s%n", "kernel", "fwd us", "TFLOP/s", "bwd us", "TFLOP/s", "sum us");
         for (Variant var : variants()) {
-            if (!var.fwdTwoTiles && D != 128) continue;
             var.apply(g);
             double f = mean(g, () -> g.attention(o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale));
             double b = mean(g, () -> g.attentionBackward(dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale));
             System.out.printf(Locale.ROOT, "%-34s %9.1f %9.0f %9.1f %9.0f %9.1f%n", var.name, f, fwdFlops / f / 1e6, b, bwdFlops / b / 1e6, f + b);
         }
-        g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
-        g.flash3FwdTwoTiles = true;
-        g.flashBwdSplitWarps = true;
+        g.setAttentionKernel(GpuBackend.DEFAULT_ATTENTION_KERNEL);
         for (Tensor t : new Tensor[] {q, k, v, dO, o, lse, ks, dq, dk, dv}) t.close();
     }
 
@@ -90,9 +85,7 @@ public final class AttentionBench {
             for (int i = 0; i < names.length; i++) sb.append(String.format(Locale.ROOT, " %s %.2e", names[i], KernelBench.relErr(got[i], ref[i])));
             System.out.println(sb);
         }
-        g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
-        g.flash3FwdTwoTiles = true;
-        g.flashBwdSplitWarps = true;
+        g.setAttentionKernel(GpuBackend.DEFAULT_ATTENTION_KERNEL);
     }
 
     /** Two forward + backward calls per fused variant at one shape: the launches for a profiler (Nsight Compute). */
