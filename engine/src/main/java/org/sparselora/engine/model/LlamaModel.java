@@ -34,7 +34,7 @@ import org.sparselora.engine.train.Batch;
  * <p>Activation buffers are allocated once per batch shape and reused across steps. Not thread-safe:
  * one model instance per worker thread.
  */
-public final class LlamaModel {
+public final class LlamaModel implements AutoCloseable {
 
     private final Backend be;
     private final LlamaWeights w;
@@ -95,6 +95,31 @@ public final class LlamaModel {
 
     public Backend backend() { return be; }
 
+    /**
+     * Gives the model's own device memory back: the activation buffers, the gathered weight slices and
+     * the RoPE tables (the weights and adapters belong to their callers). A model that is dropped
+     * without this keeps its buffers in the backend's pool for good (tensors have no finalizer).
+     */
+    @Override
+    public void close() {
+        if (acts != null) acts.close();
+        acts = null;
+        haveStash = false;
+        for (Tensor[] ts : concat(slices, biasSlices))
+            for (int i = 0; i < ts.length; i++) {
+                if (ts[i] != null) ts[i].close();
+                ts[i] = null;
+            }
+        ropeCos.close();
+        ropeSin.close();
+    }
+
+    private static Tensor[][] concat(Tensor[][] x, Tensor[][] y) {
+        Tensor[][] r = Arrays.copyOf(x, x.length + y.length);
+        System.arraycopy(y, 0, r, x.length, y.length);
+        return r;
+    }
+
     /** Caps the logits held at once by the chunked cross-entropy (tests use it to force several chunks). */
     public void setLogitsChunkElems(int elems) { this.logitsChunkElems = Math.max(1, elems); }
 
@@ -106,7 +131,9 @@ public final class LlamaModel {
         final Tensor tokens, positions, keyStart;            // (N) (N) (B) I32
         final Tensor[] resIn, resMid, xn1, xn2, rstd1, rstd2; // (N,C) / (N)
         final Tensor[] q, k, v, att, lse;                     // (N,Hq·D) (N,Hkv·D) (N,Hkv·D) (N,Hq·D) (B,Hq,T)
-        final Tensor[] g, u, h;                               // (N,I)
+        final Tensor[] g, u, h;                               // (N,I); h[l] and xn2[l] bound per layer by bindStash
+        final Tensor[] xn2Own, hOwn;                          // per-layer stashes, made when a layer's LoRA needs them
+        Tensor xn2Shared, hShared;                            // the one buffer of layers that need no stash
         final Tensor[][] loraU;                               // [layer][proj] (N,r) or null
         final Tensor resOut, xf, rstdf;                       // (N,C) (N,C) (N)
         final Tensor tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf; // gradients and a (N,C) temp
@@ -128,14 +155,15 @@ public final class LlamaModel {
             rstd1 = new Tensor[L]; rstd2 = new Tensor[L];
             q = new Tensor[L]; k = new Tensor[L]; v = new Tensor[L]; att = new Tensor[L]; lse = new Tensor[L];
             g = new Tensor[L]; u = new Tensor[L]; h = new Tensor[L];
+            xn2Own = new Tensor[L]; hOwn = new Tensor[L];
             loraU = new Tensor[L][Projection.values().length];
             for (int l = 0; l < L; l++) {
                 resIn[l] = be.empty(dt, N, C); resMid[l] = be.empty(dt, N, C);
-                xn1[l] = be.empty(dt, N, C); xn2[l] = be.empty(dt, N, C);
+                xn1[l] = be.empty(dt, N, C);
                 rstd1[l] = be.empty(DType.F32, N); rstd2[l] = be.empty(DType.F32, N);
                 q[l] = be.empty(dt, N, qd); k[l] = be.empty(dt, N, kd); v[l] = be.empty(dt, N, kd);
                 att[l] = be.empty(dt, N, qd); lse[l] = be.empty(DType.F32, B, c.numHeads(), T);
-                g[l] = be.empty(dt, N, I); u[l] = be.empty(dt, N, I); h[l] = be.empty(dt, N, I);
+                g[l] = be.empty(dt, N, I); u[l] = be.empty(dt, N, I);
             }
             resOut = be.empty(dt, N, C); xf = be.empty(dt, N, C); rstdf = be.empty(DType.F32, N);
             tmpC = be.empty(dt, N, C); dres = be.empty(dt, N, C); dxn = be.empty(dt, N, C); dxf = be.empty(dt, N, C);
@@ -147,6 +175,34 @@ public final class LlamaModel {
             be.fill(ones, 1f);
             losses = be.empty(DType.F32, N);
             outIdx = be.empty(DType.I32, N); outTargets = be.empty(DType.I32, N);
+        }
+
+        /**
+         * Points xn2[l] and h[l] at a per-layer stash only when the backward reads them: xn2 is read
+         * only by gate/up's LoRA (frozen gate/up need just W for dx) and h only by down's LoRA
+         * (swiglu's backward reads g and u). Otherwise layer l writes a buffer shared by every layer,
+         * so q,k,v,o-only training keeps no (N,I) h and no (N,C) xn2 per layer — PEFT keeps the same
+         * set (g, u and, with down adapted, h). Buffers are made on first use and kept per shape.
+         */
+        void bindStash(int l, LoraAdapter lora, boolean training) {
+            int C = c.hiddenSize(), I = c.intermediateSize();
+            DType dt = be.computeType();
+            boolean keepX = training && lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null);
+            boolean keepH = training && lora != null && lora.get(l, Projection.DOWN) != null;
+            if (keepX) { if (xn2Own[l] == null) xn2Own[l] = be.empty(dt, N, C); xn2[l] = xn2Own[l]; }
+            else { if (xn2Shared == null) xn2Shared = be.empty(dt, N, C); xn2[l] = xn2Shared; }
+            if (keepH) { if (hOwn[l] == null) hOwn[l] = be.empty(dt, N, I); h[l] = hOwn[l]; }
+            else { if (hShared == null) hShared = be.empty(dt, N, I); h[l] = hShared; }
+        }
+
+        /** Gives every buffer back to the backend (views of them must not be used afterwards). */
+        void close() {
+            java.util.List<Tensor> all = new java.util.ArrayList<>(java.util.List.of(tokens, positions, keyStart, resOut, xf, rstdf,
+                    tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf, s1, s2, s3, xsShared, xdShared, ones, losses, outIdx, outTargets));
+            for (Tensor[] ts : new Tensor[][] {resIn, resMid, xn1, rstd1, rstd2, q, k, v, att, lse, g, u, xn2Own, hOwn}) all.addAll(java.util.Arrays.asList(ts));
+            for (Tensor[] ts : loraU) all.addAll(java.util.Arrays.asList(ts));
+            all.addAll(java.util.Arrays.asList(xn2Shared, hShared, logits, dLoraU));
+            for (Tensor t : all) if (t != null) t.close();
         }
 
         Tensor loraU(int l, Projection p, int r) {
@@ -168,7 +224,8 @@ public final class LlamaModel {
 
     private Acts acts(int B, int T) {
         if (acts == null || acts.B != B || acts.T != T) {
-            acts = null; // let the old set go before allocating the new one
+            if (acts != null) acts.close(); // give the old set back before allocating the new one
+            acts = null;
             acts = new Acts(B, T);
         }
         return acts;
@@ -276,6 +333,8 @@ public final class LlamaModel {
         be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
         for (int l = 0; l < L; l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            a.bindStash(l, lora, training);
+            gatheredFrom = null;                      // xn2's buffer may be shared between layers: never reuse rows across layers
             if (selector != null && sIdx != null) {   // choose this layer's attention channels from its own input
                 selector.attention(l, a.xn1[l]);
                 gatherSlices(l, Projection.Q, Projection.K, Projection.V, Projection.O);
