@@ -93,6 +93,7 @@ class GpuTrainingStepTest {
             for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * 0.2);
             be.copyFromHost(t, x);
         }
+        a.syncComputeCopies(); // B was written directly: refresh the bf16 copies the GEMMs read
         return a;
     }
 

@@ -481,8 +481,8 @@ public final class LlamaModel implements AutoCloseable {
                 be.dropout(xin, x, pd, dropSeed(l, p));
             }
             Tensor U = a.loraU(l, p, lo.rank());
-            be.matmul(U, xin, false, lo.a(), true, 1, 0);
-            be.matmul(y, U, false, lo.b(), true, curLora.scaling(), 1);
+            be.matmul(U, xin, false, lo.ac(), true, 1, 0);
+            be.matmul(y, U, false, lo.bc(), true, curLora.scaling(), 1);
         }
     }
 
@@ -749,7 +749,7 @@ public final class LlamaModel implements AutoCloseable {
             Tensor U = a.loraU[l][p.ordinal()];
             be.matmul(lo.db(), dy, true, U, false, s, 1);           // dB += s·dyᵀ·U      (out, r)
             Tensor dU = a.dLoraU(lo.rank());
-            be.matmul(dU, dy, false, lo.b(), false, s, 0);          // dU = s·dy·B        (N, r)
+            be.matmul(dU, dy, false, lo.bc(), false, s, 0);         // dU = s·dy·B        (N, r)
             Tensor xin = x;
             if (pd > 0f) {
                 xin = a.s1.view(0, N, in);
@@ -759,11 +759,11 @@ public final class LlamaModel implements AutoCloseable {
             if (dx != null) {
                 if (pd > 0f) {
                     Tensor t = a.s2.view(0, N, in);
-                    be.matmul(t, dU, false, lo.a(), false, 1, 0);
+                    be.matmul(t, dU, false, lo.ac(), false, 1, 0);
                     be.dropout(t, t, pd, dropSeed(l, p));
                     be.axpy(dx, 1f, t);
                 } else {
-                    be.matmul(dx, dU, false, lo.a(), false, 1, 1);
+                    be.matmul(dx, dU, false, lo.ac(), false, 1, 1);
                 }
             }
         }
@@ -850,8 +850,8 @@ public final class LlamaModel implements AutoCloseable {
         LoraAdapter.Lora lo = lora == null ? null : lora.get(l, p);
         if (lo != null) {
             Tensor U = be.empty(be.computeType(), n, lo.rank());
-            be.matmul(U, x, false, lo.a(), true, 1, 0);
-            be.matmul(y, U, false, lo.b(), true, lora.scaling(), 1);
+            be.matmul(U, x, false, lo.ac(), true, 1, 0);
+            be.matmul(y, U, false, lo.bc(), true, lora.scaling(), 1);
             U.close();
         }
     }

@@ -100,6 +100,7 @@ public final class LoraTrainer implements TrainingWorker {
         updates++;
         for (int i = 0; i < params.size(); i++)
             be.adamw(params.get(i), grads.get(i), m.get(i), v.get(i), lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale);
+        lora.syncComputeCopies(); // the GEMMs read the compute-type copies (no-op on F32)
         lora.zeroGrads();
         microBatch = 0;
         return lr;
@@ -126,6 +127,7 @@ public final class LoraTrainer implements TrainingWorker {
             put(state, n + ".exp_avg", m.get(i));
             put(state, n + ".exp_avg_sq", v.get(i));
         }
+        lora.syncComputeCopies();
         updates = state.step();
         microBatch = 0;
         lora.zeroGrads();

@@ -55,6 +55,7 @@ public final class TinyModels {
             for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * 0.3);
             be.copyFromHost(t, x);
         }
+        a.syncComputeCopies(); // B was written directly
         return a;
     }
 
