@@ -83,8 +83,11 @@ class GpuTrainingStepTest {
     }
 
     /** All seven targets, r=4, alpha=8, B randomised so every A gradient is non-zero. */
-    static LoraAdapter adapter(Backend be, long seed) {
-        LoraAdapter a = new LoraAdapter(be, C, new LoraConfig(4, 8f, 0f, EnumSet.allOf(Projection.class), false, seed));
+    static LoraAdapter adapter(Backend be, long seed) { return adapter(be, seed, true); }
+
+    /** @param fused q,k,v and gate,up's LoRA A in the fused layout (one GEMM per shared input) or per projection */
+    static LoraAdapter adapter(Backend be, long seed, boolean fused) {
+        LoraAdapter a = new LoraAdapter(be, C, new LoraConfig(4, 8f, 0f, EnumSet.allOf(Projection.class), false, seed), fused);
         Random r = new Random(seed + 1);
         for (int i = 0; i < a.params().size(); i++) {
             Tensor t = a.params().get(i);
@@ -118,9 +121,11 @@ class GpuTrainingStepTest {
     }
 
     /** Two dense trainer steps; the result holds the second step's loss and gradients and the parameters after both updates. */
-    static Result denseSteps(Backend be, RandomWeights src, Batch b) {
+    static Result denseSteps(Backend be, RandomWeights src, Batch b) { return denseSteps(be, src, b, true); }
+
+    static Result denseSteps(Backend be, RandomWeights src, Batch b, boolean fused) {
         LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, src));
-        LoraAdapter lora = adapter(be, 21);
+        LoraAdapter lora = adapter(be, 21, fused);
         LoraTrainer t = new LoraTrainer(model, lora, OptimizerConfig.defaults(10));
         double loss = 0;
         List<float[]> grads = null;
@@ -166,6 +171,14 @@ class GpuTrainingStepTest {
         RandomWeights src = new RandomWeights(C, 5);
         Batch b = batch(6);
         compare("dense, 2 steps", denseSteps(gpu, src, b), denseSteps(cpu, src, b));
+    }
+
+    /** The per-projection LoRA GEMMs on the GPU (fused layout off) against the CPU's fused run (equal to its per-projection run within 1e-6, FusedLoraTest). */
+    @Test
+    void perProjectionLoraStepsMatchTheCpuToo() {
+        RandomWeights src = new RandomWeights(C, 5);
+        Batch b = batch(6);
+        compare("dense, per-projection LoRA", denseSteps(gpu, src, b, false), denseSteps(cpu, src, b, true));
     }
 
     @Test

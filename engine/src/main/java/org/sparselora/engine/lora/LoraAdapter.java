@@ -66,7 +66,7 @@ public final class LoraAdapter implements AutoCloseable {
 
     /** Fuses the shared-input A matrices when the config's dropout is 0 (PEFT draws one dropout mask per module). */
     public LoraAdapter(Backend backend, LlamaConfig model, LoraConfig config) {
-        this(backend, model, config, false);
+        this(backend, model, config, config.dropout() == 0f);
     }
 
     /**
@@ -117,7 +117,7 @@ public final class LoraAdapter implements AutoCloseable {
                 Tensor[] fv = fusedViews[p.ordinal()];
                 Tensor ta, tda, tac;
                 if (fv != null) {
-                    ta = fv[0]; tda = fv[1]; tac = fv[2];
+                    ta = fv[0]; tda = fv[1]; tac = f32 ? ta : fv[2];
                     backend.copyFromHost(ta, a);
                 } else {
                     ta = backend.fromFloats(a, DType.F32, r, in);
@@ -179,6 +179,12 @@ public final class LoraAdapter implements AutoCloseable {
 
     /** The fused group (layer, p) belongs to, or null when p runs its own LoRA GEMMs (not fused, or not targeted). */
     public Group group(int layer, Projection p) { return groups[layer][p.ordinal()]; }
+
+    /** Whether any projection is in a fused group. */
+    public boolean fused() {
+        for (Group[] gs : groups) for (Group g : gs) if (g != null) return true;
+        return false;
+    }
 
     /**
      * The parameters in the backend's compute type, same order as {@link #params()}: the parameter

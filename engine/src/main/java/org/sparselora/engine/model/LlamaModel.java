@@ -135,6 +135,7 @@ public final class LlamaModel implements AutoCloseable {
         final Tensor[] xn2Own, hOwn;                          // per-layer stashes, made when a layer's LoRA needs them
         Tensor xn2Shared, hShared;                            // the one buffer of layers that need no stash
         final Tensor[][] loraU;                               // [layer][proj] (N,r) or null
+        final Tensor[][] loraUt;                              // [layer][group: 0 q/k/v, 1 gate/up] (k·r,N) of a fused group, or null
         final Tensor resOut, xf, rstdf;                       // (N,C) (N,C) (N)
         final Tensor tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf; // gradients and a (N,C) temp
         final Tensor s1, s2, s3;                              // flat scratch, N·maxW each
@@ -157,6 +158,7 @@ public final class LlamaModel implements AutoCloseable {
             g = new Tensor[L]; u = new Tensor[L]; h = new Tensor[L];
             xn2Own = new Tensor[L]; hOwn = new Tensor[L];
             loraU = new Tensor[L][Projection.values().length];
+            loraUt = new Tensor[L][2];
             for (int l = 0; l < L; l++) {
                 resIn[l] = be.empty(dt, N, C); resMid[l] = be.empty(dt, N, C);
                 xn1[l] = be.empty(dt, N, C);
@@ -201,23 +203,52 @@ public final class LlamaModel implements AutoCloseable {
                     tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf, s1, s2, s3, xsShared, xdShared, ones, losses, outIdx, outTargets));
             for (Tensor[] ts : new Tensor[][] {resIn, resMid, xn1, rstd1, rstd2, q, k, v, att, lse, g, u, xn2Own, hOwn}) all.addAll(java.util.Arrays.asList(ts));
             for (Tensor[] ts : loraU) all.addAll(java.util.Arrays.asList(ts));
+            for (Tensor[] ts : loraUt) all.addAll(java.util.Arrays.asList(ts));
             all.addAll(java.util.Arrays.asList(xn2Shared, hShared, logits, dLoraU));
             for (Tensor t : all) if (t != null) t.close();
         }
 
         Tensor loraU(int l, Projection p, int r) {
             Tensor t = loraU[l][p.ordinal()];
-            if (t == null || t.dim(1) != r) loraU[l][p.ordinal()] = t = be.empty(be.computeType(), N, r);
+            if (t == null || t.dim(1) != r) {
+                if (t != null) t.close();
+                loraU[l][p.ordinal()] = t = be.empty(be.computeType(), N, r);
+            }
             return t;
         }
 
+        /** The fused group's stash Uᵀ (rows, N) of layer l; slot 0 q/k/v, 1 gate/up. */
+        Tensor loraUt(int l, int slot, int rows) {
+            Tensor t = loraUt[l][slot];
+            if (t == null || t.dim(0) != rows) {
+                if (t != null) t.close();
+                loraUt[l][slot] = t = be.empty(be.computeType(), rows, N);
+            }
+            return t;
+        }
+
+        /** dUᵀ (rows, N) of a fused group, in the same buffer as {@link #dLoraU}. */
+        Tensor dLoraUt(int rows) {
+            growDLoraU(rows);
+            return dLoraU.view(0, rows, N);
+        }
+
         Tensor dLoraU(int r) {
-            if (dLoraU == null || dLoraU.numel() < (long) N * r) dLoraU = be.empty(be.computeType(), N * r);
+            growDLoraU(r);
             return dLoraU.view(0, N, r);
         }
 
+        private void growDLoraU(int cols) {
+            if (dLoraU != null && dLoraU.numel() >= (long) N * cols) return;
+            if (dLoraU != null) dLoraU.close();
+            dLoraU = be.empty(be.computeType(), N * cols);
+        }
+
         Tensor logits(int rows) {
-            if (logits == null || logits.dim(0) < rows) logits = be.empty(be.computeType(), rows, c.vocabSize());
+            if (logits == null || logits.dim(0) < rows) {
+                if (logits != null) logits.close();
+                logits = be.empty(be.computeType(), rows, c.vocabSize());
+            }
             return logits.view(0, rows, c.vocabSize());
         }
     }
@@ -344,6 +375,7 @@ public final class LlamaModel implements AutoCloseable {
             projForward(a, a.q[l], a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
             projForward(a, a.k[l], a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
             projForward(a, a.v[l], a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
+            loraGroupForward(a, l, fusedGroup(l, Projection.Q, Projection.K), a.xn1[l]);   // q/k/v's LoRA when fused
             be.rope(a.q[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
             be.rope(a.k[l], a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
             be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
@@ -364,6 +396,7 @@ public final class LlamaModel implements AutoCloseable {
             } else {
                 projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
                 projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
+                loraGroupForward(a, l, fusedGroup(l, Projection.GATE), a.xn2[l]);         // gate/up's LoRA when fused
                 be.swiglu(a.h[l], a.g[l], a.u[l]);
                 projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
             }
@@ -410,12 +443,18 @@ public final class LlamaModel implements AutoCloseable {
             boolean rowsKept = outputSliced(p);
             int[] shape = rowsKept ? new int[] {k, in} : new int[] {out, k};
             Tensor s = slices[l][p.ordinal()];
-            if (s == null || !Arrays.equals(s.shape(), shape)) slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+            if (s == null || !Arrays.equals(s.shape(), shape)) {
+                if (s != null) s.close(); // a new kept count: the old slice goes back to the pool
+                slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+            }
             if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
             Tensor bias = w.layers[l].bias(p);
             if (bias != null) {
                 Tensor bs = biasSlices[l][p.ordinal()];
-                if (bs == null || bs.numel() != k) biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                if (bs == null || bs.numel() != k) {
+                    if (bs != null) bs.close();
+                    biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                }
                 be.gatherRows(bs, bias.reshape(out, 1), idx);
             }
         }
@@ -472,7 +511,7 @@ public final class LlamaModel implements AutoCloseable {
                 be.scatterRows(y, ys, sIdx, false);
             }
         }
-        LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
+        LoraAdapter.Lora lo = curLora == null || curLora.group(l, p) != null ? null : curLora.get(l, p); // fused: loraGroupForward
         if (lo != null) {
             float pd = curTraining ? curLora.config().dropout() : 0f;
             Tensor xin = x;
@@ -630,6 +669,7 @@ public final class LlamaModel implements AutoCloseable {
                 be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
                 projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
                 projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+                loraGroupBackward(a, a.dxn, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
             }
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
@@ -646,6 +686,7 @@ public final class LlamaModel implements AutoCloseable {
             loraBackward(a, dx, a.dq, a.xn1[l], l, Projection.Q);
             loraBackward(a, dx, a.dk, a.xn1[l], l, Projection.K);
             loraBackward(a, dx, a.dv, a.xn1[l], l, Projection.V);
+            loraGroupBackward(a, dx, l, fusedGroup(l, Projection.Q, Projection.K), a.xn1[l]);
             if (l > 0) be.rmsNormBackward(a.dres, a.dxn, a.resIn[l], lw.attnNorm(), a.rstd1[l], true);
         }
     }
@@ -743,7 +784,7 @@ public final class LlamaModel implements AutoCloseable {
     /** LoRA's part of {@link #projBackward}: dA, dB += and, when dx is not null, dx += its input gradient. */
     private void loraBackward(Acts a, Tensor dx, Tensor dy, Tensor x, int l, Projection p) {
         int N = a.N, in = p.inDim(c);
-        LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
+        LoraAdapter.Lora lo = curLora == null || curLora.group(l, p) != null ? null : curLora.get(l, p); // fused: loraGroupBackward
         if (lo != null) {
             float s = curLora.scaling(), pd = curLora.config().dropout();
             Tensor U = a.loraU[l][p.ordinal()];
@@ -767,6 +808,74 @@ public final class LlamaModel implements AutoCloseable {
                 }
             }
         }
+    }
+
+    // ------------------------------------------------------------------ fused LoRA of projections sharing an input
+
+    /** The fused LoRA group of layer l that one of {@code ps} belongs to (first found), or null. */
+    private LoraAdapter.Group fusedGroup(int l, Projection... ps) {
+        if (curLora == null) return null;
+        for (Projection p : ps) {
+            LoraAdapter.Group g = curLora.group(l, p);
+            if (g != null) return g;
+        }
+        return null;
+    }
+
+    /** The output (forward) or output gradient (backward) of a projection that can be in a fused group. */
+    private static Tensor memberTensor(Acts a, int l, Projection p, boolean grad) {
+        return switch (p) {
+            case Q -> grad ? a.dq : a.q[l];
+            case K -> grad ? a.dk : a.k[l];
+            case V -> grad ? a.dv : a.v[l];
+            case GATE -> grad ? a.dg : a.g[l];
+            case UP -> grad ? a.du : a.u[l];
+            default -> throw new IllegalStateException(p + " is never in a fused LoRA group");
+        };
+    }
+
+    /**
+     * LoRA of a fused group (projections reading the same x (N,in), dropout 0), after their frozen
+     * parts: Uᵀ (k·r, N) = A_g·xᵀ in one GEMM (A_g = the members' A stacked by rows), then per member
+     * t: y_t += s·(Uᵀ rows of t)ᵀ·B_tᵀ. Dense on every token and channel, like the per-projection path.
+     */
+    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) {
+        if (g == null) return;
+        int N = a.N, r = curLora.config().r(), k = g.members().size();
+        Tensor Ut = a.loraUt(l, slot(g), k * r);                               // (k·r, N)
+        be.matmul(Ut, g.ac(), false, x, true, 1, 0);                           // Uᵀ = A_g·xᵀ
+        for (int j = 0; j < k; j++) {
+            Projection p = g.members().get(j);
+            Tensor y = memberTensor(a, l, p, false);                           // (N, out_t)
+            be.matmul(y, Ut.view((long) j * r * N, r, N), true, curLora.get(l, p).bc(), true, curLora.scaling(), 1);
+        }
+    }
+
+    /**
+     * Backward of {@link #loraGroupForward}: per member dB_t += s·dy_tᵀ·U_t and dUᵀ_t = s·B_tᵀ·dy_tᵀ
+     * (rows of one (k·r, N) buffer); then dA_g += dUᵀ·x and, when dx is not null, dx += dUᵀᵀ·A_g,
+     * one GEMM each (K = k·r for dx).
+     */
+    private void loraGroupBackward(Acts a, Tensor dx, int l, LoraAdapter.Group g, Tensor x) {
+        if (g == null) return;
+        int N = a.N, r = curLora.config().r(), k = g.members().size();
+        float s = curLora.scaling();
+        Tensor Ut = a.loraUt[l][slot(g)], dUt = a.dLoraUt(k * r);                // (k·r, N)
+        for (int j = 0; j < k; j++) {
+            Projection p = g.members().get(j);
+            LoraAdapter.Lora lo = curLora.get(l, p);
+            Tensor dy = memberTensor(a, l, p, true);                           // (N, out_t)
+            long off = (long) j * r * N;
+            be.matmul(lo.db(), dy, true, Ut.view(off, r, N), true, s, 1);      // dB_t += s·dy_tᵀ·U_t    (out_t, r)
+            be.matmul(dUt.view(off, r, N), lo.bc(), true, dy, true, s, 0);     // dUᵀ_t = s·B_tᵀ·dy_tᵀ   (r, N)
+        }
+        be.matmul(g.da(), dUt, false, x, false, 1, 1);                         // dA_g += dUᵀ·x          (k·r, in)
+        if (dx != null) be.matmul(dx, dUt, true, g.ac(), false, 1, 1);         // dx += dU·A_g           (N, in)
+    }
+
+    private static int slot(LoraAdapter.Group g) {
+        Projection p0 = g.members().get(0);
+        return p0 == Projection.GATE || p0 == Projection.UP ? 1 : 0;
     }
 
     // ------------------------------------------------------------------ generation

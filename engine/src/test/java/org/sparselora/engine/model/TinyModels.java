@@ -46,7 +46,12 @@ public final class TinyModels {
 
     /** {@link #adapter(Backend, LlamaConfig, float, long)} on the given targets only. */
     public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets) {
-        LoraAdapter a = new LoraAdapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed));
+        return adapter(be, c, dropout, seed, targets, dropout == 0f);
+    }
+
+    /** {@link #adapter(Backend, LlamaConfig, float, long, EnumSet)} with the fused layout on or off (same values either way). */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets, boolean fused) {
+        LoraAdapter a = new LoraAdapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed), fused);
         Random r = new Random(seed + 1);
         for (int i = 0; i < a.params().size(); i++) {
             Tensor t = a.params().get(i);
