@@ -173,6 +173,35 @@ class GpuTrainingStepTest {
         compare("dense, 2 steps", denseSteps(gpu, src, b), denseSteps(cpu, src, b));
     }
 
+    /**
+     * Device memory of a training step is given back whole: a model, adapter and trainer closed
+     * after dense and sparse steps leave the live tensor bytes where they were (what the step
+     * benchmark relies on when it reports each row's own peak), and a second step of the same
+     * shape allocates nothing new (buffers are reused, LoRA GEMMs need no conversion scratch).
+     */
+    @Test
+    void aClosedStepGivesBackEveryDeviceByte() {
+        RandomWeights src = new RandomWeights(C, 5);
+        LlamaWeights w = LlamaWeights.upload(gpu, src);
+        Batch b = batch(6);
+        gpu.synchronize();
+        long base = gpu.tensorMemoryInUse();
+        LlamaModel model = new LlamaModel(gpu, w);
+        LoraAdapter lora = adapter(gpu, 21);
+        LoraTrainer t = new LoraTrainer(model, lora, OptimizerConfig.defaults(10));
+        t.computeGradients(b, 0, false);
+        t.applyUpdate(0, b.outputTokenCount());
+        long afterOne = gpu.tensorMemoryInUse(), held = gpu.allocatedMemory();
+        t.computeGradients(b, 1, false);
+        t.applyUpdate(1, b.outputTokenCount());
+        assertEquals(afterOne, gpu.tensorMemoryInUse(), "a second step of the same shape holds the same tensors");
+        assertEquals(held, gpu.allocatedMemory(), "a second step of the same shape takes no new device memory");
+        t.close();
+        lora.close();
+        model.close();
+        assertEquals(base, gpu.tensorMemoryInUse(), "closing the model, adapter and trainer gives back every tensor byte");
+    }
+
     /** The per-projection LoRA GEMMs on the GPU (fused layout off) against the CPU's fused run (equal to its per-projection run within 1e-6, FusedLoraTest). */
     @Test
     void perProjectionLoraStepsMatchTheCpuToo() {
