@@ -46,6 +46,7 @@ public final class LlamaModel implements AutoCloseable {
     private int logitsChunkElems = 1 << 21;
 
     private Acts acts;
+    private boolean closed;
     /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
@@ -102,6 +103,8 @@ public final class LlamaModel implements AutoCloseable {
      */
     @Override
     public void close() {
+        if (closed) return;
+        closed = true;
         if (acts != null) acts.close();
         acts = null;
         haveStash = false;
@@ -347,6 +350,7 @@ public final class LlamaModel implements AutoCloseable {
     private Acts runLayers(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
         if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
             throw new IllegalArgumentException("LoRA adapter was built for another model config");
+        if (closed) throw new IllegalStateException("LlamaModel is closed");
         Acts a = acts(batch.batch(), batch.seqLen());
         curLora = lora;
         curPlan = plan;
@@ -910,6 +914,7 @@ public final class LlamaModel implements AutoCloseable {
      */
     public float[] forwardCached(int[] tokens, int pos0, KvCache cache, LoraAdapter lora) {
         int n = tokens.length, C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
+        if (closed) throw new IllegalStateException("LlamaModel is closed");
         if (n == 0) throw new IllegalArgumentException("forwardCached needs at least one token");
         if (pos0 + n > cache.maxT) throw new IllegalArgumentException("sequence of " + (pos0 + n) + " tokens exceeds the KV cache of " + cache.maxT);
         DType dt = be.computeType();

@@ -62,6 +62,7 @@ class MemoryAccountingTest {
             lora.close();
             m.close();
             assertEquals(base, be.liveBytes(), "closing the model, adapter and trainer gives back every byte they took");
+            org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, () -> m.forward(b, null, null, 0), "a closed model refuses work");
             return peak;
         }
     }
