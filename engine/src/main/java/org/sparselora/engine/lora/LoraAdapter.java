@@ -58,11 +58,15 @@ public final class LoraAdapter implements AutoCloseable {
     private final List<Tensor> grads = new ArrayList<>();
     private final List<Tensor> copies = new ArrayList<>();
     private final List<String> names = new ArrayList<>();
-    /** Tensors this adapter allocated (owners; the fused members are views into some of them). */
-    private final List<Tensor> owned = new ArrayList<>();
-    /** What zeroGrads fills and syncComputeCopies copies: whole fused tensors once, others one by one. */
-    private final List<Tensor> gradBlocks = new ArrayList<>();
-    private final List<Tensor[]> copyBlocks = new ArrayList<>(); // {copy, master}
+    /**
+     * The adapter's storage: every master, gradient and compute copy is a view into one flat tensor
+     * of its kind, so zeroing all gradients or refreshing all copies is one op (one launch on a
+     * device), and a fused group's A rows are adjacent. flatC is flatP on F32.
+     */
+    private final Tensor flatP, flatG, flatC;
+
+    /** Each view starts at a multiple of this many elements (≥ 256-byte aligned for vector loads and cuBLAS). */
+    private static final long ALIGN = 128;
 
     /** Fuses the shared-input A matrices when the config's dropout is 0 (PEFT draws one dropout mask per module). */
     public LoraAdapter(Backend backend, LlamaConfig model, LoraConfig config) {
@@ -79,34 +83,55 @@ public final class LoraAdapter implements AutoCloseable {
         this.backend = backend;
         this.model = model;
         this.config = config;
-        int nProj = Projection.values().length;
-        this.byLayer = new Lora[model.numLayers()][nProj];
-        this.groups = new Group[model.numLayers()][nProj];
+        int nProj = Projection.values().length, L = model.numLayers(), r = config.r();
+        this.byLayer = new Lora[L][nProj];
+        this.groups = new Group[L][nProj];
         DType ct = backend.computeType();
         boolean f32 = ct == DType.F32;
-        int r = config.r();
-        for (int l = 0; l < model.numLayers(); l++) {
-            // fused A blocks first (their members' A, dA and copy are views)
-            Tensor[][] fusedViews = new Tensor[nProj][];
-            if (fuseSharedInputs)
-                for (List<Projection> shared : SHARED_INPUT) {
-                    List<Projection> members = new ArrayList<>();
-                    for (Projection p : shared) if (config.targets().contains(p)) members.add(p);
-                    if (members.size() < 2) continue;
-                    int in = members.get(0).inDim(model), rows = members.size() * r;
-                    Tensor fa = backend.empty(DType.F32, rows, in), fda = backend.zeros(DType.F32, rows, in);
-                    Tensor fac = f32 ? fa : backend.empty(ct, rows, in);
-                    owned.add(fa); owned.add(fda);
-                    gradBlocks.add(fda);
-                    if (!f32) { owned.add(fac); copyBlocks.add(new Tensor[] {fac, fa}); }
-                    Group g = new Group(l, List.copyOf(members), fa, fda, fac);
-                    for (int j = 0; j < members.size(); j++) {
-                        long off = (long) j * r * in;
-                        Projection p = members.get(j);
-                        groups[l][p.ordinal()] = g;
-                        fusedViews[p.ordinal()] = new Tensor[] {fa.view(off, r, in), fda.view(off, r, in), fac.view(off, r, in)};
-                    }
+        // layout, per layer: each fused group's A rows (members in canonical order), the other A's, then every B
+        List<List<List<Projection>>> fusedOf = new ArrayList<>();
+        long[][] aOff = new long[L][nProj], bOff = new long[L][nProj];
+        long[][] groupOff = new long[L][SHARED_INPUT.size()];
+        long size = 0;
+        for (int l = 0; l < L; l++) {
+            List<List<Projection>> fl = new ArrayList<>();
+            for (int gi = 0; gi < SHARED_INPUT.size(); gi++) {
+                List<Projection> members = new ArrayList<>();
+                for (Projection p : SHARED_INPUT.get(gi)) if (config.targets().contains(p)) members.add(p);
+                if (!fuseSharedInputs || members.size() < 2) members = List.of();
+                fl.add(members);
+                if (members.isEmpty()) continue;
+                groupOff[l][gi] = size;
+                for (Projection p : members) {
+                    aOff[l][p.ordinal()] = size;
+                    size += (long) r * p.inDim(model);   // rows of one tensor: no padding between members
                 }
+                size = align(size);
+            }
+            fusedOf.add(fl);
+            for (Projection p : config.orderedTargets()) {
+                if (inGroup(fl, p)) continue;
+                aOff[l][p.ordinal()] = size;
+                size = align(size + (long) r * p.inDim(model));
+            }
+            for (Projection p : config.orderedTargets()) {
+                bOff[l][p.ordinal()] = size;
+                size = align(size + (long) p.outDim(model) * r);
+            }
+        }
+        if (size > Integer.MAX_VALUE) throw new IllegalArgumentException("LoRA adapter of " + size + " parameters is too large for one buffer");
+        flatP = backend.zeros(DType.F32, (int) size);
+        flatG = backend.zeros(DType.F32, (int) size);
+        flatC = f32 ? flatP : backend.zeros(ct, (int) size);
+        for (int l = 0; l < L; l++) {
+            for (int gi = 0; gi < SHARED_INPUT.size(); gi++) {
+                List<Projection> members = fusedOf.get(l).get(gi);
+                if (members.isEmpty()) continue;
+                int rows = members.size() * r, in = members.get(0).inDim(model);
+                long off = groupOff[l][gi];
+                Group g = new Group(l, List.copyOf(members), flatP.view(off, rows, in), flatG.view(off, rows, in), flatC.view(off, rows, in));
+                for (Projection p : members) groups[l][p.ordinal()] = g;
+            }
             for (Projection p : config.orderedTargets()) {
                 int in = p.inDim(model), out = p.outDim(model);
                 float[] a = new float[r * in];
@@ -114,33 +139,26 @@ public final class LoraAdapter implements AutoCloseable {
                 SplittableRandom rnd = new SplittableRandom(config.seed() * 1_000_003L + l * 31L + p.ordinal());
                 double bound = 1.0 / Math.sqrt(in);
                 for (int i = 0; i < a.length; i++) a[i] = (float) ((rnd.nextDouble() * 2 - 1) * bound);
-                Tensor[] fv = fusedViews[p.ordinal()];
-                Tensor ta, tda, tac;
-                if (fv != null) {
-                    ta = fv[0]; tda = fv[1]; tac = f32 ? ta : fv[2];
-                    backend.copyFromHost(ta, a);
-                } else {
-                    ta = backend.fromFloats(a, DType.F32, r, in);
-                    tda = backend.zeros(DType.F32, r, in);
-                    tac = f32 ? ta : backend.empty(ct, r, in);
-                    owned.add(ta); owned.add(tda);
-                    gradBlocks.add(tda);
-                    if (!f32) { owned.add(tac); copyBlocks.add(new Tensor[] {tac, ta}); }
-                }
-                Tensor tb = backend.zeros(DType.F32, out, r), tdb = backend.zeros(DType.F32, out, r);
-                Tensor tbc = f32 ? tb : backend.empty(ct, out, r);
-                owned.add(tb); owned.add(tdb);
-                gradBlocks.add(tdb);
-                if (!f32) { owned.add(tbc); copyBlocks.add(new Tensor[] {tbc, tb}); }
-                Lora lo = new Lora(p, l, ta, tb, tda, tdb, tac, tbc);
+                long ao = aOff[l][p.ordinal()], bo = bOff[l][p.ordinal()];
+                Tensor ta = flatP.view(ao, r, in), tb = flatP.view(bo, out, r);
+                backend.copyFromHost(ta, a);
+                Lora lo = new Lora(p, l, ta, tb, flatG.view(ao, r, in), flatG.view(bo, out, r),
+                        f32 ? ta : flatC.view(ao, r, in), f32 ? tb : flatC.view(bo, out, r));
                 byLayer[l][p.ordinal()] = lo;
-                params.add(ta); params.add(tb);
-                grads.add(tda); grads.add(tdb);
-                copies.add(tac); copies.add(tbc);
+                params.add(lo.a()); params.add(lo.b());
+                grads.add(lo.da()); grads.add(lo.db());
+                copies.add(lo.ac()); copies.add(lo.bc());
                 names.add(name(l, p, "A")); names.add(name(l, p, "B"));
             }
         }
         syncComputeCopies();
+    }
+
+    private static long align(long n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+    private static boolean inGroup(List<List<Projection>> fused, Projection p) {
+        for (List<Projection> g : fused) if (g.contains(p)) return true;
+        return false;
     }
 
     /** PEFT's tensor name, e.g. {@code base_model.model.model.layers.3.mlp.up_proj.lora_B.weight}. */
@@ -193,8 +211,8 @@ public final class LoraAdapter implements AutoCloseable {
      */
     public List<Tensor> computeCopies() { return copies; }
 
-    /** Rewrites every compute copy from its master (fused blocks in one copy each); a no-op where the compute type is F32. */
-    public void syncComputeCopies() { for (Tensor[] cm : copyBlocks) backend.copy(cm[0], cm[1]); }
+    /** Rewrites every compute copy from its master (one op over the flat buffers); a no-op where the compute type is F32. */
+    public void syncComputeCopies() { if (flatC != flatP) backend.copy(flatC, flatP); }
 
     /** Parameters in canonical order (A, B per layer and target). */
 
@@ -206,7 +224,7 @@ public final class LoraAdapter implements AutoCloseable {
     /** PEFT names, same order as {@link #params()}. */
     public List<String> names() { return names; }
 
-    public void zeroGrads() { for (Tensor g : gradBlocks) backend.fill(g, 0f); }
+    public void zeroGrads() { backend.fill(flatG, 0f); }
 
     public long parameterCount() {
         long n = 0;
@@ -239,6 +257,8 @@ public final class LoraAdapter implements AutoCloseable {
 
     @Override
     public void close() {
-        for (Tensor t : owned) t.close();
+        flatP.close();
+        flatG.close();
+        if (flatC != flatP) flatC.close();
     }
 }
