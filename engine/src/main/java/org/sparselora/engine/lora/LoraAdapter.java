@@ -214,6 +214,18 @@ public final class LoraAdapter implements AutoCloseable {
     /** Rewrites every compute copy from its master (one op over the flat buffers); a no-op where the compute type is F32. */
     public void syncComputeCopies() { if (flatC != flatP) backend.copy(flatC, flatP); }
 
+    /**
+     * The flat storage behind {@link #params()}, {@link #grads()} and {@link #computeCopies()}: every
+     * tensor of those lists is a view into these (F32, F32, compute type; the third is the first on
+     * F32). Elements between views are padding, zero in all three, so an element-wise optimizer
+     * step over the flat tensors equals the per-tensor steps and leaves the padding zero.
+     */
+    public Tensor flatParams() { return flatP; }
+
+    public Tensor flatGrads() { return flatG; }
+
+    public Tensor flatComputeCopies() { return flatC; }
+
     /** Parameters in canonical order (A, B per layer and target). */
 
     public List<Tensor> params() { return params; }

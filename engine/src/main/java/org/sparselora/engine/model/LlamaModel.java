@@ -31,8 +31,15 @@ import org.sparselora.engine.train.Batch;
  * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
  * and that layer's slices are gathered then.
  *
- * <p>Activation buffers are allocated once per batch shape and reused across steps. Not thread-safe:
- * one model instance per worker thread.
+ * <p>LoRA: every GEMM reads the adapter's compute-type copies of A and B. Projections that read the
+ * same input and share a fused A ({@link LoraAdapter.Group}: q,k,v on xn1, gate,up on xn2; dropout
+ * 0) run their x·Aᵀ as one GEMM (Uᵀ = A_g·xᵀ) and their dA and dx terms as one GEMM each
+ * ({@link #loraGroupForward}, {@link #loraGroupBackward}); the others run per projection.
+ *
+ * <p>Activation buffers are allocated once per batch shape and reused across steps; the stash keeps
+ * per layer what the backward reads, no more: xn2 only for gate/up's LoRA and h only for down's
+ * LoRA, otherwise one buffer serves every layer (see {@code Acts.bindStash}). {@link #close()} gives
+ * them back. Not thread-safe: one model instance per worker thread.
  */
 public final class LlamaModel implements AutoCloseable {
 

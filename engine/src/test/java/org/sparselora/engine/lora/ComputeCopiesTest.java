@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.EnumSet;
 import java.util.LinkedHashMap;
@@ -66,6 +67,34 @@ class ComputeCopiesTest {
             assertCopiesCurrent(be, a, "after an AdamW update");
             tr.restore(state);
             assertCopiesCurrent(be, a, "after restore");
+        }
+    }
+
+    /** The flat storage's claim: one element-wise AdamW over the flat tensors equals the per-tensor steps, padding stays zero. */
+    @Test
+    void aFlatAdamwStepEqualsThePerTensorSteps() {
+        try (CpuBackend be = new CpuBackend(1)) {
+            LoraAdapter x = TinyModels.adapter(be, C, 0f, 4), y = TinyModels.adapter(be, C, 0f, 4);
+            assertTrue(x.flatParams().numel() > x.parameterCount(), "the tiny shapes leave padding between views");
+            java.util.Random r = new java.util.Random(2);
+            for (int i = 0; i < x.grads().size(); i++) {
+                float[] g = new float[(int) x.grads().get(i).numel()];
+                for (int j = 0; j < g.length; j++) g[j] = (float) r.nextGaussian();
+                be.copyFromHost(x.grads().get(i), g);
+                be.copyFromHost(y.grads().get(i), g);
+            }
+            for (int i = 0; i < x.params().size(); i++) {
+                Tensor p = x.params().get(i);
+                be.adamw(p, x.grads().get(i), be.zeros(DType.F32, p.shape()), be.zeros(DType.F32, p.shape()), 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, 0.5f);
+            }
+            int n = (int) y.flatParams().numel();
+            be.adamw(y.flatParams(), y.flatGrads(), be.zeros(DType.F32, n), be.zeros(DType.F32, n), 1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, 1, 0.5f);
+            for (int i = 0; i < x.params().size(); i++)
+                assertArrayEquals(be.toFloats(x.params().get(i)), be.toFloats(y.params().get(i)), x.names().get(i));
+            long flatNonZero = 0, viewNonZero = 0;
+            for (float v : be.toFloats(y.flatParams())) if (v != 0f) flatNonZero++;
+            for (Tensor t : y.params()) for (float v : be.toFloats(t)) if (v != 0f) viewNonZero++;
+            assertEquals(viewNonZero, flatNonZero, "padding stays zero");
         }
     }
 
