@@ -8,7 +8,6 @@ import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.HashSet;
 import java.util.List;
-import java.util.Random;
 import java.util.Set;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -24,6 +23,7 @@ import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.model.TinyModels;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
@@ -66,59 +66,21 @@ class GpuTrainingStepTest {
     }
 
     /** Two left-padded sequences of T=12 (sequence 1 has 3 padding tokens); the first 5 real tokens are prompt. */
-    static Batch batch(long seed) {
-        int b = 2, t = 12, context = 5;
-        int[] keyStart = {0, 3};
-        Random r = new Random(seed);
-        int[] tokens = new int[b * t], targets = new int[b * t], positions = new int[b * t];
-        for (int s = 0; s < b; s++)
-            for (int i = 0; i < t; i++) {
-                int n = s * t + i;
-                boolean pad = i < keyStart[s];
-                tokens[n] = pad ? 0 : r.nextInt(C.vocabSize());
-                positions[n] = pad ? 0 : i - keyStart[s];
-                targets[n] = pad || i - keyStart[s] < context ? Batch.IGNORE : r.nextInt(C.vocabSize());
-            }
-        return new Batch(b, t, tokens, targets, positions, keyStart);
-    }
+    static Batch batch(long seed) { return TinyModels.batch(C, seed, 12, new int[] {0, 3}, 5); }
 
     /** All seven targets, r=4, alpha=8, B randomised so every A gradient is non-zero. */
     static LoraAdapter adapter(Backend be, long seed) { return adapter(be, seed, true); }
 
     /** @param fused q,k,v and gate,up's LoRA A in the fused layout (one GEMM per shared input) or per projection */
     static LoraAdapter adapter(Backend be, long seed, boolean fused) {
-        LoraAdapter a = new LoraAdapter(be, C, new LoraConfig(4, 8f, 0f, EnumSet.allOf(Projection.class), false, seed), fused);
-        Random r = new Random(seed + 1);
-        for (int i = 0; i < a.params().size(); i++) {
-            Tensor t = a.params().get(i);
-            if (!a.names().get(i).contains("lora_B")) continue;
-            float[] x = new float[(int) t.numel()];
-            for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * 0.2);
-            be.copyFromHost(t, x);
-        }
-        a.syncComputeCopies(); // B was written directly: refresh the bf16 copies the GEMMs read
-        return a;
+        return TinyModels.adapter(be, C, new LoraConfig(4, 8f, 0f, EnumSet.allOf(Projection.class), false, seed), 0.2, fused);
     }
 
-    static SparsityConfig sparsity() {
-        return SparsityConfig.parse("""
-                start_step: 0
-                mode: svd_4
-                sparsity:
-                  layers.0.mlp: 0.5
-                  layers.0.self_attn: 0.5
-                  layers.1.mlp: 0.75
-                  layers.1.self_attn: 0.5
-                """, "gpu-step-test");
-    }
+    static SparsityConfig sparsity() { return TinyModels.sparsity("", "gpu-step-test"); }
 
     record Result(double loss, List<float[]> grads, List<float[]> params) {}
 
-    static List<float[]> host(Backend be, List<Tensor> ts) {
-        List<float[]> out = new ArrayList<>();
-        for (Tensor t : ts) out.add(be.toFloats(t));
-        return out;
-    }
+    static List<float[]> host(Backend be, List<Tensor> ts) { return TinyModels.host(be, ts); }
 
     /** Two dense trainer steps; the result holds the second step's loss and gradients and the parameters after both updates. */
     static Result denseSteps(Backend be, RandomWeights src, Batch b) { return denseSteps(be, src, b, true); }

@@ -20,12 +20,12 @@ import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.ChannelSelection;
+import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.train.Batch;
-import org.sparselora.engine.train.FlopCounter;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import picocli.CommandLine;
@@ -177,7 +177,7 @@ public final class StepBenchmark implements Callable<Integer> {
             @Override public void done(SparsePlan plan) {
                 if (plan == null) return;
                 flops[1] = planner.lastPredictorFlops();
-                flops[0] = FlopCounter.step(cfg, lora.config(), b, plan);
+                flops[0] = FlopCount.executed(cfg, FlopCount.Lora.of(lora.config()), b, plan, 0).flops();
                 planner.release();
             }
         });
@@ -195,7 +195,7 @@ public final class StepBenchmark implements Callable<Integer> {
             m.forward(b, lora, plan, null, s);
             return plan;
         });
-        long planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
+        long planFlops = FlopCount.executed(cfg, FlopCount.Lora.of(lora.config()), b, plan, 0).flops();
         planner.release();
         return row(cfg, lora, b, tg, name, t, planFlops, 0, be);
     }
@@ -206,7 +206,7 @@ public final class StepBenchmark implements Callable<Integer> {
         double[] step = new double[steps];
         for (int i = 0; i < steps; i++) step[i] = fwd[i] + bwd[i] + opt[i];
         double ms = median(step);
-        long dense = FlopCounter.step(cfg, lora.config(), b, null);
+        long dense = FlopCount.dense(cfg, FlopCount.Lora.of(lora.config()), b).flops();
         long flops = planFlops < 0 ? dense : planFlops + predictorFlops;
         double mfu = flops / (ms / 1e3) / (peakTflops * 1e12);
         return new Row(model, tg, name, ms, median(fwd), median(bwd), median(opt), b.tokenCount() / (ms / 1e3),

@@ -389,7 +389,9 @@ public final class LlamaModel implements AutoCloseable {
             loraGroupForward(a, l, fusedGroup(l, Projection.Q, Projection.K), a.xn1[l]);   // q/k/v's LoRA when fused
             be.rope(a.q[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
             be.rope(a.k[l], a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
-            be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+            if (c.hasSlidingWindow()) be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+                    c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
                     c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             projForward(a, a.tmpC, a.att[l], l, Projection.O, lp == null ? null : lp.o());
             // residual add fused with the MLP's norm
@@ -683,7 +685,9 @@ public final class LlamaModel implements AutoCloseable {
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
-            be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
+            if (c.hasSlidingWindow()) be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l],
+                    a.keyStart, a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
                     a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             be.rope(a.dq, a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), true);
             be.rope(a.dk, a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), true);
@@ -943,7 +947,8 @@ public final class LlamaModel implements AutoCloseable {
             denseLinear(vNew, xn, l, Projection.V, lora, ones);
             be.rope(q, positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
             be.rope(kNew, positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
-            be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            if (c.hasSlidingWindow()) be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             denseLinear(tmp, att, l, Projection.O, lora, ones);
             be.addRmsNorm(x, xn, rstd, tmp, lw.ffnNorm(), eps);
             denseLinear(g, xn, l, Projection.GATE, lora, ones);

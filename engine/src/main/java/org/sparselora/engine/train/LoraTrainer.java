@@ -8,6 +8,7 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsePlan;
 
 /**
@@ -68,10 +69,9 @@ public final class LoraTrainer implements TrainingWorker {
         be.synchronize();
         double ms = (System.nanoTime() - t0) / 1e6;
         long predictor = plan != null ? planner.lastPredictorFlops() : 0;   // the plan is complete only now
-        long flops = FlopCounter.step(model.config(), lora.config(), batch, plan) + predictor;
-        long dense = FlopCounter.step(model.config(), lora.config(), batch, null);
+        FlopCount.Step f = FlopCount.executed(model.config(), FlopCount.Lora.of(lora.config()), batch, plan, predictor);
         if (plan != null) planner.release();
-        return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, flops, dense, predictor, ms);
+        return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, f.flops(), f.denseFlops(), predictor, ms);
     }
 
     @Override
