@@ -21,11 +21,13 @@ import org.sparselora.engine.sparse.SparsePlan;
  * moments. Dropout masks are seeded by (LoRA seed, step, micro-batch index) so a run — and a run
  * restored from {@link #state()} at a step boundary — is reproducible bit for bit.
  *
- * <p>The optimizer phase goes through one {@link AdamwGroup} over the adapter's (param, grad, m, v)
- * slots, made once here: the adapter's parameter and gradient tensors are allocated once for its
- * lifetime (loads copy into them), so the group's slots never go stale. On the GPU that makes the
- * phase two launches (sum of squares, fused AdamW that also zeroes the gradients) and one 8-byte
- * read. The group is closed with the trainer; the trainer must be closed before its adapter.
+ * <p>The optimizer phase goes through one {@link AdamwGroup} over the adapter's (param, grad, m, v,
+ * compute copy) slots, made once here: the adapter's parameters, gradients and compute copies are
+ * views of storage allocated once for its lifetime (loads copy into them), so the group's slots
+ * never go stale. The step refreshes the compute copies (where they are not the params themselves)
+ * and zeroes the gradients; on the GPU the phase is two launches (sum of squares, fused AdamW) and
+ * one 8-byte read. The group is closed with the trainer; the trainer must be closed before its
+ * adapter.
  */
 public final class LoraTrainer implements TrainingWorker {
     private final Backend be;
@@ -49,8 +51,8 @@ public final class LoraTrainer implements TrainingWorker {
             v.add(be.zeros(DType.F32, p.shape()));
         }
         List<Tensor[]> slots = new ArrayList<>(m.size());
-        List<Tensor> params = lora.params(), grads = lora.grads();
-        for (int i = 0; i < params.size(); i++) slots.add(new Tensor[] {params.get(i), grads.get(i), m.get(i), v.get(i)});
+        List<Tensor> params = lora.params(), grads = lora.grads(), copies = lora.computeCopies();
+        for (int i = 0; i < params.size(); i++) slots.add(new Tensor[] {params.get(i), grads.get(i), m.get(i), v.get(i), copies.get(i)});
         this.group = be.adamwGroup(slots);
         lora.zeroGrads();
     }
@@ -109,7 +111,7 @@ public final class LoraTrainer implements TrainingWorker {
         if (opt.maxGradNorm() > 0 && norm > opt.maxGradNorm()) scale *= (float) (opt.maxGradNorm() / (norm + 1e-6));
         float lr = LrSchedule.lr(opt, step);
         updates++;
-        group.step(lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale, true);
+        group.step(lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale, true);  // also refreshes the compute copies
         microBatch = 0;
         return lr;
     }
@@ -135,6 +137,7 @@ public final class LoraTrainer implements TrainingWorker {
             put(state, n + ".exp_avg", m.get(i));
             put(state, n + ".exp_avg_sq", v.get(i));
         }
+        lora.syncComputeCopies();
         updates = state.step();
         microBatch = 0;
         lora.zeroGrads();

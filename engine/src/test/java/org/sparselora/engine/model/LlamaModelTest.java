@@ -40,11 +40,11 @@ class LlamaModelTest {
             float[] x = m.backend().toFloats(p), g = grads.get(t);
             for (int i = (t * 7) % 3; i < x.length; i += Math.max(1, x.length / 5)) {
                 float old = x[i];
-                x[i] = (float) (old + h); m.backend().copyFromHost(p, x);
+                x[i] = (float) (old + h); m.backend().copyFromHost(p, x); lora.syncComputeCopies();
                 double up = loss.getAsDouble();
-                x[i] = (float) (old - h); m.backend().copyFromHost(p, x);
+                x[i] = (float) (old - h); m.backend().copyFromHost(p, x); lora.syncComputeCopies();
                 double dn = loss.getAsDouble();
-                x[i] = old; m.backend().copyFromHost(p, x);
+                x[i] = old; m.backend().copyFromHost(p, x); lora.syncComputeCopies();
                 double fd = (up - dn) / (2 * h);
                 assertEquals(fd, g[i], 3e-3 + 2e-2 * Math.abs(fd), what + ": " + lora.names().get(t) + "[" + i + "]");
                 maxAbs = Math.max(maxAbs, Math.abs(fd));

@@ -191,6 +191,8 @@ class SparseExecutionTest {
         }
         for (int i = 0; i < qkvo.names().size(); i++)
             be.copyFromHost(qkvo.params().get(i), be.toFloats(all.params().get(at.get(qkvo.names().get(i)))));
+        all.syncComputeCopies();
+        qkvo.syncComputeCopies();
         for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT}) {
             SparsePlan plan = partial(c, b, fg);
             all.zeroGrads();

@@ -61,12 +61,22 @@ public final class TinyModels {
 
     /** {@link #adapter(Backend, LlamaConfig, float, long)} on the given targets only. */
     public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets) {
-        return adapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed), 0.3);
+        return adapter(be, c, dropout, seed, targets, dropout == 0f);
+    }
+
+    /** {@link #adapter(Backend, LlamaConfig, float, long, EnumSet)} with the fused layout on or off (same values either way). */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets, boolean fused) {
+        return adapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed), 0.3, fused);
     }
 
     /** An adapter of {@code cfg} whose B matrices are N(0, bStd²) (seeded by cfg's seed), so every A gradient is non-zero. */
     public static LoraAdapter adapter(Backend be, LlamaConfig c, LoraConfig cfg, double bStd) {
-        LoraAdapter a = new LoraAdapter(be, c, cfg);
+        return adapter(be, c, cfg, bStd, cfg.dropout() == 0f);
+    }
+
+    /** {@link #adapter(Backend, LlamaConfig, LoraConfig, double)} with the fused LoRA layout on or off (same values either way). */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, LoraConfig cfg, double bStd, boolean fused) {
+        LoraAdapter a = new LoraAdapter(be, c, cfg, fused);
         Random r = new Random(cfg.seed() + 1);
         for (int i = 0; i < a.params().size(); i++) {
             Tensor t = a.params().get(i);
@@ -75,6 +85,7 @@ public final class TinyModels {
             for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * bStd);
             be.copyFromHost(t, x);
         }
+        a.syncComputeCopies(); // B was written directly
         return a;
     }
 

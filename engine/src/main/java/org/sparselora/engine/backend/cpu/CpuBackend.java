@@ -137,10 +137,34 @@ public final class CpuBackend implements Backend {
         long n = 1;
         for (int d : shape) n *= d;
         if (n > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large: " + Arrays.toString(shape));
-        return dtype == DType.I32
+        CpuTensor t = dtype == DType.I32
                 ? new CpuTensor(this, dtype, shape.clone(), null, new int[(int) n], 0)
                 : new CpuTensor(this, dtype, shape.clone(), new float[(int) n], null, 0);
+        t.owner = true;
+        allocated(n * dtype.bytes);
+        return t;
     }
+
+    // Byte accounting at the dtype's device size (a BF16 tensor counts 2 bytes per element although the
+    // CPU stores a float), so a CPU run shows what a device run of the same code would hold: the
+    // tensors made by empty/zeros/fromFloats/fromInts and not yet closed.
+    private long liveBytes, peakBytes;
+
+    synchronized void allocated(long bytes) {
+        liveBytes += bytes;
+        peakBytes = Math.max(peakBytes, liveBytes);
+    }
+
+    synchronized void released(long bytes) { liveBytes -= bytes; }
+
+    /** Bytes of tensors made by this backend and not yet closed (at each dtype's device size). */
+    public synchronized long liveBytes() { return liveBytes; }
+
+    /** The most {@link #liveBytes()} at once since creation or the last {@link #resetPeakBytes()}. */
+    public synchronized long peakBytes() { return peakBytes; }
+
+    /** Starts a new peak window at the current live bytes. */
+    public synchronized void resetPeakBytes() { peakBytes = liveBytes; }
 
     /** Rounds a BF16/F16 tensor's values to its precision (storage emulation); F32 is untouched. */
     private static void round(CpuTensor x) { round(x, 0, x.numel); }
