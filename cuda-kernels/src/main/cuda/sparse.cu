@@ -1,6 +1,7 @@
 // SparseLoRA's device-side selection and slicing: row/column gather and scatter (weight slices and
-// token split/join), per-column L2 norms (two deterministic passes, no atomics, so the same input
-// always gives the same bits and the same selection), per-sequence means over non-padding tokens,
+// token split/join, and the fused row+column forms that gather or re-join a sparse token group's
+// kept channels in one pass), per-column L2 norms (two deterministic passes, no atomics, so the
+// same input always gives the same bits and the same selection), per-sequence means over non-padding tokens,
 // and top-k on the device (radix select of the k-th largest key + an index-ordered scan, so ties go
 // to the lower index and the indices come out ascending with no host round trip).
 #include "common.cuh"
@@ -57,6 +58,77 @@ __device__ void scatterColsImpl(TO* out, const TS* src, const int* idx, int R, i
         if (c < 0 || c >= C) continue;
         long o = r * C + c;
         st(out, o, acc ? ld(out, o) + ld(src, e) : ld(src, e));
+    }
+}
+
+// out (n,k) [i,j] = src (R,C) [rowIdx[i], colIdx[j]]: the sparse tokens' kept channels in one pass.
+// An index outside its range gives NaN. vec: k % 8 == 0 and out 16-byte aligned, so each thread
+// gathers 8 columns (the kept columns are near each other, so the reads share cache lines) and
+// writes them with one 16-byte store.
+template <typename TO, typename TS>
+__device__ void gatherRowsColsImpl(TO* out, const TS* src, const int* rowIdx, const int* colIdx,
+                                   int n, int R, int C, int k, int vec) {
+    int per = vec ? k / 8 : k;
+    const float nan = __int_as_float(0x7fc00000);
+    GRID_LOOP(e, (long)n * per) {
+        long i = e / per;
+        int j0 = (int)(e - i * per) * (vec ? 8 : 1);
+        int r = rowIdx[i];
+        bool rowOk = r >= 0 && r < R;
+        const TS* s = src + (long)(rowOk ? r : 0) * C;
+        if (vec) {
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) { int c = colIdx[j0 + j]; v[j] = rowOk && c >= 0 && c < C ? ld(s, c) : nan; }
+            st8(out, i * k + j0, v);
+        } else {
+            int c = colIdx[j0];
+            st(out, i * k + j0, rowOk && c >= 0 && c < C ? ld(s, c) : nan);
+        }
+    }
+}
+
+// Row rowIdx[i] of out (R,C) becomes src (n,k) row i placed at the columns colIdx and 0 elsewhere,
+// written once (zeros and values in the same pass); rows not named are left alone. Each block takes
+// rowsPerBlock consecutive entries of rowIdx. useMap: the block first builds, in shared memory, the
+// inverse of colIdx (pos[c] = 1 + the position of column c in colIdx, 0 = pruned; C 16-bit entries),
+// then every output element is one shared read and the row goes out in 16-byte stores (vec). Without
+// the map (C or k too large for it) the block zeroes each row and then scatters into it.
+// Indices must be distinct (an index set); an out-of-range row or column is skipped.
+template <typename TO, typename TS>
+__device__ void scatterRowsColsImpl(TO* out, const TS* src, const int* rowIdx, const int* colIdx,
+                                    int n, int R, int C, int k, int rowsPerBlock, int useMap, int vec) {
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    unsigned short* pos = reinterpret_cast<unsigned short*>(smemRaw);
+    if (useMap) {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) pos[c] = 0;
+        __syncthreads();
+        for (int j = threadIdx.x; j < k; j += blockDim.x) { int c = colIdx[j]; if (c >= 0 && c < C) pos[c] = (unsigned short)(j + 1); }
+        __syncthreads();
+    }
+    int i0 = blockIdx.x * rowsPerBlock, i1 = min(n, i0 + rowsPerBlock);
+    for (int i = i0; i < i1; i++) {
+        int r = rowIdx[i];
+        if (r < 0 || r >= R) continue;           // uniform across the block: no barrier is skipped by part of it
+        TO* o = out + (long)r * C;
+        const TS* s = src + (long)i * k;
+        if (useMap) {
+            if (vec) {
+                for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+                    float v[8];
+#pragma unroll
+                    for (int j = 0; j < 8; j++) { int p = pos[g * 8 + j]; v[j] = p ? ld(s, p - 1) : 0.f; }
+                    st8(o, g * 8, v);
+                }
+            } else {
+                for (int c = threadIdx.x; c < C; c += blockDim.x) { int p = pos[c]; st(o, c, p ? ld(s, p - 1) : 0.f); }
+            }
+        } else {
+            for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, 0.f);
+            __syncthreads();
+            for (int j = threadIdx.x; j < k; j += blockDim.x) { int c = colIdx[j]; if (c >= 0 && c < C) st(o, c, ld(s, j)); }
+            __syncthreads();
+        }
     }
 }
 
@@ -246,6 +318,8 @@ extern "C" __global__ void expand_group_channels(int* out, const int* kvIdx, int
     extern "C" __global__ void scatter_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int acc, int vec) { scatterRowsImpl(o, s, idx, R, C, acc, vec); } \
     extern "C" __global__ void gather_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k) { gatherColsImpl(o, s, idx, R, C, k); } \
     extern "C" __global__ void scatter_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc) { scatterColsImpl(o, s, idx, R, C, k, acc); } \
+    extern "C" __global__ void gather_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int vec) { gatherRowsColsImpl(o, s, ri, ci, n, R, C, k, vec); } \
+    extern "C" __global__ void scatter_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int rpb, int map, int vec) { scatterRowsColsImpl(o, s, ri, ci, n, R, C, k, rpb, map, vec); } \
     extern "C" __global__ void seq_mean_##SO##_##SI(TO* o, const TI* x, const int* ks, int B, int T, int C) { seqMeanImpl(o, x, ks, B, T, C); }
 FOR_2TYPES(SPARSE)
 

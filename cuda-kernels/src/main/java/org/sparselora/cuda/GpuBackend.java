@@ -1055,6 +1055,48 @@ public final class GpuBackend implements Backend {
     }
 
     @Override
+    public void gatherRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), RI = own(rowIdx), CI = own(colIdx);
+        needI32("gatherRowsCols", "rowIdx", RI);
+        needI32("gatherRowsCols", "colIdx", CI);
+        int n = (int) RI.numel(), k = (int) CI.numel(), C = S.dim(-1), R = (int) (S.numel() / Math.max(1, C));
+        needNumel("gatherRowsCols", "out", O, (long) n * k);
+        if ((long) n * k == 0) return;
+        boolean vec = k % 8 == 0 && aligned(O);
+        long work = (long) n * (vec ? k / 8 : k);
+        launch("gather_rows_cols_" + sfx(O, "gatherRowsCols") + "_" + sfx(S, "gatherRowsCols"),
+                (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256)), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address())
+                        .i(n).i(R).i(C).i(k).i(vec ? 1 : 0));
+    }
+
+    /** Widest row whose inverse column map (16-bit entries) fits the 48 KiB of shared memory a launch gets by default. */
+    static final int SCATTER_MAP_MAX_COLS = 24 * 1024;
+
+    @Override
+    public void scatterRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), RI = own(rowIdx), CI = own(colIdx);
+        needI32("scatterRowsCols", "rowIdx", RI);
+        needI32("scatterRowsCols", "colIdx", CI);
+        int n = (int) RI.numel(), k = (int) CI.numel(), C = O.dim(-1), R = (int) (O.numel() / Math.max(1, C));
+        needNumel("scatterRowsCols", "src", S, (long) n * k);
+        if (n == 0 || C == 0) return;
+        if (k > C) throw new IllegalArgumentException("scatterRowsCols: " + k + " column indices for rows of " + C + " (" + O + ")");
+        boolean map = C <= SCATTER_MAP_MAX_COLS;     // k ≤ C < 65535 then fits the 16-bit positions
+        boolean vec = map && C % 8 == 0 && aligned(O);
+        // a few blocks per SM; each builds the column map once for its rows
+        int rowsPerBlock = Math.max(1, (n + SM_BLOCKS / 2 - 1) / (SM_BLOCKS / 2));
+        int blocks = (n + rowsPerBlock - 1) / rowsPerBlock;
+        int smem = map ? (C * 2 + 15) / 16 * 16 : 0;
+        launch("scatter_rows_cols_" + sfx(O, "scatterRowsCols") + "_" + sfx(S, "scatterRowsCols"), blocks, 1,
+                rowThreads(vec ? C / 8 : C, 256), smem,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address())
+                        .i(n).i(R).i(C).i(k).i(rowsPerBlock).i(map ? 1 : 0).i(vec ? 1 : 0));
+    }
+
+    @Override
     public void columnNorms(Tensor out, Tensor x) {
         bind();
         GpuTensor O = own(out), X = own(x);

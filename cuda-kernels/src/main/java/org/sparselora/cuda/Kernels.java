@@ -48,7 +48,7 @@ final class Kernels implements AutoCloseable {
                 for (String c : t) m.put("mul_" + a + "_" + b + "_" + c, "elementwise");
                 for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "rmsnorm_bwd", "cross_entropy"})
                     m.put(op + "_" + a + "_" + b, "layers");
-                for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "seq_mean"})
+                for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "gather_rows_cols", "scatter_rows_cols", "seq_mean"})
                     m.put(op + "_" + a + "_" + b, "sparse");
             }
         }

@@ -535,6 +535,69 @@ class GpuBackendTest {
         }
     }
 
+    /** A duplicate-free random index set in random order (the fused row/column ops must not rely on ascending sets). */
+    static int[] shuffled(int[] a) {
+        int[] r = a.clone();
+        for (int i = r.length - 1; i > 0; i--) { int j = RNG.nextInt(i + 1); int s = r[i]; r[i] = r[j]; r[j] = s; }
+        return r;
+    }
+
+    /**
+     * The fused block ops (one kernel each) against CpuBackend, exact: every shape class the kernels
+     * branch on — 8-wide and scalar column paths (k or C not a multiple of 8, and an output that is a
+     * view 1 element off 16-byte alignment), the shared-memory column map and the wide-row fallback
+     * (C over {@link GpuBackend#SCATTER_MAP_MAX_COLS}), one row/one column, every row and every column,
+     * ascending and shuffled index sets, many rows per block (n over the block count).
+     */
+    @Test
+    void gatherRowsColsAndScatterRowsColsFused() {
+        int[][] cases = { // R, C, n, k
+                {50, 64, 17, 16}, {37, 70, 10, 13}, {40, 64, 40, 64}, {9, 8, 1, 1}, {33, 24, 33, 1},
+                {3000, 512, 2300, 104}, {5, GpuBackend.SCATTER_MAP_MAX_COLS + 40, 3, 200}, {12, 1029, 7, 1029}};
+        for (int[] cs : cases) {
+            int R = cs[0], C = cs[1], n = cs[2], k = cs[3];
+            for (boolean shuffle : new boolean[] {false, true}) {
+                int[] rows = distinct(n, R), cols = distinct(k, C);
+                if (shuffle) { rows = shuffled(rows); cols = shuffled(cols); }
+                Pair RI = ints(rows, n), CI = ints(cols, k);
+                for (DType t : FLOATS) {
+                    String what = t + " R=" + R + " C=" + C + " n=" + n + " k=" + k + (shuffle ? " shuffled" : "");
+                    Pair S = pair(rand(R * C, 1f), t, R, C);
+                    // gather into an aligned output and into one 1 element off 16-byte alignment (scalar path)
+                    Pair G = out(t, n, k);
+                    gpu.gatherRowsCols(G.g, S.g, RI.g, CI.g);
+                    cpu.gatherRowsCols(G.c, S.c, RI.c, CI.c);
+                    exact("gatherRowsCols " + what, G);
+                    Tensor big = gpu.empty(t, n * k + 1);
+                    gpu.fill(big, Float.NaN);
+                    Pair G1 = new Pair(big.view(1, n, k), cpu.zeros(DType.F32, n, k));
+                    gpu.gatherRowsCols(G1.g, S.g, RI.g, CI.g);
+                    cpu.gatherRowsCols(G1.c, S.c, RI.c, CI.c);
+                    exact("gatherRowsCols unaligned " + what, G1);
+                    big.close();
+                    // scatter: named rows become the values at their columns and 0 elsewhere (NaN-poisoned
+                    // first, so an element left unwritten fails); other rows keep their values
+                    Pair src = pair(rand(n * k, 1f), t, n, k);
+                    float[] base = rand(R * C, 1f);
+                    Pair D = inout(base, t, R, C);
+                    Tensor poison = gpu.empty(t, n, C);
+                    gpu.fill(poison, Float.NaN);
+                    gpu.scatterRows(D.g, poison, RI.g, false);
+                    gpu.scatterRowsCols(D.g, src.g, RI.g, CI.g);
+                    cpu.scatterRowsCols(D.c, src.c, RI.c, CI.c);
+                    exact("scatterRowsCols " + what, D);
+                    poison.close();
+                    Tensor big2 = gpu.empty(t, R * C + 1);
+                    Tensor D1 = big2.view(1, R, C);
+                    gpu.copyFromHost(D1, t == DType.BF16 ? bf(base) : base);
+                    gpu.scatterRowsCols(D1, src.g, RI.g, CI.g);
+                    exact("scatterRowsCols unaligned " + what, new Pair(D1, D.c));
+                    big2.close();
+                }
+            }
+        }
+    }
+
     @Test
     void columnNormsAndSequenceMean() {
         for (DType t : FLOATS) {
