@@ -154,16 +154,160 @@ extern "C" __global__ void colnorm_finish(float* out, const float* part, int chu
 }
 
 // out[b,c] = mean_{t in [keyStart[b], T)} x[b·T+t, c]; 0 when a sequence is all padding.
+// A block of 32·SEQ_MEAN_SPLIT threads per (column tile, sequence): a lane owns 8 adjacent columns (one 16-byte
+// load per row when vec) or 1, the SEQ_MEAN_SPLIT rows of threads stride over the sequence's tokens,
+// and the partial sums are added in a fixed order (same input, same bits). Many independent loads
+// per thread instead of the T dependent ones of one thread per column.
+#define SEQ_MEAN_SPLIT 16
 template <typename TO, typename TI>
-__device__ void seqMeanImpl(TO* out, const TI* x, const int* keyStart, int B, int T, int C) {
-    GRID_LOOP(e, (long)B * C) {
-        long b = e / C; int c = (int)(e % C);
-        int ks = max(0, keyStart[b]);
-        float s = 0.f;
-        for (int t = ks; t < T; t++) s += ld(x, (b * T + t) * C + c);
-        st(out, e, ks < T ? s / (T - ks) : 0.f);
+__device__ void seqMeanImpl(TO* out, const TI* x, const int* keyStart, int B, int T, int C, int vec) {
+    __shared__ float part[SEQ_MEAN_SPLIT][32 * 8];
+    int b = blockIdx.y, lane = threadIdx.x & 31, ty = threadIdx.x >> 5;   // blockDim.x = 32·SEQ_MEAN_SPLIT
+    int width = vec ? 8 : 1;
+    int c0 = (blockIdx.x * 32 + lane) * width;
+    int ks = max(0, keyStart[b]);
+    float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (c0 < C) {
+        const TI* xb = x + (long)b * T * C + c0;
+#pragma unroll 4
+        for (int t = ks + ty; t < T; t += SEQ_MEAN_SPLIT) {
+            if (vec) {
+                float v[8];
+                ld8(xb, (long)t * C, v);
+#pragma unroll
+                for (int j = 0; j < 8; j++) s[j] += v[j];
+            } else {
+                s[0] += ld(xb, (long)t * C);
+            }
+        }
+    }
+    for (int j = 0; j < width; j++) part[ty][lane * width + j] = s[j];
+    __syncthreads();
+    if (ty == 0 && c0 < C) {
+        for (int j = 0; j < width; j++) {
+            float tot = 0.f;
+            for (int y = 0; y < SEQ_MEAN_SPLIT; y++) tot += part[y][lane * width + j];
+            st(out, (long)b * C + c0 + j, ks < T ? tot / (T - ks) : 0.f);
+        }
     }
 }
+
+// The SVD predictor's scores without its (n, M) estimates: column L2 norms of t·Q, where t (n, r) is
+// x·P (one cuBLAS GEMM per factor) and Q (r, M). Up to 3 segments (q̂, k̂, v̂ of one layer) share one
+// launch: the output columns are the segments' columns one after another, segment s has its own
+// t_s, Q_s and output. grid.x tiles the columns (LR_COLS per block, one per thread, its Q column in
+// registers), grid.y chunks the rows (LR_ROWS per chunk, t staged in shared memory as fp32); each
+// thread writes its chunk's Σ (t·Q)² to part[chunk, column], or the square root straight to the
+// output when there is one chunk. lowrank_norm_finish adds the chunks in a fixed order.
+#define LR_COLS 256
+#define LR_ROWS 64
+#define LR_MAXR 32
+struct LowRankSegs {
+    const void* t[3]; const void* q[3]; float* out[3];
+    int m[3];        // columns per segment
+    int nseg;
+};
+
+template <typename T>
+__device__ __forceinline__ int lrSegment(const LowRankSegs& g, int col, int* c) {
+    int s = 0;
+    *c = col;
+    while (s < g.nseg - 1 && *c >= g.m[s]) { *c -= g.m[s]; s++; }
+    return s;
+}
+
+template <typename T>
+__device__ void lowRankColSumsqImpl(LowRankSegs g, float* part, int n, int r, int mTotal) {
+    __shared__ float ts[3][LR_ROWS][LR_MAXR];
+    int col = blockIdx.x * LR_COLS + threadIdx.x;
+    int r0 = blockIdx.y * LR_ROWS, rows = min(LR_ROWS, n - r0);
+    // stage the chunk's rows of every segment's t (the block's columns may span segments)
+    for (int s = 0; s < g.nseg; s++) {
+        const T* t = (const T*)g.t[s];
+        for (int e = threadIdx.x; e < rows * r; e += blockDim.x) ts[s][e / r][e % r] = ld(t, (long)(r0 + e / r) * r + e % r);
+    }
+    __syncthreads();
+    if (col >= mTotal) return;
+    int c;
+    int sg = lrSegment<T>(g, col, &c);
+    const T* q = (const T*)g.q[sg];
+    float qc[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+    float acc = 0.f;
+    for (int i = 0; i < rows; i++) {
+        float e = 0.f;
+#pragma unroll
+        for (int j = 0; j < LR_MAXR; j++) if (j < r) e = fmaf(ts[sg][i][j], qc[j], e);
+        acc = fmaf(e, e, acc);
+    }
+    if (gridDim.y == 1) g.out[sg][c] = sqrtf(acc);
+    else part[(long)blockIdx.y * mTotal + col] = acc;
+}
+
+// The MLP form: segment 0 is the gate estimate, segment 1 the up estimate (same M); the score of
+// column c is ‖silu(t_g·Q_g[:,c]) ⊙ (t_u·Q_u[:,c])‖ over the rows (the B sequence means), out = g.out[0].
+template <typename T>
+__device__ void lowRankSwigluColSumsqImpl(LowRankSegs g, float* part, int n, int r) {
+    __shared__ float ts[2][LR_ROWS][LR_MAXR];
+    int m = g.m[0];
+    int col = blockIdx.x * LR_COLS + threadIdx.x;
+    int r0 = blockIdx.y * LR_ROWS, rows = min(LR_ROWS, n - r0);
+    for (int s = 0; s < 2; s++) {
+        const T* t = (const T*)g.t[s];
+        for (int e = threadIdx.x; e < rows * r; e += blockDim.x) ts[s][e / r][e % r] = ld(t, (long)(r0 + e / r) * r + e % r);
+    }
+    __syncthreads();
+    if (col >= m) return;
+    const T* qg = (const T*)g.q[0];
+    const T* qu = (const T*)g.q[1];
+    float cg[LR_MAXR], cu[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) {
+        cg[j] = j < r ? ld(qg, (long)j * m + col) : 0.f;
+        cu[j] = j < r ? ld(qu, (long)j * m + col) : 0.f;
+    }
+    float acc = 0.f;
+    for (int i = 0; i < rows; i++) {
+        float a = 0.f, b = 0.f;
+#pragma unroll
+        for (int j = 0; j < LR_MAXR; j++) if (j < r) { a = fmaf(ts[0][i][j], cg[j], a); b = fmaf(ts[1][i][j], cu[j], b); }
+        float h = a / (1.f + __expf(-a)) * b;
+        acc = fmaf(h, h, acc);
+    }
+    if (gridDim.y == 1) g.out[0][col] = sqrtf(acc);
+    else part[(long)blockIdx.y * m + col] = acc;
+}
+
+// Kernel parameters are flat (three t, three Q, three outputs, three widths, the segment count);
+// unused segments pass null and 0.
+#define LR_PARAMS const void* t0, const void* t1, const void* t2, const void* q0, const void* q1, const void* q2, \
+                  float* o0, float* o1, float* o2, int m0, int m1, int m2, int nseg
+__device__ __forceinline__ LowRankSegs lrSegs(const void* t0, const void* t1, const void* t2, const void* q0, const void* q1,
+                                              const void* q2, float* o0, float* o1, float* o2, int m0, int m1, int m2, int nseg) {
+    LowRankSegs g;
+    g.t[0] = t0; g.t[1] = t1; g.t[2] = t2; g.q[0] = q0; g.q[1] = q1; g.q[2] = q2;
+    g.out[0] = o0; g.out[1] = o1; g.out[2] = o2; g.m[0] = m0; g.m[1] = m1; g.m[2] = m2; g.nseg = nseg;
+    return g;
+}
+#define LR_ARGS t0, t1, t2, q0, q1, q2, o0, o1, o2, m0, m1, m2, nseg
+
+// out_s[c] = sqrt(Σ_chunks part[chunk, col]) in chunk order, col running over every segment's columns.
+extern "C" __global__ void lowrank_norm_finish(LR_PARAMS, const float* part, int chunks, int mTotal) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= mTotal) return;
+    LowRankSegs g = lrSegs(LR_ARGS);
+    float s = 0.f;
+    for (int j = 0; j < chunks; j++) s += part[(long)j * mTotal + col];
+    int c;
+    int sg = lrSegment<float>(g, col, &c);
+    g.out[sg][c] = sqrtf(s);
+}
+
+extern "C" __global__ void lowrank_colsumsq_f32(LR_PARAMS, float* part, int n, int r, int mTotal) { lowRankColSumsqImpl<float>(lrSegs(LR_ARGS), part, n, r, mTotal); }
+extern "C" __global__ void lowrank_colsumsq_bf16(LR_PARAMS, float* part, int n, int r, int mTotal) { lowRankColSumsqImpl<bf16>(lrSegs(LR_ARGS), part, n, r, mTotal); }
+extern "C" __global__ void lowrank_swiglu_colsumsq_f32(LR_PARAMS, float* part, int n, int r) { lowRankSwigluColSumsqImpl<float>(lrSegs(LR_ARGS), part, n, r); }
+extern "C" __global__ void lowrank_swiglu_colsumsq_bf16(LR_PARAMS, float* part, int n, int r) { lowRankSwigluColSumsqImpl<bf16>(lrSegs(LR_ARGS), part, n, r); }
 
 // Order-preserving key of a float (larger float -> larger unsigned); NaN ranks lowest.
 __device__ __forceinline__ unsigned int orderKey(float f) {
@@ -194,8 +338,12 @@ __device__ int blockExclusiveScan(int v, int* total) {
     return before + x - v;
 }
 
-// idx (k) <- indices of the k largest scores (n), ascending; ties -> lower index. One block.
+// idx (k) <- indices of the k largest scores (n), ascending; ties -> lower index. One block per
+// problem: block b takes row b of idx (rows, k) and scores (rows, n), so several score vectors are
+// selected in one launch.
 extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k) {
+    idx += (long)blockIdx.x * k;
+    scores += (long)blockIdx.x * n;
     __shared__ unsigned int hist[256];
     __shared__ unsigned int sPrefix, sRemaining;
     if (threadIdx.x == 0) { sPrefix = 0; sRemaining = (unsigned)k; }
@@ -236,21 +384,29 @@ extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k)
         __syncthreads();
     }
     // sPrefix is the k-th largest key; take every key above it and the first sRemaining equal ones.
+    // Each thread owns a contiguous run of indices, so two block-wide scans (equal keys before the
+    // run, picks before the run) place every pick: ascending output, ties to the lower index.
     unsigned int thr = sPrefix;
     int takeEq = (int)sRemaining;
-    int eqSeen = 0, written = 0;
-    for (int base = 0; base < n; base += blockDim.x) {
-        int i = base + threadIdx.x;
-        unsigned int key = i < n ? orderKey(scores[i]) : 0u;
-        int isEq = i < n && key == thr;
-        int eqTotal;
-        int eqRank = eqSeen + blockExclusiveScan(isEq, &eqTotal);
-        int sel = i < n && (key > thr || (isEq && eqRank < takeEq));
-        int selTotal;
-        int pos = written + blockExclusiveScan(sel, &selTotal);
-        if (sel) idx[pos] = i;
-        eqSeen += eqTotal;
-        written += selTotal;
+    int per = (n + blockDim.x - 1) / blockDim.x;
+    int beg = min(n, (int)threadIdx.x * per), end = min(n, beg + per);
+    int myEq = 0;
+    for (int i = beg; i < end; i++) myEq += orderKey(scores[i]) == thr;
+    int eqTotal;
+    int eqRank = blockExclusiveScan(myEq, &eqTotal);
+    int mySel = 0;
+    for (int i = beg, r = eqRank; i < end; i++) {
+        unsigned int key = orderKey(scores[i]);
+        if (key > thr) mySel++;
+        else if (key == thr) { mySel += r < takeEq; r++; }
+    }
+    int selTotal;
+    int pos = blockExclusiveScan(mySel, &selTotal);
+    for (int i = beg, r = eqRank; i < end; i++) {
+        unsigned int key = orderKey(scores[i]);
+        bool take = key > thr;
+        if (key == thr) { take = r < takeEq; r++; }
+        if (take) idx[pos++] = i;
     }
 }
 
@@ -320,7 +476,7 @@ extern "C" __global__ void expand_group_channels(int* out, const int* kvIdx, int
     extern "C" __global__ void scatter_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc) { scatterColsImpl(o, s, idx, R, C, k, acc); } \
     extern "C" __global__ void gather_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int vec) { gatherRowsColsImpl(o, s, ri, ci, n, R, C, k, vec); } \
     extern "C" __global__ void scatter_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int rpb, int map, int vec) { scatterRowsColsImpl(o, s, ri, ci, n, R, C, k, rpb, map, vec); } \
-    extern "C" __global__ void seq_mean_##SO##_##SI(TO* o, const TI* x, const int* ks, int B, int T, int C) { seqMeanImpl(o, x, ks, B, T, C); }
+    extern "C" __global__ void seq_mean_##SO##_##SI(TO* o, const TI* x, const int* ks, int B, int T, int C, int vec) { seqMeanImpl(o, x, ks, B, T, C, vec); }
 FOR_2TYPES(SPARSE)
 
 extern "C" __global__ void colsumsq_f32(float* part, const float* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }

@@ -1120,10 +1120,12 @@ public final class GpuBackend implements Backend {
         int C = X.dim(-1);
         needNumel("sequenceMean", "x", X, (long) batch * seqLen * C);
         needNumel("sequenceMean", "out", O, (long) batch * C);
-        long total = (long) batch * C;
-        if (total == 0) return;
-        launch("seq_mean_" + sfx(O, "sequenceMean") + "_" + sfx(X, "sequenceMean"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
-                new Kernels.Args().ptr(O.address()).ptr(X.address()).ptr(KS.address()).i(batch).i(seqLen).i(C));
+        if ((long) batch * C == 0) return;
+        // a block of 32 lanes × 16 token strides per (tile of 32·8 or 32 columns, sequence)
+        boolean vec = C % 8 == 0 && aligned(X);
+        int tile = 32 * (vec ? 8 : 1);
+        launch("seq_mean_" + sfx(O, "sequenceMean") + "_" + sfx(X, "sequenceMean"), (C + tile - 1) / tile, batch, 32 * 16, 0,
+                new Kernels.Args().ptr(O.address()).ptr(X.address()).ptr(KS.address()).i(batch).i(seqLen).i(C).i(vec ? 1 : 0));
     }
 
     @Override
@@ -1137,6 +1139,100 @@ public final class GpuBackend implements Backend {
         needNumel("topK", "idx", I, k);
         if (k == 0) return;
         launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+    }
+
+    @Override
+    public void topKRows(Tensor idx, Tensor scores, int k) {
+        bind();
+        GpuTensor I = own(idx), S = own(scores);
+        needI32("topKRows", "idx", I);
+        needF32("topKRows", "scores", S);
+        if (S.rank() != 2) throw new IllegalArgumentException("topKRows: scores must be (rows, n), got " + S);
+        int m = S.dim(0), n = S.dim(1);
+        if (k < 0 || k > n) throw new IllegalArgumentException("topKRows: k = " + k + " outside [0, " + n + "]");
+        needNumel("topKRows", "idx", I, (long) m * k);
+        if (k == 0 || m == 0) return;
+        launch("topk_f32", m, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+    }
+
+    /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
+    static final int LOW_RANK_MAX = 32;
+    private static final int LR_COLS = 256, LR_ROWS = 64;
+
+    @Override
+    public void lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
+        bind();
+        if (outs.length != ts.length || outs.length != qs.length)
+            throw new IllegalArgumentException("lowRankColumnNorms: " + outs.length + " outputs, " + ts.length + " t, " + qs.length + " Q");
+        if (outs.length == 0) return;
+        if (outs.length > 3) {  // the kernel takes three segments: do the rest in further launches
+            lowRankColumnNorms(Arrays.copyOf(outs, 3), Arrays.copyOf(ts, 3), Arrays.copyOf(qs, 3));
+            lowRankColumnNorms(Arrays.copyOfRange(outs, 3, outs.length), Arrays.copyOfRange(ts, 3, ts.length), Arrays.copyOfRange(qs, 3, qs.length));
+            return;
+        }
+        GpuTensor[] O = new GpuTensor[outs.length], T = new GpuTensor[outs.length], Q = new GpuTensor[outs.length];
+        int n = -1, r = -1, mTotal = 0;
+        for (int i = 0; i < outs.length; i++) {
+            O[i] = own(outs[i]); T[i] = own(ts[i]); Q[i] = own(qs[i]);
+            needF32("lowRankColumnNorms", "outs[" + i + "]", O[i]);
+            if (T[i].rank() != 2 || Q[i].rank() != 2 || T[i].dim(1) != Q[i].dim(0) || O[i].numel() != Q[i].dim(1))
+                throw new IllegalArgumentException("lowRankColumnNorms: segment " + i + " has t " + T[i] + ", Q " + Q[i] + ", out " + O[i]);
+            if (i == 0) { n = T[i].dim(0); r = T[i].dim(1); }
+            else if (T[i].dim(0) != n || T[i].dim(1) != r)
+                throw new IllegalArgumentException("lowRankColumnNorms: every t must be (" + n + ", " + r + "), segment " + i + " is " + T[i]);
+            mTotal += Q[i].dim(1);
+        }
+        DType dt = T[0].dtype();
+        boolean fused = r <= LOW_RANK_MAX && (dt == DType.BF16 || dt == DType.F32);
+        for (int i = 0; i < outs.length; i++) fused &= T[i].dtype() == dt && Q[i].dtype() == dt;
+        if (!fused) { Backend.super.lowRankColumnNorms(outs, ts, qs); return; }
+        if (mTotal == 0) return;
+        if (n == 0 || r == 0) { for (GpuTensor o : O) fill(o, 0f); return; }
+        int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (mTotal + LR_COLS - 1) / LR_COLS;
+        long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * mTotal * 4) : 0;
+        launch("lowrank_colsumsq_" + sfx(T[0], "lowRankColumnNorms"), gx, chunks, LR_COLS, 0,
+                segments(O, T, Q).ptr(part).i(n).i(r).i(mTotal));
+        if (chunks > 1)
+            launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(O, T, Q).ptr(part).i(chunks).i(mTotal));
+    }
+
+    /** The flat segment parameters of the low-rank norm kernels: three t, three Q, three outputs, three widths, the count. */
+    private static Kernels.Args segments(GpuTensor[] O, GpuTensor[] T, GpuTensor[] Q) {
+        Kernels.Args a = new Kernels.Args();
+        for (int i = 0; i < 3; i++) a.ptr(i < T.length ? T[i].address() : 0L);
+        for (int i = 0; i < 3; i++) a.ptr(i < Q.length ? Q[i].address() : 0L);
+        for (int i = 0; i < 3; i++) a.ptr(i < O.length ? O[i].address() : 0L);
+        for (int i = 0; i < 3; i++) a.i(i < Q.length ? Q[i].dim(1) : 0);
+        return a.i(O.length);
+    }
+
+    @Override
+    public void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
+        bind();
+        GpuTensor O = own(out), TG = own(tg), QG = own(qg), TU = own(tu), QU = own(qu);
+        needF32("lowRankSwigluColumnNorms", "out", O);
+        if (TG.rank() != 2 || TU.rank() != 2 || QG.rank() != 2 || QU.rank() != 2 || !Arrays.equals(TG.shape(), TU.shape())
+                || !Arrays.equals(QG.shape(), QU.shape()) || TG.dim(1) != QG.dim(0) || O.numel() != QG.dim(1))
+            throw new IllegalArgumentException("lowRankSwigluColumnNorms: out " + O + ", tg " + TG + ", qg " + QG + ", tu " + TU + ", qu " + QU);
+        int n = TG.dim(0), r = TG.dim(1), m = QG.dim(1);
+        DType dt = TG.dtype();
+        boolean fused = r <= LOW_RANK_MAX && (dt == DType.BF16 || dt == DType.F32)
+                && TU.dtype() == dt && QG.dtype() == dt && QU.dtype() == dt;
+        if (!fused) { Backend.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu); return; }
+        if (m == 0) return;
+        if (n == 0 || r == 0) { fill(O, 0f); return; }
+        int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (m + LR_COLS - 1) / LR_COLS;
+        long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * m * 4) : 0;
+        GpuTensor[] segO = {O, O}, segT = {TG, TU}, segQ = {QG, QU};
+        Kernels.Args a = new Kernels.Args();
+        for (GpuTensor t : segT) a.ptr(t.address());
+        a.ptr(0L);
+        for (GpuTensor q : segQ) a.ptr(q.address());
+        a.ptr(0L).ptr(O.address()).ptr(0L).ptr(0L).i(m).i(0).i(0).i(1);
+        launch("lowrank_swiglu_colsumsq_" + sfx(TG, "lowRankSwigluColumnNorms"), gx, chunks, LR_COLS, 0, a.ptr(part).i(n).i(r));
+        if (chunks > 1)
+            launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(new GpuTensor[] {O}, new GpuTensor[] {TG}, new GpuTensor[] {QG})
+                    .ptr(part).i(chunks).i(m));
     }
 
     @Override

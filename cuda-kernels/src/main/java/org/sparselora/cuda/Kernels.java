@@ -59,6 +59,11 @@ final class Kernels implements AutoCloseable {
         m.put("attn_softmax_bwd", "attention");
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
+        m.put("lowrank_norm_finish", "sparse");
+        for (String a : t) {
+            m.put("lowrank_colsumsq_" + a, "sparse");
+            m.put("lowrank_swiglu_colsumsq_" + a, "sparse");
+        }
         m.put("adamw_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");

@@ -606,12 +606,69 @@ class GpuBackendTest {
             gpu.columnNorms(O.g, X.g);
             cpu.columnNorms(O.c, X.c);
             close("columnNorms " + t, O, 1e-5);
-            int B = 3, T = 20;
-            int[] ks = {0, 5, 19};
-            Pair XS = pair(rand(B * T * C, 1f), t, B * T, C), KS = ints(ks, B), M = out(t, B, C);
-            gpu.sequenceMean(M.g, XS.g, KS.g, B, T);
-            cpu.sequenceMean(M.c, XS.c, KS.c, B, T);
-            close("sequenceMean " + t, M, tolFor(t));
+            // C = 70: scalar lanes; C = 64 and 4104: 8-wide lanes, several column tiles; T = 300: many
+            // tokens per token stride; keyStart = T: an all-padding sequence gives 0
+            for (int[] bt : new int[][] {{3, 20, 70}, {3, 20, 64}, {4, 300, 4104}}) {
+                int B = bt[0], T = bt[1], CC = bt[2];
+                int[] ks = B == 3 ? new int[] {0, 5, 19} : new int[] {0, 17, T, 299};
+                Pair XS = pair(rand(B * T * CC, 1f), t, B * T, CC), KS = ints(ks, B), M = out(t, B, CC);
+                gpu.sequenceMean(M.g, XS.g, KS.g, B, T);
+                cpu.sequenceMean(M.c, XS.c, KS.c, B, T);
+                close("sequenceMean " + t + " B=" + B + " T=" + T + " C=" + CC, M, tolFor(t));
+            }
+        }
+    }
+
+    /** topKRows: each row of a (m, n) score matrix selected in one launch, equal to topK per row on the CPU. */
+    @Test
+    void topKRowsSelectsEveryRow() {
+        for (int[] mnk : new int[][] {{2, 1024, 256}, {3, 37, 37}, {5, 14336, 143}, {1, 9, 1}}) {
+            int m = mnk[0], n = mnk[1], k = mnk[2];
+            float[] s = new float[m * n];
+            for (int i = 0; i < s.length; i++) s[i] = i % 3 == 0 ? RNG.nextInt(5) : (float) RNG.nextDouble(-3, 3);
+            Pair S = pair(s, DType.F32, m, n);
+            Tensor ig = gpu.empty(DType.I32, m, k), ic = cpu.empty(DType.I32, m, k);
+            gpu.fill(ig, -1f);
+            gpu.topKRows(ig, S.g, k);
+            cpu.topKRows(ic, S.c, k);
+            assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topKRows m=" + m + " n=" + n + " k=" + k);
+        }
+    }
+
+    /**
+     * The predictor's fused low-rank norms (no (n, M) estimate written) against the CPU's estimate +
+     * columnNorms: one to three segments, one row chunk (n ≤ 64, the MLP's B sequence means: the
+     * square root is written directly) and many (n = 1000, q̂/k̂/v̂ over the tokens), ranks 8 and 32,
+     * and rank 33 (over the kernel's register budget: the composed default runs). fp32 sums of bf16
+     * inputs on both sides, in different orders: 1e-4.
+     */
+    @Test
+    void lowRankColumnNormsAndSwigluScores() {
+        for (DType t : FLOATS) {
+            for (int[] nr : new int[][] {{8, 8}, {1000, 8}, {130, 32}, {70, 33}}) {
+                int n = nr[0], r = nr[1];
+                int[] widths = {300, 64, 64};
+                for (int segs = 1; segs <= 3; segs++) {
+                    Tensor[] tg = new Tensor[segs], qg = new Tensor[segs], og = new Tensor[segs];
+                    Tensor[] tc = new Tensor[segs], qc = new Tensor[segs], oc = new Tensor[segs];
+                    Pair[] outs = new Pair[segs];
+                    for (int i = 0; i < segs; i++) {
+                        Pair T = pair(rand(n * r, 1f), t, n, r), Q = pair(rand(r * widths[i], 1f), t, r, widths[i]);
+                        outs[i] = out(DType.F32, widths[i]);
+                        tg[i] = T.g; tc[i] = T.c; qg[i] = Q.g; qc[i] = Q.c; og[i] = outs[i].g; oc[i] = outs[i].c;
+                    }
+                    gpu.lowRankColumnNorms(og, tg, qg);
+                    cpu.lowRankColumnNorms(oc, tc, qc);
+                    for (int i = 0; i < segs; i++)
+                        close("lowRankColumnNorms " + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs, outs[i], 1e-4);
+                }
+                int m = 1029;
+                Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
+                Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
+                gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
+                cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
+                close("lowRankSwigluColumnNorms " + t + " n=" + n + " r=" + r, O, 1e-4);
+            }
         }
     }
 

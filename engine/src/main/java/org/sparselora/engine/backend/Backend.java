@@ -219,6 +219,52 @@ public interface Backend extends AutoCloseable {
     void topK(Tensor idx, Tensor scores, int k);
 
     /**
+     * {@link #topK} on every row: idx (m,k) I32 row i = the k largest of scores (m,n) F32 row i, with
+     * topK's order and tie rule. Lets a device select several score vectors in one launch. Default:
+     * topK per row.
+     */
+    default void topKRows(Tensor idx, Tensor scores, int k) {
+        int m = scores.dim(0), n = scores.dim(1);
+        if (idx.numel() != (long) m * k)
+            throw new IllegalArgumentException("topKRows: idx " + Tensor.describe(idx) + " for " + m + " rows of k = " + k);
+        for (int i = 0; i < m; i++) topK(idx.view((long) i * k, k), scores.view((long) i * n, n), k);
+    }
+
+    /**
+     * The SVD predictor's per-channel norms straight from its low-rank factors, several projections at
+     * once: for each i, {@code outs[i][c] = ‖(ts[i]·qs[i])[:, c]‖} over the rows, where ts[i] (n,r) is
+     * x·P of projection i and qs[i] (r,M_i) its second factor; outs[i] (M_i) F32. A device backend
+     * computes this without writing the (n, M_i) estimates. Default: the estimate in the compute type
+     * ({@link #matmul}), then {@link #columnNorms}.
+     */
+    default void lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
+        if (outs.length != ts.length || outs.length != qs.length)
+            throw new IllegalArgumentException("lowRankColumnNorms: " + outs.length + " outputs, " + ts.length + " t, " + qs.length + " Q");
+        for (int i = 0; i < outs.length; i++) {
+            try (Tensor e = empty(computeType(), ts[i].dim(0), qs[i].dim(1))) {
+                matmul(e, ts[i], false, qs[i], false, 1f, 0f);
+                columnNorms(outs[i], e);
+            }
+        }
+    }
+
+    /**
+     * The MLP form of {@link #lowRankColumnNorms}: {@code out[c] = ‖(silu(tg·qg) ⊙ (tu·qu))[:, c]‖} over
+     * the rows — the score of intermediate channel c from the gate and up estimates. out (M) F32,
+     * tg, tu (n,r), qg, qu (r,M). Default: both estimates in the compute type, {@link #swiglu},
+     * {@link #columnNorms}.
+     */
+    default void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
+        int n = tg.dim(0), m = qg.dim(1);
+        try (Tensor gate = empty(computeType(), n, m); Tensor up = empty(computeType(), n, m); Tensor act = empty(computeType(), n, m)) {
+            matmul(gate, tg, false, qg, false, 1f, 0f);
+            matmul(up, tu, false, qu, false, 1f, 0f);
+            swiglu(act, gate, up);
+            columnNorms(out, act);
+        }
+    }
+
+    /**
      * GQA-correct Q/K channel scores (SparseLoRA "QK-norm"): for each KV channel (g, d),
      * {@code scores[g·D+d] = kNorms[g·D+d] · mean_{j<G} qNorms[(g·G+j)·D+d]}, G = Hq/Hkv query heads
      * per KV head (HF head-contiguous layout, query head h reads KV head h/G).

@@ -82,17 +82,17 @@ public final class ChannelSelection implements AutoCloseable {
         int c = cfg.hiddenSize(), inter = cfg.intermediateSize();
         DType ct = be.computeType();
         EnumMap<SvdPredictor.Proj, Tensor[]> f = factors.get(layer);
+        Tensor[] g = f.get(SvdPredictor.Proj.GATE), u = f.get(SvdPredictor.Proj.UP);
         try (Tensor xbar = be.empty(ct, batch, c);                 // (B,C)
-             Tensor t = be.empty(ct, batch, rank);                 // (B,r)
-             Tensor gate = be.empty(ct, batch, inter);             // (B,I)
-             Tensor up = be.empty(ct, batch, inter);               // (B,I)
-             Tensor act = be.empty(ct, batch, inter);              // (B,I)
+             Tensor tg = be.empty(ct, batch, rank);                // (B,r) x̄·Pg
+             Tensor tu = be.empty(ct, batch, rank);                // (B,r) x̄·Pu
              Tensor scores = be.empty(DType.F32, inter)) {         // (I)
             be.sequenceMean(xbar, x, keyStart, batch, seqLen);
-            project(gate, t, xbar, f.get(SvdPredictor.Proj.GATE));
-            project(up, t, xbar, f.get(SvdPredictor.Proj.UP));
-            be.swiglu(act, gate, up);                              // a = silu(gate_est) ⊙ up_est
-            be.columnNorms(scores, act);                           // ‖a[:,c]‖ over this worker's sequences
+            be.matmul(tg, xbar, false, g[0], false, 1f, 0f);
+            be.matmul(tu, xbar, false, u[0], false, 1f, 0f);
+            // ‖silu(x̄·Pg·Qg) ⊙ (x̄·Pu·Qu)‖ per channel over this worker's sequences; a device backend
+            // never writes the (B,I) estimates
+            be.lowRankSwigluColumnNorms(scores, tg, g[1], tu, u[1]);
             if (exchange.workers() > 1) globalNorms(exchange, layer, "mlp", scores);
             Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
             be.topK(idx, scores, sparsity.keptMlp(layer));
@@ -100,8 +100,17 @@ public final class ChannelSelection implements AutoCloseable {
         }
     }
 
-    /** Kept attention channels; each (·) I32 ascending, owned by the caller. */
-    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o) {}
+    /**
+     * Kept attention channels; each (·) I32 ascending. k and v are views of {@code kv} (2, kept), the
+     * storage they share; the caller owns q, o and kv ({@link #owned()}, {@link #close()}).
+     */
+    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o, Tensor kv) implements AutoCloseable {
+        /** The tensors to free when the selection is no longer needed. */
+        public java.util.List<Tensor> owned() { return java.util.List.of(q, o, kv); }
+
+        @Override
+        public void close() { for (Tensor t : owned()) t.close(); }
+    }
 
     /**
      * Kept attention channels of one layer. x (N, C) input_layernorm output; rows (n) I32 the
@@ -125,31 +134,36 @@ public final class ChannelSelection implements AutoCloseable {
             xs = be.empty(ct, n, c);
             be.gatherRows(xs, x, rows);                                // (n,C) non-padding tokens only
         }
-        try (Tensor t = be.empty(ct, n, rank);                        // (n,r)
-             Tensor qh = be.empty(ct, n, hq * d);                      // (n,Hq·D)
-             Tensor kvh = be.empty(ct, n, hkv * d);                    // (n,Hkv·D), k̂ then v̂
-             Tensor qn = be.empty(DType.F32, hq * d);
-             Tensor kn = be.empty(DType.F32, hkv * d);
-             Tensor vn = be.empty(DType.F32, hkv * d);
-             Tensor score = be.empty(DType.F32, hkv * d)) {
-            project(qh, t, xs, f.get(SvdPredictor.Proj.Q));
-            be.columnNorms(qn, qh);
-            project(kvh, t, xs, f.get(SvdPredictor.Proj.K));
-            be.columnNorms(kn, kvh);
-            project(kvh, t, xs, f.get(SvdPredictor.Proj.V));
-            be.columnNorms(vn, kvh);
+        int qd = hq * d, kvd = hkv * d;
+        Tensor kv = null;
+        // one F32 buffer [q̂ norms | k̂ norms | K scores | v̂ norms]: the K scores and V norms are the two
+        // rows of one (2, Hkv·D) matrix, so one topKRows selects both
+        try (Tensor tq = be.empty(ct, n, rank);                        // (n,r) x·Pq
+             Tensor tk = be.empty(ct, n, rank);                        // (n,r) x·Pk
+             Tensor tv = be.empty(ct, n, rank);                        // (n,r) x·Pv
+             Tensor norms = be.empty(DType.F32, qd + 3 * kvd)) {
+            Tensor qn = norms.view(0, qd), kn = norms.view(qd, kvd), score = norms.view(qd + kvd, kvd);
+            Tensor vn = norms.view(qd + 2 * kvd, kvd);
+            Tensor[] pq = f.get(SvdPredictor.Proj.Q), pk = f.get(SvdPredictor.Proj.K), pv = f.get(SvdPredictor.Proj.V);
+            be.matmul(tq, xs, false, pq[0], false, 1f, 0f);
+            be.matmul(tk, xs, false, pk[0], false, 1f, 0f);
+            be.matmul(tv, xs, false, pv[0], false, 1f, 0f);
+            // per-channel norms of x·P·Q for q, k, v together (a device never writes the (n, ·) estimates)
+            be.lowRankColumnNorms(new Tensor[] {qn, kn, vn}, new Tensor[] {tq, tk, tv}, new Tensor[] {pq[1], pk[1], pv[1]});
             if (exchange.workers() > 1) globalNorms(exchange, layer, "qkv", qn, kn, vn);
             be.kvChannelScores(score, qn, kn, hkv, group, d);
 
-            Tensor kIdx = be.empty(DType.I32, kept);
-            be.topK(kIdx, score, kept);
+            kv = be.empty(DType.I32, 2, kept);                         // row 0: kept K, row 1: kept V
+            be.topKRows(kv, norms.view(qd + kvd, 2, kvd), kept);
+            Tensor kIdx = kv.view(0, kept), vIdx = kv.view(kept, kept);
             Tensor qIdx = be.empty(DType.I32, kept * group);
             be.expandGroupChannels(qIdx, kIdx, group, d);
-            Tensor vIdx = be.empty(DType.I32, kept);
-            be.topK(vIdx, vn, kept);
             Tensor oIdx = be.empty(DType.I32, kept * group);
             be.expandGroupChannels(oIdx, vIdx, group, d);
-            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx);
+            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx, kv);
+        } catch (RuntimeException e) {
+            if (kv != null) kv.close();
+            throw e;
         } finally {
             if (xs != x) xs.close();
         }
@@ -177,12 +191,6 @@ public final class ChannelSelection implements AutoCloseable {
             for (int j = 0; j < g.length; j++) g[j] = (float) Math.sqrt(sum[o + j]);
             be.copyFromHost(norms[i], g);
         }
-    }
-
-    /** out (M,out) = x (M,in) · P (in,r) · Q (r,out); t (M,r) scratch. */
-    private void project(Tensor out, Tensor t, Tensor x, Tensor[] pq) {
-        be.matmul(t, x, false, pq[0], false, 1f, 0f);
-        be.matmul(out, t, false, pq[1], false, 1f, 0f);
     }
 
     /** Predictor FLOPs of one MLP selection over {@code batch} sequence means. */
