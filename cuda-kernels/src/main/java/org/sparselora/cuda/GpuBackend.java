@@ -498,6 +498,39 @@ public final class GpuBackend implements Backend {
                 bAddr, cudaType(bT), B.dim(1), aAddr, cudaType(aT), A.dim(1), beta, C.address(), cudaType(C.dtype()), N);
     }
 
+    /**
+     * One cuBLAS strided-batched GEMM over the row blocks (B broadcast with stride 0) when a and b share
+     * a GEMM dtype (bf16 or f32 with an F32 c); other combinations take the per-block default, whose
+     * matmul converts operands.
+     */
+    @Override
+    public void matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b, boolean transB,
+                                int blocks, int m, float alpha, float beta) {
+        bind();
+        GpuTensor C = own(c), A = own(a), B = own(b);
+        if (A.rank() != 2 || B.rank() != 2 || C.rank() != 2)
+            throw new IllegalArgumentException("matmulRowBlocks needs 2-D tensors: C " + C + ", A " + A + ", B " + B);
+        int K = A.dim(1), KB = transB ? B.dim(1) : B.dim(0), N = transB ? B.dim(0) : B.dim(1);
+        if (K != KB || C.dim(1) != N)
+            throw new IllegalArgumentException("matmulRowBlocks shapes disagree: C " + C + " = A " + A + " · op(B " + B + (transB ? ")ᵀ" : ")"));
+        if (blocks < 0 || m < 0 || cStride < 0 || aStride < 0 || aOff < 0 || cOff < 0
+                || (blocks > 0 && m > 0 && ((long) aOff + (long) (blocks - 1) * aStride + m > A.dim(0)
+                                            || (long) cOff + (long) (blocks - 1) * cStride + m > C.dim(0))))
+            throw new IllegalArgumentException("matmulRowBlocks: " + blocks + " blocks of " + m + " rows (A from " + aOff + " step " + aStride
+                    + ", C from " + cOff + " step " + cStride + ") outside A " + A + " or C " + C);
+        if (blocks == 0 || m == 0 || N == 0) return;
+        DType aT = A.dtype(), bT = B.dtype(), cT = C.dtype();
+        boolean direct = K > 0 && aT == bT && (aT == computeType() && (cT == computeType() || cT == DType.F32)
+                                               || aT == DType.F32 && cT == DType.F32);
+        if (!direct || blocks == 1) {
+            Backend.super.matmulRowBlocks(c, cOff, cStride, a, aOff, aStride, b, transB, blocks, m, alpha, beta);
+            return;
+        }
+        long aAddr = A.address() + (long) aOff * K * aT.bytes, cAddr = C.address() + (long) cOff * N * cT.bytes;
+        gemmBatched(false, transB, m, N, K, alpha, aAddr, aT, K, (long) aStride * K, B.address(), bT, B.dim(1), 0L,
+                beta, cAddr, cT, N, (long) cStride * N, blocks);
+    }
+
     private long convertToScratch(String key, GpuTensor src, DType target) {
         if (target == DType.F16) throw new IllegalArgumentException("matmul: mixing F16 with other dtypes is not supported (" + src + ")");
         long addr = scratch(key, src.numel() * target.bytes);

@@ -281,6 +281,55 @@ class GpuBackendTest {
         assertThrows(IllegalArgumentException.class, () -> gpu.matmul(Y.g, X.g, false, W.g, false, 1f, 0f));
     }
 
+    /**
+     * matmulRowBlocks (one strided-batched GEMM, B broadcast) against the CPU's per-block matmuls:
+     * blocks of full activations in place, compact operands (stride = rows), a stride-0 operand
+     * (bias rows), beta 0 and 1, W transposed or not, bf16 and f32, and an F32-master B with bf16 A
+     * (the per-block default with operand conversion). Rows outside the blocks must keep their values;
+     * rows inside are NaN-poisoned on the GPU before a beta-0 call.
+     */
+    @Test
+    void matmulRowBlocksInPlaceAndCompact() {
+        int B = 3, T = 40, off = 29, m = 11, K = 72, N = 48;
+        for (DType t : FLOATS) {
+            for (boolean tb : new boolean[] {false, true}) {
+                for (float beta : new float[] {0f, 1f}) {
+                    float[] w = rand(K * N, 1f), base = rand(B * T * N, 1f);
+                    Pair W = pair(w, t, tb ? new int[] {N, K} : new int[] {K, N});
+                    Pair X = pair(rand(B * T * K, 1f), t, B * T, K), XC = pair(rand(B * m * K, 1f), t, B * m, K);
+                    String what = t + " transB=" + tb + " beta=" + beta;
+                    // full -> full, in place
+                    Pair Y = inout(base, t, B * T, N);
+                    if (beta == 0f) for (int j = 0; j < B; j++) gpu.fill(Y.g.rows(off + j * T, m), Float.NaN);
+                    gpu.matmulRowBlocks(Y.g, off, T, X.g, off, T, W.g, tb, B, m, 1f, beta);
+                    cpu.matmulRowBlocks(Y.c, off, T, X.c, off, T, W.c, tb, B, m, 1f, beta);
+                    close("matmulRowBlocks full->full " + what, Y, tolFor(t));
+                    // full -> compact, and compact -> full
+                    Pair YC = out(t, B * m, N);
+                    gpu.matmulRowBlocks(YC.g, 0, m, X.g, off, T, W.g, tb, B, m, 1f, 0f);
+                    cpu.matmulRowBlocks(YC.c, 0, m, X.c, off, T, W.c, tb, B, m, 1f, 0f);
+                    close("matmulRowBlocks full->compact " + what, YC, tolFor(t));
+                    Pair Y2 = inout(base, t, B * T, N);
+                    gpu.matmulRowBlocks(Y2.g, 3, T, XC.g, 0, m, W.g, tb, B, m, 2f, beta);
+                    cpu.matmulRowBlocks(Y2.c, 3, T, XC.c, 0, m, W.c, tb, B, m, 2f, beta);
+                    close("matmulRowBlocks compact->full alpha=2 " + what, Y2, tolFor(t));
+                    // stride-0 A: the same rows for every block (the bias add through a column of ones)
+                    Pair Y3 = inout(base, t, B * T, N);
+                    gpu.matmulRowBlocks(Y3.g, off, T, XC.g, 0, 0, W.g, tb, B, m, 1f, 1f);
+                    cpu.matmulRowBlocks(Y3.c, off, T, XC.c, 0, 0, W.c, tb, B, m, 1f, 1f);
+                    close("matmulRowBlocks stride-0 A " + what, Y3, tolFor(t));
+                }
+            }
+        }
+        // bf16 activations × an F32 master weight: the per-block default, which converts the operand
+        float[] x = rand(2 * 10 * 64, 1f), w = bf(rand(16 * 64, 1f));
+        Pair X = pair(x, DType.BF16, 20, 64), W = pair(w, DType.F32, 16, 64), Y = inout(rand(20 * 16, 1f), DType.BF16, 20, 16);
+        gpu.matmulRowBlocks(Y.g, 2, 10, X.g, 2, 10, W.g, true, 2, 6, 1f, 0f);
+        cpu.matmulRowBlocks(Y.c, 2, 10, X.c, 2, 10, W.c, true, 2, 6, 1f, 0f);
+        close("matmulRowBlocks bf16 x f32(master)", Y, BF16_TOL);
+        assertThrows(IllegalArgumentException.class, () -> gpu.matmulRowBlocks(Y.g, 2, 10, X.g, 2, 10, W.g, true, 3, 6, 1f, 0f));
+    }
+
     // ------------------------------------------------------------------ layers
 
     @Test

@@ -169,8 +169,29 @@ class GpuTrainingStepTest {
 
     @Test
     void sparseStepMatchesTheCpuOnTheSamePlanAndSelectsSimilarChannels() {
+        sparseStepCase(batch(8), false);
+    }
+
+    /**
+     * Every sequence with its prompt and output tokens at the same positions (no padding, the last 7 of
+     * 12 tokens carry loss, as in the timing batches): the frozen GEMMs run on row blocks of the
+     * activations (cuBLAS strided-batched, no token gathers), on both backends; same checks.
+     */
+    @Test
+    void sparseStepOnRowBlockTokenGroupsMatchesTheCpu() {
+        int b = 2, t = 12, outputs = 7;
+        Random r = new Random(21);
+        int[] tokens = new int[b * t], targets = new int[b * t], positions = new int[b * t];
+        for (int n = 0; n < b * t; n++) {
+            tokens[n] = r.nextInt(C.vocabSize());
+            positions[n] = n % t;
+            targets[n] = n % t < t - outputs ? Batch.IGNORE : r.nextInt(C.vocabSize());
+        }
+        sparseStepCase(new Batch(b, t, tokens, targets, positions, new int[b]), true);
+    }
+
+    static void sparseStepCase(Batch b, boolean rowBlocks) {
         RandomWeights src = new RandomWeights(C, 7);
-        Batch b = batch(8);
         long seed = 11;
         LlamaModel mc = new LlamaModel(cpu, LlamaWeights.upload(cpu, src)), mg = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
         LoraAdapter lc = adapter(cpu, 31), lg = adapter(gpu, 31);
@@ -195,8 +216,10 @@ class GpuTrainingStepTest {
                 }
                 gpuPlan = new SparsePlan(to(gpu, cpu, plan.sparseTokens()), to(gpu, cpu, plan.denseTokens()), lps, plan.frozenGrad());
             }
+            assertEquals(rowBlocks, mc.usedRowBlocks(), "CPU token groups as row blocks");
             // the same plan on the GPU
             double loss = mg.forward(b, lg, gpuPlan, null, seed);
+            assertEquals(rowBlocks, mg.usedRowBlocks(), "GPU token groups as row blocks");
             mg.backward();
             compare("sparse, CPU's plan", new Result(loss, host(gpu, lg.grads()), null), cpuRes);
 

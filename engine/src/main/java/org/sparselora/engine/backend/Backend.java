@@ -79,6 +79,22 @@ public interface Backend extends AutoCloseable {
      */
     void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta);
 
+    /**
+     * {@link #matmul} over equally spaced row blocks: for j < blocks, rows [aOff + j·aStride, +m) of a
+     * times op(b) go to rows [cOff + j·cStride, +m) of c, C_j = alpha·A_j·op(b) + beta·C_j. a (Ra,K),
+     * b (K,N) or, transposed, (N,K), c (Rc,N); a stride of m makes that operand compact, a stride of 0
+     * repeats its rows for every block. SparseLoRA's token groups are such blocks when every sequence
+     * has its context and output tokens at the same positions (left-aligned prompts of one length, the
+     * reference's timing batches): the frozen GEMMs then read and write the full activations in place,
+     * with no gather or scatter of token rows. Each row's result is that of {@link #matmul} on it.
+     * Default: one matmul per block on row views.
+     */
+    default void matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b, boolean transB,
+                                 int blocks, int m, float alpha, float beta) {
+        for (int j = 0; j < blocks; j++)
+            matmul(c.rows(cOff + j * cStride, m), a.rows(aOff + j * aStride, m), false, b, transB, alpha, beta);
+    }
+
     /** y += alpha·x, elementwise, equal element counts. */
     void axpy(Tensor y, float alpha, Tensor x);
 

@@ -196,6 +196,72 @@ class SparseExecutionTest {
         }
     }
 
+    // ---- row-block token groups (same positions in every sequence: GEMMs in place, no token gathers)
+
+    /** B sequences of T tokens, no padding, the last {@code outputs} of each carry loss: every sequence splits at the same place. */
+    static Batch uniformBatch(LlamaConfig c, int B, int T, int outputs, long seed) {
+        java.util.Random r = new java.util.Random(seed);
+        int n = B * T;
+        int[] tokens = new int[n], targets = new int[n], positions = new int[n];
+        for (int i = 0; i < n; i++) {
+            tokens[i] = r.nextInt(c.vocabSize());
+            positions[i] = i % T;
+            targets[i] = i % T < T - outputs ? Batch.IGNORE : r.nextInt(c.vocabSize());
+        }
+        return new Batch(B, T, tokens, targets, positions, new int[B]);
+    }
+
+    @Test
+    void rowBlocksAreFoundOnlyForEquallySpacedRuns() {
+        assertEquals(new LlamaModel.RowBlocks(3, 6, 0, 4), LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15}, 6));
+        assertEquals(new LlamaModel.RowBlocks(2, 6, 4, 2), LlamaModel.RowBlocks.of(new int[] {4, 5, 10, 11}, 6));
+        assertEquals(new LlamaModel.RowBlocks(1, 5, 3, 5), LlamaModel.RowBlocks.of(new int[] {3, 4, 5, 6, 7}, 6));
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 6, 7, 12, 13, 14}, 6), "runs of different lengths");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 7, 8}, 6), "runs not one sequence apart");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 2, 6, 8}, 6), "gaps inside a run");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}, 3), "runs longer than a sequence");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[0], 6));
+    }
+
+    /**
+     * When every sequence has its context and output tokens at the same positions, the frozen GEMMs
+     * run on row blocks of the activations in place (Backend.matmulRowBlocks) instead of gathering and
+     * scattering token rows. Per row they are the same GEMMs, so loss and every LoRA gradient equal the
+     * gather path's bit for bit: full-width MLP (all seven targets, biases, dropout) and compact MLP
+     * (q,k,v,o), sliced and cut, token split on and every token sparse (one run).
+     */
+    @Test
+    void rowBlockGroupsEqualTheGatherPathBitForBit() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 8);
+        Batch b = uniformBatch(c, 3, 6, 2, 9);
+        for (boolean all : new boolean[] {true, false}) {
+            LoraAdapter lora = all ? TinyModels.adapter(be, c, 0.1f, 4) : TinyModels.adapter(be, c, 0.1f, 4, QKVO);
+            for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
+                for (boolean split : new boolean[] {true, false}) {
+                    SparsePlan plan = split ? partial(c, b, fg) : new SparsePlan(ints(IntStream.range(0, b.tokenCount()).toArray()), null,
+                            partial(c, b, fg).layers(), fg);
+                    String what = (all ? "all seven" : "q,k,v,o") + " " + fg + " split=" + split;
+                    double[] loss = new double[2], eval = new double[2];
+                    List<List<float[]>> g = new ArrayList<>();
+                    for (int run = 0; run < 2; run++) {
+                        m.rowBlocks = run == 0;
+                        lora.zeroGrads();
+                        loss[run] = m.forward(b, lora, plan, 11);
+                        assertEquals(run == 0, m.usedRowBlocks(), "row blocks used, " + what);
+                        m.backward();
+                        g.add(grads(lora));
+                        eval[run] = m.evaluate(b, lora, plan, false).lossSum();
+                    }
+                    m.rowBlocks = true;
+                    assertEquals(loss[1], loss[0], 0.0, "loss, " + what);
+                    assertEquals(eval[1], eval[0], 0.0, "evaluate, " + what);
+                    for (int i = 0; i < g.get(0).size(); i++)
+                        assertArrayEquals(g.get(1).get(i), g.get(0).get(i), lora.names().get(i) + " " + what);
+                }
+        }
+    }
+
     @Test
     void compactMlpSlicedGradientsMatchFiniteDifferences() {
         LlamaConfig c = TinyModels.config(false, true, true);
