@@ -352,9 +352,16 @@ extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k)
         for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0;
         __syncthreads();
         unsigned int prefix = sPrefix;
-        for (int i = threadIdx.x; i < n; i += blockDim.x) {
-            unsigned int key = orderKey(scores[i]);
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        // Scores of one layer sit in a narrow range, so most keys share the top digits: lanes with the
+        // same bin are matched and their leader adds the count (one shared atomic per distinct bin per
+        // warp instead of up to 32 colliding ones). Every lane runs the same number of iterations.
+        for (int base = 0; base < n; base += blockDim.x) {
+            int i = base + threadIdx.x;
+            unsigned int key = i < n ? orderKey(scores[i]) : 0u;
+            bool active = i < n && (key & mask) == prefix;
+            unsigned int bin = active ? (key >> shift) & 255u : 256u;
+            unsigned int peers = __match_any_sync(0xffffffffu, bin);
+            if (active && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
         // Find the digit d (from the top) where the count of keys above reaches sRemaining: warp 0,
