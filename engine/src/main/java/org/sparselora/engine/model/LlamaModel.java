@@ -27,6 +27,10 @@ import org.sparselora.engine.train.Batch;
  * runs compact, at the kept intermediate width from end to end ({@link #mlpForwardCompact}); the
  * sparse rows are re-joined with fused block ops ({@link Backend#scatterRowsCols},
  * {@link Backend#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
+ * When every sequence has its sparse and dense tokens at the same positions (each group is equally
+ * spaced runs of rows, {@link RowBlocks}: the reference's timing batches, or every token sparse) the
+ * frozen GEMMs read and write the activations in place ({@link Backend#matmulRowBlocks}) and no token
+ * row is gathered or scattered; per row these are the same GEMMs, so the results are the same bits.
  * With a {@link LayerSelector} the plan's layer entries are filled during the forward, each right
  * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
  * and that layer's slices are gathered then.

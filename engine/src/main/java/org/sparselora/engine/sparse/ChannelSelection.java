@@ -26,6 +26,12 @@ import org.sparselora.engine.model.LlamaConfig;
  * Padding never influences a score: the MLP mean skips it and attention gathers non-padding rows
  * first. Layout is HF head-contiguous: channel (head, d) = head·D + d.
  *
+ * <p>Per layer the device work is small and launch-bound, so it is batched: the scores come from the
+ * rank-r products t = x·P through {@link Backend#lowRankColumnNorms} (q̂, k̂, v̂ together) and
+ * {@link Backend#lowRankSwigluColumnNorms} (the MLP), which a GPU runs without writing the (n, M)
+ * estimates, and the K and V top-k are one {@link Backend#topKRows}. On the CPU these are the same
+ * matmul → columnNorms sequence as before (the same bits).
+ *
  * <p>With N data-parallel workers each one holds b/N rows of the batch. Every score above is a
  * square root of a per-channel sum over rows of squares (or, for K, a product of such norms), so a
  * {@link ScoreExchange} sums the workers' squared norms — padding and the per-sequence means stay
