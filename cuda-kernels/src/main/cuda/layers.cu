@@ -23,12 +23,13 @@ __device__ void embeddingImpl(TO* out, const int* ids, const TT* table, int V, i
 }
 
 // rstd = 1/sqrt(mean(x²)+eps); out = x·rstd·w. With `delta` non-null the residual is first updated
-// in place (x += delta, rounded to its storage type) and the norm reads the rounded value, so the
-// stored residual and the normalised output agree exactly.
+// (x = xin + delta, rounded to its storage type; xin null = x itself, in place) and the norm reads the
+// rounded value, so the stored residual and the normalised output agree exactly.
 template <typename T, typename TW>
-__device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW* w, int C, float eps, int vec) {
+__device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* xin, const T* delta, const TW* w, int C, float eps, int vec) {
     long row = blockIdx.x;
     T* xr = x + row * C;
+    const T* xi = (xin ? xin : x) + row * C;
     T* orow = out + row * C;
     const T* dr = delta ? delta + row * C : nullptr;
     float s = 0.f;
@@ -39,7 +40,7 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
         for (int gi = 0; gi < NG; gi++) {
             int g = threadIdx.x + gi * blockDim.x;
             if (g < C / 8) {
-                ld8(xr, g * 8, v[gi]);
+                ld8(xi, g * 8, v[gi]);
                 if (dr) {
                     float d[8]; ld8(dr, g * 8, d);
 #pragma unroll
@@ -69,7 +70,7 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
     }
     if (vec) {
         for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
-            float v[8]; ld8(xr, g * 8, v);
+            float v[8]; ld8(xi, g * 8, v);
             if (dr) {
                 float d[8]; ld8(dr, g * 8, d);
 #pragma unroll
@@ -82,7 +83,7 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
         }
     } else {
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
-            float v = ld(xr, c);
+            float v = ld(xi, c);
             if (dr) { st(xr, c, v + ld(dr, c)); v = ld(xr, c); }
             s = fmaf(v, v, s);
         }
@@ -255,8 +256,9 @@ __device__ void crossEntropyImpl(float* losses, TD* dlogits, const TL* logits, c
 FOR_2TYPES(EMB)
 // name: rmsnorm_<x dtype>_<weight dtype>
 #define RMS(S, SW, T, TW) \
-    extern "C" __global__ void rmsnorm_##S##_##SW(T* o, float* r, T* x, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, x, (const T*)nullptr, w, C, eps, vec); } \
-    extern "C" __global__ void add_rmsnorm_##S##_##SW(T* res, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, d, w, C, eps, vec); } \
+    extern "C" __global__ void rmsnorm_##S##_##SW(T* o, float* r, T* x, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, x, (const T*)nullptr, (const T*)nullptr, w, C, eps, vec); } \
+    extern "C" __global__ void add_rmsnorm_##S##_##SW(T* res, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, (const T*)nullptr, d, w, C, eps, vec); } \
+    extern "C" __global__ void add_rmsnorm_to_##S##_##SW(T* res, const T* resIn, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, resIn, d, w, C, eps, vec); } \
     extern "C" __global__ void rmsnorm_bwd_##S##_##SW(T* dx, const T* dout, const T* x, const TW* w, const float* r, int C, int acc, int vec) { rmsnormBwdImpl(dx, dout, x, w, r, C, acc, vec); }
 FOR_2TYPES(RMS)
 // name: cross_entropy_<logits dtype>_<dlogits dtype>

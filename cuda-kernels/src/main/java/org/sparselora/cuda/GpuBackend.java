@@ -624,7 +624,25 @@ public final class GpuBackend implements Backend {
         norm("add_rmsnorm", O, R, Res, D, W, eps);
     }
 
+    @Override
+    public void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        bind();
+        GpuTensor Res = own(residualOut), In = own(residualIn), O = own(out), R = own(rstd), D = own(delta), W = own(weight);
+        if (D.dtype() != Res.dtype() || In.dtype() != Res.dtype() || Res == In) {
+            Backend.super.addRmsNormTo(residualOut, residualIn, out, rstd, delta, weight, eps);
+            return;
+        }
+        sameCount("addRmsNormTo", Res, D);
+        sameCount("addRmsNormTo", Res, In);
+        norm("add_rmsnorm_to", O, R, Res, In, D, W, eps);
+    }
+
     private void norm(String op, GpuTensor O, GpuTensor R, GpuTensor X, GpuTensor D, GpuTensor W, float eps) {
+        norm(op, O, R, X, null, D, W, eps);
+    }
+
+    /** The rmsnorm kernels; In (the residual read, written to X with D added) only for add_rmsnorm_to. */
+    private void norm(String op, GpuTensor O, GpuTensor R, GpuTensor X, GpuTensor In, GpuTensor D, GpuTensor W, float eps) {
         needF32(op, "rstd", R);
         int C = (int) W.numel();
         if (C == 0 || X.numel() % C != 0) throw new IllegalArgumentException(op + ": x " + X + " rows do not match weight " + W);
@@ -633,11 +651,12 @@ public final class GpuBackend implements Backend {
         needNumel(op, "rstd", R, N);
         if (O.dtype() != X.dtype()) throw new IllegalArgumentException(op + ": out " + O + " and x " + X + " must share a dtype");
         if (N == 0) return;
-        boolean vec = C % 8 == 0 && aligned(O, X, W) && (D == null || aligned(D));
+        boolean vec = C % 8 == 0 && aligned(O, X, W) && (D == null || aligned(D)) && (In == null || aligned(In));
         String name = op + "_" + sfx(X, op) + "_" + sfx(W, op);
         Kernels.Args a = new Kernels.Args();
         if (D == null) a.ptr(O.address()).ptr(R.address()).ptr(X.address());
-        else a.ptr(X.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
+        else if (In == null) a.ptr(X.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
+        else a.ptr(X.address()).ptr(In.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
         launch(name, N, 1, rowThreads(vec ? C / 8 : C, 256), 0, a.ptr(W.address()).i(C).f(eps).i(vec ? 1 : 0));
     }
 
@@ -945,6 +964,18 @@ public final class GpuBackend implements Backend {
         int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (n + 255) / 256));
         launch("dropout_" + sfx(O, "dropout") + "_" + sfx(X, "dropout"), blocks, 1, 256, 0,
                 new Kernels.Args().ptr(O.address()).ptr(X.address()).f(p).l(seed).l(n));
+    }
+
+    /** The normal fill drawn on the device ({@code randn_*}: {@link org.sparselora.engine.backend.CounterRng#normal}'s rule). */
+    @Override
+    public void randomNormal(Tensor t, long seed, float mean, float std) {
+        bind();
+        GpuTensor T = own(t);
+        if (T.dtype() != DType.F32 && T.dtype() != DType.BF16) throw new IllegalArgumentException("randomNormal: F32 or BF16 tensor, got " + T);
+        long n = T.numel();
+        if (n == 0) return;
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (n + 255) / 256));
+        launch("randn_" + sfx(T, "randomNormal"), blocks, 1, 256, 0, new Kernels.Args().ptr(T.address()).l(n).l(seed).f(mean).f(std));
     }
 
     /** The dropout rule the kernel implements (CpuBackend's formula): element {@code i} is kept when this is ≥ p. */

@@ -38,7 +38,7 @@ final class Kernels implements AutoCloseable {
         String[] t = {"f32", "bf16"};
         Map<String, String> m = new LinkedHashMap<>();
         for (String a : t) {
-            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd"}) m.put(op + "_" + a, "elementwise");
+            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd", "randn"}) m.put(op + "_" + a, "elementwise");
             m.put("rope_" + a, "layers");
             for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached"}) m.put(op + "_" + a, "attention");
             m.put("colsumsq_" + a, "sparse");
@@ -46,7 +46,7 @@ final class Kernels implements AutoCloseable {
             for (String b : t) {
                 for (String op : new String[] {"copy", "axpy", "dropout"}) m.put(op + "_" + a + "_" + b, "elementwise");
                 for (String c : t) m.put("mul_" + a + "_" + b + "_" + c, "elementwise");
-                for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "rmsnorm_bwd", "cross_entropy"})
+                for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "add_rmsnorm_to", "rmsnorm_bwd", "cross_entropy"})
                     m.put(op + "_" + a + "_" + b, "layers");
                 for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "gather_rows_cols", "scatter_rows_cols", "seq_mean"})
                     m.put(op + "_" + a + "_" + b, "sparse");

@@ -242,6 +242,26 @@ class GpuBackendTest {
         }
     }
 
+    @Test
+    void randomNormalMatchesHostDraw() {
+        long seed = new java.util.Random().nextLong();   // fresh stream each run
+        int n = 100_003;
+        for (DType t : FLOATS) {
+            Pair O = out(t, n);
+            gpu.randomNormal(O.g, seed, 0.25f, 0.5f);
+            cpu.randomNormal(O.c, seed, 0.25f, 0.5f);
+            close("randomNormal " + t + " seed " + seed, O, tolFor(t));
+            float[] g = gpu.toFloats(O.g);
+            double m = 0, v = 0;
+            for (float x : g) m += x;
+            m /= n;
+            for (float x : g) v += (x - m) * (x - m);
+            double sd = Math.sqrt(v / n);
+            assertEquals(0.25, m, 0.01, "mean");
+            assertEquals(0.5, sd, 0.01, "std");
+        }
+    }
+
     // ------------------------------------------------------------------ GEMM
 
     @Test
@@ -364,6 +384,16 @@ class GpuBackendTest {
                 close("addRmsNorm residual " + t, Res, tolFor(t));
                 close("addRmsNorm out " + t, O2, tolFor(t) * 2);
                 close("addRmsNorm rstd " + t, R2, t == DType.BF16 ? 1e-3 : 1e-5);
+                // out of place: the input residual stays as it was
+                Pair In = pair(x, t, N, C), Res3 = out(t, N, C), O3 = out(t, N, C), R3 = out(DType.F32, N);
+                gpu.addRmsNormTo(Res3.g, In.g, O3.g, R3.g, D.g, W.g, eps);
+                cpu.addRmsNormTo(Res3.c, In.c, O3.c, R3.c, D.c, W.c, eps);
+                close("addRmsNormTo residual " + t, Res3, tolFor(t));
+                close("addRmsNormTo out " + t, O3, tolFor(t) * 2);
+                close("addRmsNormTo rstd " + t, R3, t == DType.BF16 ? 1e-3 : 1e-5);
+                exact("addRmsNormTo leaves its input " + t, In);
+                assertArrayEquals(gpu.toFloats(Res.g), gpu.toFloats(Res3.g), "addRmsNormTo residual = in-place addRmsNorm's, bit for bit");
+                assertArrayEquals(gpu.toFloats(O2.g), gpu.toFloats(O3.g), "addRmsNormTo out = in-place addRmsNorm's, bit for bit");
                 // backward, overwrite and accumulate
                 Pair DO = pair(dout, t, N, C), DX = out(t, N, C);
                 gpu.rmsNormBackward(DX.g, DO.g, X.g, W.g, R.g, false);

@@ -19,7 +19,6 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
-import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
@@ -86,7 +85,7 @@ public final class StepBenchmark implements Callable<Integer> {
         LlamaConfig cfg = shape(model);
         Backend be = backend.equals("gpu") ? gpu() : new CpuBackend();
         long t0 = System.nanoTime();
-        LlamaWeights w = LlamaWeights.upload(be, new RandomWeights(cfg, 42));
+        LlamaWeights w = LlamaWeights.random(be, cfg, 42);   // drawn on the device: no host copy of the model
         be.synchronize();
         System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
         LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));

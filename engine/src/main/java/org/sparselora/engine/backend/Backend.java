@@ -125,6 +125,16 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * residualOut = residualIn + delta; out = rmsNorm(residualOut): {@link #addRmsNorm} out of place,
+     * so a model that keeps every layer's residual for its backward needs no copy of it first.
+     * residualOut must not alias residualIn's storage unless it is the same tensor.
+     */
+    default void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        if (residualOut != residualIn) copy(residualOut, residualIn);
+        addRmsNorm(residualOut, out, rstd, delta, weight, eps);
+    }
+
+    /**
      * Rotary embedding in place, HF "rotate_half" layout: within each head of size D, element i pairs
      * with i + D/2. x (N, H·D); positions (N) I32; cos, sin (maxPos, D/2) F32 tables (llama3 rope
      * scaling is folded into the tables by the caller). {@code inverse=true} rotates by −θ, which is
@@ -170,6 +180,23 @@ public interface Backend extends AutoCloseable {
     /** Inverted dropout: out = x ⊙ mask / (1−p), mask drawn from (seed, element index) so forward and
      *  backward agree; p = 0 copies. out, x same shape. Backward is the same call on dout. */
     void dropout(Tensor out, Tensor x, float p, long seed);
+
+    /**
+     * t = mean + std·z with z standard normal drawn from (seed, element index) by {@link CounterRng}
+     * — the same values on every backend (up to the tensor's dtype), made where the tensor lives
+     * (random-init weights for benchmarks never pass through host memory on the GPU). The default
+     * draws on the host and uploads.
+     */
+    default void randomNormal(Tensor t, long seed, float mean, float std) {
+        long n = t.numel();
+        if (n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("randomNormal: " + n + " elements is too many for a host draw");
+        float[] v = new float[(int) n];
+        java.util.stream.IntStream.range(0, (int) ((n + 65535) >> 16)).parallel().forEach(c -> {
+            int end = (int) Math.min(n, (c + 1L) << 16);
+            for (int i = c << 16; i < end; i++) v[i] = mean + std * CounterRng.normal(seed, i);
+        });
+        copyFromHost(t, v);
+    }
 
     // ------------------------------------------------------------------ optimizer
 

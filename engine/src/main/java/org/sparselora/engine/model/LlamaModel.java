@@ -323,8 +323,7 @@ public final class LlamaModel {
                     c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             projForward(a, a.tmpC, a.att[l], l, Projection.O, lp == null ? null : lp.o());
             // residual add fused with the MLP's norm
-            be.copy(a.resMid[l], a.resIn[l]);
-            be.addRmsNorm(a.resMid[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
+            be.addRmsNormTo(a.resMid[l], a.resIn[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
             // SwiGLU MLP
             if (selector != null && sIdx != null) {   // choose this layer's MLP channels from its own input
                 selector.mlp(l, a.xn2[l]);
@@ -343,8 +342,7 @@ public final class LlamaModel {
             // residual add fused with the next layer's (or the final) norm
             boolean last = l == L - 1;
             Tensor next = last ? a.resOut : a.resIn[l + 1];
-            be.copy(next, a.resMid[l]);
-            be.addRmsNorm(next, last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
+            be.addRmsNormTo(next, a.resMid[l], last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
                     last ? w.finalNorm : w.layers[l + 1].attnNorm(), eps);
         }
         return a;
