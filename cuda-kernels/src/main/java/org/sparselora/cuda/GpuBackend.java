@@ -1287,12 +1287,9 @@ public final class GpuBackend implements Backend {
         if (n == 0 || r == 0) { fill(O, 0f); return; }
         int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (m + LR_COLS - 1) / LR_COLS;
         long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * m * 4) : 0;
-        GpuTensor[] segO = {O, O}, segT = {TG, TU}, segQ = {QG, QU};
-        Kernels.Args a = new Kernels.Args();
-        for (GpuTensor t : segT) a.ptr(t.address());
-        a.ptr(0L);
-        for (GpuTensor q : segQ) a.ptr(q.address());
-        a.ptr(0L).ptr(O.address()).ptr(0L).ptr(0L).i(m).i(0).i(0).i(1);
+        // segment parameters: t = (tg, tu), Q = (qg, qu), the one output, width m
+        Kernels.Args a = new Kernels.Args().ptr(TG.address()).ptr(TU.address()).ptr(0L).ptr(QG.address()).ptr(QU.address()).ptr(0L)
+                .ptr(O.address()).ptr(0L).ptr(0L).i(m).i(0).i(0).i(1);
         launch("lowrank_swiglu_colsumsq_" + sfx(TG, "lowRankSwigluColumnNorms"), gx, chunks, LR_COLS, 0, a.ptr(part).i(n).i(r));
         if (chunks > 1)
             launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(new GpuTensor[] {O}, new GpuTensor[] {TG}, new GpuTensor[] {QG})
