@@ -187,13 +187,19 @@ class GpuTrainingStepTest {
             positions[n] = n % t;
             targets[n] = n % t < t - outputs ? Batch.IGNORE : r.nextInt(C.vocabSize());
         }
-        sparseStepCase(new Batch(b, t, tokens, targets, positions, new int[b]), true);
+        Batch batch = new Batch(b, t, tokens, targets, positions, new int[b]);
+        for (LlamaModel.RowBlockMode mode : new LlamaModel.RowBlockMode[] {LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL})
+            sparseStepCase(batch, true, mode);
     }
 
-    static void sparseStepCase(Batch b, boolean rowBlocks) {
+    static void sparseStepCase(Batch b, boolean rowBlocks) { sparseStepCase(b, rowBlocks, LlamaModel.RowBlockMode.SPARSE); }
+
+    static void sparseStepCase(Batch b, boolean rowBlocks, LlamaModel.RowBlockMode mode) {
         RandomWeights src = new RandomWeights(C, 7);
         long seed = 11;
         LlamaModel mc = new LlamaModel(cpu, LlamaWeights.upload(cpu, src)), mg = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
+        mc.setRowBlockMode(mode);
+        mg.setRowBlockMode(mode);
         LoraAdapter lc = adapter(cpu, 31), lg = adapter(gpu, 31);
         try (SparsePlanner pc = SparsePlanner.create(cpu, src, sparsity(), null, 10, 1, SvdPredictor.Progress.NONE);
              SparsePlanner pg = SparsePlanner.create(gpu, src, sparsity(), null, 10, 1, SvdPredictor.Progress.NONE)) {
@@ -220,6 +226,7 @@ class GpuTrainingStepTest {
             // the same plan on the GPU
             double loss = mg.forward(b, lg, gpuPlan, null, seed);
             assertEquals(rowBlocks, mg.usedRowBlocks(), "GPU token groups as row blocks");
+            assertEquals(rowBlocks && mode == LlamaModel.RowBlockMode.ALL, mg.usedDenseRowBlocks(), "GPU dense group as row blocks");
             mg.backward();
             compare("sparse, CPU's plan", new Result(loss, host(gpu, lg.grads()), null), cpuRes);
 

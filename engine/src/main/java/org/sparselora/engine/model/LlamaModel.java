@@ -72,14 +72,44 @@ public final class LlamaModel {
     private Tensor gatheredFrom;
     // gathered weight slices, [layer][projection]; buffers reused when k repeats
     private final Tensor[][] slices, biasSlices;
-    // both token groups as equally spaced row blocks of the activations (null: irregular, so rows are
-    // gathered and scattered); set per forward, read by the backward
+    // the sparse / dense token group as equally spaced row blocks of the activations (null: gathered
+    // and scattered); set per forward, read by the backward. dBlocks is only set with sBlocks.
     private RowBlocks sBlocks, dBlocks;
-    /** Test hook: false keeps the gather/scatter path even when the token groups are row blocks. */
-    boolean rowBlocks = true;
+    private RowBlockMode rowBlockMode = RowBlockMode.fromProperty();
 
-    /** Whether the last forward ran its token groups as row blocks (GEMMs in place, no token gathers). */
+    /**
+     * Which token groups run their frozen GEMMs on row blocks in place when their layout allows
+     * (system property {@code sparselora.rowBlocks}: {@code sparse}, the default, {@code all} or
+     * {@code off}). Every mode gives the same bits. The sparse group's GEMMs read small kept-channel
+     * slices, so a strided-batched GEMM over its per-sequence blocks costs what one GEMM does and the
+     * gathers and scatters of its rows (three quarters of the tokens) are saved. The dense group's
+     * GEMMs read whole weights: as B per-sequence blocks a device may re-read a weight per block where
+     * one GEMM over the gathered rows shares it between row tiles, which can cost more than the
+     * gathers it saves; {@code all} is there to measure that.
+     */
+    public enum RowBlockMode {
+        OFF, SPARSE, ALL;
+
+        static RowBlockMode fromProperty() {
+            String v = System.getProperty("sparselora.rowBlocks", "sparse");
+            return switch (v) {
+                case "off" -> OFF;
+                case "sparse" -> SPARSE;
+                case "all" -> ALL;
+                default -> throw new IllegalArgumentException("system property sparselora.rowBlocks must be off, sparse or all, not '" + v + "'");
+            };
+        }
+    }
+
+    public void setRowBlockMode(RowBlockMode mode) { this.rowBlockMode = java.util.Objects.requireNonNull(mode); }
+
+    public RowBlockMode rowBlockMode() { return rowBlockMode; }
+
+    /** Whether the last forward ran its sparse token group as row blocks (GEMMs in place, no token gathers). */
     public boolean usedRowBlocks() { return sBlocks != null; }
+
+    /** Whether the last forward ran its dense token group as row blocks too. */
+    public boolean usedDenseRowBlocks() { return dBlocks != null; }
 
     /**
      * A token group that is {@code blocks} runs of {@code len} consecutive rows, run j starting at row
@@ -370,10 +400,9 @@ public final class LlamaModel {
         // same positions in every sequence (or one run): GEMMs in place, no token gathers. Not with the
         // test hook, which sees each group's compact frozen outputs. Reading the index sets back waits
         // for the stream once per step, before any of its work is queued.
-        sBlocks = dBlocks = null;
-        if (rowBlocks && frozenHook == null) {
-            RowBlocks sb = RowBlocks.of(be.toInts(sIdx), a.T), db = nD == 0 ? null : RowBlocks.of(be.toInts(dIdx), a.T);
-            if (sb != null && (nD == 0 || db != null)) { sBlocks = sb; dBlocks = db; }
+        if (rowBlockMode != RowBlockMode.OFF && frozenHook == null) {
+            sBlocks = RowBlocks.of(be.toInts(sIdx), a.T);
+            if (sBlocks != null && nD > 0 && rowBlockMode == RowBlockMode.ALL) dBlocks = RowBlocks.of(be.toInts(dIdx), a.T);
         }
         // gather this step's weight slices once; backward reuses them (with an in-flight selector the
         // plan's layers are still empty here: each layer's slices are gathered right after its selection)
@@ -470,18 +499,27 @@ public final class LlamaModel {
     }
 
     /**
-     * The frozen part of {@link #projForward} when both token groups are row blocks: the dense tokens'
-     * GEMM reads x's rows and writes y's in place; the sparse tokens' reads x's rows into the compact
-     * (n_s,k) output that one scatterRowsCols re-joins (q/k/v/gate/up), or reads the gathered kept
-     * columns and writes y's rows in place (o/down). Per row the same GEMMs as the gather path.
+     * The frozen part of {@link #projForward} when the sparse token group is row blocks: its GEMM reads
+     * x's rows into the compact (n_s,k) output that one scatterRowsCols re-joins (q/k/v/gate/up), or
+     * reads the gathered kept columns and writes y's rows in place (o/down). The dense group does the
+     * same in place when it is row blocks too, else it is gathered (once for q/k/v) and scattered.
+     * Per row the same GEMMs as the gather path.
      */
     private void projForwardBlocks(Acts a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
-        int out = p.outDim(c), k = (int) idx.numel();
+        int in = p.inDim(c), out = p.outDim(c), k = (int) idx.numel();
         Tensor W = w.layers[l].weight(p), bias = w.layers[l].bias(p), ws = slices[l][p.ordinal()];
         RowBlocks s = sBlocks, d = dBlocks;
-        if (nD > 0) {
+        if (nD > 0 && d != null) {
             be.matmulRowBlocks(y, d.off, d.stride, x, d.off, d.stride, W, true, d.blocks, d.len, 1, 0);
             if (bias != null) be.matmulRowBlocks(y, d.off, d.stride, a.ones, 0, 0, bias.reshape(1, out), false, d.blocks, d.len, 1, 1);
+        } else if (nD > 0) {
+            boolean share = outputSliced(p) && in <= Math.max(c.hiddenSize(), c.qDim());
+            Tensor xd = share ? a.xdShared.view(0, nD, in) : a.s1.view(0, nD, in), yd = a.s2.view(0, nD, out);
+            if (!share || gatheredFrom != x) be.gatherRows(xd, x, dIdx);
+            if (share) gatheredFrom = x;                  // q, k, v read the same rows: gather once
+            be.matmul(yd, xd, false, W, true, 1, 0);
+            if (bias != null) be.matmul(yd, a.ones.rows(0, nD), false, bias.reshape(1, out), false, 1, 1);
+            be.scatterRows(y, yd, dIdx, false);
         }
         if (outputSliced(p)) {
             Tensor yk = a.s3.view(0, nS, k);
@@ -566,10 +604,21 @@ public final class LlamaModel {
         RowBlocks s = sBlocks, d = dBlocks;
         if (nD > 0) {
             Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I), hd = a.h[l].view(0, nD, I);
-            be.matmulRowBlocks(gd, 0, d.len, x, d.off, d.stride, lw.weight(Projection.GATE), true, d.blocks, d.len, 1, 0);
-            be.matmulRowBlocks(ud, 0, d.len, x, d.off, d.stride, lw.weight(Projection.UP), true, d.blocks, d.len, 1, 0);
-            be.swiglu(hd, gd, ud);
-            be.matmulRowBlocks(y, d.off, d.stride, hd, 0, d.len, lw.weight(Projection.DOWN), true, d.blocks, d.len, 1, 0);
+            if (d != null) {
+                be.matmulRowBlocks(gd, 0, d.len, x, d.off, d.stride, lw.weight(Projection.GATE), true, d.blocks, d.len, 1, 0);
+                be.matmulRowBlocks(ud, 0, d.len, x, d.off, d.stride, lw.weight(Projection.UP), true, d.blocks, d.len, 1, 0);
+                be.swiglu(hd, gd, ud);
+                be.matmulRowBlocks(y, d.off, d.stride, hd, 0, d.len, lw.weight(Projection.DOWN), true, d.blocks, d.len, 1, 0);
+            } else {
+                Tensor xd = a.xdShared.view(0, nD, c.hiddenSize()), yd = a.s2.view(0, nD, c.hiddenSize());
+                gatheredFrom = null;                      // xdShared now holds other rows
+                be.gatherRows(xd, x, dIdx);
+                be.matmul(gd, xd, false, lw.weight(Projection.GATE), true, 1, 0);
+                be.matmul(ud, xd, false, lw.weight(Projection.UP), true, 1, 0);
+                be.swiglu(hd, gd, ud);
+                be.matmul(yd, hd, false, lw.weight(Projection.DOWN), true, 1, 0);
+                be.scatterRows(y, yd, dIdx, false);
+            }
         }
         long off = (long) nD * I;
         Tensor gk = a.g[l].view(off, nS, k), uk = a.u[l].view(off, nS, k), hk = a.h[l].view(off, nS, k);
@@ -627,10 +676,20 @@ public final class LlamaModel {
         if (nD > 0) {
             Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
             Tensor dhd = a.dh.view(0, nD, I), dgd = a.dg.view(0, nD, I), dud = a.du.view(0, nD, I);
-            be.matmulRowBlocks(dhd, 0, d.len, dy, d.off, d.stride, lw.weight(Projection.DOWN), false, d.blocks, d.len, 1, 0);
-            be.swigluBackward(dgd, dud, dhd, gd, ud);
-            be.matmulRowBlocks(dx, d.off, d.stride, dgd, 0, d.len, lw.weight(Projection.GATE), false, d.blocks, d.len, 1, 0);
-            be.matmulRowBlocks(dx, d.off, d.stride, dud, 0, d.len, lw.weight(Projection.UP), false, d.blocks, d.len, 1, 1);
+            if (d != null) {
+                be.matmulRowBlocks(dhd, 0, d.len, dy, d.off, d.stride, lw.weight(Projection.DOWN), false, d.blocks, d.len, 1, 0);
+                be.swigluBackward(dgd, dud, dhd, gd, ud);
+                be.matmulRowBlocks(dx, d.off, d.stride, dgd, 0, d.len, lw.weight(Projection.GATE), false, d.blocks, d.len, 1, 0);
+                be.matmulRowBlocks(dx, d.off, d.stride, dud, 0, d.len, lw.weight(Projection.UP), false, d.blocks, d.len, 1, 1);
+            } else {
+                Tensor dyd = a.s1.view(0, nD, c.hiddenSize()), dxd = a.s2.view(0, nD, c.hiddenSize());
+                be.gatherRows(dyd, dy, dIdx);
+                be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
+                be.swigluBackward(dgd, dud, dhd, gd, ud);
+                be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
+                be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
+                be.scatterRows(dx, dxd, dIdx, false);
+            }
         }
         if (sliced) {
             long off = (long) nD * I;
@@ -767,10 +826,17 @@ public final class LlamaModel {
     private void qkvFrozenBackwardBlocks(Acts a, Tensor dx, int l, Projection[] ps, Tensor[] dys, Tensor[] idx, boolean sliced) {
         LlamaWeights.Layer lw = w.layers[l];
         RowBlocks s = sBlocks, d = dBlocks;
+        Tensor dxd = a.s2.view(0, nD, c.hiddenSize());   // the dense rows' sum when they are gathered
         boolean anyS = false;
         for (int i = 0; i < 3; i++) {
             Tensor W = lw.weight(ps[i]);
-            if (nD > 0) be.matmulRowBlocks(dx, d.off, d.stride, dys[i], d.off, d.stride, W, false, d.blocks, d.len, 1, i == 0 ? 0 : 1);
+            if (nD > 0 && d != null) {
+                be.matmulRowBlocks(dx, d.off, d.stride, dys[i], d.off, d.stride, W, false, d.blocks, d.len, 1, i == 0 ? 0 : 1);
+            } else if (nD > 0) {
+                Tensor dyd = a.s1.view(0, nD, ps[i].outDim(c));
+                be.gatherRows(dyd, dys[i], dIdx);
+                be.matmul(dxd, dyd, false, W, false, 1, i == 0 ? 0 : 1);
+            }
             if (idx[i] == null) {                        // this projection runs dense on every token
                 be.matmulRowBlocks(dx, s.off, s.stride, dys[i], s.off, s.stride, W, false, s.blocks, s.len, 1, anyS ? 1 : 0);
                 anyS = true;
@@ -782,6 +848,7 @@ public final class LlamaModel {
                 anyS = true;
             }
         }
+        if (nD > 0 && d == null) be.scatterRows(dx, dxd, dIdx, false);
         if (!anyS) {                                     // cut: the sparse tokens' frozen path adds nothing
             Tensor dxs = a.s3.view(0, nS, c.hiddenSize());
             be.fill(dxs, 0f);
@@ -838,8 +905,9 @@ public final class LlamaModel {
     }
 
     /**
-     * The frozen part of {@link #projBackward} with row-block token groups: GEMMs read dy's rows and
-     * write (beta 0) or add into (beta 1) dx's rows in place. Without accumulation every row is written
+     * The frozen part of {@link #projBackward} with a row-block sparse group: GEMMs read dy's rows and
+     * write (beta 0) or add into (beta 1) dx's rows in place (the dense group too when it is row blocks,
+     * else gathered and scattered). Without accumulation every row is written
      * (dense rows by their GEMM; sparse rows by the slice's GEMM or, for o/down, one scatterRowsCols),
      * so dx is only zero-filled under {@code cut}, where the sparse rows get nothing.
      */
@@ -850,7 +918,14 @@ public final class LlamaModel {
         boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
         float beta = accumulate ? 1 : 0;
         if (!accumulate && !sliced) be.fill(dx, 0f);
-        if (nD > 0) be.matmulRowBlocks(dx, d.off, d.stride, dy, d.off, d.stride, W, false, d.blocks, d.len, 1, beta);
+        if (nD > 0 && d != null) {
+            be.matmulRowBlocks(dx, d.off, d.stride, dy, d.off, d.stride, W, false, d.blocks, d.len, 1, beta);
+        } else if (nD > 0) {
+            Tensor dyd = a.s1.view(0, nD, p.outDim(c)), dxd = a.s2.view(0, nD, in);
+            be.gatherRows(dyd, dy, dIdx);
+            be.matmul(dxd, dyd, false, W, false, 1, 0);
+            be.scatterRows(dx, dxd, dIdx, accumulate);
+        }
         if (!sliced) return;                             // CUT: no gradient through the frozen path on sparse tokens
         if (outputSliced(p)) {
             Tensor dyk = a.s3.view(0, nS, k);
