@@ -115,9 +115,11 @@ __device__ void scatterRowsColsImpl(TO* out, const TS* src, const int* rowIdx, c
         if (useMap) {
             if (vec) {
                 for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+                    uint4 pk = *reinterpret_cast<const uint4*>(pos + g * 8);   // 8 positions in one 16-byte shared load
+                    const unsigned short* p8 = reinterpret_cast<const unsigned short*>(&pk);
                     float v[8];
 #pragma unroll
-                    for (int j = 0; j < 8; j++) { int p = pos[g * 8 + j]; v[j] = p ? ld(s, p - 1) : 0.f; }
+                    for (int j = 0; j < 8; j++) { int p = p8[j]; v[j] = p ? ld(s, p - 1) : 0.f; }
                     st8(o, g * 8, v);
                 }
             } else {
