@@ -6,37 +6,86 @@
 // to the lower index and the indices come out ascending with no host round trip).
 #include "common.cuh"
 
+// Row gathers and scatters move whole rows: with vec (C % 8 == 0, 16-byte aligned) the grid strides
+// over the k·C/8 16-byte units of the rows and each thread issues ROW_UNROLL loads before its stores,
+// so many loads are in flight (one block per row with two units per thread left the copy at a third of
+// the memory bandwidth). Without vec, one block per row, element by element.
+#define ROW_UNROLL 4
+
 // out[i,:] = src[idx[i],:]; an index outside [0,R) gives a NaN row.
 template <typename TO, typename TS>
-__device__ void gatherRowsImpl(TO* out, const TS* src, const int* idx, int R, int C, int vec) {
+__device__ void gatherRowsImpl(TO* __restrict__ out, const TS* __restrict__ src, const int* __restrict__ idx, int R, int C, int k, int vec) {
+    const float nan = __int_as_float(0x7fc00000);
+    if (vec) {
+        int per = C / 8;
+        long units = (long)k * per, stride = (long)gridDim.x * blockDim.x;
+        for (long u0 = (long)blockIdx.x * blockDim.x + threadIdx.x; u0 < units; u0 += ROW_UNROLL * stride) {
+            float v[ROW_UNROLL][8];
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) {
+                long u = u0 + q * stride;
+                if (u >= units) break;
+                long i = u / per;
+                int g = (int)(u - i * per), r = idx[i];
+                if (r >= 0 && r < R) ld8(src, (long)r * C + g * 8, v[q]);
+                else for (int j = 0; j < 8; j++) v[q][j] = nan;
+            }
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) {
+                long u = u0 + q * stride;
+                if (u >= units) break;
+                st8(out, u * 8, v[q]);                  // unit u of the compact output starts at element 8u
+            }
+        }
+        return;
+    }
     long i = blockIdx.x;
     int r = idx[i];
     TO* o = out + i * (long)C;
-    if (r < 0 || r >= R) { for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, __int_as_float(0x7fc00000)); return; }
+    if (r < 0 || r >= R) { for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, nan); return; }
     const TS* s = src + (long)r * C;
-    if (vec) { for (int g = threadIdx.x; g < C / 8; g += blockDim.x) { float v[8]; ld8(s, g * 8, v); st8(o, g * 8, v); } }
-    else for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, ld(s, c));
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, ld(s, c));
 }
 
 // out[idx[i],:] (+)= src[i,:]; indices are distinct (an index set); one outside [0,R) is skipped.
 template <typename TO, typename TS>
-__device__ void scatterRowsImpl(TO* out, const TS* src, const int* idx, int R, int C, int acc, int vec) {
+__device__ void scatterRowsImpl(TO* __restrict__ out, const TS* __restrict__ src, const int* __restrict__ idx, int R, int C, int k, int acc, int vec) {
+    if (vec) {
+        int per = C / 8;
+        long units = (long)k * per, stride = (long)gridDim.x * blockDim.x;
+        for (long u0 = (long)blockIdx.x * blockDim.x + threadIdx.x; u0 < units; u0 += ROW_UNROLL * stride) {
+            float v[ROW_UNROLL][8];
+            long dst[ROW_UNROLL];                       // -1: nothing to store for this unit
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) dst[q] = -1;
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) {
+                long u = u0 + q * stride;
+                if (u >= units) break;
+                long i = u / per;
+                int g = (int)(u - i * per), r = idx[i];
+                if (r < 0 || r >= R) continue;
+                dst[q] = (long)r * C + g * 8;
+                ld8(src, u * 8, v[q]);
+                if (acc) {
+                    float w[8];
+                    ld8(out, dst[q], w);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) v[q][j] += w[j];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++)
+                if (dst[q] >= 0) st8(out, dst[q], v[q]);
+        }
+        return;
+    }
     long i = blockIdx.x;
     int r = idx[i];
     if (r < 0 || r >= R) return;
     TO* o = out + (long)r * C;
     const TS* s = src + i * (long)C;
-    if (vec) {
-        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
-            float v[8]; ld8(s, g * 8, v);
-            if (acc) { float w[8]; ld8(o, g * 8, w);
-#pragma unroll
-                for (int j = 0; j < 8; j++) v[j] += w[j]; }
-            st8(o, g * 8, v);
-        }
-    } else {
-        for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, acc ? ld(o, c) + ld(s, c) : ld(s, c));
-    }
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, acc ? ld(o, c) + ld(s, c) : ld(s, c));
 }
 
 // out (R,k) [r,i] = src (R,C) [r, idx[i]].
@@ -479,8 +528,8 @@ extern "C" __global__ void expand_group_channels(int* out, const int* kvIdx, int
 
 #define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
 #define SPARSE(SO, SI, TO, TI) \
-    extern "C" __global__ void gather_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int vec) { gatherRowsImpl(o, s, idx, R, C, vec); } \
-    extern "C" __global__ void scatter_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int acc, int vec) { scatterRowsImpl(o, s, idx, R, C, acc, vec); } \
+    extern "C" __global__ void gather_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int vec) { gatherRowsImpl(o, s, idx, R, C, k, vec); } \
+    extern "C" __global__ void scatter_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc, int vec) { scatterRowsImpl(o, s, idx, R, C, k, acc, vec); } \
     extern "C" __global__ void gather_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k) { gatherColsImpl(o, s, idx, R, C, k); } \
     extern "C" __global__ void scatter_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc) { scatterColsImpl(o, s, idx, R, C, k, acc); } \
     extern "C" __global__ void gather_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int vec) { gatherRowsColsImpl(o, s, ri, ci, n, R, C, k, vec); } \

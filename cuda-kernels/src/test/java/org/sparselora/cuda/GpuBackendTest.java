@@ -614,6 +614,47 @@ class GpuBackendTest {
         }
     }
 
+    /**
+     * Whole-row gathers and scatters at the sizes the kernels branch on: the vectorized grid-stride
+     * path with a partial last pass, several passes (k·C/8 above the grid's 2112·256·4 units per pass),
+     * the token split of the 8B timing shape's context rows (3072 of 4096 rows × 4096), and the scalar
+     * per-row path (C not a multiple of 8, and a source 1 element off alignment). Exact.
+     */
+    @Test
+    void gatherScatterRowsVectorizedAndScalarPaths() {
+        int[][] cases = {{300, 64, 123}, {4096, 4096, 3072}, {2300, 8000, 2200}, {40, 70, 13}};
+        for (int[] cs : cases) {
+            int R = cs[0], C = cs[1], k = cs[2];
+            int[] idx = shuffled(distinct(k, R));
+            for (DType t : FLOATS) {
+                if (t == DType.F32 && (long) R * C > 4_000_000) continue;   // the large shapes in bf16 only (the GPU's storage type)
+                String what = t + " R=" + R + " C=" + C + " k=" + k;
+                Pair S = pair(rand(R * C, 1f), t, R, C), I = ints(idx, k), O = out(t, k, C);
+                gpu.gatherRows(O.g, S.g, I.g);
+                cpu.gatherRows(O.c, S.c, I.c);
+                exact("gatherRows " + what, O);
+                float[] base = rand(R * C, 1f);
+                for (boolean acc : new boolean[] {false, true}) {
+                    Pair D = inout(base, t, R, C);
+                    gpu.scatterRows(D.g, O.g, I.g, acc);
+                    cpu.scatterRows(D.c, O.c, I.c, acc);
+                    close("scatterRows acc=" + acc + " " + what, D, t == DType.BF16 && acc ? BF16_TOL : 0);
+                }
+            }
+        }
+        // a source view 1 element off 16-byte alignment: the scalar path
+        int R = 20, C = 64, k = 7;
+        float[] src = rand(R * C + 1, 1f);
+        Tensor big = gpu.fromFloats(bf(src), DType.BF16, R * C + 1);
+        Tensor cs = cpu.fromFloats(Arrays.copyOfRange(bf(src), 1, R * C + 1), DType.F32, R, C);
+        int[] idx = shuffled(distinct(k, R));
+        Pair I = ints(idx, k), O = out(DType.BF16, k, C);
+        gpu.gatherRows(O.g, big.view(1, R, C), I.g);
+        cpu.gatherRows(O.c, cs, I.c);
+        exact("gatherRows unaligned source", O);
+        big.close();
+    }
+
     /** A duplicate-free random index set in random order (the fused row/column ops must not rely on ascending sets). */
     static int[] shuffled(int[] a) {
         int[] r = a.clone();
