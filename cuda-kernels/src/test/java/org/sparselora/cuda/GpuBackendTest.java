@@ -759,14 +759,16 @@ class GpuBackendTest {
      * The predictor's fused low-rank norms (no (n, M) estimate written) against the CPU's estimate +
      * columnNorms: one to three segments, one row chunk (n ≤ 64, the MLP's B sequence means: the
      * square root is written directly) and many (n = 1000, q̂/k̂/v̂ over the tokens), ranks 8 and 32,
-     * and rank 33 (over the kernel's register budget: the composed default runs). fp32 sums of bf16
-     * inputs on both sides, in different orders: 1e-4.
+     * and rank 33 (over the kernel's register budget: the composed default runs). Fused: fp32 sums of
+     * the same bf16 inputs on both sides, in different orders: 1e-4. The default writes the estimate in
+     * the GPU's bf16 compute type before the norms: 3e-3.
      */
     @Test
     void lowRankColumnNormsAndSwigluScores() {
         for (DType t : FLOATS) {
             for (int[] nr : new int[][] {{8, 8}, {1000, 8}, {130, 32}, {70, 33}}) {
                 int n = nr[0], r = nr[1];
+                double tol = r <= GpuBackend.LOW_RANK_MAX ? 1e-4 : 3e-3;
                 int[] widths = {300, 64, 64};
                 for (int segs = 1; segs <= 3; segs++) {
                     Tensor[] tg = new Tensor[segs], qg = new Tensor[segs], og = new Tensor[segs];
@@ -780,14 +782,14 @@ class GpuBackendTest {
                     gpu.lowRankColumnNorms(og, tg, qg);
                     cpu.lowRankColumnNorms(oc, tc, qc);
                     for (int i = 0; i < segs; i++)
-                        close("lowRankColumnNorms " + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs, outs[i], 1e-4);
+                        close("lowRankColumnNorms " + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs, outs[i], tol);
                 }
                 int m = 1029;
                 Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
                 Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
                 gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
                 cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
-                close("lowRankSwigluColumnNorms " + t + " n=" + n + " r=" + r, O, 1e-4);
+                close("lowRankSwigluColumnNorms " + t + " n=" + n + " r=" + r, O, tol);
             }
         }
     }
