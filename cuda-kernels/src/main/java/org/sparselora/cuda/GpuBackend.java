@@ -531,6 +531,36 @@ public final class GpuBackend implements Backend {
                 beta, cAddr, cT, N, (long) cStride * N, blocks);
     }
 
+    /**
+     * One cuBLAS strided-batched GEMM (A broadcast with stride 0) when the right operands and the
+     * outputs are equally spaced, non-overlapping blocks of memory with one shape and dtype each (the
+     * predictor stacks its factors that way); otherwise the per-product default.
+     */
+    @Override
+    public void matmulSharedA(Tensor[] outs, Tensor a, Tensor[] bs) {
+        bind();
+        if (outs.length != bs.length)
+            throw new IllegalArgumentException("matmulSharedA: " + outs.length + " outputs for " + bs.length + " right operands");
+        int count = outs.length;
+        GpuTensor A = own(a);
+        boolean batched = count >= 2 && A.rank() == 2;
+        GpuTensor[] O = new GpuTensor[count], B = new GpuTensor[count];
+        for (int i = 0; i < count; i++) { O[i] = own(outs[i]); B[i] = own(bs[i]); }
+        int M = batched ? A.dim(0) : 0, K = batched ? A.dim(1) : 0, N = batched && B[0].rank() == 2 ? B[0].dim(1) : -1;
+        DType aT = A.dtype(), bT = B[0].dtype(), cT = O[0].dtype();
+        batched &= M > 0 && K > 0 && N > 0 && aT == bT && (aT == computeType() && (cT == computeType() || cT == DType.F32)
+                                                            || aT == DType.F32 && cT == DType.F32);
+        long bStride = batched ? B[1].address() - B[0].address() : 0, cStride = batched ? O[1].address() - O[0].address() : 0;
+        batched &= bStride >= (long) K * N * bT.bytes && bStride % bT.bytes == 0 && cStride >= (long) M * N * cT.bytes && cStride % cT.bytes == 0;
+        for (int i = 0; batched && i < count; i++)
+            batched = B[i].rank() == 2 && B[i].dim(0) == K && B[i].dim(1) == N && B[i].dtype() == bT
+                    && O[i].rank() == 2 && O[i].dim(0) == M && O[i].dim(1) == N && O[i].dtype() == cT
+                    && B[i].address() == B[0].address() + i * bStride && O[i].address() == O[0].address() + i * cStride;
+        if (!batched) { Backend.super.matmulSharedA(outs, a, bs); return; }
+        gemmBatched(false, false, M, N, K, 1f, A.address(), aT, K, 0L, B[0].address(), bT, N, bStride / bT.bytes,
+                0f, O[0].address(), cT, N, cStride / cT.bytes, count);
+    }
+
     private long convertToScratch(String key, GpuTensor src, DType target) {
         if (target == DType.F16) throw new IllegalArgumentException("matmul: mixing F16 with other dtypes is not supported (" + src + ")");
         long addr = scratch(key, src.numel() * target.bytes);

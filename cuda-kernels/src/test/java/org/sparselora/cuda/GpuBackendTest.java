@@ -350,6 +350,42 @@ class GpuBackendTest {
         assertThrows(IllegalArgumentException.class, () -> gpu.matmulRowBlocks(Y.g, 2, 10, X.g, 2, 10, W.g, true, 3, 6, 1f, 0f));
     }
 
+    /**
+     * matmulSharedA against the CPU: right operands and outputs stacked as equally spaced views of one
+     * tensor each (one strided-batched GEMM, A broadcast) and as separate tensors (the per-product
+     * default), bf16 and f32, 2 and 3 products (the predictor's gate/up and q/k/v first factors). Every
+     * output NaN-poisoned first.
+     */
+    @Test
+    void matmulSharedAStackedAndSeparate() {
+        int M = 300, K = 96, N = 8;
+        for (DType t : FLOATS) {
+            for (int count : new int[] {2, 3}) {
+                Pair A = pair(rand(M * K, 1f), t, M, K);
+                float[] bs = rand(count * K * N, 1f);
+                Pair stackB = pair(bs, t, count * K, N);
+                Pair stackO = out(t, count * M, N);
+                Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
+                for (int i = 0; i < count; i++) {
+                    bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
+                    og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
+                }
+                gpu.matmulSharedA(og, A.g, bg);
+                cpu.matmulSharedA(oc, A.c, bc);
+                close("matmulSharedA stacked " + t + " x" + count, stackO, tolFor(t));
+                Pair[] sep = new Pair[count], outs = new Pair[count];
+                for (int i = 0; i < count; i++) {
+                    sep[i] = pair(Arrays.copyOfRange(bs, i * K * N, (i + 1) * K * N), t, K, N);
+                    outs[i] = out(t, M, N);
+                    bg[i] = sep[i].g; bc[i] = sep[i].c; og[i] = outs[i].g; oc[i] = outs[i].c;
+                }
+                gpu.matmulSharedA(og, A.g, bg);
+                cpu.matmulSharedA(oc, A.c, bc);
+                for (int i = 0; i < count; i++) close("matmulSharedA separate " + t + " x" + count + " #" + i, outs[i], tolFor(t));
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ layers
 
     @Test

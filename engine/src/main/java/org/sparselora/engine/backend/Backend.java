@@ -95,6 +95,18 @@ public interface Backend extends AutoCloseable {
             matmul(c.rows(cOff + j * cStride, m), a.rows(aOff + j * aStride, m), false, b, transB, alpha, beta);
     }
 
+    /**
+     * outs[i] = a·bs[i] for every i: several products with one shared left operand, none transposed.
+     * a (M,K), bs[i] (K,N), outs[i] (M,N). The SVD predictor's first factors of a layer (q, k, v; gate,
+     * up) all read the layer's normed input. Default: one {@link #matmul} each; a device may run them
+     * as one batched GEMM when the bs and the outs sit equally spaced in memory.
+     */
+    default void matmulSharedA(Tensor[] outs, Tensor a, Tensor[] bs) {
+        if (outs.length != bs.length)
+            throw new IllegalArgumentException("matmulSharedA: " + outs.length + " outputs for " + bs.length + " right operands");
+        for (int i = 0; i < outs.length; i++) matmul(outs[i], a, false, bs[i], false, 1f, 0f);
+    }
+
     /** y += alpha·x, elementwise, equal element counts. */
     void axpy(Tensor y, float alpha, Tensor x);
 
