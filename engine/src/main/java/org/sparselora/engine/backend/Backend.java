@@ -175,6 +175,43 @@ public interface Backend extends AutoCloseable {
     void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
                          int heads, int kvHeads, int headDim, float scale);
 
+    // ---- sliding-window attention (Mistral's sliding_window): query i sees key j iff
+    // keyStart ≤ j ≤ i and i − j < window. The defaults serve backends without a windowed kernel:
+    // a window that covers the whole sequence is the plain op; a shorter one is one clear error.
+
+    /** Whether a sliding window changes nothing for sequences of {@code seqLen} keys (≤ 0 = no window). */
+    static boolean windowCoversSequence(int window, int seqLen) { return window <= 0 || window >= seqLen; }
+
+    /** The error a backend without windowed attention gives for a window shorter than the sequence. */
+    default UnsupportedOperationException windowUnsupported(String op, int window, int seqLen) {
+        return new UnsupportedOperationException(op + ": sliding window " + window + " is shorter than the sequence length "
+                + seqLen + " and " + getClass().getSimpleName() + " has no sliding-window attention"
+                + " (use sequences of at most " + window + " tokens, or the CPU backend)");
+    }
+
+    /** {@link #attention} with a sliding window of {@code window} keys (≤ 0 = none). */
+    default void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale, int window) {
+        if (!windowCoversSequence(window, seqLen)) throw windowUnsupported("attention", window, seqLen);
+        attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
+    }
+
+    /** Gradients of the windowed {@link #attention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, int, int, float, int)}. */
+    default void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
+                                   Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                                   int batch, int seqLen, int heads, int kvHeads, int headDim, float scale, int window) {
+        if (!windowCoversSequence(window, seqLen)) throw windowUnsupported("attentionBackward", window, seqLen);
+        attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
+    }
+
+    /** {@link #attentionCached} with a sliding window: the new token at position p sees keys (p − window, p]. */
+    default void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
+                                 int heads, int kvHeads, int headDim, float scale, int window) {
+        int keys = pos0 + (int) (q.numel() / ((long) heads * headDim)); // positions [0, pos0 + n) are visible at most
+        if (!windowCoversSequence(window, keys)) throw windowUnsupported("attentionCached", window, keys);
+        attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale);
+    }
+
     /** out = silu(gate) ⊙ up. All (N, I). */
     void swiglu(Tensor out, Tensor gate, Tensor up);
 

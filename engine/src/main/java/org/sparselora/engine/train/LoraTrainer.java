@@ -8,6 +8,7 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsePlan;
 
 /**
@@ -68,10 +69,9 @@ public final class LoraTrainer implements TrainingWorker {
         be.synchronize();
         double ms = (System.nanoTime() - t0) / 1e6;
         long predictor = plan != null ? planner.lastPredictorFlops() : 0;   // the plan is complete only now
-        long flops = FlopCounter.step(model.config(), lora.config(), batch, plan) + predictor;
-        long dense = FlopCounter.step(model.config(), lora.config(), batch, null);
+        FlopCount.Step f = FlopCount.executed(model.config(), FlopCount.Lora.of(lora.config()), batch, plan, predictor);
         if (plan != null) planner.release();
-        return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, flops, dense, predictor, ms);
+        return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, f.flops(), f.denseFlops(), predictor, ms);
     }
 
     @Override
@@ -100,6 +100,7 @@ public final class LoraTrainer implements TrainingWorker {
         updates++;
         for (int i = 0; i < params.size(); i++)
             be.adamw(params.get(i), grads.get(i), m.get(i), v.get(i), lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale);
+        lora.syncComputeCopies(); // the GEMMs read the compute-type copies (no-op on F32)
         lora.zeroGrads();
         microBatch = 0;
         return lr;
@@ -126,6 +127,7 @@ public final class LoraTrainer implements TrainingWorker {
             put(state, n + ".exp_avg", m.get(i));
             put(state, n + ".exp_avg_sq", v.get(i));
         }
+        lora.syncComputeCopies();
         updates = state.step();
         microBatch = 0;
         lora.zeroGrads();
