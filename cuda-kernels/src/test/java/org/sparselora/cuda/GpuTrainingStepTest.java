@@ -178,21 +178,13 @@ class GpuTrainingStepTest {
     }
 
     /**
-     * Every sequence with its prompt and output tokens at the same positions (no padding, the last 7 of
-     * 12 tokens carry loss, as in the timing batches): the frozen GEMMs run on row blocks of the
+     * Every sequence with its prompt and output tokens at the same positions (no padding, the first 5
+     * of 12 tokens are prompt, as in the timing batches): the frozen GEMMs run on row blocks of the
      * activations (cuBLAS strided-batched, no token gathers), on both backends; same checks.
      */
     @Test
     void sparseStepOnRowBlockTokenGroupsMatchesTheCpu() {
-        int b = 2, t = 12, outputs = 7;
-        Random r = new Random(21);
-        int[] tokens = new int[b * t], targets = new int[b * t], positions = new int[b * t];
-        for (int n = 0; n < b * t; n++) {
-            tokens[n] = r.nextInt(C.vocabSize());
-            positions[n] = n % t;
-            targets[n] = n % t < t - outputs ? Batch.IGNORE : r.nextInt(C.vocabSize());
-        }
-        Batch batch = new Batch(b, t, tokens, targets, positions, new int[b]);
+        Batch batch = TinyModels.batch(C, 21, 12, new int[] {0, 0}, 5);
         for (LlamaModel.RowBlockMode mode : new LlamaModel.RowBlockMode[] {LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL})
             sparseStepCase(batch, true, mode);
     }

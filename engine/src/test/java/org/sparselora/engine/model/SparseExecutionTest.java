@@ -215,19 +215,6 @@ class SparseExecutionTest {
 
     // ---- row-block token groups (same positions in every sequence: GEMMs in place, no token gathers)
 
-    /** B sequences of T tokens, no padding, the last {@code outputs} of each carry loss: every sequence splits at the same place. */
-    static Batch uniformBatch(LlamaConfig c, int B, int T, int outputs, long seed) {
-        java.util.Random r = new java.util.Random(seed);
-        int n = B * T;
-        int[] tokens = new int[n], targets = new int[n], positions = new int[n];
-        for (int i = 0; i < n; i++) {
-            tokens[i] = r.nextInt(c.vocabSize());
-            positions[i] = i % T;
-            targets[i] = i % T < T - outputs ? Batch.IGNORE : r.nextInt(c.vocabSize());
-        }
-        return new Batch(B, T, tokens, targets, positions, new int[B]);
-    }
-
     @Test
     void rowBlocksAreFoundOnlyForEquallySpacedRuns() {
         assertEquals(new LlamaModel.RowBlocks(3, 6, 0, 4), LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15}, 6));
@@ -252,7 +239,7 @@ class SparseExecutionTest {
     void rowBlockGroupsEqualTheGatherPathBitForBit() {
         LlamaConfig c = TinyModels.config(false, true, true);
         LlamaModel m = TinyModels.model(be, c, 8);
-        Batch b = uniformBatch(c, 3, 6, 2, 9);
+        Batch b = TinyModels.batch(c, 9, 6, new int[3], 4);   // 3 unpadded sequences of 6: 4 prompt + 2 output tokens each
         LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL};
         for (boolean all : new boolean[] {true, false}) {
             LoraAdapter lora = all ? TinyModels.adapter(be, c, 0.1f, 4) : TinyModels.adapter(be, c, 0.1f, 4, QKVO);
