@@ -91,23 +91,24 @@ __device__ void scatterRowsImpl(TO* __restrict__ out, const TS* __restrict__ src
 // out (R,k) [r,i] = src (R,C) [r, idx[i]].
 template <typename TO, typename TS>
 __device__ void gatherColsImpl(TO* out, const TS* src, const int* idx, int R, int C, int k) {
-    GRID_LOOP(e, (long)R * k) {
-        long r = e / k; int i = (int)(e % k);
-        int c = idx[i];
-        st(out, e, c >= 0 && c < C ? ld(src, r * C + c) : __int_as_float(0x7fc00000));
-    }
+    // blocks stride over rows, threads over the kept columns: no per-element 64-bit division
+    for (long r = blockIdx.x; r < R; r += gridDim.x)
+        for (int i = threadIdx.x; i < k; i += blockDim.x) {
+            int c = idx[i];
+            st(out, r * k + i, c >= 0 && c < C ? ld(src, r * C + c) : __int_as_float(0x7fc00000));
+        }
 }
 
 // out (R,C) [r, idx[i]] (+)= src (R,k) [r,i].
 template <typename TO, typename TS>
 __device__ void scatterColsImpl(TO* out, const TS* src, const int* idx, int R, int C, int k, int acc) {
-    GRID_LOOP(e, (long)R * k) {
-        long r = e / k; int i = (int)(e % k);
-        int c = idx[i];
-        if (c < 0 || c >= C) continue;
-        long o = r * C + c;
-        st(out, o, acc ? ld(out, o) + ld(src, e) : ld(src, e));
-    }
+    for (long r = blockIdx.x; r < R; r += gridDim.x)
+        for (int i = threadIdx.x; i < k; i += blockDim.x) {
+            int c = idx[i];
+            if (c < 0 || c >= C) continue;
+            long o = r * C + c, e = r * k + i;
+            st(out, o, acc ? ld(out, o) + ld(src, e) : ld(src, e));
+        }
 }
 
 // out (n,k) [i,j] = src (R,C) [rowIdx[i], colIdx[j]]: the sparse tokens' kept channels in one pass.

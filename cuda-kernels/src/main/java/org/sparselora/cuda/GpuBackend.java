@@ -1139,7 +1139,7 @@ public final class GpuBackend implements Backend {
         needNumel("gatherCols", "out", O, (long) R * k);
         long total = (long) R * k;
         if (total == 0) return;
-        launch("gather_cols_" + sfx(O, "gatherCols") + "_" + sfx(S, "gatherCols"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+        launch("gather_cols_" + sfx(O, "gatherCols") + "_" + sfx(S, "gatherCols"), (int) Math.min(SM_BLOCKS * 4L, R), 1, rowThreads(k, 256), 0,
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k));
     }
 
@@ -1152,7 +1152,7 @@ public final class GpuBackend implements Backend {
         needNumel("scatterCols", "src", S, (long) R * k);
         long total = (long) R * k;
         if (total == 0) return;
-        launch("scatter_cols_" + sfx(O, "scatterCols") + "_" + sfx(S, "scatterCols"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+        launch("scatter_cols_" + sfx(O, "scatterCols") + "_" + sfx(S, "scatterCols"), (int) Math.min(SM_BLOCKS * 4L, R), 1, rowThreads(k, 256), 0,
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k).i(accumulate ? 1 : 0));
     }
 

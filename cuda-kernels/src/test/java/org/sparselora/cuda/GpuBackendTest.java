@@ -651,7 +651,7 @@ class GpuBackendTest {
     }
 
     /**
-     * Whole-row gathers and scatters at the sizes the kernels branch on: the vectorized grid-stride
+     * Whole-row gathers and scatters (and column ones over many rows) at the sizes the kernels branch on: the vectorized grid-stride
      * path with a partial last pass, several passes (k·C/8 above the grid's 2112·256·4 units per pass),
      * the token split of the 8B timing shape's context rows (3072 of 4096 rows × 4096), and the scalar
      * per-row path (C not a multiple of 8, and a source 1 element off alignment). Exact.
@@ -677,6 +677,19 @@ class GpuBackendTest {
                     close("scatterRows acc=" + acc + " " + what, D, t == DType.BF16 && acc ? BF16_TOL : 0);
                 }
             }
+        }
+        // column gathers/scatters with more rows than blocks (blocks stride over rows), bf16, exact
+        {
+            int R = 5000, C = 300, k = 37;
+            int[] cidx = shuffled(distinct(k, C));
+            Pair S = pair(rand(R * C, 1f), DType.BF16, R, C), CI = ints(cidx, k), O = out(DType.BF16, R, k);
+            gpu.gatherCols(O.g, S.g, CI.g);
+            cpu.gatherCols(O.c, S.c, CI.c);
+            exact("gatherCols R=5000", O);
+            Pair D = inout(rand(R * C, 1f), DType.BF16, R, C);
+            gpu.scatterCols(D.g, O.g, CI.g, false);
+            cpu.scatterCols(D.c, O.c, CI.c, false);
+            exact("scatterCols R=5000", D);
         }
         // a source view 1 element off 16-byte alignment: the scalar path
         int R = 20, C = 64, k = 7;
