@@ -68,12 +68,14 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention (default {@link AttentionKernel#GEMM}, the fastest measured) runs on head-major bf16
+ * <p>Attention defaults to {@link AttentionKernel#FLASH_PIPELINED} (the fastest measured: fused
+ * FlashAttention-2-style kernels that never write the score matrix) wherever it applies: bf16
+ * tensors, 16-byte aligned, head dim 32, 64 or 128. Everything else — and any choice made with
+ * {@link #setAttentionKernel} — may take the {@link AttentionKernel#GEMM} path: head-major bf16
  * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
  * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
  * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
- * attention therefore still has bf16 operand precision. Fused flash-style kernels that never write
- * the score matrix are selectable ({@link #setAttentionKernel}); see benchmarks/gpu/NOTES.md.
+ * attention therefore still has bf16 operand precision. Timings: benchmarks/gpu/NOTES.md.
  *
  * <p>Tensors come from a caching {@link DevicePool}: closing one costs no driver call (so no
  * device-wide sync), and blocks closed during a graph capture stay reserved for that graph.
@@ -758,8 +760,10 @@ public final class GpuBackend implements Backend {
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
     /**
-     * How attention runs (bf16 inputs with head dim 32/64/128 and 16-byte-aligned tensors; anything
-     * else takes {@link #GEMM}). All compute the same function and are each held against the CPU.
+     * How attention runs (the fused kinds need bf16 tensors with head dim 32/64/128, 16-byte aligned;
+     * anything else takes {@link #GEMM}). All compute the same function and are each held against the
+     * CPU. Forward + backward at B8 T512 32/8×128 on the H200 (NOTES.md run 4): GEMM ≈ 1090 µs,
+     * FLASH_WMMA ≈ 3000, FLASH_MMA ≈ 1530, FLASH_PIPELINED ≈ 432 (the default).
      */
     public enum AttentionKernel {
         /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
@@ -767,10 +771,21 @@ public final class GpuBackend implements Backend {
         /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
         FLASH_WMMA,
         /** forward and backward on mma.sync register fragments (FlashAttention-2 layout). */
-        FLASH_MMA
+        FLASH_MMA,
+        /**
+         * mma.sync kernels with cp.async double-buffered tiles and ldmatrix fragments: 128-query
+         * forward blocks (4 warps of 32 rows at D = 128, 8 of 16 below); one backward kernel per
+         * 64-key tile with dQ accumulated in fp32 by vector reductions (then rounded to bf16).
+         */
+        FLASH_PIPELINED
     }
 
-    private AttentionKernel attentionKernel = AttentionKernel.GEMM;
+    /** The kernel a new backend uses: the fastest measured (NOTES.md run 4). */
+    public static final AttentionKernel DEFAULT_ATTENTION_KERNEL = AttentionKernel.FLASH_PIPELINED;
+
+    private AttentionKernel attentionKernel = DEFAULT_ATTENTION_KERNEL;
+
+    private static final float LOG2E = 1.4426950408889634f;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -798,6 +813,15 @@ public final class GpuBackend implements Backend {
     /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
     static int flash2SharedBytes(int D) { return 2 * 64 * (D + 8) * 2 + D * (64 + 8) * 2; }
 
+    /** Dynamic shared memory of flash3_fwd_d{D}: mirrors F3Smem in attention.cu (Q tile of 128 rows, two K and two V tiles of 64). */
+    static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
+
+    /**
+     * Dynamic shared memory of flash3_bwd_d{D}: mirrors B3Smem in attention.cu with 4 warps (K, V
+     * tiles of 64 keys; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
+     */
+    static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
+
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
         int qs = D + 8, ss = 64 + 4, ps = 64 + 8, os = D + 4;
@@ -815,6 +839,14 @@ public final class GpuBackend implements Backend {
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
+        if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
+            // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
+            // 128 queries per block: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
+            kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, D == 128 ? 128 : 256, flash3SharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
+            return;
+        }
         if (attentionKernel == AttentionKernel.FLASH_MMA && flashEligible(D, O, Q, K, V)) {
             kernels.launch("flash2_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flash2SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
@@ -872,6 +904,22 @@ public final class GpuBackend implements Backend {
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
         long rows = (long) B * Hq * T;
+        if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+            long drow = scratch("attn.Drow", rows * 4);
+            long dqn = (long) B * T * Hq * D;
+            long dqAcc = scratch("attn.dqAcc", dqn * 4);
+            // Drow = rowsum(dO ⊙ O) and the dQ accumulator cleared, in one pass (D/8 lanes per row)
+            long warps = (rows * (D / 8) + 31) / 32;
+            launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
+                    new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+            // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
+            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D), stream,
+                    new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
+            launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
+                    new Kernels.Args().ptr(DQ.address()).ptr(dqAcc).l(dqn / 8));
+            return;
+        }
         if (attentionKernel != AttentionKernel.GEMM && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
             long drow = scratch("attn.Drow", rows * 4);
             launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,

@@ -486,6 +486,18 @@ class GpuBackendTest {
         }
     }
 
+    @Test
+    void attentionFusedKernelsAcrossTileEdges() {
+        // several 128-query / 64-key tiles with keyStart inside a tile (300 = 4·64 + 44 = 9·32 + 12),
+        // 4 query heads per kv head; a sequence that is all padding (keyStart = T) next to one that
+        // barely is; T one past two forward tiles with padding ending just past the first
+        for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
+            checkAttention(2, 512, 8, 2, 128, new int[] {0, 300}, DType.BF16, k);
+            checkAttention(2, 70, 4, 1, 64, new int[] {70, 3}, DType.BF16, k);
+            checkAttention(1, 257, 2, 2, 32, new int[] {129}, DType.BF16, k);
+        }
+    }
+
     static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, GpuBackend.AttentionKernel kernel) {
         float scale = (float) (1 / Math.sqrt(D));
         int N = B * T;
@@ -518,6 +530,13 @@ class GpuBackendTest {
             close("attention dq " + tag, DQ, ATT_TOL);
             close("attention dk " + tag, DK, ATT_TOL);
             close("attention dv " + tag, DV, ATT_TOL);
+            // again into re-poisoned outputs: nothing may carry over between calls (FLASH_PIPELINED
+            // accumulates dQ in a kept fp32 scratch buffer that must be cleared every call)
+            for (Pair p : new Pair[] {DQ, DK, DV}) gpu.fill(p.g, Float.NaN);
+            gpu.attentionBackward(DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+            close("attention dq (second call) " + tag, DQ, ATT_TOL);
+            close("attention dk (second call) " + tag, DK, ATT_TOL);
+            close("attention dv (second call) " + tag, DV, ATT_TOL);
         } finally {
             gpu.setAttentionKernel(before);
         }

@@ -42,13 +42,15 @@ public final class KernelBench {
             for (int i = 0; i < N; i++) p[i] = i % T;
             g.copyFromHost(pos, p);
             Tensor cos = rand(g, DType.F32, T, D / 2), sin = rand(g, DType.F32, T, D / 2);
-            double attFlops = 4.0 * B * Hq * T * T * D;  // QKᵀ and PV, full square (the kernels do not skip the masked half)
+            // QKᵀ and PV over the causal (visible) half of the score square: the work a causal kernel must do
+            double attFlops = 4.0 * B * Hq * D * (T * (T + 1) / 2.0);
+            GpuBackend.AttentionKernel defaultKernel = g.attentionKernel();
             for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
                 g.setAttentionKernel(k);
                 row(g, "attention fwd " + k + " B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
                 row(g, "attention bwd " + k, () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
             }
-            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
+            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);  // the reference for the agreement check
             // the fused kernels against the GEMM path at this full shape (left padding on two sequences)
             int[] kst = {0, 100, 0, 0, 0, 0, 511, 0};
             g.copyFromHost(ks, kst);
@@ -65,7 +67,7 @@ public final class KernelBench {
                 for (int i = 0; i < names.length; i++) sb.append(String.format(Locale.ROOT, " %s %.2e", names[i], relErr(got[i], ref[i])));
                 System.out.println(sb);
             }
-            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
+            g.setAttentionKernel(defaultKernel);
             row(g, "rope q (N,32x128)", () -> g.rope(qa, pos, cos, sin, Hq, D, false), 2.0 * N * Hq * D * 2, 0);
             int chunk = 1024;
             Tensor logits = rand(g, DType.BF16, chunk, V), tg = g.empty(DType.I32, chunk), losses = g.empty(DType.F32, chunk);
