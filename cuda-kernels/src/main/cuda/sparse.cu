@@ -1,63 +1,187 @@
 // SparseLoRA's device-side selection and slicing: row/column gather and scatter (weight slices and
-// token split/join), per-column L2 norms (two deterministic passes, no atomics, so the same input
-// always gives the same bits and the same selection), per-sequence means over non-padding tokens,
+// token split/join, and the fused row+column forms that gather or re-join a sparse token group's
+// kept channels in one pass), per-column L2 norms (two deterministic passes, no atomics, so the
+// same input always gives the same bits and the same selection), per-sequence means over non-padding tokens,
 // and top-k on the device (radix select of the k-th largest key + an index-ordered scan, so ties go
 // to the lower index and the indices come out ascending with no host round trip).
 #include "common.cuh"
 #include <cuda_fp16.h>
 
+// Row gathers and scatters move whole rows: with vec (C % 8 == 0, 16-byte aligned) the grid strides
+// over the k·C/8 16-byte units of the rows and each thread issues ROW_UNROLL loads before its stores,
+// so many loads are in flight (one block per row with two units per thread left the copy at a third of
+// the memory bandwidth). Without vec, one block per row, element by element.
+#define ROW_UNROLL 4
+
 // out[i,:] = src[idx[i],:]; an index outside [0,R) gives a NaN row.
 template <typename TO, typename TS>
-__device__ void gatherRowsImpl(TO* out, const TS* src, const int* idx, int R, int C, int vec) {
+__device__ void gatherRowsImpl(TO* __restrict__ out, const TS* __restrict__ src, const int* __restrict__ idx, int R, int C, int k, int vec) {
+    const float nan = __int_as_float(0x7fc00000);
+    if (vec) {
+        int per = C / 8;
+        long units = (long)k * per, stride = (long)gridDim.x * blockDim.x;
+        for (long u0 = (long)blockIdx.x * blockDim.x + threadIdx.x; u0 < units; u0 += ROW_UNROLL * stride) {
+            float v[ROW_UNROLL][8];
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) {
+                long u = u0 + q * stride;
+                if (u >= units) break;
+                long i = u / per;
+                int g = (int)(u - i * per), r = idx[i];
+                if (r >= 0 && r < R) ld8(src, (long)r * C + g * 8, v[q]);
+                else for (int j = 0; j < 8; j++) v[q][j] = nan;
+            }
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) {
+                long u = u0 + q * stride;
+                if (u >= units) break;
+                st8(out, u * 8, v[q]);                  // unit u of the compact output starts at element 8u
+            }
+        }
+        return;
+    }
     long i = blockIdx.x;
     int r = idx[i];
     TO* o = out + i * (long)C;
-    if (r < 0 || r >= R) { for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, __int_as_float(0x7fc00000)); return; }
+    if (r < 0 || r >= R) { for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, nan); return; }
     const TS* s = src + (long)r * C;
-    if (vec) { for (int g = threadIdx.x; g < C / 8; g += blockDim.x) { float v[8]; ld8(s, g * 8, v); st8(o, g * 8, v); } }
-    else for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, ld(s, c));
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, ld(s, c));
 }
 
 // out[idx[i],:] (+)= src[i,:]; indices are distinct (an index set); one outside [0,R) is skipped.
 template <typename TO, typename TS>
-__device__ void scatterRowsImpl(TO* out, const TS* src, const int* idx, int R, int C, int acc, int vec) {
+__device__ void scatterRowsImpl(TO* __restrict__ out, const TS* __restrict__ src, const int* __restrict__ idx, int R, int C, int k, int acc, int vec) {
+    if (vec) {
+        int per = C / 8;
+        long units = (long)k * per, stride = (long)gridDim.x * blockDim.x;
+        for (long u0 = (long)blockIdx.x * blockDim.x + threadIdx.x; u0 < units; u0 += ROW_UNROLL * stride) {
+            float v[ROW_UNROLL][8];
+            long dst[ROW_UNROLL];                       // -1: nothing to store for this unit
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) dst[q] = -1;
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++) {
+                long u = u0 + q * stride;
+                if (u >= units) break;
+                long i = u / per;
+                int g = (int)(u - i * per), r = idx[i];
+                if (r < 0 || r >= R) continue;
+                dst[q] = (long)r * C + g * 8;
+                ld8(src, u * 8, v[q]);
+                if (acc) {
+                    float w[8];
+                    ld8(out, dst[q], w);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) v[q][j] += w[j];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < ROW_UNROLL; q++)
+                if (dst[q] >= 0) st8(out, dst[q], v[q]);
+        }
+        return;
+    }
     long i = blockIdx.x;
     int r = idx[i];
     if (r < 0 || r >= R) return;
     TO* o = out + (long)r * C;
     const TS* s = src + i * (long)C;
-    if (vec) {
-        for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
-            float v[8]; ld8(s, g * 8, v);
-            if (acc) { float w[8]; ld8(o, g * 8, w);
-#pragma unroll
-                for (int j = 0; j < 8; j++) v[j] += w[j]; }
-            st8(o, g * 8, v);
-        }
-    } else {
-        for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, acc ? ld(o, c) + ld(s, c) : ld(s, c));
-    }
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, acc ? ld(o, c) + ld(s, c) : ld(s, c));
 }
 
 // out (R,k) [r,i] = src (R,C) [r, idx[i]].
 template <typename TO, typename TS>
 __device__ void gatherColsImpl(TO* out, const TS* src, const int* idx, int R, int C, int k) {
-    GRID_LOOP(e, (long)R * k) {
-        long r = e / k; int i = (int)(e % k);
-        int c = idx[i];
-        st(out, e, c >= 0 && c < C ? ld(src, r * C + c) : __int_as_float(0x7fc00000));
-    }
+    // blocks stride over rows, threads over the kept columns: no per-element 64-bit division
+    for (long r = blockIdx.x; r < R; r += gridDim.x)
+        for (int i = threadIdx.x; i < k; i += blockDim.x) {
+            int c = idx[i];
+            st(out, r * k + i, c >= 0 && c < C ? ld(src, r * C + c) : __int_as_float(0x7fc00000));
+        }
 }
 
 // out (R,C) [r, idx[i]] (+)= src (R,k) [r,i].
 template <typename TO, typename TS>
 __device__ void scatterColsImpl(TO* out, const TS* src, const int* idx, int R, int C, int k, int acc) {
-    GRID_LOOP(e, (long)R * k) {
-        long r = e / k; int i = (int)(e % k);
-        int c = idx[i];
-        if (c < 0 || c >= C) continue;
-        long o = r * C + c;
-        st(out, o, acc ? ld(out, o) + ld(src, e) : ld(src, e));
+    for (long r = blockIdx.x; r < R; r += gridDim.x)
+        for (int i = threadIdx.x; i < k; i += blockDim.x) {
+            int c = idx[i];
+            if (c < 0 || c >= C) continue;
+            long o = r * C + c, e = r * k + i;
+            st(out, o, acc ? ld(out, o) + ld(src, e) : ld(src, e));
+        }
+}
+
+// out (n,k) [i,j] = src (R,C) [rowIdx[i], colIdx[j]]: the sparse tokens' kept channels in one pass.
+// An index outside its range gives NaN. vec: k % 8 == 0 and out 16-byte aligned, so each thread
+// gathers 8 columns (the kept columns are near each other, so the reads share cache lines) and
+// writes them with one 16-byte store.
+template <typename TO, typename TS>
+__device__ void gatherRowsColsImpl(TO* out, const TS* src, const int* rowIdx, const int* colIdx,
+                                   int n, int R, int C, int k, int vec) {
+    int per = vec ? k / 8 : k;
+    const float nan = __int_as_float(0x7fc00000);
+    GRID_LOOP(e, (long)n * per) {
+        long i = e / per;
+        int j0 = (int)(e - i * per) * (vec ? 8 : 1);
+        int r = rowIdx[i];
+        bool rowOk = r >= 0 && r < R;
+        const TS* s = src + (long)(rowOk ? r : 0) * C;
+        if (vec) {
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) { int c = colIdx[j0 + j]; v[j] = rowOk && c >= 0 && c < C ? ld(s, c) : nan; }
+            st8(out, i * k + j0, v);
+        } else {
+            int c = colIdx[j0];
+            st(out, i * k + j0, rowOk && c >= 0 && c < C ? ld(s, c) : nan);
+        }
+    }
+}
+
+// Row rowIdx[i] of out (R,C) becomes src (n,k) row i placed at the columns colIdx and 0 elsewhere,
+// written once (zeros and values in the same pass); rows not named are left alone. Each block takes
+// rowsPerBlock consecutive entries of rowIdx. useMap: the block first builds, in shared memory, the
+// inverse of colIdx (pos[c] = 1 + the position of column c in colIdx, 0 = pruned; C 16-bit entries),
+// then every output element is one shared read and the row goes out in 16-byte stores (vec). Without
+// the map (C or k too large for it) the block zeroes each row and then scatters into it.
+// Indices must be distinct (an index set); an out-of-range row or column is skipped.
+template <typename TO, typename TS>
+__device__ void scatterRowsColsImpl(TO* out, const TS* src, const int* rowIdx, const int* colIdx,
+                                    int n, int R, int C, int k, int rowsPerBlock, int useMap, int vec) {
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    unsigned short* pos = reinterpret_cast<unsigned short*>(smemRaw);
+    if (useMap) {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) pos[c] = 0;
+        __syncthreads();
+        for (int j = threadIdx.x; j < k; j += blockDim.x) { int c = colIdx[j]; if (c >= 0 && c < C) pos[c] = (unsigned short)(j + 1); }
+        __syncthreads();
+    }
+    int i0 = blockIdx.x * rowsPerBlock, i1 = min(n, i0 + rowsPerBlock);
+    for (int i = i0; i < i1; i++) {
+        int r = rowIdx[i];
+        if (r < 0 || r >= R) continue;           // uniform across the block: no barrier is skipped by part of it
+        TO* o = out + (long)r * C;
+        const TS* s = src + (long)i * k;
+        if (useMap) {
+            if (vec) {
+                for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
+                    uint4 pk = *reinterpret_cast<const uint4*>(pos + g * 8);   // 8 positions in one 16-byte shared load
+                    const unsigned short* p8 = reinterpret_cast<const unsigned short*>(&pk);
+                    float v[8];
+#pragma unroll
+                    for (int j = 0; j < 8; j++) { int p = p8[j]; v[j] = p ? ld(s, p - 1) : 0.f; }
+                    st8(o, g * 8, v);
+                }
+            } else {
+                for (int c = threadIdx.x; c < C; c += blockDim.x) { int p = pos[c]; st(o, c, p ? ld(s, p - 1) : 0.f); }
+            }
+        } else {
+            for (int c = threadIdx.x; c < C; c += blockDim.x) st(o, c, 0.f);
+            __syncthreads();
+            for (int j = threadIdx.x; j < k; j += blockDim.x) { int c = colIdx[j]; if (c >= 0 && c < C) st(o, c, ld(s, j)); }
+            __syncthreads();
+        }
     }
 }
 
@@ -83,16 +207,160 @@ extern "C" __global__ void colnorm_finish(float* out, const float* part, int chu
 }
 
 // out[b,c] = mean_{t in [keyStart[b], T)} x[b·T+t, c]; 0 when a sequence is all padding.
+// A block of 32·SEQ_MEAN_SPLIT threads per (column tile, sequence): a lane owns 8 adjacent columns (one 16-byte
+// load per row when vec) or 1, the SEQ_MEAN_SPLIT rows of threads stride over the sequence's tokens,
+// and the partial sums are added in a fixed order (same input, same bits). Many independent loads
+// per thread instead of the T dependent ones of one thread per column.
+#define SEQ_MEAN_SPLIT 16
 template <typename TO, typename TI>
-__device__ void seqMeanImpl(TO* out, const TI* x, const int* keyStart, int B, int T, int C) {
-    GRID_LOOP(e, (long)B * C) {
-        long b = e / C; int c = (int)(e % C);
-        int ks = max(0, keyStart[b]);
-        float s = 0.f;
-        for (int t = ks; t < T; t++) s += ld(x, (b * T + t) * C + c);
-        st(out, e, ks < T ? s / (T - ks) : 0.f);
+__device__ void seqMeanImpl(TO* out, const TI* x, const int* keyStart, int B, int T, int C, int vec) {
+    __shared__ float part[SEQ_MEAN_SPLIT][32 * 8];
+    int b = blockIdx.y, lane = threadIdx.x & 31, ty = threadIdx.x >> 5;   // blockDim.x = 32·SEQ_MEAN_SPLIT
+    int width = vec ? 8 : 1;
+    int c0 = (blockIdx.x * 32 + lane) * width;
+    int ks = max(0, keyStart[b]);
+    float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (c0 < C) {
+        const TI* xb = x + (long)b * T * C + c0;
+#pragma unroll 4
+        for (int t = ks + ty; t < T; t += SEQ_MEAN_SPLIT) {
+            if (vec) {
+                float v[8];
+                ld8(xb, (long)t * C, v);
+#pragma unroll
+                for (int j = 0; j < 8; j++) s[j] += v[j];
+            } else {
+                s[0] += ld(xb, (long)t * C);
+            }
+        }
+    }
+    for (int j = 0; j < width; j++) part[ty][lane * width + j] = s[j];
+    __syncthreads();
+    if (ty == 0 && c0 < C) {
+        for (int j = 0; j < width; j++) {
+            float tot = 0.f;
+            for (int y = 0; y < SEQ_MEAN_SPLIT; y++) tot += part[y][lane * width + j];
+            st(out, (long)b * C + c0 + j, ks < T ? tot / (T - ks) : 0.f);
+        }
     }
 }
+
+// The SVD predictor's scores without its (n, M) estimates: column L2 norms of t·Q, where t (n, r) is
+// x·P (one cuBLAS GEMM per factor) and Q (r, M). Up to 3 segments (q̂, k̂, v̂ of one layer) share one
+// launch: the output columns are the segments' columns one after another, segment s has its own
+// t_s, Q_s and output. grid.x tiles the columns (LR_COLS per block, one per thread, its Q column in
+// registers), grid.y chunks the rows (LR_ROWS per chunk, t staged in shared memory as fp32); each
+// thread writes its chunk's Σ (t·Q)² to part[chunk, column], or the square root straight to the
+// output when there is one chunk. lowrank_norm_finish adds the chunks in a fixed order.
+#define LR_COLS 256
+#define LR_ROWS 64
+#define LR_MAXR 32
+struct LowRankSegs {
+    const void* t[3]; const void* q[3]; float* out[3];
+    int m[3];        // columns per segment
+    int nseg;
+};
+
+template <typename T>
+__device__ __forceinline__ int lrSegment(const LowRankSegs& g, int col, int* c) {
+    int s = 0;
+    *c = col;
+    while (s < g.nseg - 1 && *c >= g.m[s]) { *c -= g.m[s]; s++; }
+    return s;
+}
+
+template <typename T>
+__device__ void lowRankColSumsqImpl(LowRankSegs g, float* part, int n, int r, int mTotal) {
+    __shared__ float ts[3][LR_ROWS][LR_MAXR];
+    int col = blockIdx.x * LR_COLS + threadIdx.x;
+    int r0 = blockIdx.y * LR_ROWS, rows = min(LR_ROWS, n - r0);
+    // stage the chunk's rows of every segment's t (the block's columns may span segments)
+    for (int s = 0; s < g.nseg; s++) {
+        const T* t = (const T*)g.t[s];
+        for (int e = threadIdx.x; e < rows * r; e += blockDim.x) ts[s][e / r][e % r] = ld(t, (long)(r0 + e / r) * r + e % r);
+    }
+    __syncthreads();
+    if (col >= mTotal) return;
+    int c;
+    int sg = lrSegment<T>(g, col, &c);
+    const T* q = (const T*)g.q[sg];
+    float qc[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+    float acc = 0.f;
+    for (int i = 0; i < rows; i++) {
+        float e = 0.f;
+#pragma unroll
+        for (int j = 0; j < LR_MAXR; j++) if (j < r) e = fmaf(ts[sg][i][j], qc[j], e);
+        acc = fmaf(e, e, acc);
+    }
+    if (gridDim.y == 1) g.out[sg][c] = sqrtf(acc);
+    else part[(long)blockIdx.y * mTotal + col] = acc;
+}
+
+// The MLP form: segment 0 is the gate estimate, segment 1 the up estimate (same M); the score of
+// column c is ‖silu(t_g·Q_g[:,c]) ⊙ (t_u·Q_u[:,c])‖ over the rows (the B sequence means), out = g.out[0].
+template <typename T>
+__device__ void lowRankSwigluColSumsqImpl(LowRankSegs g, float* part, int n, int r) {
+    __shared__ float ts[2][LR_ROWS][LR_MAXR];
+    int m = g.m[0];
+    int col = blockIdx.x * LR_COLS + threadIdx.x;
+    int r0 = blockIdx.y * LR_ROWS, rows = min(LR_ROWS, n - r0);
+    for (int s = 0; s < 2; s++) {
+        const T* t = (const T*)g.t[s];
+        for (int e = threadIdx.x; e < rows * r; e += blockDim.x) ts[s][e / r][e % r] = ld(t, (long)(r0 + e / r) * r + e % r);
+    }
+    __syncthreads();
+    if (col >= m) return;
+    const T* qg = (const T*)g.q[0];
+    const T* qu = (const T*)g.q[1];
+    float cg[LR_MAXR], cu[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) {
+        cg[j] = j < r ? ld(qg, (long)j * m + col) : 0.f;
+        cu[j] = j < r ? ld(qu, (long)j * m + col) : 0.f;
+    }
+    float acc = 0.f;
+    for (int i = 0; i < rows; i++) {
+        float a = 0.f, b = 0.f;
+#pragma unroll
+        for (int j = 0; j < LR_MAXR; j++) if (j < r) { a = fmaf(ts[0][i][j], cg[j], a); b = fmaf(ts[1][i][j], cu[j], b); }
+        float h = a / (1.f + __expf(-a)) * b;
+        acc = fmaf(h, h, acc);
+    }
+    if (gridDim.y == 1) g.out[0][col] = sqrtf(acc);
+    else part[(long)blockIdx.y * m + col] = acc;
+}
+
+// Kernel parameters are flat (three t, three Q, three outputs, three widths, the segment count);
+// unused segments pass null and 0.
+#define LR_PARAMS const void* t0, const void* t1, const void* t2, const void* q0, const void* q1, const void* q2, \
+                  float* o0, float* o1, float* o2, int m0, int m1, int m2, int nseg
+__device__ __forceinline__ LowRankSegs lrSegs(const void* t0, const void* t1, const void* t2, const void* q0, const void* q1,
+                                              const void* q2, float* o0, float* o1, float* o2, int m0, int m1, int m2, int nseg) {
+    LowRankSegs g;
+    g.t[0] = t0; g.t[1] = t1; g.t[2] = t2; g.q[0] = q0; g.q[1] = q1; g.q[2] = q2;
+    g.out[0] = o0; g.out[1] = o1; g.out[2] = o2; g.m[0] = m0; g.m[1] = m1; g.m[2] = m2; g.nseg = nseg;
+    return g;
+}
+#define LR_ARGS t0, t1, t2, q0, q1, q2, o0, o1, o2, m0, m1, m2, nseg
+
+// out_s[c] = sqrt(Σ_chunks part[chunk, col]) in chunk order, col running over every segment's columns.
+extern "C" __global__ void lowrank_norm_finish(LR_PARAMS, const float* part, int chunks, int mTotal) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= mTotal) return;
+    LowRankSegs g = lrSegs(LR_ARGS);
+    float s = 0.f;
+    for (int j = 0; j < chunks; j++) s += part[(long)j * mTotal + col];
+    int c;
+    int sg = lrSegment<float>(g, col, &c);
+    g.out[sg][c] = sqrtf(s);
+}
+
+extern "C" __global__ void lowrank_colsumsq_f32(LR_PARAMS, float* part, int n, int r, int mTotal) { lowRankColSumsqImpl<float>(lrSegs(LR_ARGS), part, n, r, mTotal); }
+extern "C" __global__ void lowrank_colsumsq_bf16(LR_PARAMS, float* part, int n, int r, int mTotal) { lowRankColSumsqImpl<bf16>(lrSegs(LR_ARGS), part, n, r, mTotal); }
+extern "C" __global__ void lowrank_swiglu_colsumsq_f32(LR_PARAMS, float* part, int n, int r) { lowRankSwigluColSumsqImpl<float>(lrSegs(LR_ARGS), part, n, r); }
+extern "C" __global__ void lowrank_swiglu_colsumsq_bf16(LR_PARAMS, float* part, int n, int r) { lowRankSwigluColSumsqImpl<bf16>(lrSegs(LR_ARGS), part, n, r); }
 
 // Order-preserving key of a float (larger float -> larger unsigned); NaN ranks lowest.
 __device__ __forceinline__ unsigned int orderKey(float f) {
@@ -123,8 +391,12 @@ __device__ int blockExclusiveScan(int v, int* total) {
     return before + x - v;
 }
 
-// idx (k) <- indices of the k largest scores (n), ascending; ties -> lower index. One block.
+// idx (k) <- indices of the k largest scores (n), ascending; ties -> lower index. One block per
+// problem: block b takes row b of idx (rows, k) and scores (rows, n), so several score vectors are
+// selected in one launch.
 extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k) {
+    idx += (long)blockIdx.x * k;
+    scores += (long)blockIdx.x * n;
     __shared__ unsigned int hist[256];
     __shared__ unsigned int sPrefix, sRemaining;
     if (threadIdx.x == 0) { sPrefix = 0; sRemaining = (unsigned)k; }
@@ -133,9 +405,16 @@ extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k)
         for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0;
         __syncthreads();
         unsigned int prefix = sPrefix;
-        for (int i = threadIdx.x; i < n; i += blockDim.x) {
-            unsigned int key = orderKey(scores[i]);
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        // Scores of one layer sit in a narrow range, so most keys share the top digits: lanes with the
+        // same bin are matched and their leader adds the count (one shared atomic per distinct bin per
+        // warp instead of up to 32 colliding ones). Every lane runs the same number of iterations.
+        for (int base = 0; base < n; base += blockDim.x) {
+            int i = base + threadIdx.x;
+            unsigned int key = i < n ? orderKey(scores[i]) : 0u;
+            bool active = i < n && (key & mask) == prefix;
+            unsigned int bin = active ? (key >> shift) & 255u : 256u;
+            unsigned int peers = __match_any_sync(0xffffffffu, bin);
+            if (active && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
         // Find the digit d (from the top) where the count of keys above reaches sRemaining: warp 0,
@@ -165,21 +444,29 @@ extern "C" __global__ void topk_f32(int* idx, const float* scores, int n, int k)
         __syncthreads();
     }
     // sPrefix is the k-th largest key; take every key above it and the first sRemaining equal ones.
+    // Each thread owns a contiguous run of indices, so two block-wide scans (equal keys before the
+    // run, picks before the run) place every pick: ascending output, ties to the lower index.
     unsigned int thr = sPrefix;
     int takeEq = (int)sRemaining;
-    int eqSeen = 0, written = 0;
-    for (int base = 0; base < n; base += blockDim.x) {
-        int i = base + threadIdx.x;
-        unsigned int key = i < n ? orderKey(scores[i]) : 0u;
-        int isEq = i < n && key == thr;
-        int eqTotal;
-        int eqRank = eqSeen + blockExclusiveScan(isEq, &eqTotal);
-        int sel = i < n && (key > thr || (isEq && eqRank < takeEq));
-        int selTotal;
-        int pos = written + blockExclusiveScan(sel, &selTotal);
-        if (sel) idx[pos] = i;
-        eqSeen += eqTotal;
-        written += selTotal;
+    int per = (n + blockDim.x - 1) / blockDim.x;
+    int beg = min(n, (int)threadIdx.x * per), end = min(n, beg + per);
+    int myEq = 0;
+    for (int i = beg; i < end; i++) myEq += orderKey(scores[i]) == thr;
+    int eqTotal;
+    int eqRank = blockExclusiveScan(myEq, &eqTotal);
+    int mySel = 0;
+    for (int i = beg, r = eqRank; i < end; i++) {
+        unsigned int key = orderKey(scores[i]);
+        if (key > thr) mySel++;
+        else if (key == thr) { mySel += r < takeEq; r++; }
+    }
+    int selTotal;
+    int pos = blockExclusiveScan(mySel, &selTotal);
+    for (int i = beg, r = eqRank; i < end; i++) {
+        unsigned int key = orderKey(scores[i]);
+        bool take = key > thr;
+        if (key == thr) { take = r < takeEq; r++; }
+        if (take) idx[pos++] = i;
     }
 }
 
@@ -393,11 +680,13 @@ extern "C" __global__ void expand_group_channels(int* out, const int* kvIdx, int
 
 #define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
 #define SPARSE(SO, SI, TO, TI) \
-    extern "C" __global__ void gather_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int vec) { gatherRowsImpl(o, s, idx, R, C, vec); } \
-    extern "C" __global__ void scatter_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int acc, int vec) { scatterRowsImpl(o, s, idx, R, C, acc, vec); } \
+    extern "C" __global__ void gather_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int vec) { gatherRowsImpl(o, s, idx, R, C, k, vec); } \
+    extern "C" __global__ void scatter_rows_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc, int vec) { scatterRowsImpl(o, s, idx, R, C, k, acc, vec); } \
     extern "C" __global__ void gather_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k) { gatherColsImpl(o, s, idx, R, C, k); } \
     extern "C" __global__ void scatter_cols_##SO##_##SI(TO* o, const TI* s, const int* idx, int R, int C, int k, int acc) { scatterColsImpl(o, s, idx, R, C, k, acc); } \
-    extern "C" __global__ void seq_mean_##SO##_##SI(TO* o, const TI* x, const int* ks, int B, int T, int C) { seqMeanImpl(o, x, ks, B, T, C); }
+    extern "C" __global__ void gather_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int vec) { gatherRowsColsImpl(o, s, ri, ci, n, R, C, k, vec); } \
+    extern "C" __global__ void scatter_rows_cols_##SO##_##SI(TO* o, const TI* s, const int* ri, const int* ci, int n, int R, int C, int k, int rpb, int map, int vec) { scatterRowsColsImpl(o, s, ri, ci, n, R, C, k, rpb, map, vec); } \
+    extern "C" __global__ void seq_mean_##SO##_##SI(TO* o, const TI* x, const int* ks, int B, int T, int C, int vec) { seqMeanImpl(o, x, ks, B, T, C, vec); }
 FOR_2TYPES(SPARSE)
 
 extern "C" __global__ void colsumsq_f32(float* part, const float* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }

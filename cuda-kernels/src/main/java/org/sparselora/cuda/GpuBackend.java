@@ -501,6 +501,69 @@ public final class GpuBackend implements Backend {
                 bAddr, cudaType(bT), B.dim(1), aAddr, cudaType(aT), A.dim(1), beta, C.address(), cudaType(C.dtype()), N);
     }
 
+    /**
+     * One cuBLAS strided-batched GEMM over the row blocks (B broadcast with stride 0) when a and b share
+     * a GEMM dtype (bf16 or f32 with an F32 c); other combinations take the per-block default, whose
+     * matmul converts operands.
+     */
+    @Override
+    public void matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b, boolean transB,
+                                int blocks, int m, float alpha, float beta) {
+        bind();
+        GpuTensor C = own(c), A = own(a), B = own(b);
+        if (A.rank() != 2 || B.rank() != 2 || C.rank() != 2)
+            throw new IllegalArgumentException("matmulRowBlocks needs 2-D tensors: C " + C + ", A " + A + ", B " + B);
+        int K = A.dim(1), KB = transB ? B.dim(1) : B.dim(0), N = transB ? B.dim(0) : B.dim(1);
+        if (K != KB || C.dim(1) != N)
+            throw new IllegalArgumentException("matmulRowBlocks shapes disagree: C " + C + " = A " + A + " · op(B " + B + (transB ? ")ᵀ" : ")"));
+        if (blocks < 0 || m < 0 || cStride < 0 || aStride < 0 || aOff < 0 || cOff < 0
+                || (blocks > 0 && m > 0 && ((long) aOff + (long) (blocks - 1) * aStride + m > A.dim(0)
+                                            || (long) cOff + (long) (blocks - 1) * cStride + m > C.dim(0))))
+            throw new IllegalArgumentException("matmulRowBlocks: " + blocks + " blocks of " + m + " rows (A from " + aOff + " step " + aStride
+                    + ", C from " + cOff + " step " + cStride + ") outside A " + A + " or C " + C);
+        if (blocks == 0 || m == 0 || N == 0) return;
+        DType aT = A.dtype(), bT = B.dtype(), cT = C.dtype();
+        boolean direct = K > 0 && aT == bT && (aT == computeType() && (cT == computeType() || cT == DType.F32)
+                                               || aT == DType.F32 && cT == DType.F32);
+        if (!direct || blocks == 1) {
+            Backend.super.matmulRowBlocks(c, cOff, cStride, a, aOff, aStride, b, transB, blocks, m, alpha, beta);
+            return;
+        }
+        long aAddr = A.address() + (long) aOff * K * aT.bytes, cAddr = C.address() + (long) cOff * N * cT.bytes;
+        gemmBatched(false, transB, m, N, K, alpha, aAddr, aT, K, (long) aStride * K, B.address(), bT, B.dim(1), 0L,
+                beta, cAddr, cT, N, (long) cStride * N, blocks);
+    }
+
+    /**
+     * One cuBLAS strided-batched GEMM (A broadcast with stride 0) when the right operands and the
+     * outputs are equally spaced, non-overlapping blocks of memory with one shape and dtype each (the
+     * predictor stacks its factors that way); otherwise the per-product default.
+     */
+    @Override
+    public void matmulSharedA(Tensor[] outs, Tensor a, Tensor[] bs) {
+        bind();
+        if (outs.length != bs.length)
+            throw new IllegalArgumentException("matmulSharedA: " + outs.length + " outputs for " + bs.length + " right operands");
+        int count = outs.length;
+        GpuTensor A = own(a);
+        boolean batched = count >= 2 && A.rank() == 2;
+        GpuTensor[] O = new GpuTensor[count], B = new GpuTensor[count];
+        for (int i = 0; i < count; i++) { O[i] = own(outs[i]); B[i] = own(bs[i]); }
+        int M = batched ? A.dim(0) : 0, K = batched ? A.dim(1) : 0, N = batched && B[0].rank() == 2 ? B[0].dim(1) : -1;
+        DType aT = A.dtype(), bT = B[0].dtype(), cT = O[0].dtype();
+        batched &= M > 0 && K > 0 && N > 0 && aT == bT && (aT == computeType() && (cT == computeType() || cT == DType.F32)
+                                                            || aT == DType.F32 && cT == DType.F32);
+        long bStride = batched ? B[1].address() - B[0].address() : 0, cStride = batched ? O[1].address() - O[0].address() : 0;
+        batched &= bStride >= (long) K * N * bT.bytes && bStride % bT.bytes == 0 && cStride >= (long) M * N * cT.bytes && cStride % cT.bytes == 0;
+        for (int i = 0; batched && i < count; i++)
+            batched = B[i].rank() == 2 && B[i].dim(0) == K && B[i].dim(1) == N && B[i].dtype() == bT
+                    && O[i].rank() == 2 && O[i].dim(0) == M && O[i].dim(1) == N && O[i].dtype() == cT
+                    && B[i].address() == B[0].address() + i * bStride && O[i].address() == O[0].address() + i * cStride;
+        if (!batched) { Backend.super.matmulSharedA(outs, a, bs); return; }
+        gemmBatched(false, false, M, N, K, 1f, A.address(), aT, K, 0L, B[0].address(), bT, N, bStride / bT.bytes,
+                0f, O[0].address(), cT, N, cStride / cT.bytes, count);
+    }
+
     private long convertToScratch(String key, GpuTensor src, DType target) {
         if (target == DType.F16) throw new IllegalArgumentException("matmul: mixing F16 with other dtypes is not supported (" + src + ")");
         long addr = scratch(key, src.numel() * target.bytes);
@@ -1161,8 +1224,9 @@ public final class GpuBackend implements Backend {
         needNumel("gatherRows", "out", O, (long) k * C);
         if (k == 0 || C == 0) return;
         boolean vec = C % 8 == 0 && aligned(O, S);
-        launch("gather_rows_" + sfx(O, "gatherRows") + "_" + sfx(S, "gatherRows"), k, 1, rowThreads(vec ? C / 8 : C, 256), 0,
-                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(vec ? 1 : 0));
+        launch("gather_rows_" + sfx(O, "gatherRows") + "_" + sfx(S, "gatherRows"), vec ? rowUnitBlocks(k, C) : k, 1,
+                vec ? 256 : rowThreads(C, 256), 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k).i(vec ? 1 : 0));
     }
 
     @Override
@@ -1174,8 +1238,15 @@ public final class GpuBackend implements Backend {
         needNumel("scatterRows", "src", S, (long) k * C);
         if (k == 0 || C == 0) return;
         boolean vec = C % 8 == 0 && aligned(O, S);
-        launch("scatter_rows_" + sfx(O, "scatterRows") + "_" + sfx(S, "scatterRows"), k, 1, rowThreads(vec ? C / 8 : C, 256), 0,
-                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(accumulate ? 1 : 0).i(vec ? 1 : 0));
+        launch("scatter_rows_" + sfx(O, "scatterRows") + "_" + sfx(S, "scatterRows"), vec ? rowUnitBlocks(k, C) : k, 1,
+                vec ? 256 : rowThreads(C, 256), 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k).i(accumulate ? 1 : 0).i(vec ? 1 : 0));
+    }
+
+    /** Blocks of 256 threads for a vectorized row gather/scatter: each thread moves 4 of the k·C/8 16-byte units per pass. */
+    private static int rowUnitBlocks(int k, int C) {
+        long units = (long) k * (C / 8);
+        return (int) Math.max(1, Math.min(SM_BLOCKS * 2L, (units + 1023) / 1024));
     }
 
     @Override
@@ -1187,7 +1258,7 @@ public final class GpuBackend implements Backend {
         needNumel("gatherCols", "out", O, (long) R * k);
         long total = (long) R * k;
         if (total == 0) return;
-        launch("gather_cols_" + sfx(O, "gatherCols") + "_" + sfx(S, "gatherCols"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+        launch("gather_cols_" + sfx(O, "gatherCols") + "_" + sfx(S, "gatherCols"), (int) Math.min(SM_BLOCKS * 4L, R), 1, rowThreads(k, 256), 0,
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k));
     }
 
@@ -1200,8 +1271,50 @@ public final class GpuBackend implements Backend {
         needNumel("scatterCols", "src", S, (long) R * k);
         long total = (long) R * k;
         if (total == 0) return;
-        launch("scatter_cols_" + sfx(O, "scatterCols") + "_" + sfx(S, "scatterCols"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
+        launch("scatter_cols_" + sfx(O, "scatterCols") + "_" + sfx(S, "scatterCols"), (int) Math.min(SM_BLOCKS * 4L, R), 1, rowThreads(k, 256), 0,
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(I.address()).i(R).i(C).i(k).i(accumulate ? 1 : 0));
+    }
+
+    @Override
+    public void gatherRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), RI = own(rowIdx), CI = own(colIdx);
+        needI32("gatherRowsCols", "rowIdx", RI);
+        needI32("gatherRowsCols", "colIdx", CI);
+        int n = (int) RI.numel(), k = (int) CI.numel(), C = S.dim(-1), R = (int) (S.numel() / Math.max(1, C));
+        needNumel("gatherRowsCols", "out", O, (long) n * k);
+        if ((long) n * k == 0) return;
+        boolean vec = k % 8 == 0 && aligned(O);
+        long work = (long) n * (vec ? k / 8 : k);
+        launch("gather_rows_cols_" + sfx(O, "gatherRowsCols") + "_" + sfx(S, "gatherRowsCols"),
+                (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256)), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address())
+                        .i(n).i(R).i(C).i(k).i(vec ? 1 : 0));
+    }
+
+    /** Widest row whose inverse column map (16-bit entries) fits the 48 KiB of shared memory a launch gets by default. */
+    static final int SCATTER_MAP_MAX_COLS = 24 * 1024;
+
+    @Override
+    public void scatterRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), RI = own(rowIdx), CI = own(colIdx);
+        needI32("scatterRowsCols", "rowIdx", RI);
+        needI32("scatterRowsCols", "colIdx", CI);
+        int n = (int) RI.numel(), k = (int) CI.numel(), C = O.dim(-1), R = (int) (O.numel() / Math.max(1, C));
+        needNumel("scatterRowsCols", "src", S, (long) n * k);
+        if (n == 0 || C == 0) return;
+        if (k > C) throw new IllegalArgumentException("scatterRowsCols: " + k + " column indices for rows of " + C + " (" + O + ")");
+        boolean map = C <= SCATTER_MAP_MAX_COLS;     // k ≤ C < 65535 then fits the 16-bit positions
+        boolean vec = map && C % 8 == 0 && aligned(O);
+        // a few blocks per SM; each builds the column map once for its rows
+        int rowsPerBlock = Math.max(1, (n + SM_BLOCKS / 2 - 1) / (SM_BLOCKS / 2));
+        int blocks = (n + rowsPerBlock - 1) / rowsPerBlock;
+        int smem = map ? (C * 2 + 15) / 16 * 16 : 0;
+        launch("scatter_rows_cols_" + sfx(O, "scatterRowsCols") + "_" + sfx(S, "scatterRowsCols"), blocks, 1,
+                rowThreads(vec ? C / 8 : C, 256), smem,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address())
+                        .i(n).i(R).i(C).i(k).i(rowsPerBlock).i(map ? 1 : 0).i(vec ? 1 : 0));
     }
 
     @Override
@@ -1228,10 +1341,12 @@ public final class GpuBackend implements Backend {
         int C = X.dim(-1);
         needNumel("sequenceMean", "x", X, (long) batch * seqLen * C);
         needNumel("sequenceMean", "out", O, (long) batch * C);
-        long total = (long) batch * C;
-        if (total == 0) return;
-        launch("seq_mean_" + sfx(O, "sequenceMean") + "_" + sfx(X, "sequenceMean"), (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256), 1, 256, 0,
-                new Kernels.Args().ptr(O.address()).ptr(X.address()).ptr(KS.address()).i(batch).i(seqLen).i(C));
+        if ((long) batch * C == 0) return;
+        // a block of 32 lanes × 16 token strides per (tile of 32·8 or 32 columns, sequence)
+        boolean vec = C % 8 == 0 && aligned(X);
+        int tile = 32 * (vec ? 8 : 1);
+        launch("seq_mean_" + sfx(O, "sequenceMean") + "_" + sfx(X, "sequenceMean"), (C + tile - 1) / tile, batch, 32 * 16, 0,
+                new Kernels.Args().ptr(O.address()).ptr(X.address()).ptr(KS.address()).i(batch).i(seqLen).i(C).i(vec ? 1 : 0));
     }
 
     @Override
@@ -1245,6 +1360,97 @@ public final class GpuBackend implements Backend {
         needNumel("topK", "idx", I, k);
         if (k == 0) return;
         launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+    }
+
+    @Override
+    public void topKRows(Tensor idx, Tensor scores, int k) {
+        bind();
+        GpuTensor I = own(idx), S = own(scores);
+        needI32("topKRows", "idx", I);
+        needF32("topKRows", "scores", S);
+        if (S.rank() != 2) throw new IllegalArgumentException("topKRows: scores must be (rows, n), got " + S);
+        int m = S.dim(0), n = S.dim(1);
+        if (k < 0 || k > n) throw new IllegalArgumentException("topKRows: k = " + k + " outside [0, " + n + "]");
+        needNumel("topKRows", "idx", I, (long) m * k);
+        if (k == 0 || m == 0) return;
+        launch("topk_f32", m, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+    }
+
+    /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
+    static final int LOW_RANK_MAX = 32;
+    private static final int LR_COLS = 256, LR_ROWS = 64;
+
+    @Override
+    public void lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
+        bind();
+        if (outs.length != ts.length || outs.length != qs.length)
+            throw new IllegalArgumentException("lowRankColumnNorms: " + outs.length + " outputs, " + ts.length + " t, " + qs.length + " Q");
+        if (outs.length == 0) return;
+        if (outs.length > 3) {  // the kernel takes three segments: do the rest in further launches
+            lowRankColumnNorms(Arrays.copyOf(outs, 3), Arrays.copyOf(ts, 3), Arrays.copyOf(qs, 3));
+            lowRankColumnNorms(Arrays.copyOfRange(outs, 3, outs.length), Arrays.copyOfRange(ts, 3, ts.length), Arrays.copyOfRange(qs, 3, qs.length));
+            return;
+        }
+        GpuTensor[] O = new GpuTensor[outs.length], T = new GpuTensor[outs.length], Q = new GpuTensor[outs.length];
+        int n = -1, r = -1, mTotal = 0;
+        for (int i = 0; i < outs.length; i++) {
+            O[i] = own(outs[i]); T[i] = own(ts[i]); Q[i] = own(qs[i]);
+            needF32("lowRankColumnNorms", "outs[" + i + "]", O[i]);
+            if (T[i].rank() != 2 || Q[i].rank() != 2 || T[i].dim(1) != Q[i].dim(0) || O[i].numel() != Q[i].dim(1))
+                throw new IllegalArgumentException("lowRankColumnNorms: segment " + i + " has t " + T[i] + ", Q " + Q[i] + ", out " + O[i]);
+            if (i == 0) { n = T[i].dim(0); r = T[i].dim(1); }
+            else if (T[i].dim(0) != n || T[i].dim(1) != r)
+                throw new IllegalArgumentException("lowRankColumnNorms: every t must be (" + n + ", " + r + "), segment " + i + " is " + T[i]);
+            mTotal += Q[i].dim(1);
+        }
+        DType dt = T[0].dtype();
+        boolean fused = r <= LOW_RANK_MAX && (dt == DType.BF16 || dt == DType.F32);
+        for (int i = 0; i < outs.length; i++) fused &= T[i].dtype() == dt && Q[i].dtype() == dt;
+        if (!fused) { Backend.super.lowRankColumnNorms(outs, ts, qs); return; }
+        if (mTotal == 0) return;
+        if (n == 0 || r == 0) { for (GpuTensor o : O) fill(o, 0f); return; }
+        int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (mTotal + LR_COLS - 1) / LR_COLS;
+        long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * mTotal * 4) : 0;
+        launch("lowrank_colsumsq_" + sfx(T[0], "lowRankColumnNorms"), gx, chunks, LR_COLS, 0,
+                segments(O, T, Q).ptr(part).i(n).i(r).i(mTotal));
+        if (chunks > 1)
+            launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(O, T, Q).ptr(part).i(chunks).i(mTotal));
+    }
+
+    /** The flat segment parameters of the low-rank norm kernels: three t, three Q, three outputs, three widths, the count. */
+    private static Kernels.Args segments(GpuTensor[] O, GpuTensor[] T, GpuTensor[] Q) {
+        Kernels.Args a = new Kernels.Args();
+        for (int i = 0; i < 3; i++) a.ptr(i < T.length ? T[i].address() : 0L);
+        for (int i = 0; i < 3; i++) a.ptr(i < Q.length ? Q[i].address() : 0L);
+        for (int i = 0; i < 3; i++) a.ptr(i < O.length ? O[i].address() : 0L);
+        for (int i = 0; i < 3; i++) a.i(i < Q.length ? Q[i].dim(1) : 0);
+        return a.i(O.length);
+    }
+
+    @Override
+    public void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
+        bind();
+        GpuTensor O = own(out), TG = own(tg), QG = own(qg), TU = own(tu), QU = own(qu);
+        needF32("lowRankSwigluColumnNorms", "out", O);
+        if (TG.rank() != 2 || TU.rank() != 2 || QG.rank() != 2 || QU.rank() != 2 || !Arrays.equals(TG.shape(), TU.shape())
+                || !Arrays.equals(QG.shape(), QU.shape()) || TG.dim(1) != QG.dim(0) || O.numel() != QG.dim(1))
+            throw new IllegalArgumentException("lowRankSwigluColumnNorms: out " + O + ", tg " + TG + ", qg " + QG + ", tu " + TU + ", qu " + QU);
+        int n = TG.dim(0), r = TG.dim(1), m = QG.dim(1);
+        DType dt = TG.dtype();
+        boolean fused = r <= LOW_RANK_MAX && (dt == DType.BF16 || dt == DType.F32)
+                && TU.dtype() == dt && QG.dtype() == dt && QU.dtype() == dt;
+        if (!fused) { Backend.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu); return; }
+        if (m == 0) return;
+        if (n == 0 || r == 0) { fill(O, 0f); return; }
+        int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (m + LR_COLS - 1) / LR_COLS;
+        long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * m * 4) : 0;
+        // segment parameters: t = (tg, tu), Q = (qg, qu), the one output, width m
+        Kernels.Args a = new Kernels.Args().ptr(TG.address()).ptr(TU.address()).ptr(0L).ptr(QG.address()).ptr(QU.address()).ptr(0L)
+                .ptr(O.address()).ptr(0L).ptr(0L).i(m).i(0).i(0).i(1);
+        launch("lowrank_swiglu_colsumsq_" + sfx(TG, "lowRankSwigluColumnNorms"), gx, chunks, LR_COLS, 0, a.ptr(part).i(n).i(r));
+        if (chunks > 1)
+            launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(new GpuTensor[] {O}, new GpuTensor[] {TG}, new GpuTensor[] {QG})
+                    .ptr(part).i(chunks).i(m));
     }
 
     @Override

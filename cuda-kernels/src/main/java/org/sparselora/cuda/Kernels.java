@@ -49,7 +49,7 @@ final class Kernels implements AutoCloseable {
                 for (String c : t) m.put("mul_" + a + "_" + b + "_" + c, "elementwise");
                 for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "add_rmsnorm_to", "rmsnorm_bwd", "cross_entropy"})
                     m.put(op + "_" + a + "_" + b, "layers");
-                for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "seq_mean"})
+                for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "gather_rows_cols", "scatter_rows_cols", "seq_mean"})
                     m.put(op + "_" + a + "_" + b, "sparse");
             }
         }
@@ -62,6 +62,11 @@ final class Kernels implements AutoCloseable {
         m.put("attn_bwd_prep", "attention");
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
+        m.put("lowrank_norm_finish", "sparse");
+        for (String a : t) {
+            m.put("lowrank_colsumsq_" + a, "sparse");
+            m.put("lowrank_swiglu_colsumsq_" + a, "sparse");
+        }
         m.put("adamw_multi", "sparse");
         m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");

@@ -302,6 +302,91 @@ class GpuBackendTest {
         assertThrows(IllegalArgumentException.class, () -> gpu.matmul(Y.g, X.g, false, W.g, false, 1f, 0f));
     }
 
+    /**
+     * matmulRowBlocks (one strided-batched GEMM, B broadcast) against the CPU's per-block matmuls:
+     * blocks of full activations in place, compact operands (stride = rows), a stride-0 operand
+     * (bias rows), beta 0 and 1, W transposed or not, bf16 and f32, and an F32-master B with bf16 A
+     * (the per-block default with operand conversion). Rows outside the blocks must keep their values;
+     * rows inside are NaN-poisoned on the GPU before a beta-0 call.
+     */
+    @Test
+    void matmulRowBlocksInPlaceAndCompact() {
+        int B = 3, T = 40, off = 29, m = 11, K = 72, N = 48;
+        for (DType t : FLOATS) {
+            for (boolean tb : new boolean[] {false, true}) {
+                for (float beta : new float[] {0f, 1f}) {
+                    float[] w = rand(K * N, 1f), base = rand(B * T * N, 1f);
+                    Pair W = pair(w, t, tb ? new int[] {N, K} : new int[] {K, N});
+                    Pair X = pair(rand(B * T * K, 1f), t, B * T, K), XC = pair(rand(B * m * K, 1f), t, B * m, K);
+                    String what = t + " transB=" + tb + " beta=" + beta;
+                    // full -> full, in place
+                    Pair Y = inout(base, t, B * T, N);
+                    if (beta == 0f) for (int j = 0; j < B; j++) gpu.fill(Y.g.rows(off + j * T, m), Float.NaN);
+                    gpu.matmulRowBlocks(Y.g, off, T, X.g, off, T, W.g, tb, B, m, 1f, beta);
+                    cpu.matmulRowBlocks(Y.c, off, T, X.c, off, T, W.c, tb, B, m, 1f, beta);
+                    close("matmulRowBlocks full->full " + what, Y, tolFor(t));
+                    // full -> compact, and compact -> full
+                    Pair YC = out(t, B * m, N);
+                    gpu.matmulRowBlocks(YC.g, 0, m, X.g, off, T, W.g, tb, B, m, 1f, 0f);
+                    cpu.matmulRowBlocks(YC.c, 0, m, X.c, off, T, W.c, tb, B, m, 1f, 0f);
+                    close("matmulRowBlocks full->compact " + what, YC, tolFor(t));
+                    Pair Y2 = inout(base, t, B * T, N);
+                    gpu.matmulRowBlocks(Y2.g, 3, T, XC.g, 0, m, W.g, tb, B, m, 2f, beta);
+                    cpu.matmulRowBlocks(Y2.c, 3, T, XC.c, 0, m, W.c, tb, B, m, 2f, beta);
+                    close("matmulRowBlocks compact->full alpha=2 " + what, Y2, tolFor(t));
+                    // stride-0 A: the same rows for every block (the bias add through a column of ones)
+                    Pair Y3 = inout(base, t, B * T, N);
+                    gpu.matmulRowBlocks(Y3.g, off, T, XC.g, 0, 0, W.g, tb, B, m, 1f, 1f);
+                    cpu.matmulRowBlocks(Y3.c, off, T, XC.c, 0, 0, W.c, tb, B, m, 1f, 1f);
+                    close("matmulRowBlocks stride-0 A " + what, Y3, tolFor(t));
+                }
+            }
+        }
+        // bf16 activations × an F32 master weight: the per-block default, which converts the operand
+        float[] x = rand(2 * 10 * 64, 1f), w = bf(rand(16 * 64, 1f));
+        Pair X = pair(x, DType.BF16, 20, 64), W = pair(w, DType.F32, 16, 64), Y = inout(rand(20 * 16, 1f), DType.BF16, 20, 16);
+        gpu.matmulRowBlocks(Y.g, 2, 10, X.g, 2, 10, W.g, true, 2, 6, 1f, 0f);
+        cpu.matmulRowBlocks(Y.c, 2, 10, X.c, 2, 10, W.c, true, 2, 6, 1f, 0f);
+        close("matmulRowBlocks bf16 x f32(master)", Y, BF16_TOL);
+        assertThrows(IllegalArgumentException.class, () -> gpu.matmulRowBlocks(Y.g, 2, 10, X.g, 2, 10, W.g, true, 3, 6, 1f, 0f));
+    }
+
+    /**
+     * matmulSharedA against the CPU: right operands and outputs stacked as equally spaced views of one
+     * tensor each (one strided-batched GEMM, A broadcast) and as separate tensors (the per-product
+     * default), bf16 and f32, 2 and 3 products (the predictor's gate/up and q/k/v first factors). Every
+     * output NaN-poisoned first.
+     */
+    @Test
+    void matmulSharedAStackedAndSeparate() {
+        int M = 300, K = 96, N = 8;
+        for (DType t : FLOATS) {
+            for (int count : new int[] {2, 3}) {
+                Pair A = pair(rand(M * K, 1f), t, M, K);
+                float[] bs = rand(count * K * N, 1f);
+                Pair stackB = pair(bs, t, count * K, N);
+                Pair stackO = out(t, count * M, N);
+                Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
+                for (int i = 0; i < count; i++) {
+                    bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
+                    og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
+                }
+                gpu.matmulSharedA(og, A.g, bg);
+                cpu.matmulSharedA(oc, A.c, bc);
+                close("matmulSharedA stacked " + t + " x" + count, stackO, tolFor(t));
+                Pair[] sep = new Pair[count], outs = new Pair[count];
+                for (int i = 0; i < count; i++) {
+                    sep[i] = pair(Arrays.copyOfRange(bs, i * K * N, (i + 1) * K * N), t, K, N);
+                    outs[i] = out(t, M, N);
+                    bg[i] = sep[i].g; bc[i] = sep[i].c; og[i] = outs[i].g; oc[i] = outs[i].c;
+                }
+                gpu.matmulSharedA(og, A.g, bg);
+                cpu.matmulSharedA(oc, A.c, bc);
+                for (int i = 0; i < count; i++) close("matmulSharedA separate " + t + " x" + count + " #" + i, outs[i], tolFor(t));
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ layers
 
     @Test
@@ -767,6 +852,123 @@ class GpuBackendTest {
         }
     }
 
+    /**
+     * Whole-row gathers and scatters (and column ones over many rows) at the sizes the kernels branch on: the vectorized grid-stride
+     * path with a partial last pass, several passes (k·C/8 above the grid's 2112·256·4 units per pass),
+     * the token split of the 8B timing shape's context rows (3072 of 4096 rows × 4096), and the scalar
+     * per-row path (C not a multiple of 8, and a source 1 element off alignment). Exact.
+     */
+    @Test
+    void gatherScatterRowsVectorizedAndScalarPaths() {
+        int[][] cases = {{300, 64, 123}, {4096, 4096, 3072}, {2300, 8000, 2200}, {40, 70, 13}};
+        for (int[] cs : cases) {
+            int R = cs[0], C = cs[1], k = cs[2];
+            int[] idx = shuffled(distinct(k, R));
+            for (DType t : FLOATS) {
+                if (t == DType.F32 && (long) R * C > 4_000_000) continue;   // the large shapes in bf16 only (the GPU's storage type)
+                String what = t + " R=" + R + " C=" + C + " k=" + k;
+                Pair S = pair(rand(R * C, 1f), t, R, C), I = ints(idx, k), O = out(t, k, C);
+                gpu.gatherRows(O.g, S.g, I.g);
+                cpu.gatherRows(O.c, S.c, I.c);
+                exact("gatherRows " + what, O);
+                float[] base = rand(R * C, 1f);
+                for (boolean acc : new boolean[] {false, true}) {
+                    Pair D = inout(base, t, R, C);
+                    gpu.scatterRows(D.g, O.g, I.g, acc);
+                    cpu.scatterRows(D.c, O.c, I.c, acc);
+                    close("scatterRows acc=" + acc + " " + what, D, t == DType.BF16 && acc ? BF16_TOL : 0);
+                }
+            }
+        }
+        // column gathers/scatters with more rows than blocks (blocks stride over rows), bf16, exact
+        {
+            int R = 5000, C = 300, k = 37;
+            int[] cidx = shuffled(distinct(k, C));
+            Pair S = pair(rand(R * C, 1f), DType.BF16, R, C), CI = ints(cidx, k), O = out(DType.BF16, R, k);
+            gpu.gatherCols(O.g, S.g, CI.g);
+            cpu.gatherCols(O.c, S.c, CI.c);
+            exact("gatherCols R=5000", O);
+            Pair D = inout(rand(R * C, 1f), DType.BF16, R, C);
+            gpu.scatterCols(D.g, O.g, CI.g, false);
+            cpu.scatterCols(D.c, O.c, CI.c, false);
+            exact("scatterCols R=5000", D);
+        }
+        // a source view 1 element off 16-byte alignment: the scalar path
+        int R = 20, C = 64, k = 7;
+        float[] src = rand(R * C + 1, 1f);
+        Tensor big = gpu.fromFloats(bf(src), DType.BF16, R * C + 1);
+        Tensor cs = cpu.fromFloats(Arrays.copyOfRange(bf(src), 1, R * C + 1), DType.F32, R, C);
+        int[] idx = shuffled(distinct(k, R));
+        Pair I = ints(idx, k), O = out(DType.BF16, k, C);
+        gpu.gatherRows(O.g, big.view(1, R, C), I.g);
+        cpu.gatherRows(O.c, cs, I.c);
+        exact("gatherRows unaligned source", O);
+        big.close();
+    }
+
+    /** A duplicate-free random index set in random order (the fused row/column ops must not rely on ascending sets). */
+    static int[] shuffled(int[] a) {
+        int[] r = a.clone();
+        for (int i = r.length - 1; i > 0; i--) { int j = RNG.nextInt(i + 1); int s = r[i]; r[i] = r[j]; r[j] = s; }
+        return r;
+    }
+
+    /**
+     * The fused block ops (one kernel each) against CpuBackend, exact: every shape class the kernels
+     * branch on — 8-wide and scalar column paths (k or C not a multiple of 8, and an output that is a
+     * view 1 element off 16-byte alignment), the shared-memory column map and the wide-row fallback
+     * (C over {@link GpuBackend#SCATTER_MAP_MAX_COLS}), one row/one column, every row and every column,
+     * ascending and shuffled index sets, many rows per block (n over the block count).
+     */
+    @Test
+    void gatherRowsColsAndScatterRowsColsFused() {
+        int[][] cases = { // R, C, n, k
+                {50, 64, 17, 16}, {37, 70, 10, 13}, {40, 64, 40, 64}, {9, 8, 1, 1}, {33, 24, 33, 1},
+                {3000, 512, 2300, 104}, {5, GpuBackend.SCATTER_MAP_MAX_COLS + 40, 3, 200}, {12, 1029, 7, 1029}};
+        for (int[] cs : cases) {
+            int R = cs[0], C = cs[1], n = cs[2], k = cs[3];
+            for (boolean shuffle : new boolean[] {false, true}) {
+                int[] rows = distinct(n, R), cols = distinct(k, C);
+                if (shuffle) { rows = shuffled(rows); cols = shuffled(cols); }
+                Pair RI = ints(rows, n), CI = ints(cols, k);
+                for (DType t : FLOATS) {
+                    String what = t + " R=" + R + " C=" + C + " n=" + n + " k=" + k + (shuffle ? " shuffled" : "");
+                    Pair S = pair(rand(R * C, 1f), t, R, C);
+                    // gather into an aligned output and into one 1 element off 16-byte alignment (scalar path)
+                    Pair G = out(t, n, k);
+                    gpu.gatherRowsCols(G.g, S.g, RI.g, CI.g);
+                    cpu.gatherRowsCols(G.c, S.c, RI.c, CI.c);
+                    exact("gatherRowsCols " + what, G);
+                    Tensor big = gpu.empty(t, n * k + 1);
+                    gpu.fill(big, Float.NaN);
+                    Pair G1 = new Pair(big.view(1, n, k), cpu.zeros(DType.F32, n, k));
+                    gpu.gatherRowsCols(G1.g, S.g, RI.g, CI.g);
+                    cpu.gatherRowsCols(G1.c, S.c, RI.c, CI.c);
+                    exact("gatherRowsCols unaligned " + what, G1);
+                    big.close();
+                    // scatter: named rows become the values at their columns and 0 elsewhere (NaN-poisoned
+                    // first, so an element left unwritten fails); other rows keep their values
+                    Pair src = pair(rand(n * k, 1f), t, n, k);
+                    float[] base = rand(R * C, 1f);
+                    Pair D = inout(base, t, R, C);
+                    Tensor poison = gpu.empty(t, n, C);
+                    gpu.fill(poison, Float.NaN);
+                    gpu.scatterRows(D.g, poison, RI.g, false);
+                    gpu.scatterRowsCols(D.g, src.g, RI.g, CI.g);
+                    cpu.scatterRowsCols(D.c, src.c, RI.c, CI.c);
+                    exact("scatterRowsCols " + what, D);
+                    poison.close();
+                    Tensor big2 = gpu.empty(t, R * C + 1);
+                    Tensor D1 = big2.view(1, R, C);
+                    gpu.copyFromHost(D1, t == DType.BF16 ? bf(base) : base);
+                    gpu.scatterRowsCols(D1, src.g, RI.g, CI.g);
+                    exact("scatterRowsCols unaligned " + what, new Pair(D1, D.c));
+                    big2.close();
+                }
+            }
+        }
+    }
+
     @Test
     void columnNormsAndSequenceMean() {
         for (DType t : FLOATS) {
@@ -775,12 +977,71 @@ class GpuBackendTest {
             gpu.columnNorms(O.g, X.g);
             cpu.columnNorms(O.c, X.c);
             close("columnNorms " + t, O, 1e-5);
-            int B = 3, T = 20;
-            int[] ks = {0, 5, 19};
-            Pair XS = pair(rand(B * T * C, 1f), t, B * T, C), KS = ints(ks, B), M = out(t, B, C);
-            gpu.sequenceMean(M.g, XS.g, KS.g, B, T);
-            cpu.sequenceMean(M.c, XS.c, KS.c, B, T);
-            close("sequenceMean " + t, M, tolFor(t));
+            // C = 70: scalar lanes; C = 64 and 4104: 8-wide lanes, several column tiles; T = 300: many
+            // tokens per token stride; keyStart = T: an all-padding sequence gives 0
+            for (int[] bt : new int[][] {{3, 20, 70}, {3, 20, 64}, {4, 300, 4104}}) {
+                int B = bt[0], T = bt[1], CC = bt[2];
+                int[] ks = B == 3 ? new int[] {0, 5, 19} : new int[] {0, 17, T, 299};
+                Pair XS = pair(rand(B * T * CC, 1f), t, B * T, CC), KS = ints(ks, B), M = out(t, B, CC);
+                gpu.sequenceMean(M.g, XS.g, KS.g, B, T);
+                cpu.sequenceMean(M.c, XS.c, KS.c, B, T);
+                close("sequenceMean " + t + " B=" + B + " T=" + T + " C=" + CC, M, tolFor(t));
+            }
+        }
+    }
+
+    /** topKRows: each row of a (m, n) score matrix selected in one launch, equal to topK per row on the CPU. */
+    @Test
+    void topKRowsSelectsEveryRow() {
+        for (int[] mnk : new int[][] {{2, 1024, 256}, {3, 37, 37}, {5, 14336, 143}, {1, 9, 1}}) {
+            int m = mnk[0], n = mnk[1], k = mnk[2];
+            float[] s = new float[m * n];
+            for (int i = 0; i < s.length; i++) s[i] = i % 3 == 0 ? RNG.nextInt(5) : (float) RNG.nextDouble(-3, 3);
+            Pair S = pair(s, DType.F32, m, n);
+            Tensor ig = gpu.empty(DType.I32, m, k), ic = cpu.empty(DType.I32, m, k);
+            gpu.fill(ig, -1f);
+            gpu.topKRows(ig, S.g, k);
+            cpu.topKRows(ic, S.c, k);
+            assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topKRows m=" + m + " n=" + n + " k=" + k);
+        }
+    }
+
+    /**
+     * The predictor's fused low-rank norms (no (n, M) estimate written) against the CPU's estimate +
+     * columnNorms: one to three segments, one row chunk (n ≤ 64, the MLP's B sequence means: the
+     * square root is written directly) and many (n = 1000, q̂/k̂/v̂ over the tokens), ranks 8 and 32,
+     * and rank 33 (over the kernel's register budget: the composed default runs). Fused: fp32 sums of
+     * the same bf16 inputs on both sides, in different orders: 1e-4. The default writes the estimate in
+     * the GPU's bf16 compute type before the norms: 3e-3.
+     */
+    @Test
+    void lowRankColumnNormsAndSwigluScores() {
+        for (DType t : FLOATS) {
+            for (int[] nr : new int[][] {{8, 8}, {1000, 8}, {130, 32}, {70, 33}}) {
+                int n = nr[0], r = nr[1];
+                double tol = r <= GpuBackend.LOW_RANK_MAX ? 1e-4 : 3e-3;
+                int[] widths = {300, 64, 64};
+                for (int segs = 1; segs <= 3; segs++) {
+                    Tensor[] tg = new Tensor[segs], qg = new Tensor[segs], og = new Tensor[segs];
+                    Tensor[] tc = new Tensor[segs], qc = new Tensor[segs], oc = new Tensor[segs];
+                    Pair[] outs = new Pair[segs];
+                    for (int i = 0; i < segs; i++) {
+                        Pair T = pair(rand(n * r, 1f), t, n, r), Q = pair(rand(r * widths[i], 1f), t, r, widths[i]);
+                        outs[i] = out(DType.F32, widths[i]);
+                        tg[i] = T.g; tc[i] = T.c; qg[i] = Q.g; qc[i] = Q.c; og[i] = outs[i].g; oc[i] = outs[i].c;
+                    }
+                    gpu.lowRankColumnNorms(og, tg, qg);
+                    cpu.lowRankColumnNorms(oc, tc, qc);
+                    for (int i = 0; i < segs; i++)
+                        close("lowRankColumnNorms " + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs, outs[i], tol);
+                }
+                int m = 1029;
+                Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
+                Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
+                gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
+                cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
+                close("lowRankSwigluColumnNorms " + t + " n=" + n + " r=" + r, O, tol);
+            }
         }
     }
 

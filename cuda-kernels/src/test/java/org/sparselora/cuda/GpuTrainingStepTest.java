@@ -174,10 +174,29 @@ class GpuTrainingStepTest {
 
     @Test
     void sparseStepMatchesTheCpuOnTheSamePlanAndSelectsSimilarChannels() {
+        sparseStepCase(batch(8), false);
+    }
+
+    /**
+     * Every sequence with its prompt and output tokens at the same positions (no padding, the first 5
+     * of 12 tokens are prompt, as in the timing batches): the frozen GEMMs run on row blocks of the
+     * activations (cuBLAS strided-batched, no token gathers), on both backends; same checks.
+     */
+    @Test
+    void sparseStepOnRowBlockTokenGroupsMatchesTheCpu() {
+        Batch batch = TinyModels.batch(C, 21, 12, new int[] {0, 0}, 5);
+        for (LlamaModel.RowBlockMode mode : new LlamaModel.RowBlockMode[] {LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL})
+            sparseStepCase(batch, true, mode);
+    }
+
+    static void sparseStepCase(Batch b, boolean rowBlocks) { sparseStepCase(b, rowBlocks, LlamaModel.RowBlockMode.SPARSE); }
+
+    static void sparseStepCase(Batch b, boolean rowBlocks, LlamaModel.RowBlockMode mode) {
         RandomWeights src = new RandomWeights(C, 7);
-        Batch b = batch(8);
         long seed = 11;
         LlamaModel mc = new LlamaModel(cpu, LlamaWeights.upload(cpu, src)), mg = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
+        mc.setRowBlockMode(mode);
+        mg.setRowBlockMode(mode);
         LoraAdapter lc = adapter(cpu, 31), lg = adapter(gpu, 31);
         try (SparsePlanner pc = SparsePlanner.create(cpu, src, sparsity(), null, 10, 1, SvdPredictor.Progress.NONE);
              SparsePlanner pg = SparsePlanner.create(gpu, src, sparsity(), null, 10, 1, SvdPredictor.Progress.NONE)) {
@@ -200,8 +219,11 @@ class GpuTrainingStepTest {
                 }
                 gpuPlan = new SparsePlan(to(gpu, cpu, plan.sparseTokens()), to(gpu, cpu, plan.denseTokens()), lps, plan.frozenGrad());
             }
+            assertEquals(rowBlocks, mc.usedRowBlocks(), "CPU token groups as row blocks");
             // the same plan on the GPU
             double loss = mg.forward(b, lg, gpuPlan, null, seed);
+            assertEquals(rowBlocks, mg.usedRowBlocks(), "GPU token groups as row blocks");
+            assertEquals(rowBlocks && mode == LlamaModel.RowBlockMode.ALL, mg.usedDenseRowBlocks(), "GPU dense group as row blocks");
             mg.backward();
             compare("sparse, CPU's plan", new Result(loss, host(gpu, lg.grads()), null), cpuRes);
 

@@ -79,6 +79,34 @@ public interface Backend extends AutoCloseable {
      */
     void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta);
 
+    /**
+     * {@link #matmul} over equally spaced row blocks: for j < blocks, rows [aOff + j·aStride, +m) of a
+     * times op(b) go to rows [cOff + j·cStride, +m) of c, C_j = alpha·A_j·op(b) + beta·C_j. a (Ra,K),
+     * b (K,N) or, transposed, (N,K), c (Rc,N); a stride of m makes that operand compact, a stride of 0
+     * repeats its rows for every block. SparseLoRA's token groups are such blocks when every sequence
+     * has its context and output tokens at the same positions (left-aligned prompts of one length, the
+     * reference's timing batches): the frozen GEMMs then read and write the full activations in place,
+     * with no gather or scatter of token rows. Each row's result is that of {@link #matmul} on it.
+     * Default: one matmul per block on row views.
+     */
+    default void matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b, boolean transB,
+                                 int blocks, int m, float alpha, float beta) {
+        for (int j = 0; j < blocks; j++)
+            matmul(c.rows(cOff + j * cStride, m), a.rows(aOff + j * aStride, m), false, b, transB, alpha, beta);
+    }
+
+    /**
+     * outs[i] = a·bs[i] for every i: several products with one shared left operand, none transposed.
+     * a (M,K), bs[i] (K,N), outs[i] (M,N). The SVD predictor's first factors of a layer (q, k, v; gate,
+     * up) all read the layer's normed input. Default: one {@link #matmul} each; a device may run them
+     * as one batched GEMM when the bs and the outs sit equally spaced in memory.
+     */
+    default void matmulSharedA(Tensor[] outs, Tensor a, Tensor[] bs) {
+        if (outs.length != bs.length)
+            throw new IllegalArgumentException("matmulSharedA: " + outs.length + " outputs for " + bs.length + " right operands");
+        for (int i = 0; i < outs.length; i++) matmul(outs[i], a, false, bs[i], false, 1f, 0f);
+    }
+
     /** y += alpha·x, elementwise, equal element counts. */
     void axpy(Tensor y, float alpha, Tensor x);
 
@@ -303,6 +331,52 @@ public interface Backend extends AutoCloseable {
      * so the choice is deterministic. idx (k) I32, scores (n) F32. Runs on the device (no host trip).
      */
     void topK(Tensor idx, Tensor scores, int k);
+
+    /**
+     * {@link #topK} on every row: idx (m,k) I32 row i = the k largest of scores (m,n) F32 row i, with
+     * topK's order and tie rule. Lets a device select several score vectors in one launch. Default:
+     * topK per row.
+     */
+    default void topKRows(Tensor idx, Tensor scores, int k) {
+        int m = scores.dim(0), n = scores.dim(1);
+        if (idx.numel() != (long) m * k)
+            throw new IllegalArgumentException("topKRows: idx " + Tensor.describe(idx) + " for " + m + " rows of k = " + k);
+        for (int i = 0; i < m; i++) topK(idx.view((long) i * k, k), scores.view((long) i * n, n), k);
+    }
+
+    /**
+     * The SVD predictor's per-channel norms straight from its low-rank factors, several projections at
+     * once: for each i, {@code outs[i][c] = ‖(ts[i]·qs[i])[:, c]‖} over the rows, where ts[i] (n,r) is
+     * x·P of projection i and qs[i] (r,M_i) its second factor; outs[i] (M_i) F32. A device backend
+     * computes this without writing the (n, M_i) estimates. Default: the estimate in the compute type
+     * ({@link #matmul}), then {@link #columnNorms}.
+     */
+    default void lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
+        if (outs.length != ts.length || outs.length != qs.length)
+            throw new IllegalArgumentException("lowRankColumnNorms: " + outs.length + " outputs, " + ts.length + " t, " + qs.length + " Q");
+        for (int i = 0; i < outs.length; i++) {
+            try (Tensor e = empty(computeType(), ts[i].dim(0), qs[i].dim(1))) {
+                matmul(e, ts[i], false, qs[i], false, 1f, 0f);
+                columnNorms(outs[i], e);
+            }
+        }
+    }
+
+    /**
+     * The MLP form of {@link #lowRankColumnNorms}: {@code out[c] = ‖(silu(tg·qg) ⊙ (tu·qu))[:, c]‖} over
+     * the rows — the score of intermediate channel c from the gate and up estimates. out (M) F32,
+     * tg, tu (n,r), qg, qu (r,M). Default: both estimates in the compute type, {@link #swiglu},
+     * {@link #columnNorms}.
+     */
+    default void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
+        int n = tg.dim(0), m = qg.dim(1);
+        try (Tensor gate = empty(computeType(), n, m); Tensor up = empty(computeType(), n, m); Tensor act = empty(computeType(), n, m)) {
+            matmul(gate, tg, false, qg, false, 1f, 0f);
+            matmul(up, tu, false, qu, false, 1f, 0f);
+            swiglu(act, gate, up);
+            columnNorms(out, act);
+        }
+    }
 
     /**
      * GQA-correct Q/K channel scores (SparseLoRA "QK-norm"): for each KV channel (g, d),

@@ -27,6 +27,10 @@ import org.sparselora.engine.train.Batch;
  * runs compact, at the kept intermediate width from end to end ({@link #mlpForwardCompact}); the
  * sparse rows are re-joined with fused block ops ({@link Backend#scatterRowsCols},
  * {@link Backend#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
+ * When every sequence has its sparse and dense tokens at the same positions (each group is equally
+ * spaced runs of rows, {@link RowBlocks}: the reference's timing batches, or every token sparse) the
+ * frozen GEMMs read and write the activations in place ({@link Backend#matmulRowBlocks}) and no token
+ * row is gathered or scattered; per row these are the same GEMMs, so the results are the same bits.
  * With a {@link LayerSelector} the plan's layer entries are filled during the forward, each right
  * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
  * and that layer's slices are gathered then.
@@ -76,6 +80,64 @@ public final class LlamaModel implements AutoCloseable {
     private Tensor gatheredFrom;
     // gathered weight slices, [layer][projection]; buffers reused when k repeats
     private final Tensor[][] slices, biasSlices;
+    // the sparse / dense token group as equally spaced row blocks of the activations (null: gathered
+    // and scattered); set per forward, read by the backward. dBlocks is only set with sBlocks.
+    private RowBlocks sBlocks, dBlocks;
+    private RowBlockMode rowBlockMode = RowBlockMode.fromProperty();
+
+    /**
+     * Which token groups run their frozen GEMMs on row blocks in place when their layout allows
+     * (system property {@code sparselora.rowBlocks}: {@code sparse}, the default, {@code all} or
+     * {@code off}). Every mode gives the same bits. The sparse group's GEMMs read small kept-channel
+     * slices, so a strided-batched GEMM over its per-sequence blocks costs what one GEMM does and the
+     * gathers and scatters of its rows (three quarters of the tokens) are saved. The dense group's
+     * GEMMs read whole weights: as B per-sequence blocks a device may re-read a weight per block where
+     * one GEMM over the gathered rows shares it between row tiles, which can cost more than the
+     * gathers it saves; {@code all} is there to measure that.
+     */
+    public enum RowBlockMode {
+        OFF, SPARSE, ALL;
+
+        static RowBlockMode fromProperty() {
+            String v = System.getProperty("sparselora.rowBlocks", "sparse");
+            return switch (v) {
+                case "off" -> OFF;
+                case "sparse" -> SPARSE;
+                case "all" -> ALL;
+                default -> throw new IllegalArgumentException("system property sparselora.rowBlocks must be off, sparse or all, not '" + v + "'");
+            };
+        }
+    }
+
+    public void setRowBlockMode(RowBlockMode mode) { this.rowBlockMode = java.util.Objects.requireNonNull(mode); }
+
+    public RowBlockMode rowBlockMode() { return rowBlockMode; }
+
+    /** Whether the last forward ran its sparse token group as row blocks (GEMMs in place, no token gathers). */
+    public boolean usedRowBlocks() { return sBlocks != null; }
+
+    /** Whether the last forward ran its dense token group as row blocks too. */
+    public boolean usedDenseRowBlocks() { return dBlocks != null; }
+
+    /**
+     * A token group that is {@code blocks} runs of {@code len} consecutive rows, run j starting at row
+     * {@code off + j·stride}: the same positions in every sequence (stride T), or one run. Frozen GEMMs
+     * on such a group read and write the activations in place ({@link Backend#matmulRowBlocks}).
+     */
+    record RowBlocks(int blocks, int stride, int off, int len) {
+        /** The layout of the ascending rows idx, or null when they are not equally spaced runs of one length. */
+        static RowBlocks of(int[] idx, int seqLen) {
+            int n = idx.length;
+            if (n == 0) return null;
+            int len = 1;
+            while (len < n && idx[len] == idx[0] + len) len++;
+            if (len == n) return new RowBlocks(1, n, idx[0], n);
+            if (n % len != 0 || len > seqLen) return null;
+            for (int i = 0; i < n; i++)
+                if (idx[i] != idx[0] + (i / len) * seqLen + i % len) return null;
+            return new RowBlocks(n / len, seqLen, idx[0], len);
+        }
+    }
 
     public LlamaModel(Backend be, LlamaWeights w) { this(be, w, Math.min(w.config.maxPositions(), 16384)); }
 
@@ -427,6 +489,7 @@ public final class LlamaModel implements AutoCloseable {
     private void setupPlan(Acts a, SparsePlan plan) {
         gatheredFrom = null;
         sIdx = dIdx = null;
+        sBlocks = dBlocks = null;
         nS = nD = 0;
         if (plan == null) return;
         if (plan.layers() == null || plan.layers().length != c.numLayers())
@@ -438,7 +501,15 @@ public final class LlamaModel implements AutoCloseable {
         nD = dIdx == null ? 0 : (int) dIdx.numel();
         if (nS + nD != a.N)
             throw new IllegalArgumentException("sparse plan splits " + nS + " sparse + " + nD + " dense tokens, the batch has " + a.N);
-        // gather this step's weight slices once; backward reuses them
+        // same positions in every sequence (or one run): GEMMs in place, no token gathers. Not with the
+        // test hook, which sees each group's compact frozen outputs. Reading the index sets back waits
+        // for the stream once per step, before any of its work is queued.
+        if (rowBlockMode != RowBlockMode.OFF && frozenHook == null) {
+            sBlocks = RowBlocks.of(be.toInts(sIdx), a.T);
+            if (sBlocks != null && nD > 0 && rowBlockMode == RowBlockMode.ALL) dBlocks = RowBlocks.of(be.toInts(dIdx), a.T);
+        }
+        // gather this step's weight slices once; backward reuses them (with an in-flight selector the
+        // plan's layers are still empty here: each layer's slices are gathered right after its selection)
         for (int l = 0; l < c.numLayers(); l++) gatherSlices(l, Projection.values());
     }
 
@@ -491,6 +562,8 @@ public final class LlamaModel implements AutoCloseable {
         if (idx == null || sIdx == null) {
             be.matmul(y, x, false, W, true, 1, 0);
             if (bias != null) be.matmul(y, a.ones, false, bias.reshape(1, out), false, 1, 1);
+        } else if (sBlocks != null) {
+            projForwardBlocks(a, y, x, l, p, idx);
         } else {
             int k = (int) idx.numel();
             // q/k/v and gate/up read the same input: gather its token rows once. o/down read only the
@@ -535,6 +608,41 @@ public final class LlamaModel implements AutoCloseable {
         }
     }
 
+    /**
+     * The frozen part of {@link #projForward} when the sparse token group is row blocks: its GEMM reads
+     * x's rows into the compact (n_s,k) output that one scatterRowsCols re-joins (q/k/v/gate/up), or
+     * reads the gathered kept columns and writes y's rows in place (o/down). The dense group does the
+     * same in place when it is row blocks too, else it is gathered (once for q/k/v) and scattered.
+     * Per row the same GEMMs as the gather path.
+     */
+    private void projForwardBlocks(Acts a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
+        int in = p.inDim(c), out = p.outDim(c), k = (int) idx.numel();
+        Tensor W = w.layers[l].weight(p), bias = w.layers[l].bias(p), ws = slices[l][p.ordinal()];
+        RowBlocks s = sBlocks, d = dBlocks;
+        if (nD > 0 && d != null) {
+            be.matmulRowBlocks(y, d.off, d.stride, x, d.off, d.stride, W, true, d.blocks, d.len, 1, 0);
+            if (bias != null) be.matmulRowBlocks(y, d.off, d.stride, a.ones, 0, 0, bias.reshape(1, out), false, d.blocks, d.len, 1, 1);
+        } else if (nD > 0) {
+            boolean share = outputSliced(p) && in <= Math.max(c.hiddenSize(), c.qDim());
+            Tensor xd = share ? a.xdShared.view(0, nD, in) : a.s1.view(0, nD, in), yd = a.s2.view(0, nD, out);
+            if (!share || gatheredFrom != x) be.gatherRows(xd, x, dIdx);
+            if (share) gatheredFrom = x;                  // q, k, v read the same rows: gather once
+            be.matmul(yd, xd, false, W, true, 1, 0);
+            if (bias != null) be.matmul(yd, a.ones.rows(0, nD), false, bias.reshape(1, out), false, 1, 1);
+            be.scatterRows(y, yd, dIdx, false);
+        }
+        if (outputSliced(p)) {
+            Tensor yk = a.s3.view(0, nS, k);
+            be.matmulRowBlocks(yk, 0, s.len, x, s.off, s.stride, ws, true, s.blocks, s.len, 1, 0);        // (n_s,k)
+            if (bias != null) be.matmul(yk, a.ones.rows(0, nS), false, biasSlices[l][p.ordinal()].reshape(1, k), false, 1, 1);
+            be.scatterRowsCols(y, yk, sIdx, idx);                                                       // pruned outputs 0
+        } else {
+            Tensor xk = a.s3.view(0, nS, k);
+            be.gatherRowsCols(xk, x, sIdx, idx);                                                        // (n_s,k)
+            be.matmulRowBlocks(y, s.off, s.stride, xk, 0, s.len, ws, true, s.blocks, s.len, 1, 0);
+        }
+    }
+
     // ------------------------------------------------------------------ compact sparse MLP
 
     /**
@@ -565,6 +673,10 @@ public final class LlamaModel implements AutoCloseable {
         int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
         LlamaWeights.Layer lw = w.layers[l];
         Tensor x = a.xn2[l];
+        if (sBlocks != null) {
+            mlpForwardCompactBlocks(a, y, l, idx);
+            return;
+        }
         gatheredFrom = x;
         if (nD > 0) {
             Tensor xd = a.xdShared.view(0, nD, C);                                           // (n_d,C)
@@ -594,6 +706,38 @@ public final class LlamaModel implements AutoCloseable {
         be.scatterRows(y, ys, sIdx, false);
     }
 
+    /** {@link #mlpForwardCompact} with row-block token groups: GEMMs read xn2's rows and write y's in place. */
+    private void mlpForwardCompactBlocks(Acts a, Tensor y, int l, Tensor idx) {
+        int I = c.intermediateSize(), k = (int) idx.numel();
+        LlamaWeights.Layer lw = w.layers[l];
+        Tensor x = a.xn2[l];
+        RowBlocks s = sBlocks, d = dBlocks;
+        if (nD > 0) {
+            Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I), hd = a.h[l].view(0, nD, I);
+            if (d != null) {
+                be.matmulRowBlocks(gd, 0, d.len, x, d.off, d.stride, lw.weight(Projection.GATE), true, d.blocks, d.len, 1, 0);
+                be.matmulRowBlocks(ud, 0, d.len, x, d.off, d.stride, lw.weight(Projection.UP), true, d.blocks, d.len, 1, 0);
+                be.swiglu(hd, gd, ud);
+                be.matmulRowBlocks(y, d.off, d.stride, hd, 0, d.len, lw.weight(Projection.DOWN), true, d.blocks, d.len, 1, 0);
+            } else {
+                Tensor xd = a.xdShared.view(0, nD, c.hiddenSize()), yd = a.s2.view(0, nD, c.hiddenSize());
+                gatheredFrom = null;                      // xdShared now holds other rows
+                be.gatherRows(xd, x, dIdx);
+                be.matmul(gd, xd, false, lw.weight(Projection.GATE), true, 1, 0);
+                be.matmul(ud, xd, false, lw.weight(Projection.UP), true, 1, 0);
+                be.swiglu(hd, gd, ud);
+                be.matmul(yd, hd, false, lw.weight(Projection.DOWN), true, 1, 0);
+                be.scatterRows(y, yd, dIdx, false);
+            }
+        }
+        long off = (long) nD * I;
+        Tensor gk = a.g[l].view(off, nS, k), uk = a.u[l].view(off, nS, k), hk = a.h[l].view(off, nS, k);
+        be.matmulRowBlocks(gk, 0, s.len, x, s.off, s.stride, slices[l][Projection.GATE.ordinal()], true, s.blocks, s.len, 1, 0);
+        be.matmulRowBlocks(uk, 0, s.len, x, s.off, s.stride, slices[l][Projection.UP.ordinal()], true, s.blocks, s.len, 1, 0);
+        be.swiglu(hk, gk, uk);
+        be.matmulRowBlocks(y, s.off, s.stride, hk, 0, s.len, slices[l][Projection.DOWN.ordinal()], true, s.blocks, s.len, 1, 0);
+    }
+
     /**
      * Backward of {@link #mlpForwardCompact}: dx (N,C) = ∂/∂xn2[l] (overwritten) from dy (N,C). With
      * {@code frozen_grad: cut} the sparse tokens' rows are 0 (the whole MLP is frozen on them); sliced
@@ -605,6 +749,10 @@ public final class LlamaModel implements AutoCloseable {
         LlamaWeights.Layer lw = w.layers[l];
         boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
         if (!sliced) be.fill(dx, 0f);
+        if (sBlocks != null) {
+            mlpBackwardCompactBlocks(a, dx, dy, l, idx, sliced);
+            return;
+        }
         if (nD > 0) {
             Tensor dyd = a.s1.view(0, nD, C), dxd = a.s2.view(0, nD, C);
             Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
@@ -627,6 +775,40 @@ public final class LlamaModel implements AutoCloseable {
             be.matmul(dxs, dgk, false, slices[l][Projection.GATE.ordinal()], false, 1, 0);   // (n_s,C)
             be.matmul(dxs, duk, false, slices[l][Projection.UP.ordinal()], false, 1, 1);
             be.scatterRows(dx, dxs, sIdx, false);
+        }
+    }
+
+    /** {@link #mlpBackwardCompact} with row-block token groups: GEMMs read dy's rows and write dx's in place. */
+    private void mlpBackwardCompactBlocks(Acts a, Tensor dx, Tensor dy, int l, Tensor idx, boolean sliced) {
+        int I = c.intermediateSize(), k = (int) idx.numel();
+        LlamaWeights.Layer lw = w.layers[l];
+        RowBlocks s = sBlocks, d = dBlocks;
+        if (nD > 0) {
+            Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
+            Tensor dhd = a.dh.view(0, nD, I), dgd = a.dg.view(0, nD, I), dud = a.du.view(0, nD, I);
+            if (d != null) {
+                be.matmulRowBlocks(dhd, 0, d.len, dy, d.off, d.stride, lw.weight(Projection.DOWN), false, d.blocks, d.len, 1, 0);
+                be.swigluBackward(dgd, dud, dhd, gd, ud);
+                be.matmulRowBlocks(dx, d.off, d.stride, dgd, 0, d.len, lw.weight(Projection.GATE), false, d.blocks, d.len, 1, 0);
+                be.matmulRowBlocks(dx, d.off, d.stride, dud, 0, d.len, lw.weight(Projection.UP), false, d.blocks, d.len, 1, 1);
+            } else {
+                Tensor dyd = a.s1.view(0, nD, c.hiddenSize()), dxd = a.s2.view(0, nD, c.hiddenSize());
+                be.gatherRows(dyd, dy, dIdx);
+                be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
+                be.swigluBackward(dgd, dud, dhd, gd, ud);
+                be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
+                be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
+                be.scatterRows(dx, dxd, dIdx, false);
+            }
+        }
+        if (sliced) {
+            long off = (long) nD * I;
+            Tensor gk = a.g[l].view(off, nS, k), uk = a.u[l].view(off, nS, k);
+            Tensor dhk = a.dh.view(0, nS, k), dgk = a.dg.view(0, nS, k), duk = a.du.view(0, nS, k);
+            be.matmulRowBlocks(dhk, 0, s.len, dy, s.off, s.stride, slices[l][Projection.DOWN.ordinal()], false, s.blocks, s.len, 1, 0);
+            be.swigluBackward(dgk, duk, dhk, gk, uk);
+            be.matmulRowBlocks(dx, s.off, s.stride, dgk, 0, s.len, slices[l][Projection.GATE.ordinal()], false, s.blocks, s.len, 1, 0);
+            be.matmulRowBlocks(dx, s.off, s.stride, duk, 0, s.len, slices[l][Projection.UP.ordinal()], false, s.blocks, s.len, 1, 1);
         }
     }
 
@@ -719,6 +901,10 @@ public final class LlamaModel implements AutoCloseable {
             return;
         }
         boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
+        if (sBlocks != null) {
+            qkvFrozenBackwardBlocks(a, dx, l, ps, dys, idx, sliced);
+            return;
+        }
         Tensor dxd = a.s2.view(0, nD, C), dxs = a.s3.view(0, nS, C);
         boolean anyS = false;
         for (int i = 0; i < 3; i++) {
@@ -747,6 +933,43 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /**
+     * {@link #qkvFrozenBackward} with row-block token groups: each group's sum over q, k, v is built in
+     * dx's own rows (same order per row: q, then k, then v), reading dy's rows in place.
+     */
+    private void qkvFrozenBackwardBlocks(Acts a, Tensor dx, int l, Projection[] ps, Tensor[] dys, Tensor[] idx, boolean sliced) {
+        LlamaWeights.Layer lw = w.layers[l];
+        RowBlocks s = sBlocks, d = dBlocks;
+        Tensor dxd = a.s2.view(0, nD, c.hiddenSize());   // the dense rows' sum when they are gathered
+        boolean anyS = false;
+        for (int i = 0; i < 3; i++) {
+            Tensor W = lw.weight(ps[i]);
+            if (nD > 0 && d != null) {
+                be.matmulRowBlocks(dx, d.off, d.stride, dys[i], d.off, d.stride, W, false, d.blocks, d.len, 1, i == 0 ? 0 : 1);
+            } else if (nD > 0) {
+                Tensor dyd = a.s1.view(0, nD, ps[i].outDim(c));
+                be.gatherRows(dyd, dys[i], dIdx);
+                be.matmul(dxd, dyd, false, W, false, 1, i == 0 ? 0 : 1);
+            }
+            if (idx[i] == null) {                        // this projection runs dense on every token
+                be.matmulRowBlocks(dx, s.off, s.stride, dys[i], s.off, s.stride, W, false, s.blocks, s.len, 1, anyS ? 1 : 0);
+                anyS = true;
+            } else if (sliced) {
+                int k = (int) idx[i].numel();
+                Tensor dyk = a.s1.view(0, nS, k);
+                be.gatherRowsCols(dyk, dys[i], sIdx, idx[i]);
+                be.matmulRowBlocks(dx, s.off, s.stride, dyk, 0, s.len, slices[l][ps[i].ordinal()], false, s.blocks, s.len, 1, anyS ? 1 : 0);
+                anyS = true;
+            }
+        }
+        if (nD > 0 && d == null) be.scatterRows(dx, dxd, dIdx, false);
+        if (!anyS) {                                     // cut: the sparse tokens' frozen path adds nothing
+            Tensor dxs = a.s3.view(0, nS, c.hiddenSize());
+            be.fill(dxs, 0f);
+            be.scatterRows(dx, dxs, sIdx, false);
+        }
+    }
+
+    /**
      * Backward of {@link #projForward}: dx (N,in) (+)= ∂/∂x (null: not needed), LoRA dA, dB +=.
      * dy (N,out). The frozen term comes first, then LoRA's, in every path (bit-identical sums).
      */
@@ -756,6 +979,8 @@ public final class LlamaModel implements AutoCloseable {
         if (dx != null) {
             if (idx == null || sIdx == null) {
                 be.matmul(dx, dy, false, W, false, 1, accumulate ? 1 : 0);
+            } else if (sBlocks != null) {
+                projBackwardBlocks(a, dx, accumulate, dy, l, p, idx);
             } else {
                 int k = (int) idx.numel();
                 if (!accumulate) be.fill(dx, 0f);
@@ -790,6 +1015,47 @@ public final class LlamaModel implements AutoCloseable {
             }
         }
         loraBackward(a, dx, dy, x, l, p);
+    }
+
+    /**
+     * The frozen part of {@link #projBackward} with a row-block sparse group: GEMMs read dy's rows and
+     * write (beta 0) or add into (beta 1) dx's rows in place (the dense group too when it is row blocks,
+     * else gathered and scattered). Without accumulation every row is written
+     * (dense rows by their GEMM; sparse rows by the slice's GEMM or, for o/down, one scatterRowsCols),
+     * so dx is only zero-filled under {@code cut}, where the sparse rows get nothing.
+     */
+    private void projBackwardBlocks(Acts a, Tensor dx, boolean accumulate, Tensor dy, int l, Projection p, Tensor idx) {
+        int in = p.inDim(c), k = (int) idx.numel();
+        Tensor W = w.layers[l].weight(p), ws = slices[l][p.ordinal()];
+        RowBlocks s = sBlocks, d = dBlocks;
+        boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
+        float beta = accumulate ? 1 : 0;
+        if (!accumulate && !sliced) be.fill(dx, 0f);
+        if (nD > 0 && d != null) {
+            be.matmulRowBlocks(dx, d.off, d.stride, dy, d.off, d.stride, W, false, d.blocks, d.len, 1, beta);
+        } else if (nD > 0) {
+            Tensor dyd = a.s1.view(0, nD, p.outDim(c)), dxd = a.s2.view(0, nD, in);
+            be.gatherRows(dyd, dy, dIdx);
+            be.matmul(dxd, dyd, false, W, false, 1, 0);
+            be.scatterRows(dx, dxd, dIdx, accumulate);
+        }
+        if (!sliced) return;                             // CUT: no gradient through the frozen path on sparse tokens
+        if (outputSliced(p)) {
+            Tensor dyk = a.s3.view(0, nS, k);
+            be.gatherRowsCols(dyk, dy, sIdx, idx);                                                      // (n_s,k)
+            be.matmulRowBlocks(dx, s.off, s.stride, dyk, 0, s.len, ws, false, s.blocks, s.len, 1, beta);
+        } else {
+            Tensor dxk = a.s3.view(0, nS, k);
+            be.matmulRowBlocks(dxk, 0, s.len, dy, s.off, s.stride, ws, false, s.blocks, s.len, 1, 0);   // (n_s,k)
+            if (!accumulate) {
+                be.scatterRowsCols(dx, dxk, sIdx, idx);
+            } else {
+                Tensor dxs = a.s2.view(0, nS, in);
+                be.fill(dxs, 0f);
+                be.scatterCols(dxs, dxk, idx, false);
+                be.scatterRows(dx, dxs, sIdx, true);
+            }
+        }
     }
 
     /** LoRA's part of {@link #projBackward}: dA, dB += and, when dx is not null, dx += its input gradient. */

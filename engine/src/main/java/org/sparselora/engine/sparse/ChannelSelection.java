@@ -26,6 +26,13 @@ import org.sparselora.engine.model.LlamaConfig;
  * Padding never influences a score: the MLP mean skips it and attention gathers non-padding rows
  * first. Layout is HF head-contiguous: channel (head, d) = head·D + d.
  *
+ * <p>Per layer the device work is small and launch-bound, so it is batched: t = x·P for every factor
+ * of a module in one {@link Backend#matmulSharedA} (the P are stacked), and the scores come from the
+ * rank-r products t through {@link Backend#lowRankColumnNorms} (q̂, k̂, v̂ together) and
+ * {@link Backend#lowRankSwigluColumnNorms} (the MLP), which a GPU runs without writing the (n, M)
+ * estimates, and the K and V top-k are one {@link Backend#topKRows}. On the CPU these are the same
+ * matmul → columnNorms sequence as before (the same bits).
+ *
  * <p>With N data-parallel workers each one holds b/N rows of the batch. Every score above is a
  * square root of a per-channel sum over rows of squares (or, for K, a product of such norms), so a
  * {@link ScoreExchange} sums the workers' squared norms — padding and the per-sequence means stay
@@ -39,8 +46,14 @@ public final class ChannelSelection implements AutoCloseable {
     private final LlamaConfig cfg;
     private final SparsityConfig.Resolved sparsity;
     private final int rank;
-    /** Device factors per layer: proj → {P (in,r), Q (r,out)} in the backend's compute type. */
+    /**
+     * Device factors per layer: proj → {P (in,r), Q (r,out)} in the backend's compute type. The P of
+     * one module (gate, up; q, k, v) are views of one stacked (count·in, r) tensor, since they share
+     * their input and rank: a device multiplies the input by all of them in one batched GEMM.
+     */
     private final List<EnumMap<SvdPredictor.Proj, Tensor[]>> factors = new ArrayList<>();
+    /** What {@link #close()} frees: the stacked P tensors and every Q (the P views free nothing). */
+    private final List<Tensor> owned = new ArrayList<>();
 
     public ChannelSelection(Backend be, SvdPredictor predictor, SparsityConfig.Resolved sparsity) {
         this.be = be;
@@ -48,16 +61,32 @@ public final class ChannelSelection implements AutoCloseable {
         this.sparsity = sparsity;
         this.rank = predictor.rank();
         DType ct = be.computeType();
+        SvdPredictor.Proj[][] modules = {{SvdPredictor.Proj.GATE, SvdPredictor.Proj.UP},
+                                         {SvdPredictor.Proj.Q, SvdPredictor.Proj.K, SvdPredictor.Proj.V}};
         for (int layer = 0; layer < cfg.numLayers(); layer++) {
             EnumMap<SvdPredictor.Proj, Tensor[]> m = new EnumMap<>(SvdPredictor.Proj.class);
-            for (SvdPredictor.Proj p : SvdPredictor.Proj.values()) {
-                boolean needed = p.mlp() ? sparsity.mlpSparse(layer) : sparsity.attentionSparse(layer);
-                if (!needed) continue;
-                LowRankSvd.Factors f = predictor.get(layer, p);
-                if (f == null)
-                    throw new IllegalArgumentException("the SVD predictor has no factors for " + p.key(layer)
-                            + " but the sparsity config makes that layer sparse; rebuild the predictor for this config");
-                m.put(p, new Tensor[] {be.fromFloats(f.p(), ct, f.in(), f.rank()), be.fromFloats(f.q(), ct, f.rank(), f.out())});
+            for (SvdPredictor.Proj[] module : modules) {
+                if (!(module[0].mlp() ? sparsity.mlpSparse(layer) : sparsity.attentionSparse(layer))) continue;
+                LowRankSvd.Factors[] fs = new LowRankSvd.Factors[module.length];
+                for (int i = 0; i < module.length; i++) {
+                    fs[i] = predictor.get(layer, module[i]);
+                    if (fs[i] == null)
+                        throw new IllegalArgumentException("the SVD predictor has no factors for " + module[i].key(layer)
+                                + " but the sparsity config makes that layer sparse; rebuild the predictor for this config");
+                    if (fs[i].in() != fs[0].in() || fs[i].rank() != fs[0].rank())
+                        throw new IllegalArgumentException("the SVD predictor's factors of " + module[i].key(layer) + " are (" + fs[i].in()
+                                + ", " + fs[i].rank() + "), those of " + module[0].key(layer) + " (" + fs[0].in() + ", " + fs[0].rank() + ")");
+                }
+                int in = fs[0].in(), r = fs[0].rank();
+                Tensor stack = be.empty(ct, module.length * in, r);
+                owned.add(stack);
+                for (int i = 0; i < module.length; i++) {
+                    Tensor p = stack.view((long) i * in * r, in, r);
+                    be.copyFromHost(p, fs[i].p());
+                    Tensor q = be.fromFloats(fs[i].q(), ct, r, fs[i].out());
+                    owned.add(q);
+                    m.put(module[i], new Tensor[] {p, q});
+                }
             }
             factors.add(m);
         }
@@ -82,17 +111,16 @@ public final class ChannelSelection implements AutoCloseable {
         int c = cfg.hiddenSize(), inter = cfg.intermediateSize();
         DType ct = be.computeType();
         EnumMap<SvdPredictor.Proj, Tensor[]> f = factors.get(layer);
+        Tensor[] g = f.get(SvdPredictor.Proj.GATE), u = f.get(SvdPredictor.Proj.UP);
         try (Tensor xbar = be.empty(ct, batch, c);                 // (B,C)
-             Tensor t = be.empty(ct, batch, rank);                 // (B,r)
-             Tensor gate = be.empty(ct, batch, inter);             // (B,I)
-             Tensor up = be.empty(ct, batch, inter);               // (B,I)
-             Tensor act = be.empty(ct, batch, inter);              // (B,I)
+             Tensor tgu = be.empty(ct, 2 * batch, rank);           // x̄·Pg (B,r) then x̄·Pu (B,r)
              Tensor scores = be.empty(DType.F32, inter)) {         // (I)
+            Tensor tg = tgu.view(0, batch, rank), tu = tgu.view((long) batch * rank, batch, rank);
             be.sequenceMean(xbar, x, keyStart, batch, seqLen);
-            project(gate, t, xbar, f.get(SvdPredictor.Proj.GATE));
-            project(up, t, xbar, f.get(SvdPredictor.Proj.UP));
-            be.swiglu(act, gate, up);                              // a = silu(gate_est) ⊙ up_est
-            be.columnNorms(scores, act);                           // ‖a[:,c]‖ over this worker's sequences
+            be.matmulSharedA(new Tensor[] {tg, tu}, xbar, new Tensor[] {g[0], u[0]});
+            // ‖silu(x̄·Pg·Qg) ⊙ (x̄·Pu·Qu)‖ per channel over this worker's sequences; a device backend
+            // never writes the (B,I) estimates
+            be.lowRankSwigluColumnNorms(scores, tg, g[1], tu, u[1]);
             if (exchange.workers() > 1) globalNorms(exchange, layer, "mlp", scores);
             Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
             be.topK(idx, scores, sparsity.keptMlp(layer));
@@ -100,8 +128,17 @@ public final class ChannelSelection implements AutoCloseable {
         }
     }
 
-    /** Kept attention channels; each (·) I32 ascending, owned by the caller. */
-    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o) {}
+    /**
+     * Kept attention channels; each (·) I32 ascending. k and v are views of {@code kv} (2, kept), the
+     * storage they share; the caller owns q, o and kv ({@link #owned()}, {@link #close()}).
+     */
+    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o, Tensor kv) implements AutoCloseable {
+        /** The tensors to free when the selection is no longer needed. */
+        public java.util.List<Tensor> owned() { return java.util.List.of(q, o, kv); }
+
+        @Override
+        public void close() { for (Tensor t : owned()) t.close(); }
+    }
 
     /**
      * Kept attention channels of one layer. x (N, C) input_layernorm output; rows (n) I32 the
@@ -125,31 +162,34 @@ public final class ChannelSelection implements AutoCloseable {
             xs = be.empty(ct, n, c);
             be.gatherRows(xs, x, rows);                                // (n,C) non-padding tokens only
         }
-        try (Tensor t = be.empty(ct, n, rank);                        // (n,r)
-             Tensor qh = be.empty(ct, n, hq * d);                      // (n,Hq·D)
-             Tensor kvh = be.empty(ct, n, hkv * d);                    // (n,Hkv·D), k̂ then v̂
-             Tensor qn = be.empty(DType.F32, hq * d);
-             Tensor kn = be.empty(DType.F32, hkv * d);
-             Tensor vn = be.empty(DType.F32, hkv * d);
-             Tensor score = be.empty(DType.F32, hkv * d)) {
-            project(qh, t, xs, f.get(SvdPredictor.Proj.Q));
-            be.columnNorms(qn, qh);
-            project(kvh, t, xs, f.get(SvdPredictor.Proj.K));
-            be.columnNorms(kn, kvh);
-            project(kvh, t, xs, f.get(SvdPredictor.Proj.V));
-            be.columnNorms(vn, kvh);
+        int qd = hq * d, kvd = hkv * d;
+        Tensor kv = null;
+        // one F32 buffer [q̂ norms | k̂ norms | K scores | v̂ norms]: the K scores and V norms are the two
+        // rows of one (2, Hkv·D) matrix, so one topKRows selects both
+        try (Tensor tqkv = be.empty(ct, 3 * n, rank);                  // x·Pq, x·Pk, x·Pv, (n,r) each
+             Tensor norms = be.empty(DType.F32, qd + 3 * kvd)) {
+            long tr = (long) n * rank;
+            Tensor tq = tqkv.view(0, n, rank), tk = tqkv.view(tr, n, rank), tv = tqkv.view(2 * tr, n, rank);
+            Tensor qn = norms.view(0, qd), kn = norms.view(qd, kvd), score = norms.view(qd + kvd, kvd);
+            Tensor vn = norms.view(qd + 2 * kvd, kvd);
+            Tensor[] pq = f.get(SvdPredictor.Proj.Q), pk = f.get(SvdPredictor.Proj.K), pv = f.get(SvdPredictor.Proj.V);
+            be.matmulSharedA(new Tensor[] {tq, tk, tv}, xs, new Tensor[] {pq[0], pk[0], pv[0]});   // one batched GEMM on a device
+            // per-channel norms of x·P·Q for q, k, v together (a device never writes the (n, ·) estimates)
+            be.lowRankColumnNorms(new Tensor[] {qn, kn, vn}, new Tensor[] {tq, tk, tv}, new Tensor[] {pq[1], pk[1], pv[1]});
             if (exchange.workers() > 1) globalNorms(exchange, layer, "qkv", qn, kn, vn);
             be.kvChannelScores(score, qn, kn, hkv, group, d);
 
-            Tensor kIdx = be.empty(DType.I32, kept);
-            be.topK(kIdx, score, kept);
+            kv = be.empty(DType.I32, 2, kept);                         // row 0: kept K, row 1: kept V
+            be.topKRows(kv, norms.view(qd + kvd, 2, kvd), kept);
+            Tensor kIdx = kv.view(0, kept), vIdx = kv.view(kept, kept);
             Tensor qIdx = be.empty(DType.I32, kept * group);
             be.expandGroupChannels(qIdx, kIdx, group, d);
-            Tensor vIdx = be.empty(DType.I32, kept);
-            be.topK(vIdx, vn, kept);
             Tensor oIdx = be.empty(DType.I32, kept * group);
             be.expandGroupChannels(oIdx, vIdx, group, d);
-            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx);
+            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx, kv);
+        } catch (RuntimeException e) {
+            if (kv != null) kv.close();
+            throw e;
         } finally {
             if (xs != x) xs.close();
         }
@@ -179,12 +219,6 @@ public final class ChannelSelection implements AutoCloseable {
         }
     }
 
-    /** out (M,out) = x (M,in) · P (in,r) · Q (r,out); t (M,r) scratch. */
-    private void project(Tensor out, Tensor t, Tensor x, Tensor[] pq) {
-        be.matmul(t, x, false, pq[0], false, 1f, 0f);
-        be.matmul(out, t, false, pq[1], false, 1f, 0f);
-    }
-
     /** Predictor FLOPs of one MLP selection over {@code batch} sequence means. */
     public long mlpPredictorFlops(int batch) { return FlopCount.mlpPredictor(cfg, rank, batch); }
 
@@ -193,8 +227,8 @@ public final class ChannelSelection implements AutoCloseable {
 
     @Override
     public void close() {
-        for (EnumMap<SvdPredictor.Proj, Tensor[]> m : factors)
-            for (Tensor[] pq : m.values()) { pq[0].close(); pq[1].close(); }
+        for (Tensor t : owned) t.close();
+        owned.clear();
         factors.clear();
     }
 }

@@ -84,7 +84,7 @@ public record PredictorQuality(int rank, double mlpRecall, double kRecall, doubl
                         ChannelSelection.AttentionChannels a = sel.selectAttention(layer, xt, rows.length == batch * seqLen ? null : rowsT);
                         kRec += recall(be.toInts(a.k()), topK(score, k));
                         vRec += recall(be.toInts(a.v()), topK(colNorms(v, n, cfg.kvDim()), k));
-                        a.q().close(); a.k().close(); a.v().close(); a.o().close();
+                        a.close();
                     }
                     attnLayers++;
                 }

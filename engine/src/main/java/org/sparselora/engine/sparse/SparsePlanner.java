@@ -170,7 +170,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
             SparsePlan.LayerPlan cur = plan.layers()[layer];
             if (!selection.sparsity().attentionSparse(layer)) return cur;
             ChannelSelection.AttentionChannels a = selection.selectAttention(layer, attnNormOut, rows, exchange);
-            owned.addAll(List.of(a.q(), a.k(), a.v(), a.o()));
+            owned.addAll(a.owned());
             predictorFlops += selection.attentionPredictorFlops(rows == null ? batch.tokenCount() : rows.dim(0));
             SparsePlan.LayerPlan lp = new SparsePlan.LayerPlan(cur == null ? null : cur.mlp(), a.q(), a.k(), a.v(), a.o());
             plan.layers()[layer] = lp;

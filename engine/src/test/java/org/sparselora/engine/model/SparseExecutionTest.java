@@ -213,6 +213,82 @@ class SparseExecutionTest {
         }
     }
 
+    // ---- row-block token groups (same positions in every sequence: GEMMs in place, no token gathers)
+
+    @Test
+    void rowBlocksAreFoundOnlyForEquallySpacedRuns() {
+        assertEquals(new LlamaModel.RowBlocks(3, 6, 0, 4), LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15}, 6));
+        assertEquals(new LlamaModel.RowBlocks(2, 6, 4, 2), LlamaModel.RowBlocks.of(new int[] {4, 5, 10, 11}, 6));
+        assertEquals(new LlamaModel.RowBlocks(1, 5, 3, 5), LlamaModel.RowBlocks.of(new int[] {3, 4, 5, 6, 7}, 6));
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 6, 7, 12, 13, 14}, 6), "runs of different lengths");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 7, 8}, 6), "runs not one sequence apart");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 2, 6, 8}, 6), "gaps inside a run");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}, 3), "runs longer than a sequence");
+        assertEquals(null, LlamaModel.RowBlocks.of(new int[0], 6));
+    }
+
+    /**
+     * When every sequence has its context and output tokens at the same positions, the frozen GEMMs
+     * run on row blocks of the activations in place (Backend.matmulRowBlocks) instead of gathering and
+     * scattering token rows: the sparse group only (the default) or both groups. Per row they are the
+     * same GEMMs, so loss, evaluation loss and every LoRA gradient equal the gather path's bit for bit:
+     * full-width MLP (all seven targets, biases, dropout) and compact MLP (q,k,v,o), sliced and cut,
+     * token split on and every token sparse (one run).
+     */
+    @Test
+    void rowBlockGroupsEqualTheGatherPathBitForBit() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 8);
+        Batch b = TinyModels.batch(c, 9, 6, new int[3], 4);   // 3 unpadded sequences of 6: 4 prompt + 2 output tokens each
+        LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL};
+        for (boolean all : new boolean[] {true, false}) {
+            LoraAdapter lora = all ? TinyModels.adapter(be, c, 0.1f, 4) : TinyModels.adapter(be, c, 0.1f, 4, QKVO);
+            for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
+                for (boolean split : new boolean[] {true, false}) {
+                    SparsePlan plan = split ? partial(c, b, fg) : new SparsePlan(ints(IntStream.range(0, b.tokenCount()).toArray()), null,
+                            partial(c, b, fg).layers(), fg);
+                    String what = (all ? "all seven" : "q,k,v,o") + " " + fg + " split=" + split;
+                    double[] loss = new double[modes.length], eval = new double[modes.length];
+                    List<List<float[]>> g = new ArrayList<>();
+                    for (int run = 0; run < modes.length; run++) {
+                        m.setRowBlockMode(modes[run]);
+                        lora.zeroGrads();
+                        loss[run] = m.forward(b, lora, plan, 11);
+                        assertEquals(run > 0, m.usedRowBlocks(), "sparse row blocks, " + what + " " + modes[run]);
+                        assertEquals(run == 2 && split, m.usedDenseRowBlocks(), "dense row blocks, " + what + " " + modes[run]);
+                        m.backward();
+                        g.add(grads(lora));
+                        eval[run] = m.evaluate(b, lora, plan, false).lossSum();
+                    }
+                    m.setRowBlockMode(LlamaModel.RowBlockMode.SPARSE);
+                    for (int run = 1; run < modes.length; run++) {
+                        String wm = what + " " + modes[run] + " vs OFF";
+                        assertEquals(loss[0], loss[run], 0.0, "loss, " + wm);
+                        assertEquals(eval[0], eval[run], 0.0, "evaluate, " + wm);
+                        for (int i = 0; i < g.get(0).size(); i++)
+                            assertArrayEquals(g.get(0).get(i), g.get(run).get(i), lora.names().get(i) + " " + wm);
+                    }
+                }
+        }
+    }
+
+    @Test
+    void rowBlockModeFromTheSystemProperty() {
+        LlamaConfig c = TinyModels.config(false, false, false);
+        String old = System.getProperty("sparselora.rowBlocks");
+        try {
+            System.setProperty("sparselora.rowBlocks", "all");
+            assertEquals(LlamaModel.RowBlockMode.ALL, TinyModels.model(be, c, 1).rowBlockMode());
+            System.setProperty("sparselora.rowBlocks", "fast");
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TinyModels.model(be, c, 1));
+            assertTrue(e.getMessage().contains("sparselora.rowBlocks") && e.getMessage().contains("fast"), e.getMessage());
+            System.clearProperty("sparselora.rowBlocks");
+            assertEquals(LlamaModel.RowBlockMode.SPARSE, TinyModels.model(be, c, 1).rowBlockMode());
+        } finally {
+            if (old == null) System.clearProperty("sparselora.rowBlocks"); else System.setProperty("sparselora.rowBlocks", old);
+        }
+    }
+
     @Test
     void compactMlpSlicedGradientsMatchFiniteDifferences() {
         checkSlicedFd(QKVO, "compact sliced");
