@@ -23,7 +23,19 @@ import org.sparselora.engine.train.Batch;
 final class OpTimes {
     private OpTimes() {}
 
-    static void profile(Backend real, LlamaWeights w, LoraAdapter lora, Batch b, SparsePlanner planner, int steps, int sparseStep, int layers) {
+    private static final StackWalker WALKER = StackWalker.getInstance();
+
+    /** Whether the current op was called by the channel selection (the predictor), not the model. */
+    private static boolean fromPredictor() {
+        return WALKER.walk(f -> f.anyMatch(x -> x.getClassName().startsWith("org.sparselora.engine.sparse.ChannelSelection")));
+    }
+
+    /**
+     * {@code planners} makes the SparseLoRA planner on the given backend: the profile builds its own
+     * on the timing proxy, so the predictor's ops are timed too (listed as "predictor …").
+     */
+    static void profile(Backend real, LlamaWeights w, LoraAdapter lora, Batch b, java.util.function.Function<Backend, SparsePlanner> planners,
+                        int steps, int sparseStep, int layers) {
         Map<String, long[]> acc = new TreeMap<>();
         Backend be = (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (p, m, a) -> {
             String name = m.getName();
@@ -38,6 +50,7 @@ final class OpTimes {
                 if (timed) {
                     real.synchronize();
                     String key = name;
+                    if (fromPredictor()) key = "predictor " + name;
                     if (name.equals("matmul")) {
                         Tensor c = (Tensor) a[0], x = (Tensor) a[1];
                         int k = (Boolean) a[2] ? x.dim(0) : x.dim(-1);
@@ -52,7 +65,7 @@ final class OpTimes {
         // the model and planner run on the proxy; weights and adapter tensors are the real backend's
         // closed at the end: its activation buffers (a second full set) would otherwise stay in the
         // device pool and inflate every later row's peak memory
-        try (LlamaModel m = new LlamaModel(be, w, Math.max(b.seqLen(), 1024))) {
+        try (LlamaModel m = new LlamaModel(be, w, Math.max(b.seqLen(), 1024)); SparsePlanner planner = planners.apply(be)) {
             profile(real, m, acc, lora, b, planner, steps, sparseStep);
         }
     }
@@ -61,8 +74,8 @@ final class OpTimes {
         for (String variant : new String[] {"dense", "sparse"}) {
             for (int s = -1; s < steps; s++) {
                 if (s == 0) acc.clear(); // step -1 allocates this variant's buffers: not counted
+                if (variant.equals("sparse") && planner == null) break;
                 SparsePlan plan = variant.equals("sparse") ? planner.plan(b, sparseStep) : null;
-                // the planner's selection ops run on the real backend (it was built with it): timed as "predictor"
                 long t0 = System.nanoTime();
                 m.forward(b, lora, plan, plan != null ? planner.selector() : null, s);
                 m.backward();
@@ -79,7 +92,7 @@ final class OpTimes {
             for (var e : rows) if (!e.getKey().startsWith("(")) opsSum += e.getValue()[0];
             System.out.printf("%nper-op time, %s step (fwd+bwd, %d steps, synced per op): ops sum %.1f ms/step%n", variant, steps, opsSum / 1e6 / steps);
             System.out.printf("%-34s %10s %8s %7s%n", "op", "ms/step", "calls", "share");
-            for (var e : rows.subList(0, Math.min(28, rows.size())))
+            for (var e : rows.subList(0, Math.min(45, rows.size())))
                 System.out.printf("%-34s %10.2f %8d %6.1f%%%n", e.getKey(), e.getValue()[0] / 1e6 / steps, e.getValue()[1] / steps,
                         100.0 * e.getValue()[0] / Math.max(1, opsSum));
         }

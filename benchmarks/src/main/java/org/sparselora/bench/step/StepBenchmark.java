@@ -107,12 +107,15 @@ public final class StepBenchmark implements Callable<Integer> {
                         sc = new SparsityConfig(sc.startStep(), sc.endStep(), sc.rank(), sc.skipOutputTokens(), sc.sparseOutputTokens(),
                                 SparsePlan.FrozenGrad.valueOf(frozenGrad.toUpperCase(Locale.ROOT)), sc.sparsity(), sc.source());
                     SparsityConfig.Resolved res = sc.resolve(cfg);
+                    SparsityConfig scFinal = sc;
                     SvdPredictor pred = SvdPredictor.randomForTiming(cfg, res, sc.rank(), 11);
                     String label = "SparseLoRA " + sparsity.getFileName().toString().replace(".yaml", "") + " (" + sc.frozenGrad().name().toLowerCase(Locale.ROOT) + ")";
                     try (SparsePlanner planner = new SparsePlanner(be, sc, new ChannelSelection(be, pred, res), warmup + steps, 3)) {
                         rows.add(measure(cfg, be, m, lora, b, planner, t, label));
                         if (first) rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor)"));
-                        if (first && profile > 0) OpTimes.profile(be, w, lora, b, planner, profile, warmup, cfg.numLayers());
+                        if (first && profile > 0)
+                            OpTimes.profile(be, w, lora, b, pbe -> new SparsePlanner(pbe, scFinal, new ChannelSelection(pbe, pred, res), warmup + steps, 3),
+                                    profile, warmup, cfg.numLayers());
                     }
                 }
             }
@@ -222,7 +225,11 @@ public final class StepBenchmark implements Callable<Integer> {
             for (int t = 0; t < seq; t++) {
                 int i = bb * seq + t;
                 pos[i] = t;
-                targets[i] = t >= seq - outputTokens - 1 && t + 1 < seq ? tokens[i + 1] : Batch.IGNORE;
+                // the last outputTokens positions carry the loss, as in the reference's timing batches
+                // (HF labels on the last 128 tokens; its token split keeps exactly those dense); the
+                // batch is a window of a longer stream, so the last position's target is the stream's
+                // next token
+                targets[i] = t >= seq - outputTokens ? (t + 1 < seq ? tokens[i + 1] : r.nextInt(cfg.vocabSize())) : Batch.IGNORE;
             }
         return new Batch(batch, seq, tokens, targets, pos, new int[batch]);
     }
