@@ -357,6 +357,34 @@ extern "C" __global__ void lowrank_norm_finish(LR_PARAMS, const float* part, int
     g.out[sg][c] = sqrtf(s);
 }
 
+// The same norms from each segment's Gram matrix G_s = t_sᵀ·t_s (r, r) fp32, made by one small cuBLAS
+// GEMM per segment: ‖t·q_c‖² = q_cᵀ·G·q_c, so a column costs r² operations instead of n·r (the t
+// pointers of the segments are unused). One thread per output column; G of every segment in shared memory.
+template <typename T>
+__device__ void lowRankGramNormsImpl(LowRankSegs g, const float* G, int r, int mTotal) {
+    __shared__ float gs[3 * LR_MAXR * LR_MAXR];
+    for (int e = threadIdx.x; e < g.nseg * r * r; e += blockDim.x) gs[e] = G[e];
+    __syncthreads();
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= mTotal) return;
+    int c;
+    int sg = lrSegment<T>(g, col, &c);
+    const T* q = (const T*)g.q[sg];
+    const float* gm = gs + sg * r * r;
+    float qc[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+    float s = 0.f;
+    for (int a = 0; a < r; a++) {
+        float acc = 0.f;
+        for (int b = 0; b < r; b++) acc = fmaf(gm[a * r + b], qc[b], acc);
+        s = fmaf(qc[a], acc, s);
+    }
+    g.out[sg][c] = sqrtf(fmaxf(s, 0.f));
+}
+extern "C" __global__ void lowrank_gram_norms_f32(LR_PARAMS, const float* G, int r, int mTotal) { lowRankGramNormsImpl<float>(lrSegs(LR_ARGS), G, r, mTotal); }
+extern "C" __global__ void lowrank_gram_norms_bf16(LR_PARAMS, const float* G, int r, int mTotal) { lowRankGramNormsImpl<bf16>(lrSegs(LR_ARGS), G, r, mTotal); }
+
 extern "C" __global__ void lowrank_colsumsq_f32(LR_PARAMS, float* part, int n, int r, int mTotal) { lowRankColSumsqImpl<float>(lrSegs(LR_ARGS), part, n, r, mTotal); }
 extern "C" __global__ void lowrank_colsumsq_bf16(LR_PARAMS, float* part, int n, int r, int mTotal) { lowRankColSumsqImpl<bf16>(lrSegs(LR_ARGS), part, n, r, mTotal); }
 extern "C" __global__ void lowrank_swiglu_colsumsq_f32(LR_PARAMS, float* part, int n, int r) { lowRankSwigluColSumsqImpl<float>(lrSegs(LR_ARGS), part, n, r); }

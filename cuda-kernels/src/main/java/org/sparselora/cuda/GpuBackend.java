@@ -1378,6 +1378,10 @@ public final class GpuBackend implements Backend {
 
     /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
     static final int LOW_RANK_MAX = 32;
+    /** lowRankColumnNorms through the Gram matrix (default) or by summing (t·q)² over the rows (the first fused form, kept for tests). */
+    private boolean gramNorms = true;
+
+    void setGramNorms(boolean on) { gramNorms = on; }
     private static final int LR_COLS = 256, LR_ROWS = 64;
 
     @Override
@@ -1409,7 +1413,20 @@ public final class GpuBackend implements Backend {
         if (!fused) { Backend.super.lowRankColumnNorms(outs, ts, qs); return; }
         if (mTotal == 0) return;
         if (n == 0 || r == 0) { for (GpuTensor o : O) fill(o, 0f); return; }
-        int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (mTotal + LR_COLS - 1) / LR_COLS;
+        int gx = (mTotal + LR_COLS - 1) / LR_COLS;
+        if (gramNorms) {
+            // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram GEMM per segment, then r² work per column
+            // (not n·r): the attention predictor's q̂/k̂/v̂ norms over thousands of tokens cost a few µs
+            long gAddr = scratch("lowrank.gram", 3L * LOW_RANK_MAX * LOW_RANK_MAX * 4);
+            for (int i = 0; i < outs.length; i++) {
+                GpuTensor G = new GpuTensor(this, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
+                matmul(G, T[i], true, T[i], false, 1f, 0f);
+            }
+            launch("lowrank_gram_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
+                    segments(O, T, Q).ptr(gAddr).i(r).i(mTotal));
+            return;
+        }
+        int chunks = (n + LR_ROWS - 1) / LR_ROWS;
         long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * mTotal * 4) : 0;
         launch("lowrank_colsumsq_" + sfx(T[0], "lowRankColumnNorms"), gx, chunks, LR_COLS, 0,
                 segments(O, T, Q).ptr(part).i(n).i(r).i(mTotal));

@@ -65,6 +65,7 @@ final class Kernels implements AutoCloseable {
         m.put("lowrank_norm_finish", "sparse");
         for (String a : t) {
             m.put("lowrank_colsumsq_" + a, "sparse");
+            m.put("lowrank_gram_norms_" + a, "sparse");
             m.put("lowrank_swiglu_colsumsq_" + a, "sparse");
         }
         m.put("adamw_multi", "sparse");

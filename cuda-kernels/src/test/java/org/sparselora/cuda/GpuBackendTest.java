@@ -1030,10 +1030,18 @@ class GpuBackendTest {
                         outs[i] = out(DType.F32, widths[i]);
                         tg[i] = T.g; tc[i] = T.c; qg[i] = Q.g; qc[i] = Q.c; og[i] = outs[i].g; oc[i] = outs[i].c;
                     }
-                    gpu.lowRankColumnNorms(og, tg, qg);
                     cpu.lowRankColumnNorms(oc, tc, qc);
-                    for (int i = 0; i < segs; i++)
-                        close("lowRankColumnNorms " + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs, outs[i], tol);
+                    // both GPU forms: Σ_rows (t·q)² and the Gram form qᵀ(tᵀt)q (the default; its rounding
+                    // follows the conditioning of tᵀt, so it gets 1e-3 where the row sum gets 1e-4)
+                    for (boolean gram : new boolean[] {false, true}) {
+                        gpu.setGramNorms(gram);
+                        for (Tensor o : og) gpu.fill(o, Float.NaN);
+                        gpu.lowRankColumnNorms(og, tg, qg);
+                        for (int i = 0; i < segs; i++)
+                            close("lowRankColumnNorms " + (gram ? "gram " : "rows ") + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs,
+                                    outs[i], gram && r <= GpuBackend.LOW_RANK_MAX ? 1e-3 : tol);
+                    }
+                    gpu.setGramNorms(true);
                 }
                 int m = 1029;
                 Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
