@@ -14,7 +14,8 @@
 # DEVICE=cpu runs the same on the CPU (the dry run that proves everything but the GPU), and adds a
 # check that `--device cuda` fails loudly, naming the missing GPU, instead of falling back to the CPU.
 # Knobs: DEVICE (cuda), OUT ($PWD/out), JAVA (default: the JRE unpacked from .devrun/jre25.tar.xz),
-# XMX (16g), ONLY="1 2 3 4" (a subset of the steps; 3 needs 2's adapter).
+# XMX (16g), ONLY="1 2 3 4" (a subset of the steps; 3 needs 2's adapter), TIMEOUT_SCALE (1; each
+# command's time limit is sized for the GPU machine's 16 cores: scale it up on a small machine).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 device=${DEVICE:-cuda}
@@ -57,7 +58,7 @@ echo "device $device; output $out; work $work"
 sl() {
   local name=$1 t=$2; shift 2
   local t0=$SECONDS
-  timeout "$t" "$java" "${jflags[@]}" -cp "$cp" org.sparselora.actors.cli.Main "$@" >"$out/$name.out" 2>"$out/$name.log"
+  timeout "$((t * ${TIMEOUT_SCALE:-1}))" "$java" "${jflags[@]}" -cp "$cp" org.sparselora.actors.cli.Main "$@" >"$out/$name.out" 2>"$out/$name.log"
   local rc=$?
   echo "  [$name] exit $rc in $((SECONDS - t0)) s: sparselora $*"
   return $rc

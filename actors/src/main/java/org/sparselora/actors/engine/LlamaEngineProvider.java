@@ -202,7 +202,9 @@ public final class LlamaEngineProvider implements EngineProvider {
         } catch (LinkageError e) {
             throw new JobSpecException("device", device.text() + ": no usable CUDA GPU (" + e.getMessage() == null ? e.toString() : e.getMessage().strip().lines().findFirst().orElse("") + ")");
         }
-        if (!a.available()) throw new JobSpecException("device", device.text() + ": no usable CUDA GPU (" + a.reason() + ")");
+        // JCuda's load failure carries both native stack traces in its message: the first line says it
+        if (!a.available()) throw new JobSpecException("device", device.text() + ": no usable CUDA GPU ("
+                + (a.reason() == null ? "unknown reason" : a.reason().strip().lines().findFirst().orElse("")) + ")");
         for (int g : device.gpusUsed(workers))
             if (g >= a.deviceCount())
                 throw new JobSpecException("device", device.text() + ": GPU " + g + " does not exist (" + a.deviceCount() + " visible)"
