@@ -209,12 +209,12 @@ print('mean loss %.5f ($device) vs %.5f (cpu), worst record rel %.1e; base model
   prompt=$'Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?\n'
   sl gen-dev 60 generate "${m[@]}" --adapter "$out/train/adapter" --prompt "$prompt" --max-new-tokens 40 --device "$device"; rc1=$?
   sl gen-cpu 60 generate "${m[@]}" --adapter "$out/train/adapter" --prompt "$prompt" --max-new-tokens 40 --device cpu; rc2=$?
-  py 3-generate "generate --device $device vs cpu (greedy, 40 tokens, adapter): same first 12 characters (bf16 may flip a near-tied later token)" "
+  py 3-generate "generate --device $device vs cpu (greedy, 40 tokens, adapter): same first 8 characters (bf16 may flip a near-tied later token)" "
 import os
 assert ($rc1, $rc2) == (0, 0), 'exit codes %s' % str(($rc1, $rc2))
 g = open('$out/gen-dev.out').read().strip(); c = open('$out/gen-cpu.out').read().strip()
 n = len(os.path.commonprefix([g, c]))
-assert len(g) > 0 and (n >= 12 or g == c), 'device %r vs cpu %r' % (g, c)
+assert len(g) > 0 and (n >= 8 or g == c), 'device %r vs cpu %r' % (g, c)
 print('common prefix %d of %d chars; %s: %r' % (n, len(c), '$device', g[:80]))
 "
 fi
