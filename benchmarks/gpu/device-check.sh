@@ -20,7 +20,7 @@ for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
 { nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
 "$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute \
   --class-path "$cp" --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.GpuTrainingStepTest \
-  --select-class org.sparselora.cuda.KernelCatalogueTest --select-class org.sparselora.cuda.DevicePoolTest \
+  --select-class org.sparselora.cuda.KernelCatalogueTest --select-class org.sparselora.cuda.DevicePoolTest --select-class org.sparselora.cuda.GpuSlidingWindowTest \
   --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
 status=${PIPESTATUS[0]}
 [[ ${KERNEL_BENCH:-1} == 1 ]] && timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"

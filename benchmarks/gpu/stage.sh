@@ -2,7 +2,8 @@
 # Prepares everything the GPU machine needs for device-check.sh inside ONE git-ignored folder
 # (default /work/main/.devrun, the checkout the device tool ships; ≤ 60 MiB): a Java 25 runtime (the
 # GPU machine has none) at .devrun/jre25.tar.xz (shared with other device scripts, built once), and
-# under .devrun/gpu/ the cuda-kernels and engine jars, the runtime jars (jcuda, jcuda-natives with
+# under .devrun/gpu/ the cuda-kernels and engine jars (and the engine's test-jar: the test helpers
+# such as TinyModels that the GPU tests share), the runtime jars (jcuda, jcuda-natives with
 # only libJCudaDriver kept, the engine's Jackson/EJML jars, the JUnit console launcher), the
 # cuda-kernels test classes and the script.
 # Usage (from the repo root): benchmarks/gpu/stage.sh [DEVRUN_DIR]
@@ -18,7 +19,11 @@ cd "$root"
 ./mvnw -q -o -pl cuda-kernels -am package -DskipTests
 mkdir -p "$dest/lib"
 rm -rf "$dest/lib"/* "$dest/test-classes"
+# sparselora-engine-*.jar includes the engine's test-jar (-tests.jar) with the shared test helpers
 cp engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar "$dest/lib/"
+# (unzip exits non-zero when the named entry is missing; no grep -q in a pipe under pipefail)
+unzip -l "$dest"/lib/sparselora-engine-*-tests.jar org/sparselora/engine/model/TinyModels.class >/dev/null 2>&1 \
+  || { echo "stage.sh: the engine test-jar with the shared test helpers (TinyModels) was not built" >&2; exit 1; }
 cp -r cuda-kernels/target/test-classes "$dest/test-classes"
 cp "$m2/org/jcuda/jcuda/$jcuda/jcuda-$jcuda.jar" "$dest/lib/"
 # the engine's runtime jars (Jackson YAML for sparsity configs, EJML for the SVD predictor), minus

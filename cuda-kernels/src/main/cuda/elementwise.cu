@@ -1,4 +1,4 @@
-// Elementwise kernels: dtype conversion copy, axpy, scale, mul, sum of squares, dropout and SwiGLU
+// Elementwise kernels: dtype conversion copy, axpy, scale, mul, sum of squares, dropout, random normal fill and SwiGLU
 // (forward and backward). Every kernel takes a `vec` flag: when the host has checked that every
 // pointer is 16-byte aligned and n is a multiple of 8, elements move 8 at a time (one 16-byte load
 // per bf16 group); otherwise a scalar grid-stride loop runs. Math is fp32 whatever the storage.
@@ -84,6 +84,21 @@ __device__ __forceinline__ float dropoutUniform(unsigned long long seed, long i)
     return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
+// A standard normal sample for element i (CounterRng.normal on the host): the same 64-bit mix as
+// dropoutUniform, u1 in (0,1] from its top 24 bits, u2 in [0,1) from the next 24, Box–Muller.
+template <typename T>
+__device__ void randnImpl(T* t, long n, unsigned long long seed, float mean, float sd) {
+    GRID_LOOP(i, n) {
+        unsigned long long z = seed * 0x9E3779B97F4A7C15ull + (unsigned long long)i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u1 = (float)((z >> 40) + 1) * (1.0f / 16777216.0f);
+        float u2 = (float)((z >> 16) & 0xFFFFFFull) * (1.0f / 16777216.0f);
+        st(t, i, mean + sd * (sqrtf(-2.0f * logf(u1)) * cosf(6.2831855f * u2)));
+    }
+}
+
 template <typename TO, typename TI>
 __device__ void dropoutImpl(TO* out, const TI* x, float p, unsigned long long seed, long n) {
     float inv = 1.f / (1.f - p);
@@ -140,6 +155,8 @@ FOR_2TYPES(AXPY)
 #define DROPOUT(SO, SI, TO, TI) extern "C" __global__ void dropout_##SO##_##SI(TO* o, const TI* x, float p, unsigned long long seed, long n) { dropoutImpl(o, x, p, seed, n); }
 FOR_2TYPES(DROPOUT)
 
+extern "C" __global__ void randn_f32(float* t, long n, unsigned long long seed, float mean, float sd) { randnImpl(t, n, seed, mean, sd); }
+extern "C" __global__ void randn_bf16(bf16* t, long n, unsigned long long seed, float mean, float sd) { randnImpl(t, n, seed, mean, sd); }
 extern "C" __global__ void scale_f32(float* t, float s, long n, int vec) { scaleImpl(t, s, n, vec); }
 extern "C" __global__ void scale_bf16(bf16* t, float s, long n, int vec) { scaleImpl(t, s, n, vec); }
 extern "C" __global__ void sumsq_f32(double* acc, const float* x, long n, int vec) { sumsqImpl(acc, x, n, vec); }

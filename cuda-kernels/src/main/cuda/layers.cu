@@ -23,12 +23,13 @@ __device__ void embeddingImpl(TO* out, const int* ids, const TT* table, int V, i
 }
 
 // rstd = 1/sqrt(mean(x²)+eps); out = x·rstd·w. With `delta` non-null the residual is first updated
-// in place (x += delta, rounded to its storage type) and the norm reads the rounded value, so the
-// stored residual and the normalised output agree exactly.
+// (x = xin + delta, rounded to its storage type; xin null = x itself, in place) and the norm reads the
+// rounded value, so the stored residual and the normalised output agree exactly.
 template <typename T, typename TW>
-__device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW* w, int C, float eps, int vec) {
+__device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* xin, const T* delta, const TW* w, int C, float eps, int vec) {
     long row = blockIdx.x;
     T* xr = x + row * C;
+    const T* xi = (xin ? xin : x) + row * C;
     T* orow = out + row * C;
     const T* dr = delta ? delta + row * C : nullptr;
     float s = 0.f;
@@ -39,7 +40,7 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
         for (int gi = 0; gi < NG; gi++) {
             int g = threadIdx.x + gi * blockDim.x;
             if (g < C / 8) {
-                ld8(xr, g * 8, v[gi]);
+                ld8(xi, g * 8, v[gi]);
                 if (dr) {
                     float d[8]; ld8(dr, g * 8, d);
 #pragma unroll
@@ -69,7 +70,7 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
     }
     if (vec) {
         for (int g = threadIdx.x; g < C / 8; g += blockDim.x) {
-            float v[8]; ld8(xr, g * 8, v);
+            float v[8]; ld8(xi, g * 8, v);
             if (dr) {
                 float d[8]; ld8(dr, g * 8, d);
 #pragma unroll
@@ -82,7 +83,7 @@ __device__ void rmsnormImpl(T* out, float* rstd, T* x, const T* delta, const TW*
         }
     } else {
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
-            float v = ld(xr, c);
+            float v = ld(xi, c);
             if (dr) { st(xr, c, v + ld(dr, c)); v = ld(xr, c); }
             s = fmaf(v, v, s);
         }
@@ -189,6 +190,45 @@ __device__ void ropeImpl(T* x, const int* pos, const float* cosT, const float* s
     }
 }
 
+// RoPE on a layer's q (N, Hq·D) and k (N, Hkv·D) in one launch: work item (token n, head h of the
+// Hq + Hkv heads, 8-pair chunk c), chunk fastest so a warp covers whole head halves with 16-byte
+// accesses. vec (D % 16 == 0, q, k, cos, sin 16-byte aligned): each thread moves x[i..i+8) and
+// x[i+D/2..i+D/2+8) and the 8 matching cos/sin entries as vectors; otherwise one pair per item.
+// Arithmetic is ropeImpl's, so the result matches two rope calls.
+template <typename T>
+__device__ void ropeQkImpl(T* q, T* k, const int* pos, const float* cosT, const float* sinT, int N, int Hq, int Hkv, int D,
+                           int inverse, int vec) {
+    int half = D / 2, H = Hq + Hkv, per = vec ? half / 8 : half;
+    long total = (long)N * H * per;
+    GRID_LOOP(t, total) {
+        int c = (int)(t % per);
+        long nh = t / per;
+        int h = (int)(nh % H);
+        long n = nh / H;
+        T* row = h < Hq ? q + (n * Hq + h) * (long)D : k + (n * Hkv + (h - Hq)) * (long)D;
+        long p = pos[n];
+        if (vec) {
+            int i = c * 8;
+            float x1[8], x2[8], cs[8], sn[8];
+            ld8(row, i, x1); ld8(row, i + half, x2);
+            ld8(cosT, p * half + i, cs); ld8(sinT, p * half + i, sn);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float s = inverse ? -sn[j] : sn[j], a = x1[j], b = x2[j];
+                x1[j] = a * cs[j] - b * s;
+                x2[j] = b * cs[j] + a * s;
+            }
+            st8(row, i, x1); st8(row, i + half, x2);
+        } else {
+            float cv = cosT[p * half + c], s = sinT[p * half + c];
+            if (inverse) s = -s;
+            float a = ld(row, c), b = ld(row, c + half);
+            st(row, c, a * cv - b * s);
+            st(row, c + half, b * cv + a * s);
+        }
+    }
+}
+
 // One row of logits per block: lse by max + Σexp, loss = lse − logit[target],
 // dlogits = gradScale·(softmax − onehot). target −100: loss 0 and a zero row; another target outside
 // [0,V): loss NaN. dlogits may be the logits buffer itself (each element is read, then written, by
@@ -255,8 +295,9 @@ __device__ void crossEntropyImpl(float* losses, TD* dlogits, const TL* logits, c
 FOR_2TYPES(EMB)
 // name: rmsnorm_<x dtype>_<weight dtype>
 #define RMS(S, SW, T, TW) \
-    extern "C" __global__ void rmsnorm_##S##_##SW(T* o, float* r, T* x, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, x, (const T*)nullptr, w, C, eps, vec); } \
-    extern "C" __global__ void add_rmsnorm_##S##_##SW(T* res, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, d, w, C, eps, vec); } \
+    extern "C" __global__ void rmsnorm_##S##_##SW(T* o, float* r, T* x, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, x, (const T*)nullptr, (const T*)nullptr, w, C, eps, vec); } \
+    extern "C" __global__ void add_rmsnorm_##S##_##SW(T* res, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, (const T*)nullptr, d, w, C, eps, vec); } \
+    extern "C" __global__ void add_rmsnorm_to_##S##_##SW(T* res, const T* resIn, T* o, float* r, const T* d, const TW* w, int C, float eps, int vec) { rmsnormImpl(o, r, res, resIn, d, w, C, eps, vec); } \
     extern "C" __global__ void rmsnorm_bwd_##S##_##SW(T* dx, const T* dout, const T* x, const TW* w, const float* r, int C, int acc, int vec) { rmsnormBwdImpl(dx, dout, x, w, r, C, acc, vec); }
 FOR_2TYPES(RMS)
 // name: cross_entropy_<logits dtype>_<dlogits dtype>
@@ -265,3 +306,5 @@ FOR_2TYPES(CE)
 
 extern "C" __global__ void rope_f32(float* x, const int* p, const float* c, const float* s, int N, int H, int D, int inv) { ropeImpl(x, p, c, s, N, H, D, inv); }
 extern "C" __global__ void rope_bf16(bf16* x, const int* p, const float* c, const float* s, int N, int H, int D, int inv) { ropeImpl(x, p, c, s, N, H, D, inv); }
+extern "C" __global__ void rope_qk_f32(float* q, float* k, const int* p, const float* c, const float* s, int N, int Hq, int Hkv, int D, int inv, int vec) { ropeQkImpl(q, k, p, c, s, N, Hq, Hkv, D, inv, vec); }
+extern "C" __global__ void rope_qk_bf16(bf16* q, bf16* k, const int* p, const float* c, const float* s, int N, int Hq, int Hkv, int D, int inv, int vec) { ropeQkImpl(q, k, p, c, s, N, Hq, Hkv, D, inv, vec); }

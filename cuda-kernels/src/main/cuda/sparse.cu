@@ -4,6 +4,7 @@
 // and top-k on the device (radix select of the k-th largest key + an index-ordered scan, so ties go
 // to the lower index and the indices come out ascending with no host round trip).
 #include "common.cuh"
+#include <cuda_fp16.h>
 
 // out[i,:] = src[idx[i],:]; an index outside [0,R) gives a NaN row.
 template <typename TO, typename TS>
@@ -201,13 +202,163 @@ __device__ void adamwImpl(float* p, const TG* g, float* m, float* v, long n, flo
     GRID_LOOP(i, n) adamwOne(p, g, m, v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
 }
 
-// Many LoRA tensors in one launch: blockIdx.y picks the tensor from a device table.
-struct AdamSlot { float* p; const float* g; float* m; float* v; long n; };
-extern "C" __global__ void adamw_multi(const AdamSlot* slots, float lr, float b1, float b2, float eps, float wd,
-                                       float bc1, float bc2, float gs) {
-    AdamSlot s = slots[blockIdx.y];
-    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < s.n; i += (long)gridDim.x * blockDim.x)
-        adamwOne(s.p, s.g, s.m, s.v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
+// ---- Multi-tensor optimizer kernels: a whole LoRA adapter in one launch ----------------------------
+// GpuBackend's AdamW group writes a device table of MultiSlot (only slots with elements) once; every
+// slot is cut into MT_TILE-element tiles numbered consecutively across slots (slot i owns tiles
+// [tile0_i, tile0_{i+1})), and one block handles one tile, so the grid is the adapter's size / 4096
+// whatever the mix of tensor sizes (27M params -> ~6.6k blocks of 256 threads, several waves on an
+// H200). A block finds its slot by binary search over tile0 (≤ 9 steps for 448 slots, cached reads).
+#define MT_TILE 4096
+#define MT_THREADS 256  // MT_TILE / MT_THREADS / 4 = 4 float4 per thread and array
+
+// 64 bytes, 8-byte fields; GpuBackend.AdamwMulti writes it word by word.
+struct MultiSlot {
+    float* p; float* g; float* m; float* v;
+    void* copy;      // the compute copy to refresh after the update, or null
+    long n;          // elements (> 0)
+    long tile0;      // first tile of this slot
+    int copyType;    // 0 none, 1 bf16, 2 f16, 3 f32
+    int vec;         // p, g, m, v, copy 16-byte aligned and n % 4 == 0: float4 path
+};
+
+__device__ __forceinline__ int findSlot(const MultiSlot* slots, int nslots, long tile) {
+    int lo = 0, hi = nslots - 1;
+    while (lo < hi) { int mid = (lo + hi + 1) >> 1; if (slots[mid].tile0 <= tile) lo = mid; else hi = mid - 1; }
+    return lo;
+}
+
+__device__ __forceinline__ void storeCopy1(void* c, int type, long i, float x) {
+    if (type == 1) reinterpret_cast<bf16*>(c)[i] = __float2bfloat16_rn(x);
+    else if (type == 2) reinterpret_cast<__half*>(c)[i] = __float2half_rn(x);
+    else if (type == 3) reinterpret_cast<float*>(c)[i] = x;
+}
+
+// 4 values at c[i..i+4) (i a multiple of 4, c 16-byte aligned): one 8- or 16-byte store.
+__device__ __forceinline__ void storeCopy4(void* c, int type, long i, float4 x) {
+    if (type == 1) {
+        __nv_bfloat162 a = __floats2bfloat162_rn(x.x, x.y), b = __floats2bfloat162_rn(x.z, x.w);
+        uint2 u; u.x = *reinterpret_cast<unsigned int*>(&a); u.y = *reinterpret_cast<unsigned int*>(&b);
+        *reinterpret_cast<uint2*>(reinterpret_cast<bf16*>(c) + i) = u;
+    } else if (type == 2) {
+        __half2 a = __floats2half2_rn(x.x, x.y), b = __floats2half2_rn(x.z, x.w);
+        uint2 u; u.x = *reinterpret_cast<unsigned int*>(&a); u.y = *reinterpret_cast<unsigned int*>(&b);
+        *reinterpret_cast<uint2*>(reinterpret_cast<__half*>(c) + i) = u;
+    } else if (type == 3) {
+        *reinterpret_cast<float4*>(reinterpret_cast<float*>(c) + i) = x;
+    }
+}
+
+// One AdamW element (adamwOne's arithmetic, operation for operation, so results match the
+// per-tensor kernel and CpuBackend's formula). Returns the new parameter.
+__device__ __forceinline__ float adamwElem(float& p, float g, float& m, float& v, float lr, float b1, float b2,
+                                           float eps, float wd, float bc1, float bc2, float gs) {
+    float gi = g * gs;
+    float mi = b1 * m + (1.f - b1) * gi;
+    float vi = b2 * v + (1.f - b2) * gi * gi;
+    m = mi; v = vi;
+    float pi = p;
+    p = pi - lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * pi);
+    return p;
+}
+
+// AdamW over every slot's tile (rule of adamwOne); then the compute copy = convert(param) and, with
+// zeroGrads, the gradient is zeroed after it was read — the optimizer phase in one launch.
+// Grid: total tiles; block MT_THREADS.
+extern "C" __global__ void adamw_multi(const MultiSlot* slots, int nslots, float lr, float b1, float b2, float eps, float wd,
+                                       float bc1, float bc2, float gs, int zeroGrads) {
+    const MultiSlot* sp = slots + findSlot(slots, nslots, blockIdx.x);
+    float *p = sp->p, *g = sp->g, *m = sp->m, *v = sp->v;
+    void* c = sp->copy;
+    int ct = c ? sp->copyType : 0;
+    long n = sp->n, base = ((long)blockIdx.x - sp->tile0) * MT_TILE, end = min(n, base + MT_TILE);
+    if (sp->vec) {
+        // All loads of the thread's 4 chunks first (16 independent 16-byte loads in flight), then math and stores.
+        float4 P[4], G[4], M[4], V[4];
+        long idx[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            idx[k] = base + ((long)k * MT_THREADS + threadIdx.x) * 4;
+            if (idx[k] < end) {
+                P[k] = *reinterpret_cast<const float4*>(p + idx[k]); G[k] = *reinterpret_cast<const float4*>(g + idx[k]);
+                M[k] = *reinterpret_cast<const float4*>(m + idx[k]); V[k] = *reinterpret_cast<const float4*>(v + idx[k]);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            if (idx[k] >= end) continue;
+            adamwElem(P[k].x, G[k].x, M[k].x, V[k].x, lr, b1, b2, eps, wd, bc1, bc2, gs);
+            adamwElem(P[k].y, G[k].y, M[k].y, V[k].y, lr, b1, b2, eps, wd, bc1, bc2, gs);
+            adamwElem(P[k].z, G[k].z, M[k].z, V[k].z, lr, b1, b2, eps, wd, bc1, bc2, gs);
+            adamwElem(P[k].w, G[k].w, M[k].w, V[k].w, lr, b1, b2, eps, wd, bc1, bc2, gs);
+            *reinterpret_cast<float4*>(p + idx[k]) = P[k];
+            *reinterpret_cast<float4*>(m + idx[k]) = M[k];
+            *reinterpret_cast<float4*>(v + idx[k]) = V[k];
+            if (zeroGrads) *reinterpret_cast<float4*>(g + idx[k]) = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (ct) storeCopy4(c, ct, idx[k], P[k]);
+        }
+    } else {
+        for (long i = base + threadIdx.x; i < end; i += MT_THREADS) {
+            float pi = p[i], mi = m[i], vi = v[i];
+            adamwElem(pi, g[i], mi, vi, lr, b1, b2, eps, wd, bc1, bc2, gs);
+            p[i] = pi; m[i] = mi; v[i] = vi;
+            if (zeroGrads) g[i] = 0.f;
+            if (ct) storeCopy1(c, ct, i, pi);
+        }
+    }
+}
+
+// Block-wide double sum in a fixed tree order (MT_THREADS threads); thread 0 gets the result.
+__device__ __forceinline__ double blockSumDouble(double x) {
+    __shared__ double sh[MT_THREADS / 32];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    if (l == 0) sh[w] = x;
+    __syncthreads();
+    double t = 0.0;
+    if (threadIdx.x == 0)
+        for (int j = 0; j < MT_THREADS / 32; j++) t += sh[j];
+    __syncthreads();
+    return t;
+}
+
+// Σ g² over every slot's gradient in one launch, deterministic: each block sums its tile (fp32 per
+// thread over ≤ 16 elements, then double across the block in a fixed order) into partial[tile];
+// the last block to finish (a counter, reset by that block for the next launch) adds the partials
+// in tile order in double and writes *out. The result does not depend on block scheduling, so the
+// same gradients always give the same bits (unlike the atomicAdd-into-double of sumsq_*).
+// Grid: total tiles; block MT_THREADS; partial (tiles) doubles; *counter 0 before the first launch.
+extern "C" __global__ void sumsq_multi(double* out, double* partial, unsigned int* counter, const MultiSlot* slots, int nslots) {
+    const MultiSlot* sp = slots + findSlot(slots, nslots, blockIdx.x);
+    const float* g = sp->g;
+    long n = sp->n, base = ((long)blockIdx.x - sp->tile0) * MT_TILE, end = min(n, base + MT_TILE);
+    float s = 0.f;
+    if (sp->vec) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            long i = base + ((long)k * MT_THREADS + threadIdx.x) * 4;
+            if (i < end) {
+                float4 x = *reinterpret_cast<const float4*>(g + i);
+                s = fmaf(x.x, x.x, s); s = fmaf(x.y, x.y, s); s = fmaf(x.z, x.z, s); s = fmaf(x.w, x.w, s);
+            }
+        }
+    } else {
+        for (long i = base + threadIdx.x; i < end; i += MT_THREADS) s = fmaf(g[i], g[i], s);
+    }
+    double b = blockSumDouble((double)s);
+    __shared__ bool last;
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = b;
+        __threadfence();  // the partial is visible device-wide before the counter says so
+        last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    double t = 0.0;
+    for (long j = threadIdx.x; j < gridDim.x; j += MT_THREADS) t += __ldcg(partial + j);  // L2: other blocks' writes
+    t = blockSumDouble(t);
+    if (threadIdx.x == 0) { *out = t; *counter = 0u; }
 }
 
 // GQA "QK-norm" scores per KV channel (g, d): scores[g·D+d] = kNorms[g·D+d] · mean_j qNorms[(g·G+j)·D+d].

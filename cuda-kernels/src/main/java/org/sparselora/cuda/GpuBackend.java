@@ -47,6 +47,7 @@ import jcuda.driver.CUgraphExec;
 import jcuda.driver.CUstreamCaptureMode;
 import jcuda.driver.CUstream_flags;
 import jcuda.driver.JCudaDriver;
+import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
@@ -68,12 +69,14 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention (default {@link AttentionKernel#GEMM}, the fastest measured) runs on head-major bf16
+ * <p>Attention defaults to {@link AttentionKernel#FLASH_PIPELINED} (the fastest measured: fused
+ * FlashAttention-2-style kernels that never write the score matrix) wherever it applies: bf16
+ * tensors, 16-byte aligned, head dim 32, 64 or 128. Everything else — and any choice made with
+ * {@link #setAttentionKernel} — may take the {@link AttentionKernel#GEMM} path: head-major bf16
  * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
  * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
  * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
- * attention therefore still has bf16 operand precision. Fused flash-style kernels that never write
- * the score matrix are selectable ({@link #setAttentionKernel}); see benchmarks/gpu/NOTES.md.
+ * attention therefore still has bf16 operand precision. Timings: benchmarks/gpu/NOTES.md.
  *
  * <p>Tensors come from a caching {@link DevicePool}: closing one costs no driver call (so no
  * device-wide sync), and blocks closed during a graph capture stay reserved for that graph.
@@ -591,7 +594,25 @@ public final class GpuBackend implements Backend {
         norm("add_rmsnorm", O, R, Res, D, W, eps);
     }
 
+    @Override
+    public void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        bind();
+        GpuTensor Res = own(residualOut), In = own(residualIn), O = own(out), R = own(rstd), D = own(delta), W = own(weight);
+        if (D.dtype() != Res.dtype() || In.dtype() != Res.dtype() || Res == In) {
+            Backend.super.addRmsNormTo(residualOut, residualIn, out, rstd, delta, weight, eps);
+            return;
+        }
+        sameCount("addRmsNormTo", Res, D);
+        sameCount("addRmsNormTo", Res, In);
+        norm("add_rmsnorm_to", O, R, Res, In, D, W, eps);
+    }
+
     private void norm(String op, GpuTensor O, GpuTensor R, GpuTensor X, GpuTensor D, GpuTensor W, float eps) {
+        norm(op, O, R, X, null, D, W, eps);
+    }
+
+    /** The rmsnorm kernels; In (the residual read, written to X with D added) only for add_rmsnorm_to. */
+    private void norm(String op, GpuTensor O, GpuTensor R, GpuTensor X, GpuTensor In, GpuTensor D, GpuTensor W, float eps) {
         needF32(op, "rstd", R);
         int C = (int) W.numel();
         if (C == 0 || X.numel() % C != 0) throw new IllegalArgumentException(op + ": x " + X + " rows do not match weight " + W);
@@ -600,11 +621,12 @@ public final class GpuBackend implements Backend {
         needNumel(op, "rstd", R, N);
         if (O.dtype() != X.dtype()) throw new IllegalArgumentException(op + ": out " + O + " and x " + X + " must share a dtype");
         if (N == 0) return;
-        boolean vec = C % 8 == 0 && aligned(O, X, W) && (D == null || aligned(D));
+        boolean vec = C % 8 == 0 && aligned(O, X, W) && (D == null || aligned(D)) && (In == null || aligned(In));
         String name = op + "_" + sfx(X, op) + "_" + sfx(W, op);
         Kernels.Args a = new Kernels.Args();
         if (D == null) a.ptr(O.address()).ptr(R.address()).ptr(X.address());
-        else a.ptr(X.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
+        else if (In == null) a.ptr(X.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
+        else a.ptr(X.address()).ptr(In.address()).ptr(O.address()).ptr(R.address()).ptr(D.address());
         launch(name, N, 1, rowThreads(vec ? C / 8 : C, 256), 0, a.ptr(W.address()).i(C).f(eps).i(vec ? 1 : 0));
     }
 
@@ -646,6 +668,30 @@ public final class GpuBackend implements Backend {
                 .ptr(CO.address()).ptr(SI.address()).i(N).i(heads).i(headDim).i(inverse ? 1 : 0));
     }
 
+    /** Both rotations in one launch ({@code rope_qk_*}): 16-byte vector accesses when D % 16 == 0 and the tensors are aligned. */
+    @Override
+    public void ropeQK(Tensor q, Tensor k, Tensor positions, Tensor cos, Tensor sin, int heads, int kvHeads, int headDim, boolean inverse) {
+        bind();
+        GpuTensor Q = own(q), K = own(k), P = own(positions), CO = own(cos), SI = own(sin);
+        if (Q.dtype() != K.dtype()) { Backend.super.ropeQK(q, k, positions, cos, sin, heads, kvHeads, headDim, inverse); return; }
+        needI32("ropeQK", "positions", P);
+        needF32("ropeQK", "cos", CO);
+        needF32("ropeQK", "sin", SI);
+        if (headDim <= 0 || headDim % 2 != 0) throw new IllegalArgumentException("ropeQK: head dim must be even and positive, got " + headDim);
+        if (heads < 0 || kvHeads < 0) throw new IllegalArgumentException("ropeQK: negative head count " + heads + "/" + kvHeads);
+        int N = (int) P.numel(), half = headDim / 2;
+        needNumel("ropeQK", "q", Q, (long) N * heads * headDim);
+        needNumel("ropeQK", "k", K, (long) N * kvHeads * headDim);
+        if (CO.numel() != SI.numel() || CO.numel() % half != 0)
+            throw new IllegalArgumentException("ropeQK: cos " + CO + " / sin " + SI + " must be (maxPos, " + half + ")");
+        boolean vec = headDim % 16 == 0 && aligned(Q, K, CO, SI);
+        long total = (long) N * (heads + kvHeads) * (vec ? half / 8 : half);
+        if (total == 0) return;
+        int blocks = (int) Math.min(SM_BLOCKS * 4L, (total + 255) / 256);
+        launch("rope_qk_" + sfx(Q, "ropeQK"), blocks, 1, 256, 0, new Kernels.Args().ptr(Q.address()).ptr(K.address()).ptr(P.address())
+                .ptr(CO.address()).ptr(SI.address()).i(N).i(heads).i(kvHeads).i(headDim).i(inverse ? 1 : 0).i(vec ? 1 : 0));
+    }
+
     // ---------------------------------------------------------------- attention
 
     private void checkAttention(String op, GpuTensor q, GpuTensor k, GpuTensor v, GpuTensor ks, int B, int T, int Hq, int Hkv, int D) {
@@ -676,8 +722,10 @@ public final class GpuBackend implements Backend {
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
     /**
-     * How attention runs (bf16 inputs with head dim 32/64/128 and 16-byte-aligned tensors; anything
-     * else takes {@link #GEMM}). All compute the same function and are each held against the CPU.
+     * How attention runs (the fused kinds need bf16 tensors with head dim 32/64/128, 16-byte aligned;
+     * anything else takes {@link #GEMM}). All compute the same function and are each held against the
+     * CPU. Forward + backward at B8 T512 32/8×128 on the H200 (NOTES.md run 4): GEMM ≈ 1090 µs,
+     * FLASH_WMMA ≈ 3000, FLASH_MMA ≈ 1530, FLASH_PIPELINED ≈ 432 (the default).
      */
     public enum AttentionKernel {
         /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
@@ -685,10 +733,21 @@ public final class GpuBackend implements Backend {
         /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
         FLASH_WMMA,
         /** forward and backward on mma.sync register fragments (FlashAttention-2 layout). */
-        FLASH_MMA
+        FLASH_MMA,
+        /**
+         * mma.sync kernels with cp.async double-buffered tiles and ldmatrix fragments: 128-query
+         * forward blocks (4 warps of 32 rows at D = 128, 8 of 16 below); one backward kernel per
+         * 64-key tile with dQ accumulated in fp32 by vector reductions (then rounded to bf16).
+         */
+        FLASH_PIPELINED
     }
 
-    private AttentionKernel attentionKernel = AttentionKernel.GEMM;
+    /** The kernel a new backend uses: the fastest measured (NOTES.md run 4). */
+    public static final AttentionKernel DEFAULT_ATTENTION_KERNEL = AttentionKernel.FLASH_PIPELINED;
+
+    private AttentionKernel attentionKernel = DEFAULT_ATTENTION_KERNEL;
+
+    private static final float LOG2E = 1.4426950408889634f;
 
     public void setAttentionKernel(AttentionKernel k) { attentionKernel = k; }
 
@@ -716,6 +775,15 @@ public final class GpuBackend implements Backend {
     /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
     static int flash2SharedBytes(int D) { return 2 * 64 * (D + 8) * 2 + D * (64 + 8) * 2; }
 
+    /** Dynamic shared memory of flash3_fwd_d{D}: mirrors F3Smem in attention.cu (Q tile of 128 rows, two K and two V tiles of 64). */
+    static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
+
+    /**
+     * Dynamic shared memory of flash3_bwd_d{D}: mirrors B3Smem in attention.cu with 4 warps (K, V
+     * tiles of 64 keys; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
+     */
+    static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
+
     /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
     static int flashSharedBytes(int D) {
         int qs = D + 8, ss = 64 + 4, ps = 64 + 8, os = D + 4;
@@ -733,6 +801,14 @@ public final class GpuBackend implements Backend {
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
+        if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
+            // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
+            // 128 queries per block: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
+            kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, D == 128 ? 128 : 256, flash3SharedBytes(D), stream,
+                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
+            return;
+        }
         if (attentionKernel == AttentionKernel.FLASH_MMA && flashEligible(D, O, Q, K, V)) {
             kernels.launch("flash2_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flash2SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
@@ -790,6 +866,22 @@ public final class GpuBackend implements Backend {
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
         long rows = (long) B * Hq * T;
+        if (attentionKernel == AttentionKernel.FLASH_PIPELINED && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+            long drow = scratch("attn.Drow", rows * 4);
+            long dqn = (long) B * T * Hq * D;
+            long dqAcc = scratch("attn.dqAcc", dqn * 4);
+            // Drow = rowsum(dO ⊙ O) and the dQ accumulator cleared, in one pass (D/8 lanes per row)
+            long warps = (rows * (D / 8) + 31) / 32;
+            launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
+                    new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
+            // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
+            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D), stream,
+                    new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
+                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
+            launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
+                    new Kernels.Args().ptr(DQ.address()).ptr(dqAcc).l(dqn / 8));
+            return;
+        }
         if (attentionKernel != AttentionKernel.GEMM && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
             long drow = scratch("attn.Drow", rows * 4);
             launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
@@ -914,6 +1006,18 @@ public final class GpuBackend implements Backend {
                 new Kernels.Args().ptr(O.address()).ptr(X.address()).f(p).l(seed).l(n));
     }
 
+    /** The normal fill drawn on the device ({@code randn_*}: {@link org.sparselora.engine.backend.CounterRng#normal}'s rule). */
+    @Override
+    public void randomNormal(Tensor t, long seed, float mean, float std) {
+        bind();
+        GpuTensor T = own(t);
+        if (T.dtype() != DType.F32 && T.dtype() != DType.BF16) throw new IllegalArgumentException("randomNormal: F32 or BF16 tensor, got " + T);
+        long n = T.numel();
+        if (n == 0) return;
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (n + 255) / 256));
+        launch("randn_" + sfx(T, "randomNormal"), blocks, 1, 256, 0, new Kernels.Args().ptr(T.address()).l(n).l(seed).f(mean).f(std));
+    }
+
     /** The dropout rule the kernel implements (CpuBackend's formula): element {@code i} is kept when this is ≥ p. */
     public static float dropoutUniform(long seed, long i) {
         long z = seed * 0x9E3779B97F4A7C15L + i * 0xBF58476D1CE4E5B9L + 0x94D049BB133111EBL;
@@ -945,59 +1049,105 @@ public final class GpuBackend implements Backend {
                 .ptr(M.address()).ptr(V.address()).l(n).f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale));
     }
 
-    /**
-     * A fixed set of LoRA tensors updated by one fused AdamW launch ({@link #adamwAll}). The table of
-     * device pointers is uploaded once, when the group is made (outside any graph capture).
-     */
-    public final class AdamGroup implements AutoCloseable {
-        private final Tensor table;
-        private final int count;
-        private final long maxN;
+    /** Elements per tile and threads per block of the multi-tensor kernels (MT_TILE, MT_THREADS in sparse.cu). */
+    static final int MT_TILE = 4096, MT_THREADS = 256;
 
-        private AdamGroup(List<Tensor[]> slots) {
-            count = slots.size();
-            long mx = 0;
-            // struct AdamSlot { float* p; const float* g; float* m; float* v; long n; } = 5 × 8 bytes
-            int[] words = new int[count * 10];
-            for (int i = 0; i < count; i++) {
-                Tensor[] s = slots.get(i);
-                if (s.length != 4) throw new IllegalArgumentException("adamw group slot " + i + ": want {param, grad, m, v}");
+    /**
+     * The fused multi-tensor AdamW group: the whole optimizer phase in two launches. A device table
+     * of the slots' addresses (struct MultiSlot in sparse.cu, 64 bytes a slot; slots without elements
+     * are left out) is written once, here, outside any graph capture; each slot is cut into
+     * {@link #MT_TILE}-element tiles numbered across slots and one 256-thread block handles a tile, so
+     * the grid is (total elements / 4096) blocks whatever the mix of sizes — 27M parameters
+     * (Llama-3-8B, r=32 on q,k,v,o: 256 tensors of 32k–131k) give ~6.6k blocks, 84M (all seven, 448
+     * tensors) ~20k, several waves on an H200. {@link #gradSumOfSquares} is one {@code sumsq_multi}
+     * launch (per-tile double partials, summed in tile order by the last block: deterministic) and an
+     * 8-byte read; {@link #step} is one {@code adamw_multi} launch that also refreshes compute copies
+     * and zeroes the gradients it read, and may be captured in a CUDA graph. The slots' tensors must
+     * stay open while the group is used (their addresses are in the table).
+     */
+    private final class AdamwMulti implements AdamwGroup {
+        private final int size, live;
+        private final long tiles;
+        private final Tensor table;    // MultiSlot[live]
+        private final Tensor scratch;  // double partial[tiles], double out, uint counter (+pad)
+
+        AdamwMulti(List<Tensor[]> slotsIn) {
+            List<Tensor[]> slots = AdamwGroup.checkSlots(GpuBackend.this, slotsIn);
+            size = slots.size();
+            long[] words = new long[slots.size() * 8];
+            int k = 0;
+            long t0 = 0;
+            for (Tensor[] s : slots) {
                 GpuTensor P = own(s[0]), G = own(s[1]), M = own(s[2]), V = own(s[3]);
-                for (GpuTensor t : new GpuTensor[] {P, G, M, V}) {
-                    needF32("adamw group", "slot " + i + " tensor", t);
-                    sameCount("adamw group", P, t);
-                }
-                long[] vals = {P.address(), G.address(), M.address(), V.address(), P.numel()};
-                for (int j = 0; j < 5; j++) {
-                    words[i * 10 + 2 * j] = (int) vals[j];
-                    words[i * 10 + 2 * j + 1] = (int) (vals[j] >>> 32);
-                }
-                mx = Math.max(mx, P.numel());
+                GpuTensor C = s.length == 5 && s[4] != s[0] ? own(s[4]) : null;
+                long n = P.numel();
+                if (n == 0) continue;
+                int copyType = C == null ? 0 : switch (C.dtype()) {
+                    case BF16 -> 1;
+                    case F16 -> 2;
+                    case F32 -> 3;
+                    case I32 -> throw new IllegalStateException("checked by checkSlots");
+                };
+                boolean vec = n % 4 == 0 && aligned(P, G, M, V) && (C == null || aligned(C));
+                long[] w = {P.address(), G.address(), M.address(), V.address(), C == null ? 0L : C.address(), n, t0,
+                        (copyType & 0xffffffffL) | ((vec ? 1L : 0L) << 32)};
+                System.arraycopy(w, 0, words, k * 8, 8);
+                k++;
+                t0 += (n + MT_TILE - 1) / MT_TILE;
             }
-            maxN = mx;
-            table = empty(DType.I32, Math.max(1, words.length));
-            if (words.length > 0) copyFromHost(table, words);
+            live = k;
+            tiles = t0;
+            if (tiles > Integer.MAX_VALUE) throw new IllegalArgumentException("adamw group: " + tiles + " tiles exceed one launch's grid");
+            int[] ints = new int[Math.max(2, live * 16)];
+            for (int i = 0; i < live * 8; i++) {
+                ints[2 * i] = (int) words[i];
+                ints[2 * i + 1] = (int) (words[i] >>> 32);
+            }
+            table = empty(DType.I32, ints.length);
+            scratch = empty(DType.I32, (int) (2 * tiles + 4));
+            copyFromHost(table, ints);
+            fill(scratch, 0f);  // the counter starts at 0; the last block of each launch resets it
         }
 
-        @Override public void close() { table.close(); }
+        @Override public int size() { return size; }
+
+        @Override
+        public double gradSumOfSquares() {
+            bind();
+            noCapture("adamw group gradSumOfSquares");
+            if (tiles == 0) return 0.0;
+            long part = g(scratch).address(), out = part + 8 * tiles, counter = out + 8;
+            launch("sumsq_multi", (int) tiles, 1, MT_THREADS, 0, new Kernels.Args().ptr(out).ptr(part).ptr(counter)
+                    .ptr(g(table).address()).i(live));
+            ByteBuffer buf = ByteBuffer.allocateDirect(8).order(ByteOrder.LITTLE_ENDIAN);
+            cuMemcpyDtoHAsync(Pointer.to(buf), new DevPtr().plus(out), 8, stream);
+            cuStreamSynchronize(stream);
+            return buf.getDouble(0);
+        }
+
+        @Override
+        public void step(float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale, boolean zeroGrads) {
+            bind();
+            if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+            if (tiles == 0) return;
+            float bc1 = (float) (1 - Math.pow(beta1, step)), bc2 = (float) (1 - Math.pow(beta2, step));
+            launch("adamw_multi", (int) tiles, 1, MT_THREADS, 0, new Kernels.Args().ptr(g(table).address()).i(live)
+                    .f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale).i(zeroGrads ? 1 : 0));
+        }
+
+        @Override
+        public void close() {
+            table.close();
+            scratch.close();
+        }
     }
 
-    /** Groups {param, grad, m, v} F32 tensor quadruples for {@link #adamwAll}. */
-    public AdamGroup adamGroup(List<Tensor[]> slots) {
+    /** The fused multi-tensor group ({@link AdamwMulti}); made outside any graph capture (it uploads its table). */
+    @Override
+    public AdamwGroup adamwGroup(List<Tensor[]> slots) {
         bind();
-        noCapture("adamGroup");
-        return new AdamGroup(slots);
-    }
-
-    /** One AdamW step (same rule as {@link #adamw}) over every tensor of the group, in one launch. */
-    public void adamwAll(AdamGroup group, float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale) {
-        bind();
-        if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
-        if (group.count == 0 || group.maxN == 0) return;
-        float bc1 = (float) (1 - Math.pow(beta1, step)), bc2 = (float) (1 - Math.pow(beta2, step));
-        int bx = (int) Math.max(1, Math.min(64, (group.maxN + 255) / 256));
-        launch("adamw_multi", bx, group.count, 256, 0, new Kernels.Args().ptr(g(group.table).address())
-                .f(lr).f(beta1).f(beta2).f(eps).f(weightDecay).f(bc1).f(bc2).f(gradScale));
+        noCapture("adamwGroup");
+        return new AdamwMulti(slots);
     }
 
     // ================================================================== SparseLoRA

@@ -38,15 +38,16 @@ final class Kernels implements AutoCloseable {
         String[] t = {"f32", "bf16"};
         Map<String, String> m = new LinkedHashMap<>();
         for (String a : t) {
-            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd"}) m.put(op + "_" + a, "elementwise");
+            for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd", "randn"}) m.put(op + "_" + a, "elementwise");
             m.put("rope_" + a, "layers");
+            m.put("rope_qk_" + a, "layers");
             for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached"}) m.put(op + "_" + a, "attention");
             m.put("colsumsq_" + a, "sparse");
             m.put("adamw_" + a, "sparse");
             for (String b : t) {
                 for (String op : new String[] {"copy", "axpy", "dropout"}) m.put(op + "_" + a + "_" + b, "elementwise");
                 for (String c : t) m.put("mul_" + a + "_" + b + "_" + c, "elementwise");
-                for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "rmsnorm_bwd", "cross_entropy"})
+                for (String op : new String[] {"embedding", "rmsnorm", "add_rmsnorm", "add_rmsnorm_to", "rmsnorm_bwd", "cross_entropy"})
                     m.put(op + "_" + a + "_" + b, "layers");
                 for (String op : new String[] {"gather_rows", "scatter_rows", "gather_cols", "scatter_cols", "seq_mean"})
                     m.put(op + "_" + a + "_" + b, "sparse");
@@ -55,11 +56,14 @@ final class Kernels implements AutoCloseable {
         m.put("attn_softmax", "attention");
         for (String w : new String[] {"w8", "w16", "w32"}) m.put("attn_softmax_" + w, "attention");
         for (String d : new String[] {"d32", "d64", "d128"})
-            for (String op : new String[] {"flash_fwd_", "flash_bwd_dkdv_", "flash_bwd_dq_", "flash2_fwd_", "flash2_bwd_dkdv_", "flash2_bwd_dq_"}) m.put(op + d, "attention");
+            for (String op : new String[] {"flash_fwd_", "flash_bwd_dkdv_", "flash_bwd_dq_", "flash2_fwd_", "flash2_bwd_dkdv_", "flash2_bwd_dq_", "flash3_fwd_", "flash3_bwd_"}) m.put(op + d, "attention");
         m.put("attn_softmax_bwd", "attention");
+        m.put("attn_dq_convert", "attention");
+        m.put("attn_bwd_prep", "attention");
         m.put("colnorm_finish", "sparse");
         m.put("topk_f32", "sparse");
         m.put("adamw_multi", "sparse");
+        m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");
         return Collections.unmodifiableMap(m);

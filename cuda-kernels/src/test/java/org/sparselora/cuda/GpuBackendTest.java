@@ -14,6 +14,7 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
+import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
@@ -242,6 +243,26 @@ class GpuBackendTest {
         }
     }
 
+    @Test
+    void randomNormalMatchesHostDraw() {
+        long seed = new java.util.Random().nextLong();   // fresh stream each run
+        int n = 100_003;
+        for (DType t : FLOATS) {
+            Pair O = out(t, n);
+            gpu.randomNormal(O.g, seed, 0.25f, 0.5f);
+            cpu.randomNormal(O.c, seed, 0.25f, 0.5f);
+            close("randomNormal " + t + " seed " + seed, O, tolFor(t));
+            float[] g = gpu.toFloats(O.g);
+            double m = 0, v = 0;
+            for (float x : g) m += x;
+            m /= n;
+            for (float x : g) v += (x - m) * (x - m);
+            double sd = Math.sqrt(v / n);
+            assertEquals(0.25, m, 0.01, "mean");
+            assertEquals(0.5, sd, 0.01, "std");
+        }
+    }
+
     // ------------------------------------------------------------------ GEMM
 
     @Test
@@ -315,6 +336,16 @@ class GpuBackendTest {
                 close("addRmsNorm residual " + t, Res, tolFor(t));
                 close("addRmsNorm out " + t, O2, tolFor(t) * 2);
                 close("addRmsNorm rstd " + t, R2, t == DType.BF16 ? 1e-3 : 1e-5);
+                // out of place: the input residual stays as it was
+                Pair In = pair(x, t, N, C), Res3 = out(t, N, C), O3 = out(t, N, C), R3 = out(DType.F32, N);
+                gpu.addRmsNormTo(Res3.g, In.g, O3.g, R3.g, D.g, W.g, eps);
+                cpu.addRmsNormTo(Res3.c, In.c, O3.c, R3.c, D.c, W.c, eps);
+                close("addRmsNormTo residual " + t, Res3, tolFor(t));
+                close("addRmsNormTo out " + t, O3, tolFor(t) * 2);
+                close("addRmsNormTo rstd " + t, R3, t == DType.BF16 ? 1e-3 : 1e-5);
+                exact("addRmsNormTo leaves its input " + t, In);
+                assertArrayEquals(gpu.toFloats(Res.g), gpu.toFloats(Res3.g), "addRmsNormTo residual = in-place addRmsNorm's, bit for bit");
+                assertArrayEquals(gpu.toFloats(O2.g), gpu.toFloats(O3.g), "addRmsNormTo out = in-place addRmsNorm's, bit for bit");
                 // backward, overwrite and accumulate
                 Pair DO = pair(dout, t, N, C), DX = out(t, N, C);
                 gpu.rmsNormBackward(DX.g, DO.g, X.g, W.g, R.g, false);
@@ -338,6 +369,54 @@ class GpuBackendTest {
                 sin[p * D / 2 + i] = (float) Math.sin(th);
             }
         return new float[][] {cos, sin};
+    }
+
+    /**
+     * ropeQK (one launch for q and k) against CpuBackend's two rope calls: GQA head counts, the
+     * vector path (D = 128, 64), the scalar path (D = 12; and D = 128 with q an unaligned view),
+     * forward then inverse, both dtypes (tolerances as rope).
+     */
+    @Test
+    void ropeQkMatchesCpu() {
+        int N = 37, Hq = 4, Hkv = 2, maxPos = 600;
+        int[] pos = new int[N];
+        for (int i = 0; i < N; i++) pos[i] = RNG.nextInt(maxPos);
+        Pair P = ints(pos, N);
+        for (int[] c : new int[][] {{128, 0}, {64, 0}, {12, 0}, {128, 1}}) {
+            int D = c[0];
+            boolean unaligned = c[1] == 1;
+            float[][] tb = ropeTables(maxPos, D);
+            Pair COS = pair(tb[0], DType.F32, maxPos, D / 2), SIN = pair(tb[1], DType.F32, maxPos, D / 2);
+            for (DType t : FLOATS) {
+                float[] q = rand(N * Hq * D, 1f), k = rand(N * Hkv * D, 1f);
+                Pair Q = inout(q, t, N, Hq * D), K = inout(k, t, N, Hkv * D);
+                Tensor parent = null;
+                if (unaligned) {  // q one element into a larger buffer: the scalar path
+                    parent = gpu.empty(t, N * Hq * D + 1);
+                    gpu.fill(parent, Float.NaN);
+                    Tensor view = parent.view(1, N, Hq * D);
+                    gpu.copy(view, Q.g());
+                    Q.g().close();
+                    Q = new Pair(view, Q.c());
+                }
+                String what = "ropeQK " + t + " D=" + D + (unaligned ? " unaligned q" : "");
+                gpu.ropeQK(Q.g(), K.g(), P.g(), COS.g(), SIN.g(), Hq, Hkv, D, false);
+                cpu.ropeQK(Q.c(), K.c(), P.c(), COS.c(), SIN.c(), Hq, Hkv, D, false);
+                close(what + " q", Q, tolFor(t));
+                close(what + " k", K, tolFor(t));
+                gpu.ropeQK(Q.g(), K.g(), P.g(), COS.g(), SIN.g(), Hq, Hkv, D, true);
+                cpu.ropeQK(Q.c(), K.c(), P.c(), COS.c(), SIN.c(), Hq, Hkv, D, true);
+                close(what + " inverse q", Q, tolFor(t));
+                close(what + " inverse k", K, tolFor(t));
+                if (parent != null) {
+                    assertTrue(Float.isNaN(gpu.toFloats(parent)[0]), what + ": the element before q is untouched");
+                    parent.close();
+                } else Q.g().close();
+                K.g().close();
+            }
+        }
+        assertThrows(IllegalArgumentException.class, () -> gpu.ropeQK(gpu.empty(DType.BF16, N, Hq * 16), gpu.empty(DType.BF16, N, Hq * 16),
+                P.g(), gpu.empty(DType.F32, 8, 8), gpu.empty(DType.F32, 8, 8), Hq, Hkv, 16, false), "k has Hq heads, not Hkv");
     }
 
     @Test
@@ -368,6 +447,18 @@ class GpuBackendTest {
             checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, k);
             checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, k);
             checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, k);
+        }
+    }
+
+    @Test
+    void attentionFusedKernelsAcrossTileEdges() {
+        // several 128-query / 64-key tiles with keyStart inside a tile (300 = 4·64 + 44 = 9·32 + 12),
+        // 4 query heads per kv head; a sequence that is all padding (keyStart = T) next to one that
+        // barely is; T one past two forward tiles with padding ending just past the first
+        for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
+            checkAttention(2, 512, 8, 2, 128, new int[] {0, 300}, DType.BF16, k);
+            checkAttention(2, 70, 4, 1, 64, new int[] {70, 3}, DType.BF16, k);
+            checkAttention(1, 257, 2, 2, 32, new int[] {129}, DType.BF16, k);
         }
     }
 
@@ -403,6 +494,13 @@ class GpuBackendTest {
             close("attention dq " + tag, DQ, ATT_TOL);
             close("attention dk " + tag, DK, ATT_TOL);
             close("attention dv " + tag, DV, ATT_TOL);
+            // again into re-poisoned outputs: nothing may carry over between calls (FLASH_PIPELINED
+            // accumulates dQ in a kept fp32 scratch buffer that must be cleared every call)
+            for (Pair p : new Pair[] {DQ, DK, DV}) gpu.fill(p.g, Float.NaN);
+            gpu.attentionBackward(DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+            close("attention dq (second call) " + tag, DQ, ATT_TOL);
+            close("attention dk (second call) " + tag, DK, ATT_TOL);
+            close("attention dv (second call) " + tag, DV, ATT_TOL);
         } finally {
             gpu.setAttentionKernel(before);
         }
@@ -466,7 +564,7 @@ class GpuBackendTest {
     // ------------------------------------------------------------------ optimizer
 
     @Test
-    void adamwSingleAndGrouped() {
+    void adamwSingle() {
         int n = 3000;
         float[] p = rand(n, 1f), gr = rand(n, 1f), m = rand(n, 0.1f), v = new float[n];
         for (int i = 0; i < n; i++) v[i] = Math.abs(rand(1, 0.01f)[0]);
@@ -478,20 +576,154 @@ class GpuBackendTest {
         close("adamw param", P, F32_TOL);
         close("adamw m", M, F32_TOL);
         close("adamw v", Vv, F32_TOL);
-        // the fused multi-tensor form gives the same result as per-tensor calls
+    }
+
+    /**
+     * The fused multi-tensor group (sumsq_multi, adamw_multi) against CpuBackend's per-tensor ops,
+     * over 320 tensors of mixed sizes: LoRA-like shapes from 1 element to several tiles, sizes that
+     * are not a multiple of 4 and a tensor seen through an unaligned view (the scalar path), empty
+     * tensors, bf16 / f32 compute copies and a copy that is the parameter itself. Three steps with
+     * fresh gradients; after each: the sum of squares (1e-6 relative: the GPU sums ≤ 16
+     * squares per thread in fp32 before going to double, the CPU every square in double) and bit
+     * for bit the same when asked twice, params, moments and copies (adamw tolerances; copies bf16),
+     * gradients exactly zero (or untouched when not asked to zero).
+     */
+    @Test
+    void adamwGroupMatchesCpuOverManyTensors() {
+        List<Pair[]> pairs = new ArrayList<>();
+        List<Tensor[]> gs = new ArrayList<>(), cs = new ArrayList<>();
+        List<Tensor> parents = new ArrayList<>();
+        int[][] lora = {{8, 64}, {64, 8}, {8, 48}, {16, 8}};
+        for (int i = 0; i < 320; i++) {
+            int[] shape = switch (i % 10) {
+                case 0, 1, 2, 3 -> lora[i % 4];
+                case 4 -> new int[] {1 + RNG.nextInt(7)};                  // tiny, often not a multiple of 4
+                case 5 -> new int[] {3, 4097 + RNG.nextInt(50)};            // several tiles, ragged tail
+                case 6 -> new int[] {0, 8};                                 // empty
+                case 7 -> new int[] {4, 1024};                              // exactly one tile
+                case 8 -> new int[] {2 + RNG.nextInt(30), 33};
+                default -> new int[] {32, 256};                             // two tiles
+            };
+            int n = 1;
+            for (int d : shape) n *= d;
+            float[] v = rand(n, 0.01f);
+            for (int j = 0; j < n; j++) v[j] = Math.abs(v[j]);
+            Pair P = inout(rand(n, 1f), DType.F32, shape), G = pair(rand(n, 1f), DType.F32, shape);
+            Pair M = inout(rand(n, 0.1f), DType.F32, shape), V = inout(v, DType.F32, shape);
+            if (i == 17) {  // an fp32 param inside a larger buffer at an odd offset: unaligned, scalar path
+                Tensor big = gpu.empty(DType.F32, n + 1);
+                gpu.copyFromHost(big, concat(new float[] {Float.NaN}, cpu.toFloats(P.c())));
+                parents.add(big);
+                P.g().close();
+                P = new Pair(big.view(1, shape), P.c());
+            }
+            Pair C = null;
+            Tensor gc = null, cc = null;
+            switch (i % 3) {
+                case 0 -> { C = out(DType.BF16, shape); gc = C.g(); cc = C.c(); }
+                case 1 -> { if (i % 2 == 0) { C = out(DType.F32, shape); gc = C.g(); cc = C.c(); } }
+                default -> { gc = P.g(); cc = P.c(); }  // the param is its own compute copy
+            }
+            pairs.add(new Pair[] {P, G, M, V, C});
+            gs.add(gc == null ? new Tensor[] {P.g(), G.g(), M.g(), V.g()} : new Tensor[] {P.g(), G.g(), M.g(), V.g(), gc});
+            cs.add(cc == null ? new Tensor[] {P.c(), G.c(), M.c(), V.c()} : new Tensor[] {P.c(), G.c(), M.c(), V.c(), cc});
+        }
+        try (AdamwGroup group = gpu.adamwGroup(gs); AdamwGroup ref = cpu.adamwGroup(cs)) {
+            assertEquals(320, group.size());
+            for (int step = 1; step <= 3; step++) {
+                double want = ref.gradSumOfSquares(), got = group.gradSumOfSquares();
+                System.out.printf("  adamw group step %d: sum of squares gpu %.12e cpu %.12e%n", step, got, want);
+                assertEquals(want, got, 1e-6 * want, "sum of squares, step " + step);
+                assertEquals(got, group.gradSumOfSquares(), "the same gradients give the same bits");
+                boolean zero = step != 2;
+                group.step(2e-3f * step, 0.9f, 0.95f, 1e-6f, 0.01f, step, 0.7f / step, zero);
+                ref.step(2e-3f * step, 0.9f, 0.95f, 1e-6f, 0.01f, step, 0.7f / step, zero);
+                String[] role = {"param", "grad", "m", "v", "copy"};
+                double[] worst = new double[5];
+                for (int i = 0; i < pairs.size(); i++) {
+                    Pair[] sl = pairs.get(i);
+                    if (sl[0].g().numel() == 0) continue;
+                    for (int j : new int[] {0, 2, 3, 4}) {
+                        if (sl[j] == null) continue;
+                        float[] gv = gpu.toFloats(sl[j].g()), cv = cpu.toFloats(sl[j].c());
+                        double e = relErr(gv, cv), tol = sl[j].g().dtype() == DType.BF16 ? BF16_TOL : F32_TOL;
+                        worst[j] = Math.max(worst[j], e);
+                        assertTrue(e <= tol, "step " + step + " slot " + i + " " + role[j] + ": relative error " + e + " > " + tol + firstBad(gv, cv));
+                    }
+                    if (sl[4] != null && sl[4].g().dtype() == DType.BF16) {  // exactly the bf16 rounding of the GPU's param
+                        float[] pv = gpu.toFloats(sl[0].g()), cv = gpu.toFloats(sl[4].g());
+                        for (int e = 0; e < pv.length; e++)
+                            assertEquals(Dtypes.bf16ToFloat(Dtypes.floatToBf16(pv[e])), cv[e], "slot " + i + " copy[" + e + "]");
+                    }
+                    float[] gg = gpu.toFloats(sl[1].g()), cg = cpu.toFloats(sl[1].c());
+                    assertArrayEquals(cg, gg, "step " + step + " slot " + i + " grad " + (zero ? "zeroed" : "kept"));
+                    if (zero) for (float x : gg) assertEquals(0f, x, "slot " + i + " grad zeroed");
+                }
+                System.out.printf("  adamw group step %d: worst rel err param %.2e m %.2e v %.2e copy %.2e%n", step, worst[0], worst[2], worst[3], worst[4]);
+                // fresh gradients for the next step, the same on both sides
+                for (Pair[] s : pairs) {
+                    float[] ng = rand((int) s[1].g().numel(), 1f);
+                    gpu.copyFromHost(s[1].g(), ng);
+                    cpu.copyFromHost(s[1].c(), ng);
+                }
+            }
+            // the unaligned view's neighbour is untouched
+            assertTrue(Float.isNaN(gpu.toFloats(parents.get(0))[0]), "the element before the view stays as it was");
+        } finally {
+            for (Pair[] s : pairs) for (Pair p : s) if (p != null) { p.g().close(); p.c().close(); }
+            for (Tensor t : parents) t.close();
+        }
+    }
+
+    @Test
+    void adamwGroupRejectsBadSlotsNamingTheSlot() {
+        Tensor p = gpu.zeros(DType.F32, 4, 8), g = gpu.zeros(DType.F32, 4, 8), m = gpu.zeros(DType.F32, 4, 8), v = gpu.zeros(DType.F32, 4, 8);
         List<Tensor[]> slots = new ArrayList<>();
-        List<Pair> params = new ArrayList<>();
-        for (int len : new int[] {100, 5000, 33}) {
-            Pair PP = inout(rand(len, 1f), DType.F32, len), GG = pair(rand(len, 1f), DType.F32, len);
-            Pair MM = inout(new float[len], DType.F32, len), VV = inout(new float[len], DType.F32, len);
-            slots.add(new Tensor[] {PP.g, GG.g, MM.g, VV.g});
-            params.add(PP);
-            cpu.adamw(PP.c, GG.c, MM.c, VV.c, 2e-3f, 0.9f, 0.95f, 1e-6f, 0f, 1, 1f);
+        slots.add(new Tensor[] {p, g, m, v});
+        slots.add(new Tensor[] {p, g, gpu.zeros(DType.BF16, 4, 8), v});
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> gpu.adamwGroup(slots));
+        assertTrue(e.getMessage().contains("slot 1") && e.getMessage().contains("m must be F32"), e.getMessage());
+        slots.set(1, new Tensor[] {p, g, m, cpu.zeros(DType.F32, 4, 8)});
+        e = assertThrows(IllegalArgumentException.class, () -> gpu.adamwGroup(slots));
+        assertTrue(e.getMessage().contains("slot 1") && e.getMessage().contains("belongs to backend cpu"), e.getMessage());
+        try (AdamwGroup empty = gpu.adamwGroup(List.of())) {
+            assertEquals(0.0, empty.gradSumOfSquares());
+            empty.step(1e-3f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f, true);
         }
-        try (GpuBackend.AdamGroup group = gpu.adamGroup(slots)) {
-            gpu.adamwAll(group, 2e-3f, 0.9f, 0.95f, 1e-6f, 0f, 1, 1f);
+    }
+
+    /** The group's step needs no host value, so it can sit in a CUDA graph; its sum of squares (a read) refuses to. */
+    @Test
+    void adamwGroupStepReplaysFromAGraph() {
+        List<Tensor[]> gs = new ArrayList<>(), cs = new ArrayList<>();
+        List<Pair> ps = new ArrayList<>();
+        for (int n : new int[] {4096 * 3, 10, 520}) {
+            Pair P = inout(rand(n, 1f), DType.F32, n), G = pair(rand(n, 1f), DType.F32, n);
+            Pair M = inout(new float[n], DType.F32, n), V = inout(new float[n], DType.F32, n), C = out(DType.BF16, n);
+            gs.add(new Tensor[] {P.g, G.g, M.g, V.g, C.g});
+            cs.add(new Tensor[] {P.c, G.c, M.c, V.c, C.c});
+            ps.add(P);
+            ps.add(C);
         }
-        for (Pair PP : params) close("adamwAll param n=" + PP.g.numel(), PP, F32_TOL);
+        try (AdamwGroup group = gpu.adamwGroup(gs); AdamwGroup ref = cpu.adamwGroup(cs)) {
+            gpu.synchronize();
+            gpu.beginCapture();
+            group.step(1e-2f, 0.9f, 0.99f, 1e-8f, 0f, 1, 0.5f, false);
+            assertThrows(IllegalStateException.class, group::gradSumOfSquares, "the sum of squares reads to the host: not in a capture");
+            GpuBackend.Graph graph = gpu.endCapture();
+            for (int r = 0; r < 2; r++) {
+                graph.replay();
+                ref.step(1e-2f, 0.9f, 0.99f, 1e-8f, 0f, 1, 0.5f, false);
+            }
+            graph.close();
+            for (int i = 0; i < ps.size(); i++) close("graph-replayed group step, " + (i % 2 == 0 ? "param" : "bf16 copy") + " " + i / 2, ps.get(i), i % 2 == 0 ? F32_TOL : BF16_TOL);
+        }
+    }
+
+    static float[] concat(float[] a, float[] b) {
+        float[] r = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, r, a.length, b.length);
+        return r;
     }
 
     // ------------------------------------------------------------------ SparseLoRA ops

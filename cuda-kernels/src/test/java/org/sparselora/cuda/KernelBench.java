@@ -2,6 +2,7 @@ package org.sparselora.cuda;
 
 import java.util.Locale;
 import java.util.SplittableRandom;
+import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 
@@ -42,13 +43,15 @@ public final class KernelBench {
             for (int i = 0; i < N; i++) p[i] = i % T;
             g.copyFromHost(pos, p);
             Tensor cos = rand(g, DType.F32, T, D / 2), sin = rand(g, DType.F32, T, D / 2);
-            double attFlops = 4.0 * B * Hq * T * T * D;  // QKᵀ and PV, full square (the kernels do not skip the masked half)
+            // QKᵀ and PV over the causal (visible) half of the score square: the work a causal kernel must do
+            double attFlops = 4.0 * B * Hq * D * (T * (T + 1) / 2.0);
+            GpuBackend.AttentionKernel defaultKernel = g.attentionKernel();
             for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
                 g.setAttentionKernel(k);
                 row(g, "attention fwd " + k + " B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
                 row(g, "attention bwd " + k, () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
             }
-            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
+            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);  // the reference for the agreement check
             // the fused kernels against the GEMM path at this full shape (left padding on two sequences)
             int[] kst = {0, 100, 0, 0, 0, 0, 511, 0};
             g.copyFromHost(ks, kst);
@@ -65,8 +68,11 @@ public final class KernelBench {
                 for (int i = 0; i < names.length; i++) sb.append(String.format(Locale.ROOT, " %s %.2e", names[i], relErr(got[i], ref[i])));
                 System.out.println(sb);
             }
-            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);
+            g.setAttentionKernel(defaultKernel);
             row(g, "rope q (N,32x128)", () -> g.rope(qa, pos, cos, sin, Hq, D, false), 2.0 * N * Hq * D * 2, 0);
+            row(g, "rope q then rope k (2 launches)", () -> { g.rope(qa, pos, cos, sin, Hq, D, false); g.rope(ka, pos, cos, sin, Hkv, D, false); },
+                    2.0 * N * (Hq + Hkv) * D * 2, 0);
+            row(g, "ropeQK q+k (1 launch)", () -> g.ropeQK(qa, ka, pos, cos, sin, Hq, Hkv, D, false), 2.0 * N * (Hq + Hkv) * D * 2, 0);
             int chunk = 1024;
             Tensor logits = rand(g, DType.BF16, chunk, V), tg = g.empty(DType.I32, chunk), losses = g.empty(DType.F32, chunk);
             int[] t = new int[chunk];
@@ -85,8 +91,48 @@ public final class KernelBench {
             row(g, "gatherRows 1434 of Wg (14336,4096)", () -> g.gatherRows(slice, wg, idxR), 2.0 * 1434 * C * 2, 0);
             Tensor pm = rand(g, DType.F32, 32 * (C + C)), gm = rand(g, DType.F32, 32 * (C + C)), mm = g.zeros(DType.F32, 32 * 2 * C), vm = g.zeros(DType.F32, 32 * 2 * C);
             row(g, "adamw 262k params", () -> g.adamw(pm, gm, mm, vm, 1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f), 7.0 * 4 * 32 * 2 * C, 0);
+            optimizerPhase(g, C, Hkv * D);
             System.out.printf(Locale.ROOT, "peak device memory held by the backend: %.2f GiB%n", g.peakMemory() / (double) (1L << 30));
         }
+    }
+
+    /**
+     * The optimizer phase of an 8B LoRA step, r=32 on q,k,v,o (32 layers × 8 = 256 tensors, 27M
+     * params): the per-tensor loop the trainer used to run (sumOfSquares, adamw, fill per tensor)
+     * against the fused group (one sum-of-squares launch + read, one AdamW launch that zeroes the
+     * gradients, optionally refreshing bf16 compute copies). Bytes: p, g, m, v read and written.
+     */
+    private static void optimizerPhase(GpuBackend g, int C, int kvDim) {
+        int r = 32;
+        java.util.List<Tensor[]> slots = new java.util.ArrayList<>(), withCopies = new java.util.ArrayList<>();
+        java.util.List<Tensor> grads = new java.util.ArrayList<>();
+        long params = 0;
+        for (int l = 0; l < 32; l++)
+            for (int out : new int[] {C, kvDim, kvDim, C})
+                for (int[] shape : new int[][] {{r, C}, {out, r}}) {
+                    Tensor p = rand(g, DType.F32, shape), gr = rand(g, DType.F32, shape);
+                    Tensor m = g.zeros(DType.F32, shape), v = g.zeros(DType.F32, shape), c = g.empty(DType.BF16, shape);
+                    slots.add(new Tensor[] {p, gr, m, v});
+                    withCopies.add(new Tensor[] {p, gr, m, v, c});
+                    grads.add(gr);
+                    params += p.numel();
+                }
+        String what = "8B qkvo r32 (" + slots.size() + " t, " + params / 1_000_000 + "M)";
+        row(g, "opt loop: sumsq+adamw+fill " + what, () -> {
+            g.sumOfSquares(grads);
+            for (Tensor[] s : slots) g.adamw(s[0], s[1], s[2], s[3], 1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f);
+            for (Tensor gr : grads) g.fill(gr, 0f);
+        }, 36.0 * params, 0);
+        try (AdamwGroup group = g.adamwGroup(slots); AdamwGroup copies = g.adamwGroup(withCopies)) {
+            row(g, "group gradSumOfSquares (+read)", group::gradSumOfSquares, 4.0 * params, 0);
+            row(g, "group step, zeroing grads", () -> group.step(1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f, true), 32.0 * params, 0);
+            row(g, "group step + bf16 copies", () -> copies.step(1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f, true), 34.0 * params, 0);
+            row(g, "group sumsq + step (the phase)", () -> {
+                group.gradSumOfSquares();
+                group.step(1e-4f, 0.9f, 0.999f, 1e-8f, 0f, 1, 1f, true);
+            }, 36.0 * params, 0);
+        }
+        for (Tensor[] s : withCopies) for (Tensor t : s) t.close();
     }
 
     /** ‖a − b‖/‖b‖ over finite reference entries; a non-finite value where the reference is finite counts as ∞. */

@@ -17,6 +17,7 @@ import org.sparselora.engine.data.ExampleTokenizer;
 import org.sparselora.engine.data.PromptTemplate;
 import org.sparselora.engine.io.FormatException;
 import org.sparselora.engine.io.WeightSource;
+import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.Calibration;
 import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsityConfig;
@@ -167,12 +168,12 @@ public final class CalibrateCommand implements Callable<Integer> {
         };
     }
 
-    static EnumSet<FlopCount.Linear> linears(List<String> names) {
-        EnumSet<FlopCount.Linear> s = EnumSet.noneOf(FlopCount.Linear.class);
+    static EnumSet<Projection> linears(List<String> names) {
+        EnumSet<Projection> s = EnumSet.noneOf(Projection.class);
         for (String n : names) {
             String k = n.trim().toUpperCase(Locale.ROOT).replace("_PROJ", "");
             try {
-                s.add(FlopCount.Linear.valueOf(k));
+                s.add(Projection.valueOf(k));
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException("--lora-targets: unknown projection '" + n + "' (expected q,k,v,o,gate,up,down)");
             }

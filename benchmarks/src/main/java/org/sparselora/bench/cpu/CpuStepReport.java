@@ -8,9 +8,9 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.train.Batch;
-import org.sparselora.engine.train.FlopCounter;
 
 /**
  * With 1 thread, times are the calling thread's CPU time (ThreadMXBean), which stays meaningful on
@@ -52,10 +52,10 @@ public final class CpuStepReport {
             for (SparsePlan p : plans) stepMs(m, lora, b, p, 0); // warm-up
             for (int s = 0; s < steps; s++)
                 for (int i = 0; i < plans.length; i++) ms[i][s] = stepMs(m, lora, b, plans[i], 1);
-            long denseF = FlopCounter.step(c, lora.config(), b, null);
+            long denseF = FlopCount.dense(c, FlopCount.Lora.of(lora.config()), b).flops();
             double denseMs = median(ms[0]);
             for (int i = 0; i < plans.length; i++) {
-                long f = FlopCounter.step(c, lora.config(), b, plans[i]);
+                long f = FlopCount.executed(c, FlopCount.Lora.of(lora.config()), b, plans[i], 0).flops();
                 double t = median(ms[i]);
                 System.out.printf("| %s | %.1f | %.2f | %.1f | %.2fx | %.2fx |%n", names[i], t, f / 1e9, f / t / 1e6, denseF / (double) f, denseMs / t);
             }

@@ -26,7 +26,7 @@ import org.sparselora.engine.train.Batch;
 /**
  * JMH: one LoRA training step (forward + backward) of {@link BenchModels#stepModel()} on a 4×256
  * batch with 75% context tokens, dense and SparseLoRA (math10k-shaped plan, both frozen_grad modes).
- * FLOPs per step come from {@code FlopCounter}; {@link CpuStepReport} prints them with the speed-up.
+ * FLOPs per step come from {@code sparse.FlopCount}; {@link CpuStepReport} prints them with the speed-up.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)

@@ -50,7 +50,7 @@ public final class SparseParity implements Callable<Integer> {
     @Option(names = "--lr") float lr = 2e-3f;
     @Option(names = "--lora-rank") int rank = 8;
     @Option(names = "--backend", description = "cpu or gpu (default ${DEFAULT-VALUE})") String backend = "cpu";
-    @Option(names = "--curves", description = "write every step's training loss per variant to this JSONL file (the loss curves)") Path curves;
+    @Option(names = "--curves", description = "write every step's training loss per variant to this JSONL file, and its plot next to it (FILE.svg)") Path curves;
     @Option(names = "--threads") int threads = Runtime.getRuntime().availableProcessors();
     @Option(names = "--seed") long seed = 17;
     @Option(names = "--mlp", description = "MLP ratio of layers 1-3 (default ${DEFAULT-VALUE})") double mlpRatio = 0.75;
@@ -111,6 +111,9 @@ public final class SparseParity implements Callable<Integer> {
             System.out.printf(Locale.ROOT, "| %s | %.4f | %+.2f%% | %.2f%% | %+.2f | %.4f | %.1f | %.2fx |%n", r.name, r.evalLoss,
                     100 * (r.evalLoss / d.evalLoss - 1), 100 * r.tokenAcc, 100 * (r.tokenAcc - d.tokenAcc), r.trainLoss, r.ms, r.flopReduction);
         be.close();
+        if (curves != null)
+            System.out.println("loss curves plotted to " + CurvesPlot.write(curves, CurvesPlot.svgFor(curves),
+                    String.format(Locale.ROOT, "stories260K on GSM8K, %d steps on %s: dense LoRA vs SparseLoRA", steps, backend), 10));
         return 0;
     }
 

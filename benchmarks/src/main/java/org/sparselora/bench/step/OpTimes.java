@@ -50,7 +50,14 @@ final class OpTimes {
             }
         });
         // the model and planner run on the proxy; weights and adapter tensors are the real backend's
-        LlamaModel m = new LlamaModel(be, w, Math.max(b.seqLen(), 1024));
+        // closed at the end: its activation buffers (a second full set) would otherwise stay in the
+        // device pool and inflate every later row's peak memory
+        try (LlamaModel m = new LlamaModel(be, w, Math.max(b.seqLen(), 1024))) {
+            profile(real, m, acc, lora, b, planner, steps, sparseStep);
+        }
+    }
+
+    private static void profile(Backend real, LlamaModel m, Map<String, long[]> acc, LoraAdapter lora, Batch b, SparsePlanner planner, int steps, int sparseStep) {
         for (String variant : new String[] {"dense", "sparse"}) {
             for (int s = -1; s < steps; s++) {
                 if (s == 0) acc.clear(); // step -1 allocates this variant's buffers: not counted

@@ -19,14 +19,13 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
-import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.sparse.ChannelSelection;
+import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.train.Batch;
-import org.sparselora.engine.train.FlopCounter;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import picocli.CommandLine;
@@ -78,7 +77,7 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     record Row(String model, String targets, String variant, double msStep, double msFwd, double msBwd, double msOpt,
-               double tokensPerSec, double peakGiB, long flops, long denseFlops, long predictorFlops, double mfu) {}
+               double tokensPerSec, double peakGiB, double peakAllocGiB, long flops, long denseFlops, long predictorFlops, double mfu) {}
 
     @Override
     public Integer call() throws IOException {
@@ -86,7 +85,7 @@ public final class StepBenchmark implements Callable<Integer> {
         LlamaConfig cfg = shape(model);
         Backend be = backend.equals("gpu") ? gpu() : new CpuBackend();
         long t0 = System.nanoTime();
-        LlamaWeights w = LlamaWeights.upload(be, new RandomWeights(cfg, 42));
+        LlamaWeights w = LlamaWeights.random(be, cfg, 42);   // drawn on the device: no host copy of the model
         be.synchronize();
         System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
         LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));
@@ -134,7 +133,14 @@ public final class StepBenchmark implements Callable<Integer> {
 
     /** warm-up + timed steps of forward / backward / AdamW, each phase closed by a device sync. */
     private Timings time(Backend be, LlamaModel m, LoraAdapter lora, Batch b, StepBody body) {
-        LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps));
+        // closed at the end: its AdamW moments would otherwise stay in the device pool (and in the
+        // next row's peak) for the rest of the run
+        try (LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps))) {
+            return time(be, m, b, tr, body);
+        }
+    }
+
+    private Timings time(Backend be, LlamaModel m, Batch b, LoraTrainer tr, StepBody body) {
         double[] fwd = new double[steps], bwd = new double[steps], opt = new double[steps];
         for (int s = 0; s < warmup + steps; s++) {
             be.synchronize();
@@ -171,7 +177,7 @@ public final class StepBenchmark implements Callable<Integer> {
             @Override public void done(SparsePlan plan) {
                 if (plan == null) return;
                 flops[1] = planner.lastPredictorFlops();
-                flops[0] = FlopCounter.step(cfg, lora.config(), b, plan);
+                flops[0] = FlopCount.executed(cfg, FlopCount.Lora.of(lora.config()), b, plan, 0).flops();
                 planner.release();
             }
         });
@@ -189,7 +195,7 @@ public final class StepBenchmark implements Callable<Integer> {
             m.forward(b, lora, plan, null, s);
             return plan;
         });
-        long planFlops = FlopCounter.step(cfg, lora.config(), b, plan);
+        long planFlops = FlopCount.executed(cfg, FlopCount.Lora.of(lora.config()), b, plan, 0).flops();
         planner.release();
         return row(cfg, lora, b, tg, name, t, planFlops, 0, be);
     }
@@ -200,11 +206,11 @@ public final class StepBenchmark implements Callable<Integer> {
         double[] step = new double[steps];
         for (int i = 0; i < steps; i++) step[i] = fwd[i] + bwd[i] + opt[i];
         double ms = median(step);
-        long dense = FlopCounter.step(cfg, lora.config(), b, null);
+        long dense = FlopCount.dense(cfg, FlopCount.Lora.of(lora.config()), b).flops();
         long flops = planFlops < 0 ? dense : planFlops + predictorFlops;
         double mfu = flops / (ms / 1e3) / (peakTflops * 1e12);
         return new Row(model, tg, name, ms, median(fwd), median(bwd), median(opt), b.tokenCount() / (ms / 1e3),
-                peakGiB(be), flops, dense, predictorFlops, mfu);
+                peakGiB(be, "peakMemory"), peakGiB(be, "peakMemoryInUse"), flops, dense, predictorFlops, mfu);
     }
 
     private Batch batch(LlamaConfig cfg) {
@@ -230,13 +236,13 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     private void print(List<Row> rows) throws IOException {
-        System.out.printf("%n%-5s %-5s %-36s %9s %8s %8s %7s %9s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
-                "fwd", "bwd", "opt", "tok/s", "peakGiB", "TFLOP/st", "FLOPred", "MFU", "speedup");
+        System.out.printf("%n%-5s %-5s %-36s %9s %8s %8s %7s %9s %8s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
+                "fwd", "bwd", "opt", "tok/s", "peakGiB", "allocGiB", "TFLOP/st", "FLOPred", "MFU", "speedup");
         Row base = rows.get(0);
         for (Row r : rows) {
             if (r.variant.equals("dense LoRA")) base = r;
-            System.out.printf("%-5s %-5s %-36s %9.1f %8.1f %8.1f %7.1f %9.0f %8.1f %9.2f %7.2fx %5.1f%% %7.2fx%n", r.model, r.targets, r.variant,
-                    r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.flops / 1e12,
+            System.out.printf("%-5s %-5s %-36s %9.1f %8.1f %8.1f %7.1f %9.0f %8.1f %8.1f %9.2f %7.2fx %5.1f%% %7.2fx%n", r.model, r.targets, r.variant,
+                    r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops / 1e12,
                     (double) r.denseFlops / r.flops, 100 * r.mfu, base.msStep / r.msStep);
         }
         if (json != null) {
@@ -244,9 +250,9 @@ public final class StepBenchmark implements Callable<Integer> {
             for (Row r : rows)
                 sb.append(String.format(Locale.ROOT,
                         "{\"model\":\"%s\",\"targets\":\"%s\",\"variant\":\"%s\",\"ms_step\":%.3f,\"ms_fwd\":%.3f,\"ms_bwd\":%.3f,\"ms_opt\":%.3f,"
-                                + "\"tokens_per_s\":%.1f,\"peak_gib\":%.2f,\"flops\":%d,\"dense_flops\":%d,\"predictor_flops\":%d,\"mfu\":%.4f,"
+                                + "\"tokens_per_s\":%.1f,\"peak_gib\":%.2f,\"peak_alloc_gib\":%.2f,\"flops\":%d,\"dense_flops\":%d,\"predictor_flops\":%d,\"mfu\":%.4f,"
                                 + "\"batch\":%d,\"seq\":%d,\"output_tokens\":%d,\"warmup\":%d,\"steps\":%d}%n",
-                        r.model, r.targets, r.variant.trim(), r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.flops,
+                        r.model, r.targets, r.variant.trim(), r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops,
                         r.denseFlops, r.predictorFlops, r.mfu, batch, seq, outputTokens, warmup, steps));
             Files.writeString(json, sb.toString(), java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
         }
@@ -266,17 +272,23 @@ public final class StepBenchmark implements Callable<Integer> {
         }
     }
 
+    /**
+     * A new peak window: cached pool blocks left by earlier rows (another target set's adapter, the
+     * profile's model) are given back first, so a row's peak is what its own step holds.
+     */
     private static void resetPeak(Backend be) {
         try {
+            be.getClass().getMethod("trimMemory").invoke(be);
             be.getClass().getMethod("resetPeakMemory").invoke(be);
         } catch (ReflectiveOperationException ignored) {
             // backends without memory accounting report 0
         }
     }
 
-    private static double peakGiB(Backend be) {
+    /** peakMemory: held from the driver incl. cached blocks (PyTorch's max_memory_reserved); peakMemoryInUse: live tensors + scratch (max_memory_allocated, the peer's "peak"). */
+    private static double peakGiB(Backend be, String method) {
         try {
-            return ((Number) be.getClass().getMethod("peakMemory").invoke(be)).doubleValue() / (1L << 30);
+            return ((Number) be.getClass().getMethod(method).invoke(be)).doubleValue() / (1L << 30);
         } catch (ReflectiveOperationException e) {
             return 0;
         }

@@ -109,12 +109,33 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
+     * residualOut = residualIn + delta; out = rmsNorm(residualOut): {@link #addRmsNorm} out of place,
+     * so a model that keeps every layer's residual for its backward needs no copy of it first.
+     * residualOut must not alias residualIn's storage unless it is the same tensor.
+     */
+    default void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
+        if (residualOut != residualIn) copy(residualOut, residualIn);
+        addRmsNorm(residualOut, out, rstd, delta, weight, eps);
+    }
+
+    /**
      * Rotary embedding in place, HF "rotate_half" layout: within each head of size D, element i pairs
      * with i + D/2. x (N, H·D); positions (N) I32; cos, sin (maxPos, D/2) F32 tables (llama3 rope
      * scaling is folded into the tables by the caller). {@code inverse=true} rotates by −θ, which is
      * the backward pass (rotation is orthogonal).
      */
     void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse);
+
+    /**
+     * {@link #rope} on a layer's q (N, Hq·D) and k (N, Hkv·D) with the same positions and tables —
+     * the pair every attention layer rotates (forward, and inverse in the backward) — in one op.
+     * Default: the two {@code rope} calls (the reference semantics); a device backend does both in
+     * one launch.
+     */
+    default void ropeQK(Tensor q, Tensor k, Tensor positions, Tensor cos, Tensor sin, int heads, int kvHeads, int headDim, boolean inverse) {
+        rope(q, positions, cos, sin, heads, headDim, inverse);
+        rope(k, positions, cos, sin, kvHeads, headDim, inverse);
+    }
 
     /**
      * Causal grouped-query attention. q (N, Hq·D), k and v (N, Hkv·D), out (N, Hq·D), N = B·T;
@@ -137,6 +158,43 @@ public interface Backend extends AutoCloseable {
     void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
                          int heads, int kvHeads, int headDim, float scale);
 
+    // ---- sliding-window attention (Mistral's sliding_window): query i sees key j iff
+    // keyStart ≤ j ≤ i and i − j < window. The defaults serve backends without a windowed kernel:
+    // a window that covers the whole sequence is the plain op; a shorter one is one clear error.
+
+    /** Whether a sliding window changes nothing for sequences of {@code seqLen} keys (≤ 0 = no window). */
+    static boolean windowCoversSequence(int window, int seqLen) { return window <= 0 || window >= seqLen; }
+
+    /** The error a backend without windowed attention gives for a window shorter than the sequence. */
+    default UnsupportedOperationException windowUnsupported(String op, int window, int seqLen) {
+        return new UnsupportedOperationException(op + ": sliding window " + window + " is shorter than the sequence length "
+                + seqLen + " and " + getClass().getSimpleName() + " has no sliding-window attention"
+                + " (use sequences of at most " + window + " tokens, or the CPU backend)");
+    }
+
+    /** {@link #attention} with a sliding window of {@code window} keys (≤ 0 = none). */
+    default void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale, int window) {
+        if (!windowCoversSequence(window, seqLen)) throw windowUnsupported("attention", window, seqLen);
+        attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
+    }
+
+    /** Gradients of the windowed {@link #attention(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, int, int, float, int)}. */
+    default void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
+                                   Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                                   int batch, int seqLen, int heads, int kvHeads, int headDim, float scale, int window) {
+        if (!windowCoversSequence(window, seqLen)) throw windowUnsupported("attentionBackward", window, seqLen);
+        attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
+    }
+
+    /** {@link #attentionCached} with a sliding window: the new token at position p sees keys (p − window, p]. */
+    default void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
+                                 int heads, int kvHeads, int headDim, float scale, int window) {
+        int keys = pos0 + (int) (q.numel() / ((long) heads * headDim)); // positions [0, pos0 + n) are visible at most
+        if (!windowCoversSequence(window, keys)) throw windowUnsupported("attentionCached", window, keys);
+        attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale);
+    }
+
     /** out = silu(gate) ⊙ up. All (N, I). */
     void swiglu(Tensor out, Tensor gate, Tensor up);
 
@@ -155,6 +213,23 @@ public interface Backend extends AutoCloseable {
      *  backward agree; p = 0 copies. out, x same shape. Backward is the same call on dout. */
     void dropout(Tensor out, Tensor x, float p, long seed);
 
+    /**
+     * t = mean + std·z with z standard normal drawn from (seed, element index) by {@link CounterRng}
+     * — the same values on every backend (up to the tensor's dtype), made where the tensor lives
+     * (random-init weights for benchmarks never pass through host memory on the GPU). The default
+     * draws on the host and uploads.
+     */
+    default void randomNormal(Tensor t, long seed, float mean, float std) {
+        long n = t.numel();
+        if (n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("randomNormal: " + n + " elements is too many for a host draw");
+        float[] v = new float[(int) n];
+        java.util.stream.IntStream.range(0, (int) ((n + 65535) >> 16)).parallel().forEach(c -> {
+            int end = (int) Math.min(n, (c + 1L) << 16);
+            for (int i = c << 16; i < end; i++) v[i] = mean + std * CounterRng.normal(seed, i);
+        });
+        copyFromHost(t, v);
+    }
+
     // ------------------------------------------------------------------ optimizer
 
     /**
@@ -164,6 +239,17 @@ public interface Backend extends AutoCloseable {
      */
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
                float eps, float weightDecay, int step, float gradScale);
+
+    /**
+     * A multi-tensor AdamW over fixed {@code {param, grad, m, v[, computeCopy]}} slots (see
+     * {@link AdamwGroup}): the trainer's whole optimizer phase — gradient norm, update, compute-copy
+     * refresh, gradient zeroing — through one object. The slots' tensors must outlive the group.
+     * The default loops over {@link #sumOfSquares}, {@link #adamw}, {@link #copy} and {@link #fill}
+     * (the reference semantics); a device backend overrides it with fused multi-tensor kernels.
+     */
+    default AdamwGroup adamwGroup(List<Tensor[]> slots) {
+        return new AdamwGroup.PerTensor(this, slots);
+    }
 
     // ------------------------------------------------------------------ SparseLoRA: selection and slicing
 

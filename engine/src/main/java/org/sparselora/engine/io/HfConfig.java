@@ -16,7 +16,9 @@ import org.sparselora.engine.model.LlamaConfig;
  * {@code LlamaForCausalLM} (Llama 2 and 3.x, including {@code rope_scaling} of type
  * {@code llama3}), {@code MistralForCausalLM} and {@code Qwen2ForCausalLM} (q/k/v biases always on,
  * as transformers' Qwen2 attention hard-codes them). Defaults follow the transformers config
- * classes, so a minimal config reads as transformers would read it. Anything this engine would
+ * classes, so a minimal config reads as transformers would read it (including Mistral's default
+ * {@code sliding_window} of 4096 when the key is absent, and Qwen2's {@code use_sliding_window} /
+ * {@code max_window_layers}). Anything this engine would
  * compute differently (another architecture, activation, rope scaling type, MLP bias) is an error
  * naming the file and the value rather than a silently wrong model.
  */
@@ -64,8 +66,7 @@ public final class HfConfig {
         boolean tied = c.path("tie_word_embeddings").asBoolean(false);
         int maxPos = optInt(file, c, "max_position_embeddings", 2048);
         float eps = (float) optDouble(file, c, "rms_norm_eps", 1e-6);
-        if (c.path("use_sliding_window").asBoolean(false))
-            throw new FormatException(file, "use_sliding_window true is not supported (attention here is full causal)");
+        int window = slidingWindow(file, c, arch, layers);
         float theta;
         LlamaConfig.RopeScaling scaling;
         JsonNode rp = c.get("rope_parameters");
@@ -80,7 +81,65 @@ public final class HfConfig {
             scaling = ropeScaling(file, c.get("rope_scaling"), maxPos);
         }
         return new LlamaConfig(arch, hidden, inter, layers, heads, kvHeads, headDim, vocab, maxPos, eps, theta,
-                scaling, tied, attentionBias, tokenId(file, c, "bos_token_id"), tokenId(file, c, "eos_token_id"));
+                scaling, tied, attentionBias, tokenId(file, c, "bos_token_id"), tokenId(file, c, "eos_token_id"), window);
+    }
+
+    /** Mistral's default when config.json has no {@code sliding_window} key (transformers' MistralConfig). */
+    static final int MISTRAL_DEFAULT_WINDOW = 4096;
+    /** Qwen2's defaults (transformers' Qwen2Config): the window, and the first layer index that uses it. */
+    static final int QWEN2_DEFAULT_WINDOW = 4096, QWEN2_DEFAULT_MAX_WINDOW_LAYERS = 28;
+
+    /**
+     * The sliding window as transformers applies it (0 = none). An explicit {@code layer_types}
+     * list decides which layers slide; otherwise Mistral slides in every layer whenever
+     * {@code sliding_window} is not null (absent = 4096), Qwen2 only with {@code use_sliding_window}
+     * and then in layers ≥ {@code max_window_layers}, Llama never. One window for all layers is
+     * supported; a model that mixes windowed and full layers is an error naming the field.
+     */
+    private static int slidingWindow(Path file, JsonNode c, String arch, int layers) {
+        JsonNode types = c.get("layer_types");
+        if (types != null && !types.isNull()) {
+            if (!types.isArray() || types.size() != layers)
+                throw new FormatException(file, "layer_types must be a list of " + layers + " entries, got " + types);
+            int sliding = 0;
+            for (JsonNode t : types) {
+                switch (t.asText()) {
+                    case "sliding_attention" -> sliding++;
+                    case "full_attention" -> { }
+                    default -> throw new FormatException(file, "layer_types entry '" + t.asText()
+                            + "' is not supported (full_attention or sliding_attention)");
+                }
+            }
+            if (sliding == 0) return 0;
+            if (sliding != layers)
+                throw new FormatException(file, "layer_types mixes full_attention and sliding_attention layers ("
+                        + sliding + " of " + layers + " sliding): per-layer sliding windows are not supported");
+            if (!has(c, "sliding_window")) throw new FormatException(file, "layer_types has sliding_attention layers but sliding_window is missing or null");
+            return positiveInt(file, c.get("sliding_window"), "sliding_window");
+        }
+        switch (arch) {
+            case "MistralForCausalLM" -> {
+                if (!c.has("sliding_window")) return MISTRAL_DEFAULT_WINDOW;
+                return c.get("sliding_window").isNull() ? 0 : positiveInt(file, c.get("sliding_window"), "sliding_window");
+            }
+            case "Qwen2ForCausalLM" -> {
+                JsonNode use = c.get("use_sliding_window");
+                if (use == null || use.isNull() || (use.isBoolean() && !use.asBoolean())) return 0;
+                if (!use.isBoolean()) throw new FormatException(file, "use_sliding_window must be true or false, got " + use);
+                int window;
+                if (!c.has("sliding_window")) window = QWEN2_DEFAULT_WINDOW;
+                else if (c.get("sliding_window").isNull()) return 0;
+                else window = positiveInt(file, c.get("sliding_window"), "sliding_window");
+                JsonNode mwl = c.get("max_window_layers");
+                int first = mwl == null || mwl.isNull() ? QWEN2_DEFAULT_MAX_WINDOW_LAYERS : nonNegativeInt(file, mwl, "max_window_layers");
+                if (first >= layers) return 0;       // no layer index reaches max_window_layers: full attention everywhere
+                if (first > 0)
+                    throw new FormatException(file, "use_sliding_window true with max_window_layers " + first + " of " + layers
+                            + " layers mixes full and sliding-window layers: per-layer sliding windows are not supported");
+                return window;
+            }
+            default -> { return 0; } // Llama has no sliding window in transformers
+        }
     }
 
     private static String architecture(Path file, JsonNode c) {
@@ -168,6 +227,12 @@ public final class HfConfig {
         return n.asInt();
     }
 
+    private static int nonNegativeInt(Path file, JsonNode n, String k) {
+        if (!n.isIntegralNumber() || !n.canConvertToInt() || n.asInt() < 0)
+            throw new FormatException(file, k + " must be a non-negative integer, got " + n);
+        return n.asInt();
+    }
+
     private static double optDouble(Path file, JsonNode c, String k, double dflt) {
         if (!has(c, k)) return dflt;
         if (!c.get(k).isNumber()) throw new FormatException(file, k + " must be a number, got " + c.get(k));
@@ -220,6 +285,25 @@ public final class HfConfig {
         o.put("hidden_act", "silu");
         if (cfg.bosTokenId() >= 0) o.put("bos_token_id", cfg.bosTokenId()); else o.putNull("bos_token_id");
         if (cfg.eosTokenId() >= 0) o.put("eos_token_id", cfg.eosTokenId()); else o.putNull("eos_token_id");
+        switch (modelType) {
+            case "mistral" -> {
+                if (cfg.hasSlidingWindow()) o.put("sliding_window", cfg.slidingWindow()); else o.putNull("sliding_window");
+            }
+            case "qwen2" -> {
+                o.put("use_sliding_window", cfg.hasSlidingWindow());
+                if (cfg.hasSlidingWindow()) {
+                    o.put("sliding_window", cfg.slidingWindow());
+                    o.put("max_window_layers", 0); // every layer slides
+                } else {
+                    o.putNull("sliding_window");
+                }
+            }
+            default -> {
+                if (cfg.hasSlidingWindow())
+                    throw new IllegalArgumentException("a " + cfg.architecture() + " config cannot carry sliding window "
+                            + cfg.slidingWindow() + " (only MistralForCausalLM and Qwen2ForCausalLM have one)");
+            }
+        }
         o.put("torch_dtype", torchDtype);
         return o;
     }

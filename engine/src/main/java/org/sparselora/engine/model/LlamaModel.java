@@ -31,10 +31,17 @@ import org.sparselora.engine.train.Batch;
  * after the norm whose output the selection reads (SparseLoRA selects from the layer's own input),
  * and that layer's slices are gathered then.
  *
- * <p>Activation buffers are allocated once per batch shape and reused across steps. Not thread-safe:
- * one model instance per worker thread.
+ * <p>LoRA: every GEMM reads the adapter's compute-type copies of A and B. Projections that read the
+ * same input and share a fused A ({@link LoraAdapter.Group}: q,k,v on xn1, gate,up on xn2; dropout
+ * 0) run their x·Aᵀ as one GEMM (Uᵀ = A_g·xᵀ) and their dA and dx terms as one GEMM each
+ * ({@link #loraGroupForward}, {@link #loraGroupBackward}); the others run per projection.
+ *
+ * <p>Activation buffers are allocated once per batch shape and reused across steps; the stash keeps
+ * per layer what the backward reads, no more: xn2 only for gate/up's LoRA and h only for down's
+ * LoRA, otherwise one buffer serves every layer (see {@code Acts.bindStash}). {@link #close()} gives
+ * them back. Not thread-safe: one model instance per worker thread.
  */
-public final class LlamaModel {
+public final class LlamaModel implements AutoCloseable {
 
     private final Backend be;
     private final LlamaWeights w;
@@ -46,6 +53,7 @@ public final class LlamaModel {
     private int logitsChunkElems = 1 << 21;
 
     private Acts acts;
+    private boolean closed;
     /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
@@ -95,6 +103,33 @@ public final class LlamaModel {
 
     public Backend backend() { return be; }
 
+    /**
+     * Gives the model's own device memory back: the activation buffers, the gathered weight slices and
+     * the RoPE tables (the weights and adapters belong to their callers). A model that is dropped
+     * without this keeps its buffers in the backend's pool for good (tensors have no finalizer).
+     */
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        if (acts != null) acts.close();
+        acts = null;
+        haveStash = false;
+        for (Tensor[] ts : concat(slices, biasSlices))
+            for (int i = 0; i < ts.length; i++) {
+                if (ts[i] != null) ts[i].close();
+                ts[i] = null;
+            }
+        ropeCos.close();
+        ropeSin.close();
+    }
+
+    private static Tensor[][] concat(Tensor[][] x, Tensor[][] y) {
+        Tensor[][] r = Arrays.copyOf(x, x.length + y.length);
+        System.arraycopy(y, 0, r, x.length, y.length);
+        return r;
+    }
+
     /** Caps the logits held at once by the chunked cross-entropy (tests use it to force several chunks). */
     public void setLogitsChunkElems(int elems) { this.logitsChunkElems = Math.max(1, elems); }
 
@@ -106,8 +141,11 @@ public final class LlamaModel {
         final Tensor tokens, positions, keyStart;            // (N) (N) (B) I32
         final Tensor[] resIn, resMid, xn1, xn2, rstd1, rstd2; // (N,C) / (N)
         final Tensor[] q, k, v, att, lse;                     // (N,Hq·D) (N,Hkv·D) (N,Hkv·D) (N,Hq·D) (B,Hq,T)
-        final Tensor[] g, u, h;                               // (N,I)
+        final Tensor[] g, u, h;                               // (N,I); h[l] and xn2[l] bound per layer by bindStash
+        final Tensor[] xn2Own, hOwn;                          // per-layer stashes, made when a layer's LoRA needs them
+        Tensor xn2Shared, hShared;                            // the one buffer of layers that need no stash
         final Tensor[][] loraU;                               // [layer][proj] (N,r) or null
+        final Tensor[][] loraUt;                              // [layer][group: 0 q/k/v, 1 gate/up] (k·r,N) of a fused group, or null
         final Tensor resOut, xf, rstdf;                       // (N,C) (N,C) (N)
         final Tensor tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf; // gradients and a (N,C) temp
         final Tensor s1, s2, s3;                              // flat scratch, N·maxW each
@@ -128,14 +166,16 @@ public final class LlamaModel {
             rstd1 = new Tensor[L]; rstd2 = new Tensor[L];
             q = new Tensor[L]; k = new Tensor[L]; v = new Tensor[L]; att = new Tensor[L]; lse = new Tensor[L];
             g = new Tensor[L]; u = new Tensor[L]; h = new Tensor[L];
+            xn2Own = new Tensor[L]; hOwn = new Tensor[L];
             loraU = new Tensor[L][Projection.values().length];
+            loraUt = new Tensor[L][2];
             for (int l = 0; l < L; l++) {
                 resIn[l] = be.empty(dt, N, C); resMid[l] = be.empty(dt, N, C);
-                xn1[l] = be.empty(dt, N, C); xn2[l] = be.empty(dt, N, C);
+                xn1[l] = be.empty(dt, N, C);
                 rstd1[l] = be.empty(DType.F32, N); rstd2[l] = be.empty(DType.F32, N);
                 q[l] = be.empty(dt, N, qd); k[l] = be.empty(dt, N, kd); v[l] = be.empty(dt, N, kd);
                 att[l] = be.empty(dt, N, qd); lse[l] = be.empty(DType.F32, B, c.numHeads(), T);
-                g[l] = be.empty(dt, N, I); u[l] = be.empty(dt, N, I); h[l] = be.empty(dt, N, I);
+                g[l] = be.empty(dt, N, I); u[l] = be.empty(dt, N, I);
             }
             resOut = be.empty(dt, N, C); xf = be.empty(dt, N, C); rstdf = be.empty(DType.F32, N);
             tmpC = be.empty(dt, N, C); dres = be.empty(dt, N, C); dxn = be.empty(dt, N, C); dxf = be.empty(dt, N, C);
@@ -149,26 +189,84 @@ public final class LlamaModel {
             outIdx = be.empty(DType.I32, N); outTargets = be.empty(DType.I32, N);
         }
 
+        /**
+         * Points xn2[l] and h[l] at a per-layer stash only when the backward reads them: xn2 is read
+         * only by gate/up's LoRA (frozen gate/up need just W for dx) and h only by down's LoRA
+         * (swiglu's backward reads g and u). Otherwise layer l writes a buffer shared by every layer,
+         * so q,k,v,o-only training keeps no (N,I) h and no (N,C) xn2 per layer — PEFT keeps the same
+         * set (g, u and, with down adapted, h). Buffers are made on first use and kept per shape.
+         */
+        void bindStash(int l, LoraAdapter lora, boolean training) {
+            int C = c.hiddenSize(), I = c.intermediateSize();
+            DType dt = be.computeType();
+            boolean keepX = training && lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null);
+            boolean keepH = training && lora != null && lora.get(l, Projection.DOWN) != null;
+            if (keepX) { if (xn2Own[l] == null) xn2Own[l] = be.empty(dt, N, C); xn2[l] = xn2Own[l]; }
+            else { if (xn2Shared == null) xn2Shared = be.empty(dt, N, C); xn2[l] = xn2Shared; }
+            if (keepH) { if (hOwn[l] == null) hOwn[l] = be.empty(dt, N, I); h[l] = hOwn[l]; }
+            else { if (hShared == null) hShared = be.empty(dt, N, I); h[l] = hShared; }
+        }
+
+        /** Gives every buffer back to the backend (views of them must not be used afterwards). */
+        void close() {
+            java.util.List<Tensor> all = new java.util.ArrayList<>(java.util.List.of(tokens, positions, keyStart, resOut, xf, rstdf,
+                    tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf, s1, s2, s3, xsShared, xdShared, ones, losses, outIdx, outTargets));
+            for (Tensor[] ts : new Tensor[][] {resIn, resMid, xn1, rstd1, rstd2, q, k, v, att, lse, g, u, xn2Own, hOwn}) all.addAll(java.util.Arrays.asList(ts));
+            for (Tensor[] ts : loraU) all.addAll(java.util.Arrays.asList(ts));
+            for (Tensor[] ts : loraUt) all.addAll(java.util.Arrays.asList(ts));
+            all.addAll(java.util.Arrays.asList(xn2Shared, hShared, logits, dLoraU));
+            for (Tensor t : all) if (t != null) t.close();
+        }
+
         Tensor loraU(int l, Projection p, int r) {
             Tensor t = loraU[l][p.ordinal()];
-            if (t == null || t.dim(1) != r) loraU[l][p.ordinal()] = t = be.empty(be.computeType(), N, r);
+            if (t == null || t.dim(1) != r) {
+                if (t != null) t.close();
+                loraU[l][p.ordinal()] = t = be.empty(be.computeType(), N, r);
+            }
             return t;
         }
 
+        /** The fused group's stash Uᵀ (rows, N) of layer l; slot 0 q/k/v, 1 gate/up. */
+        Tensor loraUt(int l, int slot, int rows) {
+            Tensor t = loraUt[l][slot];
+            if (t == null || t.dim(0) != rows) {
+                if (t != null) t.close();
+                loraUt[l][slot] = t = be.empty(be.computeType(), rows, N);
+            }
+            return t;
+        }
+
+        /** dUᵀ (rows, N) of a fused group, in the same buffer as {@link #dLoraU}. */
+        Tensor dLoraUt(int rows) {
+            growDLoraU(rows);
+            return dLoraU.view(0, rows, N);
+        }
+
         Tensor dLoraU(int r) {
-            if (dLoraU == null || dLoraU.numel() < (long) N * r) dLoraU = be.empty(be.computeType(), N * r);
+            growDLoraU(r);
             return dLoraU.view(0, N, r);
         }
 
+        private void growDLoraU(int cols) {
+            if (dLoraU != null && dLoraU.numel() >= (long) N * cols) return;
+            if (dLoraU != null) dLoraU.close();
+            dLoraU = be.empty(be.computeType(), N * cols);
+        }
+
         Tensor logits(int rows) {
-            if (logits == null || logits.dim(0) < rows) logits = be.empty(be.computeType(), rows, c.vocabSize());
+            if (logits == null || logits.dim(0) < rows) {
+                if (logits != null) logits.close();
+                logits = be.empty(be.computeType(), rows, c.vocabSize());
+            }
             return logits.view(0, rows, c.vocabSize());
         }
     }
 
     private Acts acts(int B, int T) {
         if (acts == null || acts.B != B || acts.T != T) {
-            acts = null; // let the old set go before allocating the new one
+            if (acts != null) acts.close(); // give the old set back before allocating the new one
+            acts = null;
             acts = new Acts(B, T);
         }
         return acts;
@@ -259,6 +357,7 @@ public final class LlamaModel {
     private Acts runLayers(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
         if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
             throw new IllegalArgumentException("LoRA adapter was built for another model config");
+        if (closed) throw new IllegalStateException("LlamaModel is closed");
         Acts a = acts(batch.batch(), batch.seqLen());
         curLora = lora;
         curPlan = plan;
@@ -276,6 +375,8 @@ public final class LlamaModel {
         be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
         for (int l = 0; l < L; l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            a.bindStash(l, lora, training);
+            gatheredFrom = null;                      // xn2's buffer may be shared between layers: never reuse rows across layers
             if (selector != null && sIdx != null) {   // choose this layer's attention channels from its own input
                 selector.attention(l, a.xn1[l]);
                 gatherSlices(l, Projection.Q, Projection.K, Projection.V, Projection.O);
@@ -285,14 +386,15 @@ public final class LlamaModel {
             projForward(a, a.q[l], a.xn1[l], l, Projection.Q, lp == null ? null : lp.q());
             projForward(a, a.k[l], a.xn1[l], l, Projection.K, lp == null ? null : lp.k());
             projForward(a, a.v[l], a.xn1[l], l, Projection.V, lp == null ? null : lp.v());
-            be.rope(a.q[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
-            be.rope(a.k[l], a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
-            be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+            loraGroupForward(a, l, fusedGroup(l, Projection.Q, Projection.K), a.xn1[l]);   // q/k/v's LoRA when fused
+            be.ropeQK(a.q[l], a.k[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
+            if (c.hasSlidingWindow()) be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+                    c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
                     c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             projForward(a, a.tmpC, a.att[l], l, Projection.O, lp == null ? null : lp.o());
             // residual add fused with the MLP's norm
-            be.copy(a.resMid[l], a.resIn[l]);
-            be.addRmsNorm(a.resMid[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
+            be.addRmsNormTo(a.resMid[l], a.resIn[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
             // SwiGLU MLP
             if (selector != null && sIdx != null) {   // choose this layer's MLP channels from its own input
                 selector.mlp(l, a.xn2[l]);
@@ -305,14 +407,14 @@ public final class LlamaModel {
             } else {
                 projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
                 projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
+                loraGroupForward(a, l, fusedGroup(l, Projection.GATE), a.xn2[l]);         // gate/up's LoRA when fused
                 be.swiglu(a.h[l], a.g[l], a.u[l]);
                 projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
             }
             // residual add fused with the next layer's (or the final) norm
             boolean last = l == L - 1;
             Tensor next = last ? a.resOut : a.resIn[l + 1];
-            be.copy(next, a.resMid[l]);
-            be.addRmsNorm(next, last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
+            be.addRmsNormTo(next, a.resMid[l], last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
                     last ? w.finalNorm : w.layers[l + 1].attnNorm(), eps);
         }
         return a;
@@ -351,12 +453,18 @@ public final class LlamaModel {
             boolean rowsKept = outputSliced(p);
             int[] shape = rowsKept ? new int[] {k, in} : new int[] {out, k};
             Tensor s = slices[l][p.ordinal()];
-            if (s == null || !Arrays.equals(s.shape(), shape)) slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+            if (s == null || !Arrays.equals(s.shape(), shape)) {
+                if (s != null) s.close(); // a new kept count: the old slice goes back to the pool
+                slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+            }
             if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
             Tensor bias = w.layers[l].bias(p);
             if (bias != null) {
                 Tensor bs = biasSlices[l][p.ordinal()];
-                if (bs == null || bs.numel() != k) biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                if (bs == null || bs.numel() != k) {
+                    if (bs != null) bs.close();
+                    biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                }
                 be.gatherRows(bs, bias.reshape(out, 1), idx);
             }
         }
@@ -413,7 +521,7 @@ public final class LlamaModel {
                 be.scatterRows(y, ys, sIdx, false);
             }
         }
-        LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
+        LoraAdapter.Lora lo = curLora == null || curLora.group(l, p) != null ? null : curLora.get(l, p); // fused: loraGroupForward
         if (lo != null) {
             float pd = curTraining ? curLora.config().dropout() : 0f;
             Tensor xin = x;
@@ -422,8 +530,8 @@ public final class LlamaModel {
                 be.dropout(xin, x, pd, dropSeed(l, p));
             }
             Tensor U = a.loraU(l, p, lo.rank());
-            be.matmul(U, xin, false, lo.a(), true, 1, 0);
-            be.matmul(y, U, false, lo.b(), true, curLora.scaling(), 1);
+            be.matmul(U, xin, false, lo.ac(), true, 1, 0);
+            be.matmul(y, U, false, lo.bc(), true, curLora.scaling(), 1);
         }
     }
 
@@ -571,14 +679,16 @@ public final class LlamaModel {
                 be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
                 projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
                 projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+                loraGroupBackward(a, a.dxn, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
             }
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
-            be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
+            if (c.hasSlidingWindow()) be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l],
+                    a.keyStart, a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
                     a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
-            be.rope(a.dq, a.positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), true);
-            be.rope(a.dk, a.positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), true);
+            be.ropeQK(a.dq, a.dk, a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), true);
             // layer 0's input gradient would only reach the (frozen) embedding: skip it
             Tensor dx = l > 0 ? a.dxn : null;
             // q, k, v read the same input: their frozen input gradients first, summed per token group
@@ -587,6 +697,7 @@ public final class LlamaModel {
             loraBackward(a, dx, a.dq, a.xn1[l], l, Projection.Q);
             loraBackward(a, dx, a.dk, a.xn1[l], l, Projection.K);
             loraBackward(a, dx, a.dv, a.xn1[l], l, Projection.V);
+            loraGroupBackward(a, dx, l, fusedGroup(l, Projection.Q, Projection.K), a.xn1[l]);
             if (l > 0) be.rmsNormBackward(a.dres, a.dxn, a.resIn[l], lw.attnNorm(), a.rstd1[l], true);
         }
     }
@@ -684,13 +795,13 @@ public final class LlamaModel {
     /** LoRA's part of {@link #projBackward}: dA, dB += and, when dx is not null, dx += its input gradient. */
     private void loraBackward(Acts a, Tensor dx, Tensor dy, Tensor x, int l, Projection p) {
         int N = a.N, in = p.inDim(c);
-        LoraAdapter.Lora lo = curLora == null ? null : curLora.get(l, p);
+        LoraAdapter.Lora lo = curLora == null || curLora.group(l, p) != null ? null : curLora.get(l, p); // fused: loraGroupBackward
         if (lo != null) {
             float s = curLora.scaling(), pd = curLora.config().dropout();
             Tensor U = a.loraU[l][p.ordinal()];
             be.matmul(lo.db(), dy, true, U, false, s, 1);           // dB += s·dyᵀ·U      (out, r)
             Tensor dU = a.dLoraU(lo.rank());
-            be.matmul(dU, dy, false, lo.b(), false, s, 0);          // dU = s·dy·B        (N, r)
+            be.matmul(dU, dy, false, lo.bc(), false, s, 0);         // dU = s·dy·B        (N, r)
             Tensor xin = x;
             if (pd > 0f) {
                 xin = a.s1.view(0, N, in);
@@ -700,14 +811,82 @@ public final class LlamaModel {
             if (dx != null) {
                 if (pd > 0f) {
                     Tensor t = a.s2.view(0, N, in);
-                    be.matmul(t, dU, false, lo.a(), false, 1, 0);
+                    be.matmul(t, dU, false, lo.ac(), false, 1, 0);
                     be.dropout(t, t, pd, dropSeed(l, p));
                     be.axpy(dx, 1f, t);
                 } else {
-                    be.matmul(dx, dU, false, lo.a(), false, 1, 1);
+                    be.matmul(dx, dU, false, lo.ac(), false, 1, 1);
                 }
             }
         }
+    }
+
+    // ------------------------------------------------------------------ fused LoRA of projections sharing an input
+
+    /** The fused LoRA group of layer l that one of {@code ps} belongs to (first found), or null. */
+    private LoraAdapter.Group fusedGroup(int l, Projection... ps) {
+        if (curLora == null) return null;
+        for (Projection p : ps) {
+            LoraAdapter.Group g = curLora.group(l, p);
+            if (g != null) return g;
+        }
+        return null;
+    }
+
+    /** The output (forward) or output gradient (backward) of a projection that can be in a fused group. */
+    private static Tensor memberTensor(Acts a, int l, Projection p, boolean grad) {
+        return switch (p) {
+            case Q -> grad ? a.dq : a.q[l];
+            case K -> grad ? a.dk : a.k[l];
+            case V -> grad ? a.dv : a.v[l];
+            case GATE -> grad ? a.dg : a.g[l];
+            case UP -> grad ? a.du : a.u[l];
+            default -> throw new IllegalStateException(p + " is never in a fused LoRA group");
+        };
+    }
+
+    /**
+     * LoRA of a fused group (projections reading the same x (N,in), dropout 0), after their frozen
+     * parts: Uᵀ (k·r, N) = A_g·xᵀ in one GEMM (A_g = the members' A stacked by rows), then per member
+     * t: y_t += s·(Uᵀ rows of t)ᵀ·B_tᵀ. Dense on every token and channel, like the per-projection path.
+     */
+    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) {
+        if (g == null) return;
+        int N = a.N, r = curLora.config().r(), k = g.members().size();
+        Tensor Ut = a.loraUt(l, slot(g), k * r);                               // (k·r, N)
+        be.matmul(Ut, g.ac(), false, x, true, 1, 0);                           // Uᵀ = A_g·xᵀ
+        for (int j = 0; j < k; j++) {
+            Projection p = g.members().get(j);
+            Tensor y = memberTensor(a, l, p, false);                           // (N, out_t)
+            be.matmul(y, Ut.view((long) j * r * N, r, N), true, curLora.get(l, p).bc(), true, curLora.scaling(), 1);
+        }
+    }
+
+    /**
+     * Backward of {@link #loraGroupForward}: per member dB_t += s·dy_tᵀ·U_t and dUᵀ_t = s·B_tᵀ·dy_tᵀ
+     * (rows of one (k·r, N) buffer); then dA_g += dUᵀ·x and, when dx is not null, dx += dUᵀᵀ·A_g,
+     * one GEMM each (K = k·r for dx).
+     */
+    private void loraGroupBackward(Acts a, Tensor dx, int l, LoraAdapter.Group g, Tensor x) {
+        if (g == null) return;
+        int N = a.N, r = curLora.config().r(), k = g.members().size();
+        float s = curLora.scaling();
+        Tensor Ut = a.loraUt[l][slot(g)], dUt = a.dLoraUt(k * r);                // (k·r, N)
+        for (int j = 0; j < k; j++) {
+            Projection p = g.members().get(j);
+            LoraAdapter.Lora lo = curLora.get(l, p);
+            Tensor dy = memberTensor(a, l, p, true);                           // (N, out_t)
+            long off = (long) j * r * N;
+            be.matmul(lo.db(), dy, true, Ut.view(off, r, N), true, s, 1);      // dB_t += s·dy_tᵀ·U_t    (out_t, r)
+            be.matmul(dUt.view(off, r, N), lo.bc(), true, dy, true, s, 0);     // dUᵀ_t = s·B_tᵀ·dy_tᵀ   (r, N)
+        }
+        be.matmul(g.da(), dUt, false, x, false, 1, 1);                         // dA_g += dUᵀ·x          (k·r, in)
+        if (dx != null) be.matmul(dx, dUt, true, g.ac(), false, 1, 1);         // dx += dU·A_g           (N, in)
+    }
+
+    private static int slot(LoraAdapter.Group g) {
+        Projection p0 = g.members().get(0);
+        return p0 == Projection.GATE || p0 == Projection.UP ? 1 : 0;
     }
 
     // ------------------------------------------------------------------ generation
@@ -744,6 +923,7 @@ public final class LlamaModel {
      */
     public float[] forwardCached(int[] tokens, int pos0, KvCache cache, LoraAdapter lora) {
         int n = tokens.length, C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
+        if (closed) throw new IllegalStateException("LlamaModel is closed");
         if (n == 0) throw new IllegalArgumentException("forwardCached needs at least one token");
         if (pos0 + n > cache.maxT) throw new IllegalArgumentException("sequence of " + (pos0 + n) + " tokens exceeds the KV cache of " + cache.maxT);
         DType dt = be.computeType();
@@ -763,9 +943,9 @@ public final class LlamaModel {
             denseLinear(q, xn, l, Projection.Q, lora, ones);
             denseLinear(kNew, xn, l, Projection.K, lora, ones);
             denseLinear(vNew, xn, l, Projection.V, lora, ones);
-            be.rope(q, positions, ropeCos, ropeSin, c.numHeads(), c.headDim(), false);
-            be.rope(kNew, positions, ropeCos, ropeSin, c.numKvHeads(), c.headDim(), false);
-            be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            be.ropeQK(q, kNew, positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
+            if (c.hasSlidingWindow()) be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionCached(att, q, cache.k[l], cache.v[l], pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             denseLinear(tmp, att, l, Projection.O, lora, ones);
             be.addRmsNorm(x, xn, rstd, tmp, lw.ffnNorm(), eps);
             denseLinear(g, xn, l, Projection.GATE, lora, ones);
@@ -791,8 +971,8 @@ public final class LlamaModel {
         LoraAdapter.Lora lo = lora == null ? null : lora.get(l, p);
         if (lo != null) {
             Tensor U = be.empty(be.computeType(), n, lo.rank());
-            be.matmul(U, x, false, lo.a(), true, 1, 0);
-            be.matmul(y, U, false, lo.b(), true, lora.scaling(), 1);
+            be.matmul(U, x, false, lo.ac(), true, 1, 0);
+            be.matmul(y, U, false, lo.bc(), true, lora.scaling(), 1);
             U.close();
         }
     }

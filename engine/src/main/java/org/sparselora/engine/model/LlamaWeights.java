@@ -54,28 +54,55 @@ public final class LlamaWeights implements AutoCloseable {
     public Backend backend() { return backend; }
 
     public static LlamaWeights upload(Backend be, WeightSource src) {
-        LlamaConfig c = src.config();
-        int C = c.hiddenSize(), V = c.vocabSize();
         DType dt = be.computeType();
-        Tensor embed = load(be, src, "model.embed_tokens.weight", dt, V, C);
+        return build(be, src.config(), (name, shape) -> load(be, src, name, dt, shape));
+    }
+
+    /**
+     * Random base weights made on the backend itself ({@link Backend#randomNormal}: on the GPU no
+     * byte passes through the host — an 8B-shape model in well under a second instead of a minute
+     * of host drawing and upload), with {@link RandomWeights}' distributions per tensor. For timing
+     * runs ({@code --random-init}); the values differ from {@code upload(be, new RandomWeights(c, seed))}.
+     */
+    public static LlamaWeights random(Backend be, LlamaConfig c, long seed) {
+        RandomWeights rw = new RandomWeights(c, seed);
+        DType dt = be.computeType();
+        return build(be, c, (name, shape) -> {
+            int[] want = rw.shape(name);
+            if (!Arrays.equals(want, shape)) throw new IllegalStateException("random init: " + name + " " + Arrays.toString(want) + " vs " + Arrays.toString(shape));
+            float[] ms = rw.meanStd(name);
+            Tensor t = be.empty(dt, shape);
+            be.randomNormal(t, rw.streamSeed(name), ms[0], ms[1]);
+            return t;
+        });
+    }
+
+    /** Makes one named tensor of the given shape on the backend. */
+    private interface Loader {
+        Tensor get(String name, int... shape);
+    }
+
+    private static LlamaWeights build(Backend be, LlamaConfig c, Loader ld) {
+        int C = c.hiddenSize(), V = c.vocabSize();
+        Tensor embed = ld.get("model.embed_tokens.weight", V, C);
         Layer[] layers = new Layer[c.numLayers()];
         for (int l = 0; l < c.numLayers(); l++) {
             String p = "model.layers." + l + ".";
             Tensor[] w = new Tensor[Projection.values().length];
             for (Projection pr : Projection.values())
-                w[pr.ordinal()] = load(be, src, "model." + pr.path(l) + ".weight", dt, pr.outDim(c), pr.inDim(c));
+                w[pr.ordinal()] = ld.get("model." + pr.path(l) + ".weight", pr.outDim(c), pr.inDim(c));
             Tensor bq = null, bk = null, bv = null;
             if (c.attentionBias()) {
-                bq = load(be, src, p + "self_attn.q_proj.bias", dt, c.qDim());
-                bk = load(be, src, p + "self_attn.k_proj.bias", dt, c.kvDim());
-                bv = load(be, src, p + "self_attn.v_proj.bias", dt, c.kvDim());
+                bq = ld.get(p + "self_attn.q_proj.bias", c.qDim());
+                bk = ld.get(p + "self_attn.k_proj.bias", c.kvDim());
+                bv = ld.get(p + "self_attn.v_proj.bias", c.kvDim());
             }
-            layers[l] = new Layer(load(be, src, p + "input_layernorm.weight", dt, C),
+            layers[l] = new Layer(ld.get(p + "input_layernorm.weight", C),
                     w[0], w[1], w[2], w[3], bq, bk, bv,
-                    load(be, src, p + "post_attention_layernorm.weight", dt, C), w[4], w[5], w[6]);
+                    ld.get(p + "post_attention_layernorm.weight", C), w[4], w[5], w[6]);
         }
-        Tensor norm = load(be, src, "model.norm.weight", dt, C);
-        Tensor head = c.tieWordEmbeddings() ? embed : load(be, src, "lm_head.weight", dt, V, C);
+        Tensor norm = ld.get("model.norm.weight", C);
+        Tensor head = c.tieWordEmbeddings() ? embed : ld.get("lm_head.weight", V, C);
         return new LlamaWeights(be, c, embed, norm, head, layers);
     }
 

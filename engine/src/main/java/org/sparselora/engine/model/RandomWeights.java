@@ -18,7 +18,9 @@ import org.sparselora.engine.io.WeightSource;
  * first asked for, so the same (config, seed) always gives the same weights whatever order they are
  * read in. Projections ~ N(0, 1/in) (activations keep their scale through a deep stack), embedding
  * ~ N(0, 1) (N(0, 1/C) when tied, as it is also the head; an untied head ~ N(0, 1/C), so logits
- * stay O(1)), norms 1 + N(0, 0.1²), biases N(0, 0.1²).
+ * stay O(1)), norms 1 + N(0, 0.1²), biases N(0, 0.1²). {@link LlamaWeights#random} draws the same
+ * distributions on the device itself (other values: a counter-based stream per tensor, see
+ * {@code Backend.randomNormal}), which is what the GPU benchmarks use.
  */
 public final class RandomWeights implements WeightSource {
     private static final ValueLayout.OfFloat LE = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
@@ -57,12 +59,10 @@ public final class RandomWeights implements WeightSource {
         if (shape == null) throw new IllegalArgumentException("random weights (seed " + seed + "): no tensor named " + name);
         int n = 1;
         for (int d : shape) n *= d;
-        SplittableRandom r = new SplittableRandom(seed ^ (name.hashCode() * 0x9E3779B97F4A7C15L));
+        SplittableRandom r = new SplittableRandom(streamSeed(name));
         MemorySegment seg = Arena.ofAuto().allocate((long) n * 4, 4);
-        boolean norm = name.endsWith("layernorm.weight") || name.equals("model.norm.weight");
-        double std = name.endsWith(".bias") ? 0.1
-                : name.contains("embed_tokens") && !config.tieWordEmbeddings() ? 1.0
-                : 1.0 / Math.sqrt(shape[shape.length - 1]);
+        boolean norm = isNorm(name);
+        double std = std(name, shape);
         // Chunks of CHUNK elements each draw from their own stream (split off in order), so the
         // values do not depend on how many threads fill them: an 8B-shape model fills in seconds.
         int chunks = (int) ((n + CHUNK - 1) / CHUNK);
@@ -78,6 +78,34 @@ public final class RandomWeights implements WeightSource {
             }
         });
         return new HostTensor(name, DType.F32, shape, seg);
+    }
+
+    /** The shape of a tensor of this config (HF name), or null. */
+    public int[] shape(String name) {
+        int[] s = shapes.get(name);
+        return s == null ? null : s.clone();
+    }
+
+    /** The seed of a tensor's own stream: the same tensor gets the same values in any read order. */
+    public long streamSeed(String name) {
+        return seed ^ (name.hashCode() * 0x9E3779B97F4A7C15L);
+    }
+
+    /** {mean, std} of a tensor's normal distribution (see the class comment). */
+    public float[] meanStd(String name) {
+        int[] shape = shapes.get(name);
+        if (shape == null) throw new IllegalArgumentException("random weights (seed " + seed + "): no tensor named " + name);
+        return new float[] {isNorm(name) ? 1f : 0f, (float) std(name, shape)};
+    }
+
+    private static boolean isNorm(String name) {
+        return name.endsWith("layernorm.weight") || name.equals("model.norm.weight");
+    }
+
+    private double std(String name, int[] shape) {
+        return isNorm(name) || name.endsWith(".bias") ? 0.1
+                : name.contains("embed_tokens") && !config.tieWordEmbeddings() ? 1.0
+                : 1.0 / Math.sqrt(shape[shape.length - 1]);
     }
 
     private static double gaussian(SplittableRandom r) {

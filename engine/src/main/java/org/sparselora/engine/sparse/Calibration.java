@@ -153,7 +153,7 @@ public final class Calibration {
                 SparsityConfig.Resolved r = cfg.resolve(m);
                 long total = 0;
                 for (var b : batches) {
-                    if (!r.anySparse()) { total += FlopCount.dense(m, lora, b, b.outputTokenCount()).flops(); continue; }
+                    if (!r.anySparse()) { total += FlopCount.dense(m, lora, b).flops(); continue; }
                     TokenSplit sp = TokenSplit.of(b, cfg.skipOutputTokens(), cfg.sparseOutputTokens(), 1);
                     long pf = 0;   // predictor: one MLP selection per sparse MLP, one attention selection per sparse attention
                     int nonPad = TokenSplit.nonPaddingRows(b).length;
@@ -161,7 +161,7 @@ public final class Calibration {
                         if (r.mlpSparse(l)) pf += FlopCount.mlpPredictor(m, rank, b.batch());
                         if (r.attentionSparse(l)) pf += FlopCount.attentionPredictor(m, rank, nonPad);
                     }
-                    total += FlopCount.sparse(m, lora, b, b.outputTokenCount(), r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), pf).flops();
+                    total += FlopCount.sparse(m, lora, b, r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), pf).flops();
                 }
                 return total;
             };

@@ -2,42 +2,58 @@ package org.sparselora.engine.sparse;
 
 import java.util.EnumSet;
 import java.util.Set;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.train.Batch;
 
 /**
- * FLOP accounting for one training step (forward + backward), the figures behind SparseLoRA's
- * "fewer FLOPs" claim and the {@code flops, dense_flops, predictor_flops} of {@code metrics.jsonl}.
+ * The one FLOP model of a training step (forward + backward), exactly as {@code LlamaModel} executes
+ * it: the figures behind SparseLoRA's "fewer FLOPs" claim, the {@code flops, dense_flops,
+ * predictor_flops} of {@code metrics.jsonl}, the benchmarks' GFLOP/s and calibration's prices.
  * A multiply-add counts 2. What is counted:
  * <ul>
  *   <li>frozen linears: forward {@code 2·in·out} per token and backward {@code 2·in·out} for dX
- *       only (frozen: no weight gradient). On sparse tokens both run on the kept slice; with
- *       {@code frozen_grad: cut} the backward through the slice is skipped. Layer 0's q/k/v input
- *       gradient is not computed (it could only reach the frozen embedding).</li>
+ *       only (frozen: no weight gradient). On sparse tokens of a sparse projection both run on the
+ *       kept slice; with {@code frozen_grad: cut} the backward through the slice is skipped (a
+ *       projection the plan leaves dense runs its full backward on every token). Layer 0's q/k/v
+ *       input gradient is not computed (it could only reach the frozen embedding).</li>
  *   <li>LoRA on the targeted linears, always dense: forward {@code 2·r·(in+out)}, backward dA, dB,
  *       dU and dX (dX skipped where the frozen dX is).</li>
- *   <li>attention: {@code 4·D} per query head per visible (causal, non-padding) query–key pair
- *       forward (QKᵀ and P·V), twice that backward.</li>
- *   <li>the LM head (frozen): {@code 2·C·V} forward and again backward per head token (the model
- *       computes logits for the output tokens only, so callers pass the output-token count).</li>
- *   <li>the predictor, as measured by {@link SparsePlanner.Step#predictorFlops()}.</li>
+ *   <li>attention: {@code 4·D} per query head per visible query–key pair forward (QKᵀ and P·V),
+ *       twice that backward; visible = causal, not padding, and inside the sliding window if the
+ *       config has one.</li>
+ *   <li>the LM head (frozen): {@code 2·C·V} forward and again backward per output token (the model
+ *       computes logits for the output tokens only; no head weight gradient).</li>
+ *   <li>the predictor: measured ({@link SparsePlanner.Step#predictorFlops()}) or priced by
+ *       {@link #mlpPredictor} / {@link #attentionPredictor}.</li>
  * </ul>
  * Norms, RoPE, SiLU and the loss are O(N·C) and left out (below 0.1% at these shapes).
  *
- * <p>This counts from a config (kept counts via {@link SparsityConfig.Resolved}), with no plan or
- * device tensors, so calibration can price candidate configs before running them; it follows the
- * same conventions as the model's executed-plan counter.
+ * <p>Two entry points share one counting core: {@link #executed} counts the kept channels of an
+ * actual {@link SparsePlan} (training metrics, benchmarks); {@link #sparse} counts them from a
+ * config's ratios with no plan or device tensors, so calibration can price candidate configs before
+ * running them. The same kept counts give the same figure either way.
  */
 public final class FlopCount {
 
-    /** The seven linears of a Llama block. */
-    public enum Linear { Q, K, V, O, GATE, UP, DOWN }
+    /** LoRA's shape for counting: rank and which projections carry an adapter. */
+    public record Lora(int rank, Set<Projection> targets) {
+        /** No LoRA at all (a plain frozen forward/backward). */
+        public static final Lora NONE = new Lora(0, EnumSet.noneOf(Projection.class));
 
-    /** LoRA's shape: rank and which linears carry an adapter. */
-    public record Lora(int rank, Set<Linear> targets) {
-        public static Lora qkvo(int rank) { return new Lora(rank, EnumSet.of(Linear.Q, Linear.K, Linear.V, Linear.O)); }
+        public Lora {
+            if (rank < 0) throw new IllegalArgumentException("LoRA rank must be >= 0, got " + rank);
+            targets = targets.isEmpty() ? EnumSet.noneOf(Projection.class) : EnumSet.copyOf(targets);
+        }
 
-        public static Lora all(int rank) { return new Lora(rank, EnumSet.allOf(Linear.class)); }
+        public static Lora qkvo(int rank) { return new Lora(rank, EnumSet.of(Projection.Q, Projection.K, Projection.V, Projection.O)); }
+
+        public static Lora all(int rank) { return new Lora(rank, EnumSet.allOf(Projection.class)); }
+
+        /** The shape of an adapter's config; null = no LoRA. */
+        public static Lora of(LoraConfig c) { return c == null ? NONE : new Lora(c.r(), c.targets()); }
     }
 
     /**
@@ -49,72 +65,89 @@ public final class FlopCount {
         public double reduction() { return flops == 0 ? 1 : (double) denseFlops / flops; }
     }
 
+    /** Kept channels of projection p in one layer: output rows (q, k, v, gate, up) or input columns (o, down); -1 = dense. */
+    @FunctionalInterface
+    interface Kept {
+        long of(int layer, Projection p);
+
+        Kept DENSE = (layer, p) -> -1;
+    }
+
     private FlopCount() {}
 
-    static long in(LlamaConfig c, Linear l) {
-        return switch (l) {
-            case Q, K, V, GATE, UP -> c.hiddenSize();
-            case O -> c.qDim();
-            case DOWN -> c.intermediateSize();
-        };
-    }
-
-    static long out(LlamaConfig c, Linear l) {
-        return switch (l) {
-            case Q -> c.qDim();
-            case K, V -> c.kvDim();
-            case O, DOWN -> c.hiddenSize();
-            case GATE, UP -> c.intermediateSize();
-        };
-    }
-
-    /** in·out of a linear with the kept channel counts of one sparse layer (kept MLP channels kI, kept KV channels kKv). */
-    static long keptMacs(LlamaConfig c, Linear l, long kI, long kKv) {
-        long group = c.numHeads() / c.numKvHeads();
-        long h = c.hiddenSize();
-        return switch (l) {
-            case Q -> h * kKv * group;
-            case K, V -> h * kKv;
-            case O -> kKv * group * h;
-            case GATE, UP -> h * kI;
-            case DOWN -> kI * h;
-        };
-    }
-
     /** A dense step (plain LoRA, or a warm-up step). */
-    public static Step dense(LlamaConfig c, Lora lora, Batch batch, int headTokens) {
-        long d = common(c, lora, batch, headTokens) + frozen(c, null, batch.tokenCount(), 0, SparsePlan.FrozenGrad.SLICED);
+    public static Step dense(LlamaConfig c, Lora lora, Batch batch) {
+        long d = common(c, lora, batch) + frozen(c, Kept.DENSE, 0, batch.tokenCount(), SparsePlan.FrozenGrad.SLICED);
         return new Step(d, d, 0);
     }
 
     /**
      * A step that ran {@code sparseTokens} tokens on the kept slices of {@code sparsity} and
-     * {@code denseTokens} densely.
+     * {@code denseTokens} densely (priced from the config: no plan needed).
      */
-    public static Step sparse(LlamaConfig c, Lora lora, Batch batch, int headTokens, SparsityConfig.Resolved sparsity,
+    public static Step sparse(LlamaConfig c, Lora lora, Batch batch, SparsityConfig.Resolved sparsity,
                               int sparseTokens, int denseTokens, SparsePlan.FrozenGrad frozenGrad, long predictorFlops) {
         if (sparseTokens + denseTokens != batch.tokenCount())
             throw new IllegalArgumentException("sparse + dense tokens = " + (sparseTokens + denseTokens) + " but the batch has " + batch.tokenCount());
-        long common = common(c, lora, batch, headTokens);
-        long dense = common + frozen(c, null, batch.tokenCount(), 0, SparsePlan.FrozenGrad.SLICED);
-        long actual = common + frozen(c, sparsity, sparseTokens, denseTokens, frozenGrad) + predictorFlops;
+        int group = c.numHeads() / c.numKvHeads();
+        Kept kept = (layer, p) -> switch (p) {
+            case GATE, UP, DOWN -> sparsity.mlpSparse(layer) ? sparsity.keptMlp(layer) : -1;
+            case K, V -> sparsity.attentionSparse(layer) ? sparsity.keptKv(layer) : -1;
+            case Q, O -> sparsity.attentionSparse(layer) ? (long) sparsity.keptKv(layer) * group : -1;
+        };
+        return step(c, lora, batch, kept, sparseTokens, frozenGrad, predictorFlops);
+    }
+
+    /**
+     * The step {@code plan} describes (null, or no sparse tokens = dense), with the predictor's
+     * measured FLOPs added.
+     */
+    public static Step executed(LlamaConfig c, Lora lora, Batch batch, SparsePlan plan, long predictorFlops) {
+        boolean sparse = plan != null && plan.sparseTokens() != null && plan.sparseTokens().numel() > 0;
+        if (!sparse) {
+            Step d = dense(c, lora, batch);
+            return predictorFlops == 0 ? d : new Step(d.flops() + predictorFlops, d.denseFlops(), predictorFlops);
+        }
+        if (plan.layers().length != c.numLayers())
+            throw new IllegalArgumentException("plan has " + plan.layers().length + " layers, the model " + c.numLayers());
+        Kept kept = (layer, p) -> {
+            SparsePlan.LayerPlan lp = plan.layers()[layer];
+            if (lp == null) return -1;
+            Tensor t = switch (p) {
+                case Q -> lp.q(); case K -> lp.k(); case V -> lp.v(); case O -> lp.o();
+                case GATE, UP, DOWN -> lp.mlp();
+            };
+            return t == null ? -1 : t.numel();
+        };
+        return step(c, lora, batch, kept, plan.sparseTokens().numel(), plan.frozenGrad(), predictorFlops);
+    }
+
+    private static Step step(LlamaConfig c, Lora lora, Batch batch, Kept kept, long sparseTokens,
+                             SparsePlan.FrozenGrad fg, long predictorFlops) {
+        long common = common(c, lora, batch);
+        long n = batch.tokenCount();
+        long dense = common + frozen(c, Kept.DENSE, 0, n, SparsePlan.FrozenGrad.SLICED);
+        long actual = common + frozen(c, kept, sparseTokens, n - sparseTokens, fg) + predictorFlops;
         return new Step(actual, dense, predictorFlops);
     }
 
     /** Frozen linears, forward + backward (dX), over all layers. */
-    static long frozen(LlamaConfig c, SparsityConfig.Resolved sp, long sparseTokens, long denseTokens, SparsePlan.FrozenGrad fg) {
+    static long frozen(LlamaConfig c, Kept kept, long sparseTokens, long denseTokens, SparsePlan.FrozenGrad fg) {
         long total = 0;
-        for (int layer = 0; layer < c.numLayers(); layer++) {
-            long kI = sp == null ? c.intermediateSize() : sp.keptMlp(layer);
-            long kKv = sp == null ? c.kvDim() : sp.keptKv(layer);
-            for (Linear l : Linear.values()) {
-                long full = in(c, l) * out(c, l);
-                long kept = keptMacs(c, l, kI, kKv);
-                long fwd = 2 * (denseTokens * full + sparseTokens * kept);
-                long bwd = 2 * (denseTokens * full + (fg == SparsePlan.FrozenGrad.CUT ? 0 : sparseTokens * kept));
-                total += fwd + (needDx(layer, l) ? bwd : 0);
+        long n = sparseTokens + denseTokens;
+        for (int layer = 0; layer < c.numLayers(); layer++)
+            for (Projection p : Projection.values()) {
+                long in = p.inDim(c), out = p.outDim(c), full = in * out;
+                long k = kept.of(layer, p);
+                boolean dx = needDx(layer, p);
+                if (k < 0) { // dense on every token, full backward
+                    total += 2 * n * full * (dx ? 2 : 1);
+                    continue;
+                }
+                long slice = p == Projection.O || p == Projection.DOWN ? k * out : in * k;
+                total += 2 * (denseTokens * full + sparseTokens * slice);
+                if (dx) total += 2 * (denseTokens * full + (fg == SparsePlan.FrozenGrad.CUT ? 0 : sparseTokens * slice));
             }
-        }
         return total;
     }
 
@@ -130,25 +163,36 @@ public final class FlopCount {
     }
 
     /** Layer 0's q/k/v input gradient would only reach the frozen embedding: the model skips it. */
-    static boolean needDx(int layer, Linear l) { return layer > 0 || !(l == Linear.Q || l == Linear.K || l == Linear.V); }
+    static boolean needDx(int layer, Projection p) { return layer > 0 || !(p == Projection.Q || p == Projection.K || p == Projection.V); }
 
     /** LoRA, attention and the head: the same for dense and sparse steps. */
-    static long common(LlamaConfig c, Lora lora, Batch batch, int headTokens) {
+    static long common(LlamaConfig c, Lora lora, Batch batch) {
         long n = batch.tokenCount();
         long loraTotal = 0;
         for (int layer = 0; layer < c.numLayers(); layer++)
-            for (Linear l : lora.targets()) {
-                long in = in(c, l), out = out(c, l), r = lora.rank();
+            for (Projection p : lora.targets()) {
+                long in = p.inDim(c), out = p.outDim(c), r = lora.rank();
                 loraTotal += 2L * n * r * (in + out);                                  // x·Aᵀ, ·Bᵀ
-                loraTotal += 2L * n * r * (2 * out + in + (needDx(layer, l) ? in : 0)); // dB, dU, dA, dX
+                loraTotal += 2L * n * r * (2 * out + in + (needDx(layer, p) ? in : 0)); // dB, dU, dA, dX
             }
-        long pairs = 0;
-        for (int b = 0; b < batch.batch(); b++) {
-            long len = batch.seqLen() - batch.keyStart()[b];
-            pairs += len * (len + 1) / 2;
-        }
-        long attn = 3 * 4L * pairs * c.headDim() * c.numHeads() * c.numLayers();
-        long head = 2 * 2L * headTokens * c.hiddenSize() * c.vocabSize();
+        long attn = 3 * attentionForward(c, batch) * c.numLayers(); // forward + backward (2×)
+        long head = 2 * 2L * batch.outputTokenCount() * c.hiddenSize() * c.vocabSize(); // logits + the head's input gradient
         return loraTotal + attn + head;
+    }
+
+    /** One layer's attention forward: 2·(QKᵀ + PV) over the visible query–key pairs of every sequence and head. */
+    static long attentionForward(LlamaConfig c, Batch b) {
+        long pairs = 0;
+        for (int s = 0; s < b.batch(); s++) {
+            long t = b.seqLen() - Math.min(b.seqLen(), Math.max(0, b.keyStart()[s]));
+            pairs += visiblePairs(t, c.slidingWindow());
+        }
+        return 2L * 2L * pairs * c.numHeads() * c.headDim();
+    }
+
+    /** Query–key pairs a causal attention over t tokens sees: query i sees min(i+1, window) keys (window ≤ 0 = none). */
+    static long visiblePairs(long t, long window) {
+        if (window <= 0 || window >= t) return t * (t + 1) / 2;
+        return window * (window + 1) / 2 + (t - window) * window;
     }
 }

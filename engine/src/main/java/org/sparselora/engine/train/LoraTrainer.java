@@ -3,11 +3,13 @@ package org.sparselora.engine.train;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsePlan;
 
 /**
@@ -18,6 +20,14 @@ import org.sparselora.engine.sparse.SparsePlan;
  * {@code clip_grad_norm_}: factor max/(norm+1e-6) when norm exceeds max), and runs AdamW with fp32
  * moments. Dropout masks are seeded by (LoRA seed, step, micro-batch index) so a run — and a run
  * restored from {@link #state()} at a step boundary — is reproducible bit for bit.
+ *
+ * <p>The optimizer phase goes through one {@link AdamwGroup} over the adapter's (param, grad, m, v,
+ * compute copy) slots, made once here: the adapter's parameters, gradients and compute copies are
+ * views of storage allocated once for its lifetime (loads copy into them), so the group's slots
+ * never go stale. The step refreshes the compute copies (where they are not the params themselves)
+ * and zeroes the gradients; on the GPU the phase is two launches (sum of squares, fused AdamW) and
+ * one 8-byte read. The group is closed with the trainer; the trainer must be closed before its
+ * adapter.
  */
 public final class LoraTrainer implements TrainingWorker {
     private final Backend be;
@@ -25,6 +35,7 @@ public final class LoraTrainer implements TrainingWorker {
     private final LoraAdapter lora;
     private final OptimizerConfig opt;
     private final List<Tensor> m = new ArrayList<>(), v = new ArrayList<>();
+    private final AdamwGroup group;
     private SparsePlanner planner;
     private int updates;       // AdamW steps applied (1-based count for bias correction)
     private int microBatch;    // computeGradients calls since the last update
@@ -39,6 +50,10 @@ public final class LoraTrainer implements TrainingWorker {
             m.add(be.zeros(DType.F32, p.shape()));
             v.add(be.zeros(DType.F32, p.shape()));
         }
+        List<Tensor[]> slots = new ArrayList<>(m.size());
+        List<Tensor> params = lora.params(), grads = lora.grads(), copies = lora.computeCopies();
+        for (int i = 0; i < params.size(); i++) slots.add(new Tensor[] {params.get(i), grads.get(i), m.get(i), v.get(i), copies.get(i)});
+        this.group = be.adamwGroup(slots);
         lora.zeroGrads();
     }
 
@@ -68,10 +83,9 @@ public final class LoraTrainer implements TrainingWorker {
         be.synchronize();
         double ms = (System.nanoTime() - t0) / 1e6;
         long predictor = plan != null ? planner.lastPredictorFlops() : 0;   // the plan is complete only now
-        long flops = FlopCounter.step(model.config(), lora.config(), batch, plan) + predictor;
-        long dense = FlopCounter.step(model.config(), lora.config(), batch, null);
+        FlopCount.Step f = FlopCount.executed(model.config(), FlopCount.Lora.of(lora.config()), batch, plan, predictor);
         if (plan != null) planner.release();
-        return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, flops, dense, predictor, ms);
+        return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, f.flops(), f.denseFlops(), predictor, ms);
     }
 
     @Override
@@ -91,16 +105,13 @@ public final class LoraTrainer implements TrainingWorker {
 
     @Override
     public float applyUpdate(int step, long totalOutputTokens) {
-        List<Tensor> params = lora.params(), grads = lora.grads();
         float scale = totalOutputTokens > 0 ? 1f / totalOutputTokens : 0f;
-        double norm = Math.sqrt(be.sumOfSquares(grads)) * scale;
+        double norm = Math.sqrt(group.gradSumOfSquares()) * scale;
         lastGradNorm = norm;
         if (opt.maxGradNorm() > 0 && norm > opt.maxGradNorm()) scale *= (float) (opt.maxGradNorm() / (norm + 1e-6));
         float lr = LrSchedule.lr(opt, step);
         updates++;
-        for (int i = 0; i < params.size(); i++)
-            be.adamw(params.get(i), grads.get(i), m.get(i), v.get(i), lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale);
-        lora.zeroGrads();
+        group.step(lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale, true);  // also refreshes the compute copies
         microBatch = 0;
         return lr;
     }
@@ -126,6 +137,7 @@ public final class LoraTrainer implements TrainingWorker {
             put(state, n + ".exp_avg", m.get(i));
             put(state, n + ".exp_avg_sq", v.get(i));
         }
+        lora.syncComputeCopies();
         updates = state.step();
         microBatch = 0;
         lora.zeroGrads();
@@ -140,6 +152,7 @@ public final class LoraTrainer implements TrainingWorker {
 
     @Override
     public void close() {
+        group.close();
         for (Tensor t : m) t.close();
         for (Tensor t : v) t.close();
     }

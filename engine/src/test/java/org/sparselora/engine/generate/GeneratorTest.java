@@ -50,6 +50,17 @@ class GeneratorTest {
     }
 
     @Test
+    void cachedGreedyWithASlidingWindowEqualsFullRecompute() {
+        // window 3 < prompt + 12 new tokens: the KV-cache path must drop the same keys as the full forward
+        LlamaConfig c = TinyModels.config(false, false, false).withSlidingWindow(3);
+        LlamaModel m = TinyModels.model(be, c, 12);
+        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 4);
+        int[] prompt = {1, 5, 7, 2, 9};
+        int[] got = new Generator(m, lora).generate(prompt, Generator.Options.greedy(12, -1));
+        assertArrayEquals(referenceGreedy(m, lora, prompt, 12), got);
+    }
+
+    @Test
     void stopsAtEosAndSamplingIsSeeded() {
         LlamaConfig c = TinyModels.config(true, false, false);
         LlamaModel m = TinyModels.model(be, c, 12);

@@ -111,10 +111,66 @@ class HfFormatsTest {
              "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}, "tie_word_embeddings": true}"""));
         assertEquals(1e6f, q.ropeTheta());
         assertNull(q.ropeScaling());
-        Path sw = writeConfig("""
+        assertEquals(0, q.slidingWindow());
+    }
+
+    static final String MISTRAL = """
+            {"architectures": ["MistralForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 100""";
+    static final String QWEN2 = """
             {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 176,
-             "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 308, "use_sliding_window": true}""");
-        assertTrue(assertThrows(FormatException.class, () -> HfConfig.read(sw)).getMessage().contains("use_sliding_window"));
+             "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 308""";
+
+    int window(String json) throws IOException { return HfConfig.read(writeConfig(json)).slidingWindow(); }
+
+    String windowError(String json) throws IOException {
+        Path f = writeConfig(json);
+        FormatException e = assertThrows(FormatException.class, () -> HfConfig.read(f));
+        assertTrue(e.getMessage().startsWith(f.toString()), e.getMessage());
+        return e.getMessage();
+    }
+
+    @Test
+    void slidingWindowIsReadAsTransformersAppliesIt() throws IOException {
+        // Mistral: the window whenever sliding_window is not null; absent = MistralConfig's default 4096
+        assertEquals(0, window(MISTRAL + ", \"sliding_window\": null}"));
+        assertEquals(32, window(MISTRAL + ", \"sliding_window\": 32}"));
+        assertEquals(4096, window(MISTRAL + "}"));
+        assertTrue(windowError(MISTRAL + ", \"sliding_window\": 0}").contains("sliding_window must be a positive integer, got 0"));
+        assertTrue(windowError(MISTRAL + ", \"sliding_window\": \"4k\"}").contains("sliding_window"));
+        // Qwen2: only with use_sliding_window, and then in layers >= max_window_layers (default 28)
+        assertEquals(0, window(QWEN2 + ", \"sliding_window\": 16}"));
+        assertEquals(0, window(QWEN2 + ", \"use_sliding_window\": false, \"sliding_window\": 16, \"max_window_layers\": 0}"));
+        assertEquals(0, window(QWEN2 + ", \"use_sliding_window\": true, \"sliding_window\": 16}")); // 2 layers < 28
+        assertEquals(16, window(QWEN2 + ", \"use_sliding_window\": true, \"sliding_window\": 16, \"max_window_layers\": 0}"));
+        assertEquals(4096, window(QWEN2 + ", \"use_sliding_window\": true, \"max_window_layers\": 0}"));
+        assertEquals(0, window(QWEN2 + ", \"use_sliding_window\": true, \"sliding_window\": null, \"max_window_layers\": 0}"));
+        String mixed = windowError(QWEN2 + ", \"use_sliding_window\": true, \"sliding_window\": 16, \"max_window_layers\": 1}");
+        assertTrue(mixed.contains("max_window_layers 1") && mixed.contains("per-layer sliding windows are not supported"), mixed);
+        // an explicit layer_types list (transformers 5) decides
+        assertEquals(8, window(QWEN2 + ", \"sliding_window\": 8, \"layer_types\": [\"sliding_attention\", \"sliding_attention\"]}"));
+        assertEquals(0, window(MISTRAL + ", \"sliding_window\": 8, \"layer_types\": [\"full_attention\", \"full_attention\"]}"));
+        assertTrue(windowError(QWEN2 + ", \"sliding_window\": 8, \"layer_types\": [\"full_attention\", \"sliding_attention\"]}")
+                .contains("layer_types mixes"));
+        assertTrue(windowError(QWEN2 + ", \"layer_types\": [\"sliding_attention\", \"sliding_attention\"]}")
+                .contains("sliding_window is missing"));
+        // Llama has no sliding window in transformers: the key is ignored
+        assertEquals(0, window("""
+            {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "sliding_window": 16}"""));
+    }
+
+    @Test
+    void slidingWindowRoundTripsThroughConfigJson() throws IOException {
+        Path out = dir.resolve("sw/config.json");
+        for (String json : new String[] {MISTRAL + ", \"sliding_window\": 24}", MISTRAL + ", \"sliding_window\": null}",
+                QWEN2 + ", \"use_sliding_window\": true, \"sliding_window\": 12, \"max_window_layers\": 0}", QWEN2 + "}"}) {
+            LlamaConfig c = HfConfig.read(writeConfig(json));
+            HfConfig.write(out, c, "float32", null);
+            assertEquals(c, HfConfig.read(out), json);
+        }
+        LlamaConfig llamaWithWindow = TINY.withSlidingWindow(8);
+        assertThrows(IllegalArgumentException.class, () -> HfConfig.write(out, llamaWithWindow, "float32", null));
     }
 
     @Test
@@ -127,6 +183,7 @@ class HfFormatsTest {
         assertEquals(10000f, m.ropeTheta());
         assertNull(m.ropeScaling());
         assertEquals(-1, m.bosTokenId());
+        assertEquals(4096, m.slidingWindow());
         LlamaConfig q = HfConfig.read(writeConfig("""
             {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "head_dim": 32,
              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,

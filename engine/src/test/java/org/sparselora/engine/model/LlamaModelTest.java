@@ -31,20 +31,20 @@ class LlamaModelTest {
         lora.zeroGrads();
         forwardBackward.run();
         List<float[]> grads = new ArrayList<>();
-        for (Tensor g : lora.grads()) grads.add(be.toFloats(g));
+        for (Tensor g : lora.grads()) grads.add(m.backend().toFloats(g));
         double h = 1e-2;
         int checked = 0;
         double maxAbs = 0;
         for (int t = 0; t < lora.params().size(); t++) {
             Tensor p = lora.params().get(t);
-            float[] x = be.toFloats(p), g = grads.get(t);
+            float[] x = m.backend().toFloats(p), g = grads.get(t);
             for (int i = (t * 7) % 3; i < x.length; i += Math.max(1, x.length / 5)) {
                 float old = x[i];
-                x[i] = (float) (old + h); be.copyFromHost(p, x);
+                x[i] = (float) (old + h); m.backend().copyFromHost(p, x); lora.syncComputeCopies();
                 double up = loss.getAsDouble();
-                x[i] = (float) (old - h); be.copyFromHost(p, x);
+                x[i] = (float) (old - h); m.backend().copyFromHost(p, x); lora.syncComputeCopies();
                 double dn = loss.getAsDouble();
-                x[i] = old; be.copyFromHost(p, x);
+                x[i] = old; m.backend().copyFromHost(p, x); lora.syncComputeCopies();
                 double fd = (up - dn) / (2 * h);
                 assertEquals(fd, g[i], 3e-3 + 2e-2 * Math.abs(fd), what + ": " + lora.names().get(t) + "[" + i + "]");
                 maxAbs = Math.max(maxAbs, Math.abs(fd));

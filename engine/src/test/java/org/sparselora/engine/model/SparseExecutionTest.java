@@ -58,11 +58,7 @@ class SparseExecutionTest {
         return new SparsePlan(ints(where(b, true)), ints(where(b, false)), lp, fg);
     }
 
-    static List<float[]> grads(LoraAdapter lora) {
-        List<float[]> g = new ArrayList<>();
-        for (Tensor t : lora.grads()) g.add(be.toFloats(t));
-        return g;
-    }
+    static List<float[]> grads(LoraAdapter lora) { return TinyModels.host(be, lora.grads()); }
 
     @Test
     void everyChannelKeptIsBitForBitDense() {
@@ -83,24 +79,31 @@ class SparseExecutionTest {
         }
     }
 
-    @Test
-    void slicedGradientsMatchFiniteDifferencesOfTheSparseForward() {
+    /**
+     * FD of the sparse forward's LoRA gradients under {@code frozen_grad: sliced} (the partial plan,
+     * token splitting on), for an adapter on {@code targets}.
+     */
+    static void checkSlicedFd(java.util.EnumSet<Projection> targets, String what) {
         LlamaConfig c = TinyModels.config(false, true, true);
         LlamaModel m = TinyModels.model(be, c, 4);
-        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 5);
+        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 5, targets);
         Batch b = TinyModels.batch(c, 6, 2);
         SparsePlan plan = partial(c, b, FrozenGrad.SLICED);
         double dense = m.evaluate(b, lora, null, false).lossSum(), sparse = m.evaluate(b, lora, plan, false).lossSum();
         assertTrue(Math.abs(dense - sparse) > 1e-3, "the plan must actually prune something");
         LlamaModelTest.checkLoraGradients(m, lora, () -> { m.forward(b, lora, plan, 0); m.backward(); },
-                () -> m.evaluate(b, lora, plan, false).lossSum(), "sliced");
+                () -> m.evaluate(b, lora, plan, false).lossSum(), what);
     }
 
-    @Test
-    void cutGradientsMatchFiniteDifferencesWithFrozenSparseOutputsHeldConstant() {
+    /**
+     * FD under {@code frozen_grad: cut} with the sparse tokens' frozen outputs held constant (what a
+     * cut means), for an adapter on {@code targets}; returns the cut and the sliced gradients of the
+     * same step, which must differ at layer 0's q_proj.lora_A.
+     */
+    static List<List<float[]>> checkCutFd(java.util.EnumSet<Projection> targets, String what) {
         LlamaConfig c = TinyModels.config(true, false, true);
         LlamaModel m = TinyModels.model(be, c, 8);
-        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 9);
+        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 9, targets);
         Batch b = TinyModels.batch(c, 10, 3);
         SparsePlan cut = partial(c, b, FrozenGrad.CUT);
         // record the sparse tokens' frozen outputs at the current parameters, then replay them in FD
@@ -109,7 +112,7 @@ class SparseExecutionTest {
         m.evaluate(b, lora, cut, false);
         m.frozenHook = (l, p, ys) -> be.copyFromHost(ys, recorded.get(l + "/" + p));
         LlamaModelTest.checkLoraGradients(m, lora, () -> { m.forward(b, lora, cut, 0); m.backward(); },
-                () -> m.evaluate(b, lora, cut, false).lossSum(), "cut");
+                () -> m.evaluate(b, lora, cut, false).lossSum(), what);
         m.frozenHook = null;
         // and cut really differs from sliced (layer-0 adapters see less gradient)
         lora.zeroGrads();
@@ -120,7 +123,19 @@ class SparseExecutionTest {
         m.forward(b, lora, partial(c, b, FrozenGrad.SLICED), 0);
         m.backward();
         List<float[]> gs = grads(lora);
-        assertTrue(!java.util.Arrays.equals(gc.get(0), gs.get(0)), "layer-0 q_proj.lora_A gradient must differ between cut and sliced");
+        assertTrue(!java.util.Arrays.equals(gc.get(0), gs.get(0)), what + ": layer-0 q_proj.lora_A gradient must differ between cut and sliced");
+        return List.of(gc, gs);
+    }
+
+    @Test
+    void slicedGradientsMatchFiniteDifferencesOfTheSparseForward() {
+        checkSlicedFd(java.util.EnumSet.allOf(Projection.class), "sliced");
+    }
+
+    @Test
+    void cutGradientsMatchFiniteDifferencesWithFrozenSparseOutputsHeldConstant() {
+        List<List<float[]>> g = checkCutFd(java.util.EnumSet.allOf(Projection.class), "cut");
+        List<float[]> gc = g.get(0), gs = g.get(1);
         int last = gc.size() - 1; // layer 1 down_proj.lora_B: no frozen projection between it and the loss
         assertArrayEquals(gs.get(last), gc.get(last));
     }
@@ -176,6 +191,8 @@ class SparseExecutionTest {
         }
         for (int i = 0; i < qkvo.names().size(); i++)
             be.copyFromHost(qkvo.params().get(i), be.toFloats(all.params().get(at.get(qkvo.names().get(i)))));
+        all.syncComputeCopies();
+        qkvo.syncComputeCopies();
         for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT}) {
             SparsePlan plan = partial(c, b, fg);
             all.zeroGrads();
@@ -198,39 +215,12 @@ class SparseExecutionTest {
 
     @Test
     void compactMlpSlicedGradientsMatchFiniteDifferences() {
-        LlamaConfig c = TinyModels.config(false, true, true);
-        LlamaModel m = TinyModels.model(be, c, 4);
-        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 5, QKVO);
-        Batch b = TinyModels.batch(c, 6, 2);
-        SparsePlan plan = partial(c, b, FrozenGrad.SLICED);
-        double dense = m.evaluate(b, lora, null, false).lossSum(), sparse = m.evaluate(b, lora, plan, false).lossSum();
-        assertTrue(Math.abs(dense - sparse) > 1e-3, "the plan must actually prune something");
-        LlamaModelTest.checkLoraGradients(m, lora, () -> { m.forward(b, lora, plan, 0); m.backward(); },
-                () -> m.evaluate(b, lora, plan, false).lossSum(), "compact sliced");
+        checkSlicedFd(QKVO, "compact sliced");
     }
 
     @Test
     void compactMlpCutGradientsMatchFiniteDifferencesWithFrozenSparseOutputsHeldConstant() {
-        LlamaConfig c = TinyModels.config(true, false, true);
-        LlamaModel m = TinyModels.model(be, c, 8);
-        LoraAdapter lora = TinyModels.adapter(be, c, 0f, 9, QKVO);
-        Batch b = TinyModels.batch(c, 10, 3);
-        SparsePlan cut = partial(c, b, FrozenGrad.CUT);
-        Map<String, float[]> recorded = new HashMap<>();
-        m.frozenHook = (l, p, ys) -> recorded.put(l + "/" + p, be.toFloats(ys));
-        m.evaluate(b, lora, cut, false);
-        m.frozenHook = (l, p, ys) -> be.copyFromHost(ys, recorded.get(l + "/" + p));
-        LlamaModelTest.checkLoraGradients(m, lora, () -> { m.forward(b, lora, cut, 0); m.backward(); },
-                () -> m.evaluate(b, lora, cut, false).lossSum(), "compact cut");
-        m.frozenHook = null;
-        lora.zeroGrads();
-        m.forward(b, lora, cut, 0);
-        m.backward();
-        List<float[]> gc = grads(lora);
-        lora.zeroGrads();
-        m.forward(b, lora, partial(c, b, FrozenGrad.SLICED), 0);
-        m.backward();
-        assertTrue(!java.util.Arrays.equals(gc.get(0), grads(lora).get(0)), "layer-0 q_proj.lora_A gradient must differ between cut and sliced");
+        checkCutFd(QKVO, "compact cut");
     }
 
     /**

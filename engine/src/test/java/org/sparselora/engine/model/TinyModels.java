@@ -1,15 +1,22 @@
 package org.sparselora.engine.model;
 
+import java.util.ArrayList;
 import java.util.EnumSet;
+import java.util.List;
 import java.util.Random;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.train.Batch;
 
-/** Tiny configs, batches and adapters for the model, sparse and trainer tests (each runs in milliseconds). */
+/**
+ * Tiny configs, batches and adapters for the model, sparse and trainer tests (each runs in
+ * milliseconds). Shipped in the engine's test-jar: cuda-kernels' GPU tests build their batches and
+ * adapters here too.
+ */
 public final class TinyModels {
     private TinyModels() {}
 
@@ -24,8 +31,16 @@ public final class TinyModels {
      * first {@code context} real tokens of each are prompt (target -100), the rest predict the next token.
      */
     public static Batch batch(LlamaConfig c, long seed, int context) {
-        int b = 2, t = 7;
-        int[] keyStart = {0, 2};
+        return batch(c, seed, 7, new int[] {0, 2}, context);
+    }
+
+    /**
+     * Left-padded sequences of {@code seqLen} tokens, sequence s with {@code keyStart[s]} padding
+     * tokens; the first {@code context} real tokens of each are prompt (target -100), the rest
+     * predict a random next token.
+     */
+    public static Batch batch(LlamaConfig c, long seed, int seqLen, int[] keyStart, int context) {
+        int b = keyStart.length, t = seqLen;
         Random r = new Random(seed);
         int[] tokens = new int[b * t], targets = new int[b * t], positions = new int[b * t];
         for (int s = 0; s < b; s++)
@@ -36,7 +51,7 @@ public final class TinyModels {
                 positions[n] = pad ? 0 : i - keyStart[s];
                 targets[n] = pad || i - keyStart[s] < context ? Batch.IGNORE : r.nextInt(c.vocabSize());
             }
-        return new Batch(b, t, tokens, targets, positions, keyStart);
+        return new Batch(b, t, tokens, targets, positions, keyStart.clone());
     }
 
     /** All seven targets, r=2, alpha=3 (s=1.5), with B randomised so every A gradient is non-zero. */
@@ -46,15 +61,31 @@ public final class TinyModels {
 
     /** {@link #adapter(Backend, LlamaConfig, float, long)} on the given targets only. */
     public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets) {
-        LoraAdapter a = new LoraAdapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed));
-        Random r = new Random(seed + 1);
+        return adapter(be, c, dropout, seed, targets, dropout == 0f);
+    }
+
+    /** {@link #adapter(Backend, LlamaConfig, float, long, EnumSet)} with the fused layout on or off (same values either way). */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, float dropout, long seed, EnumSet<Projection> targets, boolean fused) {
+        return adapter(be, c, new LoraConfig(2, 3f, dropout, targets, false, seed), 0.3, fused);
+    }
+
+    /** An adapter of {@code cfg} whose B matrices are N(0, bStd²) (seeded by cfg's seed), so every A gradient is non-zero. */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, LoraConfig cfg, double bStd) {
+        return adapter(be, c, cfg, bStd, cfg.dropout() == 0f);
+    }
+
+    /** {@link #adapter(Backend, LlamaConfig, LoraConfig, double)} with the fused LoRA layout on or off (same values either way). */
+    public static LoraAdapter adapter(Backend be, LlamaConfig c, LoraConfig cfg, double bStd, boolean fused) {
+        LoraAdapter a = new LoraAdapter(be, c, cfg, fused);
+        Random r = new Random(cfg.seed() + 1);
         for (int i = 0; i < a.params().size(); i++) {
             Tensor t = a.params().get(i);
             if (!a.names().get(i).contains("lora_B")) continue;
             float[] x = new float[(int) t.numel()];
-            for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * 0.3);
+            for (int j = 0; j < x.length; j++) x[j] = (float) (r.nextGaussian() * bStd);
             be.copyFromHost(t, x);
         }
+        a.syncComputeCopies(); // B was written directly
         return a;
     }
 
@@ -63,6 +94,29 @@ public final class TinyModels {
     }
 
     public static Tensor ints(Backend be, int... v) { return be.fromInts(v, v.length); }
+
+    /** Host copies of tensors (an adapter's gradients or parameters), in order. */
+    public static List<float[]> host(Backend be, List<Tensor> ts) {
+        List<float[]> out = new ArrayList<>();
+        for (Tensor t : ts) out.add(be.toFloats(t));
+        return out;
+    }
+
+    /**
+     * SparseLoRA on both layers of a 2-layer tiny model from step 0 (svd_4; MLP 0.5 then 0.75,
+     * attention 0.5), plus {@code extra} YAML lines; {@code name} names it in errors.
+     */
+    public static SparsityConfig sparsity(String extra, String name) {
+        return SparsityConfig.parse("""
+                start_step: 0
+                mode: svd_4
+                sparsity:
+                  layers.0.mlp: 0.5
+                  layers.0.self_attn: 0.5
+                  layers.1.mlp: 0.75
+                  layers.1.self_attn: 0.5
+                """ + extra, name);
+    }
 
     static Tensor f32(Backend be, float[] v) { return be.fromFloats(v, DType.F32, v.length); }
 }

@@ -39,8 +39,8 @@ class CalibrationTest {
         SparsityConfig.Resolved r = c.resolve(M);
         TokenSplit split = TokenSplit.of(B, c.skipOutputTokens(), c.sparseOutputTokens(), 1);
         FlopCount.Lora lora = FlopCount.Lora.qkvo(8);
-        if (!r.anySparse()) return FlopCount.dense(M, lora, B, B.outputTokenCount()).flops();
-        return FlopCount.sparse(M, lora, B, B.outputTokenCount(), r, split.sparse().length, split.dense().length,
+        if (!r.anySparse()) return FlopCount.dense(M, lora, B).flops();
+        return FlopCount.sparse(M, lora, B, r, split.sparse().length, split.dense().length,
                 c.frozenGrad(), 0).flops();
     }
 

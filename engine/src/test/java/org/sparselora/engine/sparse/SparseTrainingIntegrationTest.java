@@ -37,23 +37,9 @@ class SparseTrainingIntegrationTest {
 
     static final LlamaConfig C = TinyModels.config(false, false, false);   // C=16, I=24, 2 layers, GQA 4/2, D=4
 
-    static SparsityConfig config(String extra) {
-        return SparsityConfig.parse("""
-                start_step: 0
-                mode: svd_4
-                sparsity:
-                  layers.0.mlp: 0.5
-                  layers.0.self_attn: 0.5
-                  layers.1.mlp: 0.75
-                  layers.1.self_attn: 0.5
-                """ + extra, "it");
-    }
+    static SparsityConfig config(String extra) { return TinyModels.sparsity(extra, "it"); }
 
-    static List<float[]> grads(LoraAdapter lora) {
-        List<float[]> g = new ArrayList<>();
-        for (Tensor t : lora.grads()) g.add(be.toFloats(t));
-        return g;
-    }
+    static List<float[]> grads(LoraAdapter lora) { return TinyModels.host(be, lora.grads()); }
 
     static Tensor copy(Tensor t) { return t == null ? null : be.fromInts(be.toInts(t), (int) t.numel()); }
 
@@ -177,9 +163,9 @@ class SparseTrainingIntegrationTest {
         Batch shape = batches.get(0);
         java.util.function.ToLongFunction<SparsityConfig> flops = cfg -> {
             SparsityConfig.Resolved r = cfg.resolve(c);
-            if (!r.anySparse()) return FlopCount.dense(c, lora, shape, shape.outputTokenCount()).flops();
+            if (!r.anySparse()) return FlopCount.dense(c, lora, shape).flops();
             TokenSplit sp = TokenSplit.of(shape, cfg.skipOutputTokens(), cfg.sparseOutputTokens(), 1);
-            return FlopCount.sparse(c, lora, shape, shape.outputTokenCount(), r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), 0).flops();
+            return FlopCount.sparse(c, lora, shape, r, sp.sparse().length, sp.dense().length, cfg.frozenGrad(), 0).flops();
         };
         Calibration.Result r = Calibration.run(new Calibration.Setup(c, probe, flops, SparsityConfig.parse("mode: svd_4\n", "t"),
                 new double[] {0.5, 0.75}, new double[] {0.5}, true), 1.1, (d, t, w) -> {});

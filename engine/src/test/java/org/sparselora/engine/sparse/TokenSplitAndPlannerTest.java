@@ -133,20 +133,20 @@ class TokenSplitAndPlannerTest {
         LlamaConfig c = SparsityConfigTest.LLAMA3_8B;
         Batch b = batch(512, new int[8], fill(8, 384));      // Math10K shape: 512 tokens, 128 output tokens
         FlopCount.Lora lora = FlopCount.Lora.qkvo(32);
-        FlopCount.Step dense = FlopCount.dense(c, lora, b, b.outputTokenCount());
+        FlopCount.Step dense = FlopCount.dense(c, lora, b);
         SparsityConfig.Resolved none = SparsityConfig.dense().resolve(c);
-        FlopCount.Step zero = FlopCount.sparse(c, lora, b, b.outputTokenCount(), none, 8 * 384, 8 * 128, SparsePlan.FrozenGrad.SLICED, 0);
+        FlopCount.Step zero = FlopCount.sparse(c, lora, b, none, 8 * 384, 8 * 128, SparsePlan.FrozenGrad.SLICED, 0);
         assertEquals(dense.flops(), zero.flops());
         assertEquals(dense.denseFlops(), zero.denseFlops());
 
         // frozen linear FLOPs alone, by hand: 7 linears · 32 layers · 4096 tokens · fwd+bwd, less layer 0's q/k/v dX
         long perTokenMacs = 4096L * 4096 * 2 + 4096L * 1024 * 2 + 3L * 4096 * 14336;
         long qkvMacs = 4096L * 4096 + 2L * 4096 * 1024;
-        assertEquals(2 * 4096L * (2 * perTokenMacs * 32 - qkvMacs), FlopCount.frozen(c, null, 4096, 0, SparsePlan.FrozenGrad.SLICED));
+        assertEquals(2 * 4096L * (2 * perTokenMacs * 32 - qkvMacs), FlopCount.frozen(c, FlopCount.Kept.DENSE, 0, 4096, SparsePlan.FrozenGrad.SLICED));
 
         SparsityConfig.Resolved math = SparsityConfig.load(SparsityConfigTest.configDir().resolve("llama3-8b-math10k.yaml")).resolve(c);
-        FlopCount.Step sliced = FlopCount.sparse(c, lora, b, b.outputTokenCount(), math, 8 * 384, 8 * 128, SparsePlan.FrozenGrad.SLICED, 1_000_000);
-        FlopCount.Step cut = FlopCount.sparse(c, lora, b, b.outputTokenCount(), math, 8 * 384, 8 * 128, SparsePlan.FrozenGrad.CUT, 1_000_000);
+        FlopCount.Step sliced = FlopCount.sparse(c, lora, b, math, 8 * 384, 8 * 128, SparsePlan.FrozenGrad.SLICED, 1_000_000);
+        FlopCount.Step cut = FlopCount.sparse(c, lora, b, math, 8 * 384, 8 * 128, SparsePlan.FrozenGrad.CUT, 1_000_000);
         assertEquals(dense.denseFlops(), sliced.denseFlops());
         assertTrue(sliced.flops() < dense.flops() && cut.flops() < sliced.flops());
         assertEquals(1_000_000, sliced.predictorFlops());

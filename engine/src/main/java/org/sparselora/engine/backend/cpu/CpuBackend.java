@@ -137,10 +137,34 @@ public final class CpuBackend implements Backend {
         long n = 1;
         for (int d : shape) n *= d;
         if (n > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large: " + Arrays.toString(shape));
-        return dtype == DType.I32
+        CpuTensor t = dtype == DType.I32
                 ? new CpuTensor(this, dtype, shape.clone(), null, new int[(int) n], 0)
                 : new CpuTensor(this, dtype, shape.clone(), new float[(int) n], null, 0);
+        t.owner = true;
+        allocated(n * dtype.bytes);
+        return t;
     }
+
+    // Byte accounting at the dtype's device size (a BF16 tensor counts 2 bytes per element although the
+    // CPU stores a float), so a CPU run shows what a device run of the same code would hold: the
+    // tensors made by empty/zeros/fromFloats/fromInts and not yet closed.
+    private long liveBytes, peakBytes;
+
+    synchronized void allocated(long bytes) {
+        liveBytes += bytes;
+        peakBytes = Math.max(peakBytes, liveBytes);
+    }
+
+    synchronized void released(long bytes) { liveBytes -= bytes; }
+
+    /** Bytes of tensors made by this backend and not yet closed (at each dtype's device size). */
+    public synchronized long liveBytes() { return liveBytes; }
+
+    /** The most {@link #liveBytes()} at once since creation or the last {@link #resetPeakBytes()}. */
+    public synchronized long peakBytes() { return peakBytes; }
+
+    /** Starts a new peak window at the current live bytes. */
+    public synchronized void resetPeakBytes() { peakBytes = liveBytes; }
 
     /** Rounds a BF16/F16 tensor's values to its precision (storage emulation); F32 is untouched. */
     private static void round(CpuTensor x) { round(x, 0, x.numel); }
@@ -484,6 +508,9 @@ public final class CpuBackend implements Backend {
     /** Row block of the causal attention GEMMs: rows [i0, i0+ATT_BLOCK) only need keys [0, i0+ATT_BLOCK). */
     private static final int ATT_BLOCK = 32;
 
+    /** First key query i may see under a sliding window (i − j < window); 0 when window ≤ 0 (plain causal). */
+    static int firstVisibleKey(int i, int window) { return window > 0 ? Math.max(0, i - window + 1) : 0; }
+
     /** Rows [0, tv) of one head's K (or V), stride kw, transposed into kt (D, tv): the B operand of nn. */
     private static void packHeadT(float[] k, int kOff, int kw, int d, int tv, float[] kt) {
         for (int j = 0; j < tv; j++) {
@@ -506,6 +533,17 @@ public final class CpuBackend implements Backend {
     @Override
     public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
+        attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale, 0);
+    }
+
+    /**
+     * The one attention forward: {@code window} ≤ 0 is plain causal attention; otherwise row i only
+     * keeps keys j with i − j < window (the scores GEMM still fills the causal block, the softmax
+     * masks the rest), so window 0 runs exactly the plain path's arithmetic.
+     */
+    @Override
+    public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                          int batch, int seqLen, int heads, int kvHeads, int headDim, float scale, int window) {
         CpuTensor O = ft(out, "out"), L = ft(lse, "lse"), Q = ft(q, "q"), K = ft(k, "k"), V = ft(v, "v"), KS = it(keyStart, "keyStart");
         checkAttention(Q, K, V, O, batch, seqLen, heads, kvHeads, headDim);
         if (L.numel != batch * heads * seqLen) throw new IllegalArgumentException("attention: lse " + Tensor.describe(lse));
@@ -527,14 +565,15 @@ public final class CpuBackend implements Backend {
                 packHeadT(K.f, kOff, kw, D, tv, kt);
                 scores(p, tv, Q.f, qOff, qw, kt, D, scale);
                 for (int i = 0; i < tv; i++) {
-                    int r = i * tv;
+                    int r = i * tv, j0 = firstVisibleKey(i, window);
                     float max = Float.NEGATIVE_INFINITY;
-                    for (int j = 0; j <= i; j++) max = Math.max(max, p[r + j]);
-                    KERNELS.expShift(p, r, i + 1, max);
+                    for (int j = j0; j <= i; j++) max = Math.max(max, p[r + j]);
+                    KERNELS.expShift(p, r + j0, i + 1 - j0, max);
                     double sum = 0;
-                    for (int j = 0; j <= i; j++) sum += p[r + j];
+                    for (int j = j0; j <= i; j++) sum += p[r + j];
                     float inv = (float) (1.0 / sum);
-                    for (int j = 0; j <= i; j++) p[r + j] *= inv;
+                    for (int j = j0; j <= i; j++) p[r + j] *= inv;
+                    for (int j = 0; j < j0; j++) p[r + j] = 0f;
                     for (int j = i + 1; j < tv; j++) p[r + j] = 0f;
                     L.f[lo + ks + i] = (float) (max + Math.log(sum));
                 }
@@ -552,6 +591,14 @@ public final class CpuBackend implements Backend {
     public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
                                   Tensor q, Tensor k, Tensor v, Tensor keyStart,
                                   int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
+        attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale, 0);
+    }
+
+    /** The one attention backward; keys outside the window (window > 0) get P = dS = 0, as in the forward. */
+    @Override
+    public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
+                                  Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                                  int batch, int seqLen, int heads, int kvHeads, int headDim, float scale, int window) {
         CpuTensor DQ = ft(dq, "dq"), DK = ft(dk, "dk"), DV = ft(dv, "dv"), DO = ft(dout, "dout"), O = ft(out, "out"), L = ft(lse, "lse");
         CpuTensor Q = ft(q, "q"), K = ft(k, "k"), V = ft(v, "v"), KS = it(keyStart, "keyStart");
         checkAttention(Q, K, V, O, batch, seqLen, heads, kvHeads, headDim);
@@ -586,8 +633,10 @@ public final class CpuBackend implements Backend {
                         float dsum = 0f;
                         for (int x = 0; x < D; x++) dsum += DO.f[DO.off + ro + x] * O.f[O.off + ro + x];
                         float l = L.f[lo + i];
-                        KERNELS.expShift(p, r, i + 1, l);
-                        for (int j = 0; j <= i; j++) ds[r + j] = p[r + j] * (ds[r + j] - dsum) * scale;
+                        int j0 = firstVisibleKey(i, window);
+                        KERNELS.expShift(p, r + j0, i + 1 - j0, l);
+                        for (int j = j0; j <= i; j++) ds[r + j] = p[r + j] * (ds[r + j] - dsum) * scale;
+                        for (int j = 0; j < j0; j++) { p[r + j] = 0f; ds[r + j] = 0f; }
                         for (int j = i + 1; j < tv; j++) { p[r + j] = 0f; ds[r + j] = 0f; }
                     }
                     // dQ_h = dS·K (causal: row block i0..i1 needs keys < i1)
@@ -615,6 +664,13 @@ public final class CpuBackend implements Backend {
     @Override
     public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
                                 int heads, int kvHeads, int headDim, float scale) {
+        attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale, 0);
+    }
+
+    /** The one cached attention: the token at position p reads keys [p − window + 1, p] (all of [0, p] when window ≤ 0). */
+    @Override
+    public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
+                                int heads, int kvHeads, int headDim, float scale, int window) {
         CpuTensor O = ft(out, "out"), Q = ft(q, "q"), K = ft(kCache, "kCache"), V = ft(vCache, "vCache");
         final int D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads, n = Q.rows();
         if (Q.cols() != qw || K.cols() != kw || V.cols() != kw || O.numel != Q.numel || pos0 + n > K.rows())
@@ -622,10 +678,10 @@ public final class CpuBackend implements Backend {
         parallelFor(n * heads, 1, (s, e) -> {
             float[] p = new float[pos0 + n];
             for (int th = s; th < e; th++) {
-                int t = th / heads, h = th % heads, g = h / group, last = pos0 + t;
+                int t = th / heads, h = th % heads, g = h / group, last = pos0 + t, first = firstVisibleKey(last, window);
                 int qo = Q.off + t * qw + h * D;
                 float max = Float.NEGATIVE_INFINITY;
-                for (int j = 0; j <= last; j++) {
+                for (int j = first; j <= last; j++) {
                     int ko = K.off + j * kw + g * D;
                     float d = 0f;
                     for (int i = 0; i < D; i++) d += Q.f[qo + i] * K.f[ko + i];
@@ -633,11 +689,11 @@ public final class CpuBackend implements Backend {
                     if (p[j] > max) max = p[j];
                 }
                 double sum = 0;
-                for (int j = 0; j <= last; j++) { p[j] = (float) Math.exp(p[j] - max); sum += p[j]; }
+                for (int j = first; j <= last; j++) { p[j] = (float) Math.exp(p[j] - max); sum += p[j]; }
                 float inv = (float) (1.0 / sum);
                 int oo = O.off + t * qw + h * D;
                 Arrays.fill(O.f, oo, oo + D, 0f);
-                for (int j = 0; j <= last; j++) {
+                for (int j = first; j <= last; j++) {
                     float w = p[j] * inv;
                     int vo = V.off + j * kw + g * D;
                     for (int i = 0; i < D; i++) O.f[oo + i] += w * V.f[vo + i];

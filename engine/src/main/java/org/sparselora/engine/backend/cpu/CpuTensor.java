@@ -18,6 +18,8 @@ public final class CpuTensor implements Tensor {
     final int[] i;     // null for floating dtypes
     final int off;
     final int numel;
+    boolean owner;     // made by CpuBackend.empty (views are not owners)
+    private boolean closed;
 
     CpuTensor(CpuBackend backend, DType dtype, int[] shape, float[] f, int[] i, int off) {
         this.backend = backend;
@@ -54,7 +56,13 @@ public final class CpuTensor implements Tensor {
         return new CpuTensor(backend, dtype, newShape.clone(), f, i, Math.toIntExact(off + offsetElems));
     }
 
-    @Override public void close() {}
+    /** Closing an owner (a tensor the backend made, not a view) ends its share of the backend's byte accounting. */
+    @Override public void close() {
+        if (owner && !closed) {
+            closed = true;
+            backend.released((long) numel * dtype.bytes);
+        }
+    }
 
     @Override public String toString() { return "CpuTensor" + Tensor.describe(this); }
 }

@@ -236,28 +236,6 @@ class CpuBackendTest {
     static final int[] KEYSTART = {0, 2};
     static final float SCALE = 0.5f;
 
-    static float[] attnRef(float[] q, float[] k, float[] v) {
-        float[] out = new float[B * T * H * D];
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                for (int t = KEYSTART[b]; t < T; t++) {
-                    int g = h / (H / HKV);
-                    double[] s = new double[T];
-                    double max = -1e300, sum = 0;
-                    for (int j = KEYSTART[b]; j <= t; j++) {
-                        double d = 0;
-                        for (int i = 0; i < D; i++) d += (double) q[(b * T + t) * H * D + h * D + i] * k[(b * T + j) * HKV * D + g * D + i];
-                        s[j] = d * SCALE;
-                        max = Math.max(max, s[j]);
-                    }
-                    for (int j = KEYSTART[b]; j <= t; j++) sum += Math.exp(s[j] - max);
-                    for (int j = KEYSTART[b]; j <= t; j++)
-                        for (int i = 0; i < D; i++)
-                            out[(b * T + t) * H * D + h * D + i] += (float) (Math.exp(s[j] - max) / sum * v[(b * T + j) * HKV * D + g * D + i]);
-                }
-        return out;
-    }
-
     float[] attn(float[] q, float[] k, float[] v, Tensor lse) {
         Tensor out = be.empty(DType.F32, B * T, H * D);
         be.attention(out, lse, f(q, B * T, H * D), f(k, B * T, HKV * D), f(v, B * T, HKV * D), be.fromInts(KEYSTART, B), B, T, H, HKV, D, SCALE);
@@ -270,10 +248,7 @@ class CpuBackendTest {
         float[] q = rand(r, B * T * H * D, 1), k = rand(r, B * T * HKV * D, 1), v = rand(r, B * T * HKV * D, 1), probe = rand(r, B * T * H * D, 1);
         Tensor lse = be.empty(DType.F32, B, H, T);
         float[] out = attn(q, k, v, lse);
-        float[] ref = attnRef(q, k, v);
-        double[] want = new double[ref.length];
-        for (int i = 0; i < ref.length; i++) want[i] = ref[i];
-        close(want, out, 1e-5, "attention");
+        close(attnRef(q, k, v, B, T, H, HKV, D, KEYSTART, SCALE), out, 1e-5, "attention");
         // padded query rows (sequence 1, t < 2) are exactly zero
         for (int t = 0; t < 2; t++) for (int i = 0; i < H * D; i++) assertEquals(0f, out[(T + t) * H * D + i]);
 
@@ -287,25 +262,8 @@ class CpuBackendTest {
 
     /** Naive float64 causal GQA attention for any shape (the reference for the blocked kernels). */
     static double[] attnRef(float[] q, float[] k, float[] v, int b, int t, int h, int hkv, int d, int[] ks, float scale) {
-        double[] out = new double[b * t * h * d];
-        for (int s = 0; s < b; s++)
-            for (int hh = 0; hh < h; hh++)
-                for (int i = ks[s]; i < t; i++) {
-                    int g = hh / (h / hkv);
-                    double[] sc = new double[t];
-                    double max = -1e300, sum = 0;
-                    for (int j = ks[s]; j <= i; j++) {
-                        double x = 0;
-                        for (int e = 0; e < d; e++) x += (double) q[(s * t + i) * h * d + hh * d + e] * k[(s * t + j) * hkv * d + g * d + e];
-                        sc[j] = x * scale;
-                        max = Math.max(max, sc[j]);
-                    }
-                    for (int j = ks[s]; j <= i; j++) sum += Math.exp(sc[j] - max);
-                    for (int j = ks[s]; j <= i; j++)
-                        for (int e = 0; e < d; e++)
-                            out[(s * t + i) * h * d + hh * d + e] += Math.exp(sc[j] - max) / sum * v[(s * t + j) * hkv * d + g * d + e];
-                }
-        return out;
+        return SlidingWindowAttentionTest.reference(SlidingWindowAttentionTest.widen(q), SlidingWindowAttentionTest.widen(k),
+                SlidingWindowAttentionTest.widen(v), b, t, h, hkv, d, ks, scale, 0);
     }
 
     @Test

@@ -1,0 +1,104 @@
+package org.sparselora.engine.backend;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+
+/**
+ * A fixed set of LoRA tensors that take their AdamW step together: each slot is
+ * {@code {param, grad, m, v}} (all F32, one shape) and optionally a fifth tensor, the parameter's
+ * <em>compute copy</em> (the tensor the model's GEMMs read, e.g. a bf16 copy of the fp32 master on
+ * the GPU; same shape, any float dtype), which the step refreshes from the updated parameter.
+ * Made once by {@link Backend#adamwGroup} for tensors that live as long as the group; a device
+ * backend keeps a table of their addresses, so the whole optimizer phase of a training step is a
+ * couple of launches instead of one (or three) per tensor.
+ *
+ * <p>{@link PerTensor} is the reference semantics (the per-tensor ops in a loop); a backend's own
+ * group must give the same results, and on the backend that defines {@link Backend#adamw} by
+ * itself the default must stay bit-for-bit identical to the plain loop (the trainer's resume tests
+ * pin that on the CPU).
+ */
+public interface AdamwGroup extends AutoCloseable {
+
+    /** Number of slots. */
+    int size();
+
+    /** Σ grad² over every slot's gradient, accumulated in double (waits for the device). */
+    double gradSumOfSquares();
+
+    /**
+     * One AdamW step over every slot, same rule as {@link Backend#adamw} (bias correction by the
+     * 1-based {@code step}, {@code gradScale} carries averaging and clipping); then each compute
+     * copy that is not the parameter itself becomes {@code convert(param)}; with {@code zeroGrads}
+     * every gradient is left zero.
+     */
+    void step(float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale, boolean zeroGrads);
+
+    /** Frees what the group itself holds (never the slots' tensors). */
+    @Override
+    void close();
+
+    /**
+     * Checks slots (for backend {@code be}) and returns them as an unmodifiable list of copies: 4 or 5 tensors each; param,
+     * grad, m and v F32 of one shape; a compute copy (if given) floating with the param's shape.
+     * Errors name the slot and the tensor.
+     */
+    static List<Tensor[]> checkSlots(Backend be, List<Tensor[]> slots) {
+        if (slots == null) throw new IllegalArgumentException("adamw group: slots is null");
+        String[] role = {"param", "grad", "m", "v", "compute copy"};
+        List<Tensor[]> out = new ArrayList<>(slots.size());
+        for (int i = 0; i < slots.size(); i++) {
+            Tensor[] s = slots.get(i);
+            if (s == null || (s.length != 4 && s.length != 5))
+                throw new IllegalArgumentException("adamw group slot " + i + ": want {param, grad, m, v} or {param, grad, m, v, computeCopy}, got "
+                        + (s == null ? "null" : s.length + " tensors"));
+            for (int j = 0; j < s.length; j++) {
+                Tensor t = s[j];
+                if (t == null) throw new IllegalArgumentException("adamw group slot " + i + ": " + role[j] + " is null");
+                if (t.backend() != be)
+                    throw new IllegalArgumentException("adamw group slot " + i + ": " + role[j] + " " + Tensor.describe(t) + " belongs to backend "
+                            + t.backend().name() + ", not " + be.name());
+                if (j < 4 && t.dtype() != DType.F32)
+                    throw new IllegalArgumentException("adamw group slot " + i + ": " + role[j] + " must be F32, got " + Tensor.describe(t));
+                if (j == 4 && t.dtype() == DType.I32)
+                    throw new IllegalArgumentException("adamw group slot " + i + ": compute copy must be a floating tensor, got " + Tensor.describe(t));
+                if (j > 0 && !java.util.Arrays.equals(t.shape(), s[0].shape()))
+                    throw new IllegalArgumentException("adamw group slot " + i + ": " + role[j] + " " + Tensor.describe(t)
+                            + " does not match param " + Tensor.describe(s[0]));
+            }
+            out.add(s.clone());
+        }
+        return Collections.unmodifiableList(out);
+    }
+
+    /** The reference implementation: the per-tensor {@link Backend} ops in a loop. */
+    final class PerTensor implements AdamwGroup {
+        private final Backend be;
+        private final List<Tensor[]> slots;
+        private final List<Tensor> grads;
+
+        public PerTensor(Backend be, List<Tensor[]> slots) {
+            this.be = be;
+            this.slots = checkSlots(be, slots);
+            List<Tensor> g = new ArrayList<>(this.slots.size());
+            for (Tensor[] s : this.slots) g.add(s[1]);
+            this.grads = Collections.unmodifiableList(g);
+        }
+
+        @Override public int size() { return slots.size(); }
+
+        @Override public double gradSumOfSquares() { return be.sumOfSquares(grads); }
+
+        @Override
+        public void step(float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale, boolean zeroGrads) {
+            if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+            for (Tensor[] s : slots)
+                be.adamw(s[0], s[1], s[2], s[3], lr, beta1, beta2, eps, weightDecay, step, gradScale);
+            for (Tensor[] s : slots)
+                if (s.length == 5 && s[4] != s[0]) be.copy(s[4], s[0]);
+            if (zeroGrads) for (Tensor g : grads) be.fill(g, 0f);
+        }
+
+        @Override public void close() {}
+    }
+}
