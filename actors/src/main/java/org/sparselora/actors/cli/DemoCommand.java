@@ -97,6 +97,14 @@ public final class DemoCommand implements Callable<Integer> {
             if (!(r >= 0 && r < 1)) throw new IllegalArgumentException("--mlp-sparsity and --attn-sparsity must be in [0, 1), got " + r);
         if (evalExamples < 1) throw new IllegalArgumentException("--eval-examples must be at least 1, got " + evalExamples);
         DemoModel.Recipe recipe = parseRecipe(baseRecipe);
+        // before minutes of work: a GPU that is not there fails here, with the driver's reason (never a CPU fallback)
+        org.sparselora.actors.job.Devices.Device dev;
+        try {
+            dev = org.sparselora.actors.job.Devices.parse(device);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--device " + e.getMessage());
+        }
+        if (dev.gpu()) org.sparselora.actors.engine.LlamaEngineProvider.checkGpus(dev, 1);
         Path dir = out.toAbsolutePath().normalize();
         Path cacheRoot = cache != null ? cache.toAbsolutePath() : defaultCache();
         say("output directory " + dir);

@@ -2,6 +2,7 @@ package org.sparselora.actors.cli;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import org.sparselora.actors.job.Devices;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.io.FormatException;
@@ -62,22 +63,21 @@ final class ModelFiles {
         return LoraAdapter.fromPeft(be, config, PeftAdapter.read(dir), dir);
     }
 
-    /** {@code cpu}, {@code cuda} (GPU 0) or {@code cuda:N}, as a job file's {@code device:} says. */
+    /**
+     * {@code cpu}, {@code cuda} (GPU 0) or {@code cuda:N}, as a job file's {@code device:} says (a list
+     * of GPUs is for a job's workers; these commands run on one). A GPU that is not there is an error
+     * with the driver's reason, never a fallback to the CPU.
+     */
     static Backend backend(String device) {
-        if (device.equals("cpu")) return new CpuBackend();
-        int gpu;
-        if (device.equals("cuda")) {
-            gpu = 0;
-        } else if (device.startsWith("cuda:")) {
-            try {
-                gpu = Integer.parseInt(device.substring(5));
-            } catch (NumberFormatException e) {
-                gpu = -1;
-            }
-        } else {
-            gpu = -1;
+        Devices.Device d;
+        try {
+            d = Devices.parse(device);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--device '" + device + "': expected cpu, cuda or cuda:<n>");
         }
-        if (gpu < 0) throw new IllegalArgumentException("--device '" + device + "': expected cpu, cuda or cuda:<n>");
+        if (!d.gpu()) return new CpuBackend();
+        if (d.explicit()) throw new IllegalArgumentException("--device '" + device + "': this command runs on one device; expected cpu, cuda or cuda:<n>");
+        int gpu = d.ordinals()[0];
         try {
             return org.sparselora.cuda.GpuBackend.create(gpu);
         } catch (RuntimeException | LinkageError e) {

@@ -13,7 +13,11 @@ import org.sparselora.proto.control.JobStatus;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** {@code sparselora train --config job.yaml [--resume]}: the whole pipeline in this process, no server. */
+/**
+ * {@code sparselora train --config job.yaml [--resume] [--stop-after N]}: the whole pipeline in this
+ * process, no server. {@code --stop-after} ends a run early with a checkpoint (a job trained in
+ * parts, e.g. on a machine lent for a limited time), which {@code --resume} continues.
+ */
 @Command(name = "train", mixinStandardHelpOptions = true,
         description = {"Train a LoRA adapter as job.yaml says, in this process (the same actor pipeline the server runs).",
                 "Writes <output_dir>/metrics.jsonl, <output_dir>/checkpoint/checkpoint.pb and <output_dir>/adapter/.",
@@ -26,9 +30,16 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the checkpoint in output_dir")
     boolean resume;
 
+    @Option(names = "--stop-after", paramLabel = "N", description = {"stop once N steps are done (counting those before a --resume), with a checkpoint,",
+            "as Ctrl-C does; exit 0. The run may go one step past N (the step already started). --resume continues it."})
+    Integer stopAfter;
+
     @Override
     public Integer call() throws Exception {
         JobSpec spec = JobFiles.load(config).toBuilder().setResume(resume).build();
+        if (stopAfter != null && (stopAfter < 1 || stopAfter >= spec.getSteps()))
+            throw new IllegalArgumentException("--stop-after must be in [1, " + (spec.getSteps() - 1) + "] (the job has " + spec.getSteps() + " steps), got " + stopAfter);
+        String stopReason = "stopped after step " + stopAfter + " (--stop-after)";
         Config conf = Launch.config();
         ActorSystem<SpawnProtocol.Command> system = Launch.actorSystem(conf);
         JobManager jobs = new JobManager(system, 1, JobManager.engines(), Launch.settings(conf));
@@ -39,7 +50,13 @@ public final class TrainCommand implements Callable<Integer> {
                 jobs.completion(id).join();
             });
             Runtime.getRuntime().addShutdownHook(hook);
-            jobs.watch(id, false, view::on, () -> {});
+            java.util.concurrent.atomic.AtomicBoolean stopping = new java.util.concurrent.atomic.AtomicBoolean();
+            jobs.watch(id, false, e -> {
+                view.on(e);
+                // off the event thread: cancelling re-enters the job manager
+                if (stopAfter != null && e.hasStep() && e.getStep().getStep() >= stopAfter && stopping.compareAndSet(false, true))
+                    Thread.ofVirtual().start(() -> jobs.cancel(id, stopReason));
+            }, () -> {});
             JobStatus end = jobs.completion(id).get();
             try {
                 Runtime.getRuntime().removeShutdownHook(hook);
@@ -50,7 +67,8 @@ public final class TrainCommand implements Callable<Integer> {
             System.out.println(view.summary());
             if (end.getState() == JobState.FINISHED || end.getState() == JobState.CANCELLED)
                 System.out.println("output: " + Path.of(end.getOutputDir()).toAbsolutePath());
-            return end.getState() == JobState.FINISHED ? 0 : 1;
+            boolean stoppedAsAsked = stopping.get() && end.getState() == JobState.CANCELLED && end.getReason().equals(stopReason);
+            return end.getState() == JobState.FINISHED || stoppedAsAsked ? 0 : 1;
         } finally {
             system.terminate();
             system.getWhenTerminated().toCompletableFuture().join();

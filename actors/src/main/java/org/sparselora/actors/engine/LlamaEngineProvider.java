@@ -7,6 +7,8 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.sparselora.actors.job.Devices;
+import org.sparselora.actors.job.JobSpecException;
 import org.sparselora.actors.pipeline.AdapterExporter;
 import org.sparselora.actors.pipeline.BatchSource;
 import org.sparselora.actors.pipeline.DataPosition;
@@ -100,9 +102,9 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src) {
-        String device = spec.getDevice();
-        boolean gpu = device.startsWith("cuda");
-        int firstGpu = device.startsWith("cuda:") ? Integer.parseInt(device.substring(5)) : 0;
+        Devices.Device device = Devices.forJob(spec.getDevice(), spec.getWorkers());
+        boolean gpu = device.gpu();
+        if (gpu) checkGpus(device, spec.getWorkers());
         Path tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
         Tokenizer tok = Tokenizers.load(tokPath);
         SparsityConfig sparsity = spec.hasSparsity() ? toEngine(spec.getSparsity()) : SparsityConfig.dense();
@@ -133,15 +135,23 @@ public final class LlamaEngineProvider implements EngineProvider {
                 // a replacement worker (restart) releases the survivors still waiting in the abandoned step
                 if (scores != null) scores.workerStarting(worker);
                 // on the Stepper's pinned thread: the CUDA context is bound to the thread that creates it
-                Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(firstGpu + worker) : new CpuBackend(threads);
-                LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, src));
-                LoraTrainer t = new LoraTrainer(m, new LoraAdapter(be, src.config(), lora), opt);
+                Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(device.gpuOf(worker, n)) : new CpuBackend(threads);
+                OwnedWorker t;
+                try {
+                    LlamaWeights weights = LlamaWeights.upload(be, src);
+                    LlamaModel m = new LlamaModel(be, weights);
+                    LoraAdapter adapter = new LoraAdapter(be, src.config(), lora);
+                    t = new OwnedWorker(new LoraTrainer(m, adapter, opt), adapter, weights, be);
+                } catch (RuntimeException | Error e) {
+                    be.close();   // a GPU backend holds device memory and a context reference until closed
+                    throw e;
+                }
                 return scores == null ? t : scores.member(worker, t);   // restoring a member rejoins the exchange
             }
 
             @Override
             public void attachPredictor(TrainingWorker w, PredictorFactors f) {
-                LoraTrainer t = (LoraTrainer) (w instanceof InProcessScoreExchange.Member m ? m.inner() : w);
+                LoraTrainer t = ((OwnedWorker) (w instanceof InProcessScoreExchange.Member m ? m.inner() : w)).trainer();
                 Backend be = t.model().backend();
                 SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
                         spec.getSteps(), spec.getSeed());
@@ -178,6 +188,79 @@ public final class LlamaEngineProvider implements EngineProvider {
 
         AdapterExporter exporter = (state, dir) -> PeftAdapter.write(dir, adapterFiles(state, src, spec, modules, model));
         return new JobRuntime(workers, new BatcherSource(batcher, ds, src), predictor, exporter);
+    }
+
+    /**
+     * Fails the job at open, with the reason, when a GPU it names is missing: otherwise each Stepper
+     * would fail on creating its backend and the supervisor would restart it until it gives up. Never
+     * falls back to the CPU.
+     */
+    public static void checkGpus(Devices.Device device, int workers) {
+        org.sparselora.cuda.Gpu.Availability a;
+        try {
+            a = org.sparselora.cuda.Gpu.check();
+        } catch (LinkageError e) {
+            throw new JobSpecException("device", device.text() + ": no usable CUDA GPU (" + e.getMessage() == null ? e.toString() : e.getMessage().strip().lines().findFirst().orElse("") + ")");
+        }
+        // JCuda's load failure carries both native stack traces in its message: the first line says it
+        if (!a.available()) throw new JobSpecException("device", device.text() + ": no usable CUDA GPU ("
+                + (a.reason() == null ? "unknown reason" : a.reason().strip().lines().findFirst().orElse("")) + ")");
+        for (int g : device.gpusUsed(workers))
+            if (g >= a.deviceCount())
+                throw new JobSpecException("device", device.text() + ": GPU " + g + " does not exist (" + a.deviceCount() + " visible)"
+                        + (device.explicit() ? "" : "; worker w runs on GPU <first> + w, so " + workers
+                        + " workers need that many GPUs: list one ordinal per worker, e.g. cuda:0,0, to share one"));
+    }
+
+    /**
+     * A worker's trainer together with what it alone owns: its copy of the base weights and its backend.
+     * Closing it (the Stepper does, on its own thread, when it stops or is replaced) releases all three,
+     * so a restarted worker or a finished job leaves no device memory or CUDA context reference behind.
+     */
+    static final class OwnedWorker implements TrainingWorker {
+        private final LoraTrainer trainer;
+        private final LoraAdapter adapter;
+        private final LlamaWeights weights;
+        private final Backend backend;
+        private boolean closed;
+
+        OwnedWorker(LoraTrainer trainer, LoraAdapter adapter, LlamaWeights weights, Backend backend) {
+            this.trainer = trainer;
+            this.adapter = adapter;
+            this.weights = weights;
+            this.backend = backend;
+        }
+
+        LoraTrainer trainer() { return trainer; }
+
+        Backend backend() { return backend; }
+
+        boolean isClosed() { return closed; }
+
+        @Override
+        public org.sparselora.engine.train.StepResult computeGradients(Batch batch, int step, boolean sparse) {
+            return trainer.computeGradients(batch, step, sparse);
+        }
+
+        @Override public float[][] gradientsToHost() { return trainer.gradientsToHost(); }
+
+        @Override public void gradientsFromHost(float[][] grads) { trainer.gradientsFromHost(grads); }
+
+        @Override public float applyUpdate(int step, long totalOutputTokens) { return trainer.applyUpdate(step, totalOutputTokens); }
+
+        @Override public TrainerState state() { return trainer.state(); }
+
+        @Override public void restore(TrainerState state) { trainer.restore(state); }
+
+        @Override
+        public void close() {
+            if (closed) return;
+            closed = true;
+            // each step runs even if an earlier one throws; the backend last (it frees what the others hold)
+            try (backend; weights; adapter; trainer) {
+                // closed in reverse order: trainer (optimizer moments), adapter, weights, backend
+            }
+        }
     }
 
     /** The job's inline sparsity (proto, defaults applied) as the engine's config. */

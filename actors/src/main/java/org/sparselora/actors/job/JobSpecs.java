@@ -25,7 +25,6 @@ public final class JobSpecs {
     public static final List<String> LORA_TARGETS = List.of("q", "k", "v", "o", "gate", "up", "down");
     private static final Pattern MODE = Pattern.compile("dense|svd_[1-9][0-9]{0,3}");
     private static final Pattern LAYER_KEY = Pattern.compile("layers\\.[0-9]{1,4}\\.(mlp|self_attn)");
-    private static final Pattern DEVICE = Pattern.compile("cpu|cuda|cuda:[0-9]{1,2}");
     private static final int MAX_STRING = 4096;
 
     private JobSpecs() {}
@@ -115,7 +114,11 @@ public final class JobSpecs {
             throw new JobSpecException("workers", s.getWorkers() + " workers cannot split batch_size " + s.getBatchSize() + " evenly");
         str("output_dir", s.getOutputDir(), true);
         range("checkpoint_every", s.getCheckpointEvery(), 0, 100_000_000);
-        if (!DEVICE.matcher(s.getDevice()).matches()) throw new JobSpecException("device", "must be cpu, cuda or cuda:<n>, got '" + s.getDevice() + "'");
+        try {
+            Devices.forJob(s.getDevice(), s.getWorkers());
+        } catch (IllegalArgumentException e) {
+            throw new JobSpecException("device", e.getMessage());
+        }
         range("prefetch", s.getPrefetch(), 1, 1024);
     }
 

@@ -135,6 +135,8 @@ class EngineCommandsTest {
         // bad option values
         assertError("--device cuda:99", "", "score", "--model", model, "--data", texts, "--device", "cuda:99");   // no such GPU here, nor on a GPU machine
         assertError("--device 'tpu'", "expected cpu, cuda or cuda:<n>", "score", "--model", model, "--data", texts, "--device", "tpu");
+        assertError("--device 'cuda:x'", "expected cpu, cuda or cuda:<n>", "score", "--model", model, "--data", texts, "--device", "cuda:x");
+        assertError("--device 'cuda:0,0'", "runs on one device", "generate", "--model", model, "--prompt", "", "--max-new-tokens", "1", "--device", "cuda:0,0");
         assertError("--target-flops", "must be >= 1", "calibrate", "--model", model, "--data", texts, "--target-flops", "0.5", "--out", dir.resolve("c.yaml").toString());
     }
 

@@ -46,6 +46,36 @@ class TrainKillResumeTest {
         assertTrue(bad.err().contains("nope.yaml: cannot read the file"), bad.err());
     }
 
+    /** --stop-after ends a run with a checkpoint and exit 0; --resume finishes it with the uninterrupted result. */
+    @Test
+    void stopAfterCheckpointsAndResumeEndsWithTheUninterruptedResult() throws Exception {
+        int steps = 12;
+        Path ref = CliRunner.jobFile(dir, "ref12", steps, 2, 0, 0);
+        assertEquals(0, CliRunner.run("train", "--config", ref.toString()).code());
+        float[] expected = weights(dir.resolve("out-ref12"));
+
+        Path job = CliRunner.jobFile(dir, "stop", steps, 2, 0, 0);
+        Path out = dir.resolve("out-stop");
+        CliRunner.Result first = CliRunner.run("train", "--config", job.toString(), "--stop-after", "5");
+        assertEquals(0, first.code(), first.out() + first.err());
+        assertTrue(first.out().contains("(--stop-after)"), first.out());
+        int stoppedAt = new CheckpointStore(out).read().getStep();
+        assertTrue(stoppedAt >= 5 && stoppedAt < steps, "checkpoint at " + stoppedAt);   // the step in flight may finish too
+        assertEquals(stoppedAt, Files.readAllLines(out.resolve(MetricsLog.FILE)).size());
+
+        CliRunner.Result rest = CliRunner.run("train", "--config", job.toString(), "--resume");
+        assertEquals(0, rest.code(), rest.out() + rest.err());
+        assertTrue(rest.out().startsWith("finished at step 12"), rest.out());
+        assertArrayEquals(expected, weights(out));
+        assertEquals(steps, Files.readAllLines(out.resolve(MetricsLog.FILE)).size());
+
+        for (String bad : new String[] {"0", "12"}) {
+            CliRunner.Result r = CliRunner.run("train", "--config", job.toString(), "--resume", "--stop-after", bad);
+            assertEquals(2, r.code(), r.out() + r.err());
+            assertTrue(r.err().contains("--stop-after must be in [1, 11] (the job has 12 steps), got " + bad), r.err());
+        }
+    }
+
     @Test
     void aTrainProcessKilledMidRunAndResumedEndsWithTheUninterruptedResult() throws Exception {
         int steps = 30;
