@@ -149,6 +149,15 @@ public final class GpuBackend implements Backend {
 
     @Override public String name() { return "cuda:" + device; }
 
+    /** The CUDA device ordinal (for {@link PeerGradientExchange}). */
+    int deviceOrdinal() { return device; }
+
+    /** The primary context this backend works in (for {@link PeerGradientExchange}'s peer copies). */
+    CUcontext context() { return context; }
+
+    /** The backend's one stream (for {@link PeerGradientExchange}). */
+    CudaStream stream() { return stream; }
+
     @Override public DType computeType() { return DType.BF16; }
 
     public String deviceName() { return deviceName; }

@@ -46,6 +46,9 @@ import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.tokenizer.Tokenizer;
 import org.sparselora.engine.tokenizer.Tokenizers;
 import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.train.GradientExchange;
+import org.sparselora.engine.train.LocalGradientExchange;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.TrainerState;
@@ -61,7 +64,14 @@ import org.sparselora.proto.control.JobSpec;
  * {@code cuda:<n + worker>} for device {@code cuda[:n]}, created on the worker's pinned thread, with
  * fixed-length batches for static shapes), the SVD predictor
  * built once per base model ({@link SvdPredictor}, cached on disk) and handed to each worker as
- * its {@link SparsePlanner}, and the PEFT adapter written at stop.
+ * its {@link SparsePlanner}, and the PEFT adapter written at stop. With more than one worker the
+ * workers register their adapters' flat gradient buffers with one in-process
+ * {@link GradientExchange} (peer copies on the GPUs, {@link LocalGradientExchange} on the CPU), so
+ * the pipeline's gradient rounds sum on the devices instead of through host arrays.
+ *
+ * <p>Timing jobs: {@code model: random:<preset|config.json>} ({@link RandomModel}: weights drawn on
+ * each worker's backend, random SVD factors as in StepBenchmark — their values do not change the
+ * cost) and {@code data: {synthetic: …}} (StepBenchmark's batches, a fresh draw per step).
  */
 public final class LlamaEngineProvider implements EngineProvider {
 
@@ -77,8 +87,12 @@ public final class LlamaEngineProvider implements EngineProvider {
     @Override
     public String name() { return "llama"; }
 
+    /** Tests set this to compare the host path with the exchange; real jobs always use the exchange when N > 1. */
+    static volatile boolean useExchange = true;
+
     @Override
     public boolean accepts(JobSpec spec) {
+        if (RandomModel.isRandom(spec.getModel())) return true;
         Path p;
         try {
             p = Path.of(spec.getModel());
@@ -90,31 +104,44 @@ public final class LlamaEngineProvider implements EngineProvider {
 
     @Override
     public JobRuntime open(JobSpec spec) {
+        if (RandomModel.isRandom(spec.getModel())) {
+            LlamaConfig cfg = RandomModel.config(spec.getModel());
+            return open(spec, null, false, null, cfg);
+        }
         Path model = Path.of(spec.getModel());
         boolean hf = Files.isDirectory(model);
         WeightSource src = hf ? HfCheckpoint.open(model) : Llama2cCheckpoint.open(model);
         try {
-            return open(spec, model, hf, src);
+            return open(spec, model, hf, src, src.config());
         } catch (RuntimeException e) {
             src.close();
             throw e;
         }
     }
 
-    private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src) {
+    /** @param src the base weights (null: a random: model, drawn on each worker's backend from {@code cfg}) */
+    private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src, LlamaConfig cfg) {
         Devices.Device device = Devices.forJob(spec.getDevice(), spec.getWorkers());
         boolean gpu = device.gpu();
         if (gpu) checkGpus(device, spec.getWorkers());
-        Path tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
-        Tokenizer tok = Tokenizers.load(tokPath);
         SparsityConfig sparsity = spec.hasSparsity() ? toEngine(spec.getSparsity()) : SparsityConfig.dense();
-        SparsityConfig.Resolved resolved = sparsity.resolve(src.config());
+        SparsityConfig.Resolved resolved = sparsity.resolve(cfg);
 
-        String fmt = spec.getData().getFormat();
-        DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
-                new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
-        List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
-        Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
+        BatchSource data;
+        if (spec.getData().hasSynthetic()) {
+            data = new SyntheticSource(cfg, spec.getData().getSynthetic(), spec.getWorkers(), spec.getSeed(), src);
+        } else {
+            if (model == null && spec.getTokenizer().isEmpty())
+                throw new JobSpecException("data", "a random: model has no tokenizer: use data.synthetic (or give tokenizer)");
+            Path tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
+            Tokenizer tok = Tokenizers.load(tokPath);
+            String fmt = spec.getData().getFormat();
+            DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
+                    new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
+            List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
+            Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
+            data = new BatcherSource(batcher, ds, src);
+        }
 
         var o = spec.getOptimizer();
         OptimizerConfig opt = new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
@@ -128,6 +155,10 @@ public final class LlamaEngineProvider implements EngineProvider {
 
         // one channel selection per sparse step across the job's workers: they sum their channel scores here
         InProcessScoreExchange scores = spec.getWorkers() > 1 ? new InProcessScoreExchange(spec.getWorkers(), SCORE_EXCHANGE_TIMEOUT) : null;
+        // every worker of the job is in this JVM: gradients are summed on the devices, not through host arrays
+        GradientExchange exchange = spec.getWorkers() > 1 && useExchange
+                ? (gpu ? new org.sparselora.cuda.PeerGradientExchange(spec.getWorkers()) : new LocalGradientExchange(spec.getWorkers()))
+                : null;
 
         WorkerFactory workers = new WorkerFactory() {
             @Override
@@ -138,10 +169,12 @@ public final class LlamaEngineProvider implements EngineProvider {
                 Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(device.gpuOf(worker, n)) : new CpuBackend(threads);
                 OwnedWorker t;
                 try {
-                    LlamaWeights weights = LlamaWeights.upload(be, src);
-                    LlamaModel m = new LlamaModel(be, weights);
-                    LoraAdapter adapter = new LoraAdapter(be, src.config(), lora);
+                    // a random model: the same seed on every worker, so the replicas hold the same base
+                    LlamaWeights weights = src != null ? LlamaWeights.upload(be, src) : LlamaWeights.random(be, cfg, spec.getSeed());
+                    LlamaModel m = src != null ? new LlamaModel(be, weights) : new LlamaModel(be, weights, Math.max(spec.getSeqLen(), 1));
+                    LoraAdapter adapter = new LoraAdapter(be, cfg, lora);
                     t = new OwnedWorker(new LoraTrainer(m, adapter, opt), adapter, weights, be);
+                    if (exchange != null) exchange.register(worker, adapter.flatGrads());
                 } catch (RuntimeException | Error e) {
                     be.close();   // a GPU backend holds device memory and a context reference until closed
                     throw e;
@@ -161,7 +194,21 @@ public final class LlamaEngineProvider implements EngineProvider {
         };
 
         PredictorBuilder predictor = null;
-        if (!sparsity.denseMode() && resolved.anySparse()) {
+        if (!sparsity.denseMode() && resolved.anySparse() && src == null) {
+            // timing job: random factors (StepBenchmark's), made at once; their values do not change the cost
+            String key = spec.getModel() + "#timing#svd_" + sparsity.rank() + "#mlp" + java.util.Arrays.toString(resolved.mlpRatio())
+                    + "#attn" + java.util.Arrays.toString(resolved.attnRatio());
+            predictor = new PredictorBuilder() {
+                @Override
+                public String cacheKey() { return key; }
+
+                @Override
+                public PredictorFactors build(ProgressListener progress) {
+                    progress.progress("svd", 1, "random predictor factors (timing model)");
+                    return new Factors(key, SvdPredictor.randomForTiming(cfg, resolved, sparsity.rank(), 11));
+                }
+            };
+        } else if (!sparsity.denseMode() && resolved.anySparse()) {
             String key = model.toAbsolutePath().normalize() + "#svd_" + sparsity.rank() + "#mlp" + java.util.Arrays.toString(resolved.mlpRatio())
                     + "#attn" + java.util.Arrays.toString(resolved.attnRatio());
             Path cache = predictorCache(model, sparsity.rank());
@@ -186,8 +233,8 @@ public final class LlamaEngineProvider implements EngineProvider {
             };
         }
 
-        AdapterExporter exporter = (state, dir) -> PeftAdapter.write(dir, adapterFiles(state, src, spec, modules, model));
-        return new JobRuntime(workers, new BatcherSource(batcher, ds, src), predictor, exporter);
+        AdapterExporter exporter = (state, dir) -> PeftAdapter.write(dir, adapterFiles(state, cfg, spec, modules));
+        return new JobRuntime(workers, data, predictor, exporter, exchange);
     }
 
     /**
@@ -279,20 +326,61 @@ public final class LlamaEngineProvider implements EngineProvider {
         return dir.resolve("predictors").resolve(name + "-r" + rank + ".safetensors");
     }
 
-    static AdapterFiles adapterFiles(TrainerState state, WeightSource src, JobSpec spec, List<String> modules, Path model) {
+    static AdapterFiles adapterFiles(TrainerState state, LlamaConfig cfg, JobSpec spec, List<String> modules) {
         LinkedHashMap<String, float[]> tensors = new LinkedHashMap<>();
         Map<String, int[]> shapes = new HashMap<>();
         int r = spec.getLora().getR();
         for (Map.Entry<String, float[]> e : state.tensors().entrySet()) {
             PeftAdapter.LoraKey k = PeftAdapter.parseKey(e.getKey());
             if (k == null) continue; // the AdamW moments
-            int[] io = PeftAdapter.inOut(src.config(), k.module());
+            int[] io = PeftAdapter.inOut(cfg, k.module());
             tensors.put(e.getKey(), e.getValue());
             shapes.put(e.getKey(), k.isA() ? new int[]{r, io[0]} : new int[]{io[1], r});
         }
         var l = spec.getLora();
         return new AdapterFiles(new LoraSpec(r, (float) l.getAlpha(), (float) l.getDropout(), modules, l.getRslora(),
-                model.toAbsolutePath().toString()), tensors, shapes);
+                RandomModel.isRandom(spec.getModel()) ? spec.getModel() : Path.of(spec.getModel()).toAbsolutePath().toString()), tensors, shapes);
+    }
+
+    /**
+     * Synthetic timing data: global batch s (0-based) is {@link RandomModel#batch} of batch · workers
+     * rows drawn from (job seed, s), so worker w's shard is rows w·batch … (w+1)·batch−1 and a
+     * resumed or restarted job sees the same batches. Closing it releases the base weights, if any.
+     */
+    static final class SyntheticSource implements BatchSource {
+        private final LlamaConfig cfg;
+        private final org.sparselora.proto.control.SyntheticData shape;
+        private final int workers;
+        private final long seed;
+        private final WeightSource weights;
+        private long batches;
+
+        SyntheticSource(LlamaConfig cfg, org.sparselora.proto.control.SyntheticData shape, int workers, long seed, WeightSource weights) {
+            this.cfg = cfg;
+            this.shape = shape;
+            this.workers = workers;
+            this.seed = seed;
+            this.weights = weights;
+        }
+
+        @Override
+        public DataSummary open() { return new DataSummary(0, 0, List.of()); }
+
+        @Override
+        public Batch next() {
+            long s = batches++;
+            return RandomModel.batch(cfg, shape.getBatch() * workers, shape.getSeq(), shape.getOutputTokens(),
+                    seed * 0x9E3779B97F4A7C15L + s);
+        }
+
+        @Override
+        public DataPosition position() { return new DataPosition(0, batches, 0, batches); }
+
+        @Override
+        public void seek(DataPosition p) { batches = p.batches(); }
+
+        @Override
+        public void close() { if (weights != null) weights.close(); }
     }
 
     /** The engine's Batcher as the DataLoader's source; closing it releases the base weights. */

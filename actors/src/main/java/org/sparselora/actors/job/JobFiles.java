@@ -115,10 +115,24 @@ public final class JobFiles {
                 case "path" -> d.setPath(path(text("data.path", x), base));
                 case "format" -> d.setFormat(text("data.format", x));
                 case "field" -> d.setField(text("data.field", x));
-                default -> throw new JobSpecException("data." + k, "unknown key (known: path, format, field)");
+                case "synthetic" -> d.setSynthetic(synthetic(x));
+                default -> throw new JobSpecException("data." + k, "unknown key (known: path, format, field, synthetic)");
             }
         });
         return d.build();
+    }
+
+    private static org.sparselora.proto.control.SyntheticData synthetic(JsonNode v) {
+        var s = org.sparselora.proto.control.SyntheticData.newBuilder();
+        each("data.synthetic", v, (k, x) -> {
+            switch (k) {
+                case "batch" -> s.setBatch(integer("data.synthetic.batch", x));
+                case "seq" -> s.setSeq(integer("data.synthetic.seq", x));
+                case "output_tokens" -> s.setOutputTokens(integer("data.synthetic.output_tokens", x));
+                default -> throw new JobSpecException("data.synthetic." + k, "unknown key (known: batch, seq, output_tokens)");
+            }
+        });
+        return s.build();
     }
 
     private static LoraSpec lora(JsonNode v) {
@@ -195,7 +209,12 @@ public final class JobFiles {
         if (!s.getName().isEmpty()) r.put("name", s.getName());
         r.put("model", s.getModel());
         if (!s.getTokenizer().isEmpty()) r.put("tokenizer", s.getTokenizer());
-        ObjectNode d = r.putObject("data").put("path", s.getData().getPath());
+        ObjectNode d = r.putObject("data");
+        if (!s.getData().getPath().isEmpty() || !s.getData().hasSynthetic()) d.put("path", s.getData().getPath());
+        if (s.getData().hasSynthetic()) {
+            var sy = s.getData().getSynthetic();
+            d.putObject("synthetic").put("batch", sy.getBatch()).put("seq", sy.getSeq()).put("output_tokens", sy.getOutputTokens());
+        }
         if (!s.getData().getFormat().isEmpty()) d.put("format", s.getData().getFormat());
         if (!s.getData().getField().isEmpty()) d.put("field", s.getData().getField());
         if (s.hasLora()) {
@@ -290,6 +309,9 @@ public final class JobFiles {
     }
 
     private static String path(String p, Path base) {
+        // random:<config.json> names a file: resolve it like any other path (presets stay as they are)
+        if (p.startsWith("random:") && (p.endsWith(".json") || p.contains("/")))
+            return "random:" + path(p.substring("random:".length()), base);
         if (p.isEmpty() || base == null || SCHEME.matcher(p).matches()) return p;
         Path q = Path.of(p);
         return q.isAbsolute() ? p : base.resolve(q).normalize().toString();

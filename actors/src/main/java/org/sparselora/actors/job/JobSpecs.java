@@ -58,6 +58,12 @@ public final class JobSpecs {
         if (sc.getType().isEmpty()) sc.setType("constant");
         b.setSchedule(sc);
         if (s.hasSparsity()) b.setSparsity(sparsityDefaults(s.getSparsity()));
+        if (s.getData().hasSynthetic()) {
+            // synthetic data gives rows per worker and the sequence length: the job's shape follows
+            var sy = s.getData().getSynthetic();
+            if (s.getBatchSize() == 0) b.setBatchSize(sy.getBatch() * b.getWorkers());
+            if (s.getSeqLen() == 0) b.setSeqLen(sy.getSeq());
+        }
         return b.build();
     }
 
@@ -77,7 +83,23 @@ public final class JobSpecs {
         str("model", s.getModel(), true);
         str("tokenizer", s.getTokenizer(), false);
         DataSpec d = s.getData();
-        str("data.path", d.getPath(), true);
+        if (d.hasSynthetic()) {
+            var sy = d.getSynthetic();
+            if (!d.getPath().isEmpty()) throw new JobSpecException("data.path", "give either data.path or data.synthetic, not both");
+            range("data.synthetic.batch", sy.getBatch(), 1, 1_000_000);
+            range("data.synthetic.seq", sy.getSeq(), 2, 1 << 20);
+            range("data.synthetic.output_tokens", sy.getOutputTokens(), 1, sy.getSeq());
+            if (s.getBatchSize() != sy.getBatch() * Math.max(1, s.getWorkers()))
+                throw new JobSpecException("batch_size", "is " + s.getBatchSize() + " but data.synthetic.batch " + sy.getBatch()
+                        + " rows per worker × " + s.getWorkers() + " workers = " + sy.getBatch() * Math.max(1, s.getWorkers()) + " (leave batch_size out)");
+            if (s.getSeqLen() != sy.getSeq())
+                throw new JobSpecException("seq_len", "is " + s.getSeqLen() + " but data.synthetic.seq is " + sy.getSeq() + " (leave seq_len out)");
+        } else {
+            str("data.path", d.getPath(), true);
+            if (s.getModel().startsWith("random:") && s.getTokenizer().isEmpty())
+                throw new JobSpecException("data", "a random: model has no tokenizer: use data.synthetic (or give tokenizer)");
+        }
+        if (s.getModel().startsWith("random:")) org.sparselora.actors.engine.RandomModel.check(s.getModel());
         if (!d.getFormat().isEmpty() && !Set.of("alpaca", "gsm8k", "text", "arc").contains(d.getFormat()))
             throw new JobSpecException("data.format", "must be one of alpaca, gsm8k, text, arc, got '" + d.getFormat() + "'");
         str("data.field", d.getField(), false);

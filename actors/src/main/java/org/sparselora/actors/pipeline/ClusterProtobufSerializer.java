@@ -70,7 +70,9 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
                 yield b.build().toByteArray();
             }
             case JobSupervisor.StepApplied m -> StepApplied.newBuilder().setGeneration(m.generation()).setStep(m.step())
-                    .setWorker(m.worker()).setLr(m.lr()).setStats(toProto(m.stats())).setSkipped(m.skipped()).build().toByteArray();
+                    .setWorker(m.worker()).setLr(m.lr()).setStats(toProto(m.stats())).setSkipped(m.skipped())
+                    .setBackwardEndNanos(m.times().backwardEnd()).setContributedNanos(m.times().contributed())
+                    .setSumReadyNanos(m.times().sumReady()).build().toByteArray();
             case JobSupervisor.RoundTimedOut m -> org.sparselora.proto.cluster.RoundTimedOut.newBuilder().setGeneration(m.generation())
                     .setStep(m.step()).addAllMissingWorkers(m.missingWorkers()).build().toByteArray();
             default -> throw new IllegalArgumentException("no protobuf mapping for " + o.getClass().getName());
@@ -98,7 +100,8 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
                 }
                 case APPLIED -> {
                     StepApplied p = StepApplied.parseFrom(bytes);
-                    yield new JobSupervisor.StepApplied(p.getGeneration(), p.getStep(), p.getWorker(), p.getLr(), fromProto(p.getStats()), p.getSkipped());
+                    yield new JobSupervisor.StepApplied(p.getGeneration(), p.getStep(), p.getWorker(), p.getLr(), fromProto(p.getStats()), p.getSkipped(),
+                            new JobSupervisor.AggTimes(p.getBackwardEndNanos(), p.getContributedNanos(), p.getSumReadyNanos()));
                 }
                 case TIMED_OUT -> {
                     var p = org.sparselora.proto.cluster.RoundTimedOut.parseFrom(bytes);

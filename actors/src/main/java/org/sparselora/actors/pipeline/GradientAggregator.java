@@ -7,6 +7,7 @@ import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Behavior;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.sparselora.engine.train.GradientExchange;
 import org.sparselora.engine.train.StepResult;
 
 /**
@@ -14,6 +15,12 @@ import org.sparselora.engine.train.StepResult;
  * for the gradient shard of each of the N Steppers, sums them in worker order (deterministic) and
  * sends every Stepper the sum and the global output-token count, then stops. Gradients are sums
  * over output tokens, so the sum over workers equals one worker's gradient on the union batch.
+ * Two ways to sum, chosen by the JobSupervisor: when every worker's backend lives in this JVM the
+ * engine provides a {@link GradientExchange} and the shards are only "gradients ready" notices (no
+ * arrays; the worker index is the handle into the exchange) — the round runs the exchange once all
+ * N arrived (on the devices: peer copies + adds in worker order, the sum written back into every
+ * worker's buffer) and replies without arrays; otherwise (workers in other JVMs, cluster messages)
+ * shards carry {@code float[][]} host copies, summed here. The two give the same bits on the CPU.
  * With one worker, shards carry no gradients (no host round trip) and the round only relays the
  * token count. If the summed loss is NaN/inf the round tells the workers to skip the update. If not
  * every shard arrives within the timeout the round reports {@link JobSupervisor.RoundTimedOut}
@@ -23,17 +30,27 @@ public final class GradientAggregator {
 
     public interface Command {}
 
-    /** A worker's shard: gradients (null with one worker) and its step statistics. */
+    /** A worker's shard: gradients (null with one worker or with a device exchange) and its step statistics. */
     public record Contribute(long generation, int step, int worker, float[][] grads, StepResult stats,
                              ActorRef<Stepper.Command> stepper) implements Command, ClusterMessage {}
 
     private enum Timeout implements Command, LocalMessage { INSTANCE }
 
+    /** A host-path round (shards carry their gradients as arrays). */
     public static Behavior<Command> round(long generation, int step, int workers, Duration timeout,
+                                          ActorRef<JobSupervisor.Command> supervisor) {
+        return round(generation, step, workers, null, timeout, supervisor);
+    }
+
+    /**
+     * @param exchange the in-process device exchange the workers registered their gradient buffers
+     *                 with (shards then carry no arrays); null: the host path
+     */
+    public static Behavior<Command> round(long generation, int step, int workers, GradientExchange exchange, Duration timeout,
                                           ActorRef<JobSupervisor.Command> supervisor) {
         return Behaviors.setup(ctx -> Behaviors.withTimers(timers -> {
             timers.startSingleTimer(Timeout.INSTANCE, timeout);
-            return new Round(ctx, generation, step, workers, supervisor).behaviour();
+            return new Round(ctx, generation, step, workers, exchange, supervisor).behaviour();
         }));
     }
 
@@ -43,10 +60,13 @@ public final class GradientAggregator {
         private final int step;
         private final Contribute[] shards;
         private final ActorRef<JobSupervisor.Command> supervisor;
+        private final GradientExchange exchange;
         private int received;
 
-        Round(ActorContext<Command> ctx, long generation, int step, int workers, ActorRef<JobSupervisor.Command> supervisor) {
+        Round(ActorContext<Command> ctx, long generation, int step, int workers, GradientExchange exchange,
+              ActorRef<JobSupervisor.Command> supervisor) {
             this.ctx = ctx;
+            this.exchange = exchange;
             this.generation = generation;
             this.step = step;
             this.shards = new Contribute[workers];
@@ -81,7 +101,12 @@ public final class GradientAggregator {
             }
             boolean skip = !Double.isFinite(loss);
             float[][] sum = null;
-            if (shards.length > 1) {
+            if (shards.length > 1 && exchange != null) {
+                for (Contribute c : shards)
+                    if (c.grads() != null)
+                        throw new IllegalStateException("worker " + c.worker() + " sent gradient arrays to a device-exchange round");
+                if (!skip) exchange.allReduce();   // a skipped update uses no gradients (as on the host path)
+            } else if (shards.length > 1) {
                 sum = new float[shards[0].grads().length][];
                 for (int t = 0; t < sum.length; t++) sum[t] = shards[0].grads()[t].clone();
                 for (int w = 1; w < shards.length; w++) {

@@ -50,12 +50,22 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
     public record StepperReady(long generation, int worker, ActorRef<Stepper.Command> stepper) implements Command, LocalMessage {}
 
     /** A worker applied (or skipped) the update of {@code step}. */
-    public record StepApplied(long generation, int step, int worker, double lr, StepResult stats, boolean skipped)
+    public record StepApplied(long generation, int step, int worker, double lr, StepResult stats, boolean skipped, AggTimes times)
             implements Command, ClusterMessage {}
+
+    /**
+     * A worker's {@code System.nanoTime()} stamps of one step's gradient aggregation: its backward
+     * pass ended, its shard was sent (after the host copy on the host path), the summed gradients were
+     * in place. Comparable across workers of one JVM (the only place the figures are computed).
+     */
+    public record AggTimes(long backwardEnd, long contributed, long sumReady) {}
 
     public record RoundTimedOut(long generation, int step, List<Integer> missingWorkers) implements Command, ClusterMessage {}
 
-    public record StateSnapshot(long generation, TrainerState state) implements Command, LocalMessage {}
+    public record StateSnapshot(long generation, TrainerState state, int worker) implements Command, LocalMessage {}
+
+    /** {@code output_dir/replicas.json}: written at a clean stop with N > 1 workers. */
+    public static final String REPLICAS_FILE = "replicas.json";
 
     /** Stop after the current step, with a final checkpoint. */
     public record Cancel(String reason) implements Command, LocalMessage {}
@@ -138,6 +148,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
     private JobState finalState;
     private String finalReason;
     private JobState published = JobState.STARTING;
+    private TrainerState[] replicas;   // at a clean stop with N > 1: every worker's final state
 
     @SuppressWarnings("unchecked")
     private JobSupervisor(ActorContext<Command> ctx, JobSpec spec, JobRuntime runtime, Events events, Settings settings,
@@ -203,11 +214,19 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
     private void spawnStepper(int w, TrainerState state, int atStep) {
         ActorRef<Stepper.Command> ref = getContext().spawn(
-                Stepper.create(w, workers, generation, runtime.workers(), state, atStep, factors, schedule, self),
+                Stepper.create(w, workers, generation, runtime.workers(), state, atStep, factors, schedule, exchange() != null, self),
                 "stepper-" + w + "-g" + generation, Stepper.dispatcher());
         getContext().watch(ref);
         steppers[w] = ref;
         ready[w] = false;
+    }
+
+    /**
+     * The device-side gradient exchange when there is something to exchange and the engine offers
+     * one (every worker's backend in this JVM); null: the host path ({@code float[][]} shards).
+     */
+    private org.sparselora.engine.train.GradientExchange exchange() {
+        return workers > 1 ? runtime.exchange() : null;
     }
 
     private Behavior<Command> onStepperReady(StepperReady m) {
@@ -316,7 +335,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
     private Behavior<Command> runStep() {
         publishState(JobState.RUNNING, "running");
         Batch[] shards = split(nextBatch.batch(), workers);
-        round = getContext().spawn(GradientAggregator.round(generation, step, workers, settings.roundTimeout(), self),
+        round = getContext().spawn(GradientAggregator.round(generation, step, workers, exchange(), settings.roundTimeout(), self),
                 "round-g" + generation + "-s" + step);
         getContext().watch(round);
         applied = new StepApplied[workers];
@@ -346,7 +365,8 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
             skipped |= a.skipped();
         }
         double ms = (System.nanoTime() - stepStartNanos) / 1e6;
-        StepMetrics row = StepMetrics.newBuilder().setStep(step + 1).setTotalSteps(total)
+        AggFigures agg = aggregation(applied);
+        StepMetrics row = StepMetrics.newBuilder().setStep(step + 1).setTotalSteps(total).setAggMs(agg.ms()).setAggOverlap(agg.overlap())
                 .setLoss(out == 0 ? 0 : lossSum / out).setLr(applied[0].lr()).setSparse(sparse)
                 .setFlops(flops).setDenseFlops(dense).setPredictorFlops(pred).setMs(ms).setTokens(tokens).setOutputTokens(out).build();
         try {
@@ -370,6 +390,44 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         }
         phase = Phase.IDLE;
         return maybeStartStep();
+    }
+
+    /** One step's aggregation figures for metrics.jsonl. */
+    record AggFigures(double ms, double overlap) {}
+
+    /**
+     * {@code agg_ms}: from the last worker's backward end to the last worker holding the sum.
+     * {@code agg_overlap}: of all aggregation wall time — the part before the last backward end in
+     * which some worker already copied its shard to the host (union of the intervals [backward end,
+     * shard sent] clipped there), plus {@code agg_ms} — the fraction that ran while another worker
+     * was still in its backward pass. The device exchange starts only when every shard is in, so its
+     * overlap is 0 by design; the host path overlaps the early workers' device-to-host copies.
+     */
+    static AggFigures aggregation(StepApplied[] applied) {
+        if (applied.length < 2) return new AggFigures(0, 0);
+        long lastBackward = Long.MIN_VALUE, lastReady = Long.MIN_VALUE;
+        for (StepApplied a : applied) {
+            if (a.times() == null || a.times().backwardEnd() == 0) return new AggFigures(0, 0);
+            lastBackward = Math.max(lastBackward, a.times().backwardEnd());
+            lastReady = Math.max(lastReady, a.times().sumReady());
+        }
+        long after = Math.max(0, lastReady - lastBackward);
+        long[][] iv = new long[applied.length][];
+        for (int w = 0; w < applied.length; w++)
+            iv[w] = new long[]{applied[w].times().backwardEnd(), Math.min(applied[w].times().contributed(), lastBackward)};
+        Arrays.sort(iv, (x, y) -> Long.compare(x[0], y[0]));
+        long before = 0, curFrom = Long.MIN_VALUE, curTo = Long.MIN_VALUE;
+        for (long[] i : iv) {
+            if (i[1] <= i[0]) continue;
+            if (i[0] > curTo) {
+                if (curTo > curFrom) before += curTo - curFrom;
+                curFrom = i[0];
+                curTo = i[1];
+            } else curTo = Math.max(curTo, i[1]);
+        }
+        if (curTo > curFrom) before += curTo - curFrom;
+        long all = before + after;
+        return new AggFigures(after / 1e6, all == 0 ? 0 : (double) before / all);
     }
 
     private static Batch[] split(Batch b, int n) {
@@ -408,7 +466,16 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
                 return maybeStartStep();
             }
             case STOPPING -> {
-                takeCheckpoint(m.state(), true);
+                if (replicas == null) {
+                    takeCheckpoint(m.state(), true);
+                    return this;
+                }
+                if (m.worker() < 0 || m.worker() >= workers || replicas[m.worker()] != null) return this;
+                replicas[m.worker()] = m.state();
+                for (TrainerState r : replicas) if (r == null) return this;
+                writeReplicaReport(replicas);
+                if (lastCheckpoint != null && lastCheckpoint.getStep() == step) writeCheckpoint(null, true);
+                else takeCheckpoint(replicas[0], true);
                 return this;
             }
             default -> {
@@ -457,6 +524,12 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         phase = Phase.STOPPING;
         finalState = state;
         finalReason = reason;
+        if (workers > 1) {
+            // data parallelism must leave identical replicas: every worker's final state is compared
+            replicas = new TrainerState[workers];
+            for (ActorRef<Stepper.Command> s : steppers) s.tell(new Stepper.Snapshot(generation, self));
+            return this;
+        }
         if (lastCheckpoint != null && lastCheckpoint.getStep() == step) {
             writeCheckpoint(null, true); // waits for earlier writes on the IO thread, writes nothing new
         } else {
@@ -464,6 +537,54 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         }
         return this;
     }
+
+    /**
+     * {@value #REPLICAS_FILE}: the largest |difference| between worker w's tensors and worker 0's,
+     * over the LoRA parameters and over the AdamW moments, per worker and overall (0 = bit-identical
+     * replicas). A file that cannot be written costs a warning only.
+     */
+    private void writeReplicaReport(TrainerState[] states) {
+        StringBuilder per = new StringBuilder();
+        double maxParams = 0, maxMoments = 0;
+        for (int w = 1; w < states.length; w++) {
+            double[] d = replicaDiff(states[0], states[w]);
+            maxParams = Math.max(maxParams, d[0]);
+            maxMoments = Math.max(maxMoments, d[1]);
+            per.append(w > 1 ? "," : "").append(String.format(java.util.Locale.ROOT,
+                    "{\"worker\":%d,\"max_abs_diff\":%s,\"max_abs_diff_moments\":%s}", w, num(d[0]), num(d[1])));
+        }
+        String json = String.format(java.util.Locale.ROOT,
+                "{\"step\":%d,\"workers\":%d,\"max_abs_diff\":%s,\"max_abs_diff_moments\":%s,\"per_worker\":[%s]}%n",
+                step, states.length, num(maxParams), num(maxMoments), per);
+        Path file = Path.of(spec.getOutputDir(), REPLICAS_FILE);
+        try {
+            Path tmp = file.resolveSibling(REPLICAS_FILE + ".tmp");
+            java.nio.file.Files.writeString(tmp, json);
+            java.nio.file.Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            getContext().getLog().warn("{}: replica report not written: {}", file, e.toString());
+        }
+    }
+
+    /** {max |a−b| over LoRA parameters, over AdamW moments}; a missing tensor or size mismatch is +inf. */
+    static double[] replicaDiff(TrainerState a, TrainerState b) {
+        double params = 0, moments = 0;
+        for (var e : a.tensors().entrySet()) {
+            float[] x = e.getValue(), y = b.tensors().get(e.getKey());
+            double d = 0;
+            if (y == null || y.length != x.length) d = Double.POSITIVE_INFINITY;
+            else for (int i = 0; i < x.length; i++) {
+                double v = Math.abs((double) x[i] - y[i]);
+                if (!(v <= d)) d = Double.isNaN(v) ? Double.POSITIVE_INFINITY : v;
+            }
+            if (e.getKey().endsWith(".exp_avg") || e.getKey().endsWith(".exp_avg_sq")) moments = Math.max(moments, d);
+            else params = Math.max(params, d);
+        }
+        if (a.tensors().size() != b.tensors().size()) params = Double.POSITIVE_INFINITY;
+        return new double[]{params, moments};
+    }
+
+    private static String num(double v) { return Double.isFinite(v) ? Double.toString(v) : "\"inf\""; }
 
     private Behavior<Command> export() {
         AdapterExporter exporter = runtime.exporter();

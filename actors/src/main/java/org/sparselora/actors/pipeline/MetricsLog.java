@@ -70,6 +70,8 @@ public final class MetricsLog implements AutoCloseable {
         row.put("predictor_flops", m.getPredictorFlops());
         row.put("ms", m.getMs());
         row.put("tokens", m.getTokens());
+        row.put("agg_ms", m.getAggMs());
+        row.put("agg_overlap", m.getAggOverlap());
         out.write(JSON.writeValueAsString(row));
         out.write('\n');
         out.flush();

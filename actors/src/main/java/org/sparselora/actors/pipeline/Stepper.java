@@ -19,8 +19,10 @@ import org.sparselora.engine.train.TrainingWorker;
  * context created by the worker factory stays on the thread that uses it. Behaviours follow
  * SparseLoRA's schedule: {@code denseWarmup} until the first sparse step, then {@code sparse}
  * (which runs steps past end_step dense again). A step is: compute gradients, contribute them to
- * the step's GradientAggregator round (with one worker only the statistics, no host round trip),
- * apply the reduced update when it comes back, acknowledge to the supervisor. Any exception fails
+ * the step's GradientAggregator round (with one worker only the statistics, no host round trip;
+ * with an in-process device exchange only a "ready" notice: the round sums the buffers in place),
+ * apply the reduced update when it comes back, acknowledge to the supervisor with the step's
+ * aggregation timestamps (backward end, shard sent, sum in place). Any exception fails
  * the actor; the JobSupervisor watches it and restarts from the last checkpoint. Messages carry
  * the supervisor's generation so replies from before a restart are ignored.
  */
@@ -57,9 +59,16 @@ public final class Stepper {
     public static Behavior<Command> create(int worker, int workers, long generation, WorkerFactory factory,
                                            TrainerState initial, int startStep, PredictorFactors factors,
                                            SparseSchedule schedule, ActorRef<JobSupervisor.Command> supervisor) {
+        return create(worker, workers, generation, factory, initial, startStep, factors, schedule, false, supervisor);
+    }
+
+    /** @param deviceExchange the rounds sum the workers' gradients in place (a GradientExchange): send no arrays */
+    public static Behavior<Command> create(int worker, int workers, long generation, WorkerFactory factory,
+                                           TrainerState initial, int startStep, PredictorFactors factors,
+                                           SparseSchedule schedule, boolean deviceExchange, ActorRef<JobSupervisor.Command> supervisor) {
         return Behaviors.setup(ctx -> {
             TrainingWorker w = factory.create(worker, workers);
-            Stepper s = new Stepper(ctx, worker, workers, generation, factory, w, schedule, supervisor);
+            Stepper s = new Stepper(ctx, worker, workers, generation, factory, w, schedule, deviceExchange, supervisor);
             try {
                 if (initial != null) w.restore(initial);
                 if (factors != null) s.attach(factors);
@@ -79,14 +88,17 @@ public final class Stepper {
     private final TrainingWorker trainer;
     private final SparseSchedule schedule;
     private final ActorRef<JobSupervisor.Command> supervisor;
+    private final boolean deviceExchange;
     private long generation;
     private boolean predictorAttached;
     private int pendingStep = -1;
     private StepResult pendingResult;
     private ActorRef<JobSupervisor.Command> pendingReplyTo;
+    private long backwardEndNanos, contributedNanos;
 
     private Stepper(ActorContext<Command> ctx, int worker, int workers, long generation, WorkerFactory factory,
-                    TrainingWorker trainer, SparseSchedule schedule, ActorRef<JobSupervisor.Command> supervisor) {
+                    TrainingWorker trainer, SparseSchedule schedule, boolean deviceExchange, ActorRef<JobSupervisor.Command> supervisor) {
+        this.deviceExchange = deviceExchange;
         this.ctx = ctx;
         this.worker = worker;
         this.workers = workers;
@@ -149,9 +161,11 @@ public final class Stepper {
     private void run(RunStep m, boolean sparse) {
         if (sparse && !predictorAttached)
             throw new IllegalStateException("step " + m.step() + " is sparse but worker " + worker + " has no predictor");
-        StepResult r = trainer.computeGradients(m.batch(), m.step(), sparse);
-        // one worker: the gradients stay on the device, only the statistics go to the round
-        float[][] grads = workers > 1 ? trainer.gradientsToHost() : null;
+        StepResult r = trainer.computeGradients(m.batch(), m.step(), sparse);   // returns with the device work done
+        backwardEndNanos = System.nanoTime();
+        // one worker, or a device exchange: the gradients stay on the device, only the statistics go to the round
+        float[][] grads = workers > 1 && !deviceExchange ? trainer.gradientsToHost() : null;
+        contributedNanos = grads == null ? backwardEndNanos : System.nanoTime();   // no host copy: no aggregation work yet
         pendingStep = m.step();
         pendingResult = r;
         pendingReplyTo = m.replyTo();
@@ -161,11 +175,16 @@ public final class Stepper {
     private Behavior<Command> onReduced(Reduced m) {
         if (m.generation() != generation || m.step() != pendingStep) return Behaviors.same();
         double lr = 0;
+        long ready;
         if (!m.skip()) {
             if (m.grads() != null) trainer.gradientsFromHost(m.grads());
+            ready = System.nanoTime();   // device path: the round's exchange finished before replying
             lr = trainer.applyUpdate(m.step(), m.totalOutputTokens());
+        } else {
+            ready = System.nanoTime();
         }
-        pendingReplyTo.tell(new JobSupervisor.StepApplied(generation, m.step(), worker, lr, pendingResult, m.skip()));
+        pendingReplyTo.tell(new JobSupervisor.StepApplied(generation, m.step(), worker, lr, pendingResult, m.skip(),
+                new JobSupervisor.AggTimes(backwardEndNanos, contributedNanos, ready)));
         pendingStep = -1;
         pendingResult = null;
         return Behaviors.same();
@@ -185,7 +204,7 @@ public final class Stepper {
         // a copy taken on this thread: the checkpoint is written elsewhere while training goes on
         LinkedHashMap<String, float[]> copy = new LinkedHashMap<>();
         for (Map.Entry<String, float[]> e : s.tensors().entrySet()) copy.put(e.getKey(), e.getValue().clone());
-        m.replyTo().tell(new JobSupervisor.StateSnapshot(m.generation(), new TrainerState(s.step(), copy)));
+        m.replyTo().tell(new JobSupervisor.StateSnapshot(m.generation(), new TrainerState(s.step(), copy), worker));
         return Behaviors.same();
     }
 }

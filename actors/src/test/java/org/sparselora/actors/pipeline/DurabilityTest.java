@@ -97,7 +97,7 @@ class DurabilityTest {
                     new GradientAggregator.Contribute(3, 7, 0, null, r, stp),
                     new Stepper.Reduced(3, 7, new float[][]{{1.5f}}, 9, false),
                     new Stepper.Reduced(3, 7, null, 9, true),
-                    new JobSupervisor.StepApplied(3, 7, 1, 2e-4, r, false),
+                    new JobSupervisor.StepApplied(3, 7, 1, 2e-4, r, false, new JobSupervisor.AggTimes(11, 12, 13)),
                     new JobSupervisor.RoundTimedOut(3, 7, List.of(0, 2)));
             for (Object m : msgs) {
                 var s = ser.findSerializerFor(m);
