@@ -705,6 +705,9 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         JobSpec then = JobSpec.parseFrom(c.getJobSpec());
         if (!then.getModel().equals(now.getModel())) throw new IllegalArgumentException("model: checkpoint was trained on '" + then.getModel() + "', job says '" + now.getModel() + "'");
         if (!then.getData().getPath().equals(now.getData().getPath())) throw new IllegalArgumentException("data.path: checkpoint was trained on '" + then.getData().getPath() + "', job says '" + now.getData().getPath() + "'");
+        if (!then.getData().getSynthetic().equals(now.getData().getSynthetic()))
+            throw new IllegalArgumentException("data.synthetic: checkpoint was trained on " + then.getData().getSynthetic().toString().replace('\n', ' ').strip()
+                    + ", job says " + now.getData().getSynthetic().toString().replace('\n', ' ').strip());
         if (then.getSteps() != now.getSteps()) throw new IllegalArgumentException("steps: checkpoint job has " + then.getSteps() + ", job says " + now.getSteps());
         if (then.getBatchSize() != now.getBatchSize()) throw new IllegalArgumentException("batch_size: checkpoint job has " + then.getBatchSize() + ", job says " + now.getBatchSize());
         if (then.getSeed() != now.getSeed()) throw new IllegalArgumentException("seed: checkpoint job has " + then.getSeed() + ", job says " + now.getSeed());

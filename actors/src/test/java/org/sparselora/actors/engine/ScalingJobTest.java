@@ -176,6 +176,35 @@ class ScalingJobTest {
     }
 
     @Test
+    void aReplacedWorkerRejoinsTheExchangeAndTheJobEndsAsIfUninterrupted() throws Exception {
+        tinyConfig();
+        sparsity();
+        JobSpec plain = job("plain", 2, ""), faulty = job("faulty", 2, "");
+        assertEquals(JobState.FINISHED, run(plain, open(plain, true)).getState().getState());
+        JobRuntime rt = open(faulty, true);
+        var thrown = new java.util.concurrent.atomic.AtomicBoolean();
+        var inject = new org.sparselora.actors.pipeline.WorkerFactory() {
+            @Override
+            public org.sparselora.engine.train.TrainingWorker create(int worker, int workers) throws Exception {
+                var w = rt.workers().create(worker, workers);   // registers the (new) worker's buffer with the exchange
+                return worker != 1 ? w : new LlamaEngineProviderTest.FailingOnce(w, 4, thrown);
+            }
+
+            @Override
+            public void attachPredictor(org.sparselora.engine.train.TrainingWorker w, org.sparselora.actors.pipeline.PredictorFactors f) {
+                rt.workers().attachPredictor(w instanceof LlamaEngineProviderTest.FailingOnce fo ? fo.inner : w, f);
+            }
+        };
+        JobEvent end = run(faulty, new JobRuntime(inject, rt.data(), rt.predictor(), rt.exporter(), rt.exchange()));
+        assertEquals(JobState.FINISHED, end.getState().getState(), end.getState().getReason());
+        assertTrue(thrown.get(), "the fault was injected");
+        TrainerState x = finalState(plain), y = finalState(faulty);
+        for (Map.Entry<String, float[]> e : x.tensors().entrySet())
+            assertEquals(java.util.Arrays.toString(e.getValue()), java.util.Arrays.toString(y.tensors().get(e.getKey())), e.getKey());
+        assertEquals(6, metrics(faulty).size());
+    }
+
+    @Test
     void theSyntheticBatchIsStepBenchmarksTimingBatch() {
         LlamaConfig c = new LlamaConfig("LlamaForCausalLM", 16, 24, 2, 4, 2, 4, 50, 64, 1e-5f, 10000f, null, false, false, 1, 2);
         Batch b = RandomModel.batch(c, 3, 10, 4, 5);
