@@ -3,7 +3,8 @@
 # GPUs) needs on the GPU machine (no Java, no network) into the git-ignored folder $DEVRUN/scaling
 # (default .devrun/scaling of this checkout): the CLI's runtime classpath (the actors jar and its
 # runtime jars, trimmed like stage-cli.sh: jcuda-natives to the driver-API library, DJL's tokenizer
-# to linux-x86_64, grpc-netty-shaded without tcnative), a copy of scaling-check.sh (so the device
+# without its native library — a random model with synthetic data never loads a tokenizer —,
+# grpc-netty-shaded without tcnative), a copy of scaling-check.sh (so the device
 # command does not depend on the branch the checkout holds), the llama3-8b-math10k sparsity config
 # and the tiny CPU stand-in (config.json + sparsity). No shared data: the run uses a random-init
 # model drawn on each GPU and synthetic timing batches.
@@ -42,7 +43,8 @@ restore_jar() {
   case "$j" in
     */sparselora-*) ;;
     *jcuda-natives*) restore_jar "$j" "$lib/lib/jcuda-natives-driver-only.jar" 'lib/libJNvPTXCompiler-*' 'lib/libJCudaRuntime-*' 'lib/libJNvrtc-*' ;;
-    */ai/djl/huggingface/tokenizers/*) restore_jar "$j" "$lib/lib/$(basename "$j")" 'native/lib/win-*' 'native/lib/osx-*' native/lib/linux-aarch64 nlp ;;
+    # no native tokenizer at all (3.2 MB of xz): the scaling job reads no tokenizer (synthetic data)
+    */ai/djl/huggingface/tokenizers/*) restore_jar "$j" "$lib/lib/$(basename "$j")" native nlp ;;
     *grpc-netty-shaded*) restore_jar "$j" "$lib/lib/$(basename "$j")" META-INF/native ;;
     *.jar) restore_jar "$j" "$lib/lib/$(basename "$j")" ;;
     *) echo "stage-scaling.sh: unexpected classpath entry $j" >&2; exit 1 ;;
