@@ -11,7 +11,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 devrun=${1:-/work/main/.devrun}
-dest=$devrun/gpu
+# STAGE_NAME: the folder under $devrun (default gpu); STAGE_RUN=SRC:NAME: the script copied into it
+# (default benchmarks/gpu/device-check.sh:device-check.sh) — stage-attn.sh stages its run this way
+dest=$devrun/${STAGE_NAME:-gpu}
+run=${STAGE_RUN:-benchmarks/gpu/device-check.sh:device-check.sh}
 m2=${M2_REPO:-$HOME/.m2/repository}
 jcuda=12.0.0
 console=1.14.4
@@ -43,7 +46,8 @@ trap 'rm -rf "$tmp"' EXIT
   && rm -f lib/libJNvPTXCompiler-* lib/libJCudaRuntime-* lib/libJNvrtc-* \
   && zip -qr "$dest/lib/jcuda-natives-$jcuda-linux-x86_64-driver-only.jar" .)
 [[ -f $devrun/jre25.tar.xz ]] || /work/shared/device/build-jre.sh "$devrun"
-cp benchmarks/gpu/device-check.sh "$dest/device-check.sh"
-du -sh "$devrun"/* "$dest"/* | sort -h
-size=$(du -sm "$devrun" | cut -f1)
-(( size <= 60 )) || { echo "stage.sh: $devrun is ${size} MiB, over the 60 MiB budget" >&2; exit 1; }
+cp "${run%%:*}" "$dest/${run##*:}"
+du -sh "$devrun/jre25.tar.xz" "$dest"/* | sort -h
+# what the device call carries: the JRE and this folder
+size=$(du -scm "$devrun/jre25.tar.xz" "$dest" | tail -1 | cut -f1)
+(( size <= 60 )) || { echo "stage.sh: $devrun/jre25.tar.xz + $dest come to ${size} MiB, over the 60 MiB budget" >&2; exit 1; }

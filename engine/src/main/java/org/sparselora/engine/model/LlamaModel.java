@@ -87,23 +87,26 @@ public final class LlamaModel implements AutoCloseable {
 
     /**
      * Which token groups run their frozen GEMMs on row blocks in place when their layout allows
-     * (system property {@code sparselora.rowBlocks}: {@code off}, the default, {@code sparse} or
-     * {@code all}). Every mode gives the same bits. Measured on the H200 (8B, 8×512, math10k config,
+     * (system property {@code sparselora.rowBlocks}: {@code contiguous}, the default — only a group
+     * that is one contiguous run of rows, e.g. every token sparse or a single sequence, so its GEMMs are
+     * plain GEMMs on row views and nothing is gathered —, {@code off}, {@code sparse} or {@code all}).
+     * Every mode gives the same bits. Measured on the H200 (8B, 8×512, math10k config,
      * q,k,v,o, 2026-11-29): the gathered path 126.8 ms/step, {@code sparse} 131.8, {@code all} 133.4 —
      * cuBLAS's strided-batched GEMMs over 8 blocks of 384 rows against narrow kept-channel slices run
-     * slower than one GEMM over the 3072 gathered rows by more than the gathers cost, so row blocks
-     * stay off unless asked for.
+     * slower than one GEMM over the 3072 gathered rows by more than the gathers cost, so several
+     * blocks per group are used only when asked for.
      */
     public enum RowBlockMode {
-        OFF, SPARSE, ALL;
+        OFF, CONTIGUOUS, SPARSE, ALL;
 
         static RowBlockMode fromProperty() {
-            String v = System.getProperty("sparselora.rowBlocks", "off");
+            String v = System.getProperty("sparselora.rowBlocks", "contiguous");
             return switch (v) {
                 case "off" -> OFF;
+                case "contiguous" -> CONTIGUOUS;
                 case "sparse" -> SPARSE;
                 case "all" -> ALL;
-                default -> throw new IllegalArgumentException("system property sparselora.rowBlocks must be off, sparse or all, not '" + v + "'");
+                default -> throw new IllegalArgumentException("system property sparselora.rowBlocks must be contiguous, off, sparse or all, not '" + v + "'");
             };
         }
     }
@@ -504,8 +507,13 @@ public final class LlamaModel implements AutoCloseable {
         // test hook, which sees each group's compact frozen outputs. Reading the index sets back waits
         // for the stream once per step, before any of its work is queued.
         if (rowBlockMode != RowBlockMode.OFF && frozenHook == null) {
+            boolean oneRun = rowBlockMode == RowBlockMode.CONTIGUOUS;
             sBlocks = RowBlocks.of(be.toInts(sIdx), a.T);
-            if (sBlocks != null && nD > 0 && rowBlockMode == RowBlockMode.ALL) dBlocks = RowBlocks.of(be.toInts(dIdx), a.T);
+            if (oneRun && sBlocks != null && sBlocks.blocks() != 1) sBlocks = null;
+            if (sBlocks != null && nD > 0 && (rowBlockMode == RowBlockMode.ALL || oneRun)) {
+                dBlocks = RowBlocks.of(be.toInts(dIdx), a.T);
+                if (oneRun && dBlocks != null && dBlocks.blocks() != 1) dBlocks = null;
+            }
         }
         // gather this step's weight slices once; backward reuses them (with an in-flight selector the
         // plan's layers are still empty here: each layer's slices are gathered right after its selection)

@@ -240,7 +240,8 @@ class SparseExecutionTest {
         LlamaConfig c = TinyModels.config(false, true, true);
         LlamaModel m = TinyModels.model(be, c, 8);
         Batch b = TinyModels.batch(c, 9, 6, new int[3], 4);   // 3 unpadded sequences of 6: 4 prompt + 2 output tokens each
-        LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL};
+        LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL,
+                LlamaModel.RowBlockMode.CONTIGUOUS};
         for (boolean all : new boolean[] {true, false}) {
             LoraAdapter lora = all ? TinyModels.adapter(be, c, 0.1f, 4) : TinyModels.adapter(be, c, 0.1f, 4, QKVO);
             for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
@@ -254,7 +255,9 @@ class SparseExecutionTest {
                         m.setRowBlockMode(modes[run]);
                         lora.zeroGrads();
                         loss[run] = m.forward(b, lora, plan, 11);
-                        assertEquals(run > 0, m.usedRowBlocks(), "sparse row blocks, " + what + " " + modes[run]);
+                        // CONTIGUOUS: only a group that is one run of rows (here: every token sparse, no split)
+                        boolean contiguous = modes[run] == LlamaModel.RowBlockMode.CONTIGUOUS;
+                        assertEquals(contiguous ? !split : run > 0, m.usedRowBlocks(), "sparse row blocks, " + what + " " + modes[run]);
                         assertEquals(run == 2 && split, m.usedDenseRowBlocks(), "dense row blocks, " + what + " " + modes[run]);
                         m.backward();
                         g.add(grads(lora));
@@ -273,6 +276,31 @@ class SparseExecutionTest {
     }
 
     @Test
+    void contiguousGroupsOfOneSequenceRunInPlaceWithTheSameBits() {
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 8);
+        Batch b = TinyModels.batch(c, 10, 9, new int[1], 6);   // one sequence: 6 prompt tokens, then the output tokens
+        LoraAdapter lora = TinyModels.adapter(be, c, 0.1f, 4);
+        for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT}) {
+            SparsePlan plan = partial(c, b, fg);
+            double[] loss = new double[2];
+            List<List<float[]>> g = new ArrayList<>();
+            LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.CONTIGUOUS};
+            for (int run = 0; run < 2; run++) {
+                m.setRowBlockMode(modes[run]);
+                lora.zeroGrads();
+                loss[run] = m.forward(b, lora, plan, 11);
+                assertEquals(run == 1, m.usedRowBlocks(), "sparse group in place, " + modes[run]);
+                assertEquals(run == 1, m.usedDenseRowBlocks(), "dense group in place, " + modes[run]);
+                m.backward();
+                g.add(grads(lora));
+            }
+            assertEquals(loss[0], loss[1], 0.0, "loss " + fg);
+            for (int i = 0; i < g.get(0).size(); i++) assertArrayEquals(g.get(0).get(i), g.get(1).get(i), lora.names().get(i) + " " + fg);
+        }
+    }
+
+    @Test
     void rowBlockModeFromTheSystemProperty() {
         LlamaConfig c = TinyModels.config(false, false, false);
         String old = System.getProperty("sparselora.rowBlocks");
@@ -283,7 +311,7 @@ class SparseExecutionTest {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TinyModels.model(be, c, 1));
             assertTrue(e.getMessage().contains("sparselora.rowBlocks") && e.getMessage().contains("fast"), e.getMessage());
             System.clearProperty("sparselora.rowBlocks");
-            assertEquals(LlamaModel.RowBlockMode.OFF, TinyModels.model(be, c, 1).rowBlockMode());
+            assertEquals(LlamaModel.RowBlockMode.CONTIGUOUS, TinyModels.model(be, c, 1).rowBlockMode());
         } finally {
             if (old == null) System.clearProperty("sparselora.rowBlocks"); else System.setProperty("sparselora.rowBlocks", old);
         }
