@@ -2,7 +2,6 @@ package org.sparselora.actors.engine;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.SplittableRandom;
 import org.sparselora.actors.job.JobSpecException;
 import org.sparselora.engine.io.HfConfig;
 import org.sparselora.engine.model.LlamaConfig;
@@ -50,21 +49,8 @@ public final class RandomModel {
     /** Validates the name (and the config file it names). */
     public static void check(String model) { config(model); }
 
-    /**
-     * The timing batch of StepBenchmark: {@code rows} rows of {@code seq} random tokens drawn from
-     * {@code seed}, loss on the last {@code outputTokens} positions of each row.
-     */
+    /** The timing batch of StepBenchmark ({@link Batch#synthetic}) for this model's vocabulary. */
     public static Batch batch(LlamaConfig cfg, int rows, int seq, int outputTokens, long seed) {
-        SplittableRandom r = new SplittableRandom(seed);
-        int n = rows * seq;
-        int[] tokens = new int[n], targets = new int[n], pos = new int[n];
-        for (int i = 0; i < n; i++) tokens[i] = r.nextInt(cfg.vocabSize());
-        for (int b = 0; b < rows; b++)
-            for (int t = 0; t < seq; t++) {
-                int i = b * seq + t;
-                pos[i] = t;
-                targets[i] = t >= seq - outputTokens ? (t + 1 < seq ? tokens[i + 1] : r.nextInt(cfg.vocabSize())) : Batch.IGNORE;
-            }
-        return new Batch(rows, seq, tokens, targets, pos, new int[rows]);
+        return Batch.synthetic(cfg.vocabSize(), rows, seq, outputTokens, seed);
     }
 }

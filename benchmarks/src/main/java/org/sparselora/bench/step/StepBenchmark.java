@@ -217,21 +217,8 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     private Batch batch(LlamaConfig cfg) {
-        SplittableRandom r = new SplittableRandom(5);
-        int n = batch * seq;
-        int[] tokens = new int[n], targets = new int[n], pos = new int[n];
-        for (int i = 0; i < n; i++) tokens[i] = r.nextInt(cfg.vocabSize());
-        for (int bb = 0; bb < batch; bb++)
-            for (int t = 0; t < seq; t++) {
-                int i = bb * seq + t;
-                pos[i] = t;
-                // the last outputTokens positions carry the loss, as in the reference's timing batches
-                // (HF labels on the last 128 tokens; its token split keeps exactly those dense); the
-                // batch is a window of a longer stream, so the last position's target is the stream's
-                // next token
-                targets[i] = t >= seq - outputTokens ? (t + 1 < seq ? tokens[i + 1] : r.nextInt(cfg.vocabSize())) : Batch.IGNORE;
-            }
-        return new Batch(batch, seq, tokens, targets, pos, new int[batch]);
+        // the last outputTokens positions carry the loss, as in the reference's timing batches
+        return Batch.synthetic(cfg.vocabSize(), batch, seq, outputTokens, 5);
     }
 
     private static void randomizeB(LoraAdapter lora) {

@@ -20,6 +20,29 @@ public record Batch(int batch, int seqLen, int[] tokens, int[] targets, int[] po
 
     public int tokenCount() { return batch * seqLen; }
 
+    /**
+     * The reference's synthetic timing batch (SparseLoRA's Math10K timing shape is 8 × 512 with 128
+     * output tokens): {@code rows} unpadded rows of {@code seq} uniform random tokens below
+     * {@code vocab} drawn from {@code seed}, the loss on the last {@code outputTokens} positions of each
+     * row (HF labels on the last tokens; the reference's token split keeps exactly those dense). The
+     * row is a window of a longer stream, so its last position's target is the stream's next token.
+     * Used by StepBenchmark and by jobs with {@code data: {synthetic: …}}.
+     */
+    public static Batch synthetic(int vocab, int rows, int seq, int outputTokens, long seed) {
+        if (outputTokens < 0 || outputTokens > seq) throw new IllegalArgumentException("output tokens " + outputTokens + " outside 0.." + seq);
+        java.util.SplittableRandom r = new java.util.SplittableRandom(seed);
+        int n = rows * seq;
+        int[] tokens = new int[n], targets = new int[n], pos = new int[n];
+        for (int i = 0; i < n; i++) tokens[i] = r.nextInt(vocab);
+        for (int b = 0; b < rows; b++)
+            for (int t = 0; t < seq; t++) {
+                int i = b * seq + t;
+                pos[i] = t;
+                targets[i] = t >= seq - outputTokens ? (t + 1 < seq ? tokens[i + 1] : r.nextInt(vocab)) : IGNORE;
+            }
+        return new Batch(rows, seq, tokens, targets, pos, new int[rows]);
+    }
+
     /** Number of tokens that carry loss. */
     public int outputTokenCount() {
         int c = 0;
