@@ -33,37 +33,8 @@ done
 mkdir -p "$devrun"
 ./mvnw -q -o -pl actors -am -DskipTests package     # also writes actors/target/classpath.txt (runtime scope)
 rm -rf "$dest.tmp"; mkdir -p "$dest.tmp/data"
-lib=$(mktemp -d)
-trap 'rm -rf "$lib"' EXIT
-mkdir "$lib/lib"
-cp proto/target/sparselora-proto-*.jar engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar \
-   actors/target/sparselora-actors-*.jar "$lib/lib/"
-rm -f "$lib"/lib/*-sources.jar "$lib"/lib/*-tests.jar
-
-# jar $1 re-stored (no compression: xz packs the classes of all jars far tighter than deflate per file)
-# as $2, without the entries matching the zip patterns in ${@:3}
-restore_jar() {
-  local src=$1 out=$2 x; shift 2
-  x=$(mktemp -d)
-  (cd "$x" && unzip -q -o "$src" </dev/null && { [[ $# == 0 ]] || rm -rf $@; } && zip -q -0 -r -X "$out" .)   # $@ unquoted: globbed in $x
-  rm -rf "$x"
-}
-{ tr ':' '\n' < actors/target/classpath.txt; echo; } | while read -r j; do   # the file has no final newline
-  [[ -n $j ]] || continue
-  case "$j" in
-    */sparselora-*) ;;                                                   # our modules: copied from target/ above
-    *jcuda-natives*) restore_jar "$j" "$lib/lib/jcuda-natives-driver-only.jar" 'lib/libJNvPTXCompiler-*' 'lib/libJCudaRuntime-*' 'lib/libJNvrtc-*' ;;
-    */ai/djl/huggingface/tokenizers/*) restore_jar "$j" "$lib/lib/$(basename "$j")" 'native/lib/win-*' 'native/lib/osx-*' native/lib/linux-aarch64 nlp ;;
-    *grpc-netty-shaded*) restore_jar "$j" "$lib/lib/$(basename "$j")" META-INF/native ;;
-    *.jar) restore_jar "$j" "$lib/lib/$(basename "$j")" ;;
-    *) echo "stage-cli.sh: unexpected classpath entry $j" >&2; exit 1 ;;
-  esac
-done
-# every jar the CLI's runtime classpath names is there, plus the actors jar (only native libraries were left out)
-(( $(ls "$lib"/lib/*.jar | wc -l) == $(tr ':' '\n' < actors/target/classpath.txt | grep -c .) + 1 )) \
-  || { echo "stage-cli.sh: staged jars differ from actors/target/classpath.txt:" >&2
-       diff <(tr ':' '\n' < actors/target/classpath.txt | grep . | xargs -n1 basename | sort) <(ls "$lib/lib" | sort) >&2; exit 1; }
-tar -C "$lib" -cf - lib | xz -9e -T0 > "$dest.tmp/lib.tar.xz"   # -9e: 2 MB under -6, which the 64 MiB carry limit needs
+. benchmarks/gpu/pack-cli-lib.sh
+pack_cli_lib "$dest.tmp/lib.tar.xz" 'native/lib/win-*' 'native/lib/osx-*' native/lib/linux-aarch64 nlp
 
 cp "$shared/data/models/stories260K/stories260K.bin" "$shared/data/tokenizers/llama2c-tok512/tok512.bin" "$dest.tmp/data/"
 # training slice: the first 400 GSM8K records; held out for score: the next 24 (instruction + answer as one text)

@@ -23,37 +23,9 @@ limit_mib=35
 mkdir -p "$devrun"
 ./mvnw -q -o -pl actors -am -DskipTests package     # also writes actors/target/classpath.txt (runtime scope)
 rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
-lib=$(mktemp -d)
-trap 'rm -rf "$lib" "$dest.tmp"' EXIT
-mkdir "$lib/lib"
-cp proto/target/sparselora-proto-*.jar engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar \
-   actors/target/sparselora-actors-*.jar "$lib/lib/"
-rm -f "$lib"/lib/*-sources.jar "$lib"/lib/*-tests.jar
-
-# jar $1 re-stored uncompressed (xz packs all jars' classes far tighter than deflate per file) as $2,
-# without the entries matching the zip patterns in ${@:3} (the same trimming as stage-cli.sh)
-restore_jar() {
-  local src=$1 out=$2 x; shift 2
-  x=$(mktemp -d)
-  (cd "$x" && unzip -q -o "$src" </dev/null && { [[ $# == 0 ]] || rm -rf $@; } && zip -q -0 -r -X "$out" .)   # $@ unquoted: globbed in $x
-  rm -rf "$x"
-}
-{ tr ':' '\n' < actors/target/classpath.txt; echo; } | while read -r j; do   # the file has no final newline
-  [[ -n $j ]] || continue
-  case "$j" in
-    */sparselora-*) ;;
-    *jcuda-natives*) restore_jar "$j" "$lib/lib/jcuda-natives-driver-only.jar" 'lib/libJNvPTXCompiler-*' 'lib/libJCudaRuntime-*' 'lib/libJNvrtc-*' ;;
-    # no native tokenizer at all (3.2 MB of xz): the scaling job reads no tokenizer (synthetic data)
-    */ai/djl/huggingface/tokenizers/*) restore_jar "$j" "$lib/lib/$(basename "$j")" native nlp ;;
-    *grpc-netty-shaded*) restore_jar "$j" "$lib/lib/$(basename "$j")" META-INF/native ;;
-    *.jar) restore_jar "$j" "$lib/lib/$(basename "$j")" ;;
-    *) echo "stage-scaling.sh: unexpected classpath entry $j" >&2; exit 1 ;;
-  esac
-done
-(( $(ls "$lib"/lib/*.jar | wc -l) == $(tr ':' '\n' < actors/target/classpath.txt | grep -c .) + 1 )) \
-  || { echo "stage-scaling.sh: staged jars differ from actors/target/classpath.txt:" >&2
-       diff <(tr ':' '\n' < actors/target/classpath.txt | grep . | xargs -n1 basename | sort) <(ls "$lib/lib" | sort) >&2; exit 1; }
-tar -C "$lib" -cf - lib | xz -9e -T0 > "$dest.tmp/lib.tar.xz"
+trap 'rm -rf "$dest.tmp"' EXIT
+. benchmarks/gpu/pack-cli-lib.sh
+pack_cli_lib "$dest.tmp/lib.tar.xz" native nlp
 
 cp benchmarks/gpu/scaling-check.sh configs/sparsity/llama3-8b-math10k.yaml "$dest.tmp/"
 cp benchmarks/gpu/scaling/tiny-config.json benchmarks/gpu/scaling/tiny-sparsity.yaml "$dest.tmp/"
