@@ -760,17 +760,7 @@ public final class LlamaModel implements AutoCloseable {
             mlpBackwardCompactBlocks(a, dx, dy, l, idx, sliced);
             return;
         }
-        if (nD > 0) {
-            Tensor dyd = a.s1.view(0, nD, C), dxd = a.s2.view(0, nD, C);
-            Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
-            Tensor dhd = a.dh.view(0, nD, I), dgd = a.dg.view(0, nD, I), dud = a.du.view(0, nD, I);
-            be.gatherRows(dyd, dy, dIdx);
-            be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
-            be.swigluBackward(dgd, dud, dhd, gd, ud);
-            be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
-            be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
-            be.scatterRows(dx, dxd, dIdx, false);
-        }
+        if (nD > 0) denseTokensMlpBackward(a, dx, dy, l);
         if (sliced) {
             long off = (long) nD * I;
             Tensor dys = a.s1.view(0, nS, C), dxs = a.s2.view(0, nS, C);
@@ -785,28 +775,38 @@ public final class LlamaModel implements AutoCloseable {
         }
     }
 
+    /**
+     * The compact MLP's backward for the dense tokens through gathered rows: their dy rows gathered,
+     * the full-width down/swiglu/gate/up backward, their dx rows scattered back (overwritten).
+     */
+    private void denseTokensMlpBackward(Acts a, Tensor dx, Tensor dy, int l) {
+        int C = c.hiddenSize(), I = c.intermediateSize();
+        LlamaWeights.Layer lw = w.layers[l];
+        Tensor dyd = a.s1.view(0, nD, C), dxd = a.s2.view(0, nD, C);
+        Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
+        Tensor dhd = a.dh.view(0, nD, I), dgd = a.dg.view(0, nD, I), dud = a.du.view(0, nD, I);
+        be.gatherRows(dyd, dy, dIdx);
+        be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
+        be.swigluBackward(dgd, dud, dhd, gd, ud);
+        be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
+        be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
+        be.scatterRows(dx, dxd, dIdx, false);
+    }
+
     /** {@link #mlpBackwardCompact} with row-block token groups: GEMMs read dy's rows and write dx's in place. */
     private void mlpBackwardCompactBlocks(Acts a, Tensor dx, Tensor dy, int l, Tensor idx, boolean sliced) {
         int I = c.intermediateSize(), k = (int) idx.numel();
         LlamaWeights.Layer lw = w.layers[l];
         RowBlocks s = sBlocks, d = dBlocks;
-        if (nD > 0) {
+        if (nD > 0 && d == null) {
+            denseTokensMlpBackward(a, dx, dy, l);
+        } else if (nD > 0) {
             Tensor gd = a.g[l].view(0, nD, I), ud = a.u[l].view(0, nD, I);
             Tensor dhd = a.dh.view(0, nD, I), dgd = a.dg.view(0, nD, I), dud = a.du.view(0, nD, I);
-            if (d != null) {
-                be.matmulRowBlocks(dhd, 0, d.len, dy, d.off, d.stride, lw.weight(Projection.DOWN), false, d.blocks, d.len, 1, 0);
-                be.swigluBackward(dgd, dud, dhd, gd, ud);
-                be.matmulRowBlocks(dx, d.off, d.stride, dgd, 0, d.len, lw.weight(Projection.GATE), false, d.blocks, d.len, 1, 0);
-                be.matmulRowBlocks(dx, d.off, d.stride, dud, 0, d.len, lw.weight(Projection.UP), false, d.blocks, d.len, 1, 1);
-            } else {
-                Tensor dyd = a.s1.view(0, nD, c.hiddenSize()), dxd = a.s2.view(0, nD, c.hiddenSize());
-                be.gatherRows(dyd, dy, dIdx);
-                be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
-                be.swigluBackward(dgd, dud, dhd, gd, ud);
-                be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
-                be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
-                be.scatterRows(dx, dxd, dIdx, false);
-            }
+            be.matmulRowBlocks(dhd, 0, d.len, dy, d.off, d.stride, lw.weight(Projection.DOWN), false, d.blocks, d.len, 1, 0);
+            be.swigluBackward(dgd, dud, dhd, gd, ud);
+            be.matmulRowBlocks(dx, d.off, d.stride, dgd, 0, d.len, lw.weight(Projection.GATE), false, d.blocks, d.len, 1, 0);
+            be.matmulRowBlocks(dx, d.off, d.stride, dud, 0, d.len, lw.weight(Projection.UP), false, d.blocks, d.len, 1, 1);
         }
         if (sliced) {
             long off = (long) nD * I;
