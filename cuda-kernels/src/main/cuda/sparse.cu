@@ -579,8 +579,8 @@ __device__ __forceinline__ float adamwElem(float& p, float g, float& m, float& v
 // AdamW over every slot's tile (rule of adamwOne); then the compute copy = convert(param) and, with
 // zeroGrads, the gradient is zeroed after it was read — the optimizer phase in one launch.
 // Grid: total tiles; block MT_THREADS.
-extern "C" __global__ void adamw_multi(const MultiSlot* slots, int nslots, float lr, float b1, float b2, float eps, float wd,
-                                       float bc1, float bc2, float gs, int zeroGrads) {
+__device__ __forceinline__ void adamwMultiImpl(const MultiSlot* slots, int nslots, float lr, float b1, float b2, float eps, float wd,
+                                               float bc1, float bc2, float gs, int zeroGrads) {
     const MultiSlot* sp = slots + findSlot(slots, nslots, blockIdx.x);
     float *p = sp->p, *g = sp->g, *m = sp->m, *v = sp->v;
     void* c = sp->copy;
@@ -620,6 +620,25 @@ extern "C" __global__ void adamw_multi(const MultiSlot* slots, int nslots, float
             if (ct) storeCopy1(c, ct, i, pi);
         }
     }
+}
+
+extern "C" __global__ void adamw_multi(const MultiSlot* slots, int nslots, float lr, float b1, float b2, float eps, float wd,
+                                       float bc1, float bc2, float gs, int zeroGrads) {
+    adamwMultiImpl(slots, nslots, lr, b1, b2, eps, wd, bc1, bc2, gs, zeroGrads);
+}
+
+// adamw_multi with the step's scalars read from device memory, so a recorded update (CUDA graph)
+// serves every step: hyper = {lr, bc1, bc2, invTokens, maxNorm} (written by the host before each
+// replay), ss = this step's Σg² (sumsq_multi's result). The gradient scale is the trainer's, with the
+// host's arithmetic (so the same bits): gs = invTokens, times (float)(maxNorm / (norm + 1e-6)) when
+// maxNorm > 0 and norm = sqrt(ss)·invTokens (in double) exceeds maxNorm.
+extern "C" __global__ void adamw_multi_dev(const MultiSlot* slots, int nslots, const float* hyper, const double* ss,
+                                           float b1, float b2, float eps, float wd, int zeroGrads) {
+    float lr = hyper[0], bc1 = hyper[1], bc2 = hyper[2], inv = hyper[3], maxNorm = hyper[4];
+    double norm = sqrt(*ss) * (double)inv;
+    float gs = inv;
+    if (maxNorm > 0.f && norm > (double)maxNorm) gs *= (float)((double)maxNorm / (norm + 1e-6));
+    adamwMultiImpl(slots, nslots, lr, b1, b2, eps, wd, bc1, bc2, gs, zeroGrads);
 }
 
 // Block-wide double sum in a fixed tree order (MT_THREADS threads); thread 0 gets the result.

@@ -1208,6 +1208,36 @@ public final class GpuBackend implements Backend {
         }
 
         @Override
+        public boolean canClipOnDevice() { return true; }
+
+        /** Two launches, no host read: may be captured in a CUDA graph (sumsq_multi resets its own counter). */
+        @Override
+        public void clippedStep(Tensor hyper, float beta1, float beta2, float eps, float weightDecay, boolean zeroGrads) {
+            bind();
+            GpuTensor H = own(hyper);
+            needF32("adamw group clippedStep", "hyper", H);
+            needNumel("adamw group clippedStep", "hyper", H, 5);
+            if (tiles == 0) return;
+            long part = g(scratch).address(), out = part + 8 * tiles, counter = out + 8;
+            launch("sumsq_multi", (int) tiles, 1, MT_THREADS, 0, new Kernels.Args().ptr(out).ptr(part).ptr(counter)
+                    .ptr(g(table).address()).i(live));
+            launch("adamw_multi_dev", (int) tiles, 1, MT_THREADS, 0, new Kernels.Args().ptr(g(table).address()).i(live)
+                    .ptr(H.address()).ptr(out).f(beta1).f(beta2).f(eps).f(weightDecay).i(zeroGrads ? 1 : 0));
+        }
+
+        @Override
+        public double lastSumOfSquares() {
+            bind();
+            noCapture("adamw group lastSumOfSquares");
+            if (tiles == 0) return 0.0;
+            long out = g(scratch).address() + 8 * tiles;
+            ByteBuffer buf = ByteBuffer.allocateDirect(8).order(ByteOrder.LITTLE_ENDIAN);
+            cuMemcpyDtoHAsync(Pointer.to(buf), new DevPtr().plus(out), 8, stream);
+            cuStreamSynchronize(stream);
+            return buf.getDouble(0);
+        }
+
+        @Override
         public void close() {
             table.close();
             scratch.close();

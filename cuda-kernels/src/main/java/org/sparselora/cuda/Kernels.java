@@ -69,6 +69,7 @@ final class Kernels implements AutoCloseable {
             m.put("lowrank_swiglu_colsumsq_" + a, "sparse");
         }
         m.put("adamw_multi", "sparse");
+        m.put("adamw_multi_dev", "sparse");
         m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");

@@ -805,6 +805,60 @@ class GpuBackendTest {
         }
     }
 
+    /**
+     * The recordable update (clippedStep: Σg², clipping and AdamW with the step's scalars read from a
+     * device tensor) recorded once and replayed over three steps with new gradients, lr and bias
+     * corrections, clipping on and off, against the host path on an identical group
+     * (gradSumOfSquares, the trainer's clip arithmetic, step): the same bits.
+     */
+    @Test
+    void adamwGroupClippedStepOnTheDeviceEqualsTheHostClipBitForBit() {
+        for (float maxNorm : new float[] {0f, 0.5f, 1e9f}) {
+            List<Tensor[]> a = new ArrayList<>(), b = new ArrayList<>();
+            List<Tensor> ga = new ArrayList<>(), gb = new ArrayList<>(), pa = new ArrayList<>(), pb = new ArrayList<>();
+            for (int n : new int[] {4096 * 3, 10, 520}) {
+                float[] p0 = rand(n, 1f);
+                Tensor[] sa = {gpu.fromFloats(p0, DType.F32, n), gpu.zeros(DType.F32, n), gpu.zeros(DType.F32, n), gpu.zeros(DType.F32, n), gpu.empty(DType.BF16, n)};
+                Tensor[] sb = {gpu.fromFloats(p0, DType.F32, n), gpu.zeros(DType.F32, n), gpu.zeros(DType.F32, n), gpu.zeros(DType.F32, n), gpu.empty(DType.BF16, n)};
+                a.add(sa); b.add(sb); ga.add(sa[1]); gb.add(sb[1]); pa.add(sa[0]); pb.add(sb[0]);
+            }
+            Tensor hyper = gpu.empty(DType.F32, 5);
+            try (AdamwGroup recorded = gpu.adamwGroup(a); AdamwGroup host = gpu.adamwGroup(b)) {
+                assertTrue(recorded.canClipOnDevice());
+                GpuBackend.Graph graph = null;
+                for (int step = 1; step <= 3; step++) {
+                    for (int i = 0; i < ga.size(); i++) {
+                        float[] g = rand((int) ga.get(i).numel(), 3f);
+                        gpu.copyFromHost(ga.get(i), g);
+                        gpu.copyFromHost(gb.get(i), g);
+                    }
+                    float inv = 1f / (100 + step), lr = 1e-2f / step;
+                    float bc1 = (float) (1 - Math.pow(0.9, step)), bc2 = (float) (1 - Math.pow(0.99, step));
+                    gpu.copyFromHost(hyper, new float[] {lr, bc1, bc2, inv, maxNorm});
+                    if (graph == null) {
+                        gpu.beginCapture();
+                        recorded.clippedStep(hyper, 0.9f, 0.99f, 1e-8f, 0.01f, true);
+                        graph = gpu.endCapture();
+                    }
+                    graph.replay();
+                    double ss = host.gradSumOfSquares(), norm = Math.sqrt(ss) * inv;
+                    float scale = inv;
+                    if (maxNorm > 0 && norm > maxNorm) scale *= (float) (maxNorm / (norm + 1e-6));
+                    host.step(lr, 0.9f, 0.99f, 1e-8f, 0.01f, step, scale, true);
+                    assertEquals(ss, recorded.lastSumOfSquares(), "step " + step + ": the same Σg²");
+                }
+                graph.close();
+                for (int i = 0; i < pa.size(); i++) {
+                    assertArrayEquals(gpu.toFloats(pb.get(i)), gpu.toFloats(pa.get(i)), "max norm " + maxNorm + ", tensor " + i + ": same bits");
+                    assertArrayEquals(gpu.toFloats(a.get(i)[4]), gpu.toFloats(b.get(i)[4]), "bf16 copy " + i);
+                    assertArrayEquals(new float[(int) ga.get(i).numel()], gpu.toFloats(ga.get(i)), "gradients zeroed");
+                }
+            }
+            hyper.close();
+            for (List<Tensor[]> l : List.of(a, b)) for (Tensor[] s5 : l) for (Tensor t : s5) t.close();
+        }
+    }
+
     static float[] concat(float[] a, float[] b) {
         float[] r = Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, r, a.length, b.length);

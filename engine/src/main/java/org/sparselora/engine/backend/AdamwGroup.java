@@ -34,6 +34,30 @@ public interface AdamwGroup extends AutoCloseable {
      */
     void step(float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale, boolean zeroGrads);
 
+    /**
+     * Whether {@link #clippedStep} is supported: the whole update with its per-step scalars read from
+     * device memory, so it can be recorded once ({@link Backend#beginCapture()}) and replayed every
+     * step. Groups that run on the host (the reference loop) say no.
+     */
+    default boolean canClipOnDevice() { return false; }
+
+    /**
+     * A trainer's whole update without a host round trip: Σgrad² of the slots' gradients, then
+     * {@link #step} with gradScale = invTokens, multiplied by {@code (float) (maxNorm / (norm + 1e-6))}
+     * when maxNorm &gt; 0 and norm = √Σgrad² · invTokens (in double) exceeds it — the clipping of
+     * {@code LoraTrainer}, same arithmetic — and lr and the bias corrections (1 − β₁ᵗ, 1 − β₂ᵗ as
+     * floats) read from {@code hyper}, F32 {lr, bc1, bc2, invTokens, maxNorm}, which the caller writes
+     * before each run. {@link #lastSumOfSquares()} then reads the Σgrad² it used.
+     */
+    default void clippedStep(Tensor hyper, float beta1, float beta2, float eps, float weightDecay, boolean zeroGrads) {
+        throw new UnsupportedOperationException("this AdamW group runs its update on the host (canClipOnDevice() is false)");
+    }
+
+    /** Σgrad² used by the last {@link #clippedStep} (waits for the device). */
+    default double lastSumOfSquares() {
+        throw new UnsupportedOperationException("this AdamW group runs its update on the host (canClipOnDevice() is false)");
+    }
+
     /** Frees what the group itself holds (never the slots' tensors). */
     @Override
     void close();

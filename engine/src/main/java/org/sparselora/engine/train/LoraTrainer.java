@@ -34,7 +34,9 @@ import org.sparselora.engine.sparse.SparsePlan;
  * backward — is recorded the second time a {@link LlamaModel.StepKey} (shape bucket: batch shape,
  * output rows, token-split layout, …) comes up and replayed, as one graph launch, for every later
  * step of that key; the host only uploads the step's inputs ({@link LlamaModel#prepareStep}) and
- * reads the loss. A recording is dropped when the model's buffers change
+ * reads the loss. {@link #applyUpdate} is recorded too (one graph for the trainer's life: Σgrad²,
+ * clipping and AdamW with the step's scalars in a 5-float device tensor, {@link AdamwGroup#clippedStep}),
+ * so a step is two graph launches, the update kept apart for gradient accumulation and exchange. A recording is dropped when the model's buffers change
  * ({@link LlamaModel#bufferEpoch()}); at most {@link #MAX_RECORDED} are kept (least recently used
  * first out). Steps with LoRA dropout (new masks each step) and planners that are not
  * {@link SparsePlanner#recordable()} run eagerly. System property {@code sparselora.graphs=off} (or
@@ -60,6 +62,8 @@ public final class LoraTrainer implements TrainingWorker {
         @Override protected boolean removeEldestEntry(java.util.Map.Entry<LlamaModel.StepKey, Boolean> e) { return size() > 64; }
     });
     private long replays, recordings;
+    private Tensor hyper;                    // {lr, bc1, bc2, 1/tokens, max norm} of the recorded update
+    private Backend.Captured updateGraph;    // the recorded update (one for the trainer's life: its shapes never change)
 
     /** One recorded step: the graph, the model's buffer epoch it was made in, and its FLOP count (a replay runs no Java). */
     private record Recorded(Backend.Captured graph, long epoch, FlopCount.Step flops, long predictorFlops) {}
@@ -166,6 +170,8 @@ public final class LoraTrainer implements TrainingWorker {
         for (Recorded r : recorded.values()) r.graph().close();
         recorded.clear();
         seen.clear();
+        if (updateGraph != null) updateGraph.close();
+        updateGraph = null;
     }
 
     @Override
@@ -186,12 +192,41 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public float applyUpdate(int step, long totalOutputTokens) {
         float scale = totalOutputTokens > 0 ? 1f / totalOutputTokens : 0f;
+        if (recordSteps && be.canCapture() && group.canClipOnDevice()) return recordedUpdate(step, scale);
         double norm = Math.sqrt(group.gradSumOfSquares()) * scale;
         lastGradNorm = norm;
         if (opt.maxGradNorm() > 0 && norm > opt.maxGradNorm()) scale *= (float) (opt.maxGradNorm() / (norm + 1e-6));
         float lr = LrSchedule.lr(opt, step);
         updates++;
         group.step(lr, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), updates, scale, true);  // also refreshes the compute copies
+        microBatch = 0;
+        return lr;
+    }
+
+    /**
+     * {@link #applyUpdate} as one recorded update: the step's scalars go to a small device tensor,
+     * the group's {@link AdamwGroup#clippedStep} (Σgrad², clipping, AdamW, compute copies, zeroed
+     * gradients) is recorded at the first update and replayed afterwards, and the gradient norm is
+     * read back after it (the same numbers as the eager update: the clip arithmetic is the host's).
+     */
+    private float recordedUpdate(int step, float scale) {
+        float lr = LrSchedule.lr(opt, step);
+        updates++;
+        float bc1 = (float) (1 - Math.pow(opt.beta1(), updates)), bc2 = (float) (1 - Math.pow(opt.beta2(), updates));
+        if (hyper == null) hyper = be.empty(DType.F32, 5);
+        be.copyFromHost(hyper, new float[] {lr, bc1, bc2, scale, opt.maxGradNorm()});
+        if (updateGraph == null) {
+            be.beginCapture();
+            try {
+                group.clippedStep(hyper, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), true);
+            } catch (RuntimeException e) {
+                be.abortCapture();
+                throw new IllegalStateException("recording the AdamW update as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
+            }
+            updateGraph = be.endCapture();
+        }
+        updateGraph.replay();
+        lastGradNorm = Math.sqrt(group.lastSumOfSquares()) * scale;   // waits for the update
         microBatch = 0;
         return lr;
     }
@@ -233,6 +268,7 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public void close() {
         dropRecordings();
+        if (hyper != null) hyper.close();
         group.close();
         for (Tensor t : m) t.close();
         for (Tensor t : v) t.close();
