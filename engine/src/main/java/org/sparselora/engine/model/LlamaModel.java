@@ -384,7 +384,8 @@ public final class LlamaModel implements AutoCloseable {
      * token split, which {@link #prepareStep} uploads into buffers the model keeps). So a step can be
      * recorded once ({@link Backend#beginCapture()}) and replayed for every later step of its key.
      * Parts: batch shape, output rows, adapter, the token split's group sizes and row-block layout,
-     * frozen-gradient mode, whether a selector fills the plan in flight, the index tensors of a plan
+     * frozen-gradient mode, whether a selector fills the plan in flight and over how many non-padding
+     * rows it scores, the index tensors of a plan
      * given complete (by identity), and the model's settings that shape the ops.
      */
     public record StepKey(List<Object> parts) {}
@@ -413,7 +414,7 @@ public final class LlamaModel implements AutoCloseable {
         boolean recordable = frozenHook == null && (lora == null || lora.config().dropout() == 0f);
         if (!recordable) return curKey = null;
         List<Object> parts = new ArrayList<>(List.of(a.B, a.T, n, lora == null ? "no-lora" : lora, nS, nD,
-                String.valueOf(sBlocks), String.valueOf(dBlocks), selector != null, rowBlockMode, logitsChunkElems));
+                String.valueOf(sBlocks), String.valueOf(dBlocks), selector != null, curRealRows, rowBlockMode, logitsChunkElems));
         if (plan != null) {
             parts.add(plan.frozenGrad());
             for (SparsePlan.LayerPlan lp : plan.layers())
@@ -449,6 +450,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     private int curOutputs;
+    private int curRealRows;   // non-padding rows the selector scores (-1: no selector): shapes its GEMMs
     private boolean prepared;
 
     /** Forward without gradients (scoring / evaluation). {@code logits} (N·V floats) only when asked. */
@@ -534,6 +536,9 @@ public final class LlamaModel implements AutoCloseable {
                 be.copyFromHost(rows, real);
             }
             selector.bindInputs(a.keyStart, rows);
+            curRealRows = real.length;
+        } else {
+            curRealRows = -1;
         }
         prepared = true;
         return a;

@@ -130,6 +130,19 @@ class RecordedStepTest {
     }
 
     @Test
+    void batchesThatDifferOnlyInPaddingAreDifferentShapes() {
+        // same B, T, output count and token split sizes; the padding moves (2 then 1 + 3 padded positions
+        // in sequence 1, prompt shortened by one): the selector scores a different number of real rows
+        Function<Integer, Batch> data = s -> s % 2 == 0 ? TinyModels.batch(C, 300 + s, 7, new int[] {0, 2}, 3)
+                : TinyModels.batch(C, 300 + s, 7, new int[] {1, 3}, 2);
+        Run eager = train(cpu, 8, 0f, be -> inFlight(be, ""), data);
+        Run rec = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 8, 0f, be -> inFlight(be, ""), data);
+        assertEquals(2, rec.recordings(), "one recording per padding layout");
+        assertEquals(4, rec.replays());
+        assertSame(eager, rec);
+    }
+
+    @Test
     void aPlanHeldFixedIsReplayedAndEqualsEager() {
         Function<Backend, SparsePlannerFactory> fixed = be -> {
             SparsePlanner[] hold = new SparsePlanner[1];
