@@ -403,9 +403,22 @@ public final class LlamaModel implements AutoCloseable {
         Acts a = prepare(batch, lora, plan, selector, dropoutSeed, true);
         int[] rows = outputRows(batch.targets());
         int n = rows.length;
+        int[] tg = new int[n];
+        for (int i = 0; i < n; i++) tg[i] = batch.targets()[rows[i]];
+        if (outputRowBucket > 0 && n > 0 && n % outputRowBucket != 0) {
+            // pad the head's rows to the bucket with rows that carry no loss (target ignored: loss 0,
+            // no gradient), distinct from the output rows, so batches whose output counts differ
+            // a little run the same head and their steps share a recording
+            int nb = Math.min(a.N, (n + outputRowBucket - 1) / outputRowBucket * outputRowBucket);
+            boolean[] used = new boolean[a.N];
+            for (int r : rows) used[r] = true;
+            rows = Arrays.copyOf(rows, nb);
+            tg = Arrays.copyOf(tg, nb);
+            for (int r = 0, j = n; j < nb; r++)
+                if (!used[r]) { rows[j] = r; tg[j++] = Batch.IGNORE; }
+            n = nb;
+        }
         if (n > 0) {
-            int[] tg = new int[n];
-            for (int i = 0; i < n; i++) tg[i] = batch.targets()[rows[i]];
             be.copyFromHost(a.outIdx.view(0, n), rows);
             be.copyFromHost(a.outTargets.view(0, n), tg);
         }
@@ -441,6 +454,17 @@ public final class LlamaModel implements AutoCloseable {
         return sum;
     }
 
+    /**
+     * Pads the loss head's rows of a training step up to a multiple of {@code rows} (0 = off) with
+     * rows that carry no loss, so steps whose output-token counts differ a little share one shape
+     * (and one recording). The loss, the gradients and every update are unchanged: an ignored
+     * target has loss 0 and no gradient.
+     */
+    public void setOutputRowBucket(int rows) {
+        if (rows < 0) throw new IllegalArgumentException("output row bucket must be ≥ 0, got " + rows);
+        this.outputRowBucket = rows;
+    }
+
     /** Changes whenever a buffer that outlives a step is made or freed; a recording is stale once it changed. */
     public long bufferEpoch() { return bufferEpoch; }
 
@@ -450,6 +474,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     private int curOutputs;
+    private int outputRowBucket;
     private int curRealRows;   // non-padding rows the selector scores (-1: no selector): shapes its GEMMs
     private boolean prepared;
 

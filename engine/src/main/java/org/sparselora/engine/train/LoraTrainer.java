@@ -55,7 +55,13 @@ public final class LoraTrainer implements TrainingWorker {
     private int microBatch;    // computeGradients calls since the last update
     private double lastGradNorm;
     /** Recordings kept at once; each holds its scratch memory. */
-    public static final int MAX_RECORDED = 8;
+    public static final int MAX_RECORDED = 16;
+    /**
+     * When recording, the loss head's rows are padded to a multiple of this ({@link LlamaModel#setOutputRowBucket}):
+     * fixed-length batches whose output counts differ (real data) then share recordings — dense steps
+     * fully; a sparse step's shape also depends on its token split and padding.
+     */
+    public static final int OUTPUT_ROW_BUCKET = 128;
     private boolean recordSteps = !"off".equals(System.getProperty("sparselora.graphs", "on"));
     private final java.util.LinkedHashMap<LlamaModel.StepKey, Recorded> recorded = new java.util.LinkedHashMap<>(16, 0.75f, true);
     private final java.util.Set<LlamaModel.StepKey> seen = java.util.Collections.newSetFromMap(new java.util.LinkedHashMap<>(16, 0.75f, true) {
@@ -117,6 +123,7 @@ public final class LoraTrainer implements TrainingWorker {
         SparsePlan plan = sparse && planner != null ? planner.plan(batch, step) : null;
         long seed = lora.config().seed() * 0x2545F4914F6CDD1DL + step * 1_000_003L + microBatch;
         microBatch++;
+        model.setOutputRowBucket(recordSteps && be.canCapture() ? OUTPUT_ROW_BUCKET : 0);
         LlamaModel.StepKey key = model.prepareStep(batch, lora, plan, plan != null ? planner.selector() : null, seed);
         boolean record = key != null && recordSteps && be.canCapture() && (plan == null || planner.recordable());
         Recorded r = record ? recorded.get(key) : null;

@@ -143,6 +143,18 @@ class RecordedStepTest {
     }
 
     @Test
+    void denseStepsWithDifferentOutputCountsShareOneRecording() {
+        // fixed-length batches of real data: the prompt length (so the output count) changes every step;
+        // the head's rows are padded to one bucket, so one recording serves them all
+        Function<Integer, Batch> data = s -> TinyModels.batch(C, 400 + s, 7, new int[] {0, 2}, 1 + s % 3);
+        Run eager = train(cpu, 7, 0f, null, data);
+        Run rec = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 7, 0f, null, data);
+        assertEquals(1, rec.recordings());
+        assertEquals(5, rec.replays());
+        assertSame(eager, rec);
+    }
+
+    @Test
     void aPlanHeldFixedIsReplayedAndEqualsEager() {
         Function<Backend, SparsePlannerFactory> fixed = be -> {
             SparsePlanner[] hold = new SparsePlanner[1];
