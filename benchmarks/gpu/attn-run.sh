@@ -30,7 +30,7 @@ fi
 # Per-kernel device times and occupancy of the fused kernels (Nsight Compute, when installed)
 ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1 || true)
 if [[ ${PROFILE:-1} == 1 && -n $ncu ]]; then
-  timeout 60 "$ncu" --kernel-name regex:'flash3|flash4|attn_bwd_prep|attn_dq' --metrics \
+  timeout 60 "$ncu" --kernel-name regex:'flash3|attn_bwd_prep|attn_dq' --metrics \
     gpu__time_duration.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,lts__t_sectors_op_red.sum,smsp__inst_executed_op_ldsm.sum \
     "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.AttentionBench profile > "$out/ncu.log" 2>&1
   echo "ncu exit $?"; grep -E "flash3|attn_|duration|warps_active|hmma|registers_per|limit|red.sum|ldsm" "$out/ncu.log" | head -80

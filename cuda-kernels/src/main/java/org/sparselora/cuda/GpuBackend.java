@@ -794,18 +794,15 @@ public final class GpuBackend implements Backend {
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
     /**
-     * How attention runs (the fused kinds need bf16 tensors with head dim 32/64/128, 16-byte aligned;
-     * anything else takes {@link #GEMM}). All compute the same function and are each held against the
+     * How attention runs (the fused kind needs bf16 tensors with head dim 32/64/128, 16-byte aligned;
+     * anything else takes {@link #GEMM}). Both compute the same function and are each held against the
      * CPU. Forward + backward at B8 T512 32/8×128 on the H200 (NOTES.md run 4): GEMM ≈ 1090 µs,
-     * FLASH_WMMA ≈ 3000, FLASH_MMA ≈ 1530, FLASH_PIPELINED ≈ 432 (the default).
+     * FLASH_PIPELINED ≈ 432 (the default). Two earlier fused kinds (FLASH_WMMA ≈ 3000 µs, FLASH_MMA ≈
+     * 1530) were removed once FLASH_PIPELINED beat both at every measured shape.
      */
     public enum AttentionKernel {
         /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
         GEMM,
-        /** fused forward and backward on wmma tiles staged through shared memory (no score matrix). */
-        FLASH_WMMA,
-        /** forward and backward on mma.sync register fragments (FlashAttention-2 layout). */
-        FLASH_MMA,
         /**
          * mma.sync kernels with cp.async double-buffered tiles and ldmatrix fragments: 128-query
          * forward blocks (4 warps of 32 rows at D = 128, 8 of 16 below); one backward kernel per
@@ -831,22 +828,6 @@ public final class GpuBackend implements Backend {
         return aligned(ts);
     }
 
-    /** Dynamic shared memory of {flash_bwd_dq_d{D}, flash_bwd_dkdv_d{D}}: mirrors FbSmem in attention.cu. */
-    static int[] flashBwdSharedBytes(int D) {
-        int qs = D + 8, ss = 64 + 4, ps = 64 + 8, as = D + 4;
-        int base = 4 * 64 * qs * 2 + 64 * ss * 4 + 2 * 64 * ps * 2 + 2 * 64 * 4;
-        return new int[] {base + 64 * as * 4, base + 2 * 64 * as * 4};
-    }
-
-    /** Dynamic shared memory of {flash2_bwd_dq_d{D}, flash2_bwd_dkdv_d{D}}: mirrors B2Smem in attention.cu. */
-    static int[] flash2BwdSharedBytes(int D) {
-        int dq = 4 * 64 * (D + 8) * 2 + D * (64 + 8) * 2;
-        return new int[] {dq, dq + D * (64 + 8) * 2};
-    }
-
-    /** Dynamic shared memory of flash2_fwd_d{D}: mirrors F2Smem in attention.cu. */
-    static int flash2SharedBytes(int D) { return 2 * 64 * (D + 8) * 2 + D * (64 + 8) * 2; }
-
     /** Dynamic shared memory of flash3_fwd_d{D}: mirrors F3Smem in attention.cu (Q tile of 128 rows, two K and two V tiles of 64). */
     static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
 
@@ -855,12 +836,6 @@ public final class GpuBackend implements Backend {
      * tiles of 64 keys; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
      */
     static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
-
-    /** Dynamic shared memory of flash_fwd_d{D}: mirrors FaSmem in attention.cu. */
-    static int flashSharedBytes(int D) {
-        int qs = D + 8, ss = 64 + 4, ps = 64 + 8, os = D + 4;
-        return 64 * qs * 2 * 3 + 64 * ss * 4 + 64 * ps * 2 + 64 * os * 4 + 64 * 4 * 2;
-    }
 
     @Override
     public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
@@ -879,19 +854,6 @@ public final class GpuBackend implements Backend {
             kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, D == 128 ? 128 : 256, flash3SharedBytes(D), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
-            return;
-        }
-        if (attentionKernel == AttentionKernel.FLASH_MMA && flashEligible(D, O, Q, K, V)) {
-            kernels.launch("flash2_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flash2SharedBytes(D), stream,
-                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
-                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
-            return;
-        }
-        if (attentionKernel == AttentionKernel.FLASH_WMMA && flashEligible(D, O, Q, K, V)) {
-            // fused kernel: no score matrix in device memory
-            kernels.launch("flash_fwd_d" + D, (T + 63) / 64, Hq, B, 128, flashSharedBytes(D), stream,
-                    new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
-                            .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
             return;
         }
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
@@ -952,21 +914,6 @@ public final class GpuBackend implements Backend {
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
             launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
                     new Kernels.Args().ptr(DQ.address()).ptr(dqAcc).l(dqn / 8));
-            return;
-        }
-        if (attentionKernel != AttentionKernel.GEMM && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
-            long drow = scratch("attn.Drow", rows * 4);
-            launch("attn_rowdot_bf16", (int) ((rows * 32 + 255) / 256), 1, 256, 0,
-                    new Kernels.Args().ptr(drow).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
-            boolean mma = attentionKernel == AttentionKernel.FLASH_MMA;
-            int[] smem = mma ? flash2BwdSharedBytes(D) : flashBwdSharedBytes(D);
-            String pre = mma ? "flash2" : "flash";
-            kernels.launch(pre + "_bwd_dkdv_d" + D, (T + 63) / 64, Hkv, B, 128, smem[1], stream,
-                    new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
-                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
-            kernels.launch(pre + "_bwd_dq_d" + D, (T + 63) / 64, Hq, B, 128, smem[0], stream,
-                    new Kernels.Args().ptr(DQ.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
-                            .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale));
             return;
         }
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;

@@ -56,7 +56,7 @@ final class Kernels implements AutoCloseable {
         m.put("attn_softmax", "attention");
         for (String w : new String[] {"w8", "w16", "w32"}) m.put("attn_softmax_" + w, "attention");
         for (String d : new String[] {"d32", "d64", "d128"})
-            for (String op : new String[] {"flash_fwd_", "flash_bwd_dkdv_", "flash_bwd_dq_", "flash2_fwd_", "flash2_bwd_dkdv_", "flash2_bwd_dq_", "flash3_fwd_", "flash3_bwd_"}) m.put(op + d, "attention");
+            for (String op : new String[] {"flash3_fwd_", "flash3_bwd_"}) m.put(op + d, "attention");
         m.put("attn_softmax_bwd", "attention");
         m.put("attn_dq_convert", "attention");
         m.put("attn_bwd_prep", "attention");

@@ -15,7 +15,7 @@ import org.sparselora.engine.backend.Tensor;
  * on the causal work (the visible half of the score square: forward 2 GEMMs, backward 5, 2 flops
  * per multiply-add). It then runs every kernel on the same inputs with left padding on two sequences
  * and prints the relative error of out, lse, dq, dk, dv against the GEMM path.
- * With the argument {@code memcheck} it only calls the fused kernels at a few odd shapes, for
+ * With the argument {@code memcheck} it only calls the fused (FLASH_PIPELINED) kernels at a few odd shapes, for
  * compute-sanitizer (no timing, no comparison).
  */
 public final class AttentionBench {

@@ -525,7 +525,8 @@ class GpuBackendTest {
 
     @Test
     void attentionForwardBackwardGqaWithPadding() {
-        // small odd shape (both dtypes, every kernel) and Llama-like head sizes whose T is not a tile multiple
+        // small odd shape (both dtypes; every kernel: GEMM and FLASH_PIPELINED) and Llama-like head sizes
+        // (D 128 with GQA 8/2, D 64) whose T is not a tile multiple, with left padding, forward and backward
         GpuBackend.AttentionKernel[] all = GpuBackend.AttentionKernel.values();
         checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.F32, GpuBackend.AttentionKernel.GEMM);
         for (GpuBackend.AttentionKernel k : all) {

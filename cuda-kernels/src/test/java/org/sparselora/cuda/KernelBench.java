@@ -52,7 +52,7 @@ public final class KernelBench {
                 row(g, "attention bwd " + k, () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
             }
             g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);  // the reference for the agreement check
-            // the fused kernels against the GEMM path at this full shape (left padding on two sequences)
+            // FLASH_PIPELINED against the GEMM path at this full shape (left padding on two sequences)
             int[] kst = {0, 100, 0, 0, 0, 0, 511, 0};
             g.copyFromHost(ks, kst);
             Tensor dO = rand(g, DType.BF16, N, Hq * D);
