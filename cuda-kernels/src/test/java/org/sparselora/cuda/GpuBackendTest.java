@@ -834,7 +834,7 @@ class GpuBackendTest {
                         gpu.copyFromHost(gb.get(i), g);
                     }
                     float inv = 1f / (100 + step), lr = 1e-2f / step;
-                    float bc1 = (float) (1 - Math.pow(0.9, step)), bc2 = (float) (1 - Math.pow(0.99, step));
+                    float bc1 = (float) (1 - Math.pow(0.9f, step)), bc2 = (float) (1 - Math.pow(0.99f, step));   // as the trainer: float betas
                     gpu.copyFromHost(hyper, new float[] {lr, bc1, bc2, inv, maxNorm});
                     if (graph == null) {
                         gpu.beginCapture();
