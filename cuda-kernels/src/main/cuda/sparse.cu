@@ -721,3 +721,210 @@ extern "C" __global__ void colsumsq_f32(float* part, const float* x, int R, int 
 extern "C" __global__ void colsumsq_bf16(float* part, const bf16* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }
 extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
 extern "C" __global__ void adamw_bf16(float* p, const bf16* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
+
+// ==== Predictor fast paths (issue 5: the predictor ≤ 2% of the sparse step) =======================
+
+// ---- Top-k with the keys in registers ------------------------------------------------------------
+// topk_f32 above re-reads every score from global memory in each of its four 8-bit passes, one
+// dependent load per thread at a time, and resolves a digit with one warp: ≈ 24 µs for 14,336
+// scores. Here one block per row holds the row in registers (thread t owns the contiguous indices
+// [t·ITEMS, t·ITEMS + ITEMS), loaded once, all loads in flight together), and the radix select works
+// on the keys' range instead of their raw bits: the block's min and max key first, then 2048-bin
+// histograms of (key − base) >> shift, so the first pass already spreads a layer's narrow range of
+// scores over all bins (few shared-atomic collisions) and most rows are resolved after two passes,
+// never more than three (11 bits a pass over at most 32). A pass ends the search early when the bin
+// that holds the k-th largest key is taken whole (its count is exactly what is still needed). The
+// final pass is topk_f32's: keys above the k-th's class are taken, then the first `remaining` keys of
+// the class in index order (two block scans place every pick), so the output is ascending and ties go
+// to the lower index — bit for bit what topk_f32 and CpuBackend.topK return (NaN ranks lowest).
+#define TOPK_BITS 11
+#define TOPK_BINS (1 << TOPK_BITS)
+
+template <int ITEMS>
+__device__ void topkRegImpl(int* idx, const float* scores, int n, int k, int vec) {
+    __shared__ unsigned int hist[TOPK_BINS];
+    __shared__ unsigned int sMin, sMax, sDigit, sRem, sCount;
+    idx += (long)blockIdx.x * k;
+    scores += (long)blockIdx.x * n;
+    const int beg = threadIdx.x * ITEMS;
+    unsigned int key[ITEMS];
+    if (vec) {  // scores 16-byte aligned, n % 4 == 0: a group of 4 is wholly inside or outside the row
+#pragma unroll
+        for (int j = 0; j < ITEMS; j += 4) {
+            if (beg + j < n) {
+                float4 v = *reinterpret_cast<const float4*>(scores + beg + j);
+                key[j] = orderKey(v.x); key[j + 1] = orderKey(v.y); key[j + 2] = orderKey(v.z); key[j + 3] = orderKey(v.w);
+            } else {
+                key[j] = key[j + 1] = key[j + 2] = key[j + 3] = 0u;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++) key[j] = beg + j < n ? orderKey(scores[beg + j]) : 0u;
+    }
+    // the row's smallest and largest key (keys past n left out)
+    unsigned int lo = 0xffffffffu, hi = 0u;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++)
+        if (beg + j < n) { lo = min(lo, key[j]); hi = max(hi, key[j]); }
+    if (threadIdx.x == 0) { sMin = 0xffffffffu; sMax = 0u; }
+    __syncthreads();
+    lo = __reduce_min_sync(0xffffffffu, lo);
+    hi = __reduce_max_sync(0xffffffffu, hi);
+    if ((threadIdx.x & 31) == 0) { atomicMin(&sMin, lo); atomicMax(&sMax, hi); }
+    __syncthreads();
+    // Candidates are the keys in [base, base + 2^wb); each pass bins them by (key − base) >> sh.
+    unsigned int base = sMin, rem = (unsigned)k;
+    unsigned int span = sMax - sMin;
+    int wb = span == 0u ? 0 : 32 - __clz(span);
+    int sh;
+    for (;;) {
+        sh = max(0, wb - TOPK_BITS);
+        int nb = (int)((((1ull << wb) - 1ull) >> sh) + 1ull);   // bins in use, ≤ 2048
+        for (int b = threadIdx.x; b < nb; b += blockDim.x) hist[b] = 0u;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++) {
+            unsigned int d = key[j] - base;
+            if (beg + j < n && (wb >= 32 || (d >> wb) == 0u)) atomicAdd(&hist[d >> sh], 1u);
+        }
+        __syncthreads();
+        // The bin d (from the top) where the count of candidates at or above reaches rem: thread t
+        // owns bins nb-1-t·per … nb-1-(t·per+per-1), a block scan gives the count above its bins.
+        int per = (nb + blockDim.x - 1) / blockDim.x;
+        int top = nb - 1 - (int)threadIdx.x * per;
+        unsigned int mine = 0;
+        for (int j = 0; j < per; j++) if (top - j >= 0) mine += hist[top - j];
+        int total;
+        unsigned int above = (unsigned)blockExclusiveScan((int)mine, &total);
+        if (above < rem && above + mine >= rem) {
+            unsigned int cum = above;
+            for (int j = 0; j < per && top - j >= 0; j++) {
+                unsigned int c = hist[top - j];
+                if (cum + c >= rem) { sDigit = (unsigned)(top - j); sRem = rem - cum; sCount = c; break; }
+                cum += c;
+            }
+        }
+        __syncthreads();
+        unsigned int d = sDigit, count = sCount;
+        rem = sRem;
+        base += d << sh;
+        if (sh == 0 || count == rem) break;   // one key value, or a bin taken whole
+        wb = sh;
+        __syncthreads();                      // sDigit/sRem/sCount are rewritten by the next pass
+    }
+    // The k-th largest key's class is [base, base + 2^sh): take every key above it and the first rem
+    // keys of the class in index order.
+    int myEq = 0;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        unsigned int d = key[j] - base;
+        myEq += beg + j < n && key[j] >= base && (d >> sh) == 0u;
+    }
+    int eqTotal;
+    int eqRank = blockExclusiveScan(myEq, &eqTotal);
+    int mySel = 0;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        unsigned int d = key[j] - base;
+        mySel += beg + j < n && key[j] >= base && (d >> sh) != 0u;
+    }
+    mySel += max(0, min(myEq, (int)rem - eqRank));
+    int selTotal;
+    int pos = blockExclusiveScan(mySel, &selTotal);
+    int r = eqRank;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        if (beg + j >= n || key[j] < base) continue;
+        bool take = ((key[j] - base) >> sh) != 0u;
+        if (!take) take = r++ < (int)rem;
+        if (take) idx[pos++] = beg + j;
+    }
+}
+
+// Block = ceil(n / ITEMS) threads rounded up to a multiple of 32; grid = rows.
+extern "C" __global__ void __launch_bounds__(1024) topk_reg4_f32(int* idx, const float* scores, int n, int k, int vec) { topkRegImpl<4>(idx, scores, n, k, vec); }
+extern "C" __global__ void __launch_bounds__(1024) topk_reg16_f32(int* idx, const float* scores, int n, int k, int vec) { topkRegImpl<16>(idx, scores, n, k, vec); }
+
+// ---- Gram matrices of the predictor's t = x·P without cuBLAS -------------------------------------
+// lowRankColumnNorms' Gram form needs G_s = t_sᵀ·t_s (r, r) per segment; three tiny cuBLAS GEMMs
+// with a 4096-long reduction each run on a handful of blocks. Here pass 1 spreads the rows over
+// `chunks` blocks: block c stages its rows of every segment in shared memory (LR_ROWS at a time) and
+// thread e < nseg·r² sums t_s[:, a]·t_s[:, b] over them (e = (s·r + a)·r + b) into part[c, e]; then
+// lowrank_gram_part_norms adds the chunks in a fixed order (same input, same bits) and computes the
+// column norms as lowrank_gram_norms does.
+template <typename T>
+__device__ void lowRankGramPartImpl(LowRankSegs g, float* part, int n, int r, int rowsPerChunk) {
+    __shared__ float ts[3][LR_ROWS][LR_MAXR];
+    int E = g.nseg * r * r;
+    int r0 = blockIdx.x * rowsPerChunk, r1 = min(n, r0 + rowsPerChunk);
+    int e = threadIdx.x;
+    int s = e / (r * r), a = (e / r) % r, b = e % r;
+    float acc = 0.f;
+    for (int c0 = r0; c0 < r1; c0 += LR_ROWS) {
+        int rows = min(LR_ROWS, r1 - c0);
+        __syncthreads();   // the previous rows are no longer read
+        for (int sg = 0; sg < g.nseg; sg++) {
+            const T* t = (const T*)g.t[sg];
+            for (int x = threadIdx.x; x < rows * r; x += blockDim.x) ts[sg][x / r][x % r] = ld(t, (long)c0 * r + x);
+        }
+        __syncthreads();
+        if (e < E)
+            for (int i = 0; i < rows; i++) acc = fmaf(ts[s][i][a], ts[s][i][b], acc);
+    }
+    if (e < E) part[(long)blockIdx.x * E + e] = acc;
+}
+
+template <typename T>
+__device__ void lowRankGramPartNormsImpl(LowRankSegs g, const float* part, int chunks, int r, int mTotal) {
+    __shared__ float gs[3 * LR_MAXR * LR_MAXR];
+    int E = g.nseg * r * r;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        float s = 0.f;
+        int c = 0;
+        for (; c + 8 <= chunks; c += 8) {   // eight independent loads in flight, added in chunk order
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = part[(long)(c + j) * E + e];
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += v[j];
+        }
+        for (; c < chunks; c++) s += part[(long)c * E + e];
+        gs[e] = s;
+    }
+    __syncthreads();
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= mTotal) return;
+    int c;
+    int sg = lrSegment<T>(g, col, &c);
+    const T* q = (const T*)g.q[sg];
+    const float* gm = gs + sg * r * r;
+    float qc[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+    float s = 0.f;
+    for (int a = 0; a < r; a++) {
+        float acc = 0.f;
+        for (int b = 0; b < r; b++) acc = fmaf(gm[a * r + b], qc[b], acc);
+        s = fmaf(qc[a], acc, s);
+    }
+    g.out[sg][c] = sqrtf(fmaxf(s, 0.f));
+}
+extern "C" __global__ void lowrank_gram_part_f32(LR_PARAMS, float* part, int n, int r, int rowsPerChunk) { lowRankGramPartImpl<float>(lrSegs(LR_ARGS), part, n, r, rowsPerChunk); }
+extern "C" __global__ void lowrank_gram_part_bf16(LR_PARAMS, float* part, int n, int r, int rowsPerChunk) { lowRankGramPartImpl<bf16>(lrSegs(LR_ARGS), part, n, r, rowsPerChunk); }
+extern "C" __global__ void lowrank_gram_part_norms_f32(LR_PARAMS, const float* part, int chunks, int r, int mTotal) { lowRankGramPartNormsImpl<float>(lrSegs(LR_ARGS), part, chunks, r, mTotal); }
+extern "C" __global__ void lowrank_gram_part_norms_bf16(LR_PARAMS, const float* part, int chunks, int r, int mTotal) { lowRankGramPartNormsImpl<bf16>(lrSegs(LR_ARGS), part, chunks, r, mTotal); }
+
+// ---- expandGroupChannels over several index rows in one launch -----------------------------------
+// Row y of kvIdx (rows, k) expands into row y of out (rows, k·G) by expand_group_channels' rule: the
+// attention selection's kept Q channels (from K's row) and o_proj input columns (from V's) together.
+extern "C" __global__ void expand_group_channels_rows(int* out, const int* kvIdx, int k, int G, int D) {
+    long e = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (long)k * G) return;
+    out += (long)blockIdx.y * k * G;
+    kvIdx += (long)blockIdx.y * k;
+    int i = (int)(e / G), j = (int)(e % G);
+    int c = kvIdx[i], g = c / D, d = c % D;
+    int start = lowerBound(kvIdx, k, g * D), end = lowerBound(kvIdx, k, (g + 1) * D);
+    out[(long)start * G + (long)j * (end - start) + (i - start)] = (g * G + j) * D + d;
+}

@@ -1368,7 +1368,7 @@ public final class GpuBackend implements Backend {
         if (k < 0 || k > n) throw new IllegalArgumentException("topK: k = " + k + " outside [0, " + n + "]");
         needNumel("topK", "idx", I, k);
         if (k == 0) return;
-        launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+        launchTopK(I, S, 1, n, k);
     }
 
     @Override
@@ -1382,7 +1382,27 @@ public final class GpuBackend implements Backend {
         if (k < 0 || k > n) throw new IllegalArgumentException("topKRows: k = " + k + " outside [0, " + n + "]");
         needNumel("topKRows", "idx", I, (long) m * k);
         if (k == 0 || m == 0) return;
-        launch("topk_f32", m, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+        launchTopK(I, S, m, n, k);
+    }
+
+    /** Largest row the register-resident top-k takes (1024 threads × 16 keys); longer rows use topk_f32. */
+    static final int TOPK_REG_MAX = 1024 * 16;
+    /** The register-resident top-k (default) or the first single-block kernel (kept for comparison and rows over TOPK_REG_MAX). */
+    private boolean topKInRegisters = true;
+
+    void setTopKInRegisters(boolean on) { topKInRegisters = on; }
+
+    /** One block per row of (rows, n) scores into (rows, k) indices; same result from either kernel. */
+    private void launchTopK(GpuTensor I, GpuTensor S, int rows, int n, int k) {
+        if (!topKInRegisters || n > TOPK_REG_MAX) {
+            launch("topk_f32", rows, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+            return;
+        }
+        int items = n <= 4096 ? 4 : 16;
+        int threads = Math.max(32, ((n + items - 1) / items + 31) / 32 * 32);
+        boolean vec = n % 4 == 0 && aligned(S);
+        launch("topk_reg" + items + "_f32", rows, 1, threads, 0,
+                new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k).i(vec ? 1 : 0));
     }
 
     /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
@@ -1391,6 +1411,20 @@ public final class GpuBackend implements Backend {
     private boolean gramNorms = true;
 
     void setGramNorms(boolean on) { gramNorms = on; }
+
+    /**
+     * How the Gram form gets G_s = t_sᵀ·t_s: one cuBLAS GEMM per segment (the first form), one
+     * strided-batched cuBLAS GEMM for all segments (when the t sit equally spaced, as the predictor
+     * stacks them), or the chunked kernel pair lowrank_gram_part + lowrank_gram_part_norms (the default;
+     * no cuBLAS, the chunk sums added in a fixed order).
+     */
+    enum GramMode { CUBLAS_EACH, CUBLAS_BATCHED, KERNEL }
+
+    private GramMode gramMode = GramMode.KERNEL;
+
+    void setGramMode(GramMode m) { gramMode = m; }
+
+    GramMode gramMode() { return gramMode; }
     private static final int LR_COLS = 256, LR_ROWS = 64;
 
     @Override
@@ -1424,12 +1458,33 @@ public final class GpuBackend implements Backend {
         if (n == 0 || r == 0) { for (GpuTensor o : O) fill(o, 0f); return; }
         int gx = (mTotal + LR_COLS - 1) / LR_COLS;
         if (gramNorms) {
-            // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram GEMM per segment, then r² work per column
+            // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram matrix per segment, then r² work per column
             // (not n·r): the attention predictor's q̂/k̂/v̂ norms over thousands of tokens cost a few µs
+            int E = outs.length * r * r;
+            if (gramMode == GramMode.KERNEL && E <= 1024) {
+                // rows spread over up to 64 blocks of at least 64 rows each
+                int chunks = Math.max(1, Math.min(64, (n + 63) / 64)), rowsPerChunk = (n + chunks - 1) / chunks;
+                chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
+                long part = scratch("lowrank.gram.part", (long) chunks * E * 4);
+                launch("lowrank_gram_part_" + sfx(T[0], "lowRankColumnNorms"), chunks, 1, Math.max(128, (E + 31) / 32 * 32), 0,
+                        segments(O, T, Q).ptr(part).i(n).i(r).i(rowsPerChunk));
+                launch("lowrank_gram_part_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
+                        segments(O, T, Q).ptr(part).i(chunks).i(r).i(mTotal));
+                return;
+            }
             long gAddr = scratch("lowrank.gram", 3L * LOW_RANK_MAX * LOW_RANK_MAX * 4);
-            for (int i = 0; i < outs.length; i++) {
-                GpuTensor G = new GpuTensor(this, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
-                matmul(G, T[i], true, T[i], false, 1f, 0f);
+            long tStride = outs.length > 1 ? T[1].address() - T[0].address() : 0;
+            boolean batched = gramMode != GramMode.CUBLAS_EACH && outs.length > 1 && tStride >= (long) n * r * dt.bytes
+                    && tStride % dt.bytes == 0;
+            for (int i = 0; batched && i < outs.length; i++) batched = T[i].address() == T[0].address() + i * tStride;
+            if (batched) {  // G_i = t_iᵀ·t_i for every segment in one strided-batched GEMM
+                gemmBatched(true, false, r, r, n, 1f, T[0].address(), dt, r, tStride / dt.bytes, T[0].address(), dt, r, tStride / dt.bytes,
+                        0f, gAddr, DType.F32, r, (long) r * r, outs.length);
+            } else {
+                for (int i = 0; i < outs.length; i++) {
+                    GpuTensor G = new GpuTensor(this, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
+                    matmul(G, T[i], true, T[i], false, 1f, 0f);
+                }
             }
             launch("lowrank_gram_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
                     segments(O, T, Q).ptr(gAddr).i(r).i(mTotal));
@@ -1506,6 +1561,21 @@ public final class GpuBackend implements Backend {
         long n = (long) k * groupSize;
         if (n == 0) return;
         launch("expand_group_channels", (int) ((n + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(groupSize).i(headDim));
+    }
+
+    @Override
+    public void expandGroupChannelsRows(Tensor out, Tensor kvIdx, int groupSize, int headDim) {
+        bind();
+        GpuTensor O = own(out), I = own(kvIdx);
+        needI32("expandGroupChannelsRows", "out", O);
+        needI32("expandGroupChannelsRows", "kvIdx", I);
+        if (I.rank() != 2) throw new IllegalArgumentException("expandGroupChannelsRows: kvIdx must be (rows, k), got " + I);
+        int rows = I.dim(0), k = I.dim(1);
+        needNumel("expandGroupChannelsRows", "out", O, (long) rows * k * groupSize);
+        long n = (long) k * groupSize;
+        if (n == 0 || rows == 0) return;
+        launch("expand_group_channels_rows", (int) ((n + 255) / 256), rows, 256, 0,
                 new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(groupSize).i(headDim));
     }
 
