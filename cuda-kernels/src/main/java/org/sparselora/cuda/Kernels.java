@@ -72,6 +72,14 @@ final class Kernels implements AutoCloseable {
         m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");
+        // the predictor's fast paths (issue 5)
+        m.put("topk_reg4_f32", "sparse");
+        m.put("topk_reg16_f32", "sparse");
+        for (String a : t) {
+            m.put("lowrank_gram_part_" + a, "sparse");
+            m.put("lowrank_gram_part_norms_" + a, "sparse");
+        }
+        m.put("expand_group_channels_rows", "sparse");
         return Collections.unmodifiableMap(m);
     }
 
