@@ -28,7 +28,8 @@ if [[ ${MEMCHECK_S:-20} != 0 ]] && command -v compute-sanitizer >/dev/null; then
   T=org.sparselora.cuda.GpuBackendTest
   timeout "${MEMCHECK_S:-20}" compute-sanitizer --tool memcheck --print-limit 10 "${junit[@]}" \
     --select-method "$T#topKRegisterKernelMatchesCpu" --select-method "$T#lowRankGramModesMatchCpu" \
-    --select-method "$T#expandGroupChannelsRowsMatchesCpu" > "$out/memcheck.log" 2>&1
+    --select-method "$T#expandGroupChannelsRowsMatchesCpu" --select-method "$T#matmulSharedASmallLeftOperand" \
+    --select-method "$T#lowRankSwigluScoresOverFewRows" > "$out/memcheck.log" 2>&1
   echo "memcheck exit $? (124 = cut off by the time limit)"; grep -E "ERROR SUMMARY|Invalid|tests (successful|failed)" "$out/memcheck.log" | head -12
 fi
 echo "predictor-run: tests exit status $status"

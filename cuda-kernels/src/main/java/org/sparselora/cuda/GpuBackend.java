@@ -569,8 +569,34 @@ public final class GpuBackend implements Backend {
                     && O[i].rank() == 2 && O[i].dim(0) == M && O[i].dim(1) == N && O[i].dtype() == cT
                     && B[i].address() == B[0].address() + i * bStride && O[i].address() == O[0].address() + i * cStride;
         if (!batched) { Backend.super.matmulSharedA(outs, a, bs); return; }
+        String skinny = skinnyKernel(M, N, aT, cT);
+        boolean skinnyOk = skinny != null && aligned(A) && aligned(B[0]) && aligned(O[0])
+                && (bStride / bT.bytes) % 8 == 0 && (cStride / cT.bytes) % 8 == 0;
+        if (skinnyOk && skinnySharedA) {
+            launch(skinny, M, count, 256, 0, new Kernels.Args().ptr(O[0].address()).ptr(A.address()).ptr(B[0].address())
+                    .i(K).i(N).l(bStride / bT.bytes).l(cStride / cT.bytes));
+            return;
+        }
         gemmBatched(false, false, M, N, K, 1f, A.address(), aT, K, 0L, B[0].address(), bT, N, bStride / bT.bytes,
                 0f, O[0].address(), cT, N, cStride / cT.bytes, count);
+    }
+
+    /** matmulSharedA with a small left operand through skinny_shared_a (default) or cuBLAS's batched GEMM. */
+    private boolean skinnySharedA = true;
+
+    void setSkinnySharedA(boolean on) { skinnySharedA = on; }
+
+    /**
+     * The skinny_shared_a kernel for an (M, K)·(K, N) product set, or null where it does not apply:
+     * M ≤ 32 rows (the predictor's per-sequence means), N ≤ 32 columns in groups of 8 (its rank), bf16
+     * operands into a bf16 or f32 output, or f32 throughout.
+     */
+    private static String skinnyKernel(int M, int N, DType abType, DType cType) {
+        if (M > 32 || N > 32 || N % 8 != 0) return null;
+        if (abType == DType.BF16 && cType == DType.BF16) return "skinny_shared_a_bf16_bf16";
+        if (abType == DType.BF16 && cType == DType.F32) return "skinny_shared_a_f32_bf16";
+        if (abType == DType.F32 && cType == DType.F32) return "skinny_shared_a_f32_f32";
+        return null;
     }
 
     private long convertToScratch(String key, GpuTensor src, DType target) {
@@ -1462,8 +1488,9 @@ public final class GpuBackend implements Backend {
             // (not n·r): the attention predictor's q̂/k̂/v̂ norms over thousands of tokens cost a few µs
             int E = outs.length * r * r;
             if (gramMode == GramMode.KERNEL && E <= 1024) {
-                // rows spread over up to 64 blocks of at least 64 rows each
-                int chunks = Math.max(1, Math.min(64, (n + 63) / 64)), rowsPerChunk = (n + chunks - 1) / chunks;
+                // rows spread over up to 32 blocks of at least 64 rows each (more blocks make each
+                // shorter, but the second kernel's latency-bound chunk sum longer)
+                int chunks = Math.max(1, Math.min(32, (n + 63) / 64)), rowsPerChunk = (n + chunks - 1) / chunks;
                 chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
                 long part = scratch("lowrank.gram.part", (long) chunks * E * 4);
                 launch("lowrank_gram_part_" + sfx(T[0], "lowRankColumnNorms"), chunks, 1, Math.max(128, (E + 31) / 32 * 32), 0,
@@ -1508,6 +1535,11 @@ public final class GpuBackend implements Backend {
         return a.i(O.length);
     }
 
+    /** lowRankSwigluColumnNorms over ≤ LR_ROWS rows through lowrank_swiglu_small (default) or the segment-struct kernel. */
+    private boolean swigluSmall = true;
+
+    void setSwigluSmall(boolean on) { swigluSmall = on; }
+
     @Override
     public void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
         bind();
@@ -1523,6 +1555,12 @@ public final class GpuBackend implements Backend {
         if (!fused) { Backend.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu); return; }
         if (m == 0) return;
         if (n == 0 || r == 0) { fill(O, 0f); return; }
+        if (n <= LR_ROWS && swigluSmall) {   // the B sequence means: one pass, flat parameters
+            launch("lowrank_swiglu_small_r" + (r <= 8 ? 8 : 32) + "_" + sfx(TG, "lowRankSwigluColumnNorms"), (m + 127) / 128, 1, 128, 0,
+                    new Kernels.Args().ptr(O.address()).ptr(TG.address()).ptr(TU.address()).ptr(QG.address()).ptr(QU.address())
+                            .i(n).i(r).i(m));
+            return;
+        }
         int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (m + LR_COLS - 1) / LR_COLS;
         long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * m * 4) : 0;
         // segment parameters: t = (tg, tu), Q = (qg, qu), the one output, width m

@@ -387,6 +387,43 @@ class GpuBackendTest {
         }
     }
 
+    /**
+     * matmulSharedA with a small left operand (the MLP predictor's x̄ (B, C) times its stacked P): the
+     * skinny_shared_a kernel (default) and cuBLAS's batched GEMM against the CPU, at the 8B shape (8 ×
+     * 4096 · 2 × (4096, 8)), K not a multiple of the block (1000), one row, 32 rows, N = 16 and 24,
+     * bf16 → bf16, bf16 → f32 and f32 → f32; N = 12 (not in groups of 8) and M = 33 take cuBLAS.
+     */
+    @Test
+    void matmulSharedASmallLeftOperand() {
+        int[][] mkn = {{8, 4096, 8}, {8, 1000, 8}, {1, 4096, 8}, {32, 512, 16}, {5, 300, 24}, {8, 96, 12}, {33, 96, 8}};
+        DType[][] types = {{DType.BF16, DType.BF16}, {DType.BF16, DType.F32}, {DType.F32, DType.F32}};
+        try {
+            for (boolean skinny : new boolean[] {true, false}) {
+                gpu.setSkinnySharedA(skinny);
+                for (int[] s : mkn) {
+                    int M = s[0], K = s[1], N = s[2];
+                    for (DType[] tt : types) {
+                        int count = 2;
+                        Pair A = pair(rand(M * K, 1f), tt[0], M, K);
+                        Pair stackB = pair(rand(count * K * N, 1f), tt[0], count * K, N);
+                        Pair stackO = out(tt[1], count * M, N);
+                        Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
+                        for (int i = 0; i < count; i++) {
+                            bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
+                            og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
+                        }
+                        gpu.matmulSharedA(og, A.g, bg);
+                        cpu.matmulSharedA(oc, A.c, bc);
+                        close("matmulSharedA " + (skinny ? "skinny " : "cuBLAS ") + M + "x" + K + "x" + N + " " + tt[0] + "->" + tt[1],
+                                stackO, tt[1] == DType.BF16 ? BF16_TOL : (tt[0] == DType.F32 ? F32_TOL : 1e-4));
+                    }
+                }
+            }
+        } finally {
+            gpu.setSkinnySharedA(true);
+        }
+    }
+
     // ------------------------------------------------------------------ layers
 
     @Test
@@ -1164,8 +1201,8 @@ class GpuBackendTest {
      * Every way lowRankColumnNorms' Gram form gets tᵀt (one cuBLAS GEMM per segment, one batched GEMM,
      * the chunked kernels) against the CPU's estimate + columnNorms, at the 8B attention predictor's
      * shape (4096 tokens, r = 8, q̂/k̂/v̂ widths 4096/1024/1024, the t stacked as ChannelSelection
-     * stacks them) and at token counts that leave a short last chunk; separate t tensors (not equally
-     * spaced) for the batched mode, which then falls back to one GEMM each; rank 20 with three segments
+     * stacks them) and at token counts that leave a short last chunk; separate t tensors too (the
+     * batched mode takes one GEMM each unless the pool happened to space them equally); rank 20 with three segments
      * (3·20² > 1024 Gram entries: the kernel mode falls back to cuBLAS). Tolerance as the Gram form's: 1e-3.
      */
     @Test
@@ -1209,6 +1246,32 @@ class GpuBackendTest {
             }
         } finally {
             gpu.setGramMode(GpuBackend.GramMode.KERNEL);
+        }
+    }
+
+    /**
+     * The MLP predictor's scores over a few rows (the B sequence means): the flat-parameter kernel
+     * (default; rank bound 8 or 32) and the segment-struct kernel against the CPU's estimates + swiglu +
+     * columnNorms, at 1, 8 and 64 rows (the most one pass takes), ranks 5, 8, 16 and 32, the 8B MLP
+     * width 14336 and an odd width. Both sum fp32 products of the same inputs: 1e-4.
+     */
+    @Test
+    void lowRankSwigluScoresOverFewRows() {
+        try {
+            for (boolean small : new boolean[] {true, false}) {
+                gpu.setSwigluSmall(small);
+                for (DType t : FLOATS)
+                    for (int[] nrm : new int[][] {{8, 8, 14336}, {1, 8, 1029}, {64, 5, 1029}, {8, 16, 300}, {3, 32, 1029}}) {
+                        int n = nrm[0], r = nrm[1], m = nrm[2];
+                        Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
+                        Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
+                        gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
+                        cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
+                        close("lowRankSwigluColumnNorms " + (small ? "small " : "struct ") + t + " n=" + n + " r=" + r + " m=" + m, O, 1e-4);
+                    }
+            }
+        } finally {
+            gpu.setSwigluSmall(true);
         }
     }
 

@@ -90,9 +90,17 @@ public final class PredictorBench {
             row(g, "sequenceMean (8x512,4096) -> (8,4096)", () -> g.sequenceMean(xbar, x, ks, B, T));
             Tensor tgu = g.empty(DType.BF16, 2 * B, r);
             Tensor[] tgus = {tgu.view(0, B, r), tgu.view((long) B * r, B, r)};
-            row(g, "matmulSharedA xbar(8,4096)·P 2x(4096,8) batched", () -> g.matmulSharedA(tgus, xbar, new Tensor[] {ps[0], ps[1]}));
+            for (boolean skinny : new boolean[] {false, true}) {
+                g.setSkinnySharedA(skinny);
+                row(g, "matmulSharedA xbar(8,4096)·P 2x(4096,8) " + (skinny ? "skinny kernel (new)" : "cuBLAS batched (old)"),
+                        () -> g.matmulSharedA(tgus, xbar, new Tensor[] {ps[0], ps[1]}));
+            }
             Tensor qg = rand(g, DType.BF16, r, I), qu = rand(g, DType.BF16, r, I), mlpScores = g.empty(DType.F32, I);
-            row(g, "lowRankSwigluColumnNorms n=8 M=14336", () -> g.lowRankSwigluColumnNorms(mlpScores, tgus[0], qg, tgus[1], qu));
+            for (boolean small : new boolean[] {false, true}) {
+                g.setSwigluSmall(small);
+                row(g, "lowRankSwigluColumnNorms n=8 M=14336 " + (small ? "flat kernel (new)" : "segment kernel (old)"),
+                        () -> g.lowRankSwigluColumnNorms(mlpScores, tgus[0], qg, tgus[1], qu));
+            }
 
             // ---- whole selections through ChannelSelection (random factors: timing only)
             LlamaConfig cfg = new LlamaConfig("LlamaForCausalLM", C, I, 32, Hq, Hkv, D, 128256, 8192, 1e-5f, 500000f, null, false, false, 128000, 128001);
@@ -105,13 +113,15 @@ public final class PredictorBench {
                 Tensor xn = rand(g, DType.BF16, N, C);
                 for (boolean fresh : new boolean[] {false, true}) {
                     g.setTopKInRegisters(fresh);
+                    g.setSkinnySharedA(fresh);
+                    g.setSwigluSmall(fresh);
                     g.setGramMode(fresh ? GpuBackend.GramMode.KERNEL : GpuBackend.GramMode.CUBLAS_EACH);
-                    String tag = fresh ? " (new kernels)" : " (old topK, cuBLAS Gram each)";
+                    String tag = fresh ? " (new kernels)" : " (old topK, cuBLAS GEMMs)";
                     row(g, "selectMlp layer 10" + tag, () -> sel.selectMlp(10, xn, ks, B, T).close());
-                    row(g, "selectAttention layer 20" + tag, () -> sel.selectAttention(20, xn, null).close());
+                    row(g, "selectAttention layer 21" + tag, () -> sel.selectAttention(21, xn, null).close());
                 }
                 double mlp = graphUs(g, () -> sel.selectMlp(10, xn, ks, B, T).close());
-                double att = graphUs(g, () -> sel.selectAttention(20, xn, null).close());
+                double att = graphUs(g, () -> sel.selectAttention(21, xn, null).close());
                 System.out.printf(Locale.ROOT, "predictor per step (28 MLP + 14 attention selections, new kernels): %.2f ms%n",
                         (28 * mlp + 14 * att) / 1e3);
             }
