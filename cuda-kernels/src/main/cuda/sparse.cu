@@ -932,16 +932,16 @@ __device__ void lowRankGramPartNormsImpl(LowRankSegs g, const float* part, int c
     __shared__ float gs[3 * LR_MAXR * LR_MAXR];
     int E = g.nseg * r * r;
     for (int e = threadIdx.x; e < E; e += blockDim.x) {
-        // all of a round's 16 loads in flight before the adds (the sum is latency-bound: ≤ 32 chunks
-        // are two rounds), added in chunk order
         float s = 0.f;
-        for (int c = 0; c < chunks; c += 16) {
-            float v[16];
+        int c = 0;
+        for (; c + 8 <= chunks; c += 8) {   // eight independent loads in flight, added in chunk order
+            float v[8];
 #pragma unroll
-            for (int j = 0; j < 16; j++) v[j] = c + j < chunks ? part[(long)(c + j) * E + e] : 0.f;
+            for (int j = 0; j < 8; j++) v[j] = part[(long)(c + j) * E + e];
 #pragma unroll
-            for (int j = 0; j < 16; j++) s += v[j];
+            for (int j = 0; j < 8; j++) s += v[j];
         }
+        for (; c < chunks; c++) s += part[(long)c * E + e];
         gs[e] = s;
     }
     __syncthreads();
