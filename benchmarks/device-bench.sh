@@ -7,7 +7,7 @@ set -uo pipefail
 out=${OUT:-$PWD/out}; mkdir -p "$out" /tmp/jre
 tar -C /tmp/jre -xJf .devrun/jre25.tar.xz
 java=/tmp/jre/jre25/bin/java
-cp=$(ls .devrun/bench/lib/*.jar | tr '\n' ':')
+cp=$(ls ${BENCH_LIB:-.devrun/bench/lib}/*.jar | tr '\n' ':')
 run() { "$java" --add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx100g -cp "$cp" org.sparselora.bench.step.StepBenchmark "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/env.txt" 2>&1
 W=${WARMUP:-20}; S=${STEPS:-30}

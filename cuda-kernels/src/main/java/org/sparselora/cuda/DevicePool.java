@@ -14,10 +14,15 @@ import java.util.Map;
  * bucket's free list for the next request of that size. Reuse is safe because the backend runs all
  * work on one stream: whatever the old owner queued completes before the new owner's work starts.
  *
- * <p>Blocks released while a graph is being captured are handed to that graph instead of the free
- * list: the graph's replays keep using them as scratch, so no other tensor may get them until the
- * graph is closed. Driver memory is given back only by {@link #trim()} (tried before failing an
- * allocation) and {@link #close()}.
+ * <p>Graph capture ({@link #beginCapture()} … {@link #endCapture()}): a captured graph's replays write
+ * the very blocks its captured ops wrote, so no tensor outside the graph may get them while it
+ * lives. Blocks released during the capture go to a free list local to the capture (later requests
+ * of the same capture reuse them, in stream order as in an eager run, so a captured step needs no
+ * more memory than an eager one) and belong to the graph when the capture ends. Blocks acquired
+ * during the capture and still held when it ends (e.g. a step's index tensors closed after the
+ * step) are tagged with it: when their holder releases them they too go to the graph, not to the
+ * free list. {@link #returnGraphBlocks} (the graph closed) gives them all back. Driver memory is
+ * given back only by {@link #trim()} (tried before failing an allocation) and {@link #close()}.
  *
  * @param <P> the driver's handle of one allocation
  */
@@ -30,12 +35,40 @@ final class DevicePool<P> implements AutoCloseable {
         void free(P block);
     }
 
-    /** One pooled allocation: the driver handle and its rounded size. */
-    record Block<P>(P handle, long bytes) {}
+    /** One pooled allocation: the driver handle and its rounded size (identity matters: a block is one allocation). */
+    static final class Block<P> {
+        private final P handle;
+        private final long bytes;
+        private Capture<P> graph;   // the (live) graph whose capture acquired this block, if any
+
+        Block(P handle, long bytes) {
+            this.handle = handle;
+            this.bytes = bytes;
+        }
+
+        P handle() { return handle; }
+
+        long bytes() { return bytes; }
+    }
+
+    /** The blocks of one graph capture: {@link #endCapture()} returns it; pass it to {@link #returnGraphBlocks} when the graph is closed. */
+    static final class Capture<P> {
+        private final List<Block<P>> owned = new ArrayList<>();                 // the graph's blocks (released by their holders)
+        private final Map<Long, ArrayDeque<Block<P>>> local = new HashMap<>();  // released during the capture, reusable by it
+        private final java.util.Set<Block<P>> held = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        private boolean capturing = true, closed;
+
+        /** Blocks the graph owns now (released ones); more join as holders release blocks acquired during the capture. */
+        List<Block<P>> owned() {
+            List<Block<P>> all = new ArrayList<>(owned);
+            for (ArrayDeque<Block<P>> q : local.values()) all.addAll(q);
+            return all;
+        }
+    }
 
     private final Driver<P> driver;
     private final Map<Long, ArrayDeque<Block<P>>> free = new HashMap<>();
-    private List<Block<P>> capturing;  // non-null while a graph capture runs
+    private Capture<P> capturing;  // non-null while a graph capture runs
     private long held, inUse, peakHeld, peakInUse;
 
     DevicePool(Driver<P> driver) { this.driver = driver; }
@@ -53,8 +86,13 @@ final class DevicePool<P> implements AutoCloseable {
 
     Block<P> acquire(long bytes) {
         long size = bucket(bytes);
+        Block<P> b = null;
+        if (capturing != null) {
+            ArrayDeque<Block<P>> lq = capturing.local.get(size);
+            b = lq == null ? null : lq.poll();
+        }
         ArrayDeque<Block<P>> q = free.get(size);
-        Block<P> b = q == null ? null : q.poll();
+        if (b == null) b = q == null ? null : q.poll();
         if (b == null) {
             P h;
             try {
@@ -69,30 +107,63 @@ final class DevicePool<P> implements AutoCloseable {
         }
         inUse += size;
         peakInUse = Math.max(peakInUse, inUse);
+        if (capturing != null) {
+            b.graph = capturing;
+            capturing.held.add(b);
+        }
         return b;
     }
 
     void release(Block<P> b) {
         inUse -= b.bytes();
-        if (capturing != null) capturing.add(b);
-        else free.computeIfAbsent(b.bytes(), k -> new ArrayDeque<>()).add(b);
+        if (capturing != null) {
+            // reusable by the rest of this capture, the graph's afterwards (a block of another live
+            // graph stays that graph's too: both replay into it, one after the other on one stream)
+            if (b.graph == capturing) capturing.held.remove(b);
+            else if (b.graph != null) {
+                b.graph.held.remove(b);
+                b.graph.owned.add(b);
+                return;
+            }
+            b.graph = capturing;
+            capturing.local.computeIfAbsent(b.bytes(), k -> new ArrayDeque<>()).add(b);
+        } else if (b.graph != null) {
+            b.graph.held.remove(b);
+            b.graph.owned.add(b);    // the graph's replays still write it
+        } else {
+            free.computeIfAbsent(b.bytes(), k -> new ArrayDeque<>()).add(b);
+        }
     }
 
-    /** From now until {@link #endCapture()}, released blocks belong to the graph being captured. */
+    /** From now until {@link #endCapture()}, blocks acquired or released belong to the graph being captured. */
     void beginCapture() {
         if (capturing != null) throw new IllegalStateException("capture already running");
-        capturing = new ArrayList<>();
+        capturing = new Capture<>();
     }
 
-    /** The blocks the captured graph owns; give them back with {@link #returnGraphBlocks} when it is closed. */
-    List<Block<P>> endCapture() {
-        List<Block<P>> owned = capturing == null ? List.of() : capturing;
+    /** The captured graph's blocks; give them back with {@link #returnGraphBlocks} when it is closed. */
+    Capture<P> endCapture() {
+        if (capturing == null) throw new IllegalStateException("no capture running");
+        Capture<P> c = capturing;
         capturing = null;
-        return owned;
+        c.capturing = false;
+        for (ArrayDeque<Block<P>> q : c.local.values()) c.owned.addAll(q);
+        c.local.clear();
+        return c;
     }
 
-    void returnGraphBlocks(List<Block<P>> owned) {
-        for (Block<P> b : owned) free.computeIfAbsent(b.bytes(), k -> new ArrayDeque<>()).add(b);
+    /** The graph is closed: its released blocks go back to the free list; blocks still held go there when released. */
+    void returnGraphBlocks(Capture<P> c) {
+        if (c.closed) return;
+        if (c.capturing) throw new IllegalStateException("the capture is still running");
+        c.closed = true;
+        for (Block<P> b : c.owned) {
+            b.graph = null;
+            free.computeIfAbsent(b.bytes(), k -> new ArrayDeque<>()).add(b);
+        }
+        c.owned.clear();
+        for (Block<P> b : c.held) b.graph = null;
+        c.held.clear();
     }
 
     /** Frees every cached (unused) block; returns the bytes given back to the driver. */

@@ -1620,41 +1620,50 @@ public final class GpuBackend implements Backend {
     // ================================================================== graphs, timing
 
     /** A captured and instantiated CUDA graph; {@link #replay()} launches it on the backend's stream. */
-    public final class Graph implements AutoCloseable {
+    public final class Graph implements Backend.Captured {
         private final CUgraph graph;
         private final CUgraphExec exec;
-        private final List<DevicePool.Block<DevPtr>> owned;  // tensor blocks its replays use as scratch
+        private final DevicePool.Capture<DevPtr> blocks;  // tensor blocks its replays write (scratch and outputs)
         private boolean closed;
 
-        private Graph(CUgraph graph, CUgraphExec exec, List<DevicePool.Block<DevPtr>> owned) {
+        private Graph(CUgraph graph, CUgraphExec exec, DevicePool.Capture<DevPtr> blocks) {
             this.graph = graph;
             this.exec = exec;
-            this.owned = owned;
+            this.blocks = blocks;
         }
 
         /** Queues one replay (asynchronous, like every other op). */
+        @Override
         public void replay() {
             bind();
             if (closed) throw new IllegalStateException("graph closed");
+            if (capturing) throw new IllegalStateException("a graph cannot be replayed while another is being captured");
             cuGraphLaunch(exec, stream);
         }
 
         @Override
         public void close() {
-            if (closed) return;
+            if (closed || GpuBackend.this.closed) return;
             closed = true;
             bind();
+            // a replay may still be running: its blocks go back to the pool only after it is done
+            // (the pool's reuse is stream-ordered, so later work queued on this stream is safe anyway)
             cuGraphExecDestroy(exec);
             cuGraphDestroy(graph);
-            pool.returnGraphBlocks(owned);
+            pool.returnGraphBlocks(blocks);
         }
     }
+
+    @Override
+    public boolean canCapture() { return true; }
 
     /**
      * Starts recording every op queued from now on into a graph instead of running it (relaxed
      * capture mode). Ops that wait for the device or upload from the host throw while capturing;
-     * tensors may be made and closed (blocks closed during the capture stay reserved for the graph).
+     * tensors may be made and closed: blocks acquired or released during the capture stay the
+     * graph's until it is closed ({@link DevicePool}).
      */
+    @Override
     public void beginCapture() {
         bind();
         if (capturing) throw new IllegalStateException("a CUDA graph capture is already running");
@@ -1664,16 +1673,32 @@ public final class GpuBackend implements Backend {
     }
 
     /** Ends the capture and returns the instantiated graph. */
+    @Override
     public Graph endCapture() {
         bind();
         if (!capturing) throw new IllegalStateException("no CUDA graph capture is running");
         CUgraph graph = new CUgraph();
         capturing = false;
-        List<DevicePool.Block<DevPtr>> owned = pool.endCapture();
-        cuStreamEndCapture(stream, graph);
-        CUgraphExec exec = new CUgraphExec();
-        cuGraphInstantiate(exec, graph, 0L);
-        return new Graph(graph, exec, owned);
+        DevicePool.Capture<DevPtr> blocks = pool.endCapture();
+        try {
+            cuStreamEndCapture(stream, graph);
+            CUgraphExec exec = new CUgraphExec();
+            cuGraphInstantiate(exec, graph, 0L);
+            return new Graph(graph, exec, blocks);
+        } catch (RuntimeException e) {
+            pool.returnGraphBlocks(blocks);
+            throw e;
+        }
+    }
+
+    @Override
+    public void abortCapture() {
+        if (!capturing) return;
+        try {
+            endCapture().close();
+        } catch (RuntimeException ignored) {
+            // an invalidated capture fails to end or instantiate; the stream has left capture mode either way
+        }
     }
 
     /** Runs {@code work} (which queues ops) and returns the device time it took in milliseconds, from CUDA events. */

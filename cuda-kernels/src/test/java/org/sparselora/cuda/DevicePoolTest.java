@@ -76,15 +76,51 @@ class DevicePoolTest {
         DevicePool.Block<long[]> tmp = pool.acquire(4096);
         pool.release(tmp);
         pool.release(before);
-        List<DevicePool.Block<long[]>> owned = pool.endCapture();
-        assertEquals(2, owned.size());
+        DevicePool.Capture<long[]> graph = pool.endCapture();
+        assertEquals(2, graph.owned().size());
         // neither may be handed out while the graph lives
         DevicePool.Block<long[]> after = pool.acquire(4096);
         assertNotSame(tmp.handle(), after.handle());
         assertNotSame(before.handle(), after.handle());
-        pool.returnGraphBlocks(owned);
+        pool.returnGraphBlocks(graph);
         assertTrue(List.of(tmp.handle(), before.handle()).contains(pool.acquire(4096).handle()));
         assertThrows(IllegalStateException.class, () -> { pool.beginCapture(); pool.beginCapture(); });
+    }
+
+    @Test
+    void aCaptureReusesItsOwnReleasedBlocksLikeAnEagerRun() {
+        FakeDriver d = new FakeDriver();
+        DevicePool<long[]> pool = new DevicePool<>(d);
+        pool.beginCapture();
+        for (int layer = 0; layer < 10; layer++) pool.release(pool.acquire(1 << 20));   // a per-layer temporary
+        DevicePool.Capture<long[]> graph = pool.endCapture();
+        assertEquals(1 << 20, d.live, "one block serves every layer inside the capture");
+        assertEquals(1, graph.owned().size());
+        pool.returnGraphBlocks(graph);
+        pool.acquire(1 << 20);
+        assertEquals(1 << 20, d.live, "given back to the pool with the graph");
+    }
+
+    @Test
+    void aBlockMadeDuringCaptureAndReleasedAfterItStaysWithTheGraph() {
+        FakeDriver d = new FakeDriver();
+        DevicePool<long[]> pool = new DevicePool<>(d);
+        pool.beginCapture();
+        DevicePool.Block<long[]> out = pool.acquire(4096);   // e.g. a step's index tensor, closed after the step
+        DevicePool.Capture<long[]> graph = pool.endCapture();
+        pool.release(out);                                    // the graph's replays still write it
+        assertEquals(1, graph.owned().size());
+        assertNotSame(out.handle(), pool.acquire(4096).handle());
+        pool.returnGraphBlocks(graph);
+        assertSame(out.handle(), pool.acquire(4096).handle());
+
+        // held past the graph's end: released afterwards it is an ordinary block again
+        pool.beginCapture();
+        DevicePool.Block<long[]> kept = pool.acquire(8192);
+        DevicePool.Capture<long[]> g2 = pool.endCapture();
+        pool.returnGraphBlocks(g2);
+        pool.release(kept);
+        assertSame(kept.handle(), pool.acquire(8192).handle());
     }
 
     @Test

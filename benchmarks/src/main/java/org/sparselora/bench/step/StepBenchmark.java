@@ -28,6 +28,7 @@ import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.train.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
+import org.sparselora.engine.train.StepResult;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -61,6 +62,8 @@ public final class StepBenchmark implements Callable<Integer> {
     @Option(names = "--peak-tflops", description = "measured bf16 GEMM peak for MFU (default ${DEFAULT-VALUE}, GPU.md)") double peakTflops = 790;
     @Option(names = "--profile", description = "after timing, run this many dense and sparse steps with a device sync around every op and print where the time goes (default ${DEFAULT-VALUE})") int profile = 0;
     @Option(names = "--json", description = "append one JSON line per row to this file") Path json;
+    @Option(names = "--graphs", description = "eager (phases split by syncs), recorded (whole steps through the trainer, replayed as CUDA graphs) or both (default ${DEFAULT-VALUE})")
+    String graphs = "both";
 
     public static void main(String[] args) {
         System.exit(new CommandLine(new StepBenchmark()).execute(args));
@@ -100,7 +103,8 @@ public final class StepBenchmark implements Callable<Integer> {
             };
             try (LoraAdapter lora = new LoraAdapter(be, cfg, new LoraConfig(32, 64f, 0f, tg, false, 7))) {
                 randomizeB(lora);
-                rows.add(measure(cfg, be, m, lora, b, null, t, "dense LoRA"));
+                if (eager()) rows.add(measure(cfg, be, m, lora, b, null, t, "dense LoRA"));
+                if (recorded()) rows.add(measureRecorded(cfg, be, m, lora, b, null, t, "dense LoRA, recorded step"));
                 if (sparsity != null) {
                     SparsityConfig sc = SparsityConfig.load(sparsity);
                     if (frozenGrad != null)
@@ -111,8 +115,10 @@ public final class StepBenchmark implements Callable<Integer> {
                     SvdPredictor pred = SvdPredictor.randomForTiming(cfg, res, sc.rank(), 11);
                     String label = "SparseLoRA " + sparsity.getFileName().toString().replace(".yaml", "") + " (" + sc.frozenGrad().name().toLowerCase(Locale.ROOT) + ")";
                     try (SparsePlanner planner = new SparsePlanner(be, sc, new ChannelSelection(be, pred, res), warmup + steps, 3)) {
-                        rows.add(measure(cfg, be, m, lora, b, planner, t, label));
-                        if (first) rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor)"));
+                        if (eager()) rows.add(measure(cfg, be, m, lora, b, planner, t, label));
+                        if (first && eager()) rows.add(measureFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor)"));
+                        if (recorded()) rows.add(measureRecorded(cfg, be, m, lora, b, planner, t, label + ", recorded step"));
+                        if (first && recorded()) rows.add(measureRecordedFixedPlan(cfg, be, m, lora, b, planner, t, "  same, plan fixed (no predictor), recorded"));
                         if (first && profile > 0)
                             OpTimes.profile(be, w, lora, b, pbe -> new SparsePlanner(pbe, scFinal, new ChannelSelection(pbe, pred, res), warmup + steps, 3),
                                     profile, warmup, cfg.numLayers());
@@ -123,6 +129,61 @@ public final class StepBenchmark implements Callable<Integer> {
         }
         print(rows);
         return 0;
+    }
+
+    private boolean eager() { return graphMode().equals("eager") || graphMode().equals("both"); }
+
+    private boolean recorded() { return graphMode().equals("recorded") || graphMode().equals("both"); }
+
+    private String graphMode() {
+        if (!List.of("eager", "recorded", "both").contains(graphs)) throw new IllegalArgumentException("--graphs takes eager, recorded or both, not " + graphs);
+        return graphs;
+    }
+
+    /**
+     * Whole training steps as training runs them: {@link LoraTrainer#computeGradients} +
+     * {@link LoraTrainer#applyUpdate}, the step's device work recorded at its second step and
+     * replayed as one CUDA graph after (on a backend that records; eager elsewhere). One sync per
+     * step; no phase split. Fails if a timed step was not a replay on a recording backend.
+     */
+    private Row measureRecorded(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b,
+                                org.sparselora.engine.train.SparsePlanner planner, String tg, String name) {
+        resetPeak(be);
+        double[] step = new double[steps];
+        long flops = -1, predictor = 0;
+        try (LoraTrainer tr = new LoraTrainer(m, lora, OptimizerConfig.defaults(warmup + steps))) {
+            if (planner != null) tr.setSparsePlanner(planner);
+            for (int s = 0; s < warmup + steps; s++) {
+                be.synchronize();
+                long a = System.nanoTime();
+                StepResult r = tr.computeGradients(b, s, planner != null);
+                tr.applyUpdate(s, b.outputTokenCount());
+                be.synchronize();
+                long e = System.nanoTime();
+                if (s >= warmup) step[s - warmup] = (e - a) / 1e6;
+                if (planner != null) {
+                    flops = r.flops() - r.predictorFlops();
+                    predictor = r.predictorFlops();
+                }
+            }
+            if (be.canCapture() && tr.replayedSteps() < steps)
+                throw new IllegalStateException(name + ": only " + tr.replayedSteps() + " of the " + steps + " timed steps were graph replays");
+        }
+        return row(cfg, lora, b, tg, name, new Timings(step, new double[steps], new double[steps]), flops, predictor, be, true);
+    }
+
+    /** {@link #measureRecorded} with one plan (chosen at a sparse step) handed out every step: the recorded step without the predictor. */
+    private Row measureRecordedFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
+        SparsePlan plan = planner.plan(b, warmup);
+        if (plan == null) throw new IllegalStateException("step " + warmup + " is not sparse under " + sparsity);
+        m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
+        m.backward();
+        lora.zeroGrads();
+        try {
+            return measureRecorded(cfg, be, m, lora, b, (batch, step) -> plan, tg, name);
+        } finally {
+            planner.release();
+        }
     }
 
     /** What one timed step runs: returns the plan it used (null = dense), still held until {@code done}. */
@@ -167,6 +228,7 @@ public final class StepBenchmark implements Callable<Integer> {
         return new Timings(fwd, bwd, opt);
     }
 
+
     private Row measure(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
         long[] flops = {-1, 0}; // plan FLOPs (-1 = dense), predictor FLOPs
         resetPeak(be);
@@ -184,7 +246,7 @@ public final class StepBenchmark implements Callable<Integer> {
                 planner.release();
             }
         });
-        return row(cfg, lora, b, tg, name, t, flops[0], flops[1], be);
+        return row(cfg, lora, b, tg, name, t, flops[0], flops[1], be, false);
     }
 
     /** SparseLoRA with one plan (chosen at a sparse step) reused: the step without the predictor. */
@@ -200,15 +262,17 @@ public final class StepBenchmark implements Callable<Integer> {
         });
         long planFlops = FlopCount.executed(cfg, FlopCount.Lora.of(lora.config()), b, plan, 0).flops();
         planner.release();
-        return row(cfg, lora, b, tg, name, t, planFlops, 0, be);
+        return row(cfg, lora, b, tg, name, t, planFlops, 0, be, false);
     }
 
+    /** @param whole t.fwd holds whole steps (no phase split) */
     private Row row(LlamaConfig cfg, LoraAdapter lora, Batch b, String tg, String name, Timings t,
-                    long planFlops, long predictorFlops, Backend be) {
+                    long planFlops, long predictorFlops, Backend be, boolean whole) {
         double[] fwd = t.fwd(), bwd = t.bwd(), opt = t.opt();
         double[] step = new double[steps];
         for (int i = 0; i < steps; i++) step[i] = fwd[i] + bwd[i] + opt[i];
         double ms = median(step);
+        if (whole) fwd = bwd = opt = new double[] {Double.NaN};
         long dense = FlopCount.dense(cfg, FlopCount.Lora.of(lora.config()), b).flops();
         long flops = planFlops < 0 ? dense : planFlops + predictorFlops;
         double mfu = flops / (ms / 1e3) / (peakTflops * 1e12);
@@ -230,27 +294,32 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     private void print(List<Row> rows) throws IOException {
-        System.out.printf("%n%-5s %-5s %-36s %9s %8s %8s %7s %9s %8s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
+        System.out.printf("%n%-5s %-5s %-50s %9s %8s %8s %7s %9s %8s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
                 "fwd", "bwd", "opt", "tok/s", "peakGiB", "allocGiB", "TFLOP/st", "FLOPred", "MFU", "speedup");
         Row base = rows.get(0);
         for (Row r : rows) {
-            if (r.variant.equals("dense LoRA")) base = r;
-            System.out.printf("%-5s %-5s %-36s %9.1f %8.1f %8.1f %7.1f %9.0f %8.1f %8.1f %9.2f %7.2fx %5.1f%% %7.2fx%n", r.model, r.targets, r.variant,
-                    r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops / 1e12,
+            if (r.variant.startsWith("dense LoRA")) base = r;
+            System.out.printf("%-5s %-5s %-50s %9.1f %8s %8s %7s %9.0f %8.1f %8.1f %9.2f %7.2fx %5.1f%% %7.2fx%n", r.model, r.targets, r.variant,
+                    r.msStep, ms(r.msFwd), ms(r.msBwd), ms(r.msOpt), r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops / 1e12,
                     (double) r.denseFlops / r.flops, 100 * r.mfu, base.msStep / r.msStep);
         }
         if (json != null) {
             StringBuilder sb = new StringBuilder();
             for (Row r : rows)
                 sb.append(String.format(Locale.ROOT,
-                        "{\"model\":\"%s\",\"targets\":\"%s\",\"variant\":\"%s\",\"ms_step\":%.3f,\"ms_fwd\":%.3f,\"ms_bwd\":%.3f,\"ms_opt\":%.3f,"
+                        "{\"model\":\"%s\",\"targets\":\"%s\",\"variant\":\"%s\",\"ms_step\":%.3f,\"ms_fwd\":%s,\"ms_bwd\":%s,\"ms_opt\":%s,"
                                 + "\"tokens_per_s\":%.1f,\"peak_gib\":%.2f,\"peak_alloc_gib\":%.2f,\"flops\":%d,\"dense_flops\":%d,\"predictor_flops\":%d,\"mfu\":%.4f,"
                                 + "\"batch\":%d,\"seq\":%d,\"output_tokens\":%d,\"warmup\":%d,\"steps\":%d}%n",
-                        r.model, r.targets, r.variant.trim(), r.msStep, r.msFwd, r.msBwd, r.msOpt, r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops,
+                        r.model, r.targets, r.variant.trim(), r.msStep, jsonMs(r.msFwd), jsonMs(r.msBwd), jsonMs(r.msOpt), r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops,
                         r.denseFlops, r.predictorFlops, r.mfu, batch, seq, outputTokens, warmup, steps));
             Files.writeString(json, sb.toString(), java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
         }
     }
+
+    /** A phase time for the table; "-" where the step ran as one graph (no phase split). */
+    private static String ms(double v) { return Double.isNaN(v) ? "-" : String.format(Locale.ROOT, "%.1f", v); }
+
+    private static String jsonMs(double v) { return Double.isNaN(v) ? "null" : String.format(Locale.ROOT, "%.3f", v); }
 
     static double median(double[] v) {
         double[] s = v.clone();

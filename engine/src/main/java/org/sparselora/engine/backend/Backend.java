@@ -69,6 +69,36 @@ public interface Backend extends AutoCloseable {
     @Override
     default void close() {}
 
+    // ------------------------------------------------------------------ recorded runs (CUDA graphs)
+
+    /** A run of ops recorded once ({@link #beginCapture()} … {@link #endCapture()}) and replayed as a unit. */
+    interface Captured extends AutoCloseable {
+        /** Queues the recorded ops once more: the same ops on the same tensors with the same arguments. */
+        void replay();
+
+        /** Frees the recording; the tensors made while recording that nobody holds go back to the backend. */
+        @Override
+        void close();
+    }
+
+    /** Whether this backend can record ops ({@link #beginCapture()}); the CPU runs every op at once: no. */
+    default boolean canCapture() { return false; }
+
+    /**
+     * Starts recording: ops queued from now on are recorded, not run, until {@link #endCapture()}
+     * (a CUDA graph on the GPU). While recording nothing may wait for the device or move host data
+     * ({@code to*}, {@code copyFromHost}, {@code from*}, {@link #synchronize()} throw); tensors may be
+     * made and closed. A replay reads and writes exactly the tensors the recording did, so whatever
+     * feeds a recording must sit in the same tensors at every replay.
+     */
+    default void beginCapture() { throw new UnsupportedOperationException(name() + " cannot record ops (no graph capture)"); }
+
+    /** Ends the recording started by {@link #beginCapture()}. Nothing recorded has run yet: {@link Captured#replay()} runs it. */
+    default Captured endCapture() { throw new UnsupportedOperationException(name() + " cannot record ops (no graph capture)"); }
+
+    /** Ends a recording that failed half-way, dropping what was recorded; a no-op when none runs. */
+    default void abortCapture() {}
+
     // ------------------------------------------------------------------ dense algebra
 
     /**

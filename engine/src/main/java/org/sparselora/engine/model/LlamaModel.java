@@ -1,6 +1,8 @@
 package org.sparselora.engine.model;
 
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
@@ -58,6 +60,10 @@ public final class LlamaModel implements AutoCloseable {
 
     private Acts acts;
     private boolean closed;
+    /** Bumped whenever a buffer that outlives a step is made or given back: a recorded step is valid only while it is unchanged. */
+    private long bufferEpoch;
+    /** The key of the last prepared step (null after a forward that was not a training step). */
+    private StepKey curKey;
     /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
@@ -69,6 +75,7 @@ public final class LlamaModel implements AutoCloseable {
     // per-forward state read by backward
     private LoraAdapter curLora;
     private SparsePlan curPlan;
+    private LayerSelector curSelector;
     private long curSeed;
     private boolean curTraining; // LoRA dropout is active only in training forwards
     private boolean haveStash;
@@ -176,6 +183,7 @@ public final class LlamaModel implements AutoCloseable {
     public void close() {
         if (closed) return;
         closed = true;
+        bufferEpoch++;
         if (acts != null) acts.close();
         acts = null;
         haveStash = false;
@@ -217,10 +225,12 @@ public final class LlamaModel implements AutoCloseable {
         final Tensor ones;                                    // (N,1) for bias adds
         final Tensor losses;                                  // (N) F32
         final Tensor outIdx, outTargets;                      // (N) I32 (first nO used)
+        final Tensor sTok, dTok, rows;                        // (N) I32: the step's sparse / dense token split and non-padding rows (first n used)
         Tensor logits;                                        // (chunk, V)
         Tensor dLoraU;                                        // (N, rmax)
 
         Acts(int B, int T) {
+            bufferEpoch++;
             this.B = B; this.T = T; this.N = B * T;
             int L = c.numLayers(), C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
             DType dt = be.computeType();
@@ -251,6 +261,7 @@ public final class LlamaModel implements AutoCloseable {
             be.fill(ones, 1f);
             losses = be.empty(DType.F32, N);
             outIdx = be.empty(DType.I32, N); outTargets = be.empty(DType.I32, N);
+            sTok = be.empty(DType.I32, N); dTok = be.empty(DType.I32, N); rows = be.empty(DType.I32, N);
         }
 
         /**
@@ -265,16 +276,18 @@ public final class LlamaModel implements AutoCloseable {
             DType dt = be.computeType();
             boolean keepX = training && lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null);
             boolean keepH = training && lora != null && lora.get(l, Projection.DOWN) != null;
-            if (keepX) { if (xn2Own[l] == null) xn2Own[l] = be.empty(dt, N, C); xn2[l] = xn2Own[l]; }
-            else { if (xn2Shared == null) xn2Shared = be.empty(dt, N, C); xn2[l] = xn2Shared; }
-            if (keepH) { if (hOwn[l] == null) hOwn[l] = be.empty(dt, N, I); h[l] = hOwn[l]; }
-            else { if (hShared == null) hShared = be.empty(dt, N, I); h[l] = hShared; }
+            if (keepX) { if (xn2Own[l] == null) xn2Own[l] = kept(dt, N, C); xn2[l] = xn2Own[l]; }
+            else { if (xn2Shared == null) xn2Shared = kept(dt, N, C); xn2[l] = xn2Shared; }
+            if (keepH) { if (hOwn[l] == null) hOwn[l] = kept(dt, N, I); h[l] = hOwn[l]; }
+            else { if (hShared == null) hShared = kept(dt, N, I); h[l] = hShared; }
         }
 
         /** Gives every buffer back to the backend (views of them must not be used afterwards). */
         void close() {
+            bufferEpoch++;
             java.util.List<Tensor> all = new java.util.ArrayList<>(java.util.List.of(tokens, positions, keyStart, resOut, xf, rstdf,
-                    tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf, s1, s2, s3, xsShared, xdShared, ones, losses, outIdx, outTargets));
+                    tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf, s1, s2, s3, xsShared, xdShared, ones, losses, outIdx, outTargets,
+                    sTok, dTok, rows));
             for (Tensor[] ts : new Tensor[][] {resIn, resMid, xn1, rstd1, rstd2, q, k, v, att, lse, g, u, xn2Own, hOwn}) all.addAll(java.util.Arrays.asList(ts));
             for (Tensor[] ts : loraU) all.addAll(java.util.Arrays.asList(ts));
             for (Tensor[] ts : loraUt) all.addAll(java.util.Arrays.asList(ts));
@@ -286,7 +299,7 @@ public final class LlamaModel implements AutoCloseable {
             Tensor t = loraU[l][p.ordinal()];
             if (t == null || t.dim(1) != r) {
                 if (t != null) t.close();
-                loraU[l][p.ordinal()] = t = be.empty(be.computeType(), N, r);
+                loraU[l][p.ordinal()] = t = kept(be.computeType(), N, r);
             }
             return t;
         }
@@ -296,7 +309,7 @@ public final class LlamaModel implements AutoCloseable {
             Tensor t = loraUt[l][slot];
             if (t == null || t.dim(0) != rows) {
                 if (t != null) t.close();
-                loraUt[l][slot] = t = be.empty(be.computeType(), rows, N);
+                loraUt[l][slot] = t = kept(be.computeType(), rows, N);
             }
             return t;
         }
@@ -315,16 +328,22 @@ public final class LlamaModel implements AutoCloseable {
         private void growDLoraU(int cols) {
             if (dLoraU != null && dLoraU.numel() >= (long) N * cols) return;
             if (dLoraU != null) dLoraU.close();
-            dLoraU = be.empty(be.computeType(), N * cols);
+            dLoraU = kept(be.computeType(), N * cols);
         }
 
         Tensor logits(int rows) {
             if (logits == null || logits.dim(0) < rows) {
                 if (logits != null) logits.close();
-                logits = be.empty(be.computeType(), rows, c.vocabSize());
+                logits = kept(be.computeType(), rows, c.vocabSize());
             }
             return logits.view(0, rows, c.vocabSize());
         }
+    }
+
+    /** A buffer made after the activation set, kept across steps (a new one invalidates recorded steps). */
+    private Tensor kept(DType dtype, int... shape) {
+        bufferEpoch++;
+        return be.empty(dtype, shape);
     }
 
     private Acts acts(int B, int T) {
@@ -353,16 +372,84 @@ public final class LlamaModel implements AutoCloseable {
 
     /** {@link #forward(Batch, LoraAdapter, SparsePlan, long)} with the plan's layers chosen in-flight by {@code selector} (may be null). */
     public double forward(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long dropoutSeed) {
-        Acts a = runLayers(batch, lora, plan, selector, dropoutSeed, true);
-        double loss = headLossAndBackward(a, batch);
-        haveStash = true;
-        return loss;
+        prepareStep(batch, lora, plan, selector, dropoutSeed);
+        queueForward();
+        return stepLoss();
     }
+
+    /**
+     * What fixes the ops of a training step: two steps with equal keys, prepared while
+     * {@link #bufferEpoch()} stayed the same, run the same ops with the same arguments on the same
+     * tensors — only the contents of the step's inputs differ (tokens, positions, targets and the
+     * token split, which {@link #prepareStep} uploads into buffers the model keeps). So a step can be
+     * recorded once ({@link Backend#beginCapture()}) and replayed for every later step of its key.
+     * Parts: batch shape, output rows, adapter, the token split's group sizes and row-block layout,
+     * frozen-gradient mode, whether a selector fills the plan in flight, the index tensors of a plan
+     * given complete (by identity), and the model's settings that shape the ops.
+     */
+    public record StepKey(List<Object> parts) {}
+
+    /**
+     * First half of a training step, the host's part: checks the batch, makes or reuses the
+     * activation buffers, uploads the batch and the token split (its device copies stay in
+     * model-owned buffers, so a recorded step reads them at fixed addresses) and binds the selector to
+     * them. Then {@link #queueForward()} and {@link #backward()} queue the device work (no host
+     * reads), and {@link #stepLoss()} waits for the loss. Returns the step's {@link StepKey}, or null
+     * when the step cannot be recorded (LoRA dropout draws new masks from the step's seed; the test
+     * hook sees intermediate tensors on the host).
+     */
+    public StepKey prepareStep(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long dropoutSeed) {
+        Acts a = prepare(batch, lora, plan, selector, dropoutSeed, true);
+        int[] rows = outputRows(batch.targets());
+        int n = rows.length;
+        if (n > 0) {
+            int[] tg = new int[n];
+            for (int i = 0; i < n; i++) tg[i] = batch.targets()[rows[i]];
+            be.copyFromHost(a.outIdx.view(0, n), rows);
+            be.copyFromHost(a.outTargets.view(0, n), tg);
+        }
+        curOutputs = n;
+        haveStash = false;
+        boolean recordable = frozenHook == null && (lora == null || lora.config().dropout() == 0f);
+        if (!recordable) return curKey = null;
+        List<Object> parts = new ArrayList<>(List.of(a.B, a.T, n, lora == null ? "no-lora" : lora, nS, nD,
+                String.valueOf(sBlocks), String.valueOf(dBlocks), selector != null, rowBlockMode, logitsChunkElems));
+        if (plan != null) {
+            parts.add(plan.frozenGrad());
+            for (SparsePlan.LayerPlan lp : plan.layers())
+                if (lp != null) parts.add(Arrays.asList(lp.mlp(), lp.q(), lp.k(), lp.v(), lp.o()));   // identity of given indices
+                else parts.add("-");
+        }
+        return curKey = new StepKey(parts);
+    }
+
+    /** Queues the forward of the prepared step and the head's loss and backward (no host reads). */
+    public void queueForward() {
+        if (!prepared) throw new IllegalStateException("queueForward() needs prepareStep() first");
+        prepared = false;
+        runLayers(acts);
+        headLossAndBackward(acts);
+        haveStash = true;
+    }
+
+    /** Σ cross-entropy of the last step's output tokens: waits for the device (call after {@link #backward()} to wait once). */
+    public double stepLoss() {
+        if (curOutputs == 0) return 0;
+        double sum = 0;
+        for (float x : be.toFloats(acts.losses.view(0, curOutputs))) sum += x;
+        return sum;
+    }
+
+    /** Changes whenever a buffer that outlives a step is made or freed; a recording is stale once it changed. */
+    public long bufferEpoch() { return bufferEpoch; }
 
     /** Per-token losses (0 where the target is ignored) and, when asked, all logits. */
     public record Output(double lossSum, int outputTokens, float[] tokenLosses, float[] logits) {
         public double meanLoss() { return outputTokens == 0 ? 0 : lossSum / outputTokens; }
     }
+
+    private int curOutputs;
+    private boolean prepared;
 
     /** Forward without gradients (scoring / evaluation). {@code logits} (N·V floats) only when asked. */
     public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, boolean wantLogits) {
@@ -371,7 +458,10 @@ public final class LlamaModel implements AutoCloseable {
 
     /** {@link #evaluate(Batch, LoraAdapter, SparsePlan, boolean)} with in-flight selection by {@code selector} (may be null). */
     public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, boolean wantLogits) {
-        Acts a = runLayers(batch, lora, plan, selector, 0L, false);
+        Acts a = prepare(batch, lora, plan, selector, 0L, false);
+        curKey = null;
+        prepared = false;
+        runLayers(a);
         haveStash = false;
         int N = a.N, V = c.vocabSize();
         int[] rows = wantLogits ? allRows(N) : outputRows(batch.targets());
@@ -418,21 +508,44 @@ public final class LlamaModel implements AutoCloseable {
 
     private int chunkRows(int n) { return Math.max(1, Math.min(n, logitsChunkElems / c.vocabSize())); }
 
-    private Acts runLayers(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
+    /** The host's part of a forward: buffers, uploads, the token split and the selector's inputs. */
+    private Acts prepare(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
         if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
             throw new IllegalArgumentException("LoRA adapter was built for another model config");
         if (closed) throw new IllegalStateException("LlamaModel is closed");
+        for (int p : batch.positions())
+            if (p < 0 || p >= ropeMaxPos) throw new IllegalArgumentException("position " + p + " outside the RoPE table of " + ropeMaxPos);
         Acts a = acts(batch.batch(), batch.seqLen());
         curLora = lora;
         curPlan = plan;
         curSeed = seed;
         curTraining = training;
+        curSelector = selector;
+        haveStash = false;
         setupPlan(a, plan);
         be.copyFromHost(a.tokens, batch.tokens());
-        for (int p : batch.positions())
-            if (p < 0 || p >= ropeMaxPos) throw new IllegalArgumentException("position " + p + " outside the RoPE table of " + ropeMaxPos);
         be.copyFromHost(a.positions, batch.positions());
         be.copyFromHost(a.keyStart, batch.keyStart());
+        if (selector != null) {
+            int[] real = org.sparselora.engine.sparse.TokenSplit.nonPaddingRows(batch);
+            Tensor rows = null;
+            if (real.length != a.N) {
+                rows = a.rows.view(0, real.length);
+                be.copyFromHost(rows, real);
+            }
+            selector.bindInputs(a.keyStart, rows);
+        }
+        prepared = true;
+        return a;
+    }
+
+    /** The device part of a forward through the layers (no host reads: a training step may be recorded). */
+    private void runLayers(Acts a) {
+        LoraAdapter lora = curLora;
+        LayerSelector selector = curSelector;
+        boolean training = curTraining;
+        if (curPlan != null && sIdx != null)   // the layers a plan brings complete: gather their weight slices once; backward reuses them
+            for (int l = 0; l < c.numLayers(); l++) gatherSlices(l, Projection.values());
         int L = c.numLayers();
         float eps = c.rmsNormEps();
         be.embedding(a.resIn[0], a.tokens, w.embed);
@@ -481,7 +594,6 @@ public final class LlamaModel implements AutoCloseable {
             be.addRmsNormTo(next, a.resMid[l], last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
                     last ? w.finalNorm : w.layers[l + 1].attnNorm(), eps);
         }
-        return a;
     }
 
     private SparsePlan.LayerPlan layerPlan(int l) {
@@ -497,12 +609,15 @@ public final class LlamaModel implements AutoCloseable {
         if (plan.layers() == null || plan.layers().length != c.numLayers())
             throw new IllegalArgumentException("sparse plan has " + (plan.layers() == null ? 0 : plan.layers().length) + " layer entries, the model has " + c.numLayers());
         if (plan.sparseTokens() == null || plan.sparseTokens().numel() == 0) return; // nothing runs sparse
-        sIdx = plan.sparseTokens();
-        nS = (int) sIdx.numel();
-        dIdx = plan.denseTokens();
-        nD = dIdx == null ? 0 : (int) dIdx.numel();
+        nS = (int) plan.sparseTokens().numel();
+        nD = plan.denseTokens() == null ? 0 : (int) plan.denseTokens().numel();
         if (nS + nD != a.N)
             throw new IllegalArgumentException("sparse plan splits " + nS + " sparse + " + nD + " dense tokens, the batch has " + a.N);
+        // the split lives in the model's own buffers for the step: the same addresses every step
+        sIdx = a.sTok.view(0, nS);
+        be.copy(sIdx, plan.sparseTokens());
+        dIdx = nD == 0 ? null : a.dTok.view(0, nD);
+        if (dIdx != null) be.copy(dIdx, plan.denseTokens());
         // same positions in every sequence (or one run): GEMMs in place, no token gathers. Not with the
         // test hook, which sees each group's compact frozen outputs. Reading the index sets back waits
         // for the stream once per step, before any of its work is queued.
@@ -515,9 +630,8 @@ public final class LlamaModel implements AutoCloseable {
                 if (oneRun && dBlocks != null && dBlocks.blocks() != 1) dBlocks = null;
             }
         }
-        // gather this step's weight slices once; backward reuses them (with an in-flight selector the
-        // plan's layers are still empty here: each layer's slices are gathered right after its selection)
-        for (int l = 0; l < c.numLayers(); l++) gatherSlices(l, Projection.values());
+        // this step's weight slices are gathered by runLayers (with an in-flight selector, each layer's
+        // right after its selection)
     }
 
     /** Gathers layer l's kept weight slices of the given projections (those with a kept-index set). */
@@ -533,7 +647,7 @@ public final class LlamaModel implements AutoCloseable {
             Tensor s = slices[l][p.ordinal()];
             if (s == null || !Arrays.equals(s.shape(), shape)) {
                 if (s != null) s.close(); // a new kept count: the old slice goes back to the pool
-                slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
+                slices[l][p.ordinal()] = s = kept(W.dtype(), shape);
             }
             if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
             Tensor bias = w.layers[l].bias(p);
@@ -541,7 +655,7 @@ public final class LlamaModel implements AutoCloseable {
                 Tensor bs = biasSlices[l][p.ordinal()];
                 if (bs == null || bs.numel() != k) {
                     if (bs != null) bs.close();
-                    biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
+                    biasSlices[l][p.ordinal()] = bs = kept(bias.dtype(), k, 1);
                 }
                 be.gatherRows(bs, bias.reshape(out, 1), idx);
             }
@@ -821,16 +935,12 @@ public final class LlamaModel implements AutoCloseable {
 
     // ------------------------------------------------------------------ head
 
-    private double headLossAndBackward(Acts a, Batch batch) {
-        int[] rows = outputRows(batch.targets());
-        int n = rows.length, C = c.hiddenSize(), V = c.vocabSize();
+    /** The head over the prepared output rows: per-row losses into a.losses, dlogits and the head's backward (no host reads). */
+    private void headLossAndBackward(Acts a) {
+        int n = curOutputs, C = c.hiddenSize(), V = c.vocabSize();
         be.fill(a.dres, 0f);
-        if (n == 0) return 0;
-        int[] tg = new int[n];
-        for (int i = 0; i < n; i++) tg[i] = batch.targets()[rows[i]];
+        if (n == 0) return;
         Tensor idx = a.outIdx.view(0, n), tgt = a.outTargets.view(0, n);
-        be.copyFromHost(idx, rows);
-        be.copyFromHost(tgt, tg);
         Tensor xo = a.s1.view(0, n, C), dxo = a.s2.view(0, n, C);
         be.gatherRows(xo, a.xf, idx);
         int cs = chunkRows(n);
@@ -844,9 +954,6 @@ public final class LlamaModel implements AutoCloseable {
         be.fill(a.dxf, 0f);
         be.scatterRows(a.dxf, dxo, idx, false);
         be.rmsNormBackward(a.dres, a.dxf, a.resOut, w.finalNorm, a.rstdf, false);
-        double sum = 0;
-        for (float x : be.toFloats(a.losses.view(0, n))) sum += x;
-        return sum;
     }
 
     // ------------------------------------------------------------------ backward

@@ -18,6 +18,15 @@ public interface LayerSelector {
     /** x (N, C) the post_attention_layernorm output of layer i; returns the layer's plan with mlp set, or null. */
     SparsePlan.LayerPlan mlp(int layer, Tensor mlpNormOut);
 
+    /**
+     * The model's device copies of the step's inputs that a selection reads, called before the
+     * forward's first layer: the first key of each sequence (B) I32, and the non-padding rows (n)
+     * I32 or null when no token is padding. They sit in buffers the model keeps, so a recorded step
+     * reads them at the same addresses at every replay. A selector that was never bound uploads
+     * its own.
+     */
+    default void bindInputs(Tensor keyStart, Tensor rows) {}
+
     /** Every layer dense (plain LoRA, and the dense warm-up steps). */
     LayerSelector DENSE = new LayerSelector() {
         @Override public SparsePlan.LayerPlan attention(int layer, Tensor x) { return null; }

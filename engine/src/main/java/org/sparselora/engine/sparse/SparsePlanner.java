@@ -93,6 +93,10 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
     @Override
     public LayerSelector selector() { return current; }
 
+    /** Single-worker selections run on the device alone; several workers exchange scores through the host. */
+    @Override
+    public boolean recordable() { return exchange.workers() == 1; }
+
     @Override
     public long lastPredictorFlops() { return current == null ? 0 : current.predictorFlops(); }
 
@@ -107,49 +111,62 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
 
     private Step start(Batch batch, int step, boolean callerSaysSparse) {
         boolean sparse = selection != null && selection.sparsity().anySparse() && (callerSaysSparse || schedule.sparseAt(step));
-        if (!sparse) return new Step(null, batch, null, null, null, 0, 0, exchange);
+        if (!sparse) return new Step(null, batch, be, null, 0, 0, exchange);
         // the seed mixes in the step so the sparse output tokens change from step to step, reproducibly
         TokenSplit split = TokenSplit.of(batch, config.skipOutputTokens(), config.sparseOutputTokens(), seed * 1_000_003L + step);
         // a shard without sparse tokens runs dense and asks for no selection: tell the other workers not to wait
         exchange.beginStep(step, split.sparse().length > 0);
-        if (split.sparse().length == 0) return new Step(null, batch, null, null, null, 0, split.dense().length, exchange);
+        if (split.sparse().length == 0) return new Step(null, batch, be, null, 0, split.dense().length, exchange);
         Tensor sparseTok = be.fromInts(split.sparse(), split.sparse().length);
         Tensor denseTok = split.allSparse() ? null : be.fromInts(split.dense(), split.dense().length);
-        Tensor keyStart = be.fromInts(batch.keyStart(), batch.batch());
-        int[] rows = TokenSplit.nonPaddingRows(batch);
-        Tensor rowsT = rows.length == batch.tokenCount() ? null : be.fromInts(rows, rows.length);
         SparsePlan plan = new SparsePlan(sparseTok, denseTok, new SparsePlan.LayerPlan[selection.config().numLayers()],
                 config.frozenGrad());
-        return new Step(plan, batch, keyStart, rowsT, selection, split.sparse().length, split.dense().length, exchange);
+        return new Step(plan, batch, be, selection, split.sparse().length, split.dense().length, exchange);
     }
 
     /** One step's selections. {@link #plan()} is null on a dense step (the model then runs plain LoRA). */
     public static final class Step implements LayerSelector, AutoCloseable {
         private final SparsePlan plan;
         private final Batch batch;
-        private final Tensor keyStart, rows;
+        private final Backend be;
+        private Tensor keyStart, rows;   // the selection's inputs: the model's (bindInputs) or uploaded here on first use
+        private boolean inputsReady;
         private final ChannelSelection selection;
         private final int sparseTokens, denseTokens;
         private final ScoreExchange exchange;
         private final List<Tensor> owned = new ArrayList<>();
         private long predictorFlops;
 
-        Step(SparsePlan plan, Batch batch, Tensor keyStart, Tensor rows, ChannelSelection selection, int sparseTokens, int denseTokens,
+        Step(SparsePlan plan, Batch batch, Backend be, ChannelSelection selection, int sparseTokens, int denseTokens,
              ScoreExchange exchange) {
             this.exchange = exchange;
             this.plan = plan;
             this.batch = batch;
-            this.keyStart = keyStart;
-            this.rows = rows;
+            this.be = be;
             this.selection = selection;
             this.sparseTokens = sparseTokens;
             this.denseTokens = denseTokens;
             if (plan != null) {
                 owned.add(plan.sparseTokens());
                 if (plan.denseTokens() != null) owned.add(plan.denseTokens());
-                owned.add(keyStart);
-                if (rows != null) owned.add(rows);
             }
+        }
+
+        @Override
+        public void bindInputs(Tensor keyStart, Tensor rows) {
+            this.keyStart = keyStart;
+            this.rows = rows;
+            inputsReady = true;
+        }
+
+        private void ensureInputs() {
+            if (inputsReady) return;
+            keyStart = be.fromInts(batch.keyStart(), batch.batch());
+            owned.add(keyStart);
+            int[] r = TokenSplit.nonPaddingRows(batch);
+            rows = r.length == batch.tokenCount() ? null : be.fromInts(r, r.length);
+            if (rows != null) owned.add(rows);
+            inputsReady = true;
         }
 
         public boolean sparse() { return plan != null; }
@@ -169,6 +186,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
             if (plan == null) return null;
             SparsePlan.LayerPlan cur = plan.layers()[layer];
             if (!selection.sparsity().attentionSparse(layer)) return cur;
+            ensureInputs();
             ChannelSelection.AttentionChannels a = selection.selectAttention(layer, attnNormOut, rows, exchange);
             owned.addAll(a.owned());
             predictorFlops += selection.attentionPredictorFlops(rows == null ? batch.tokenCount() : rows.dim(0));
@@ -182,6 +200,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
             if (plan == null) return null;
             SparsePlan.LayerPlan cur = plan.layers()[layer];
             if (!selection.sparsity().mlpSparse(layer)) return cur;
+            ensureInputs();
             Tensor idx = selection.selectMlp(layer, mlpNormOut, keyStart, batch.batch(), batch.seqLen(), exchange);
             owned.add(idx);
             predictorFlops += selection.mlpPredictorFlops(batch.batch());

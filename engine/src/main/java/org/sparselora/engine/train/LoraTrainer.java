@@ -28,6 +28,18 @@ import org.sparselora.engine.sparse.SparsePlan;
  * and zeroes the gradients; on the GPU the phase is two launches (sum of squares, fused AdamW) and
  * one 8-byte read. The group is closed with the trainer; the trainer must be closed before its
  * adapter.
+ *
+ * <p>Recorded steps (CUDA graphs): on a backend that can record ({@link Backend#canCapture()}) the
+ * device work of {@link #computeGradients} — forward, predictor and channel selection, loss head,
+ * backward — is recorded the second time a {@link LlamaModel.StepKey} (shape bucket: batch shape,
+ * output rows, token-split layout, …) comes up and replayed, as one graph launch, for every later
+ * step of that key; the host only uploads the step's inputs ({@link LlamaModel#prepareStep}) and
+ * reads the loss. A recording is dropped when the model's buffers change
+ * ({@link LlamaModel#bufferEpoch()}); at most {@link #MAX_RECORDED} are kept (least recently used
+ * first out). Steps with LoRA dropout (new masks each step) and planners that are not
+ * {@link SparsePlanner#recordable()} run eagerly. System property {@code sparselora.graphs=off} (or
+ * {@link #setRecordSteps}) turns recording off; results are the same either way (the replay runs
+ * the very kernels the eager step queues).
  */
 public final class LoraTrainer implements TrainingWorker {
     private final Backend be;
@@ -40,6 +52,17 @@ public final class LoraTrainer implements TrainingWorker {
     private int updates;       // AdamW steps applied (1-based count for bias correction)
     private int microBatch;    // computeGradients calls since the last update
     private double lastGradNorm;
+    /** Recordings kept at once; each holds its scratch memory. */
+    public static final int MAX_RECORDED = 8;
+    private boolean recordSteps = !"off".equals(System.getProperty("sparselora.graphs", "on"));
+    private final java.util.LinkedHashMap<LlamaModel.StepKey, Recorded> recorded = new java.util.LinkedHashMap<>(16, 0.75f, true);
+    private final java.util.Set<LlamaModel.StepKey> seen = java.util.Collections.newSetFromMap(new java.util.LinkedHashMap<>(16, 0.75f, true) {
+        @Override protected boolean removeEldestEntry(java.util.Map.Entry<LlamaModel.StepKey, Boolean> e) { return size() > 64; }
+    });
+    private long replays, recordings;
+
+    /** One recorded step: the graph, the model's buffer epoch it was made in, and its FLOP count (a replay runs no Java). */
+    private record Recorded(Backend.Captured graph, long epoch, FlopCount.Step flops, long predictorFlops) {}
 
     public LoraTrainer(LlamaModel model, LoraAdapter lora, OptimizerConfig opt) {
         this.be = model.backend();
@@ -72,20 +95,77 @@ public final class LoraTrainer implements TrainingWorker {
     /** Global gradient norm (after 1/tokens scaling, before clipping) of the last update. */
     public double lastGradNorm() { return lastGradNorm; }
 
+    /** Turns recorded (graph) steps on or off; off closes the recordings kept. */
+    public LoraTrainer setRecordSteps(boolean on) {
+        recordSteps = on;
+        if (!on) dropRecordings();
+        return this;
+    }
+
+    /** Steps run as a replay of a recording so far, and recordings made. */
+    public long replayedSteps() { return replays; }
+
+    public long recordedSteps() { return recordings; }
+
     @Override
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         long t0 = System.nanoTime();
         SparsePlan plan = sparse && planner != null ? planner.plan(batch, step) : null;
         long seed = lora.config().seed() * 0x2545F4914F6CDD1DL + step * 1_000_003L + microBatch;
         microBatch++;
-        double loss = model.forward(batch, lora, plan, plan != null ? planner.selector() : null, seed);
-        model.backward();
-        be.synchronize();
+        LlamaModel.StepKey key = model.prepareStep(batch, lora, plan, plan != null ? planner.selector() : null, seed);
+        boolean record = key != null && recordSteps && be.canCapture() && (plan == null || planner.recordable());
+        Recorded r = record ? recorded.get(key) : null;
+        if (r != null && r.epoch() != model.bufferEpoch()) {   // the model's buffers moved since: record again
+            recorded.remove(key).graph().close();
+            r = null;
+        }
+        FlopCount.Step f;
+        long predictor;
+        if (r != null) {
+            r.graph().replay();
+            replays++;
+            f = r.flops();
+            predictor = r.predictorFlops();
+        } else {
+            if (record && seen.contains(key)) {
+                be.beginCapture();
+                Backend.Captured g;
+                try {
+                    model.queueForward();
+                    model.backward();
+                } catch (RuntimeException e) {
+                    be.abortCapture();
+                    throw new IllegalStateException("recording the training step as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
+                }
+                g = be.endCapture();
+                recordings++;
+                g.replay();
+                predictor = plan != null ? planner.lastPredictorFlops() : 0;
+                f = FlopCount.executed(model.config(), FlopCount.Lora.of(lora.config()), batch, plan, predictor);
+                recorded.put(key, new Recorded(g, model.bufferEpoch(), f, predictor));
+                if (recorded.size() > MAX_RECORDED) {
+                    var eldest = recorded.entrySet().iterator().next();
+                    recorded.remove(eldest.getKey()).graph().close();
+                }
+            } else {
+                model.queueForward();
+                model.backward();
+                if (record) seen.add(key);
+                predictor = plan != null ? planner.lastPredictorFlops() : 0;   // the plan is complete only now
+                f = FlopCount.executed(model.config(), FlopCount.Lora.of(lora.config()), batch, plan, predictor);
+            }
+        }
+        double loss = model.stepLoss();   // waits for the step
         double ms = (System.nanoTime() - t0) / 1e6;
-        long predictor = plan != null ? planner.lastPredictorFlops() : 0;   // the plan is complete only now
-        FlopCount.Step f = FlopCount.executed(model.config(), FlopCount.Lora.of(lora.config()), batch, plan, predictor);
         if (plan != null) planner.release();
         return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), plan != null, f.flops(), f.denseFlops(), predictor, ms);
+    }
+
+    private void dropRecordings() {
+        for (Recorded r : recorded.values()) r.graph().close();
+        recorded.clear();
+        seen.clear();
     }
 
     @Override
@@ -152,6 +232,7 @@ public final class LoraTrainer implements TrainingWorker {
 
     @Override
     public void close() {
+        dropRecordings();
         group.close();
         for (Tensor t : m) t.close();
         for (Tensor t : v) t.close();

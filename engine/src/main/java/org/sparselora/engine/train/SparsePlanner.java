@@ -22,6 +22,14 @@ public interface SparsePlanner {
      */
     default org.sparselora.engine.sparse.LayerSelector selector() { return null; }
 
+    /**
+     * Whether a step with this planner's plans may be recorded and replayed (a CUDA graph): the
+     * selection must not read device values on the host (e.g. workers exchanging channel scores
+     * through the host may not). Plans given complete are told apart by their index tensors
+     * (identity), so a planner that makes new tensors per step is simply never replayed.
+     */
+    default boolean recordable() { return true; }
+
     /** The last plan is no longer needed (after the backward): its device tensors may be freed. */
     default void release() {}
 }
