@@ -207,22 +207,29 @@ public final class ChannelSelection implements AutoCloseable {
 
     /**
      * A view of this shape on the scratch tensor {@code which}: the one from the last call when it is
-     * of this dtype and large enough, else a new one (the old one freed). The backend's queue runs in
-     * order, so a layer's selection never overwrites values the previous layer's ops still read.
+     * of this dtype and large enough, else a new one. The backend's queue runs in order, so a layer's
+     * selection never overwrites values the previous layer's ops still read. A replaced scratch tensor
+     * is kept (in {@link #retired}) until {@link #close()}, never freed earlier: a recorded step (a CUDA
+     * graph of an earlier shape) still reads and writes it at every replay, and its memory must not go
+     * to another tensor meanwhile.
      */
     private Tensor scratch(Scratch which, DType dtype, int... shape) {
         long need = 1;
         for (int d : shape) need *= d;
         Tensor t = scratch.get(which);
         if (t == null || t.dtype() != dtype || t.numel() < need) {
-            if (t != null) t.close();
+            if (t != null) retired.add(t);
             scratch.remove(which);
             if (need > Integer.MAX_VALUE) throw new IllegalArgumentException("predictor scratch " + which + " of " + need + " elements");
-            t = be.empty(dtype, (int) need);
+            long grown = t == null ? 0 : t.numel() + t.numel() / 2;   // grow by ≥ 1.5×: few retirements
+            t = be.empty(dtype, (int) Math.min(Integer.MAX_VALUE, Math.max(need, grown)));
             scratch.put(which, t);
         }
         return t.view(0, shape);
     }
+
+    /** Scratch tensors replaced by larger ones: kept until {@link #close()} (see {@link #scratch}). */
+    private final List<Tensor> retired = new ArrayList<>();
 
     /**
      * Replaces each of {@code norms} (per-channel L2 norms over this worker's rows) by the norms over
@@ -260,6 +267,8 @@ public final class ChannelSelection implements AutoCloseable {
         owned.clear();
         for (Tensor t : scratch.values()) t.close();
         scratch.clear();
+        for (Tensor t : retired) t.close();
+        retired.clear();
         factors.clear();
     }
 }
