@@ -3,7 +3,9 @@
 // kept channels in one pass), per-column L2 norms (two deterministic passes, no atomics, so the
 // same input always gives the same bits and the same selection), per-sequence means over non-padding tokens,
 // and top-k on the device (radix select of the k-th largest key + an index-ordered scan, so ties go
-// to the lower index and the indices come out ascending with no host round trip).
+// to the lower index and the indices come out ascending with no host round trip). The SVD predictor's
+// per-layer kernels (issue 5) sit at the end: the register-resident top-k, the chunked Gram matrices
+// of its low-rank norms, the two-row channel expansion, x̄·P for a few rows, the swiglu scores over few rows.
 #include "common.cuh"
 #include <cuda_fp16.h>
 
