@@ -3,7 +3,9 @@
 // kept channels in one pass), per-column L2 norms (two deterministic passes, no atomics, so the
 // same input always gives the same bits and the same selection), per-sequence means over non-padding tokens,
 // and top-k on the device (radix select of the k-th largest key + an index-ordered scan, so ties go
-// to the lower index and the indices come out ascending with no host round trip).
+// to the lower index and the indices come out ascending with no host round trip). The SVD predictor's
+// per-layer kernels (issue 5) sit at the end: the register-resident top-k, the chunked Gram matrices
+// of its low-rank norms, the two-row channel expansion, x̄·P for a few rows, the swiglu scores over few rows.
 #include "common.cuh"
 #include <cuda_fp16.h>
 
@@ -740,3 +742,346 @@ extern "C" __global__ void colsumsq_f32(float* part, const float* x, int R, int 
 extern "C" __global__ void colsumsq_bf16(float* part, const bf16* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }
 extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
 extern "C" __global__ void adamw_bf16(float* p, const bf16* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
+
+// ==== Predictor fast paths (issue 5: the predictor ≤ 2% of the sparse step) =======================
+
+// ---- Top-k with the keys in registers ------------------------------------------------------------
+// topk_f32 above re-reads every score from global memory in each of its four 8-bit passes, one
+// dependent load per thread at a time, and resolves a digit with one warp: ≈ 28 µs for 14,336
+// scores. Here one block per row holds the row in registers (thread t owns the contiguous indices
+// [t·ITEMS, t·ITEMS + ITEMS), loaded once, all loads in flight together), and the radix select works
+// on the keys' range instead of their raw bits: the block's min and max key first, then 2048-bin
+// histograms of (key − base) >> shift, so the first pass already spreads a layer's narrow range of
+// scores over all bins (few shared-atomic collisions). The search stops as soon as the bin holding
+// the k-th largest key is one key value, is taken whole, or holds ≤ TOPK_CAND keys — then one warp
+// ranks those directly (descending key, ascending index) — so continuous scores take one pass; at
+// most three passes (11 bits each over at most 32). That yields the last pick as a (key, index)
+// pair: a key is taken iff it is larger, or equal with an index no larger, and one block scan places
+// every pick in index order. Output ascending, ties to the lower index, NaN lowest: bit for bit what
+// topk_f32 and CpuBackend.topK return.
+#define TOPK_BITS 11
+#define TOPK_BINS (1 << TOPK_BITS)
+#define TOPK_OUT 8192   // output staging: 32 KB of shared memory, at most two rounds for 16,384 keys
+#define TOPK_CAND 64    // a class of at most this many keys is ranked directly instead of by further passes
+
+template <int ITEMS>
+__device__ void topkRegImpl(int* idx, const float* scores, int n, int k, int vec) {
+    __shared__ unsigned int hist[TOPK_BINS];
+    __shared__ unsigned int sMin, sMax, sDigit, sRem, sCount, sCand, sThrKey;
+    __shared__ int sThrIdx;
+    idx += (long)blockIdx.x * k;
+    scores += (long)blockIdx.x * n;
+    const int beg = threadIdx.x * ITEMS;
+    unsigned int key[ITEMS];
+    if (vec) {  // scores 16-byte aligned, n % 4 == 0: a group of 4 is wholly inside or outside the row
+#pragma unroll
+        for (int j = 0; j < ITEMS; j += 4) {
+            if (beg + j < n) {
+                float4 v = *reinterpret_cast<const float4*>(scores + beg + j);
+                key[j] = orderKey(v.x); key[j + 1] = orderKey(v.y); key[j + 2] = orderKey(v.z); key[j + 3] = orderKey(v.w);
+            } else {
+                key[j] = key[j + 1] = key[j + 2] = key[j + 3] = 0u;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++) key[j] = beg + j < n ? orderKey(scores[beg + j]) : 0u;
+    }
+    // the row's smallest and largest key (keys past n left out)
+    unsigned int lo = 0xffffffffu, hi = 0u;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++)
+        if (beg + j < n) { lo = min(lo, key[j]); hi = max(hi, key[j]); }
+    if (threadIdx.x == 0) { sMin = 0xffffffffu; sMax = 0u; sCand = 0u; }
+    __syncthreads();
+    lo = __reduce_min_sync(0xffffffffu, lo);
+    hi = __reduce_max_sync(0xffffffffu, hi);
+    if ((threadIdx.x & 31) == 0) { atomicMin(&sMin, lo); atomicMax(&sMax, hi); }
+    __syncthreads();
+    // Candidates are the keys in [base, base + 2^wb); each pass bins them by (key − base) >> sh.
+    unsigned int base = sMin, rem = (unsigned)k;
+    unsigned int span = sMax - sMin;
+    int wb = span == 0u ? 0 : 32 - __clz(span);
+    int sh;
+    unsigned int count;
+    for (;;) {
+        sh = max(0, wb - TOPK_BITS);
+        int nb = (int)((((1ull << wb) - 1ull) >> sh) + 1ull);   // bins in use, ≤ 2048
+        for (int b = threadIdx.x; b < nb; b += blockDim.x) hist[b] = 0u;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++) {
+            unsigned int d = key[j] - base;
+            if (beg + j < n && (wb >= 32 || (d >> wb) == 0u)) atomicAdd(&hist[d >> sh], 1u);
+        }
+        __syncthreads();
+        // The bin d (from the top) where the count of candidates at or above reaches rem: thread t
+        // owns bins nb-1-t·per … nb-1-(t·per+per-1), a block scan gives the count above its bins.
+        int per = (nb + blockDim.x - 1) / blockDim.x;
+        int top = nb - 1 - (int)threadIdx.x * per;
+        unsigned int mine = 0;
+        for (int j = 0; j < per; j++) if (top - j >= 0) mine += hist[top - j];
+        int total;
+        unsigned int above = (unsigned)blockExclusiveScan((int)mine, &total);
+        if (above < rem && above + mine >= rem) {
+            unsigned int cum = above;
+            for (int j = 0; j < per && top - j >= 0; j++) {
+                unsigned int c = hist[top - j];
+                if (cum + c >= rem) { sDigit = (unsigned)(top - j); sRem = rem - cum; sCount = c; break; }
+                cum += c;
+            }
+        }
+        __syncthreads();
+        unsigned int d = sDigit;
+        count = sCount;
+        rem = sRem;
+        base += d << sh;
+        // one key value, a bin taken whole, or few enough candidates to rank directly
+        if (sh == 0 || count == rem || count <= TOPK_CAND) break;
+        wb = sh;
+        __syncthreads();                      // sDigit/sRem/sCount are rewritten by the next pass
+    }
+    // The k-th largest key lies in the class [base, base + 2^sh) of `count` keys, of which the first
+    // rem (by descending key, then ascending index) are taken. Find the last pick's (key, index): a key
+    // is then taken iff it is larger, or equal with an index no larger.
+    unsigned int thrKey = base;
+    int thrIdx = n;                           // class taken whole: every key >= base
+    if (count != rem && sh == 0) {
+        // one key value: the rem-th of its keys in index order
+        int myEq = 0;
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++) myEq += beg + j < n && key[j] == base;
+        int eqTotal;
+        int eqRank = blockExclusiveScan(myEq, &eqTotal);
+        if (eqRank < (int)rem && eqRank + myEq >= (int)rem) {
+            int r = eqRank;
+#pragma unroll
+            for (int j = 0; j < ITEMS; j++)
+                if (beg + j < n && key[j] == base && ++r == (int)rem) sThrIdx = beg + j;
+        }
+        __syncthreads();
+        thrIdx = sThrIdx;
+    } else if (count != rem) {
+        // ≤ TOPK_CAND keys in the class: gather them, one warp ranks each against all others
+        __shared__ unsigned int candKey[TOPK_CAND];
+        __shared__ int candIdx[TOPK_CAND];
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++) {
+            unsigned int dd = key[j] - base;
+            if (beg + j < n && key[j] >= base && (dd >> sh) == 0u) {
+                unsigned int slot = atomicAdd(&sCand, 1u);
+                candKey[slot] = key[j];
+                candIdx[slot] = beg + j;
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x < 32) {
+            for (int l = threadIdx.x; l < (int)count; l += 32) {
+                unsigned int kl = candKey[l];
+                int il = candIdx[l], rank = 0;
+                for (int m = 0; m < (int)count; m++) {
+                    unsigned int km = candKey[m];
+                    rank += km > kl || (km == kl && candIdx[m] < il);
+                }
+                if (rank == (int)rem - 1) { sThrKey = kl; sThrIdx = il; }
+            }
+        }
+        __syncthreads();
+        thrKey = sThrKey;
+        thrIdx = sThrIdx;
+    }
+    unsigned int take = 0u;                       // bit j: item j is picked
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++)
+        if (beg + j < n && (key[j] > thrKey || (key[j] == thrKey && beg + j <= thrIdx))) take |= 1u << j;
+    int selTotal;
+    int pos = blockExclusiveScan(__popc(take), &selTotal);
+    // Picks go out through shared memory, TOPK_OUT at a time: a thread's picks are adjacent in the
+    // output but 16 apart between lanes, so direct 4-byte stores would cost one sector each, issued by
+    // this one block's SM (≈ 8 µs for 12,902 picks); staged, every warp stores whole lines.
+    __shared__ int outBuf[TOPK_OUT];
+    for (int o0 = 0; o0 < k; o0 += TOPK_OUT) {
+        __syncthreads();                          // the previous round's buffer has been copied out
+        int p = pos;
+#pragma unroll
+        for (int j = 0; j < ITEMS; j++)
+            if (take >> j & 1u) {
+                if (p >= o0 && p < o0 + TOPK_OUT) outBuf[p - o0] = beg + j;
+                p++;
+            }
+        __syncthreads();
+        int cnt = min(TOPK_OUT, k - o0);
+        for (int e = threadIdx.x; e < cnt; e += blockDim.x) idx[o0 + e] = outBuf[e];
+    }
+}
+
+// Block = ceil(n / ITEMS) threads rounded up to a multiple of 32; grid = rows.
+extern "C" __global__ void __launch_bounds__(1024) topk_reg4_f32(int* idx, const float* scores, int n, int k, int vec) { topkRegImpl<4>(idx, scores, n, k, vec); }
+extern "C" __global__ void __launch_bounds__(1024) topk_reg16_f32(int* idx, const float* scores, int n, int k, int vec) { topkRegImpl<16>(idx, scores, n, k, vec); }
+
+// ---- Gram matrices of the predictor's t = x·P without cuBLAS -------------------------------------
+// lowRankColumnNorms' Gram form needs G_s = t_sᵀ·t_s (r, r) per segment; three tiny cuBLAS GEMMs
+// with a 4096-long reduction each run on a handful of blocks. Here pass 1 spreads the rows over
+// `chunks` blocks: block c stages its rows of every segment in shared memory (LR_ROWS at a time) and
+// thread e < nseg·r² sums t_s[:, a]·t_s[:, b] over them (e = (s·r + a)·r + b) into part[c, e]; then
+// lowrank_gram_part_norms adds the chunks in a fixed order (same input, same bits) and computes the
+// column norms as lowrank_gram_norms does.
+template <typename T>
+__device__ void lowRankGramPartImpl(LowRankSegs g, float* part, int n, int r, int rowsPerChunk) {
+    __shared__ float ts[3][LR_ROWS][LR_MAXR];
+    int E = g.nseg * r * r;
+    int r0 = blockIdx.x * rowsPerChunk, r1 = min(n, r0 + rowsPerChunk);
+    int e = threadIdx.x;
+    int s = e / (r * r), a = (e / r) % r, b = e % r;
+    float acc = 0.f;
+    for (int c0 = r0; c0 < r1; c0 += LR_ROWS) {
+        int rows = min(LR_ROWS, r1 - c0);
+        __syncthreads();   // the previous rows are no longer read
+        for (int sg = 0; sg < g.nseg; sg++) {
+            const T* t = (const T*)g.t[sg];
+            for (int x = threadIdx.x; x < rows * r; x += blockDim.x) ts[sg][x / r][x % r] = ld(t, (long)c0 * r + x);
+        }
+        __syncthreads();
+        if (e < E)
+            for (int i = 0; i < rows; i++) acc = fmaf(ts[s][i][a], ts[s][i][b], acc);
+    }
+    if (e < E) part[(long)blockIdx.x * E + e] = acc;
+}
+
+template <typename T>
+__device__ void lowRankGramPartNormsImpl(LowRankSegs g, const float* part, int chunks, int r, int mTotal) {
+    __shared__ float gs[3 * LR_MAXR * LR_MAXR];
+    int E = g.nseg * r * r;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) {
+        float s = 0.f;
+        int c = 0;
+        for (; c + 8 <= chunks; c += 8) {   // eight independent loads in flight, added in chunk order
+            float v[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = part[(long)(c + j) * E + e];
+#pragma unroll
+            for (int j = 0; j < 8; j++) s += v[j];
+        }
+        for (; c < chunks; c++) s += part[(long)c * E + e];
+        gs[e] = s;
+    }
+    __syncthreads();
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= mTotal) return;
+    int c;
+    int sg = lrSegment<T>(g, col, &c);
+    const T* q = (const T*)g.q[sg];
+    const float* gm = gs + sg * r * r;
+    float qc[LR_MAXR];
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+    float s = 0.f;
+    for (int a = 0; a < r; a++) {
+        float acc = 0.f;
+        for (int b = 0; b < r; b++) acc = fmaf(gm[a * r + b], qc[b], acc);
+        s = fmaf(qc[a], acc, s);
+    }
+    g.out[sg][c] = sqrtf(fmaxf(s, 0.f));
+}
+extern "C" __global__ void lowrank_gram_part_f32(LR_PARAMS, float* part, int n, int r, int rowsPerChunk) { lowRankGramPartImpl<float>(lrSegs(LR_ARGS), part, n, r, rowsPerChunk); }
+extern "C" __global__ void lowrank_gram_part_bf16(LR_PARAMS, float* part, int n, int r, int rowsPerChunk) { lowRankGramPartImpl<bf16>(lrSegs(LR_ARGS), part, n, r, rowsPerChunk); }
+extern "C" __global__ void lowrank_gram_part_norms_f32(LR_PARAMS, const float* part, int chunks, int r, int mTotal) { lowRankGramPartNormsImpl<float>(lrSegs(LR_ARGS), part, chunks, r, mTotal); }
+extern "C" __global__ void lowrank_gram_part_norms_bf16(LR_PARAMS, const float* part, int chunks, int r, int mTotal) { lowRankGramPartNormsImpl<bf16>(lrSegs(LR_ARGS), part, chunks, r, mTotal); }
+
+// ---- expandGroupChannels over several index rows in one launch -----------------------------------
+// Row y of kvIdx (rows, k) expands into row y of out (rows, k·G) by expand_group_channels' rule: the
+// attention selection's kept Q channels (from K's row) and o_proj input columns (from V's) together.
+extern "C" __global__ void expand_group_channels_rows(int* out, const int* kvIdx, int k, int G, int D) {
+    long e = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= (long)k * G) return;
+    out += (long)blockIdx.y * k * G;
+    kvIdx += (long)blockIdx.y * k;
+    int i = (int)(e / G), j = (int)(e % G);
+    int c = kvIdx[i], g = c / D, d = c % D;
+    int start = lowerBound(kvIdx, k, g * D), end = lowerBound(kvIdx, k, (g + 1) * D);
+    out[(long)start * G + (long)j * (end - start) + (i - start)] = (g * G + j) * D + d;
+}
+
+// ---- A few products with one small shared left operand (the MLP predictor's x̄·P) ---------------
+// outs_s (M, N) = A (M, K) · B_s (K, N) for s < S, with B_s at B + s·bStride and out_s at C + s·cStride
+// (elements), M and N small (M ≤ 32 rows, N ≤ 32 columns, N % 8 == 0): the predictor's x̄ (B, C) times
+// its stacked P (C, r). cuBLAS runs such a product on a handful of blocks that walk all of K (≈ 9 µs
+// for 8 × 4096 × 8, twice). Here block (m, s) splits K over its threads — each reads A[m, k] and the
+// 8-wide rows of B_s (16-byte loads), all loads independent — then the block adds the threads' N
+// partial sums in a fixed order (same input, same bits). fp32 accumulation, one rounding at the store.
+#define SKINNY_THREADS 256
+template <typename TI, typename TO>
+__device__ void skinnySharedAImpl(TO* C, const TI* A, const TI* B, int K, int N, long bStride, long cStride) {
+    __shared__ float part[SKINNY_THREADS / 32][32];
+    int m = blockIdx.x, s = blockIdx.y;
+    const TI* a = A + (long)m * K;
+    const TI* b = B + s * bStride;
+    float acc[32];
+#pragma unroll
+    for (int j = 0; j < 32; j++) acc[j] = 0.f;
+    for (int k = threadIdx.x; k < K; k += SKINNY_THREADS) {
+        float av = ld(a, k);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            if (c * 8 >= N) break;
+            float v[8];
+            ld8(b, (long)k * N + c * 8, v);
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[c * 8 + j] = fmaf(av, v[j], acc[c * 8 + j]);
+        }
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        if (j >= N) break;
+        float v = warpSum(acc[j]);
+        if (lane == 0) part[w][j] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < N) {
+        float t = 0.f;
+        for (int x = 0; x < SKINNY_THREADS / 32; x++) t += part[x][threadIdx.x];
+        st(C + s * cStride, (long)m * N + threadIdx.x, t);
+    }
+}
+extern "C" __global__ void skinny_shared_a_bf16_bf16(bf16* C, const bf16* A, const bf16* B, int K, int N, long bs, long cs) { skinnySharedAImpl(C, A, B, K, N, bs, cs); }
+extern "C" __global__ void skinny_shared_a_f32_bf16(float* C, const bf16* A, const bf16* B, int K, int N, long bs, long cs) { skinnySharedAImpl(C, A, B, K, N, bs, cs); }
+extern "C" __global__ void skinny_shared_a_f32_f32(float* C, const float* A, const float* B, int K, int N, long bs, long cs) { skinnySharedAImpl(C, A, B, K, N, bs, cs); }
+
+// ---- The MLP predictor's scores over a few rows, flat parameters ----------------------------------
+// lowRankSwigluColumnNorms for n ≤ LR_ROWS rows (the B per-sequence means): out[c] = ‖silu(tg·qg[:,c])
+// ⊙ (tu·qu[:,c])‖ over the rows, the square root written directly. The same arithmetic as
+// lowrank_swiglu_colsumsq (same fmaf order, same __expf), but with plain pointer parameters (no
+// segment struct indexed at run time, which the compiler keeps in local memory), the rank a template
+// bound (8 covers the default predictor: no predicated-off work of the 32-wide form) and 128-thread
+// blocks (112 blocks over 14,336 channels instead of 56). Grid: ceil(m / 128); block 128.
+template <typename T, int RMAX>
+__device__ void lowRankSwigluSmallImpl(float* out, const T* tg, const T* tu, const T* qg, const T* qu, int n, int r, int m) {
+    __shared__ float ts[2][LR_ROWS][RMAX];
+    for (int e = threadIdx.x; e < n * r; e += blockDim.x) {
+        ts[0][e / r][e % r] = ld(tg, e);
+        ts[1][e / r][e % r] = ld(tu, e);
+    }
+    __syncthreads();
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= m) return;
+    float cg[RMAX], cu[RMAX];
+#pragma unroll
+    for (int j = 0; j < RMAX; j++) {
+        cg[j] = j < r ? ld(qg, (long)j * m + col) : 0.f;
+        cu[j] = j < r ? ld(qu, (long)j * m + col) : 0.f;
+    }
+    float acc = 0.f;
+    for (int i = 0; i < n; i++) {
+        float a = 0.f, b = 0.f;
+#pragma unroll
+        for (int j = 0; j < RMAX; j++) if (j < r) { a = fmaf(ts[0][i][j], cg[j], a); b = fmaf(ts[1][i][j], cu[j], b); }
+        float h = a / (1.f + __expf(-a)) * b;
+        acc = fmaf(h, h, acc);
+    }
+    out[col] = sqrtf(acc);
+}
+extern "C" __global__ void lowrank_swiglu_small_r8_f32(float* o, const float* tg, const float* tu, const float* qg, const float* qu, int n, int r, int m) { lowRankSwigluSmallImpl<float, 8>(o, tg, tu, qg, qu, n, r, m); }
+extern "C" __global__ void lowrank_swiglu_small_r8_bf16(float* o, const bf16* tg, const bf16* tu, const bf16* qg, const bf16* qu, int n, int r, int m) { lowRankSwigluSmallImpl<bf16, 8>(o, tg, tu, qg, qu, n, r, m); }
+extern "C" __global__ void lowrank_swiglu_small_r32_f32(float* o, const float* tg, const float* tu, const float* qg, const float* qu, int n, int r, int m) { lowRankSwigluSmallImpl<float, 32>(o, tg, tu, qg, qu, n, r, m); }
+extern "C" __global__ void lowrank_swiglu_small_r32_bf16(float* o, const bf16* tg, const bf16* tu, const bf16* qg, const bf16* qu, int n, int r, int m) { lowRankSwigluSmallImpl<bf16, 32>(o, tg, tu, qg, qu, n, r, m); }

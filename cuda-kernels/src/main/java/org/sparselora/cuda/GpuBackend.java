@@ -569,8 +569,34 @@ public final class GpuBackend implements Backend {
                     && O[i].rank() == 2 && O[i].dim(0) == M && O[i].dim(1) == N && O[i].dtype() == cT
                     && B[i].address() == B[0].address() + i * bStride && O[i].address() == O[0].address() + i * cStride;
         if (!batched) { Backend.super.matmulSharedA(outs, a, bs); return; }
+        String skinny = skinnyKernel(M, N, aT, cT);
+        boolean skinnyOk = skinny != null && aligned(A) && aligned(B[0]) && aligned(O[0])
+                && (bStride / bT.bytes) % 8 == 0 && (cStride / cT.bytes) % 8 == 0;
+        if (skinnyOk && skinnySharedA) {
+            launch(skinny, M, count, 256, 0, new Kernels.Args().ptr(O[0].address()).ptr(A.address()).ptr(B[0].address())
+                    .i(K).i(N).l(bStride / bT.bytes).l(cStride / cT.bytes));
+            return;
+        }
         gemmBatched(false, false, M, N, K, 1f, A.address(), aT, K, 0L, B[0].address(), bT, N, bStride / bT.bytes,
                 0f, O[0].address(), cT, N, cStride / cT.bytes, count);
+    }
+
+    /** matmulSharedA with a small left operand through skinny_shared_a (default) or cuBLAS's batched GEMM. */
+    private boolean skinnySharedA = true;
+
+    void setSkinnySharedA(boolean on) { skinnySharedA = on; }
+
+    /**
+     * The skinny_shared_a kernel for an (M, K)·(K, N) product set, or null where it does not apply:
+     * M ≤ 32 rows (the predictor's per-sequence means), N ≤ 32 columns in groups of 8 (its rank), bf16
+     * operands into a bf16 or f32 output, or f32 throughout.
+     */
+    private static String skinnyKernel(int M, int N, DType abType, DType cType) {
+        if (M > 32 || N > 32 || N % 8 != 0) return null;
+        if (abType == DType.BF16 && cType == DType.BF16) return "skinny_shared_a_bf16_bf16";
+        if (abType == DType.BF16 && cType == DType.F32) return "skinny_shared_a_f32_bf16";
+        if (abType == DType.F32 && cType == DType.F32) return "skinny_shared_a_f32_f32";
+        return null;
     }
 
     private long convertToScratch(String key, GpuTensor src, DType target) {
@@ -1345,7 +1371,7 @@ public final class GpuBackend implements Backend {
         if (k < 0 || k > n) throw new IllegalArgumentException("topK: k = " + k + " outside [0, " + n + "]");
         needNumel("topK", "idx", I, k);
         if (k == 0) return;
-        launch("topk_f32", 1, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+        launchTopK(I, S, 1, n, k);
     }
 
     @Override
@@ -1359,7 +1385,27 @@ public final class GpuBackend implements Backend {
         if (k < 0 || k > n) throw new IllegalArgumentException("topKRows: k = " + k + " outside [0, " + n + "]");
         needNumel("topKRows", "idx", I, (long) m * k);
         if (k == 0 || m == 0) return;
-        launch("topk_f32", m, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+        launchTopK(I, S, m, n, k);
+    }
+
+    /** Largest row the register-resident top-k takes (1024 threads × 16 keys); longer rows use topk_f32. */
+    static final int TOPK_REG_MAX = 1024 * 16;
+    /** The register-resident top-k (default) or the first single-block kernel (kept for comparison and rows over TOPK_REG_MAX). */
+    private boolean topKInRegisters = true;
+
+    void setTopKInRegisters(boolean on) { topKInRegisters = on; }
+
+    /** One block per row of (rows, n) scores into (rows, k) indices; same result from either kernel. */
+    private void launchTopK(GpuTensor I, GpuTensor S, int rows, int n, int k) {
+        if (!topKInRegisters || n > TOPK_REG_MAX) {
+            launch("topk_f32", rows, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+            return;
+        }
+        int items = n <= 4096 ? 4 : 16;
+        int threads = Math.max(32, ((n + items - 1) / items + 31) / 32 * 32);
+        boolean vec = n % 4 == 0 && aligned(S);
+        launch("topk_reg" + items + "_f32", rows, 1, threads, 0,
+                new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k).i(vec ? 1 : 0));
     }
 
     /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
@@ -1368,6 +1414,20 @@ public final class GpuBackend implements Backend {
     private boolean gramNorms = true;
 
     void setGramNorms(boolean on) { gramNorms = on; }
+
+    /**
+     * How the Gram form gets G_s = t_sᵀ·t_s: one cuBLAS GEMM per segment (the first form), one
+     * strided-batched cuBLAS GEMM for all segments (when the t sit equally spaced, as the predictor
+     * stacks them), or the chunked kernel pair lowrank_gram_part + lowrank_gram_part_norms (the default;
+     * no cuBLAS, the chunk sums added in a fixed order).
+     */
+    enum GramMode { CUBLAS_EACH, CUBLAS_BATCHED, KERNEL }
+
+    private GramMode gramMode = GramMode.KERNEL;
+
+    void setGramMode(GramMode m) { gramMode = m; }
+
+    GramMode gramMode() { return gramMode; }
     private static final int LR_COLS = 256, LR_ROWS = 64;
 
     @Override
@@ -1401,12 +1461,34 @@ public final class GpuBackend implements Backend {
         if (n == 0 || r == 0) { for (GpuTensor o : O) fill(o, 0f); return; }
         int gx = (mTotal + LR_COLS - 1) / LR_COLS;
         if (gramNorms) {
-            // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram GEMM per segment, then r² work per column
+            // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram matrix per segment, then r² work per column
             // (not n·r): the attention predictor's q̂/k̂/v̂ norms over thousands of tokens cost a few µs
+            int E = outs.length * r * r;
+            if (gramMode == GramMode.KERNEL && E <= 1024) {
+                // rows spread over up to 64 blocks of at least 64 rows each (measured at the 8B shape,
+                // 4096 tokens: 64 chunks 10.9 µs for both kernels, 32 chunks of 128 rows 13.3 µs)
+                int chunks = Math.max(1, Math.min(64, (n + 63) / 64)), rowsPerChunk = (n + chunks - 1) / chunks;
+                chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
+                long part = scratch("lowrank.gram.part", (long) chunks * E * 4);
+                launch("lowrank_gram_part_" + sfx(T[0], "lowRankColumnNorms"), chunks, 1, Math.max(128, (E + 31) / 32 * 32), 0,
+                        segments(O, T, Q).ptr(part).i(n).i(r).i(rowsPerChunk));
+                launch("lowrank_gram_part_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
+                        segments(O, T, Q).ptr(part).i(chunks).i(r).i(mTotal));
+                return;
+            }
             long gAddr = scratch("lowrank.gram", 3L * LOW_RANK_MAX * LOW_RANK_MAX * 4);
-            for (int i = 0; i < outs.length; i++) {
-                GpuTensor G = new GpuTensor(this, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
-                matmul(G, T[i], true, T[i], false, 1f, 0f);
+            long tStride = outs.length > 1 ? T[1].address() - T[0].address() : 0;
+            boolean batched = gramMode != GramMode.CUBLAS_EACH && outs.length > 1 && tStride >= (long) n * r * dt.bytes
+                    && tStride % dt.bytes == 0;
+            for (int i = 0; batched && i < outs.length; i++) batched = T[i].address() == T[0].address() + i * tStride;
+            if (batched) {  // G_i = t_iᵀ·t_i for every segment in one strided-batched GEMM
+                gemmBatched(true, false, r, r, n, 1f, T[0].address(), dt, r, tStride / dt.bytes, T[0].address(), dt, r, tStride / dt.bytes,
+                        0f, gAddr, DType.F32, r, (long) r * r, outs.length);
+            } else {
+                for (int i = 0; i < outs.length; i++) {
+                    GpuTensor G = new GpuTensor(this, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
+                    matmul(G, T[i], true, T[i], false, 1f, 0f);
+                }
             }
             launch("lowrank_gram_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
                     segments(O, T, Q).ptr(gAddr).i(r).i(mTotal));
@@ -1430,6 +1512,11 @@ public final class GpuBackend implements Backend {
         return a.i(O.length);
     }
 
+    /** lowRankSwigluColumnNorms over ≤ LR_ROWS rows through lowrank_swiglu_small (default) or the segment-struct kernel. */
+    private boolean swigluSmall = true;
+
+    void setSwigluSmall(boolean on) { swigluSmall = on; }
+
     @Override
     public void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
         bind();
@@ -1445,6 +1532,12 @@ public final class GpuBackend implements Backend {
         if (!fused) { Backend.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu); return; }
         if (m == 0) return;
         if (n == 0 || r == 0) { fill(O, 0f); return; }
+        if (n <= LR_ROWS && swigluSmall) {   // the B sequence means: one pass, flat parameters
+            launch("lowrank_swiglu_small_r" + (r <= 8 ? 8 : 32) + "_" + sfx(TG, "lowRankSwigluColumnNorms"), (m + 127) / 128, 1, 128, 0,
+                    new Kernels.Args().ptr(O.address()).ptr(TG.address()).ptr(TU.address()).ptr(QG.address()).ptr(QU.address())
+                            .i(n).i(r).i(m));
+            return;
+        }
         int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (m + LR_COLS - 1) / LR_COLS;
         long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * m * 4) : 0;
         // segment parameters: t = (tg, tu), Q = (qg, qu), the one output, width m
@@ -1483,6 +1576,21 @@ public final class GpuBackend implements Backend {
         long n = (long) k * groupSize;
         if (n == 0) return;
         launch("expand_group_channels", (int) ((n + 255) / 256), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(groupSize).i(headDim));
+    }
+
+    @Override
+    public void expandGroupChannelsRows(Tensor out, Tensor kvIdx, int groupSize, int headDim) {
+        bind();
+        GpuTensor O = own(out), I = own(kvIdx);
+        needI32("expandGroupChannelsRows", "out", O);
+        needI32("expandGroupChannelsRows", "kvIdx", I);
+        if (I.rank() != 2) throw new IllegalArgumentException("expandGroupChannelsRows: kvIdx must be (rows, k), got " + I);
+        int rows = I.dim(0), k = I.dim(1);
+        needNumel("expandGroupChannelsRows", "out", O, (long) rows * k * groupSize);
+        long n = (long) k * groupSize;
+        if (n == 0 || rows == 0) return;
+        launch("expand_group_channels_rows", (int) ((n + 255) / 256), rows, 256, 0,
                 new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(groupSize).i(headDim));
     }
 

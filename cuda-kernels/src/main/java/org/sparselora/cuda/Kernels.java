@@ -73,6 +73,16 @@ final class Kernels implements AutoCloseable {
         m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");
+        // the predictor's fast paths (issue 5)
+        m.put("topk_reg4_f32", "sparse");
+        m.put("topk_reg16_f32", "sparse");
+        for (String a : t) {
+            m.put("lowrank_gram_part_" + a, "sparse");
+            m.put("lowrank_gram_part_norms_" + a, "sparse");
+        }
+        m.put("expand_group_channels_rows", "sparse");
+        for (String sfx : new String[] {"bf16_bf16", "f32_bf16", "f32_f32"}) m.put("skinny_shared_a_" + sfx, "sparse");
+        for (String a : t) for (String r : new String[] {"r8_", "r32_"}) m.put("lowrank_swiglu_small_" + r + a, "sparse");
         return Collections.unmodifiableMap(m);
     }
 

@@ -387,6 +387,43 @@ class GpuBackendTest {
         }
     }
 
+    /**
+     * matmulSharedA with a small left operand (the MLP predictor's x̄ (B, C) times its stacked P): the
+     * skinny_shared_a kernel (default) and cuBLAS's batched GEMM against the CPU, at the 8B shape (8 ×
+     * 4096 · 2 × (4096, 8)), K not a multiple of the block (1000), one row, 32 rows, N = 16 and 24,
+     * bf16 → bf16, bf16 → f32 and f32 → f32; N = 12 (not in groups of 8) and M = 33 take cuBLAS.
+     */
+    @Test
+    void matmulSharedASmallLeftOperand() {
+        int[][] mkn = {{8, 4096, 8}, {8, 1000, 8}, {1, 4096, 8}, {32, 512, 16}, {5, 300, 24}, {8, 96, 12}, {33, 96, 8}};
+        DType[][] types = {{DType.BF16, DType.BF16}, {DType.BF16, DType.F32}, {DType.F32, DType.F32}};
+        try {
+            for (boolean skinny : new boolean[] {true, false}) {
+                gpu.setSkinnySharedA(skinny);
+                for (int[] s : mkn) {
+                    int M = s[0], K = s[1], N = s[2];
+                    for (DType[] tt : types) {
+                        int count = 2;
+                        Pair A = pair(rand(M * K, 1f), tt[0], M, K);
+                        Pair stackB = pair(rand(count * K * N, 1f), tt[0], count * K, N);
+                        Pair stackO = out(tt[1], count * M, N);
+                        Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
+                        for (int i = 0; i < count; i++) {
+                            bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
+                            og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
+                        }
+                        gpu.matmulSharedA(og, A.g, bg);
+                        cpu.matmulSharedA(oc, A.c, bc);
+                        close("matmulSharedA " + (skinny ? "skinny " : "cuBLAS ") + M + "x" + K + "x" + N + " " + tt[0] + "->" + tt[1],
+                                stackO, tt[1] == DType.BF16 ? BF16_TOL : (tt[0] == DType.F32 ? F32_TOL : 1e-4));
+                    }
+                }
+            }
+        } finally {
+            gpu.setSkinnySharedA(true);
+        }
+    }
+
     // ------------------------------------------------------------------ layers
 
     @Test
@@ -1134,6 +1171,180 @@ class GpuBackendTest {
         gpu.topK(ig, S.g, k);
         cpu.topK(ic, S.c, k);
         assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), "topK n=100000");
+    }
+
+    /** Score vectors of one kind: few distinct values (ties decide), continuous, all equal, or IEEE specials. */
+    static float[] topKScores(int n, int kind) {
+        float[] s = new float[n];
+        float[] specials = {Float.NaN, -0f, 0f, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY, 1e-30f, -1e30f, 2f};
+        for (int i = 0; i < n; i++)
+            s[i] = switch (kind) {
+                case 0 -> RNG.nextInt(7) * 0.5f - 1f;
+                case 1 -> (float) RNG.nextDouble(-3, 3);
+                case 2 -> (float) Math.abs(1 + 0.05 * RNG.nextGaussian());   // a layer's narrow range of norms
+                case 3 -> 0.75f;
+                default -> specials[RNG.nextInt(specials.length)];
+            };
+        if (n > 10 && kind != 3) { s[3] = Float.NaN; s[5] = -0f; s[6] = 0f; }
+        return s;
+    }
+
+    /**
+     * The register-resident top-k (default) and the first single-block kernel against CpuBackend.topK:
+     * n on and off the block's item grid (1029, 4097: not a multiple of 4, so no vector loads), at its
+     * limits (4096 and 16384 keys) and past it (16385: the first kernel serves), the 8B MLP width 14336
+     * with the kept counts of the published configs (143 at 0.99, 1433 at 0.9, 12902 at 0.1), k = 0, 1,
+     * n − 1 and n; ties, specials (NaN, ±0, ±∞) and all-equal rows; a misaligned score view; outputs
+     * poisoned first and every call repeated (deterministic).
+     */
+    @Test
+    void topKRegisterKernelMatchesCpu() {
+        try {
+            for (boolean reg : new boolean[] {true, false}) {
+                gpu.setTopKInRegisters(reg);
+                for (int n : new int[] {1, 2, 37, 1024, 1029, 4096, 4097, 14336, 16384, 16385}) {
+                    java.util.TreeSet<Integer> ks = new java.util.TreeSet<>(List.of(0, 1, n / 3, Math.max(0, n - 1), n, n / 10));
+                    if (n == 14336) ks.addAll(List.of(143, 1433, 12902));
+                    for (int kind = 0; kind < 5; kind++) {
+                        float[] s = topKScores(n, kind);
+                        Pair S = pair(s, DType.F32, n);
+                        for (int k : ks) {
+                            Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
+                            if (k > 0) gpu.fill(ig, -1f);
+                            gpu.topK(ig, S.g, k);
+                            cpu.topK(ic, S.c, k);
+                            String what = (reg ? "register" : "first") + " topK n=" + n + " k=" + k + " kind=" + kind;
+                            int[] want = cpu.toInts(ic), got = gpu.toInts(ig);
+                            assertArrayEquals(want, got, what);
+                            gpu.topK(ig, S.g, k);
+                            assertArrayEquals(got, gpu.toInts(ig), what + ": must be deterministic");
+                            ig.close();
+                        }
+                        S.g.close();
+                    }
+                }
+                // scores at an odd float offset: not 16-byte aligned, so the scalar loads
+                int n = 14336, k = 1433;
+                float[] s = topKScores(n + 1, 2);
+                Pair S = pair(s, DType.F32, n + 1);
+                Tensor view = S.g.view(1, n);
+                Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
+                gpu.fill(ig, -1f);
+                gpu.topK(ig, view, k);
+                cpu.topK(ic, S.c.view(1, n), k);
+                assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), (reg ? "register" : "first") + " topK on a misaligned view");
+                // several rows in one launch: the attention selection's (2, Hkv·D) K scores and V norms,
+                // rows of the MLP width, and rows whose length is not a multiple of 4 (misaligned rows)
+                for (int[] mnk : new int[][] {{2, 1024, 256}, {3, 14336, 143}, {2, 1029, 300}, {2, 1024, 1024}}) {
+                    int m = mnk[0], nn = mnk[1], kk = mnk[2];
+                    float[] rs = new float[m * nn];
+                    for (int i = 0; i < m; i++) System.arraycopy(topKScores(nn, i % 3), 0, rs, i * nn, nn);
+                    Pair R = pair(rs, DType.F32, m, nn);
+                    Tensor rg = gpu.empty(DType.I32, m, kk), rc = cpu.empty(DType.I32, m, kk);
+                    gpu.fill(rg, -1f);
+                    gpu.topKRows(rg, R.g, kk);
+                    cpu.topKRows(rc, R.c, kk);
+                    assertArrayEquals(cpu.toInts(rc), gpu.toInts(rg), (reg ? "register" : "first") + " topKRows m=" + m + " n=" + nn + " k=" + kk);
+                }
+            }
+        } finally {
+            gpu.setTopKInRegisters(true);
+        }
+    }
+
+    /**
+     * Every way lowRankColumnNorms' Gram form gets tᵀt (one cuBLAS GEMM per segment, one batched GEMM,
+     * the chunked kernels) against the CPU's estimate + columnNorms, at the 8B attention predictor's
+     * shape (4096 tokens, r = 8, q̂/k̂/v̂ widths 4096/1024/1024, the t stacked as ChannelSelection
+     * stacks them) and at token counts that leave a short last chunk; separate t tensors too (the
+     * batched mode takes one GEMM each unless the pool happened to space them equally); rank 20 with three segments
+     * (3·20² > 1024 Gram entries: the kernel mode falls back to cuBLAS). Tolerance as the Gram form's: 1e-3.
+     */
+    @Test
+    void lowRankGramModesMatchCpu() {
+        try {
+            for (DType t : FLOATS) {
+                for (int[] nr : new int[][] {{4096, 8}, {4001, 8}, {65, 8}, {1, 8}, {300, 20}}) {
+                    int n = nr[0], r = nr[1];
+                    int[] widths = {4096, 1024, 1024};
+                    float[] tv = rand(3 * n * r, 1f);
+                    Pair T = pair(tv, t, 3 * n, r);
+                    Tensor[] tg = new Tensor[3], tc = new Tensor[3], qg = new Tensor[3], qc = new Tensor[3], og = new Tensor[3], oc = new Tensor[3];
+                    Pair[] outs = new Pair[3];
+                    for (int i = 0; i < 3; i++) {
+                        tg[i] = T.g.view((long) i * n * r, n, r);
+                        tc[i] = T.c.view((long) i * n * r, n, r);
+                        Pair Q = pair(rand(r * widths[i], 1f), t, r, widths[i]);
+                        qg[i] = Q.g; qc[i] = Q.c;
+                        outs[i] = out(DType.F32, widths[i]);
+                        og[i] = outs[i].g; oc[i] = outs[i].c;
+                    }
+                    cpu.lowRankColumnNorms(oc, tc, qc);
+                    // the same t as three separate tensors: not equally spaced
+                    Tensor[] sep = new Tensor[3];
+                    for (int i = 0; i < 3; i++) {
+                        sep[i] = gpu.empty(t, n, r);
+                        gpu.copy(sep[i], tg[i]);
+                    }
+                    for (GpuBackend.GramMode mode : GpuBackend.GramMode.values()) {
+                        gpu.setGramMode(mode);
+                        for (Tensor[] ts : new Tensor[][] {tg, sep}) {
+                            for (Tensor o : og) gpu.fill(o, Float.NaN);
+                            gpu.lowRankColumnNorms(og, ts, qg);
+                            for (int i = 0; i < 3; i++)
+                                close("gram " + mode + (ts == sep ? " separate t " : " stacked t ") + t + " n=" + n + " r=" + r + " segment " + i,
+                                        outs[i], 1e-3);
+                        }
+                    }
+                    for (Tensor x : sep) x.close();
+                }
+            }
+        } finally {
+            gpu.setGramMode(GpuBackend.GramMode.KERNEL);
+        }
+    }
+
+    /**
+     * The MLP predictor's scores over a few rows (the B sequence means): the flat-parameter kernel
+     * (default; rank bound 8 or 32) and the segment-struct kernel against the CPU's estimates + swiglu +
+     * columnNorms, at 1, 8 and 64 rows (the most one pass takes), ranks 5, 8, 16 and 32, the 8B MLP
+     * width 14336 and an odd width. Both sum fp32 products of the same inputs: 1e-4.
+     */
+    @Test
+    void lowRankSwigluScoresOverFewRows() {
+        try {
+            for (boolean small : new boolean[] {true, false}) {
+                gpu.setSwigluSmall(small);
+                for (DType t : FLOATS)
+                    for (int[] nrm : new int[][] {{8, 8, 14336}, {1, 8, 1029}, {64, 5, 1029}, {8, 16, 300}, {3, 32, 1029}}) {
+                        int n = nrm[0], r = nrm[1], m = nrm[2];
+                        Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
+                        Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
+                        gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
+                        cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
+                        close("lowRankSwigluColumnNorms " + (small ? "small " : "struct ") + t + " n=" + n + " r=" + r + " m=" + m, O, 1e-4);
+                    }
+            }
+        } finally {
+            gpu.setSwigluSmall(true);
+        }
+    }
+
+    /** expandGroupChannelsRows (K's and V's kept channels expanded in one launch) against the CPU's per-row default. */
+    @Test
+    void expandGroupChannelsRowsMatchesCpu() {
+        for (int[] hgdk : new int[][] {{8, 4, 128, 256}, {4, 3, 16, 13}, {2, 1, 8, 16}, {8, 4, 128, 1}}) {
+            int hkv = hgdk[0], g = hgdk[1], d = hgdk[2], k = hgdk[3];
+            int[] kv = new int[2 * k];
+            System.arraycopy(distinct(k, hkv * d), 0, kv, 0, k);
+            System.arraycopy(distinct(k, hkv * d), 0, kv, k, k);
+            Pair I = ints(kv, 2, k);
+            Tensor og = gpu.empty(DType.I32, 2, k * g), oc = cpu.empty(DType.I32, 2, k * g);
+            gpu.fill(og, -1f);
+            gpu.expandGroupChannelsRows(og, I.g, g, d);
+            cpu.expandGroupChannelsRows(oc, I.c, g, d);
+            assertArrayEquals(cpu.toInts(oc), gpu.toInts(og), "expandGroupChannelsRows Hkv=" + hkv + " G=" + g + " D=" + d + " k=" + k);
+        }
     }
 
     @Test

@@ -447,4 +447,19 @@ public interface Backend extends AutoCloseable {
         }
         copyFromHost(out, o);
     }
+
+    /**
+     * {@link #expandGroupChannels} on every row: out (m, k·G) row i = the expansion of kvIdx (m, k)
+     * row i (each row ascending). The attention selection expands its kept K channels (to the kept Q
+     * channels) and its kept V channels (to the kept o_proj input columns) together, which a device
+     * does in one launch. Default: expandGroupChannels per row.
+     */
+    default void expandGroupChannelsRows(Tensor out, Tensor kvIdx, int groupSize, int headDim) {
+        if (kvIdx.rank() != 2) throw new IllegalArgumentException("expandGroupChannelsRows: kvIdx must be (rows, k), got " + Tensor.describe(kvIdx));
+        int m = kvIdx.dim(0), k = kvIdx.dim(1);
+        if (out.numel() != (long) m * k * groupSize)
+            throw new IllegalArgumentException("expandGroupChannelsRows: out " + Tensor.describe(out) + " for " + m + " rows of " + k + " × " + groupSize);
+        for (int i = 0; i < m; i++)
+            expandGroupChannels(out.view((long) i * k * groupSize, k * groupSize), kvIdx.view((long) i * k, k), groupSize, headDim);
+    }
 }

@@ -30,8 +30,11 @@ import org.sparselora.engine.model.LlamaConfig;
  * of a module in one {@link Backend#matmulSharedA} (the P are stacked), and the scores come from the
  * rank-r products t through {@link Backend#lowRankColumnNorms} (q̂, k̂, v̂ together) and
  * {@link Backend#lowRankSwigluColumnNorms} (the MLP), which a GPU runs without writing the (n, M)
- * estimates, and the K and V top-k are one {@link Backend#topKRows}. On the CPU these are the same
- * matmul → columnNorms sequence as before (the same bits).
+ * estimates, and the K and V top-k are one {@link Backend#topKRows}, their expansion to the Q and O
+ * channels one {@link Backend#expandGroupChannelsRows} into one index tensor. The per-layer
+ * temporaries (x̄, t, scores, norms) are scratch tensors kept by this object, so a layer's selection
+ * asks the backend's pool for nothing but its result. On the CPU these are the same matmul →
+ * columnNorms sequence as before (the same bits).
  *
  * <p>With N data-parallel workers each one holds b/N rows of the batch. Every score above is a
  * square root of a per-channel sum over rows of squares (or, for K, a product of such norms), so a
@@ -112,29 +115,29 @@ public final class ChannelSelection implements AutoCloseable {
         DType ct = be.computeType();
         EnumMap<SvdPredictor.Proj, Tensor[]> f = factors.get(layer);
         Tensor[] g = f.get(SvdPredictor.Proj.GATE), u = f.get(SvdPredictor.Proj.UP);
-        try (Tensor xbar = be.empty(ct, batch, c);                 // (B,C)
-             Tensor tgu = be.empty(ct, 2 * batch, rank);           // x̄·Pg (B,r) then x̄·Pu (B,r)
-             Tensor scores = be.empty(DType.F32, inter)) {         // (I)
-            Tensor tg = tgu.view(0, batch, rank), tu = tgu.view((long) batch * rank, batch, rank);
-            be.sequenceMean(xbar, x, keyStart, batch, seqLen);
-            be.matmulSharedA(new Tensor[] {tg, tu}, xbar, new Tensor[] {g[0], u[0]});
-            // ‖silu(x̄·Pg·Qg) ⊙ (x̄·Pu·Qu)‖ per channel over this worker's sequences; a device backend
-            // never writes the (B,I) estimates
-            be.lowRankSwigluColumnNorms(scores, tg, g[1], tu, u[1]);
-            if (exchange.workers() > 1) globalNorms(exchange, layer, "mlp", scores);
-            Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
-            be.topK(idx, scores, sparsity.keptMlp(layer));
-            return idx;
-        }
+        Tensor xbar = scratch(Scratch.MLP_XBAR, ct, batch, c);           // (B,C)
+        Tensor tgu = scratch(Scratch.MLP_T, ct, 2 * batch, rank);        // x̄·Pg (B,r) then x̄·Pu (B,r)
+        Tensor scores = scratch(Scratch.MLP_SCORES, DType.F32, inter);   // (I)
+        Tensor tg = tgu.view(0, batch, rank), tu = tgu.view((long) batch * rank, batch, rank);
+        be.sequenceMean(xbar, x, keyStart, batch, seqLen);
+        be.matmulSharedA(new Tensor[] {tg, tu}, xbar, new Tensor[] {g[0], u[0]});
+        // ‖silu(x̄·Pg·Qg) ⊙ (x̄·Pu·Qu)‖ per channel over this worker's sequences; a device backend
+        // never writes the (B,I) estimates
+        be.lowRankSwigluColumnNorms(scores, tg, g[1], tu, u[1]);
+        if (exchange.workers() > 1) globalNorms(exchange, layer, "mlp", scores);
+        Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
+        be.topK(idx, scores, sparsity.keptMlp(layer));
+        return idx;
     }
 
     /**
-     * Kept attention channels; each (·) I32 ascending. k and v are views of {@code kv} (2, kept), the
-     * storage they share; the caller owns q, o and kv ({@link #owned()}, {@link #close()}).
+     * Kept attention channels; each (·) I32 ascending. k, v, q and o are views of {@code storage}, one
+     * I32 tensor laid out [k | v | q | o] (k and v the two rows of a (2, kept) matrix, q and o those of
+     * a (2, kept·G) one); the caller owns storage ({@link #owned()}, {@link #close()}).
      */
-    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o, Tensor kv) implements AutoCloseable {
+    public record AttentionChannels(Tensor q, Tensor k, Tensor v, Tensor o, Tensor storage) implements AutoCloseable {
         /** The tensors to free when the selection is no longer needed. */
-        public java.util.List<Tensor> owned() { return java.util.List.of(q, o, kv); }
+        public java.util.List<Tensor> owned() { return java.util.List.of(storage); }
 
         @Override
         public void close() { for (Tensor t : owned()) t.close(); }
@@ -163,11 +166,12 @@ public final class ChannelSelection implements AutoCloseable {
             be.gatherRows(xs, x, rows);                                // (n,C) non-padding tokens only
         }
         int qd = hq * d, kvd = hkv * d;
-        Tensor kv = null;
-        // one F32 buffer [q̂ norms | k̂ norms | K scores | v̂ norms]: the K scores and V norms are the two
-        // rows of one (2, Hkv·D) matrix, so one topKRows selects both
-        try (Tensor tqkv = be.empty(ct, 3 * n, rank);                  // x·Pq, x·Pk, x·Pv, (n,r) each
-             Tensor norms = be.empty(DType.F32, qd + 3 * kvd)) {
+        Tensor out = null;
+        try {
+            // x·Pq, x·Pk, x·Pv, (n,r) each; one F32 buffer [q̂ norms | k̂ norms | K scores | v̂ norms]: the K
+            // scores and V norms are the two rows of one (2, Hkv·D) matrix, so one topKRows selects both
+            Tensor tqkv = scratch(Scratch.ATTN_T, ct, 3 * n, rank);
+            Tensor norms = scratch(Scratch.ATTN_NORMS, DType.F32, qd + 3 * kvd);
             long tr = (long) n * rank;
             Tensor tq = tqkv.view(0, n, rank), tk = tqkv.view(tr, n, rank), tv = tqkv.view(2 * tr, n, rank);
             Tensor qn = norms.view(0, qd), kn = norms.view(qd, kvd), score = norms.view(qd + kvd, kvd);
@@ -179,21 +183,53 @@ public final class ChannelSelection implements AutoCloseable {
             if (exchange.workers() > 1) globalNorms(exchange, layer, "qkv", qn, kn, vn);
             be.kvChannelScores(score, qn, kn, hkv, group, d);
 
-            kv = be.empty(DType.I32, 2, kept);                         // row 0: kept K, row 1: kept V
+            // one allocation for the four index sets: [kept K | kept V] (2, kept), then [Q | O] (2, kept·G)
+            long kg = (long) kept * group;
+            out = be.empty(DType.I32, (int) (2L * kept + 2L * kg));
+            Tensor kv = out.view(0, 2, kept), qo = out.view(2L * kept, 2, (int) kg);
             be.topKRows(kv, norms.view(qd + kvd, 2, kvd), kept);
-            Tensor kIdx = kv.view(0, kept), vIdx = kv.view(kept, kept);
-            Tensor qIdx = be.empty(DType.I32, kept * group);
-            be.expandGroupChannels(qIdx, kIdx, group, d);
-            Tensor oIdx = be.empty(DType.I32, kept * group);
-            be.expandGroupChannels(oIdx, vIdx, group, d);
-            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx, kv);
+            be.expandGroupChannelsRows(qo, kv, group, d);            // K's row -> Q's, V's row -> O's
+            Tensor kIdx = out.view(0, kept), vIdx = out.view(kept, kept);
+            Tensor qIdx = out.view(2L * kept, (int) kg), oIdx = out.view(2L * kept + kg, (int) kg);
+            return new AttentionChannels(qIdx, kIdx, vIdx, oIdx, out);
         } catch (RuntimeException e) {
-            if (kv != null) kv.close();
+            if (out != null) out.close();
             throw e;
         } finally {
             if (xs != x) xs.close();
         }
     }
+
+    /** The predictor's per-layer temporaries, kept between layers and steps (no pool traffic per layer). */
+    private enum Scratch { MLP_XBAR, MLP_T, MLP_SCORES, ATTN_T, ATTN_NORMS }
+
+    private final EnumMap<Scratch, Tensor> scratch = new EnumMap<>(Scratch.class);
+
+    /**
+     * A view of this shape on the scratch tensor {@code which}: the one from the last call when it is
+     * of this dtype and large enough, else a new one. The backend's queue runs in order, so a layer's
+     * selection never overwrites values the previous layer's ops still read. A replaced scratch tensor
+     * is kept (in {@link #retired}) until {@link #close()}, never freed earlier: a recorded step (a CUDA
+     * graph of an earlier shape) still reads and writes it at every replay, and its memory must not go
+     * to another tensor meanwhile.
+     */
+    private Tensor scratch(Scratch which, DType dtype, int... shape) {
+        long need = 1;
+        for (int d : shape) need *= d;
+        Tensor t = scratch.get(which);
+        if (t == null || t.dtype() != dtype || t.numel() < need) {
+            if (t != null) retired.add(t);
+            scratch.remove(which);
+            if (need > Integer.MAX_VALUE) throw new IllegalArgumentException("predictor scratch " + which + " of " + need + " elements");
+            long grown = t == null ? 0 : t.numel() + t.numel() / 2;   // grow by ≥ 1.5×: few retirements
+            t = be.empty(dtype, (int) Math.min(Integer.MAX_VALUE, Math.max(need, grown)));
+            scratch.put(which, t);
+        }
+        return t.view(0, shape);
+    }
+
+    /** Scratch tensors replaced by larger ones: kept until {@link #close()} (see {@link #scratch}). */
+    private final List<Tensor> retired = new ArrayList<>();
 
     /**
      * Replaces each of {@code norms} (per-channel L2 norms over this worker's rows) by the norms over
@@ -229,6 +265,10 @@ public final class ChannelSelection implements AutoCloseable {
     public void close() {
         for (Tensor t : owned) t.close();
         owned.clear();
+        for (Tensor t : scratch.values()) t.close();
+        scratch.clear();
+        for (Tensor t : retired) t.close();
+        retired.clear();
         factors.clear();
     }
 }

@@ -215,6 +215,55 @@ class ChannelSelectionTest {
         }
     }
 
+    /**
+     * The attention selection's four index sets are views of one tensor laid out [k | v | q | o] (the
+     * caller frees one thing; q and o come from one expandGroupChannelsRows, equal to expandGroupChannels
+     * per row), and the selection's kept scratch changes nothing: selections of other layers and other
+     * token counts in between, then the same call again, equal a fresh ChannelSelection's.
+     */
+    @Test
+    void attentionIndexSetsShareOneTensorAndScratchReuseChangesNothing() {
+        TestWeights w = new TestWeights(GQA, DType.F32, 12);
+        SparsityConfig.Resolved sp = sparsity(GQA, 0.5, 0.5);
+        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 4, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        Random rng = new Random(13);
+        int c = GQA.hiddenSize(), group = GQA.numHeads() / GQA.numKvHeads(), kept = sp.keptKv(0);
+        Tensor x10 = be.fromFloats(randn(10 * c, rng), DType.F32, 10, c), x7 = be.fromFloats(randn(7 * c, rng), DType.F32, 7, c);
+        Tensor x24 = be.fromFloats(randn(24 * c, rng), DType.F32, 24, c), ks = be.fromInts(new int[] {0, 2, 5}, 3);
+        int[][] first;
+        try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
+            ChannelSelection.AttentionChannels a = sel.selectAttention(0, x10, null);
+            assertEquals(List.of(a.storage()), a.owned());
+            assertEquals(2L * kept + 2L * kept * group, a.storage().numel());
+            int[] all = ints(a.storage()), k = ints(a.k()), v = ints(a.v()), q = ints(a.q()), o = ints(a.o());
+            int[] joined = new int[all.length];
+            int at = 0;
+            for (int[] part : new int[][] {k, v, q, o}) { System.arraycopy(part, 0, joined, at, part.length); at += part.length; }
+            assertArrayEquals(all, joined, "storage is [k | v | q | o]");
+            Tensor qe = be.empty(DType.I32, kept * group), oe = be.empty(DType.I32, kept * group);
+            be.expandGroupChannels(qe, a.k(), group, GQA.headDim());
+            be.expandGroupChannels(oe, a.v(), group, GQA.headDim());
+            assertArrayEquals(ints(qe), q);
+            assertArrayEquals(ints(oe), o);
+            first = new int[][] {k, v, q, o, ints(sel.selectMlp(0, x24, ks, 3, 8))};
+            a.close();
+            // other layers, fewer and more tokens through the same scratch, then the first calls again
+            sel.selectAttention(1, x7, null).close();
+            sel.selectMlp(1, x10, be.fromInts(new int[] {0, 1}, 2), 2, 5).close();
+            sel.selectAttention(1, x24, null).close();
+            ChannelSelection.AttentionChannels again = sel.selectAttention(0, x10, null);
+            assertArrayEquals(first[0], ints(again.k()));
+            assertArrayEquals(first[1], ints(again.v()));
+            assertArrayEquals(first[3], ints(again.o()));
+            assertArrayEquals(first[4], ints(sel.selectMlp(0, x24, ks, 3, 8)));
+        }
+        try (ChannelSelection fresh = new ChannelSelection(be, pred, sp)) {
+            ChannelSelection.AttentionChannels f = fresh.selectAttention(0, x10, null);
+            assertArrayEquals(first[2], ints(f.q()));
+            assertArrayEquals(first[4], ints(fresh.selectMlp(0, x24, ks, 3, 8)));
+        }
+    }
+
     /** Rank-8 estimate quality on a random-but-structured model: reported, and better than chance. */
     @Test
     void rank8EstimateQualityReported() {
