@@ -417,4 +417,40 @@ public interface Backend extends AutoCloseable {
         }
         copyFromHost(out, o);
     }
+    /**
+     * Pads an index set to a wider one of distinct indices: out[:k] = idx, out[k:] = the smallest
+     * values of [0, n) that idx does not hold, ascending. out (kp) I32, idx (k) I32, k ≤ kp ≤ n, idx
+     * distinct values in [0, n). The sparse MLP pads its kept-channel count to a multiple of 8 this way
+     * (with zero weights on the extra channels) so the kept slices' GEMMs have 16-byte aligned
+     * leading dimensions. The default goes through the host; a device backend overrides it.
+     */
+    default void padIndexSet(Tensor out, Tensor idx, int n) {
+        int[] kept = toInts(idx);
+        int kp = (int) out.numel(), k = kept.length;
+        if (kp < k || kp > n) throw new IllegalArgumentException("padIndexSet: " + k + " indices cannot be padded to " + kp + " of [0, " + n + ")");
+        boolean[] used = new boolean[n];
+        int[] o = java.util.Arrays.copyOf(kept, kp);
+        for (int c : kept) {
+            if (c < 0 || c >= n || used[c]) throw new IllegalArgumentException("padIndexSet: index " + c + " is outside [0, " + n + ") or repeated");
+            used[c] = true;
+        }
+        for (int c = 0, j = k; j < kp; c++) if (!used[c]) o[j++] = c;
+        copyFromHost(out, o);
+    }
+
+    /**
+     * t[:, col0:] = value for every row. t (R,C). Zeroes the padding columns of a kept-column weight
+     * slice. Default: a filled temporary scattered into those columns.
+     */
+    default void fillCols(Tensor t, int col0, float value) {
+        int C = t.dim(-1), R = (int) (t.numel() / Math.max(1, C)), w = C - col0;
+        if (col0 < 0 || col0 > C) throw new IllegalArgumentException("fillCols: column " + col0 + " outside rows of " + C + " (" + Tensor.describe(t) + ")");
+        if (w == 0 || R == 0) return;
+        int[] cols = new int[w];
+        for (int j = 0; j < w; j++) cols[j] = col0 + j;
+        try (Tensor tmp = empty(t.dtype(), R, w); Tensor idx = fromInts(cols, w)) {
+            fill(tmp, value);
+            scatterCols(t.reshape(R, C), tmp, idx, false);
+        }
+    }
 }

@@ -80,6 +80,9 @@ public final class LlamaModel implements AutoCloseable {
     private Tensor gatheredFrom;
     // gathered weight slices, [layer][projection]; buffers reused when k repeats
     private final Tensor[][] slices, biasSlices;
+    // per layer, the kept MLP channels the MLP runs on (mlpIdx) and the plan's set they came from
+    // (mlpSrc): the plan's set padded to a multiple of 8 channels (see padMlpKept), or the set itself
+    private final Tensor[] mlpIdx, mlpSrc, mlpPadBuf;
     // the sparse / dense token group as equally spaced row blocks of the activations (null: gathered
     // and scattered); set per forward, read by the backward. dBlocks is only set with sBlocks.
     private RowBlocks sBlocks, dBlocks;
@@ -159,6 +162,9 @@ public final class LlamaModel implements AutoCloseable {
         int np = Projection.values().length;
         this.slices = new Tensor[c.numLayers()][np];
         this.biasSlices = new Tensor[c.numLayers()][np];
+        this.mlpIdx = new Tensor[c.numLayers()];
+        this.mlpSrc = new Tensor[c.numLayers()];
+        this.mlpPadBuf = new Tensor[c.numLayers()];
     }
 
     public LlamaConfig config() { return c; }
@@ -179,11 +185,13 @@ public final class LlamaModel implements AutoCloseable {
         if (acts != null) acts.close();
         acts = null;
         haveStash = false;
-        for (Tensor[] ts : concat(slices, biasSlices))
+        for (Tensor[] ts : concat(concat(slices, biasSlices), new Tensor[][] {mlpPadBuf}))
             for (int i = 0; i < ts.length; i++) {
                 if (ts[i] != null) ts[i].close();
                 ts[i] = null;
             }
+        Arrays.fill(mlpIdx, null);
+        Arrays.fill(mlpSrc, null);
         ropeCos.close();
         ropeSin.close();
     }
@@ -465,16 +473,7 @@ public final class LlamaModel implements AutoCloseable {
                 gatherSlices(l, Projection.GATE, Projection.UP, Projection.DOWN);
                 lp = layerPlan(l);
             }
-            Tensor mlp = lp == null ? null : lp.mlp();
-            if (compactMlp(l, mlp)) {
-                mlpForwardCompact(a, a.tmpC, l, mlp);
-            } else {
-                projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
-                projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
-                loraGroupForward(a, l, fusedGroup(l, Projection.GATE), a.xn2[l]);         // gate/up's LoRA when fused
-                be.swiglu(a.h[l], a.g[l], a.u[l]);
-                projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
-            }
+            mlpForward(a, a.tmpC, l, lp);
             // residual add fused with the next layer's (or the final) norm
             boolean last = l == L - 1;
             Tensor next = last ? a.resOut : a.resIn[l + 1];
@@ -523,9 +522,16 @@ public final class LlamaModel implements AutoCloseable {
     /** Gathers layer l's kept weight slices of the given projections (those with a kept-index set). */
     private void gatherSlices(int l, Projection... projections) {
         SparsePlan.LayerPlan lp = curPlan.layers()[l];
+        boolean mlpPadded = false;
         for (Projection p : projections) {
             Tensor idx = lp == null ? null : keptIndex(lp, p);
             if (idx == null) continue;
+            int k0 = (int) idx.numel();
+            if (isMlp(p)) {                               // the MLP runs on its kept set padded to a multiple of 8
+                if (!mlpPadded) padMlpKept(l, idx);
+                mlpPadded = true;
+                idx = mlpIdx[l];
+            }
             int k = (int) idx.numel(), in = p.inDim(c), out = p.outDim(c);
             Tensor W = w.layers[l].weight(p);
             boolean rowsKept = outputSliced(p);
@@ -536,6 +542,9 @@ public final class LlamaModel implements AutoCloseable {
                 slices[l][p.ordinal()] = s = be.empty(W.dtype(), shape);
             }
             if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
+            if (k > k0) {                                 // padding channels: zero weights, so their frozen outputs are 0
+                if (rowsKept) be.fill(s.rows(k0, k - k0), 0f); else be.fillCols(s, k0, 0f);
+            }
             Tensor bias = w.layers[l].bias(p);
             if (bias != null) {
                 Tensor bs = biasSlices[l][p.ordinal()];
@@ -544,8 +553,46 @@ public final class LlamaModel implements AutoCloseable {
                     biasSlices[l][p.ordinal()] = bs = be.empty(bias.dtype(), k, 1);
                 }
                 be.gatherRows(bs, bias.reshape(out, 1), idx);
+                if (k > k0) be.fill(bs.rows(k0, k - k0), 0f);
             }
         }
+    }
+
+    private static boolean isMlp(Projection p) { return p == Projection.GATE || p == Projection.UP || p == Projection.DOWN; }
+
+    /** The MLP's kept count padded to a multiple of 8 channels (at most the intermediate width). */
+    static int paddedMlpCount(int k, int intermediate) { return Math.min((k + 7) & ~7, intermediate); }
+
+    /**
+     * Sets layer l's MLP index set (mlpIdx[l]) for the plan's kept channels {@code kept}: the set
+     * itself when its count is a multiple of 8, else the set padded with the lowest unkept channels
+     * ({@link Backend#padIndexSet}). The slices then carry zero weights on the padding channels, so the
+     * frozen outputs there are 0, exactly a pruned channel's, and every result is unchanged; what the
+     * padding buys is alignment: kept-channel activations of width k are the leading dimension of the
+     * slice GEMMs, and cuBLAS falls back to kernels ~10× slower when a bf16 leading dimension is not
+     * a multiple of 8 (k = 143 at 8B, 0.99 sparsity: 3072×143×4096 GEMMs ran at 38 TFLOP/s on the H200).
+     */
+    private void padMlpKept(int l, Tensor kept) {
+        int k = (int) kept.numel(), I = c.intermediateSize(), kp = paddedMlpCount(k, I);
+        mlpSrc[l] = kept;
+        if (kp == k) {
+            mlpIdx[l] = kept;
+            return;
+        }
+        Tensor buf = mlpPadBuf[l];
+        if (buf == null || buf.numel() != kp) {
+            if (buf != null) buf.close();
+            mlpPadBuf[l] = buf = be.empty(DType.I32, kp);
+        }
+        be.padIndexSet(buf, kept, I);
+        mlpIdx[l] = buf;
+    }
+
+    /** The channels layer l's MLP runs on for the plan's kept set {@code kept} (null: dense). */
+    private Tensor mlpKept(int l, Tensor kept) {
+        if (kept == null) return null;
+        if (mlpSrc[l] != kept) throw new IllegalStateException("layer " + l + ": the MLP's weight slices were not gathered for this plan");
+        return mlpIdx[l];
     }
 
     private static Tensor keptIndex(SparsePlan.LayerPlan lp, Projection p) {
@@ -648,6 +695,40 @@ public final class LlamaModel implements AutoCloseable {
             be.gatherRowsCols(xk, x, sIdx, idx);                                                        // (n_s,k)
             be.matmulRowBlocks(y, s.off, s.stride, xk, 0, s.len, ws, true, s.blocks, s.len, 1, 0);
         }
+    }
+
+    // ------------------------------------------------------------------ MLP
+
+    /**
+     * Layer l's SwiGLU MLP, y (N,C) = down(swiglu(gate(x), up(x))) (+ LoRA) of x = xn2[l], on the
+     * plan's kept channels (padded, {@link #padMlpKept}) when lp has an MLP set: compact when no
+     * MLP projection carries LoRA, else at the full intermediate width.
+     */
+    private void mlpForward(Acts a, Tensor y, int l, SparsePlan.LayerPlan lp) {
+        Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
+        if (compactMlp(l, mlp)) {
+            mlpForwardCompact(a, y, l, mlp);
+            return;
+        }
+        projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
+        projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
+        loraGroupForward(a, l, fusedGroup(l, Projection.GATE), a.xn2[l]);         // gate/up's LoRA when fused
+        be.swiglu(a.h[l], a.g[l], a.u[l]);
+        projForward(a, y, a.h[l], l, Projection.DOWN, mlp);
+    }
+
+    /** Backward of {@link #mlpForward}: dx (N,C) = ∂/∂xn2[l] (overwritten) from dy (N,C); LoRA gradients +=. */
+    private void mlpBackward(Acts a, Tensor dx, Tensor dy, int l, SparsePlan.LayerPlan lp) {
+        Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
+        if (compactMlp(l, mlp)) {
+            mlpBackwardCompact(a, dx, dy, l, mlp);
+            return;
+        }
+        projBackward(a, a.dh, false, dy, a.h[l], l, Projection.DOWN, mlp);
+        be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
+        projBackward(a, dx, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
+        projBackward(a, dx, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+        loraGroupBackward(a, dx, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
     }
 
     // ------------------------------------------------------------------ compact sparse MLP
@@ -859,17 +940,8 @@ public final class LlamaModel implements AutoCloseable {
         for (int l = c.numLayers() - 1; l >= 0; l--) {
             LlamaWeights.Layer lw = w.layers[l];
             SparsePlan.LayerPlan lp = layerPlan(l);
-            Tensor mlp = lp == null ? null : lp.mlp();
             // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
-            if (compactMlp(l, mlp)) {
-                mlpBackwardCompact(a, a.dxn, a.dres, l, mlp);
-            } else {
-                projBackward(a, a.dh, false, a.dres, a.h[l], l, Projection.DOWN, mlp);
-                be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
-                projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
-                projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
-                loraGroupBackward(a, a.dxn, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
-            }
+            mlpBackward(a, a.dxn, a.dres, l, lp);
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
