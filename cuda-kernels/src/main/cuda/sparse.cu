@@ -721,3 +721,43 @@ extern "C" __global__ void colsumsq_f32(float* part, const float* x, int R, int 
 extern "C" __global__ void colsumsq_bf16(float* part, const bf16* x, int R, int C, int rows) { colSumsqImpl(part, x, R, C, rows); }
 extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
 extern "C" __global__ void adamw_bf16(float* p, const bf16* g, float* m, float* v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) { adamwImpl(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gs); }
+
+// ---- the sparse MLP's kept-channel padding (Backend.padIndexSet / fillCols)
+
+// out[:k] = idx; out[k:kp] = the smallest values of [0,n) not in idx, ascending. One block: a
+// bitmap of the taken values in shared memory ((n+31)/32 words), then one thread walks its zero bits
+// (at most n/32 word reads, a few µs at n = 14336). Values outside [0,n) mark nothing; if fewer than
+// kp−k values are free the rest is -1 (the host checks kp ≤ n, and idx is a set).
+extern "C" __global__ void pad_index_set(int* out, const int* idx, int k, int kp, int n) {
+    extern __shared__ unsigned int taken[];
+    int words = (n + 31) >> 5;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) taken[w] = 0u;
+    __syncthreads();
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        int c = idx[j];
+        out[j] = c;
+        if (c >= 0 && c < n) atomicOr(&taken[c >> 5], 1u << (c & 31));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int j = k;
+        for (int w = 0; w < words && j < kp; w++) {
+            unsigned int free = ~taken[w];
+            if (w == words - 1 && (n & 31)) free &= (1u << (n & 31)) - 1u;
+            while (free && j < kp) { out[j++] = (w << 5) + __ffs(free) - 1; free &= free - 1u; }
+        }
+        for (; j < kp; j++) out[j] = -1;
+    }
+}
+
+// t (R,C): t[r, c0:C] = v for every row.
+template <typename T>
+__device__ void fillColsImpl(T* t, int R, int C, int c0, float v) {
+    int w = C - c0;
+    GRID_LOOP(e, (long)R * w) {
+        long r = e / w;
+        st(t, r * C + c0 + (e - r * w), v);
+    }
+}
+extern "C" __global__ void fill_cols_f32(float* t, int R, int C, int c0, float v) { fillColsImpl(t, R, C, c0, v); }
+extern "C" __global__ void fill_cols_bf16(bf16* t, int R, int C, int c0, float v) { fillColsImpl(t, R, C, c0, v); }

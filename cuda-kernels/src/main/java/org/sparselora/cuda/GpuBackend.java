@@ -1326,6 +1326,35 @@ public final class GpuBackend implements Backend {
                         .i(n).i(R).i(C).i(k).i(rowsPerBlock).i(map ? 1 : 0).i(vec ? 1 : 0));
     }
 
+    /** Widest index range padIndexSet's bitmap covers in the 48 KiB of shared memory a launch gets by default. */
+    static final int PAD_INDEX_MAX_N = 48 * 1024 * 8;
+
+    @Override
+    public void padIndexSet(Tensor out, Tensor idx, int n) {
+        bind();
+        GpuTensor O = own(out), I = own(idx);
+        needI32("padIndexSet", "out", O);
+        needI32("padIndexSet", "idx", I);
+        int k = (int) I.numel(), kp = (int) O.numel();
+        if (kp < k || kp > n) throw new IllegalArgumentException("padIndexSet: " + k + " indices cannot be padded to " + kp + " of [0, " + n + ")");
+        if (n > PAD_INDEX_MAX_N) throw new IllegalArgumentException("padIndexSet: range of " + n + " exceeds the kernel's bitmap of " + PAD_INDEX_MAX_N);
+        if (kp == 0) return;
+        int words = (n + 31) / 32;
+        launch("pad_index_set", 1, 1, 256, words * 4, new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(kp).i(n));
+    }
+
+    @Override
+    public void fillCols(Tensor t, int col0, float value) {
+        bind();
+        GpuTensor T = own(t);
+        int C = T.dim(-1), R = (int) (T.numel() / Math.max(1, C));
+        if (col0 < 0 || col0 > C) throw new IllegalArgumentException("fillCols: column " + col0 + " outside rows of " + C + " (" + T + ")");
+        long work = (long) R * (C - col0);
+        if (work == 0) return;
+        launch("fill_cols_" + sfx(T, "fillCols"), (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256)), 1, 256, 0,
+                new Kernels.Args().ptr(T.address()).i(R).i(C).i(col0).f(value));
+    }
+
     @Override
     public void columnNorms(Tensor out, Tensor x) {
         bind();

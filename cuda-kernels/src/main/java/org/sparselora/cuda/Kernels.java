@@ -72,6 +72,8 @@ final class Kernels implements AutoCloseable {
         m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");
+        m.put("pad_index_set", "sparse");
+        for (String a : t) m.put("fill_cols_" + a, "sparse");
         return Collections.unmodifiableMap(m);
     }
 

@@ -914,6 +914,50 @@ class GpuBackendTest {
     }
 
     /**
+     * padIndexSet and fillCols (the sparse MLP's kept-channel padding) against CpuBackend, exact: the
+     * 8B shape (143 of 14336 kept), a set holding the lowest channels (the pads come after it), a range
+     * not a multiple of 32, shuffled sets, no padding; fillCols on a NaN-poisoned slice leaves the
+     * kept columns and writes the padding ones, bf16 and f32, including a 1-element-off view.
+     */
+    @Test
+    void padIndexSetAndFillCols() {
+        int[][] cases = {{14336, 143, 144}, {14336, 143, 150}, {100, 30, 37}, {70, 65, 70}, {64, 8, 8}, {33, 32, 33}};
+        for (int[] cs : cases) {
+            int n = cs[0], k = cs[1], kp = cs[2];
+            for (int variant = 0; variant < 3; variant++) {
+                int[] kept = variant == 0 ? distinct(k, n) : variant == 1 ? java.util.stream.IntStream.range(0, k).toArray() : shuffled(distinct(k, n));
+                Pair I = ints(kept, k);
+                Tensor og = gpu.empty(DType.I32, kp), oc = cpu.empty(DType.I32, kp);
+                gpu.fill(og, -7f);
+                gpu.padIndexSet(og, I.g, n);
+                cpu.padIndexSet(oc, I.c, n);
+                int[] want = cpu.toInts(oc), got = gpu.toInts(og);
+                assertArrayEquals(want, got, "padIndexSet n=" + n + " k=" + k + " kp=" + kp + " variant " + variant);
+                java.util.Set<Integer> seen = new java.util.HashSet<>();
+                for (int v : got) assertTrue(v >= 0 && v < n && seen.add(v), "padIndexSet must give distinct indices in range: " + Arrays.toString(got));
+                og.close();
+                oc.close();
+            }
+        }
+        for (DType t : FLOATS)
+            for (int[] rc : new int[][] {{4096, 144, 143}, {7, 13, 5}, {3, 16, 16}, {5, 9, 0}}) {
+                int R = rc[0], C = rc[1], c0 = rc[2];
+                float[] v = rand(R * C, 1f);
+                Pair T = inout(v, t, R, C);
+                gpu.fillCols(T.g, c0, 0f);
+                cpu.fillCols(T.c, c0, 0f);
+                exact("fillCols " + t + " " + R + "x" + C + " from " + c0, T);
+                Tensor big = gpu.empty(t, R * C + 1);
+                gpu.fill(big, Float.NaN);
+                Tensor V = big.view(1, R, C);
+                gpu.copyFromHost(V, t == DType.BF16 ? bf(v) : v);
+                gpu.fillCols(V, c0, 0f);
+                exact("fillCols unaligned " + t + " " + R + "x" + C, new Pair(V, T.c));
+                big.close();
+            }
+    }
+
+    /**
      * The fused block ops (one kernel each) against CpuBackend, exact: every shape class the kernels
      * branch on — 8-wide and scalar column paths (k or C not a multiple of 8, and an output that is a
      * view 1 element off 16-byte alignment), the shared-memory column map and the wide-row fallback

@@ -58,6 +58,8 @@ public final class LlamaModel implements AutoCloseable {
 
     private Acts acts;
     private boolean closed;
+    /** Whether the sparse MLP pads its kept channels to a multiple of 8 ({@link #padMlpKept}); tests turn it off to compare. */
+    boolean padMlp = true;
     /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
@@ -573,7 +575,7 @@ public final class LlamaModel implements AutoCloseable {
      * a multiple of 8 (k = 143 at 8B, 0.99 sparsity: 3072×143×4096 GEMMs ran at 38 TFLOP/s on the H200).
      */
     private void padMlpKept(int l, Tensor kept) {
-        int k = (int) kept.numel(), I = c.intermediateSize(), kp = paddedMlpCount(k, I);
+        int k = (int) kept.numel(), I = c.intermediateSize(), kp = padMlp ? paddedMlpCount(k, I) : k;
         mlpSrc[l] = kept;
         if (kp == k) {
             mlpIdx[l] = kept;
