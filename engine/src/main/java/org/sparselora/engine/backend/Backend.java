@@ -453,4 +453,79 @@ public interface Backend extends AutoCloseable {
             scatterCols(t.reshape(R, C), tmp, idx, false);
         }
     }
+    /**
+     * out[rowIdx[i], colIdx[j]] += src[i,j]: adds a sparse token group's kept-channel outputs into a
+     * full-width activation, touching only those elements. out (R,C), src (n,k); rowIdx (n) and colIdx
+     * (k) I32 index sets. Default: the named rows gathered, scatterCols with accumulation, scattered back.
+     */
+    default void scatterAddRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        int n = (int) rowIdx.numel(), C = out.dim(-1);
+        if (n == 0) return;
+        try (Tensor t = empty(out.dtype(), n, C)) {
+            gatherRows(t, out, rowIdx);
+            scatterCols(t, src, colIdx, true);
+            scatterRows(out, t, rowIdx, false);
+        }
+    }
+
+    /**
+     * SwiGLU over the rows of a token split, with the dense rows' frozen outputs joined in the same
+     * pass. For row r = addRows[i]: g[r] += addG[i], u[r] += addU[i] (written back, as stored), then
+     * h[r] = silu(g[r])·u[r] and hAdd[i] = h[r]; for r = plainRows[i]: h[r] = silu(g[r])·u[r]. Rows
+     * named by neither are left alone. h, g, u (R,C); addG, addU, hAdd (nAdd,C); hAdd may be addG
+     * (each element is read before it is written). Default: scatterRows with accumulation, then
+     * gathered swiglu per group.
+     */
+    default void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd, Tensor plainRows) {
+        int C = g.dim(-1);
+        int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
+        if (na > 0) {
+            scatterRows(g, addG, addRows, true);
+            scatterRows(u, addU, addRows, true);
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            int n = pass == 0 ? na : np;
+            if (n == 0) continue;
+            Tensor rows = pass == 0 ? addRows : plainRows;
+            try (Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C); Tensor th = empty(h.dtype(), n, C)) {
+                gatherRows(tg, g, rows);
+                gatherRows(tu, u, rows);
+                swiglu(th, tg, tu);
+                scatterRows(h, th, rows, false);
+                if (pass == 0) copy(hAdd, th);
+            }
+        }
+    }
+
+    /**
+     * Backward of {@link #swigluJoin}, with the dense rows' frozen input gradients joined: for row
+     * r = addRows[i], d = dh[r] + addDh[i] (as stored), (dg[r], du[r]) = swigluBackward(d, g[r], u[r]),
+     * and dgAdd[i] = dg[r], duAdd[i] = du[r] (gathered for the dense rows' frozen backward); for
+     * r = plainRows[i] the plain swigluBackward. dh is not written. dg, du, dh, g, u (R,C); addDh,
+     * dgAdd, duAdd (nAdd,C), none aliasing another. Default: gathered rows per group.
+     */
+    default void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
+                                    Tensor dgAdd, Tensor duAdd, Tensor plainRows) {
+        int C = g.dim(-1);
+        int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
+        for (int pass = 0; pass < 2; pass++) {
+            int n = pass == 0 ? na : np;
+            if (n == 0) continue;
+            Tensor rows = pass == 0 ? addRows : plainRows;
+            try (Tensor td = empty(dh.dtype(), n, C); Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C);
+                 Tensor tdg = empty(dg.dtype(), n, C); Tensor tdu = empty(du.dtype(), n, C)) {
+                gatherRows(td, dh, rows);
+                if (pass == 0) axpy(td, 1f, addDh);
+                gatherRows(tg, g, rows);
+                gatherRows(tu, u, rows);
+                swigluBackward(tdg, tdu, td, tg, tu);
+                scatterRows(dg, tdg, rows, false);
+                scatterRows(du, tdu, rows, false);
+                if (pass == 0) {
+                    copy(dgAdd, tdg);
+                    copy(duAdd, tdu);
+                }
+            }
+        }
+    }
 }

@@ -60,6 +60,10 @@ public final class LlamaModel implements AutoCloseable {
     private boolean closed;
     /** Whether the sparse MLP pads its kept channels to a multiple of 8 ({@link #padMlpKept}); tests turn it off to compare. */
     boolean padMlp = true;
+    /** Whether the full-width sparse MLP may take the joined path ({@link #joinedLoraMlp}); tests turn it off to compare. */
+    boolean joinMlp = true;
+    /** Layers whose MLP took the joined path in the last forward (tests check which path ran). */
+    int joinedMlpLayers;
     /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
@@ -707,9 +711,15 @@ public final class LlamaModel implements AutoCloseable {
      * MLP projection carries LoRA, else at the full intermediate width.
      */
     private void mlpForward(Acts a, Tensor y, int l, SparsePlan.LayerPlan lp) {
+        if (l == 0) joinedMlpLayers = 0;
         Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
         if (compactMlp(l, mlp)) {
             mlpForwardCompact(a, y, l, mlp);
+            return;
+        }
+        if (joinedLoraMlp(l, mlp)) {
+            joinedMlpLayers++;
+            mlpForwardJoined(a, y, l, mlp);
             return;
         }
         projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
@@ -726,11 +736,178 @@ public final class LlamaModel implements AutoCloseable {
             mlpBackwardCompact(a, dx, dy, l, mlp);
             return;
         }
+        if (joinedLoraMlp(l, mlp)) {
+            mlpBackwardJoined(a, dx, dy, l, mlp);
+            return;
+        }
         projBackward(a, a.dh, false, dy, a.h[l], l, Projection.DOWN, mlp);
         be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
         projBackward(a, dx, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
         projBackward(a, dx, true, a.du, a.xn2[l], l, Projection.UP, mlp);
         loraGroupBackward(a, dx, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
+    }
+
+    // ------------------------------------------------------------------ sparse MLP with LoRA (full width, joined)
+
+    /**
+     * Whether layer l's sparse MLP, which carries LoRA on gate/up/down (so g, u, h stay at the full
+     * intermediate width on every token), runs the joined path: the token groups are gathered (not
+     * row blocks), no MLP bias, no LoRA dropout in this forward. Decided from the forward's state, so
+     * the backward takes the same path.
+     */
+    private boolean joinedLoraMlp(int l, Tensor mlp) {
+        if (!joinMlp || mlp == null || sIdx == null || sBlocks != null || curLora == null) return false;
+        if (curTraining && curLora.config().dropout() > 0f) return false;
+        LlamaWeights.Layer lw = w.layers[l];
+        for (Projection p : new Projection[] {Projection.GATE, Projection.UP, Projection.DOWN})
+            if (lw.bias(p) != null) return false;
+        return true;
+    }
+
+    /** y (N,out) = s·(x·Aᵀ)·Bᵀ of projection p, written (beta 0); 0 when p has no adapter. p must not be in a fused group. */
+    private void loraWrite(Acts a, Tensor y, Tensor x, int l, Projection p) {
+        LoraAdapter.Lora lo = curLora.get(l, p);
+        if (lo == null) {
+            be.fill(y, 0f);
+            return;
+        }
+        Tensor U = a.loraU(l, p, lo.rank());
+        be.matmul(U, x, false, lo.ac(), true, 1, 0);
+        be.matmul(y, U, false, lo.bc(), true, curLora.scaling(), 0);
+    }
+
+    /**
+     * The full-width sparse MLP's forward with the token groups joined into LoRA's outputs instead of
+     * LoRA added onto scattered frozen outputs. g and u are first written by their LoRA GEMMs (on the
+     * sparse tokens' pruned channels that is all they hold), then the sparse tokens' kept-channel
+     * frozen outputs are added element by element ({@link Backend#scatterAddRowsCols}: no full-width
+     * rows of zeros written and re-read), and one pass ({@link Backend#swigluJoin}) adds the dense
+     * tokens' frozen outputs, runs swiglu on every row and gathers the dense rows of h for down's
+     * frozen GEMM. Per (n,I) activation that is one write and one read-modify pass fewer than
+     * scatter-then-add, no separate swiglu pass and no gather of h's dense rows.
+     * Scratch: s1/s2 hold the dense rows' (n_d,I) frozen g/u (then h) followed by the sparse rows'
+     * (n_s,k) kept g/u; s3 the gathered kept h; xsShared/xdShared the token rows of x, then of y.
+     */
+    private void mlpForwardJoined(Acts a, Tensor y, int l, Tensor idx) {
+        int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
+        long off = (long) nD * I;
+        LlamaWeights.Layer lw = w.layers[l];
+        Tensor x = a.xn2[l], g = a.g[l], u = a.u[l], h = a.h[l];
+        // LoRA of gate and up, written
+        LoraAdapter.Group grp = fusedGroup(l, Projection.GATE, Projection.UP);
+        loraGroupForward(a, l, grp, x, 0f);
+        for (Projection p : new Projection[] {Projection.GATE, Projection.UP})
+            if (grp == null || !grp.members().contains(p)) loraWrite(a, p == Projection.GATE ? g : u, x, l, p);
+        // frozen gate/up: dense tokens on the whole weights, sparse tokens on the kept slices
+        Tensor gd = null, ud = null;
+        if (nD > 0) {
+            Tensor xd = a.xdShared.view(0, nD, C);
+            be.gatherRows(xd, x, dIdx);
+            gd = a.s1.view(0, nD, I);
+            ud = a.s2.view(0, nD, I);
+            be.matmul(gd, xd, false, lw.weight(Projection.GATE), true, 1, 0);
+            be.matmul(ud, xd, false, lw.weight(Projection.UP), true, 1, 0);
+        }
+        Tensor xs = a.xsShared.view(0, nS, C);
+        be.gatherRows(xs, x, sIdx);
+        gatheredFrom = null;                                                         // xs/xd get y's rows below
+        Tensor gk = a.s1.view(off, nS, k), uk = a.s2.view(off, nS, k);
+        be.matmul(gk, xs, false, slices[l][Projection.GATE.ordinal()], true, 1, 0);  // (n_s,k)
+        be.matmul(uk, xs, false, slices[l][Projection.UP.ordinal()], true, 1, 0);
+        if (frozenHook != null) {
+            frozenHook.apply(l, Projection.GATE, gk);
+            frozenHook.apply(l, Projection.UP, uk);
+        }
+        be.scatterAddRowsCols(g, gk, sIdx, idx);
+        be.scatterAddRowsCols(u, uk, sIdx, idx);
+        // dense rows joined, swiglu on every row, h's dense rows gathered into gd's place
+        be.swigluJoin(h, g, u, gd, ud, nD > 0 ? dIdx : null, gd, sIdx);
+        // down: dense tokens on the whole weight, sparse tokens on the kept columns; then its LoRA
+        if (nD > 0) {
+            Tensor yd = a.xdShared.view(0, nD, C);
+            be.matmul(yd, gd, false, lw.weight(Projection.DOWN), true, 1, 0);
+            be.scatterRows(y, yd, dIdx, false);
+        }
+        Tensor hk = a.s3.view(0, nS, k), ys = a.xsShared.view(0, nS, C);
+        be.gatherRowsCols(hk, h, sIdx, idx);
+        be.matmul(ys, hk, false, slices[l][Projection.DOWN.ordinal()], true, 1, 0);  // (n_s,C), slice (C,k)
+        if (frozenHook != null) frozenHook.apply(l, Projection.DOWN, ys);
+        be.scatterRows(y, ys, sIdx, false);
+        LoraAdapter.Lora lo = curLora.get(l, Projection.DOWN);
+        if (lo != null) {
+            Tensor U = a.loraU(l, Projection.DOWN, lo.rank());
+            be.matmul(U, h, false, lo.ac(), true, 1, 0);
+            be.matmul(y, U, false, lo.bc(), true, curLora.scaling(), 1);
+        }
+    }
+
+    /**
+     * Backward of {@link #mlpForwardJoined}: dx (N,C) = ∂/∂xn2[l] (overwritten), LoRA gradients +=.
+     * down's LoRA writes dh first; the sparse tokens' kept-channel frozen dh is added element by
+     * element, and one pass ({@link Backend#swigluBackwardJoin}) adds the dense tokens' frozen dh, runs
+     * swiglu's backward on every row and gathers the dense rows of dg and du for their frozen GEMMs
+     * (no fill of dh, no scatter of (n_d,I) rows into it, no gathers of dg/du rows). Each token group's
+     * frozen dx is built in one buffer and scattered once (no fill of dx, no accumulating scatters);
+     * gate/up's LoRA then adds its dx. {@code cut}: the sparse tokens' frozen terms are left out.
+     */
+    private void mlpBackwardJoined(Acts a, Tensor dx, Tensor dy, int l, Tensor idx) {
+        int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
+        long off = (long) nD * I;
+        LlamaWeights.Layer lw = w.layers[l];
+        boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
+        Tensor x = a.xn2[l], h = a.h[l];
+        // down's LoRA: dB += s·dyᵀ·U, dU = s·dy·B, dA += dUᵀ·h, dh = dU·A (written)
+        LoraAdapter.Lora lo = curLora.get(l, Projection.DOWN);
+        if (lo != null) {
+            float s = curLora.scaling();
+            Tensor U = a.loraU[l][Projection.DOWN.ordinal()], dU = a.dLoraU(lo.rank());
+            be.matmul(lo.db(), dy, true, U, false, s, 1);
+            be.matmul(dU, dy, false, lo.bc(), false, s, 0);
+            be.matmul(lo.da(), dU, true, h, false, 1, 1);
+            be.matmul(a.dh, dU, false, lo.ac(), false, 1, 0);
+        } else {
+            be.fill(a.dh, 0f);
+        }
+        // frozen down: dense tokens through the whole weight (joined below), sparse tokens through the slice
+        Tensor dhd = null;
+        if (nD > 0) {
+            Tensor dyd = a.xdShared.view(0, nD, C);
+            be.gatherRows(dyd, dy, dIdx);
+            dhd = a.s1.view(0, nD, I);
+            be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
+        }
+        gatheredFrom = null;
+        if (sliced) {
+            Tensor dys = a.xsShared.view(0, nS, C), dhk = a.s1.view(off, nS, k);
+            be.gatherRows(dys, dy, sIdx);
+            be.matmul(dhk, dys, false, slices[l][Projection.DOWN.ordinal()], false, 1, 0);   // (n_s,k)
+            be.scatterAddRowsCols(a.dh, dhk, sIdx, idx);
+        }
+        // swiglu's backward on every row; the dense rows' dh joined and their dg/du gathered
+        Tensor dgd = nD > 0 ? a.s2.view(0, nD, I) : null, dud = nD > 0 ? a.s3.view(0, nD, I) : null;
+        be.swigluBackwardJoin(a.dg, a.du, a.dh, a.g[l], a.u[l], dhd, nD > 0 ? dIdx : null, dgd, dud, sIdx);
+        // frozen gate/up input gradient, one buffer and one scatter per token group
+        if (nD > 0) {
+            Tensor dxd = a.xdShared.view(0, nD, C);
+            be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
+            be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
+            be.scatterRows(dx, dxd, dIdx, false);
+        }
+        Tensor dxs = a.xsShared.view(0, nS, C);
+        if (sliced) {
+            Tensor dgk = a.s1.view(0, nS, k), duk = a.s2.view(off, nS, k);
+            be.gatherRowsCols(dgk, a.dg, sIdx, idx);
+            be.gatherRowsCols(duk, a.du, sIdx, idx);
+            be.matmul(dxs, dgk, false, slices[l][Projection.GATE.ordinal()], false, 1, 0);   // (n_s,C)
+            be.matmul(dxs, duk, false, slices[l][Projection.UP.ordinal()], false, 1, 1);
+        } else {
+            be.fill(dxs, 0f);                                                              // cut: LoRA only
+        }
+        be.scatterRows(dx, dxs, sIdx, false);
+        // gate/up's LoRA: dA, dB and dx +=
+        loraBackward(a, dx, a.dg, x, l, Projection.GATE);
+        loraBackward(a, dx, a.du, x, l, Projection.UP);
+        loraGroupBackward(a, dx, l, fusedGroup(l, Projection.GATE, Projection.UP), x);
     }
 
     // ------------------------------------------------------------------ compact sparse MLP
@@ -1197,7 +1374,10 @@ public final class LlamaModel implements AutoCloseable {
      * parts: Uᵀ (k·r, N) = A_g·xᵀ in one GEMM (A_g = the members' A stacked by rows), then per member
      * t: y_t += s·(Uᵀ rows of t)ᵀ·B_tᵀ. Dense on every token and channel, like the per-projection path.
      */
-    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) {
+    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) { loraGroupForward(a, l, g, x, 1f); }
+
+    /** {@link #loraGroupForward} adding into (beta 1) or writing (beta 0) the members' outputs. */
+    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x, float beta) {
         if (g == null) return;
         int N = a.N, r = curLora.config().r(), k = g.members().size();
         Tensor Ut = a.loraUt(l, slot(g), k * r);                               // (k·r, N)
@@ -1205,7 +1385,7 @@ public final class LlamaModel implements AutoCloseable {
         for (int j = 0; j < k; j++) {
             Projection p = g.members().get(j);
             Tensor y = memberTensor(a, l, p, false);                           // (N, out_t)
-            be.matmul(y, Ut.view((long) j * r * N, r, N), true, curLora.get(l, p).bc(), true, curLora.scaling(), 1);
+            be.matmul(y, Ut.view((long) j * r * N, r, N), true, curLora.get(l, p).bc(), true, curLora.scaling(), beta);
         }
     }
 
