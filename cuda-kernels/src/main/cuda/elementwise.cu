@@ -169,3 +169,99 @@ extern "C" __global__ void swiglu_bwd_bf16(bf16* dg, bf16* du, const bf16* d, co
 #define MUL(SO, SA, SB, TO, TA, TB) extern "C" __global__ void mul_##SO##_##SA##_##SB(TO* o, const TA* a, const TB* b, long n, int vec) { mulImpl(o, a, b, n, vec); }
 MUL(f32, f32, f32, float, float, float) MUL(f32, f32, bf16, float, float, bf16) MUL(f32, bf16, f32, float, bf16, float) MUL(f32, bf16, bf16, float, bf16, bf16)
 MUL(bf16, f32, f32, bf16, float, float) MUL(bf16, f32, bf16, bf16, float, bf16) MUL(bf16, bf16, f32, bf16, bf16, float) MUL(bf16, bf16, bf16, bf16, bf16, bf16)
+
+// ---- the full-width sparse MLP's joined passes (Backend.swigluJoin / swigluBackwardJoin)
+
+// The value v as stored in T (so a sum written back and used in the same pass is used as stored).
+__device__ __forceinline__ float asStored(const float*, float v) { return v; }
+__device__ __forceinline__ float asStored(const bf16*, float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// Row slot i < nAdd is row addRows[i] (its add rows are row i of addG/addU/hAdd), slot nAdd + i is
+// plainRows[i]. vec: C % 8 == 0 and every pointer 16-byte aligned; a thread then owns 8 consecutive
+// elements of one row. hAdd may be addG: each thread reads its elements before writing them.
+template <typename T>
+__device__ void swigluJoinImpl(T* h, T* g, T* u, const T* addG, const T* addU, const int* addRows, T* hAdd,
+                               const int* plainRows, int nAdd, int nPlain, int R, int C, int vec) {
+    int per = vec ? C / 8 : C;
+    GRID_LOOP(e, (long)(nAdd + nPlain) * per) {
+        int i = (int)(e / per);
+        int c0 = (int)(e - (long)i * per) * (vec ? 8 : 1);
+        bool add = i < nAdd;
+        int r = add ? addRows[i] : plainRows[i - nAdd];
+        if (r < 0 || r >= R) continue;
+        long o = (long)r * C + c0, a = (long)i * C + c0;
+        if (vec) {
+            float gv[8], uv[8], hv[8];
+            ld8(g, o, gv); ld8(u, o, uv);
+            if (add) {
+                float ag[8], au[8];
+                ld8(addG, a, ag); ld8(addU, a, au);
+#pragma unroll
+                for (int j = 0; j < 8; j++) { gv[j] = asStored(g, gv[j] + ag[j]); uv[j] = asStored(u, uv[j] + au[j]); }
+                st8(g, o, gv); st8(u, o, uv);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) hv[j] = gv[j] * sigmoidf(gv[j]) * uv[j];
+            st8(h, o, hv);
+            if (add) st8(hAdd, a, hv);
+        } else {
+            float gv = ld(g, o), uv = ld(u, o);
+            if (add) {
+                gv = asStored(g, gv + ld(addG, a)); uv = asStored(u, uv + ld(addU, a));
+                st(g, o, gv); st(u, o, uv);
+            }
+            float hv = gv * sigmoidf(gv) * uv;
+            st(h, o, hv);
+            if (add) st(hAdd, a, hv);
+        }
+    }
+}
+
+// Backward: d = dh[r] (+ addDh[i], as stored), then swiglu's backward; the add rows' dg/du also
+// go to dgAdd/duAdd row i. dh is only read.
+template <typename T>
+__device__ void swigluBwdJoinImpl(T* dg, T* du, const T* dh, const T* g, const T* u, const T* addDh, const int* addRows,
+                                  T* dgAdd, T* duAdd, const int* plainRows, int nAdd, int nPlain, int R, int C, int vec) {
+    int per = vec ? C / 8 : C;
+    GRID_LOOP(e, (long)(nAdd + nPlain) * per) {
+        int i = (int)(e / per);
+        int c0 = (int)(e - (long)i * per) * (vec ? 8 : 1);
+        bool add = i < nAdd;
+        int r = add ? addRows[i] : plainRows[i - nAdd];
+        if (r < 0 || r >= R) continue;
+        long o = (long)r * C + c0, a = (long)i * C + c0;
+        if (vec) {
+            float gv[8], uv[8], d[8], dgv[8], duv[8];
+            ld8(g, o, gv); ld8(u, o, uv); ld8(dh, o, d);
+            if (add) {
+                float ad[8];
+                ld8(addDh, a, ad);
+#pragma unroll
+                for (int j = 0; j < 8; j++) d[j] = asStored(dh, d[j] + ad[j]);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float s = sigmoidf(gv[j]);
+                duv[j] = d[j] * gv[j] * s;
+                dgv[j] = d[j] * uv[j] * s * (1.f + gv[j] * (1.f - s));
+            }
+            st8(dg, o, dgv); st8(du, o, duv);
+            if (add) { st8(dgAdd, a, dgv); st8(duAdd, a, duv); }
+        } else {
+            float gv = ld(g, o), uv = ld(u, o), d = ld(dh, o);
+            if (add) d = asStored(dh, d + ld(addDh, a));
+            float s = sigmoidf(gv), duv = d * gv * s, dgv = d * uv * s * (1.f + gv * (1.f - s));
+            st(dg, o, dgv); st(du, o, duv);
+            if (add) { st(dgAdd, a, dgv); st(duAdd, a, duv); }
+        }
+    }
+}
+
+#define SWIGLU_JOIN(S, T) \
+    extern "C" __global__ void swiglu_join_##S(T* h, T* g, T* u, const T* ag, const T* au, const int* ar, T* ha, const int* pr, \
+                                               int nAdd, int nPlain, int R, int C, int vec) { swigluJoinImpl(h, g, u, ag, au, ar, ha, pr, nAdd, nPlain, R, C, vec); } \
+    extern "C" __global__ void swiglu_bwd_join_##S(T* dg, T* du, const T* dh, const T* g, const T* u, const T* ad, const int* ar, T* dga, T* dua, \
+                                                   const int* pr, int nAdd, int nPlain, int R, int C, int vec) { \
+        swigluBwdJoinImpl(dg, du, dh, g, u, ad, ar, dga, dua, pr, nAdd, nPlain, R, C, vec); }
+SWIGLU_JOIN(f32, float)
+SWIGLU_JOIN(bf16, bf16)

@@ -761,3 +761,19 @@ __device__ void fillColsImpl(T* t, int R, int C, int c0, float v) {
 }
 extern "C" __global__ void fill_cols_f32(float* t, int R, int C, int c0, float v) { fillColsImpl(t, R, C, c0, v); }
 extern "C" __global__ void fill_cols_bf16(bf16* t, int R, int C, int c0, float v) { fillColsImpl(t, R, C, c0, v); }
+
+// out (R,C) [rowIdx[i], colIdx[j]] += src (n,k) [i,j]: only the named elements are touched (the
+// sparse tokens' kept-channel frozen outputs joined into LoRA's full-width ones). Index sets are
+// distinct, so no two threads write one element; an out-of-range index is skipped.
+template <typename T>
+__device__ void scatterAddRowsColsImpl(T* out, const T* src, const int* rowIdx, const int* colIdx, int n, int R, int C, int k) {
+    GRID_LOOP(e, (long)n * k) {
+        long i = e / k;
+        int j = (int)(e - i * k), r = rowIdx[i], c = colIdx[j];
+        if (r < 0 || r >= R || c < 0 || c >= C) continue;
+        long o = (long)r * C + c;
+        st(out, o, ld(out, o) + ld(src, e));
+    }
+}
+extern "C" __global__ void scatter_add_rows_cols_f32(float* o, const float* s, const int* ri, const int* ci, int n, int R, int C, int k) { scatterAddRowsColsImpl(o, s, ri, ci, n, R, C, k); }
+extern "C" __global__ void scatter_add_rows_cols_bf16(bf16* o, const bf16* s, const int* ri, const int* ci, int n, int R, int C, int k) { scatterAddRowsColsImpl(o, s, ri, ci, n, R, C, k); }

@@ -1356,6 +1356,85 @@ public final class GpuBackend implements Backend {
     }
 
     @Override
+    public void scatterAddRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), RI = own(rowIdx), CI = own(colIdx);
+        needI32("scatterAddRowsCols", "rowIdx", RI);
+        needI32("scatterAddRowsCols", "colIdx", CI);
+        if (S.dtype() != O.dtype()) throw new IllegalArgumentException("scatterAddRowsCols: out and src must share a dtype, got " + O + " and " + S);
+        int n = (int) RI.numel(), k = (int) CI.numel(), C = O.dim(-1), R = (int) (O.numel() / Math.max(1, C));
+        needNumel("scatterAddRowsCols", "src", S, (long) n * k);
+        long work = (long) n * k;
+        if (work == 0) return;
+        launch("scatter_add_rows_cols_" + sfx(O, "scatterAddRowsCols"), (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256)), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address()).i(n).i(R).i(C).i(k));
+    }
+
+    /** Rows named by an optional index set (null: none). */
+    private static int rowCount(GpuTensor idx) { return idx == null ? 0 : (int) idx.numel(); }
+
+    private static long addr(GpuTensor t) { return t == null ? 0L : t.address(); }
+
+    /** The launch of a joined swiglu kernel over nAdd + nPlain rows of C: 8-wide when C % 8 == 0 and every tensor is aligned. */
+    private void joinLaunch(String name, int rows, int C, boolean alignedOk, ArgFill fill) {
+        boolean vec = alignedOk && C % 8 == 0;
+        long work = (long) rows * (vec ? C / 8 : C);
+        if (work == 0) return;
+        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (work + 255) / 256));
+        launch(name, blocks, 1, 256, 0, fill.fill(new Kernels.Args()).i(vec ? 1 : 0));
+    }
+
+    private static void sameShapeRows(String op, String what, GpuTensor t, long n, int C) {
+        if (t != null && t.numel() != n * C) throw new IllegalArgumentException(op + ": " + what + " must be (" + n + "," + C + "), got " + t);
+    }
+
+    @Override
+    public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd, Tensor plainRows) {
+        bind();
+        GpuTensor H = own(h), G = own(g), U = own(u);
+        GpuTensor AR = addRows == null ? null : own(addRows), PR = plainRows == null ? null : own(plainRows);
+        int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor AG = na == 0 ? null : own(addG), AU = na == 0 ? null : own(addU), HA = na == 0 ? null : own(hAdd);
+        int C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        sameCount("swigluJoin", H, G);
+        sameCount("swigluJoin", U, G);
+        for (GpuTensor t : new GpuTensor[] {H, U, AG, AU, HA})
+            if (t != null && t.dtype() != G.dtype()) throw new IllegalArgumentException("swigluJoin: every float tensor must share g's dtype " + G.dtype() + ", got " + t);
+        if (AR != null) needI32("swigluJoin", "addRows", AR);
+        if (PR != null) needI32("swigluJoin", "plainRows", PR);
+        sameShapeRows("swigluJoin", "addG", AG, na, C);
+        sameShapeRows("swigluJoin", "addU", AU, na, C);
+        sameShapeRows("swigluJoin", "hAdd", HA, na, C);
+        boolean al = aligned(H, G, U) && (na == 0 || aligned(AG, AU, HA));
+        joinLaunch("swiglu_join_" + sfx(G, "swigluJoin"), na + np, C, al,
+                a -> a.ptr(H.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AG)).ptr(addr(AU)).ptr(addr(AR)).ptr(addr(HA))
+                        .ptr(addr(PR)).i(na).i(np).i(R).i(C));
+    }
+
+    @Override
+    public void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
+                                   Tensor dgAdd, Tensor duAdd, Tensor plainRows) {
+        bind();
+        GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u);
+        GpuTensor AR = addRows == null ? null : own(addRows), PR = plainRows == null ? null : own(plainRows);
+        int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor AD = na == 0 ? null : own(addDh), DGA = na == 0 ? null : own(dgAdd), DUA = na == 0 ? null : own(duAdd);
+        int C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        for (GpuTensor t : new GpuTensor[] {DG, DU, DH, U}) sameCount("swigluBackwardJoin", t, G);
+        for (GpuTensor t : new GpuTensor[] {DG, DU, DH, U, AD, DGA, DUA})
+            if (t != null && t.dtype() != G.dtype()) throw new IllegalArgumentException("swigluBackwardJoin: every float tensor must share g's dtype " + G.dtype() + ", got " + t);
+        if (AR != null) needI32("swigluBackwardJoin", "addRows", AR);
+        if (PR != null) needI32("swigluBackwardJoin", "plainRows", PR);
+        sameShapeRows("swigluBackwardJoin", "addDh", AD, na, C);
+        sameShapeRows("swigluBackwardJoin", "dgAdd", DGA, na, C);
+        sameShapeRows("swigluBackwardJoin", "duAdd", DUA, na, C);
+        boolean al = aligned(DG, DU, DH, G, U) && (na == 0 || aligned(AD, DGA, DUA));
+        joinLaunch("swiglu_bwd_join_" + sfx(G, "swigluBackwardJoin"), na + np, C, al,
+                a -> a.ptr(DG.address()).ptr(DU.address()).ptr(DH.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AD)).ptr(addr(AR))
+                        .ptr(addr(DGA)).ptr(addr(DUA)).ptr(addr(PR)).i(na).i(np).i(R).i(C));
+    }
+
+    @Override
     public void columnNorms(Tensor out, Tensor x) {
         bind();
         GpuTensor O = own(out), X = own(x);

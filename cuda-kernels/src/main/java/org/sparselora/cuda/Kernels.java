@@ -73,7 +73,12 @@ final class Kernels implements AutoCloseable {
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");
         m.put("pad_index_set", "sparse");
-        for (String a : t) m.put("fill_cols_" + a, "sparse");
+        for (String a : t) {
+            m.put("fill_cols_" + a, "sparse");
+            m.put("scatter_add_rows_cols_" + a, "sparse");
+            m.put("swiglu_join_" + a, "elementwise");
+            m.put("swiglu_bwd_join_" + a, "elementwise");
+        }
         return Collections.unmodifiableMap(m);
     }
 

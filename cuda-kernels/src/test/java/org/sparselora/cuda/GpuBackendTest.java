@@ -957,6 +957,87 @@ class GpuBackendTest {
             }
     }
 
+    /** Poisons the named rows of a GPU tensor (R,C) with NaN (an element a kernel leaves unwritten then fails). */
+    static void poisonRows(Tensor t, Tensor rows, int C) {
+        if (rows == null || rows.numel() == 0) return;
+        Tensor nan = gpu.empty(t.dtype(), (int) rows.numel(), C);
+        gpu.fill(nan, Float.NaN);
+        gpu.scatterRows(t, nan, rows, false);
+        nan.close();
+    }
+
+    /**
+     * The full-width sparse MLP's joined kernels against CpuBackend (the Backend defaults):
+     * scatterAddRowsCols (exact in f32; kept columns only, shuffled sets), swigluJoin with hAdd in
+     * addG's place and swigluBackwardJoin — 8-wide rows (C % 8 == 0, one row of the 8B width) and the
+     * scalar path (odd C, a 1-element-off view), no add rows, a row named by neither set (left
+     * alone); named rows and gathered outputs NaN-poisoned first.
+     */
+    @Test
+    void joinedSwigluAndScatterAddRowsCols() {
+        int[][] cases = { // R, C, nAdd, nPlain
+                {64, 96, 16, 48}, {37, 13, 9, 20}, {32, 14336, 8, 24}, {20, 40, 0, 20}, {12, 24, 12, 0}};
+        for (int[] cs : cases) {
+            int R = cs[0], C = cs[1], na = cs[2], np = cs[3];
+            int[] perm = shuffled(java.util.stream.IntStream.range(0, R).toArray());
+            int[] add = Arrays.copyOf(perm, na), plain = Arrays.copyOfRange(perm, na, na + np);
+            Pair AR = na == 0 ? null : ints(add, na), PR = np == 0 ? null : ints(plain, np);
+            for (DType t : FLOATS)
+                for (boolean offset : new boolean[] {false, true}) {
+                    if (offset && C % 8 != 0) continue;
+                    String what = t + " R=" + R + " C=" + C + " add=" + na + " plain=" + np + (offset ? " 1-off" : "");
+                    Pair G = inout(rand(R * C, 2f), t, R, C), U = inout(rand(R * C, 2f), t, R, C), H = inout(rand(R * C, 1f), t, R, C);
+                    Pair AG = pair(rand(Math.max(1, na) * C, 1f), t, Math.max(1, na), C), AU = pair(rand(Math.max(1, na) * C, 1f), t, Math.max(1, na), C);
+                    Tensor hg = H.g, big = null;
+                    if (offset) {                             // the same h one element off 16-byte alignment: the scalar path
+                        big = gpu.empty(t, R * C + 1);
+                        hg = big.view(1, R, C);
+                        gpu.copy(hg, H.g);
+                    }
+                    poisonRows(hg, AR == null ? null : AR.g, C);
+                    poisonRows(hg, PR == null ? null : PR.g, C);
+                    gpu.swigluJoin(hg, G.g, U.g, AG.g, AU.g, AR == null ? null : AR.g, AG.g, PR == null ? null : PR.g);
+                    cpu.swigluJoin(H.c, G.c, U.c, AG.c, AU.c, AR == null ? null : AR.c, AG.c, PR == null ? null : PR.c);
+                    close("swigluJoin h " + what, new Pair(hg, H.c), tolFor(t));
+                    close("swigluJoin g " + what, G, tolFor(t));
+                    close("swigluJoin u " + what, U, tolFor(t));
+                    if (na > 0) close("swigluJoin hAdd " + what, AG, tolFor(t));
+                    if (big != null) big.close();
+                    // backward over the joined g, u
+                    Pair DH = pair(rand(R * C, 1f), t, R, C), AD = pair(rand(Math.max(1, na) * C, 1f), t, Math.max(1, na), C);
+                    Pair DG = inout(rand(R * C, 1f), t, R, C), DU = inout(rand(R * C, 1f), t, R, C);
+                    Pair DGA = out(t, Math.max(1, na), C), DUA = out(t, Math.max(1, na), C);
+                    for (Pair p : new Pair[] {DG, DU}) {
+                        poisonRows(p.g, AR == null ? null : AR.g, C);
+                        poisonRows(p.g, PR == null ? null : PR.g, C);
+                    }
+                    gpu.swigluBackwardJoin(DG.g, DU.g, DH.g, G.g, U.g, AD.g, AR == null ? null : AR.g, DGA.g, DUA.g, PR == null ? null : PR.g);
+                    cpu.swigluBackwardJoin(DG.c, DU.c, DH.c, G.c, U.c, AD.c, AR == null ? null : AR.c, DGA.c, DUA.c, PR == null ? null : PR.c);
+                    close("swigluBackwardJoin dg " + what, DG, tolFor(t));
+                    close("swigluBackwardJoin du " + what, DU, tolFor(t));
+                    if (na > 0) {
+                        close("swigluBackwardJoin dgAdd " + what, DGA, tolFor(t));
+                        close("swigluBackwardJoin duAdd " + what, DUA, tolFor(t));
+                    }
+                }
+        }
+        for (int[] cs : new int[][] {{50, 64, 17, 16}, {3072 / 8, 14336, 384, 144}, {9, 13, 4, 5}}) {
+            int R = cs[0], C = cs[1], n = cs[2], k = cs[3];
+            for (boolean shuffle : new boolean[] {false, true}) {
+                int[] rows = distinct(n, R), cols = distinct(k, C);
+                if (shuffle) { rows = shuffled(rows); cols = shuffled(cols); }
+                Pair RI = ints(rows, n), CI = ints(cols, k);
+                for (DType t : FLOATS) {
+                    Pair O = inout(rand(R * C, 1f), t, R, C), S = pair(rand(n * k, 1f), t, n, k);
+                    gpu.scatterAddRowsCols(O.g, S.g, RI.g, CI.g);
+                    cpu.scatterAddRowsCols(O.c, S.c, RI.c, CI.c);
+                    String what = "scatterAddRowsCols " + t + " R=" + R + " C=" + C + " n=" + n + " k=" + k + (shuffle ? " shuffled" : "");
+                    if (t == DType.F32) exact(what, O); else close(what, O, BF16_TOL);
+                }
+            }
+        }
+    }
+
     /**
      * The fused block ops (one kernel each) against CpuBackend, exact: every shape class the kernels
      * branch on — 8-wide and scalar column paths (k or C not a multiple of 8, and an output that is a
