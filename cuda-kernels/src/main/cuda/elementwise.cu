@@ -176,92 +176,147 @@ MUL(bf16, f32, f32, bf16, float, float) MUL(bf16, f32, bf16, bf16, float, bf16) 
 __device__ __forceinline__ float asStored(const float*, float v) { return v; }
 __device__ __forceinline__ float asStored(const bf16*, float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
-// Row slot i < nAdd is row addRows[i] (its add rows are row i of addG/addU/hAdd), slot nAdd + i is
-// plainRows[i]. vec: C % 8 == 0 and every pointer 16-byte aligned; a thread then owns 8 consecutive
-// elements of one row. hAdd may be addG: each thread reads its elements before writing them.
-template <typename T>
+// Row slot i < nAdd is row addRows[i] (its rows in addG/addU/hAdd are row i), slot nAdd + i is
+// plainRows[i] (row i of keptG/keptU/hKept, whose column j is row column keptCols[j]). With k > 0 kept
+// columns each block first builds, in shared memory, the inverse of keptCols (pos[c] = 1 + the
+// position of column c, 0 = not kept; C 16-bit entries, so C ≤ 24K on the default 48 KiB), and a
+// plain row's 8 elements then look their positions up with one 16-byte shared load. vec: C % 8 == 0
+// and every pointer 16-byte aligned; a thread then owns 8 consecutive elements of one row (without
+// vec, one). hAdd may be addG and hKept keptG: each thread reads its elements before writing them.
+__device__ __forceinline__ unsigned short* keptMap(const int* keptCols, int k, int C) {
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    unsigned short* pos = reinterpret_cast<unsigned short*>(smemRaw);
+    if (k > 0) {
+        for (int c = threadIdx.x; c < C; c += blockDim.x) pos[c] = 0;
+        __syncthreads();
+        for (int j = threadIdx.x; j < k; j += blockDim.x) { int c = keptCols[j]; if (c >= 0 && c < C) pos[c] = (unsigned short)(j + 1); }
+        __syncthreads();
+    }
+    return pos;
+}
+
+__device__ __forceinline__ void keptPositions(const unsigned short* pos, int c0, int vec, int* p) {
+    if (vec) {
+        uint4 pk = *reinterpret_cast<const uint4*>(pos + c0);
+        const unsigned short* p8 = reinterpret_cast<const unsigned short*>(&pk);
+#pragma unroll
+        for (int j = 0; j < 8; j++) p[j] = p8[j];
+    } else {
+        p[0] = pos[c0];
+    }
+}
+
+// W consecutive elements (W = 8: one 16-byte access; W = 1: one element), fixed at compile time so
+// the per-thread arrays stay in registers.
+template <int W, typename T> __device__ __forceinline__ void ldW(const T* p, long i, float* v) {
+    if constexpr (W == 8) ld8(p, i, v); else v[0] = ld(p, i);
+}
+template <int W, typename T> __device__ __forceinline__ void stW(T* p, long i, const float* v) {
+    if constexpr (W == 8) st8(p, i, v); else st(p, i, v[0]);
+}
+
+template <typename T, int W>
 __device__ void swigluJoinImpl(T* h, T* g, T* u, const T* addG, const T* addU, const int* addRows, T* hAdd,
-                               const int* plainRows, int nAdd, int nPlain, int R, int C, int vec) {
-    int per = vec ? C / 8 : C;
+                               const int* plainRows, const T* keptG, const T* keptU, const int* keptCols, T* hKept,
+                               int nAdd, int nPlain, int k, int R, int C) {
+    const unsigned short* pos = keptMap(keptCols, k, C);
+    const int per = C / W, w = W, vec = W == 8;
     GRID_LOOP(e, (long)(nAdd + nPlain) * per) {
         int i = (int)(e / per);
-        int c0 = (int)(e - (long)i * per) * (vec ? 8 : 1);
+        int c0 = (int)(e - (long)i * per) * w;
         bool add = i < nAdd;
-        int r = add ? addRows[i] : plainRows[i - nAdd];
+        int ip = i - nAdd;
+        int r = add ? addRows[i] : plainRows[ip];
         if (r < 0 || r >= R) continue;
-        long o = (long)r * C + c0, a = (long)i * C + c0;
-        if (vec) {
-            float gv[8], uv[8], hv[8];
-            ld8(g, o, gv); ld8(u, o, uv);
-            if (add) {
-                float ag[8], au[8];
-                ld8(addG, a, ag); ld8(addU, a, au);
+        long o = (long)r * C + c0, a = (long)i * C + c0, kr = (long)ip * k;
+        float gv[8], uv[8], hv[8];
+        int p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        ldW<W>(g, o, gv); ldW<W>(u, o, uv);
+        bool wrote = false;
+        if (add) {
+            float ag[8], au[8];
+            ldW<W>(addG, a, ag); ldW<W>(addU, a, au);
 #pragma unroll
-                for (int j = 0; j < 8; j++) { gv[j] = asStored(g, gv[j] + ag[j]); uv[j] = asStored(u, uv[j] + au[j]); }
-                st8(g, o, gv); st8(u, o, uv);
-            }
+            for (int j = 0; j < w; j++) { gv[j] = asStored(g, gv[j] + ag[j]); uv[j] = asStored(u, uv[j] + au[j]); }
+            wrote = true;
+        } else if (k > 0) {
+            keptPositions(pos, c0, vec, p);
 #pragma unroll
-            for (int j = 0; j < 8; j++) hv[j] = gv[j] * sigmoidf(gv[j]) * uv[j];
-            st8(h, o, hv);
-            if (add) st8(hAdd, a, hv);
-        } else {
-            float gv = ld(g, o), uv = ld(u, o);
-            if (add) {
-                gv = asStored(g, gv + ld(addG, a)); uv = asStored(u, uv + ld(addU, a));
-                st(g, o, gv); st(u, o, uv);
-            }
-            float hv = gv * sigmoidf(gv) * uv;
-            st(h, o, hv);
-            if (add) st(hAdd, a, hv);
+            for (int j = 0; j < w; j++)
+                if (p[j]) {
+                    gv[j] = asStored(g, gv[j] + ld(keptG, kr + p[j] - 1));
+                    uv[j] = asStored(u, uv[j] + ld(keptU, kr + p[j] - 1));
+                    wrote = true;
+                }
+        }
+#pragma unroll
+        for (int j = 0; j < w; j++) hv[j] = gv[j] * sigmoidf(gv[j]) * uv[j];
+        if (wrote) { stW<W>(g, o, gv); stW<W>(u, o, uv); }
+        stW<W>(h, o, hv);
+        if (add) stW<W>(hAdd, a, hv);
+        if (hKept != nullptr) {
+#pragma unroll
+            for (int j = 0; j < w; j++) if (p[j]) st(hKept, kr + p[j] - 1, hv[j]);
         }
     }
 }
 
-// Backward: d = dh[r] (+ addDh[i], as stored), then swiglu's backward; the add rows' dg/du also
-// go to dgAdd/duAdd row i. dh is only read.
-template <typename T>
+// Backward: d = dh[r] plus addDh[i] (add rows) or keptDh at the kept columns (plain rows; keptDh may
+// be null), as stored; then swiglu's backward. The add rows' dg/du also go to dgAdd/duAdd row i, the
+// plain rows' kept columns to dgKept/duKept (may be null). dh is only read.
+template <typename T, int W>
 __device__ void swigluBwdJoinImpl(T* dg, T* du, const T* dh, const T* g, const T* u, const T* addDh, const int* addRows,
-                                  T* dgAdd, T* duAdd, const int* plainRows, int nAdd, int nPlain, int R, int C, int vec) {
-    int per = vec ? C / 8 : C;
+                                  T* dgAdd, T* duAdd, const int* plainRows, const T* keptDh, const int* keptCols,
+                                  T* dgKept, T* duKept, int nAdd, int nPlain, int k, int R, int C) {
+    const unsigned short* pos = keptMap(keptCols, k, C);
+    const int per = C / W, w = W, vec = W == 8;
     GRID_LOOP(e, (long)(nAdd + nPlain) * per) {
         int i = (int)(e / per);
-        int c0 = (int)(e - (long)i * per) * (vec ? 8 : 1);
+        int c0 = (int)(e - (long)i * per) * w;
         bool add = i < nAdd;
-        int r = add ? addRows[i] : plainRows[i - nAdd];
+        int ip = i - nAdd;
+        int r = add ? addRows[i] : plainRows[ip];
         if (r < 0 || r >= R) continue;
-        long o = (long)r * C + c0, a = (long)i * C + c0;
-        if (vec) {
-            float gv[8], uv[8], d[8], dgv[8], duv[8];
-            ld8(g, o, gv); ld8(u, o, uv); ld8(dh, o, d);
-            if (add) {
-                float ad[8];
-                ld8(addDh, a, ad);
+        long o = (long)r * C + c0, a = (long)i * C + c0, kr = (long)ip * k;
+        float gv[8], uv[8], d[8], dgv[8], duv[8];
+        int p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        ldW<W>(g, o, gv); ldW<W>(u, o, uv); ldW<W>(dh, o, d);
+        if (add) {
+            float ad[8];
+            ldW<W>(addDh, a, ad);
 #pragma unroll
-                for (int j = 0; j < 8; j++) d[j] = asStored(dh, d[j] + ad[j]);
-            }
+            for (int j = 0; j < w; j++) d[j] = asStored(dh, d[j] + ad[j]);
+        } else if (k > 0) {
+            keptPositions(pos, c0, vec, p);
+            if (keptDh != nullptr) {
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                float s = sigmoidf(gv[j]);
-                duv[j] = d[j] * gv[j] * s;
-                dgv[j] = d[j] * uv[j] * s * (1.f + gv[j] * (1.f - s));
+                for (int j = 0; j < w; j++) if (p[j]) d[j] = asStored(dh, d[j] + ld(keptDh, kr + p[j] - 1));
             }
-            st8(dg, o, dgv); st8(du, o, duv);
-            if (add) { st8(dgAdd, a, dgv); st8(duAdd, a, duv); }
-        } else {
-            float gv = ld(g, o), uv = ld(u, o), d = ld(dh, o);
-            if (add) d = asStored(dh, d + ld(addDh, a));
-            float s = sigmoidf(gv), duv = d * gv * s, dgv = d * uv * s * (1.f + gv * (1.f - s));
-            st(dg, o, dgv); st(du, o, duv);
-            if (add) { st(dgAdd, a, dgv); st(duAdd, a, duv); }
+        }
+#pragma unroll
+        for (int j = 0; j < w; j++) {
+            float s = sigmoidf(gv[j]);
+            duv[j] = d[j] * gv[j] * s;
+            dgv[j] = d[j] * uv[j] * s * (1.f + gv[j] * (1.f - s));
+        }
+        stW<W>(dg, o, dgv); stW<W>(du, o, duv);
+        if (add) { stW<W>(dgAdd, a, dgv); stW<W>(duAdd, a, duv); }
+        if (dgKept != nullptr) {
+#pragma unroll
+            for (int j = 0; j < w; j++)
+                if (p[j]) { st(dgKept, kr + p[j] - 1, dgv[j]); st(duKept, kr + p[j] - 1, duv[j]); }
         }
     }
 }
 
 #define SWIGLU_JOIN(S, T) \
     extern "C" __global__ void swiglu_join_##S(T* h, T* g, T* u, const T* ag, const T* au, const int* ar, T* ha, const int* pr, \
-                                               int nAdd, int nPlain, int R, int C, int vec) { swigluJoinImpl(h, g, u, ag, au, ar, ha, pr, nAdd, nPlain, R, C, vec); } \
+                                               const T* kg, const T* ku, const int* kc, T* hk, int nAdd, int nPlain, int k, int R, int C, int vec) { \
+        if (vec) swigluJoinImpl<T, 8>(h, g, u, ag, au, ar, ha, pr, kg, ku, kc, hk, nAdd, nPlain, k, R, C); \
+        else swigluJoinImpl<T, 1>(h, g, u, ag, au, ar, ha, pr, kg, ku, kc, hk, nAdd, nPlain, k, R, C); } \
     extern "C" __global__ void swiglu_bwd_join_##S(T* dg, T* du, const T* dh, const T* g, const T* u, const T* ad, const int* ar, T* dga, T* dua, \
-                                                   const int* pr, int nAdd, int nPlain, int R, int C, int vec) { \
-        swigluBwdJoinImpl(dg, du, dh, g, u, ad, ar, dga, dua, pr, nAdd, nPlain, R, C, vec); }
+                                                   const int* pr, const T* kd, const int* kc, T* dgk, T* duk, int nAdd, int nPlain, int k, int R, int C, int vec) { \
+        if (vec) swigluBwdJoinImpl<T, 8>(dg, du, dh, g, u, ad, ar, dga, dua, pr, kd, kc, dgk, duk, nAdd, nPlain, k, R, C); \
+        else swigluBwdJoinImpl<T, 1>(dg, du, dh, g, u, ad, ar, dga, dua, pr, kd, kc, dgk, duk, nAdd, nPlain, k, R, C); }
 SWIGLU_JOIN(f32, float)
 SWIGLU_JOIN(bf16, bf16)

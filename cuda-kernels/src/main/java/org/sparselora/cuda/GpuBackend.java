@@ -1375,63 +1375,102 @@ public final class GpuBackend implements Backend {
 
     private static long addr(GpuTensor t) { return t == null ? 0L : t.address(); }
 
-    /** The launch of a joined swiglu kernel over nAdd + nPlain rows of C: 8-wide when C % 8 == 0 and every tensor is aligned. */
-    private void joinLaunch(String name, int rows, int C, boolean alignedOk, ArgFill fill) {
+    /**
+     * The launch of a joined swiglu kernel over nAdd + nPlain rows of C: 8-wide when C % 8 == 0 and
+     * every tensor is aligned; with k kept columns each block holds their inverse map (C 16-bit
+     * entries) in shared memory.
+     */
+    private void joinLaunch(String name, int rows, int C, int k, boolean alignedOk, ArgFill fill) {
         boolean vec = alignedOk && C % 8 == 0;
         long work = (long) rows * (vec ? C / 8 : C);
         if (work == 0) return;
         int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (work + 255) / 256));
-        launch(name, blocks, 1, 256, 0, fill.fill(new Kernels.Args()).i(vec ? 1 : 0));
+        int smem = k > 0 ? (C * 2 + 15) / 16 * 16 : 0;
+        launch(name, blocks, 1, 256, smem, fill.fill(new Kernels.Args()).i(vec ? 1 : 0));
     }
 
     private static void sameShapeRows(String op, String what, GpuTensor t, long n, int C) {
         if (t != null && t.numel() != n * C) throw new IllegalArgumentException(op + ": " + what + " must be (" + n + "," + C + "), got " + t);
     }
 
+    private GpuTensor ownOrNull(Tensor t) { return t == null ? null : own(t); }
+
+    private static void sameDtype(String op, GpuTensor ref, GpuTensor... ts) {
+        for (GpuTensor t : ts)
+            if (t != null && t.dtype() != ref.dtype()) throw new IllegalArgumentException(op + ": every float tensor must share g's dtype " + ref.dtype() + ", got " + t);
+    }
+
+    /** Whether every non-null tensor is 16-byte aligned. */
+    private static boolean alignedOrNull(GpuTensor... ts) {
+        for (GpuTensor t : ts) if (t != null && (t.address() & 15) != 0) return false;
+        return true;
+    }
+
     @Override
-    public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd, Tensor plainRows) {
+    public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
+                           Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
         bind();
-        GpuTensor H = own(h), G = own(g), U = own(u);
-        GpuTensor AR = addRows == null ? null : own(addRows), PR = plainRows == null ? null : own(plainRows);
+        GpuTensor H = own(h), G = own(g), U = own(u), AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
         int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
+        int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        if (k > 0 && C > SCATTER_MAP_MAX_COLS) {         // the kept-column map would not fit shared memory: the reference path
+            Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
+            return;
+        }
         GpuTensor AG = na == 0 ? null : own(addG), AU = na == 0 ? null : own(addU), HA = na == 0 ? null : own(hAdd);
-        int C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        GpuTensor KG = k == 0 ? null : own(keptG), KU = k == 0 ? null : own(keptU), HK = k == 0 ? null : ownOrNull(hKept);
         sameCount("swigluJoin", H, G);
         sameCount("swigluJoin", U, G);
-        for (GpuTensor t : new GpuTensor[] {H, U, AG, AU, HA})
-            if (t != null && t.dtype() != G.dtype()) throw new IllegalArgumentException("swigluJoin: every float tensor must share g's dtype " + G.dtype() + ", got " + t);
+        sameDtype("swigluJoin", G, H, U, AG, AU, HA, KG, KU, HK);
         if (AR != null) needI32("swigluJoin", "addRows", AR);
         if (PR != null) needI32("swigluJoin", "plainRows", PR);
+        if (KC != null) needI32("swigluJoin", "keptCols", KC);
         sameShapeRows("swigluJoin", "addG", AG, na, C);
         sameShapeRows("swigluJoin", "addU", AU, na, C);
         sameShapeRows("swigluJoin", "hAdd", HA, na, C);
-        boolean al = aligned(H, G, U) && (na == 0 || aligned(AG, AU, HA));
-        joinLaunch("swiglu_join_" + sfx(G, "swigluJoin"), na + np, C, al,
+        sameShapeRows("swigluJoin", "keptG", KG, np, k);
+        sameShapeRows("swigluJoin", "keptU", KU, np, k);
+        sameShapeRows("swigluJoin", "hKept", HK, np, k);
+        boolean al = alignedOrNull(H, G, U, AG, AU, HA);
+        joinLaunch("swiglu_join_" + sfx(G, "swigluJoin"), na + np, C, k, al,
                 a -> a.ptr(H.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AG)).ptr(addr(AU)).ptr(addr(AR)).ptr(addr(HA))
-                        .ptr(addr(PR)).i(na).i(np).i(R).i(C));
+                        .ptr(addr(PR)).ptr(addr(KG)).ptr(addr(KU)).ptr(addr(KC)).ptr(addr(HK)).i(na).i(np).i(k).i(R).i(C));
     }
 
     @Override
     public void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
-                                   Tensor dgAdd, Tensor duAdd, Tensor plainRows) {
+                                   Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
+                                   Tensor dgKept, Tensor duKept) {
         bind();
-        GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u);
-        GpuTensor AR = addRows == null ? null : own(addRows), PR = plainRows == null ? null : own(plainRows);
+        GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u), AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
         int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
+        int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        if (k > 0 && C > SCATTER_MAP_MAX_COLS) {
+            Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
+            return;
+        }
         GpuTensor AD = na == 0 ? null : own(addDh), DGA = na == 0 ? null : own(dgAdd), DUA = na == 0 ? null : own(duAdd);
-        int C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        GpuTensor KD = k == 0 ? null : ownOrNull(keptDh), DGK = k == 0 ? null : ownOrNull(dgKept), DUK = k == 0 || DGK == null ? null : own(duKept);
+        if (KD == null && DGK == null) k = 0;            // nothing kept to add or gather: no map needed
         for (GpuTensor t : new GpuTensor[] {DG, DU, DH, U}) sameCount("swigluBackwardJoin", t, G);
-        for (GpuTensor t : new GpuTensor[] {DG, DU, DH, U, AD, DGA, DUA})
-            if (t != null && t.dtype() != G.dtype()) throw new IllegalArgumentException("swigluBackwardJoin: every float tensor must share g's dtype " + G.dtype() + ", got " + t);
+        sameDtype("swigluBackwardJoin", G, DG, DU, DH, U, AD, DGA, DUA, KD, DGK, DUK);
         if (AR != null) needI32("swigluBackwardJoin", "addRows", AR);
         if (PR != null) needI32("swigluBackwardJoin", "plainRows", PR);
+        if (KC != null) needI32("swigluBackwardJoin", "keptCols", KC);
         sameShapeRows("swigluBackwardJoin", "addDh", AD, na, C);
         sameShapeRows("swigluBackwardJoin", "dgAdd", DGA, na, C);
         sameShapeRows("swigluBackwardJoin", "duAdd", DUA, na, C);
-        boolean al = aligned(DG, DU, DH, G, U) && (na == 0 || aligned(AD, DGA, DUA));
-        joinLaunch("swiglu_bwd_join_" + sfx(G, "swigluBackwardJoin"), na + np, C, al,
+        sameShapeRows("swigluBackwardJoin", "keptDh", KD, np, k);
+        sameShapeRows("swigluBackwardJoin", "dgKept", DGK, np, k);
+        sameShapeRows("swigluBackwardJoin", "duKept", DUK, np, k);
+        boolean al = alignedOrNull(DG, DU, DH, G, U, AD, DGA, DUA);
+        int kk = k;
+        joinLaunch("swiglu_bwd_join_" + sfx(G, "swigluBackwardJoin"), na + np, C, kk, al,
                 a -> a.ptr(DG.address()).ptr(DU.address()).ptr(DH.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AD)).ptr(addr(AR))
-                        .ptr(addr(DGA)).ptr(addr(DUA)).ptr(addr(PR)).i(na).i(np).i(R).i(C));
+                        .ptr(addr(DGA)).ptr(addr(DUA)).ptr(addr(PR)).ptr(addr(KD)).ptr(addr(KC)).ptr(addr(DGK)).ptr(addr(DUK))
+                        .i(na).i(np).i(kk).i(R).i(C));
     }
 
     @Override

@@ -968,56 +968,71 @@ class GpuBackendTest {
 
     /**
      * The full-width sparse MLP's joined kernels against CpuBackend (the Backend defaults):
-     * scatterAddRowsCols (exact in f32; kept columns only, shuffled sets), swigluJoin with hAdd in
-     * addG's place and swigluBackwardJoin — 8-wide rows (C % 8 == 0, one row of the 8B width) and the
-     * scalar path (odd C, a 1-element-off view), no add rows, a row named by neither set (left
-     * alone); named rows and gathered outputs NaN-poisoned first.
+     * swigluJoin (hAdd in addG's place, the plain rows' kept columns added and gathered) and
+     * swigluBackwardJoin (kept dh added and dg/du gathered; gathered only; neither) — 8-wide rows
+     * (C % 8 == 0, rows of the 8B width with 144 kept) and the scalar path (odd C, a 1-element-off h),
+     * no add rows, no plain rows, no kept columns, a row named by neither set (left alone); named rows
+     * and gathered outputs NaN-poisoned first. Then scatterAddRowsCols (exact in f32).
      */
     @Test
     void joinedSwigluAndScatterAddRowsCols() {
-        int[][] cases = { // R, C, nAdd, nPlain
-                {64, 96, 16, 48}, {37, 13, 9, 20}, {32, 14336, 8, 24}, {20, 40, 0, 20}, {12, 24, 12, 0}};
+        int[][] cases = { // R, C, nAdd, nPlain, k
+                {64, 96, 16, 48, 13}, {37, 13, 9, 20, 4}, {32, 14336, 8, 24, 144}, {20, 40, 0, 20, 8}, {12, 24, 12, 0, 0}, {16, 32, 4, 12, 0}};
         for (int[] cs : cases) {
-            int R = cs[0], C = cs[1], na = cs[2], np = cs[3];
+            int R = cs[0], C = cs[1], na = cs[2], np = cs[3], k = cs[4];
             int[] perm = shuffled(java.util.stream.IntStream.range(0, R).toArray());
             int[] add = Arrays.copyOf(perm, na), plain = Arrays.copyOfRange(perm, na, na + np);
-            Pair AR = na == 0 ? null : ints(add, na), PR = np == 0 ? null : ints(plain, np);
+            Pair AR = na == 0 ? null : ints(add, na), PR = np == 0 ? null : ints(plain, np), KC = k == 0 ? null : ints(shuffled(distinct(k, C)), k);
+            int na1 = Math.max(1, na), np1 = Math.max(1, np), k1 = Math.max(1, k);
             for (DType t : FLOATS)
-                for (boolean offset : new boolean[] {false, true}) {
-                    if (offset && C % 8 != 0) continue;
-                    String what = t + " R=" + R + " C=" + C + " add=" + na + " plain=" + np + (offset ? " 1-off" : "");
+                for (int variant = 0; variant < 3; variant++) {
+                    if (variant > 0 && (C % 8 != 0 || k == 0)) continue;
+                    // variant 0: h aligned, backward adds and gathers kept; 1: h one element off (scalar
+                    // path), backward only gathers kept; 2: backward neither adds nor gathers kept
+                    String what = t + " R=" + R + " C=" + C + " add=" + na + " plain=" + np + " k=" + k + " variant " + variant;
                     Pair G = inout(rand(R * C, 2f), t, R, C), U = inout(rand(R * C, 2f), t, R, C), H = inout(rand(R * C, 1f), t, R, C);
-                    Pair AG = pair(rand(Math.max(1, na) * C, 1f), t, Math.max(1, na), C), AU = pair(rand(Math.max(1, na) * C, 1f), t, Math.max(1, na), C);
+                    Pair AG = pair(rand(na1 * C, 1f), t, na1, C), AU = pair(rand(na1 * C, 1f), t, na1, C);
+                    Pair KG = pair(rand(np1 * k1, 1f), t, np1, k1), KU = pair(rand(np1 * k1, 1f), t, np1, k1), HK = out(t, np1, k1);
                     Tensor hg = H.g, big = null;
-                    if (offset) {                             // the same h one element off 16-byte alignment: the scalar path
+                    if (variant == 1) {
                         big = gpu.empty(t, R * C + 1);
                         hg = big.view(1, R, C);
                         gpu.copy(hg, H.g);
                     }
                     poisonRows(hg, AR == null ? null : AR.g, C);
                     poisonRows(hg, PR == null ? null : PR.g, C);
-                    gpu.swigluJoin(hg, G.g, U.g, AG.g, AU.g, AR == null ? null : AR.g, AG.g, PR == null ? null : PR.g);
-                    cpu.swigluJoin(H.c, G.c, U.c, AG.c, AU.c, AR == null ? null : AR.c, AG.c, PR == null ? null : PR.c);
+                    gpu.swigluJoin(hg, G.g, U.g, AG.g, AU.g, AR == null ? null : AR.g, AG.g, PR == null ? null : PR.g,
+                            KG.g, KU.g, KC == null ? null : KC.g, HK.g);
+                    cpu.swigluJoin(H.c, G.c, U.c, AG.c, AU.c, AR == null ? null : AR.c, AG.c, PR == null ? null : PR.c,
+                            KG.c, KU.c, KC == null ? null : KC.c, HK.c);
                     close("swigluJoin h " + what, new Pair(hg, H.c), tolFor(t));
                     close("swigluJoin g " + what, G, tolFor(t));
                     close("swigluJoin u " + what, U, tolFor(t));
                     if (na > 0) close("swigluJoin hAdd " + what, AG, tolFor(t));
+                    if (np > 0 && k > 0) close("swigluJoin hKept " + what, HK, tolFor(t));
                     if (big != null) big.close();
                     // backward over the joined g, u
-                    Pair DH = pair(rand(R * C, 1f), t, R, C), AD = pair(rand(Math.max(1, na) * C, 1f), t, Math.max(1, na), C);
+                    Pair DH = pair(rand(R * C, 1f), t, R, C), AD = pair(rand(na1 * C, 1f), t, na1, C), KD = pair(rand(np1 * k1, 1f), t, np1, k1);
                     Pair DG = inout(rand(R * C, 1f), t, R, C), DU = inout(rand(R * C, 1f), t, R, C);
-                    Pair DGA = out(t, Math.max(1, na), C), DUA = out(t, Math.max(1, na), C);
+                    Pair DGA = out(t, na1, C), DUA = out(t, na1, C), DGK = out(t, np1, k1), DUK = out(t, np1, k1);
                     for (Pair p : new Pair[] {DG, DU}) {
                         poisonRows(p.g, AR == null ? null : AR.g, C);
                         poisonRows(p.g, PR == null ? null : PR.g, C);
                     }
-                    gpu.swigluBackwardJoin(DG.g, DU.g, DH.g, G.g, U.g, AD.g, AR == null ? null : AR.g, DGA.g, DUA.g, PR == null ? null : PR.g);
-                    cpu.swigluBackwardJoin(DG.c, DU.c, DH.c, G.c, U.c, AD.c, AR == null ? null : AR.c, DGA.c, DUA.c, PR == null ? null : PR.c);
+                    boolean addKept = variant == 0, gatherKept = variant < 2;
+                    gpu.swigluBackwardJoin(DG.g, DU.g, DH.g, G.g, U.g, AD.g, AR == null ? null : AR.g, DGA.g, DUA.g, PR == null ? null : PR.g,
+                            addKept ? KD.g : null, KC == null ? null : KC.g, gatherKept ? DGK.g : null, gatherKept ? DUK.g : null);
+                    cpu.swigluBackwardJoin(DG.c, DU.c, DH.c, G.c, U.c, AD.c, AR == null ? null : AR.c, DGA.c, DUA.c, PR == null ? null : PR.c,
+                            addKept ? KD.c : null, KC == null ? null : KC.c, gatherKept ? DGK.c : null, gatherKept ? DUK.c : null);
                     close("swigluBackwardJoin dg " + what, DG, tolFor(t));
                     close("swigluBackwardJoin du " + what, DU, tolFor(t));
                     if (na > 0) {
                         close("swigluBackwardJoin dgAdd " + what, DGA, tolFor(t));
                         close("swigluBackwardJoin duAdd " + what, DUA, tolFor(t));
+                    }
+                    if (np > 0 && k > 0 && gatherKept) {
+                        close("swigluBackwardJoin dgKept " + what, DGK, tolFor(t));
+                        close("swigluBackwardJoin duKept " + what, DUK, tolFor(t));
                     }
                 }
         }

@@ -469,20 +469,19 @@ public interface Backend extends AutoCloseable {
     }
 
     /**
-     * SwiGLU over the rows of a token split, with the dense rows' frozen outputs joined in the same
-     * pass. For row r = addRows[i]: g[r] += addG[i], u[r] += addU[i] (written back, as stored), then
-     * h[r] = silu(g[r])·u[r] and hAdd[i] = h[r]; for r = plainRows[i]: h[r] = silu(g[r])·u[r]. Rows
-     * named by neither are left alone. h, g, u (R,C); addG, addU, hAdd (nAdd,C); hAdd may be addG
-     * (each element is read before it is written). Default: scatterRows with accumulation, then
-     * gathered swiglu per group.
+     * SwiGLU over the rows of a token split, with both groups' frozen outputs joined in the same pass.
+     * For row r = addRows[i] (the dense tokens): g[r] += addG[i], u[r] += addU[i], h[r] = silu(g[r])·u[r],
+     * hAdd[i] = h[r]. For r = plainRows[i] (the sparse tokens), at each kept column c = keptCols[j]:
+     * g[r,c] += keptG[i,j], u[r,c] += keptU[i,j]; then h[r] = silu(g[r])·u[r] on every column and
+     * hKept[i,j] = h[r,c]. g and u are written back as stored; rows named by neither set are left alone.
+     * h, g, u (R,C); addG, addU, hAdd (nAdd,C), hAdd may be addG (each element is read before it is
+     * written); keptG, keptU, hKept (nPlain,k). addRows, plainRows, keptCols (k) may be null (none);
+     * hKept may be null (not gathered). Default: accumulating scatters and gathered swiglu per group.
      */
-    default void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd, Tensor plainRows) {
+    default void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
+                            Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
         int C = g.dim(-1);
         int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
-        if (na > 0) {
-            scatterRows(g, addG, addRows, true);
-            scatterRows(u, addU, addRows, true);
-        }
         for (int pass = 0; pass < 2; pass++) {
             int n = pass == 0 ? na : np;
             if (n == 0) continue;
@@ -490,22 +489,36 @@ public interface Backend extends AutoCloseable {
             try (Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C); Tensor th = empty(h.dtype(), n, C)) {
                 gatherRows(tg, g, rows);
                 gatherRows(tu, u, rows);
+                if (pass == 0) {
+                    axpy(tg, 1f, addG);
+                    axpy(tu, 1f, addU);
+                } else if (keptCols != null) {
+                    scatterCols(tg, keptG, keptCols, true);
+                    scatterCols(tu, keptU, keptCols, true);
+                }
+                scatterRows(g, tg, rows, false);
+                scatterRows(u, tu, rows, false);
                 swiglu(th, tg, tu);
                 scatterRows(h, th, rows, false);
                 if (pass == 0) copy(hAdd, th);
+                else if (keptCols != null && hKept != null) gatherCols(hKept, th, keptCols);
             }
         }
     }
 
     /**
-     * Backward of {@link #swigluJoin}, with the dense rows' frozen input gradients joined: for row
-     * r = addRows[i], d = dh[r] + addDh[i] (as stored), (dg[r], du[r]) = swigluBackward(d, g[r], u[r]),
-     * and dgAdd[i] = dg[r], duAdd[i] = du[r] (gathered for the dense rows' frozen backward); for
-     * r = plainRows[i] the plain swigluBackward. dh is not written. dg, du, dh, g, u (R,C); addDh,
-     * dgAdd, duAdd (nAdd,C), none aliasing another. Default: gathered rows per group.
+     * Backward of {@link #swigluJoin}, with both groups' frozen input gradients joined: for row
+     * r = addRows[i], d = dh[r] + addDh[i]; for r = plainRows[i], d = dh[r] plus keptDh[i,j] at each
+     * kept column keptCols[j]; then (dg[r], du[r]) = swigluBackward(d, g[r], u[r]), with dgAdd[i] = dg[r],
+     * duAdd[i] = du[r] for the add rows and dgKept[i,j] = dg[r,c], duKept[i,j] = du[r,c] at the kept
+     * columns of the plain rows (gathered for the frozen GEMMs). dh is only read. dg, du, dh, g, u
+     * (R,C); addDh, dgAdd, duAdd (nAdd,C); keptDh, dgKept, duKept (nPlain,k); none aliasing another.
+     * keptDh and dgKept/duKept may be null (nothing added / nothing gathered). Default: gathered rows
+     * per group.
      */
     default void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
-                                    Tensor dgAdd, Tensor duAdd, Tensor plainRows) {
+                                    Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
+                                    Tensor dgKept, Tensor duKept) {
         int C = g.dim(-1);
         int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
         for (int pass = 0; pass < 2; pass++) {
@@ -516,6 +529,7 @@ public interface Backend extends AutoCloseable {
                  Tensor tdg = empty(dg.dtype(), n, C); Tensor tdu = empty(du.dtype(), n, C)) {
                 gatherRows(td, dh, rows);
                 if (pass == 0) axpy(td, 1f, addDh);
+                else if (keptCols != null && keptDh != null) scatterCols(td, keptDh, keptCols, true);
                 gatherRows(tg, g, rows);
                 gatherRows(tu, u, rows);
                 swigluBackward(tdg, tdu, td, tg, tu);
@@ -524,6 +538,9 @@ public interface Backend extends AutoCloseable {
                 if (pass == 0) {
                     copy(dgAdd, tdg);
                     copy(duAdd, tdu);
+                } else if (keptCols != null && dgKept != null) {
+                    gatherCols(dgKept, tdg, keptCols);
+                    gatherCols(duKept, tdu, keptCols);
                 }
             }
         }

@@ -779,14 +779,14 @@ public final class LlamaModel implements AutoCloseable {
     /**
      * The full-width sparse MLP's forward with the token groups joined into LoRA's outputs instead of
      * LoRA added onto scattered frozen outputs. g and u are first written by their LoRA GEMMs (on the
-     * sparse tokens' pruned channels that is all they hold), then the sparse tokens' kept-channel
-     * frozen outputs are added element by element ({@link Backend#scatterAddRowsCols}: no full-width
-     * rows of zeros written and re-read), and one pass ({@link Backend#swigluJoin}) adds the dense
-     * tokens' frozen outputs, runs swiglu on every row and gathers the dense rows of h for down's
-     * frozen GEMM. Per (n,I) activation that is one write and one read-modify pass fewer than
-     * scatter-then-add, no separate swiglu pass and no gather of h's dense rows.
+     * sparse tokens' pruned channels that is all they hold); then one pass ({@link Backend#swigluJoin})
+     * adds the dense tokens' frozen rows and the sparse tokens' kept-channel frozen outputs, runs
+     * swiglu on every row, and gathers what down's frozen GEMMs read (h's dense rows, and h at the
+     * kept channels of the sparse rows). Per (n,I) activation that saves the full-width rows of
+     * zeros the re-join wrote and the read-modify-write of LoRA's beta-1 add, the separate swiglu
+     * pass and the gathers of h.
      * Scratch: s1/s2 hold the dense rows' (n_d,I) frozen g/u (then h) followed by the sparse rows'
-     * (n_s,k) kept g/u; s3 the gathered kept h; xsShared/xdShared the token rows of x, then of y.
+     * (n_s,k) kept g/u; s3 the kept h; xsShared/xdShared the token rows of x, then of y.
      */
     private void mlpForwardJoined(Acts a, Tensor y, int l, Tensor idx) {
         int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
@@ -818,18 +818,17 @@ public final class LlamaModel implements AutoCloseable {
             frozenHook.apply(l, Projection.GATE, gk);
             frozenHook.apply(l, Projection.UP, uk);
         }
-        be.scatterAddRowsCols(g, gk, sIdx, idx);
-        be.scatterAddRowsCols(u, uk, sIdx, idx);
-        // dense rows joined, swiglu on every row, h's dense rows gathered into gd's place
-        be.swigluJoin(h, g, u, gd, ud, nD > 0 ? dIdx : null, gd, sIdx);
+        // both groups joined, swiglu on every row; h's dense rows gathered into gd's place, its kept
+        // channels of the sparse rows into hk
+        Tensor hk = a.s3.view(0, nS, k);
+        be.swigluJoin(h, g, u, gd, ud, nD > 0 ? dIdx : null, gd, sIdx, gk, uk, idx, hk);
         // down: dense tokens on the whole weight, sparse tokens on the kept columns; then its LoRA
         if (nD > 0) {
             Tensor yd = a.xdShared.view(0, nD, C);
             be.matmul(yd, gd, false, lw.weight(Projection.DOWN), true, 1, 0);
             be.scatterRows(y, yd, dIdx, false);
         }
-        Tensor hk = a.s3.view(0, nS, k), ys = a.xsShared.view(0, nS, C);
-        be.gatherRowsCols(hk, h, sIdx, idx);
+        Tensor ys = a.xsShared.view(0, nS, C);
         be.matmul(ys, hk, false, slices[l][Projection.DOWN.ordinal()], true, 1, 0);  // (n_s,C), slice (C,k)
         if (frozenHook != null) frozenHook.apply(l, Projection.DOWN, ys);
         be.scatterRows(y, ys, sIdx, false);
@@ -843,10 +842,10 @@ public final class LlamaModel implements AutoCloseable {
 
     /**
      * Backward of {@link #mlpForwardJoined}: dx (N,C) = ∂/∂xn2[l] (overwritten), LoRA gradients +=.
-     * down's LoRA writes dh first; the sparse tokens' kept-channel frozen dh is added element by
-     * element, and one pass ({@link Backend#swigluBackwardJoin}) adds the dense tokens' frozen dh, runs
-     * swiglu's backward on every row and gathers the dense rows of dg and du for their frozen GEMMs
-     * (no fill of dh, no scatter of (n_d,I) rows into it, no gathers of dg/du rows). Each token group's
+     * down's LoRA writes dh first; one pass ({@link Backend#swigluBackwardJoin}) adds both groups'
+     * frozen dh (dense rows whole, sparse rows at the kept channels), runs swiglu's backward on every
+     * row and gathers what gate/up's frozen GEMMs read (dg/du's dense rows and kept channels): no fill
+     * of dh, no scatters into it, no separate gathers. Each token group's
      * frozen dx is built in one buffer and scattered once (no fill of dx, no accumulating scatters);
      * gate/up's LoRA then adds its dx. {@code cut}: the sparse tokens' frozen terms are left out.
      */
@@ -877,15 +876,18 @@ public final class LlamaModel implements AutoCloseable {
             be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
         }
         gatheredFrom = null;
+        Tensor dhk = null;
         if (sliced) {
-            Tensor dys = a.xsShared.view(0, nS, C), dhk = a.s1.view(off, nS, k);
+            Tensor dys = a.xsShared.view(0, nS, C);
+            dhk = a.s1.view(off, nS, k);
             be.gatherRows(dys, dy, sIdx);
             be.matmul(dhk, dys, false, slices[l][Projection.DOWN.ordinal()], false, 1, 0);   // (n_s,k)
-            be.scatterAddRowsCols(a.dh, dhk, sIdx, idx);
         }
-        // swiglu's backward on every row; the dense rows' dh joined and their dg/du gathered
+        // swiglu's backward on every row with both groups' frozen dh joined; the dense rows' dg/du
+        // gathered whole, the sparse rows' at the kept channels
         Tensor dgd = nD > 0 ? a.s2.view(0, nD, I) : null, dud = nD > 0 ? a.s3.view(0, nD, I) : null;
-        be.swigluBackwardJoin(a.dg, a.du, a.dh, a.g[l], a.u[l], dhd, nD > 0 ? dIdx : null, dgd, dud, sIdx);
+        Tensor dgk = sliced ? a.s3.view(off, nS, k) : null, duk = sliced ? a.s2.view(off, nS, k) : null;
+        be.swigluBackwardJoin(a.dg, a.du, a.dh, a.g[l], a.u[l], dhd, nD > 0 ? dIdx : null, dgd, dud, sIdx, dhk, idx, dgk, duk);
         // frozen gate/up input gradient, one buffer and one scatter per token group
         if (nD > 0) {
             Tensor dxd = a.xdShared.view(0, nD, C);
@@ -895,9 +897,6 @@ public final class LlamaModel implements AutoCloseable {
         }
         Tensor dxs = a.xsShared.view(0, nS, C);
         if (sliced) {
-            Tensor dgk = a.s1.view(0, nS, k), duk = a.s2.view(off, nS, k);
-            be.gatherRowsCols(dgk, a.dg, sIdx, idx);
-            be.gatherRowsCols(duk, a.du, sIdx, idx);
             be.matmul(dxs, dgk, false, slices[l][Projection.GATE.ordinal()], false, 1, 0);   // (n_s,C)
             be.matmul(dxs, duk, false, slices[l][Projection.UP.ordinal()], false, 1, 1);
         } else {

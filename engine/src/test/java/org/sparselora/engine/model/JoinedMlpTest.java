@@ -61,44 +61,58 @@ class JoinedMlpTest {
     @Test
     void swigluJoinAndItsBackwardAgainstPlainLoops() {
         int R = 6, C = 5;
-        int[] add = {4, 1}, plain = {0, 2, 5};                  // row 3 is named by neither: left alone
-        float[] g = rand(R * C), u = rand(R * C), ag = rand(2 * C), au = rand(2 * C), h0 = rand(R * C);
-        Tensor G = t(g, R, C), U = t(u, R, C), H = t(h0, R, C), AG = t(ag, 2, C), AU = t(au, 2, C);
-        be.swigluJoin(H, G, U, AG, AU, TinyModels.ints(be, add), AG, TinyModels.ints(be, plain));   // hAdd in addG's place
-        float[] wg = g.clone(), wu = u.clone(), wh = h0.clone(), whAdd = new float[2 * C];
+        int[] add = {4, 1}, plain = {0, 2, 5}, kept = {3, 0};    // row 3 is named by neither: left alone
+        float[] g = rand(R * C), u = rand(R * C), ag = rand(2 * C), au = rand(2 * C), h0 = rand(R * C), kg = rand(3 * 2), ku = rand(3 * 2);
+        Tensor G = t(g, R, C), U = t(u, R, C), H = t(h0, R, C), AG = t(ag, 2, C), AU = t(au, 2, C), HK = be.zeros(DType.F32, 3, 2);
+        be.swigluJoin(H, G, U, AG, AU, TinyModels.ints(be, add), AG, TinyModels.ints(be, plain),      // hAdd in addG's place
+                t(kg, 3, 2), t(ku, 3, 2), TinyModels.ints(be, kept), HK);
+        float[] wg = g.clone(), wu = u.clone(), wh = h0.clone(), whAdd = new float[2 * C], whk = new float[3 * 2];
         for (int i = 0; i < 2; i++)
             for (int j = 0; j < C; j++) {
                 int e = add[i] * C + j;
                 wg[e] += ag[i * C + j];
                 wu[e] += au[i * C + j];
-                wh[e] = silu(wg[e]) * wu[e];
-                whAdd[i * C + j] = wh[e];
             }
-        for (int r : plain) for (int j = 0; j < C; j++) wh[r * C + j] = silu(g[r * C + j]) * u[r * C + j];
-        assertArrayEquals(wg, be.toFloats(G), 1e-5f, "g with the dense rows added");
-        assertArrayEquals(wu, be.toFloats(U), 1e-5f, "u with the dense rows added");
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 2; j++) {
+                wg[plain[i] * C + kept[j]] += kg[i * 2 + j];
+                wu[plain[i] * C + kept[j]] += ku[i * 2 + j];
+            }
+        for (int r : new int[] {4, 1, 0, 2, 5}) for (int j = 0; j < C; j++) wh[r * C + j] = silu(wg[r * C + j]) * wu[r * C + j];
+        for (int i = 0; i < 2; i++) System.arraycopy(wh, add[i] * C, whAdd, i * C, C);
+        for (int i = 0; i < 3; i++) for (int j = 0; j < 2; j++) whk[i * 2 + j] = wh[plain[i] * C + kept[j]];
+        assertArrayEquals(wg, be.toFloats(G), 1e-5f, "g with both groups added");
+        assertArrayEquals(wu, be.toFloats(U), 1e-5f, "u with both groups added");
         assertArrayEquals(wh, be.toFloats(H), 1e-5f, "h");
         assertArrayEquals(whAdd, be.toFloats(AG), 1e-5f, "h's added rows gathered");
+        assertArrayEquals(whk, be.toFloats(HK), 1e-5f, "h's kept channels of the plain rows gathered");
 
-        float[] dh = rand(R * C), adh = rand(2 * C), dg0 = rand(R * C), du0 = rand(R * C);
+        float[] dh = rand(R * C), adh = rand(2 * C), kdh = rand(3 * 2), dg0 = rand(R * C), du0 = rand(R * C);
         Tensor DG = t(dg0, R, C), DU = t(du0, R, C), DGA = be.zeros(DType.F32, 2, C), DUA = be.zeros(DType.F32, 2, C);
-        be.swigluBackwardJoin(DG, DU, t(dh, R, C), G, U, t(adh, 2, C), TinyModels.ints(be, add), DGA, DUA, TinyModels.ints(be, plain));
-        float[] wdg = dg0.clone(), wdu = du0.clone(), wdga = new float[2 * C], wdua = new float[2 * C];
-        for (int pass = 0; pass < 2; pass++) {
-            int[] rows = pass == 0 ? add : plain;
-            for (int i = 0; i < rows.length; i++)
-                for (int j = 0; j < C; j++) {
-                    int e = rows[i] * C + j;
-                    double d = dh[e] + (pass == 0 ? adh[i * C + j] : 0), gg = wg[e], uu = wu[e], sg = 1 / (1 + Math.exp(-gg));
-                    wdu[e] = (float) (d * gg * sg);
-                    wdg[e] = (float) (d * uu * sg * (1 + gg * (1 - sg)));
-                    if (pass == 0) { wdga[i * C + j] = wdg[e]; wdua[i * C + j] = wdu[e]; }
-                }
-        }
+        Tensor DGK = be.zeros(DType.F32, 3, 2), DUK = be.zeros(DType.F32, 3, 2), DH = t(dh, R, C);
+        be.swigluBackwardJoin(DG, DU, DH, G, U, t(adh, 2, C), TinyModels.ints(be, add), DGA, DUA, TinyModels.ints(be, plain),
+                t(kdh, 3, 2), TinyModels.ints(be, kept), DGK, DUK);
+        assertArrayEquals(dh, be.toFloats(DH), "dh is only read");
+        float[] d = dh.clone();
+        for (int i = 0; i < 2; i++) for (int j = 0; j < C; j++) d[add[i] * C + j] += adh[i * C + j];
+        for (int i = 0; i < 3; i++) for (int j = 0; j < 2; j++) d[plain[i] * C + kept[j]] += kdh[i * 2 + j];
+        float[] wdg = dg0.clone(), wdu = du0.clone(), wdga = new float[2 * C], wdua = new float[2 * C], wdgk = new float[6], wduk = new float[6];
+        for (int r : new int[] {4, 1, 0, 2, 5})
+            for (int j = 0; j < C; j++) {
+                int e = r * C + j;
+                double gg = wg[e], uu = wu[e], sg = 1 / (1 + Math.exp(-gg));
+                wdu[e] = (float) (d[e] * gg * sg);
+                wdg[e] = (float) (d[e] * uu * sg * (1 + gg * (1 - sg)));
+            }
+        for (int i = 0; i < 2; i++) { System.arraycopy(wdg, add[i] * C, wdga, i * C, C); System.arraycopy(wdu, add[i] * C, wdua, i * C, C); }
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 2; j++) { wdgk[i * 2 + j] = wdg[plain[i] * C + kept[j]]; wduk[i * 2 + j] = wdu[plain[i] * C + kept[j]]; }
         assertArrayEquals(wdg, be.toFloats(DG), 1e-4f, "dg");
         assertArrayEquals(wdu, be.toFloats(DU), 1e-4f, "du");
         assertArrayEquals(wdga, be.toFloats(DGA), 1e-4f, "dg's added rows gathered");
         assertArrayEquals(wdua, be.toFloats(DUA), 1e-4f, "du's added rows gathered");
+        assertArrayEquals(wdgk, be.toFloats(DGK), 1e-4f, "dg's kept channels gathered");
+        assertArrayEquals(wduk, be.toFloats(DUK), 1e-4f, "du's kept channels gathered");
     }
 
     static void assertClose(float[] want, float[] got, double rel, String what) {
