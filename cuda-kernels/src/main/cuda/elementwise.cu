@@ -309,14 +309,128 @@ __device__ void swigluBwdJoinImpl(T* dg, T* du, const T* dh, const T* g, const T
     }
 }
 
+// The 8-wide paths of the two joined kernels, written to keep few registers live (the grid-stride
+// loop is latency-bound, so occupancy sets its bandwidth): 8 elements stay packed as stored (bf16:
+// one 16-byte register quad) and are unpacked one at a time; indices are 32-bit (the host checks
+// that the unit count fits). Same semantics as the W = 1 paths above.
+template <typename T> struct Pack8;
+template <> struct Pack8<bf16> {
+    uint4 r;
+    __device__ __forceinline__ void load(const bf16* p, long i) { r = *reinterpret_cast<const uint4*>(p + i); }
+    __device__ __forceinline__ void store(bf16* p, long i) const { *reinterpret_cast<uint4*>(p + i) = r; }
+    __device__ __forceinline__ float get(int j) const { return __bfloat162float(reinterpret_cast<const bf16*>(&r)[j]); }
+    __device__ __forceinline__ void set(int j, float v) { reinterpret_cast<bf16*>(&r)[j] = __float2bfloat16_rn(v); }
+};
+template <> struct Pack8<float> {
+    float4 a, b;
+    __device__ __forceinline__ void load(const float* p, long i) { a = *reinterpret_cast<const float4*>(p + i); b = *reinterpret_cast<const float4*>(p + i + 4); }
+    __device__ __forceinline__ void store(float* p, long i) const { *reinterpret_cast<float4*>(p + i) = a; *reinterpret_cast<float4*>(p + i + 4) = b; }
+    __device__ __forceinline__ float get(int j) const { return j < 4 ? (&a.x)[j] : (&b.x)[j - 4]; }
+    __device__ __forceinline__ void set(int j, float v) { if (j < 4) (&a.x)[j] = v; else (&b.x)[j - 4] = v; }
+};
+
+__device__ __forceinline__ bool anyKept(const uint4& pk) { return (pk.x | pk.y | pk.z | pk.w) != 0u; }
+
+template <typename T>
+__device__ void swigluJoinVec(T* h, T* g, T* u, const T* addG, const T* addU, const int* addRows, T* hAdd,
+                              const int* plainRows, const T* keptG, const T* keptU, const int* keptCols, T* hKept,
+                              int nAdd, int nPlain, int k, int R, int C) {
+    const unsigned short* pos = keptMap(keptCols, k, C);
+    const int per = C >> 3, units = (nAdd + nPlain) * per, stride = gridDim.x * blockDim.x;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < units; e += stride) {
+        int i = e / per, c0 = (e - i * per) << 3;
+        bool add = i < nAdd;
+        int r = add ? addRows[i] : plainRows[i - nAdd];
+        if (r < 0 || r >= R) continue;
+        long o = (long)r * C + c0;
+        Pack8<T> gp, up, hp;
+        gp.load(g, o); up.load(u, o);
+        if (add) {
+            long a = (long)i * C + c0;
+            Pack8<T> ap, bp;
+            ap.load(addG, a); bp.load(addU, a);
+#pragma unroll
+            for (int j = 0; j < 8; j++) { gp.set(j, gp.get(j) + ap.get(j)); up.set(j, up.get(j) + bp.get(j)); }
+            gp.store(g, o); up.store(u, o);
+#pragma unroll
+            for (int j = 0; j < 8; j++) { float gv = gp.get(j); hp.set(j, gv * sigmoidf(gv) * up.get(j)); }
+            hp.store(h, o);
+            hp.store(hAdd, a);
+            continue;
+        }
+        uint4 pk = make_uint4(0u, 0u, 0u, 0u);
+        if (k > 0) pk = *reinterpret_cast<const uint4*>(pos + c0);
+        const unsigned short* p8 = reinterpret_cast<const unsigned short*>(&pk);
+        long kr = (long)(i - nAdd) * k - 1;                   // row i's kept value at 1-based position p: kr + p
+        bool any = anyKept(pk);
+        if (any) {
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                if (p8[j]) { gp.set(j, gp.get(j) + ld(keptG, kr + p8[j])); up.set(j, up.get(j) + ld(keptU, kr + p8[j])); }
+            gp.store(g, o); up.store(u, o);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) { float gv = gp.get(j); hp.set(j, gv * sigmoidf(gv) * up.get(j)); }
+        hp.store(h, o);
+        if (any && hKept != nullptr) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) if (p8[j]) st(hKept, kr + p8[j], hp.get(j));
+        }
+    }
+}
+
+template <typename T>
+__device__ void swigluBwdJoinVec(T* dg, T* du, const T* dh, const T* g, const T* u, const T* addDh, const int* addRows,
+                                 T* dgAdd, T* duAdd, const int* plainRows, const T* keptDh, const int* keptCols,
+                                 T* dgKept, T* duKept, int nAdd, int nPlain, int k, int R, int C) {
+    const unsigned short* pos = keptMap(keptCols, k, C);
+    const int per = C >> 3, units = (nAdd + nPlain) * per, stride = gridDim.x * blockDim.x;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < units; e += stride) {
+        int i = e / per, c0 = (e - i * per) << 3;
+        bool add = i < nAdd;
+        int r = add ? addRows[i] : plainRows[i - nAdd];
+        if (r < 0 || r >= R) continue;
+        long o = (long)r * C + c0, a = (long)i * C + c0, kr = (long)(i - nAdd) * k - 1;
+        Pack8<T> gp, up, dp, gq, uq;
+        gp.load(g, o); up.load(u, o); dp.load(dh, o);
+        uint4 pk = make_uint4(0u, 0u, 0u, 0u);
+        if (add) {
+            Pack8<T> ap;
+            ap.load(addDh, a);
+#pragma unroll
+            for (int j = 0; j < 8; j++) dp.set(j, dp.get(j) + ap.get(j));
+        } else if (k > 0) {
+            pk = *reinterpret_cast<const uint4*>(pos + c0);
+        }
+        const unsigned short* p8 = reinterpret_cast<const unsigned short*>(&pk);
+        bool any = anyKept(pk);
+        if (any && keptDh != nullptr) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) if (p8[j]) dp.set(j, dp.get(j) + ld(keptDh, kr + p8[j]));
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float gv = gp.get(j), uv = up.get(j), d = dp.get(j), s = sigmoidf(gv);
+            uq.set(j, d * gv * s);
+            gq.set(j, d * uv * s * (1.f + gv * (1.f - s)));
+        }
+        gq.store(dg, o); uq.store(du, o);
+        if (add) { gq.store(dgAdd, a); uq.store(duAdd, a); }
+        else if (any && dgKept != nullptr) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) if (p8[j]) { st(dgKept, kr + p8[j], gq.get(j)); st(duKept, kr + p8[j], uq.get(j)); }
+        }
+    }
+}
+
 #define SWIGLU_JOIN(S, T) \
     extern "C" __global__ void swiglu_join_##S(T* h, T* g, T* u, const T* ag, const T* au, const int* ar, T* ha, const int* pr, \
                                                const T* kg, const T* ku, const int* kc, T* hk, int nAdd, int nPlain, int k, int R, int C, int vec) { \
-        if (vec) swigluJoinImpl<T, 8>(h, g, u, ag, au, ar, ha, pr, kg, ku, kc, hk, nAdd, nPlain, k, R, C); \
+        if (vec) swigluJoinVec<T>(h, g, u, ag, au, ar, ha, pr, kg, ku, kc, hk, nAdd, nPlain, k, R, C); \
         else swigluJoinImpl<T, 1>(h, g, u, ag, au, ar, ha, pr, kg, ku, kc, hk, nAdd, nPlain, k, R, C); } \
     extern "C" __global__ void swiglu_bwd_join_##S(T* dg, T* du, const T* dh, const T* g, const T* u, const T* ad, const int* ar, T* dga, T* dua, \
                                                    const int* pr, const T* kd, const int* kc, T* dgk, T* duk, int nAdd, int nPlain, int k, int R, int C, int vec) { \
-        if (vec) swigluBwdJoinImpl<T, 8>(dg, du, dh, g, u, ad, ar, dga, dua, pr, kd, kc, dgk, duk, nAdd, nPlain, k, R, C); \
+        if (vec) swigluBwdJoinVec<T>(dg, du, dh, g, u, ad, ar, dga, dua, pr, kd, kc, dgk, duk, nAdd, nPlain, k, R, C); \
         else swigluBwdJoinImpl<T, 1>(dg, du, dh, g, u, ad, ar, dga, dua, pr, kd, kc, dgk, duk, nAdd, nPlain, k, R, C); }
 SWIGLU_JOIN(f32, float)
 SWIGLU_JOIN(bf16, bf16)

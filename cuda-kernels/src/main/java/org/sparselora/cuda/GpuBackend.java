@@ -93,6 +93,8 @@ public final class GpuBackend implements Backend {
     private final int device;
     private final String deviceName;
     private final int computeMajor, computeMinor;
+    /** Streaming multiprocessors of the device (sizes grids that should be exactly one resident wave). */
+    private final int smCount;
     private final CUcontext context = new CUcontext();
     private final CudaStream stream = new CudaStream();
     private final Kernels kernels;
@@ -134,6 +136,8 @@ public final class GpuBackend implements Backend {
         computeMajor = v[0];
         cuDeviceGetAttribute(v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
         computeMinor = v[0];
+        cuDeviceGetAttribute(v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+        smCount = Math.max(1, v[0]);
         cuDevicePrimaryCtxRetain(context, dev);
         cuCtxSetCurrent(context);
         boundThread = Thread.currentThread();
@@ -1384,10 +1388,16 @@ public final class GpuBackend implements Backend {
         boolean vec = alignedOk && C % 8 == 0;
         long work = (long) rows * (vec ? C / 8 : C);
         if (work == 0) return;
-        int blocks = (int) Math.max(1, Math.min(SM_BLOCKS, (work + 255) / 256));
         int smem = k > 0 ? (C * 2 + 15) / 16 * 16 : 0;
+        // one resident wave: these grid-stride loops are latency-bound, and a partial second wave of
+        // blocks (each with the same share of the work) would run at a fraction of the occupancy
+        int wave = kernels.residentBlocksPerSm(name, 256, smem) * smCount;
+        int blocks = (int) Math.max(1, Math.min(wave, (work + 255) / 256));
         launch(name, blocks, 1, 256, smem, fill.fill(new Kernels.Args()).i(vec ? 1 : 0));
     }
+
+    /** The joined kernels' 8-wide path counts units in 32-bit ints. */
+    private static boolean joinFitsInt(int rows, int C) { return (long) rows * (C / 8) < Integer.MAX_VALUE / 2; }
 
     private static void sameShapeRows(String op, String what, GpuTensor t, long n, int C) {
         if (t != null && t.numel() != n * C) throw new IllegalArgumentException(op + ": " + what + " must be (" + n + "," + C + "), got " + t);
@@ -1414,7 +1424,7 @@ public final class GpuBackend implements Backend {
         int na = rowCount(AR), np = rowCount(PR);
         GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
         int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
-        if (k > 0 && C > SCATTER_MAP_MAX_COLS) {         // the kept-column map would not fit shared memory: the reference path
+        if ((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)) {   // the kept-column map would not fit shared memory: the reference path
             Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
             return;
         }
@@ -1447,7 +1457,7 @@ public final class GpuBackend implements Backend {
         int na = rowCount(AR), np = rowCount(PR);
         GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
         int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
-        if (k > 0 && C > SCATTER_MAP_MAX_COLS) {
+        if ((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)) {
             Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
             return;
         }

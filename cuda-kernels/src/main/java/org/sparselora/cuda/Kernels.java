@@ -140,6 +140,17 @@ final class Kernels implements AutoCloseable {
         return f;
     }
 
+    private final Map<String, Integer> residentPerSm = new HashMap<>();
+
+    /** How many blocks of {@code name} (block size, dynamic shared bytes) one SM holds at once (the occupancy API; cached). */
+    int residentBlocksPerSm(String name, int blockSize, int sharedBytes) {
+        return residentPerSm.computeIfAbsent(name + "/" + blockSize + "/" + sharedBytes, key -> {
+            int[] n = {0};
+            jcuda.driver.JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(n, function(name), blockSize, sharedBytes);
+            return Math.max(1, n[0]);
+        });
+    }
+
     /** Launches {@code name} on {@code stream} with the given kernel arguments (see {@link Args}). */
     void launch(String name, int gx, int gy, int bx, int sharedBytes, CudaStream stream, Args args) {
         launch(name, gx, gy, 1, bx, sharedBytes, stream, args);
