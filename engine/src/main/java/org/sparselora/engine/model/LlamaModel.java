@@ -27,6 +27,11 @@ import org.sparselora.engine.train.Batch;
  * runs compact, at the kept intermediate width from end to end ({@link #mlpForwardCompact}); the
  * sparse rows are re-joined with fused block ops ({@link Backend#scatterRowsCols},
  * {@link Backend#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
+ * When gate/up/down do carry LoRA (all seven targets), g, u and h stay at the full intermediate width
+ * and the MLP joins the token groups' frozen outputs into LoRA's ({@link #mlpForwardJoined}: LoRA
+ * written first, one swiglu pass that adds the frozen rows and kept channels). The MLP's kept set is
+ * padded to a multiple of 8 channels with zero-weight channels ({@link #padMlpKept}), which keeps the
+ * kept-slice GEMMs on cuBLAS's aligned kernels without changing any result.
  * When every sequence has its sparse and dense tokens at the same positions (each group is equally
  * spaced runs of rows, {@link RowBlocks}: the reference's timing batches, or every token sparse) the
  * frozen GEMMs read and write the activations in place ({@link Backend#matmulRowBlocks}) and no token
