@@ -309,10 +309,13 @@ __device__ void swigluBwdJoinImpl(T* dg, T* du, const T* dh, const T* g, const T
     }
 }
 
-// The 8-wide paths of the two joined kernels, written to keep few registers live (the grid-stride
-// loop is latency-bound, so occupancy sets its bandwidth): 8 elements stay packed as stored (bf16:
-// one 16-byte register quad) and are unpacked one at a time; indices are 32-bit (the host checks
-// that the unit count fits). Same semantics as the W = 1 paths above.
+// The 8-wide paths of the two joined kernels, written to keep few registers live: 8 elements stay
+// packed as stored (bf16: one 16-byte register quad) and are unpacked one at a time; indices are
+// 32-bit (the host checks that the unit count fits). Same semantics as the W = 1 paths above.
+// Measured on the H200 (8B shape, 28 sparse layers, synced per op): 6.2 / 6.8 ms per step for the
+// forward / backward join against 6.4 / 6.3 ms for the first (unpacked, 56/64-register) version;
+// whole step 141.5 vs 142.1 ms, within run-to-run noise. Both move 0.5 / 0.7 GB per call at
+// ~2.3 / ~3 TB/s: the forward is the one with headroom left.
 template <typename T> struct Pack8;
 template <> struct Pack8<bf16> {
     uint4 r;

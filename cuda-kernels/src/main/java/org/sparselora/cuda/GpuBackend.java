@@ -1389,8 +1389,8 @@ public final class GpuBackend implements Backend {
         long work = (long) rows * (vec ? C / 8 : C);
         if (work == 0) return;
         int smem = k > 0 ? (C * 2 + 15) / 16 * 16 : 0;
-        // one resident wave: these grid-stride loops are latency-bound, and a partial second wave of
-        // blocks (each with the same share of the work) would run at a fraction of the occupancy
+        // one resident wave: with 28 KiB of column map per block and ~45 registers per thread a fixed
+        // grid would leave a partial second wave of blocks (each with the same share of the work)
         int wave = kernels.residentBlocksPerSm(name, 256, smem) * smCount;
         int blocks = (int) Math.max(1, Math.min(wave, (work + 255) / 256));
         launch(name, blocks, 1, 256, smem, fill.fill(new Kernels.Args()).i(vec ? 1 : 0));
