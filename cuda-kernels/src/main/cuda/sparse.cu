@@ -1085,3 +1085,59 @@ extern "C" __global__ void lowrank_swiglu_small_r8_f32(float* o, const float* tg
 extern "C" __global__ void lowrank_swiglu_small_r8_bf16(float* o, const bf16* tg, const bf16* tu, const bf16* qg, const bf16* qu, int n, int r, int m) { lowRankSwigluSmallImpl<bf16, 8>(o, tg, tu, qg, qu, n, r, m); }
 extern "C" __global__ void lowrank_swiglu_small_r32_f32(float* o, const float* tg, const float* tu, const float* qg, const float* qu, int n, int r, int m) { lowRankSwigluSmallImpl<float, 32>(o, tg, tu, qg, qu, n, r, m); }
 extern "C" __global__ void lowrank_swiglu_small_r32_bf16(float* o, const bf16* tg, const bf16* tu, const bf16* qg, const bf16* qu, int n, int r, int m) { lowRankSwigluSmallImpl<bf16, 32>(o, tg, tu, qg, qu, n, r, m); }
+
+// ---- the sparse MLP's kept-channel padding (Backend.padIndexSet / fillCols)
+
+// out[:k] = idx; out[k:kp] = the smallest values of [0,n) not in idx, ascending. One block: a
+// bitmap of the taken values in shared memory ((n+31)/32 words), then one thread walks its zero bits
+// (at most n/32 word reads, a few µs at n = 14336). Values outside [0,n) mark nothing; if fewer than
+// kp−k values are free the rest is -1 (the host checks kp ≤ n, and idx is a set).
+extern "C" __global__ void pad_index_set(int* out, const int* idx, int k, int kp, int n) {
+    extern __shared__ unsigned int taken[];
+    int words = (n + 31) >> 5;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) taken[w] = 0u;
+    __syncthreads();
+    for (int j = threadIdx.x; j < k; j += blockDim.x) {
+        int c = idx[j];
+        out[j] = c;
+        if (c >= 0 && c < n) atomicOr(&taken[c >> 5], 1u << (c & 31));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int j = k;
+        for (int w = 0; w < words && j < kp; w++) {
+            unsigned int free = ~taken[w];
+            if (w == words - 1 && (n & 31)) free &= (1u << (n & 31)) - 1u;
+            while (free && j < kp) { out[j++] = (w << 5) + __ffs(free) - 1; free &= free - 1u; }
+        }
+        for (; j < kp; j++) out[j] = -1;
+    }
+}
+
+// t (R,C): t[r, c0:C] = v for every row.
+template <typename T>
+__device__ void fillColsImpl(T* t, int R, int C, int c0, float v) {
+    int w = C - c0;
+    GRID_LOOP(e, (long)R * w) {
+        long r = e / w;
+        st(t, r * C + c0 + (e - r * w), v);
+    }
+}
+extern "C" __global__ void fill_cols_f32(float* t, int R, int C, int c0, float v) { fillColsImpl(t, R, C, c0, v); }
+extern "C" __global__ void fill_cols_bf16(bf16* t, int R, int C, int c0, float v) { fillColsImpl(t, R, C, c0, v); }
+
+// out (R,C) [rowIdx[i], colIdx[j]] += src (n,k) [i,j]: only the named elements are touched (the
+// sparse tokens' kept-channel frozen outputs joined into LoRA's full-width ones). Index sets are
+// distinct, so no two threads write one element; an out-of-range index is skipped.
+template <typename T>
+__device__ void scatterAddRowsColsImpl(T* out, const T* src, const int* rowIdx, const int* colIdx, int n, int R, int C, int k) {
+    GRID_LOOP(e, (long)n * k) {
+        long i = e / k;
+        int j = (int)(e - i * k), r = rowIdx[i], c = colIdx[j];
+        if (r < 0 || r >= R || c < 0 || c >= C) continue;
+        long o = (long)r * C + c;
+        st(out, o, ld(out, o) + ld(src, e));
+    }
+}
+extern "C" __global__ void scatter_add_rows_cols_f32(float* o, const float* s, const int* ri, const int* ci, int n, int R, int C, int k) { scatterAddRowsColsImpl(o, s, ri, ci, n, R, C, k); }
+extern "C" __global__ void scatter_add_rows_cols_bf16(bf16* o, const bf16* s, const int* ri, const int* ci, int n, int R, int C, int k) { scatterAddRowsColsImpl(o, s, ri, ci, n, R, C, k); }

@@ -93,6 +93,8 @@ public final class GpuBackend implements Backend {
     private final int device;
     private final String deviceName;
     private final int computeMajor, computeMinor;
+    /** Streaming multiprocessors of the device (sizes grids that should be exactly one resident wave). */
+    private final int smCount;
     private final CUcontext context = new CUcontext();
     private final CudaStream stream = new CudaStream();
     private final Kernels kernels;
@@ -134,6 +136,8 @@ public final class GpuBackend implements Backend {
         computeMajor = v[0];
         cuDeviceGetAttribute(v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
         computeMinor = v[0];
+        cuDeviceGetAttribute(v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+        smCount = Math.max(1, v[0]);
         cuDevicePrimaryCtxRetain(context, dev);
         cuCtxSetCurrent(context);
         boundThread = Thread.currentThread();
@@ -1327,6 +1331,159 @@ public final class GpuBackend implements Backend {
                 rowThreads(vec ? C / 8 : C, 256), smem,
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address())
                         .i(n).i(R).i(C).i(k).i(rowsPerBlock).i(map ? 1 : 0).i(vec ? 1 : 0));
+    }
+
+    /** Widest index range padIndexSet's bitmap covers in the 48 KiB of shared memory a launch gets by default. */
+    static final int PAD_INDEX_MAX_N = 48 * 1024 * 8;
+
+    @Override
+    public void padIndexSet(Tensor out, Tensor idx, int n) {
+        bind();
+        GpuTensor O = own(out), I = own(idx);
+        needI32("padIndexSet", "out", O);
+        needI32("padIndexSet", "idx", I);
+        int k = (int) I.numel(), kp = (int) O.numel();
+        if (kp < k || kp > n) throw new IllegalArgumentException("padIndexSet: " + k + " indices cannot be padded to " + kp + " of [0, " + n + ")");
+        if (n > PAD_INDEX_MAX_N) throw new IllegalArgumentException("padIndexSet: range of " + n + " exceeds the kernel's bitmap of " + PAD_INDEX_MAX_N);
+        if (kp == 0) return;
+        int words = (n + 31) / 32;
+        launch("pad_index_set", 1, 1, 256, words * 4, new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(kp).i(n));
+    }
+
+    @Override
+    public void fillCols(Tensor t, int col0, float value) {
+        bind();
+        GpuTensor T = own(t);
+        int C = T.dim(-1), R = (int) (T.numel() / Math.max(1, C));
+        if (col0 < 0 || col0 > C) throw new IllegalArgumentException("fillCols: column " + col0 + " outside rows of " + C + " (" + T + ")");
+        long work = (long) R * (C - col0);
+        if (work == 0) return;
+        launch("fill_cols_" + sfx(T, "fillCols"), (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256)), 1, 256, 0,
+                new Kernels.Args().ptr(T.address()).i(R).i(C).i(col0).f(value));
+    }
+
+    @Override
+    public void scatterAddRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        bind();
+        GpuTensor O = own(out), S = own(src), RI = own(rowIdx), CI = own(colIdx);
+        needI32("scatterAddRowsCols", "rowIdx", RI);
+        needI32("scatterAddRowsCols", "colIdx", CI);
+        if (S.dtype() != O.dtype()) throw new IllegalArgumentException("scatterAddRowsCols: out and src must share a dtype, got " + O + " and " + S);
+        int n = (int) RI.numel(), k = (int) CI.numel(), C = O.dim(-1), R = (int) (O.numel() / Math.max(1, C));
+        needNumel("scatterAddRowsCols", "src", S, (long) n * k);
+        long work = (long) n * k;
+        if (work == 0) return;
+        launch("scatter_add_rows_cols_" + sfx(O, "scatterAddRowsCols"), (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (work + 255) / 256)), 1, 256, 0,
+                new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address()).i(n).i(R).i(C).i(k));
+    }
+
+    /** Rows named by an optional index set (null: none). */
+    private static int rowCount(GpuTensor idx) { return idx == null ? 0 : (int) idx.numel(); }
+
+    private static long addr(GpuTensor t) { return t == null ? 0L : t.address(); }
+
+    /**
+     * The launch of a joined swiglu kernel over nAdd + nPlain rows of C: 8-wide when C % 8 == 0 and
+     * every tensor is aligned; with k kept columns each block holds their inverse map (C 16-bit
+     * entries) in shared memory.
+     */
+    private void joinLaunch(String name, int rows, int C, int k, boolean alignedOk, ArgFill fill) {
+        boolean vec = alignedOk && C % 8 == 0;
+        long work = (long) rows * (vec ? C / 8 : C);
+        if (work == 0) return;
+        int smem = k > 0 ? (C * 2 + 15) / 16 * 16 : 0;
+        // one resident wave: with 28 KiB of column map per block and ~45 registers per thread a fixed
+        // grid would leave a partial second wave of blocks (each with the same share of the work)
+        int wave = kernels.residentBlocksPerSm(name, 256, smem) * smCount;
+        int blocks = (int) Math.max(1, Math.min(wave, (work + 255) / 256));
+        launch(name, blocks, 1, 256, smem, fill.fill(new Kernels.Args()).i(vec ? 1 : 0));
+    }
+
+    /** The joined kernels' 8-wide path counts units in 32-bit ints. */
+    private static boolean joinFitsInt(int rows, int C) { return (long) rows * (C / 8) < Integer.MAX_VALUE / 2; }
+
+    private static void sameShapeRows(String op, String what, GpuTensor t, long n, int C) {
+        if (t != null && t.numel() != n * C) throw new IllegalArgumentException(op + ": " + what + " must be (" + n + "," + C + "), got " + t);
+    }
+
+    private GpuTensor ownOrNull(Tensor t) { return t == null ? null : own(t); }
+
+    private static void sameDtype(String op, GpuTensor ref, GpuTensor... ts) {
+        for (GpuTensor t : ts)
+            if (t != null && t.dtype() != ref.dtype()) throw new IllegalArgumentException(op + ": every float tensor must share g's dtype " + ref.dtype() + ", got " + t);
+    }
+
+    /** Whether every non-null tensor is 16-byte aligned. */
+    private static boolean alignedOrNull(GpuTensor... ts) {
+        for (GpuTensor t : ts) if (t != null && (t.address() & 15) != 0) return false;
+        return true;
+    }
+
+    @Override
+    public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
+                           Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
+        bind();
+        GpuTensor H = own(h), G = own(g), U = own(u), AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
+        int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
+        int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        if ((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)) {   // the kept-column map would not fit shared memory: the reference path
+            Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
+            return;
+        }
+        GpuTensor AG = na == 0 ? null : own(addG), AU = na == 0 ? null : own(addU), HA = na == 0 ? null : own(hAdd);
+        GpuTensor KG = k == 0 ? null : own(keptG), KU = k == 0 ? null : own(keptU), HK = k == 0 ? null : ownOrNull(hKept);
+        sameCount("swigluJoin", H, G);
+        sameCount("swigluJoin", U, G);
+        sameDtype("swigluJoin", G, H, U, AG, AU, HA, KG, KU, HK);
+        if (AR != null) needI32("swigluJoin", "addRows", AR);
+        if (PR != null) needI32("swigluJoin", "plainRows", PR);
+        if (KC != null) needI32("swigluJoin", "keptCols", KC);
+        sameShapeRows("swigluJoin", "addG", AG, na, C);
+        sameShapeRows("swigluJoin", "addU", AU, na, C);
+        sameShapeRows("swigluJoin", "hAdd", HA, na, C);
+        sameShapeRows("swigluJoin", "keptG", KG, np, k);
+        sameShapeRows("swigluJoin", "keptU", KU, np, k);
+        sameShapeRows("swigluJoin", "hKept", HK, np, k);
+        boolean al = alignedOrNull(H, G, U, AG, AU, HA);
+        joinLaunch("swiglu_join_" + sfx(G, "swigluJoin"), na + np, C, k, al,
+                a -> a.ptr(H.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AG)).ptr(addr(AU)).ptr(addr(AR)).ptr(addr(HA))
+                        .ptr(addr(PR)).ptr(addr(KG)).ptr(addr(KU)).ptr(addr(KC)).ptr(addr(HK)).i(na).i(np).i(k).i(R).i(C));
+    }
+
+    @Override
+    public void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
+                                   Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
+                                   Tensor dgKept, Tensor duKept) {
+        bind();
+        GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u), AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
+        int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
+        int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
+        if ((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)) {
+            Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
+            return;
+        }
+        GpuTensor AD = na == 0 ? null : own(addDh), DGA = na == 0 ? null : own(dgAdd), DUA = na == 0 ? null : own(duAdd);
+        GpuTensor KD = k == 0 ? null : ownOrNull(keptDh), DGK = k == 0 ? null : ownOrNull(dgKept), DUK = k == 0 || DGK == null ? null : own(duKept);
+        if (KD == null && DGK == null) k = 0;            // nothing kept to add or gather: no map needed
+        for (GpuTensor t : new GpuTensor[] {DG, DU, DH, U}) sameCount("swigluBackwardJoin", t, G);
+        sameDtype("swigluBackwardJoin", G, DG, DU, DH, U, AD, DGA, DUA, KD, DGK, DUK);
+        if (AR != null) needI32("swigluBackwardJoin", "addRows", AR);
+        if (PR != null) needI32("swigluBackwardJoin", "plainRows", PR);
+        if (KC != null) needI32("swigluBackwardJoin", "keptCols", KC);
+        sameShapeRows("swigluBackwardJoin", "addDh", AD, na, C);
+        sameShapeRows("swigluBackwardJoin", "dgAdd", DGA, na, C);
+        sameShapeRows("swigluBackwardJoin", "duAdd", DUA, na, C);
+        sameShapeRows("swigluBackwardJoin", "keptDh", KD, np, k);
+        sameShapeRows("swigluBackwardJoin", "dgKept", DGK, np, k);
+        sameShapeRows("swigluBackwardJoin", "duKept", DUK, np, k);
+        boolean al = alignedOrNull(DG, DU, DH, G, U, AD, DGA, DUA);
+        int kk = k;
+        joinLaunch("swiglu_bwd_join_" + sfx(G, "swigluBackwardJoin"), na + np, C, kk, al,
+                a -> a.ptr(DG.address()).ptr(DU.address()).ptr(DH.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AD)).ptr(addr(AR))
+                        .ptr(addr(DGA)).ptr(addr(DUA)).ptr(addr(PR)).ptr(addr(KD)).ptr(addr(KC)).ptr(addr(DGK)).ptr(addr(DUK))
+                        .i(na).i(np).i(kk).i(R).i(C));
     }
 
     @Override

@@ -83,6 +83,14 @@ final class Kernels implements AutoCloseable {
         m.put("expand_group_channels_rows", "sparse");
         for (String sfx : new String[] {"bf16_bf16", "f32_bf16", "f32_f32"}) m.put("skinny_shared_a_" + sfx, "sparse");
         for (String a : t) for (String r : new String[] {"r8_", "r32_"}) m.put("lowrank_swiglu_small_" + r + a, "sparse");
+
+        m.put("pad_index_set", "sparse");
+        for (String a : t) {
+            m.put("fill_cols_" + a, "sparse");
+            m.put("scatter_add_rows_cols_" + a, "sparse");
+            m.put("swiglu_join_" + a, "elementwise");
+            m.put("swiglu_bwd_join_" + a, "elementwise");
+        }
         return Collections.unmodifiableMap(m);
     }
 
@@ -142,6 +150,17 @@ final class Kernels implements AutoCloseable {
         cuModuleGetFunction(f, mod, name);
         functions.put(name, f);
         return f;
+    }
+
+    private final Map<String, Integer> residentPerSm = new HashMap<>();
+
+    /** How many blocks of {@code name} (block size, dynamic shared bytes) one SM holds at once (the occupancy API; cached). */
+    int residentBlocksPerSm(String name, int blockSize, int sharedBytes) {
+        return residentPerSm.computeIfAbsent(name + "/" + blockSize + "/" + sharedBytes, key -> {
+            int[] n = {0};
+            jcuda.driver.JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(n, function(name), blockSize, sharedBytes);
+            return Math.max(1, n[0]);
+        });
     }
 
     /** Launches {@code name} on {@code stream} with the given kernel arguments (see {@link Args}). */

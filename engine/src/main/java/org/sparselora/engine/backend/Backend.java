@@ -462,4 +462,133 @@ public interface Backend extends AutoCloseable {
         for (int i = 0; i < m; i++)
             expandGroupChannels(out.view((long) i * k * groupSize, k * groupSize), kvIdx.view((long) i * k, k), groupSize, headDim);
     }
+
+    /**
+     * Pads an index set to a wider one of distinct indices: out[:k] = idx, out[k:] = the smallest
+     * values of [0, n) that idx does not hold, ascending. out (kp) I32, idx (k) I32, k ≤ kp ≤ n, idx
+     * distinct values in [0, n). The sparse MLP pads its kept-channel count to a multiple of 8 this way
+     * (with zero weights on the extra channels) so the kept slices' GEMMs have 16-byte aligned
+     * leading dimensions. The default goes through the host; a device backend overrides it.
+     */
+    default void padIndexSet(Tensor out, Tensor idx, int n) {
+        int[] kept = toInts(idx);
+        int kp = (int) out.numel(), k = kept.length;
+        if (kp < k || kp > n) throw new IllegalArgumentException("padIndexSet: " + k + " indices cannot be padded to " + kp + " of [0, " + n + ")");
+        boolean[] used = new boolean[n];
+        int[] o = java.util.Arrays.copyOf(kept, kp);
+        for (int c : kept) {
+            if (c < 0 || c >= n || used[c]) throw new IllegalArgumentException("padIndexSet: index " + c + " is outside [0, " + n + ") or repeated");
+            used[c] = true;
+        }
+        for (int c = 0, j = k; j < kp; c++) if (!used[c]) o[j++] = c;
+        copyFromHost(out, o);
+    }
+
+    /**
+     * t[:, col0:] = value for every row. t (R,C). Zeroes the padding columns of a kept-column weight
+     * slice. Default: a filled temporary scattered into those columns.
+     */
+    default void fillCols(Tensor t, int col0, float value) {
+        int C = t.dim(-1), R = (int) (t.numel() / Math.max(1, C)), w = C - col0;
+        if (col0 < 0 || col0 > C) throw new IllegalArgumentException("fillCols: column " + col0 + " outside rows of " + C + " (" + Tensor.describe(t) + ")");
+        if (w == 0 || R == 0) return;
+        int[] cols = new int[w];
+        for (int j = 0; j < w; j++) cols[j] = col0 + j;
+        try (Tensor tmp = empty(t.dtype(), R, w); Tensor idx = fromInts(cols, w)) {
+            fill(tmp, value);
+            scatterCols(t.reshape(R, C), tmp, idx, false);
+        }
+    }
+    /**
+     * out[rowIdx[i], colIdx[j]] += src[i,j]: adds a sparse token group's kept-channel outputs into a
+     * full-width activation, touching only those elements. out (R,C), src (n,k); rowIdx (n) and colIdx
+     * (k) I32 index sets. Default: the named rows gathered, scatterCols with accumulation, scattered back.
+     */
+    default void scatterAddRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
+        int n = (int) rowIdx.numel(), C = out.dim(-1);
+        if (n == 0) return;
+        try (Tensor t = empty(out.dtype(), n, C)) {
+            gatherRows(t, out, rowIdx);
+            scatterCols(t, src, colIdx, true);
+            scatterRows(out, t, rowIdx, false);
+        }
+    }
+
+    /**
+     * SwiGLU over the rows of a token split, with both groups' frozen outputs joined in the same pass.
+     * For row r = addRows[i] (the dense tokens): g[r] += addG[i], u[r] += addU[i], h[r] = silu(g[r])·u[r],
+     * hAdd[i] = h[r]. For r = plainRows[i] (the sparse tokens), at each kept column c = keptCols[j]:
+     * g[r,c] += keptG[i,j], u[r,c] += keptU[i,j]; then h[r] = silu(g[r])·u[r] on every column and
+     * hKept[i,j] = h[r,c]. g and u are written back as stored; rows named by neither set are left alone.
+     * h, g, u (R,C); addG, addU, hAdd (nAdd,C), hAdd may be addG (each element is read before it is
+     * written); keptG, keptU, hKept (nPlain,k). addRows, plainRows, keptCols (k) may be null (none);
+     * hKept may be null (not gathered). Default: accumulating scatters and gathered swiglu per group.
+     */
+    default void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
+                            Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
+        int C = g.dim(-1);
+        int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
+        for (int pass = 0; pass < 2; pass++) {
+            int n = pass == 0 ? na : np;
+            if (n == 0) continue;
+            Tensor rows = pass == 0 ? addRows : plainRows;
+            try (Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C); Tensor th = empty(h.dtype(), n, C)) {
+                gatherRows(tg, g, rows);
+                gatherRows(tu, u, rows);
+                if (pass == 0) {
+                    axpy(tg, 1f, addG);
+                    axpy(tu, 1f, addU);
+                } else if (keptCols != null) {
+                    scatterCols(tg, keptG, keptCols, true);
+                    scatterCols(tu, keptU, keptCols, true);
+                }
+                scatterRows(g, tg, rows, false);
+                scatterRows(u, tu, rows, false);
+                swiglu(th, tg, tu);
+                scatterRows(h, th, rows, false);
+                if (pass == 0) copy(hAdd, th);
+                else if (keptCols != null && hKept != null) gatherCols(hKept, th, keptCols);
+            }
+        }
+    }
+
+    /**
+     * Backward of {@link #swigluJoin}, with both groups' frozen input gradients joined: for row
+     * r = addRows[i], d = dh[r] + addDh[i]; for r = plainRows[i], d = dh[r] plus keptDh[i,j] at each
+     * kept column keptCols[j]; then (dg[r], du[r]) = swigluBackward(d, g[r], u[r]), with dgAdd[i] = dg[r],
+     * duAdd[i] = du[r] for the add rows and dgKept[i,j] = dg[r,c], duKept[i,j] = du[r,c] at the kept
+     * columns of the plain rows (gathered for the frozen GEMMs). dh is only read. dg, du, dh, g, u
+     * (R,C); addDh, dgAdd, duAdd (nAdd,C); keptDh, dgKept, duKept (nPlain,k); none aliasing another.
+     * keptDh and dgKept/duKept may be null (nothing added / nothing gathered). Default: gathered rows
+     * per group.
+     */
+    default void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
+                                    Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
+                                    Tensor dgKept, Tensor duKept) {
+        int C = g.dim(-1);
+        int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
+        for (int pass = 0; pass < 2; pass++) {
+            int n = pass == 0 ? na : np;
+            if (n == 0) continue;
+            Tensor rows = pass == 0 ? addRows : plainRows;
+            try (Tensor td = empty(dh.dtype(), n, C); Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C);
+                 Tensor tdg = empty(dg.dtype(), n, C); Tensor tdu = empty(du.dtype(), n, C)) {
+                gatherRows(td, dh, rows);
+                if (pass == 0) axpy(td, 1f, addDh);
+                else if (keptCols != null && keptDh != null) scatterCols(td, keptDh, keptCols, true);
+                gatherRows(tg, g, rows);
+                gatherRows(tu, u, rows);
+                swigluBackward(tdg, tdu, td, tg, tu);
+                scatterRows(dg, tdg, rows, false);
+                scatterRows(du, tdu, rows, false);
+                if (pass == 0) {
+                    copy(dgAdd, tdg);
+                    copy(duAdd, tdu);
+                } else if (keptCols != null && dgKept != null) {
+                    gatherCols(dgKept, tdg, keptCols);
+                    gatherCols(duKept, tdu, keptCols);
+                }
+            }
+        }
+    }
 }

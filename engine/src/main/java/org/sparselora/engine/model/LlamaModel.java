@@ -29,6 +29,11 @@ import org.sparselora.engine.train.Batch;
  * runs compact, at the kept intermediate width from end to end ({@link #mlpForwardCompact}); the
  * sparse rows are re-joined with fused block ops ({@link Backend#scatterRowsCols},
  * {@link Backend#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
+ * When gate/up/down do carry LoRA (all seven targets), g, u and h stay at the full intermediate width
+ * and the MLP joins the token groups' frozen outputs into LoRA's ({@link #mlpForwardJoined}: LoRA
+ * written first, one swiglu pass that adds the frozen rows and kept channels). The MLP's kept set is
+ * padded to a multiple of 8 channels with zero-weight channels ({@link #padMlpKept}), which keeps the
+ * kept-slice GEMMs on cuBLAS's aligned kernels without changing any result.
  * When every sequence has its sparse and dense tokens at the same positions (each group is equally
  * spaced runs of rows, {@link RowBlocks}: the reference's timing batches, or every token sparse) the
  * frozen GEMMs read and write the activations in place ({@link Backend#matmulRowBlocks}) and no token
@@ -64,6 +69,13 @@ public final class LlamaModel implements AutoCloseable {
     private long bufferEpoch;
     /** The key of the last prepared step (null after a forward that was not a training step). */
     private StepKey curKey;
+
+    /** Whether the sparse MLP pads its kept channels to a multiple of 8 ({@link #padMlpKept}); tests turn it off to compare. */
+    boolean padMlp = true;
+    /** Whether the full-width sparse MLP may take the joined path ({@link #joinedLoraMlp}); tests turn it off to compare. */
+    boolean joinMlp = true;
+    /** Layers whose MLP took the joined path in the last forward (tests check which path ran). */
+    int joinedMlpLayers;
     /** Test hook on the frozen outputs of sparse tokens (shapes at {@link FrozenSparseHook}); null in normal use. */
     FrozenSparseHook frozenHook;
 
@@ -87,6 +99,9 @@ public final class LlamaModel implements AutoCloseable {
     private Tensor gatheredFrom;
     // gathered weight slices, [layer][projection]; buffers reused when k repeats
     private final Tensor[][] slices, biasSlices;
+    // per layer, the kept MLP channels the MLP runs on (mlpIdx) and the plan's set they came from
+    // (mlpSrc): the plan's set padded to a multiple of 8 channels (see padMlpKept), or the set itself
+    private final Tensor[] mlpIdx, mlpSrc, mlpPadBuf;
     // the sparse / dense token group as equally spaced row blocks of the activations (null: gathered
     // and scattered); set per forward, read by the backward. dBlocks is only set with sBlocks.
     private RowBlocks sBlocks, dBlocks;
@@ -166,6 +181,9 @@ public final class LlamaModel implements AutoCloseable {
         int np = Projection.values().length;
         this.slices = new Tensor[c.numLayers()][np];
         this.biasSlices = new Tensor[c.numLayers()][np];
+        this.mlpIdx = new Tensor[c.numLayers()];
+        this.mlpSrc = new Tensor[c.numLayers()];
+        this.mlpPadBuf = new Tensor[c.numLayers()];
     }
 
     public LlamaConfig config() { return c; }
@@ -187,11 +205,13 @@ public final class LlamaModel implements AutoCloseable {
         if (acts != null) acts.close();
         acts = null;
         haveStash = false;
-        for (Tensor[] ts : concat(slices, biasSlices))
+        for (Tensor[] ts : concat(concat(slices, biasSlices), new Tensor[][] {mlpPadBuf}))
             for (int i = 0; i < ts.length; i++) {
                 if (ts[i] != null) ts[i].close();
                 ts[i] = null;
             }
+        Arrays.fill(mlpIdx, null);
+        Arrays.fill(mlpSrc, null);
         ropeCos.close();
         ropeSin.close();
     }
@@ -608,16 +628,7 @@ public final class LlamaModel implements AutoCloseable {
                 gatherSlices(l, Projection.GATE, Projection.UP, Projection.DOWN);
                 lp = layerPlan(l);
             }
-            Tensor mlp = lp == null ? null : lp.mlp();
-            if (compactMlp(l, mlp)) {
-                mlpForwardCompact(a, a.tmpC, l, mlp);
-            } else {
-                projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
-                projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
-                loraGroupForward(a, l, fusedGroup(l, Projection.GATE), a.xn2[l]);         // gate/up's LoRA when fused
-                be.swiglu(a.h[l], a.g[l], a.u[l]);
-                projForward(a, a.tmpC, a.h[l], l, Projection.DOWN, mlp);
-            }
+            mlpForward(a, a.tmpC, l, lp);
             // residual add fused with the next layer's (or the final) norm
             boolean last = l == L - 1;
             Tensor next = last ? a.resOut : a.resIn[l + 1];
@@ -667,9 +678,16 @@ public final class LlamaModel implements AutoCloseable {
     /** Gathers layer l's kept weight slices of the given projections (those with a kept-index set). */
     private void gatherSlices(int l, Projection... projections) {
         SparsePlan.LayerPlan lp = curPlan.layers()[l];
+        boolean mlpPadded = false;
         for (Projection p : projections) {
             Tensor idx = lp == null ? null : keptIndex(lp, p);
             if (idx == null) continue;
+            int k0 = (int) idx.numel();
+            if (isMlp(p)) {                               // the MLP runs on its kept set padded to a multiple of 8
+                if (!mlpPadded) padMlpKept(l, idx);
+                mlpPadded = true;
+                idx = mlpIdx[l];
+            }
             int k = (int) idx.numel(), in = p.inDim(c), out = p.outDim(c);
             Tensor W = w.layers[l].weight(p);
             boolean rowsKept = outputSliced(p);
@@ -680,6 +698,9 @@ public final class LlamaModel implements AutoCloseable {
                 slices[l][p.ordinal()] = s = kept(W.dtype(), shape);
             }
             if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
+            if (k > k0) {                                 // padding channels: zero weights, so their frozen outputs are 0
+                if (rowsKept) be.fill(s.rows(k0, k - k0), 0f); else be.fillCols(s, k0, 0f);
+            }
             Tensor bias = w.layers[l].bias(p);
             if (bias != null) {
                 Tensor bs = biasSlices[l][p.ordinal()];
@@ -688,8 +709,46 @@ public final class LlamaModel implements AutoCloseable {
                     biasSlices[l][p.ordinal()] = bs = kept(bias.dtype(), k, 1);
                 }
                 be.gatherRows(bs, bias.reshape(out, 1), idx);
+                if (k > k0) be.fill(bs.rows(k0, k - k0), 0f);
             }
         }
+    }
+
+    private static boolean isMlp(Projection p) { return p == Projection.GATE || p == Projection.UP || p == Projection.DOWN; }
+
+    /** The MLP's kept count padded to a multiple of 8 channels (at most the intermediate width). */
+    static int paddedMlpCount(int k, int intermediate) { return Math.min((k + 7) & ~7, intermediate); }
+
+    /**
+     * Sets layer l's MLP index set (mlpIdx[l]) for the plan's kept channels {@code kept}: the set
+     * itself when its count is a multiple of 8, else the set padded with the lowest unkept channels
+     * ({@link Backend#padIndexSet}). The slices then carry zero weights on the padding channels, so the
+     * frozen outputs there are 0, exactly a pruned channel's, and every result is unchanged; what the
+     * padding buys is alignment: kept-channel activations of width k are the leading dimension of the
+     * slice GEMMs, and cuBLAS falls back to kernels ~10× slower when a bf16 leading dimension is not
+     * a multiple of 8 (k = 143 at 8B, 0.99 sparsity: 3072×143×4096 GEMMs ran at 38 TFLOP/s on the H200).
+     */
+    private void padMlpKept(int l, Tensor kept) {
+        int k = (int) kept.numel(), I = c.intermediateSize(), kp = padMlp ? paddedMlpCount(k, I) : k;
+        mlpSrc[l] = kept;
+        if (kp == k) {
+            mlpIdx[l] = kept;
+            return;
+        }
+        Tensor buf = mlpPadBuf[l];
+        if (buf == null || buf.numel() != kp) {
+            if (buf != null) buf.close();
+            mlpPadBuf[l] = buf = kept(DType.I32, kp);
+        }
+        be.padIndexSet(buf, kept, I);
+        mlpIdx[l] = buf;
+    }
+
+    /** The channels layer l's MLP runs on for the plan's kept set {@code kept} (null: dense). */
+    private Tensor mlpKept(int l, Tensor kept) {
+        if (kept == null) return null;
+        if (mlpSrc[l] != kept) throw new IllegalStateException("layer " + l + ": the MLP's weight slices were not gathered for this plan");
+        return mlpIdx[l];
     }
 
     private static Tensor keptIndex(SparsePlan.LayerPlan lp, Projection p) {
@@ -792,6 +851,212 @@ public final class LlamaModel implements AutoCloseable {
             be.gatherRowsCols(xk, x, sIdx, idx);                                                        // (n_s,k)
             be.matmulRowBlocks(y, s.off, s.stride, xk, 0, s.len, ws, true, s.blocks, s.len, 1, 0);
         }
+    }
+
+    // ------------------------------------------------------------------ MLP
+
+    /**
+     * Layer l's SwiGLU MLP, y (N,C) = down(swiglu(gate(x), up(x))) (+ LoRA) of x = xn2[l], on the
+     * plan's kept channels (padded, {@link #padMlpKept}) when lp has an MLP set: compact when no
+     * MLP projection carries LoRA, else at the full intermediate width.
+     */
+    private void mlpForward(Acts a, Tensor y, int l, SparsePlan.LayerPlan lp) {
+        if (l == 0) joinedMlpLayers = 0;
+        Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
+        if (compactMlp(l, mlp)) {
+            mlpForwardCompact(a, y, l, mlp);
+            return;
+        }
+        if (joinedLoraMlp(l, mlp)) {
+            joinedMlpLayers++;
+            mlpForwardJoined(a, y, l, mlp);
+            return;
+        }
+        projForward(a, a.g[l], a.xn2[l], l, Projection.GATE, mlp);
+        projForward(a, a.u[l], a.xn2[l], l, Projection.UP, mlp);
+        loraGroupForward(a, l, fusedGroup(l, Projection.GATE), a.xn2[l]);         // gate/up's LoRA when fused
+        be.swiglu(a.h[l], a.g[l], a.u[l]);
+        projForward(a, y, a.h[l], l, Projection.DOWN, mlp);
+    }
+
+    /** Backward of {@link #mlpForward}: dx (N,C) = ∂/∂xn2[l] (overwritten) from dy (N,C); LoRA gradients +=. */
+    private void mlpBackward(Acts a, Tensor dx, Tensor dy, int l, SparsePlan.LayerPlan lp) {
+        Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
+        if (compactMlp(l, mlp)) {
+            mlpBackwardCompact(a, dx, dy, l, mlp);
+            return;
+        }
+        if (joinedLoraMlp(l, mlp)) {
+            mlpBackwardJoined(a, dx, dy, l, mlp);
+            return;
+        }
+        projBackward(a, a.dh, false, dy, a.h[l], l, Projection.DOWN, mlp);
+        be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
+        projBackward(a, dx, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
+        projBackward(a, dx, true, a.du, a.xn2[l], l, Projection.UP, mlp);
+        loraGroupBackward(a, dx, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
+    }
+
+    // ------------------------------------------------------------------ sparse MLP with LoRA (full width, joined)
+
+    /**
+     * Whether layer l's sparse MLP, which carries LoRA on gate/up/down (so g, u, h stay at the full
+     * intermediate width on every token), runs the joined path: the token groups are gathered (not
+     * row blocks), no MLP bias, no LoRA dropout in this forward. Decided from the forward's state, so
+     * the backward takes the same path.
+     */
+    private boolean joinedLoraMlp(int l, Tensor mlp) {
+        if (!joinMlp || mlp == null || sIdx == null || sBlocks != null || curLora == null) return false;
+        if (curTraining && curLora.config().dropout() > 0f) return false;
+        LlamaWeights.Layer lw = w.layers[l];
+        for (Projection p : new Projection[] {Projection.GATE, Projection.UP, Projection.DOWN})
+            if (lw.bias(p) != null) return false;
+        return true;
+    }
+
+    /** y (N,out) = s·(x·Aᵀ)·Bᵀ of projection p, written (beta 0); 0 when p has no adapter. p must not be in a fused group. */
+    private void loraWrite(Acts a, Tensor y, Tensor x, int l, Projection p) {
+        LoraAdapter.Lora lo = curLora.get(l, p);
+        if (lo == null) {
+            be.fill(y, 0f);
+            return;
+        }
+        Tensor U = a.loraU(l, p, lo.rank());
+        be.matmul(U, x, false, lo.ac(), true, 1, 0);
+        be.matmul(y, U, false, lo.bc(), true, curLora.scaling(), 0);
+    }
+
+    /**
+     * The full-width sparse MLP's forward with the token groups joined into LoRA's outputs instead of
+     * LoRA added onto scattered frozen outputs. g and u are first written by their LoRA GEMMs (on the
+     * sparse tokens' pruned channels that is all they hold); then one pass ({@link Backend#swigluJoin})
+     * adds the dense tokens' frozen rows and the sparse tokens' kept-channel frozen outputs, runs
+     * swiglu on every row, and gathers what down's frozen GEMMs read (h's dense rows, and h at the
+     * kept channels of the sparse rows). Per (n,I) activation that saves the full-width rows of
+     * zeros the re-join wrote and the read-modify-write of LoRA's beta-1 add, the separate swiglu
+     * pass and the gathers of h.
+     * Scratch: s1/s2 hold the dense rows' (n_d,I) frozen g/u (then h) followed by the sparse rows'
+     * (n_s,k) kept g/u; s3 the kept h; xsShared/xdShared the token rows of x, then of y.
+     */
+    private void mlpForwardJoined(Acts a, Tensor y, int l, Tensor idx) {
+        int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
+        long off = (long) nD * I;
+        LlamaWeights.Layer lw = w.layers[l];
+        Tensor x = a.xn2[l], g = a.g[l], u = a.u[l], h = a.h[l];
+        // LoRA of gate and up, written
+        LoraAdapter.Group grp = fusedGroup(l, Projection.GATE, Projection.UP);
+        loraGroupForward(a, l, grp, x, 0f);
+        for (Projection p : new Projection[] {Projection.GATE, Projection.UP})
+            if (grp == null || !grp.members().contains(p)) loraWrite(a, p == Projection.GATE ? g : u, x, l, p);
+        // frozen gate/up: dense tokens on the whole weights, sparse tokens on the kept slices
+        Tensor gd = null, ud = null;
+        if (nD > 0) {
+            Tensor xd = a.xdShared.view(0, nD, C);
+            be.gatherRows(xd, x, dIdx);
+            gd = a.s1.view(0, nD, I);
+            ud = a.s2.view(0, nD, I);
+            be.matmul(gd, xd, false, lw.weight(Projection.GATE), true, 1, 0);
+            be.matmul(ud, xd, false, lw.weight(Projection.UP), true, 1, 0);
+        }
+        Tensor xs = a.xsShared.view(0, nS, C);
+        be.gatherRows(xs, x, sIdx);
+        gatheredFrom = null;                                                         // xs/xd get y's rows below
+        Tensor gk = a.s1.view(off, nS, k), uk = a.s2.view(off, nS, k);
+        be.matmul(gk, xs, false, slices[l][Projection.GATE.ordinal()], true, 1, 0);  // (n_s,k)
+        be.matmul(uk, xs, false, slices[l][Projection.UP.ordinal()], true, 1, 0);
+        if (frozenHook != null) {
+            frozenHook.apply(l, Projection.GATE, gk);
+            frozenHook.apply(l, Projection.UP, uk);
+        }
+        // both groups joined, swiglu on every row; h's dense rows gathered into gd's place, its kept
+        // channels of the sparse rows into hk
+        Tensor hk = a.s3.view(0, nS, k);
+        be.swigluJoin(h, g, u, gd, ud, nD > 0 ? dIdx : null, gd, sIdx, gk, uk, idx, hk);
+        // down: dense tokens on the whole weight, sparse tokens on the kept columns; then its LoRA
+        if (nD > 0) {
+            Tensor yd = a.xdShared.view(0, nD, C);
+            be.matmul(yd, gd, false, lw.weight(Projection.DOWN), true, 1, 0);
+            be.scatterRows(y, yd, dIdx, false);
+        }
+        Tensor ys = a.xsShared.view(0, nS, C);
+        be.matmul(ys, hk, false, slices[l][Projection.DOWN.ordinal()], true, 1, 0);  // (n_s,C), slice (C,k)
+        if (frozenHook != null) frozenHook.apply(l, Projection.DOWN, ys);
+        be.scatterRows(y, ys, sIdx, false);
+        LoraAdapter.Lora lo = curLora.get(l, Projection.DOWN);
+        if (lo != null) {
+            Tensor U = a.loraU(l, Projection.DOWN, lo.rank());
+            be.matmul(U, h, false, lo.ac(), true, 1, 0);
+            be.matmul(y, U, false, lo.bc(), true, curLora.scaling(), 1);
+        }
+    }
+
+    /**
+     * Backward of {@link #mlpForwardJoined}: dx (N,C) = ∂/∂xn2[l] (overwritten), LoRA gradients +=.
+     * down's LoRA writes dh first; one pass ({@link Backend#swigluBackwardJoin}) adds both groups'
+     * frozen dh (dense rows whole, sparse rows at the kept channels), runs swiglu's backward on every
+     * row and gathers what gate/up's frozen GEMMs read (dg/du's dense rows and kept channels): no fill
+     * of dh, no scatters into it, no separate gathers. Each token group's
+     * frozen dx is built in one buffer and scattered once (no fill of dx, no accumulating scatters);
+     * gate/up's LoRA then adds its dx. {@code cut}: the sparse tokens' frozen terms are left out.
+     */
+    private void mlpBackwardJoined(Acts a, Tensor dx, Tensor dy, int l, Tensor idx) {
+        int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
+        long off = (long) nD * I;
+        LlamaWeights.Layer lw = w.layers[l];
+        boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
+        Tensor x = a.xn2[l], h = a.h[l];
+        // down's LoRA: dB += s·dyᵀ·U, dU = s·dy·B, dA += dUᵀ·h, dh = dU·A (written)
+        LoraAdapter.Lora lo = curLora.get(l, Projection.DOWN);
+        if (lo != null) {
+            float s = curLora.scaling();
+            Tensor U = a.loraU[l][Projection.DOWN.ordinal()], dU = a.dLoraU(lo.rank());
+            be.matmul(lo.db(), dy, true, U, false, s, 1);
+            be.matmul(dU, dy, false, lo.bc(), false, s, 0);
+            be.matmul(lo.da(), dU, true, h, false, 1, 1);
+            be.matmul(a.dh, dU, false, lo.ac(), false, 1, 0);
+        } else {
+            be.fill(a.dh, 0f);
+        }
+        // frozen down: dense tokens through the whole weight (joined below), sparse tokens through the slice
+        Tensor dhd = null;
+        if (nD > 0) {
+            Tensor dyd = a.xdShared.view(0, nD, C);
+            be.gatherRows(dyd, dy, dIdx);
+            dhd = a.s1.view(0, nD, I);
+            be.matmul(dhd, dyd, false, lw.weight(Projection.DOWN), false, 1, 0);
+        }
+        gatheredFrom = null;
+        Tensor dhk = null;
+        if (sliced) {
+            Tensor dys = a.xsShared.view(0, nS, C);
+            dhk = a.s1.view(off, nS, k);
+            be.gatherRows(dys, dy, sIdx);
+            be.matmul(dhk, dys, false, slices[l][Projection.DOWN.ordinal()], false, 1, 0);   // (n_s,k)
+        }
+        // swiglu's backward on every row with both groups' frozen dh joined; the dense rows' dg/du
+        // gathered whole, the sparse rows' at the kept channels
+        Tensor dgd = nD > 0 ? a.s2.view(0, nD, I) : null, dud = nD > 0 ? a.s3.view(0, nD, I) : null;
+        Tensor dgk = sliced ? a.s3.view(off, nS, k) : null, duk = sliced ? a.s2.view(off, nS, k) : null;
+        be.swigluBackwardJoin(a.dg, a.du, a.dh, a.g[l], a.u[l], dhd, nD > 0 ? dIdx : null, dgd, dud, sIdx, dhk, idx, dgk, duk);
+        // frozen gate/up input gradient, one buffer and one scatter per token group
+        if (nD > 0) {
+            Tensor dxd = a.xdShared.view(0, nD, C);
+            be.matmul(dxd, dgd, false, lw.weight(Projection.GATE), false, 1, 0);
+            be.matmul(dxd, dud, false, lw.weight(Projection.UP), false, 1, 1);
+            be.scatterRows(dx, dxd, dIdx, false);
+        }
+        Tensor dxs = a.xsShared.view(0, nS, C);
+        if (sliced) {
+            be.matmul(dxs, dgk, false, slices[l][Projection.GATE.ordinal()], false, 1, 0);   // (n_s,C)
+            be.matmul(dxs, duk, false, slices[l][Projection.UP.ordinal()], false, 1, 1);
+        } else {
+            be.fill(dxs, 0f);                                                              // cut: LoRA only
+        }
+        be.scatterRows(dx, dxs, sIdx, false);
+        // gate/up's LoRA: dA, dB and dx +=
+        loraBackward(a, dx, a.dg, x, l, Projection.GATE);
+        loraBackward(a, dx, a.du, x, l, Projection.UP);
+        loraGroupBackward(a, dx, l, fusedGroup(l, Projection.GATE, Projection.UP), x);
     }
 
     // ------------------------------------------------------------------ compact sparse MLP
@@ -996,17 +1261,8 @@ public final class LlamaModel implements AutoCloseable {
         for (int l = c.numLayers() - 1; l >= 0; l--) {
             LlamaWeights.Layer lw = w.layers[l];
             SparsePlan.LayerPlan lp = layerPlan(l);
-            Tensor mlp = lp == null ? null : lp.mlp();
             // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
-            if (compactMlp(l, mlp)) {
-                mlpBackwardCompact(a, a.dxn, a.dres, l, mlp);
-            } else {
-                projBackward(a, a.dh, false, a.dres, a.h[l], l, Projection.DOWN, mlp);
-                be.swigluBackward(a.dg, a.du, a.dh, a.g[l], a.u[l]);
-                projBackward(a, a.dxn, false, a.dg, a.xn2[l], l, Projection.GATE, mlp);
-                projBackward(a, a.dxn, true, a.du, a.xn2[l], l, Projection.UP, mlp);
-                loraGroupBackward(a, a.dxn, l, fusedGroup(l, Projection.GATE), a.xn2[l]);
-            }
+            mlpBackward(a, a.dxn, a.dres, l, lp);
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             projBackward(a, a.datt, false, a.dres, a.att[l], l, Projection.O, lp == null ? null : lp.o());
@@ -1260,7 +1516,10 @@ public final class LlamaModel implements AutoCloseable {
      * parts: Uᵀ (k·r, N) = A_g·xᵀ in one GEMM (A_g = the members' A stacked by rows), then per member
      * t: y_t += s·(Uᵀ rows of t)ᵀ·B_tᵀ. Dense on every token and channel, like the per-projection path.
      */
-    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) {
+    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) { loraGroupForward(a, l, g, x, 1f); }
+
+    /** {@link #loraGroupForward} adding into (beta 1) or writing (beta 0) the members' outputs. */
+    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x, float beta) {
         if (g == null) return;
         int N = a.N, r = curLora.config().r(), k = g.members().size();
         Tensor Ut = a.loraUt(l, slot(g), k * r);                               // (k·r, N)
@@ -1268,7 +1527,7 @@ public final class LlamaModel implements AutoCloseable {
         for (int j = 0; j < k; j++) {
             Projection p = g.members().get(j);
             Tensor y = memberTensor(a, l, p, false);                           // (N, out_t)
-            be.matmul(y, Ut.view((long) j * r * N, r, N), true, curLora.get(l, p).bc(), true, curLora.scaling(), 1);
+            be.matmul(y, Ut.view((long) j * r * N, r, N), true, curLora.get(l, p).bc(), true, curLora.scaling(), beta);
         }
     }
 
