@@ -1141,3 +1141,17 @@ __device__ void scatterAddRowsColsImpl(T* out, const T* src, const int* rowIdx, 
 }
 extern "C" __global__ void scatter_add_rows_cols_f32(float* o, const float* s, const int* ri, const int* ci, int n, int R, int C, int k) { scatterAddRowsColsImpl(o, s, ri, ci, n, R, C, k); }
 extern "C" __global__ void scatter_add_rows_cols_bf16(bf16* o, const bf16* s, const int* ri, const int* ci, int n, int R, int C, int k) { scatterAddRowsColsImpl(o, s, ri, ci, n, R, C, k); }
+
+// ==== Recorded sparse steps on padded batches ======================================================
+// x[b·T+t, :] = 0 for the padding positions t < keyStart[b]; other rows untouched. One block per row
+// (grid T × B): a padding row's block zeroes it, every other block returns at once — the work depends
+// on the device's keyStart only, so one recorded launch serves batches whose padding differs.
+template <typename T_>
+__device__ void maskPaddingRowsImpl(T_* x, const int* keyStart, int T, int C) {
+    int t = blockIdx.x, b = blockIdx.y;
+    if (t >= keyStart[b]) return;
+    T_* row = x + ((long)b * T + t) * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(row, c, 0.f);
+}
+extern "C" __global__ void mask_padding_rows_f32(float* x, const int* keyStart, int T, int C) { maskPaddingRowsImpl(x, keyStart, T, C); }
+extern "C" __global__ void mask_padding_rows_bf16(bf16* x, const int* keyStart, int T, int C) { maskPaddingRowsImpl(x, keyStart, T, C); }

@@ -1519,6 +1519,20 @@ public final class GpuBackend implements Backend {
     }
 
     @Override
+    public void maskPaddingRows(Tensor x, Tensor keyStart, int batch, int seqLen) {
+        bind();
+        GpuTensor X = own(x), KS = own(keyStart);
+        needI32("maskPaddingRows", "keyStart", KS);
+        needNumel("maskPaddingRows", "keyStart", KS, batch);
+        long rows = (long) batch * seqLen;
+        if (rows == 0) return;
+        int C = (int) (X.numel() / rows);
+        needNumel("maskPaddingRows", "x", X, rows * C);
+        launch("mask_padding_rows_" + sfx(X, "maskPaddingRows"), seqLen, batch, 128, 0,
+                new Kernels.Args().ptr(X.address()).ptr(KS.address()).i(seqLen).i(C));
+    }
+
+    @Override
     public void topK(Tensor idx, Tensor scores, int k) {
         bind();
         GpuTensor I = own(idx), S = own(scores);

@@ -70,6 +70,7 @@ final class Kernels implements AutoCloseable {
         }
         m.put("adamw_multi", "sparse");
         m.put("adamw_multi_dev", "sparse");
+        for (String a : t) m.put("mask_padding_rows_" + a, "sparse");
         m.put("sumsq_multi", "sparse");
         m.put("kv_channel_scores", "sparse");
         m.put("expand_group_channels", "sparse");

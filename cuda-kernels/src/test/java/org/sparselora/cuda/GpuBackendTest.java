@@ -897,6 +897,18 @@ class GpuBackendTest {
         }
     }
 
+    @Test
+    void maskPaddingRowsMatchesCpu() {
+        int B = 4, T = 37, Cc = 72;
+        int[] ks = {0, 5, 37, 36};
+        for (DType t : new DType[] {DType.F32, DType.BF16}) {
+            Pair X = inout(rand(B * T * Cc, 1f), t, B * T, Cc), KS = ints(ks, B);
+            gpu.maskPaddingRows(X.g, KS.g, B, T);
+            cpu.maskPaddingRows(X.c, KS.c, B, T);
+            exact("maskPaddingRows " + t, X);
+        }
+    }
+
     static float[] concat(float[] a, float[] b) {
         float[] r = Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, r, a.length, b.length);

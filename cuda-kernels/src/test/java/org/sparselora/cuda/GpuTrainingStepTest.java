@@ -170,52 +170,61 @@ class GpuTrainingStepTest {
      * after, against the same steps run eagerly — dense LoRA and SparseLoRA with in-flight
      * selection on the device (predictor, top-k, slice gathers inside the graph). The replays run
      * the eager step's kernels, so losses and weights agree to float rounding (the attention
-     * backward's fp32 atomics may reorder sums); 1e-3 relative.
+     * backward's fp32 atomics may reorder sums); 1e-3 relative. Then the same over batches whose
+     * padding and prompt lengths differ, made one shape by shape buckets of 4 rows (padding rows
+     * zeroed on the device before each selection, dense token group and head rows bucketed).
      */
     @Test
     void recordedStepsEqualEagerStepsOnTheGpu() {
         RandomWeights src = new RandomWeights(C, 9);
-        for (boolean sparse : new boolean[] {false, true}) {
-            double[][] losses = new double[2][];
-            List<float[]>[] params = new List[2];
-            long[] replays = new long[2];
-            for (int rec = 0; rec < 2; rec++) {
-                LlamaModel model = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
-                LoraAdapter lora = adapter(gpu, 41);
-                LoraTrainer t = new LoraTrainer(model, lora, OptimizerConfig.defaults(6)).setRecordSteps(rec == 1);
-                SparsePlanner p = sparse ? SparsePlanner.create(gpu, src, TinyModels.sparsity("sparse_output_tokens: 0.5\n", "gpu-graph-test"),
-                        null, 6, 3, SvdPredictor.Progress.NONE) : null;
-                if (p != null) t.setSparsePlanner(p);
-                losses[rec] = new double[6];
-                for (int s = 0; s < 6; s++) {
-                    Batch b = batch(50 + s);
-                    losses[rec][s] = t.computeGradients(b, s, sparse).lossSum();
-                    t.applyUpdate(s, b.outputTokenCount());
+        // bucket 0: one batch layout; bucket 4: three layouts (padding and prompt lengths differ, 11
+        // output tokens each) that shape buckets of 4 rows make one shape
+        for (int bucket : new int[] {0, 4})
+            for (boolean sparse : new boolean[] {false, true}) {
+                double[][] losses = new double[2][];
+                List<float[]>[] params = new List[2];
+                long[] replays = new long[2];
+                for (int rec = 0; rec < 2; rec++) {
+                    LlamaModel model = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
+                    LoraAdapter lora = adapter(gpu, 41);
+                    LoraTrainer t = new LoraTrainer(model, lora, OptimizerConfig.defaults(6)).setRecordSteps(rec == 1).setShapeBucket(bucket);
+                    SparsePlanner p = sparse ? SparsePlanner.create(gpu, src, TinyModels.sparsity("sparse_output_tokens: 0.5\n", "gpu-graph-test"),
+                            null, 6, 3, SvdPredictor.Progress.NONE) : null;
+                    if (p != null) t.setSparsePlanner(p);
+                    losses[rec] = new double[6];
+                    for (int s = 0; s < 6; s++) {
+                        Batch b = bucket == 0 ? batch(50 + s) : switch (s % 3) {
+                            case 0 -> TinyModels.batch(C, 60 + s, 12, new int[] {0, 3}, 5);
+                            case 1 -> TinyModels.batch(C, 60 + s, 12, new int[] {1, 2}, 5);
+                            default -> TinyModels.batch(C, 60 + s, 12, new int[] {0, 1}, 6);
+                        };
+                        losses[rec][s] = t.computeGradients(b, s, sparse).lossSum();
+                        t.applyUpdate(s, b.outputTokenCount());
+                    }
+                    params[rec] = host(gpu, lora.params());
+                    replays[rec] = t.replayedSteps();
+                    t.close();
+                    if (p != null) p.close();
+                    lora.close();
+                    model.close();
                 }
-                params[rec] = host(gpu, lora.params());
-                replays[rec] = t.replayedSteps();
-                t.close();
-                if (p != null) p.close();
-                lora.close();
-                model.close();
+                String what = (sparse ? "SparseLoRA" : "dense") + ", bucket " + bucket;
+                assertEquals(0, replays[0], what + ": recording off replays nothing");
+                assertEquals(4, replays[1], what + ": steps 3..6 replayed");
+                double worst = 0;
+                for (int s = 0; s < 6; s++) {
+                    double e = Math.abs(losses[1][s] - losses[0][s]) / Math.abs(losses[0][s]);
+                    worst = Math.max(worst, e);
+                    assertTrue(e <= 1e-3, what + " step " + s + ": recorded loss " + losses[1][s] + " vs eager " + losses[0][s]);
+                }
+                double pw = 0;
+                for (int i = 0; i < params[0].size(); i++) {
+                    double e = relErr(params[1].get(i), params[0].get(i));
+                    pw = Math.max(pw, e);
+                    assertTrue(e <= 1e-3, what + ": parameter " + i + " relative error " + e);
+                }
+                System.out.printf("  recorded vs eager, %-22s worst loss rel %.2e, worst parameter rel %.2e, %d replays%n", what, worst, pw, replays[1]);
             }
-            String what = sparse ? "SparseLoRA" : "dense";
-            assertEquals(0, replays[0], what + ": recording off replays nothing");
-            assertEquals(4, replays[1], what + ": steps 3..6 replayed");
-            double worst = 0;
-            for (int s = 0; s < 6; s++) {
-                double e = Math.abs(losses[1][s] - losses[0][s]) / Math.abs(losses[0][s]);
-                worst = Math.max(worst, e);
-                assertTrue(e <= 1e-3, what + " step " + s + ": recorded loss " + losses[1][s] + " vs eager " + losses[0][s]);
-            }
-            double pw = 0;
-            for (int i = 0; i < params[0].size(); i++) {
-                double e = relErr(params[1].get(i), params[0].get(i));
-                pw = Math.max(pw, e);
-                assertTrue(e <= 1e-3, what + ": parameter " + i + " relative error " + e);
-            }
-            System.out.printf("  recorded vs eager, %-10s worst loss rel %.2e, worst parameter rel %.2e, %d replays%n", what, worst, pw, replays[1]);
-        }
     }
 
     /** The per-projection LoRA GEMMs on the GPU (fused layout off) against the CPU's fused run (equal to its per-projection run within 1e-6, FusedLoraTest). */

@@ -81,6 +81,26 @@ public interface Backend extends AutoCloseable {
         void close();
     }
 
+    /**
+     * Zeroes the padding rows of x (B·T, C): row b·T + t for t &lt; keyStart[b] (keyStart (B) I32 on
+     * the device); other rows are untouched. Padding rows never reach a real token (attention masks
+     * their keys, their targets are ignored), so a recorded sparse step zeroes them in the
+     * selection's input and scores every row: one shape whatever the padding. Default: through the
+     * host (reads keyStart); a device backend overrides it with one launch.
+     */
+    default void maskPaddingRows(Tensor x, Tensor keyStart, int batch, int seqLen) {
+        if (keyStart.numel() != batch) throw new IllegalArgumentException("maskPaddingRows: keyStart " + Tensor.describe(keyStart) + " for batch " + batch);
+        long rows = (long) batch * seqLen;
+        if (rows == 0) return;
+        if (x.numel() % rows != 0) throw new IllegalArgumentException("maskPaddingRows: x " + Tensor.describe(x) + " is not " + rows + " rows");
+        int C = (int) (x.numel() / rows);
+        int[] ks = toInts(keyStart);
+        for (int b = 0; b < batch; b++) {
+            int pad = Math.max(0, Math.min(seqLen, ks[b]));
+            if (pad > 0) fill(x.view((long) b * seqLen * C, pad * C), 0f);
+        }
+    }
+
     /** Whether this backend can record ops ({@link #beginCapture()}); the CPU runs every op at once: no. */
     default boolean canCapture() { return false; }
 

@@ -420,7 +420,7 @@ public final class LlamaModel implements AutoCloseable {
      * hook sees intermediate tensors on the host).
      */
     public StepKey prepareStep(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long dropoutSeed) {
-        Acts a = prepare(batch, lora, plan, selector, dropoutSeed, true);
+        Acts a = prepare(batch, lora, plan, selector, dropoutSeed, true, outputRowBucket > 0);
         int[] rows = outputRows(batch.targets());
         int n = rows.length;
         int[] tg = new int[n];
@@ -475,13 +475,17 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /**
-     * Pads the loss head's rows of a training step up to a multiple of {@code rows} (0 = off) with
-     * rows that carry no loss, so steps whose output-token counts differ a little share one shape
-     * (and one recording). The loss, the gradients and every update are unchanged: an ignored
-     * target has loss 0 and no gradient.
+     * Shape buckets for training steps of real data (0 = off), so steps whose batches differ a
+     * little share one shape and one recording: the loss head's rows are padded up to a multiple of
+     * {@code rows} with rows that carry no loss (an ignored target: loss 0, no gradient), and a
+     * selector scores every row of its input with the padding rows zeroed
+     * ({@link Backend#maskPaddingRows}) instead of gathering the non-padding rows, whose count
+     * changes from batch to batch. Neither changes what a real token computes: padding never
+     * reaches one (attention masks its keys) and gets no gradient; a selection's sums merely gain
+     * exact zeros. (The planner's dense token group is bucketed by the planner.)
      */
-    public void setOutputRowBucket(int rows) {
-        if (rows < 0) throw new IllegalArgumentException("output row bucket must be ≥ 0, got " + rows);
+    public void setShapeBucket(int rows) {
+        if (rows < 0) throw new IllegalArgumentException("shape bucket must be ≥ 0, got " + rows);
         this.outputRowBucket = rows;
     }
 
@@ -495,7 +499,8 @@ public final class LlamaModel implements AutoCloseable {
 
     private int curOutputs;
     private int outputRowBucket;
-    private int curRealRows;   // non-padding rows the selector scores (-1: no selector): shapes its GEMMs
+    private int curRealRows;   // non-padding rows the selector scores (-1: no selector, -2: every row, padding zeroed): shapes its GEMMs
+    private boolean maskPadding;
     private boolean prepared;
 
     /** Forward without gradients (scoring / evaluation). {@code logits} (N·V floats) only when asked. */
@@ -505,7 +510,7 @@ public final class LlamaModel implements AutoCloseable {
 
     /** {@link #evaluate(Batch, LoraAdapter, SparsePlan, boolean)} with in-flight selection by {@code selector} (may be null). */
     public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, boolean wantLogits) {
-        Acts a = prepare(batch, lora, plan, selector, 0L, false);
+        Acts a = prepare(batch, lora, plan, selector, 0L, false, false);
         curKey = null;
         prepared = false;
         runLayers(a);
@@ -556,7 +561,7 @@ public final class LlamaModel implements AutoCloseable {
     private int chunkRows(int n) { return Math.max(1, Math.min(n, logitsChunkElems / c.vocabSize())); }
 
     /** The host's part of a forward: buffers, uploads, the token split and the selector's inputs. */
-    private Acts prepare(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training) {
+    private Acts prepare(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training, boolean bucketed) {
         if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
             throw new IllegalArgumentException("LoRA adapter was built for another model config");
         if (closed) throw new IllegalStateException("LlamaModel is closed");
@@ -573,7 +578,11 @@ public final class LlamaModel implements AutoCloseable {
         be.copyFromHost(a.tokens, batch.tokens());
         be.copyFromHost(a.positions, batch.positions());
         be.copyFromHost(a.keyStart, batch.keyStart());
-        if (selector != null) {
+        maskPadding = bucketed && selector != null;
+        if (maskPadding) {
+            selector.bindInputs(a.keyStart, null);   // every row, padding zeroed before each selection
+            curRealRows = -2;
+        } else if (selector != null) {
             int[] real = org.sparselora.engine.sparse.TokenSplit.nonPaddingRows(batch);
             Tensor rows = null;
             if (real.length != a.N) {
@@ -605,6 +614,7 @@ public final class LlamaModel implements AutoCloseable {
             a.bindStash(l, lora, training);
             gatheredFrom = null;                      // xn2's buffer may be shared between layers: never reuse rows across layers
             if (selector != null && sIdx != null) {   // choose this layer's attention channels from its own input
+                if (maskPadding) be.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
                 selector.attention(l, a.xn1[l]);
                 gatherSlices(l, Projection.Q, Projection.K, Projection.V, Projection.O);
             }

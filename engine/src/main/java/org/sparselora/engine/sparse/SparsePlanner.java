@@ -93,6 +93,14 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
     @Override
     public LayerSelector selector() { return current; }
 
+    private int denseBucket;
+
+    @Override
+    public void bucketDenseTokens(int tokens) {
+        if (tokens < 0) throw new IllegalArgumentException("dense token bucket must be ≥ 0, got " + tokens);
+        denseBucket = tokens;
+    }
+
     /** Single-worker selections run on the device alone; several workers exchange scores through the host. */
     @Override
     public boolean recordable() { return exchange.workers() == 1; }
@@ -113,7 +121,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
         boolean sparse = selection != null && selection.sparsity().anySparse() && (callerSaysSparse || schedule.sparseAt(step));
         if (!sparse) return new Step(null, batch, be, null, 0, 0, exchange);
         // the seed mixes in the step so the sparse output tokens change from step to step, reproducibly
-        TokenSplit split = TokenSplit.of(batch, config.skipOutputTokens(), config.sparseOutputTokens(), seed * 1_000_003L + step);
+        TokenSplit split = TokenSplit.of(batch, config.skipOutputTokens(), config.sparseOutputTokens(), seed * 1_000_003L + step, denseBucket);
         // a shard without sparse tokens runs dense and asks for no selection: tell the other workers not to wait
         exchange.beginStep(step, split.sparse().length > 0);
         if (split.sparse().length == 0) return new Step(null, batch, be, null, 0, split.dense().length, exchange);

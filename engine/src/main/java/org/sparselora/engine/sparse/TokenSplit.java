@@ -48,6 +48,32 @@ public record TokenSplit(int[] sparse, int[] dense) {
         return new TokenSplit(sparse, dense);
     }
 
+    /**
+     * {@link #of} with the dense group grown to a multiple of {@code bucket} tokens (at most all
+     * of them; unchanged when {@code bucket} ≤ 1 or the dense group is empty), so batches whose
+     * output counts differ a little split into groups of the same sizes (one recorded step serves
+     * them). The tokens moved from the sparse to the dense group are padding positions first —
+     * padding never reaches a real token, so nothing changes — then the last context tokens, which
+     * then run exactly (dense) instead of on the kept slice.
+     */
+    public static TokenSplit of(Batch batch, boolean splitOutputTokens, double sparseOutputFraction, long seed, int bucket) {
+        TokenSplit s = of(batch, splitOutputTokens, sparseOutputFraction, seed);
+        int d = s.dense.length, n = batch.tokenCount();
+        if (bucket <= 1 || d == 0 || d % bucket == 0) return s;
+        int want = Math.min(n, (d + bucket - 1) / bucket * bucket), move = want - d;
+        boolean[] toDense = new boolean[n];
+        for (int r : s.dense) toDense[r] = true;
+        int T = batch.seqLen();
+        for (int b = 0; b < batch.batch() && move > 0; b++)            // padding positions, in order
+            for (int t = 0; t < Math.min(T, batch.keyStart()[b]) && move > 0; t++)
+                if (!toDense[b * T + t]) { toDense[b * T + t] = true; move--; }
+        for (int i = s.sparse.length - 1; i >= 0 && move > 0; i--)        // then context tokens from the end
+            if (!toDense[s.sparse[i]]) { toDense[s.sparse[i]] = true; move--; }
+        int[] dense = new int[want], sparse = new int[n - want];
+        for (int r = 0, di = 0, si = 0; r < n; r++) if (toDense[r]) dense[di++] = r; else sparse[si++] = r;
+        return new TokenSplit(sparse, dense);
+    }
+
     /** Non-padding token rows (for scoring: padding must never influence a selection). */
     public static int[] nonPaddingRows(Batch batch) {
         int count = 0;

@@ -57,11 +57,24 @@ public final class LoraTrainer implements TrainingWorker {
     /** Recordings kept at once; each holds its scratch memory. */
     public static final int MAX_RECORDED = 16;
     /**
-     * When recording, the loss head's rows are padded to a multiple of this ({@link LlamaModel#setOutputRowBucket}):
-     * fixed-length batches whose output counts differ (real data) then share recordings — dense steps
-     * fully; a sparse step's shape also depends on its token split and padding.
+     * When recording, steps are put in shape buckets of this many rows ({@link LlamaModel#setShapeBucket}:
+     * the loss head's rows; {@link SparsePlanner#bucketDenseTokens}: the dense token group; and a
+     * selection scores every row with padding zeroed): fixed-length batches of real data, whose
+     * output counts and padding differ, then share recordings.
      */
-    public static final int OUTPUT_ROW_BUCKET = 128;
+    public static final int SHAPE_BUCKET = 128;
+    private int shapeBucket = -1;   // -1: SHAPE_BUCKET exactly when recording on a backend that records
+
+    /**
+     * Shape buckets of {@code rows} rows whether or not steps are recorded (0 = off; -1, the default:
+     * {@link #SHAPE_BUCKET} exactly when steps are recorded). Tiny batches want small buckets: the dense
+     * token group grows to a whole bucket (at most every token).
+     */
+    public LoraTrainer setShapeBucket(int rows) {
+        if (rows < -1) throw new IllegalArgumentException("shape bucket must be ≥ -1, got " + rows);
+        shapeBucket = rows;
+        return this;
+    }
     private boolean recordSteps = !"off".equals(System.getProperty("sparselora.graphs", "on"));
     private final java.util.LinkedHashMap<LlamaModel.StepKey, Recorded> recorded = new java.util.LinkedHashMap<>(16, 0.75f, true);
     private final java.util.Set<LlamaModel.StepKey> seen = java.util.Collections.newSetFromMap(new java.util.LinkedHashMap<>(16, 0.75f, true) {
@@ -120,10 +133,15 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         long t0 = System.nanoTime();
-        SparsePlan plan = sparse && planner != null ? planner.plan(batch, step) : null;
+        int bucket = shapeBucket >= 0 ? shapeBucket : recordSteps && be.canCapture() ? SHAPE_BUCKET : 0;
+        SparsePlan plan = null;
+        if (sparse && planner != null) {
+            planner.bucketDenseTokens(bucket);
+            plan = planner.plan(batch, step);
+        }
         long seed = lora.config().seed() * 0x2545F4914F6CDD1DL + step * 1_000_003L + microBatch;
         microBatch++;
-        model.setOutputRowBucket(recordSteps && be.canCapture() ? OUTPUT_ROW_BUCKET : 0);
+        model.setShapeBucket(bucket);
         LlamaModel.StepKey key = model.prepareStep(batch, lora, plan, plan != null ? planner.selector() : null, seed);
         boolean record = key != null && recordSteps && be.canCapture() && (plan == null || planner.recordable());
         Recorded r = record ? recorded.get(key) : null;

@@ -30,6 +30,13 @@ public interface SparsePlanner {
      */
     default boolean recordable() { return true; }
 
+    /**
+     * Asks the planner to grow each step's dense token group to a multiple of {@code tokens} (0 =
+     * off) so steps of real data share shapes ({@code TokenSplit#of(Batch, boolean, double, long, int)});
+     * the trainer asks when it records steps. A planner may ignore it.
+     */
+    default void bucketDenseTokens(int tokens) {}
+
     /** The last plan is no longer needed (after the backward): its device tensors may be freed. */
     default void release() {}
 }

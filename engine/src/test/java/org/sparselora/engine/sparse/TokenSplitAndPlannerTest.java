@@ -50,6 +50,34 @@ class TokenSplitAndPlannerTest {
     }
 
     @Test
+    void bucketedDenseGroupTakesPaddingFirstThenTheLastContextTokens() {
+        Batch b = batch(6, new int[] {2, 0}, new int[] {1, 4});   // dense 3,4,5,10,11 (5 tokens)
+        TokenSplit s8 = TokenSplit.of(b, true, 0, 1, 8);           // + 3: padding 0, 1, then context 9
+        assertArrayEquals(new int[] {0, 1, 3, 4, 5, 9, 10, 11}, s8.dense());
+        assertArrayEquals(new int[] {2, 6, 7, 8}, s8.sparse());
+        TokenSplit s6 = TokenSplit.of(b, true, 0, 1, 6);           // + 1: padding 0
+        assertArrayEquals(new int[] {0, 3, 4, 5, 10, 11}, s6.dense());
+        assertEquals(12, TokenSplit.of(b, true, 0, 1, 64).dense().length, "at most every token");
+        assertArrayEquals(TokenSplit.of(b, true, 0, 1).dense(), TokenSplit.of(b, true, 0, 1, 5).dense(), "already a multiple");
+        assertArrayEquals(TokenSplit.of(b, true, 0, 1).dense(), TokenSplit.of(b, true, 0, 1, 0).dense(), "off");
+        assertTrue(TokenSplit.of(b, false, 0, 1, 8).allSparse(), "no split, nothing to bucket");
+    }
+
+    @Test
+    void maskPaddingRowsZeroesExactlyThePaddingRows() {
+        int B = 3, T = 4, Cc = 5;
+        float[] x = new float[B * T * Cc];
+        for (int i = 0; i < x.length; i++) x[i] = i + 1;
+        Tensor X = be.fromFloats(x, DType.F32, B * T, Cc);
+        be.maskPaddingRows(X, be.fromInts(new int[] {1, 0, 4}, 3), B, T);
+        float[] got = be.toFloats(X);
+        for (int r = 0; r < B * T; r++) {
+            boolean pad = r == 0 || r >= 8;      // sequence 0: t = 0; sequence 2: all four
+            for (int c = 0; c < Cc; c++) assertEquals(pad ? 0f : x[r * Cc + c], got[r * Cc + c], "row " + r);
+        }
+    }
+
+    @Test
     void sparseOutputFractionIsSeededAndExact() {
         Batch b = batch(40, new int[] {0, 5, 10}, new int[] {10, 10, 10});
         int outputs = b.outputTokenCount();

@@ -48,11 +48,16 @@ class RecordedStepTest {
     record Run(List<Double> losses, List<Double> norms, List<float[]> params, long replays, long recordings) {}
 
     /** Trains `steps` steps on be; planner may be null (dense). */
+    /** Shape buckets off (the default here: tiny batches) unless a test asks. */
     static Run train(Backend be, int steps, float dropout, Function<Backend, SparsePlannerFactory> sparse, Function<Integer, Batch> data) {
+        return train(be, steps, dropout, sparse, data, 0);
+    }
+
+    static Run train(Backend be, int steps, float dropout, Function<Backend, SparsePlannerFactory> sparse, Function<Integer, Batch> data, int bucket) {
         RandomWeights src = new RandomWeights(C, 3);
         try (LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, src));
              LoraAdapter lora = TinyModels.adapter(be, C, dropout, 4, EnumSet.allOf(Projection.class))) {
-            LoraTrainer tr = new LoraTrainer(model, lora, OptimizerConfig.defaults(steps));
+            LoraTrainer tr = new LoraTrainer(model, lora, OptimizerConfig.defaults(steps)).setShapeBucket(bucket);
             AutoCloseable planner = null;
             if (sparse != null) {
                 SparsePlannerFactory f = sparse.apply(be);
@@ -147,11 +152,47 @@ class RecordedStepTest {
         // fixed-length batches of real data: the prompt length (so the output count) changes every step;
         // the head's rows are padded to one bucket, so one recording serves them all
         Function<Integer, Batch> data = s -> TinyModels.batch(C, 400 + s, 7, new int[] {0, 2}, 1 + s % 3);
-        Run eager = train(cpu, 7, 0f, null, data);
-        Run rec = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 7, 0f, null, data);
+        Run eager = train(cpu, 7, 0f, null, data, -1);   // -1: buckets exactly when recording (none here)
+        Run rec = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 7, 0f, null, data, -1);
         assertEquals(1, rec.recordings());
         assertEquals(5, rec.replays());
         assertSame(eager, rec);
+    }
+
+    /** Fixed-length batches of real data: padding and output counts change every step (A, B, C below). */
+    static Batch ragged(int s) {
+        return switch (s % 3) {
+            case 0 -> TinyModels.batch(C, 500 + s, 7, new int[] {0, 2}, 3);   // 6 outputs, 2 padding
+            case 1 -> TinyModels.batch(C, 500 + s, 7, new int[] {1, 3}, 2);   // 6 outputs, 4 padding
+            default -> TinyModels.batch(C, 500 + s, 7, new int[] {0, 1}, 3);  // 7 outputs, 1 padding
+        };
+    }
+
+    @Test
+    void sparseStepsOfRaggedBatchesShareOneRecordingInShapeBuckets() {
+        // buckets of 4: dense group 6 or 7 → 8 tokens, head 8 rows, the selection scores all 14 rows (padding zeroed)
+        Run eager = train(cpu, 9, 0f, be -> inFlight(be, ""), RecordedStepTest::ragged, 4);
+        Run rec = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 9, 0f, be -> inFlight(be, ""), RecordedStepTest::ragged, 4);
+        assertEquals(1, rec.recordings(), "one shape for every batch");
+        assertEquals(7, rec.replays());
+        assertSame(eager, rec);
+        // without buckets every layout is its own shape
+        Run unbucketed = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 9, 0f, be -> inFlight(be, ""), RecordedStepTest::ragged, 0);
+        assertEquals(3, unbucketed.recordings());
+    }
+
+    @Test
+    void bucketsThatMoveOnlyPaddingChangeNothingButRounding() {
+        // layouts A and B fill their dense bucket from padding alone: what real tokens compute is unchanged
+        Function<Integer, Batch> ab = s -> ragged(s % 2);
+        Run plain = train(cpu, 6, 0f, be -> inFlight(be, ""), ab, 0);
+        Run bucketed = train(cpu, 6, 0f, be -> inFlight(be, ""), ab, 4);
+        for (int s = 0; s < 6; s++)
+            assertEquals(plain.losses().get(s), bucketed.losses().get(s), 1e-5 * Math.abs(plain.losses().get(s)), "step " + s);
+        for (int i = 0; i < plain.params().size(); i++) {
+            float[] x = plain.params().get(i), y = bucketed.params().get(i);
+            for (int j = 0; j < x.length; j++) assertEquals(x[j], y[j], 1e-5, "LoRA tensor " + i + " [" + j + "]");
+        }
     }
 
     @Test
