@@ -215,6 +215,20 @@ template <int W, typename T> __device__ __forceinline__ void stW(T* p, long i, c
     if constexpr (W == 8) st8(p, i, v); else st(p, i, v[0]);
 }
 
+// Unit e of a joined pass (per units a row slot, W elements a unit): its slot i, first column c0,
+// whether it is an add row, and the row r of g/u the slot names (addRows[i], or plainRows[i - nAdd]);
+// false when r is outside [0, R) (the unit is skipped). E is the unit counter's type: long in the
+// W = 1 paths, int in the 8-wide ones (whose unit count the host checks fits).
+template <int W, typename E>
+__device__ __forceinline__ bool joinUnit(E e, int per, int nAdd, const int* addRows, const int* plainRows, int R,
+                                         int& i, int& c0, bool& add, int& r) {
+    i = (int)(e / per);
+    c0 = (int)(e - (E)i * per) * W;
+    add = i < nAdd;
+    r = add ? addRows[i] : plainRows[i - nAdd];
+    return r >= 0 && r < R;
+}
+
 template <typename T, int W>
 __device__ void swigluJoinImpl(T* h, T* g, T* u, const T* addG, const T* addU, const int* addRows, T* hAdd,
                                const int* plainRows, const T* keptG, const T* keptU, const int* keptCols, T* hKept,
@@ -222,12 +236,10 @@ __device__ void swigluJoinImpl(T* h, T* g, T* u, const T* addG, const T* addU, c
     const unsigned short* pos = keptMap(keptCols, k, C);
     const int per = C / W, w = W, vec = W == 8;
     GRID_LOOP(e, (long)(nAdd + nPlain) * per) {
-        int i = (int)(e / per);
-        int c0 = (int)(e - (long)i * per) * w;
-        bool add = i < nAdd;
+        int i, c0, r;
+        bool add;
+        if (!joinUnit<W>(e, per, nAdd, addRows, plainRows, R, i, c0, add, r)) continue;
         int ip = i - nAdd;
-        int r = add ? addRows[i] : plainRows[ip];
-        if (r < 0 || r >= R) continue;
         long o = (long)r * C + c0, a = (long)i * C + c0, kr = (long)ip * k;
         float gv[8], uv[8], hv[8];
         int p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -271,12 +283,10 @@ __device__ void swigluBwdJoinImpl(T* dg, T* du, const T* dh, const T* g, const T
     const unsigned short* pos = keptMap(keptCols, k, C);
     const int per = C / W, w = W, vec = W == 8;
     GRID_LOOP(e, (long)(nAdd + nPlain) * per) {
-        int i = (int)(e / per);
-        int c0 = (int)(e - (long)i * per) * w;
-        bool add = i < nAdd;
+        int i, c0, r;
+        bool add;
+        if (!joinUnit<W>(e, per, nAdd, addRows, plainRows, R, i, c0, add, r)) continue;
         int ip = i - nAdd;
-        int r = add ? addRows[i] : plainRows[ip];
-        if (r < 0 || r >= R) continue;
         long o = (long)r * C + c0, a = (long)i * C + c0, kr = (long)ip * k;
         float gv[8], uv[8], d[8], dgv[8], duv[8];
         int p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -341,10 +351,9 @@ __device__ void swigluJoinVec(T* h, T* g, T* u, const T* addG, const T* addU, co
     const unsigned short* pos = keptMap(keptCols, k, C);
     const int per = C >> 3, units = (nAdd + nPlain) * per, stride = gridDim.x * blockDim.x;
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < units; e += stride) {
-        int i = e / per, c0 = (e - i * per) << 3;
-        bool add = i < nAdd;
-        int r = add ? addRows[i] : plainRows[i - nAdd];
-        if (r < 0 || r >= R) continue;
+        int i, c0, r;
+        bool add;
+        if (!joinUnit<8>(e, per, nAdd, addRows, plainRows, R, i, c0, add, r)) continue;
         long o = (long)r * C + c0;
         Pack8<T> gp, up, hp;
         gp.load(g, o); up.load(u, o);
@@ -389,10 +398,9 @@ __device__ void swigluBwdJoinVec(T* dg, T* du, const T* dh, const T* g, const T*
     const unsigned short* pos = keptMap(keptCols, k, C);
     const int per = C >> 3, units = (nAdd + nPlain) * per, stride = gridDim.x * blockDim.x;
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < units; e += stride) {
-        int i = e / per, c0 = (e - i * per) << 3;
-        bool add = i < nAdd;
-        int r = add ? addRows[i] : plainRows[i - nAdd];
-        if (r < 0 || r >= R) continue;
+        int i, c0, r;
+        bool add;
+        if (!joinUnit<8>(e, per, nAdd, addRows, plainRows, R, i, c0, add, r)) continue;
         long o = (long)r * C + c0, a = (long)i * C + c0, kr = (long)(i - nAdd) * k - 1;
         Pack8<T> gp, up, dp, gq, uq;
         gp.load(g, o); up.load(u, o); dp.load(dh, o);

@@ -263,6 +263,14 @@ struct LowRankSegs {
     int nseg;
 };
 
+// Column c of segment sg's Q (r, m_sg) into qc[0, LR_MAXR) as fp32, zero past r (the unrolled
+// loops read every slot).
+template <typename T>
+__device__ __forceinline__ void lrQColumn(const LowRankSegs& g, int sg, const T* q, int c, int r, float* qc) {
+#pragma unroll
+    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+}
+
 template <typename T>
 __device__ __forceinline__ int lrSegment(const LowRankSegs& g, int col, int* c) {
     int s = 0;
@@ -287,8 +295,7 @@ __device__ void lowRankColSumsqImpl(LowRankSegs g, float* part, int n, int r, in
     int sg = lrSegment<T>(g, col, &c);
     const T* q = (const T*)g.q[sg];
     float qc[LR_MAXR];
-#pragma unroll
-    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
+    lrQColumn<T>(g, sg, q, c, r, qc);
     float acc = 0.f;
     for (int i = 0; i < rows; i++) {
         float e = 0.f;
@@ -359,6 +366,25 @@ extern "C" __global__ void lowrank_norm_finish(LR_PARAMS, const float* part, int
     g.out[sg][c] = sqrtf(s);
 }
 
+// Column `col` (over every segment's columns) of the Gram form: out_s[c] = sqrt(max(q_cᵀ·G_s·q_c, 0)),
+// G_s = gs[s·r², (s+1)·r²) row-major. Shared by lowrank_gram_norms and lowrank_gram_part_norms.
+template <typename T>
+__device__ __forceinline__ void lrGramColumnNorm(const LowRankSegs& g, const float* gs, int r, int col) {
+    int c;
+    int sg = lrSegment<T>(g, col, &c);
+    const T* q = (const T*)g.q[sg];
+    const float* gm = gs + sg * r * r;
+    float qc[LR_MAXR];
+    lrQColumn<T>(g, sg, q, c, r, qc);
+    float s = 0.f;
+    for (int a = 0; a < r; a++) {
+        float acc = 0.f;
+        for (int b = 0; b < r; b++) acc = fmaf(gm[a * r + b], qc[b], acc);
+        s = fmaf(qc[a], acc, s);
+    }
+    g.out[sg][c] = sqrtf(fmaxf(s, 0.f));
+}
+
 // The same norms from each segment's Gram matrix G_s = t_sᵀ·t_s (r, r) fp32, made by one small cuBLAS
 // GEMM per segment: ‖t·q_c‖² = q_cᵀ·G·q_c, so a column costs r² operations instead of n·r (the t
 // pointers of the segments are unused). One thread per output column; G of every segment in shared memory.
@@ -369,20 +395,7 @@ __device__ void lowRankGramNormsImpl(LowRankSegs g, const float* G, int r, int m
     __syncthreads();
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= mTotal) return;
-    int c;
-    int sg = lrSegment<T>(g, col, &c);
-    const T* q = (const T*)g.q[sg];
-    const float* gm = gs + sg * r * r;
-    float qc[LR_MAXR];
-#pragma unroll
-    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
-    float s = 0.f;
-    for (int a = 0; a < r; a++) {
-        float acc = 0.f;
-        for (int b = 0; b < r; b++) acc = fmaf(gm[a * r + b], qc[b], acc);
-        s = fmaf(qc[a], acc, s);
-    }
-    g.out[sg][c] = sqrtf(fmaxf(s, 0.f));
+    lrGramColumnNorm<T>(g, gs, r, col);
 }
 extern "C" __global__ void lowrank_gram_norms_f32(LR_PARAMS, const float* G, int r, int mTotal) { lowRankGramNormsImpl<float>(lrSegs(LR_ARGS), G, r, mTotal); }
 extern "C" __global__ void lowrank_gram_norms_bf16(LR_PARAMS, const float* G, int r, int mTotal) { lowRankGramNormsImpl<bf16>(lrSegs(LR_ARGS), G, r, mTotal); }
@@ -968,20 +981,7 @@ __device__ void lowRankGramPartNormsImpl(LowRankSegs g, const float* part, int c
     __syncthreads();
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= mTotal) return;
-    int c;
-    int sg = lrSegment<T>(g, col, &c);
-    const T* q = (const T*)g.q[sg];
-    const float* gm = gs + sg * r * r;
-    float qc[LR_MAXR];
-#pragma unroll
-    for (int j = 0; j < LR_MAXR; j++) qc[j] = j < r ? ld(q, (long)j * g.m[sg] + c) : 0.f;
-    float s = 0.f;
-    for (int a = 0; a < r; a++) {
-        float acc = 0.f;
-        for (int b = 0; b < r; b++) acc = fmaf(gm[a * r + b], qc[b], acc);
-        s = fmaf(qc[a], acc, s);
-    }
-    g.out[sg][c] = sqrtf(fmaxf(s, 0.f));
+    lrGramColumnNorm<T>(g, gs, r, col);
 }
 extern "C" __global__ void lowrank_gram_part_f32(LR_PARAMS, float* part, int n, int r, int rowsPerChunk) { lowRankGramPartImpl<float>(lrSegs(LR_ARGS), part, n, r, rowsPerChunk); }
 extern "C" __global__ void lowrank_gram_part_bf16(LR_PARAMS, float* part, int n, int r, int rowsPerChunk) { lowRankGramPartImpl<bf16>(lrSegs(LR_ARGS), part, n, r, rowsPerChunk); }
