@@ -1419,15 +1419,43 @@ public final class GpuBackend implements Backend {
         return true;
     }
 
+    /**
+     * The row and column sets of a joined swiglu call (owned; null where absent) and its sizes: na add
+     * rows and np plain rows of g (R,C), k kept columns (none without plain rows).
+     */
+    private record JoinSets(GpuTensor addRows, GpuTensor plainRows, GpuTensor keptCols, int na, int np, int k, int C, int R) {
+        /** Whether the kernels take the call: the kept-column map fits shared memory and the unit count an int (else the reference path). */
+        boolean kernelTakes() { return !((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)); }
+
+        /**
+         * The index sets are I32, the add-row tensors (ts[0..2], null passes) are (na, C) and the
+         * kept-column ones (ts[3..5]) (np, kept); names: the six tensors' names, comma-separated.
+         */
+        void check(String op, int kept, String names, GpuTensor... ts) {
+            if (addRows != null) needI32(op, "addRows", addRows);
+            if (plainRows != null) needI32(op, "plainRows", plainRows);
+            if (keptCols != null) needI32(op, "keptCols", keptCols);
+            String[] n = names.split(",");
+            for (int i = 0; i < 6; i++) sameShapeRows(op, n[i], ts[i], i < 3 ? na : np, i < 3 ? C : kept);
+        }
+    }
+
+    private JoinSets joinSets(GpuTensor g, Tensor addRows, Tensor plainRows, Tensor keptCols) {
+        GpuTensor AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
+        int na = rowCount(AR), np = rowCount(PR);
+        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
+        int C = g.dim(-1);
+        return new JoinSets(AR, PR, KC, na, np, rowCount(KC), C, (int) (g.numel() / Math.max(1, C)));
+    }
+
     @Override
     public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
                            Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
         bind();
-        GpuTensor H = own(h), G = own(g), U = own(u), AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
-        int na = rowCount(AR), np = rowCount(PR);
-        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
-        int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
-        if ((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)) {   // the kept-column map would not fit shared memory: the reference path
+        GpuTensor H = own(h), G = own(g), U = own(u);
+        JoinSets s = joinSets(G, addRows, plainRows, keptCols);
+        int na = s.na(), np = s.np(), k = s.k(), C = s.C();
+        if (!s.kernelTakes()) {
             Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
             return;
         }
@@ -1436,19 +1464,11 @@ public final class GpuBackend implements Backend {
         sameCount("swigluJoin", H, G);
         sameCount("swigluJoin", U, G);
         sameDtype("swigluJoin", G, H, U, AG, AU, HA, KG, KU, HK);
-        if (AR != null) needI32("swigluJoin", "addRows", AR);
-        if (PR != null) needI32("swigluJoin", "plainRows", PR);
-        if (KC != null) needI32("swigluJoin", "keptCols", KC);
-        sameShapeRows("swigluJoin", "addG", AG, na, C);
-        sameShapeRows("swigluJoin", "addU", AU, na, C);
-        sameShapeRows("swigluJoin", "hAdd", HA, na, C);
-        sameShapeRows("swigluJoin", "keptG", KG, np, k);
-        sameShapeRows("swigluJoin", "keptU", KU, np, k);
-        sameShapeRows("swigluJoin", "hKept", HK, np, k);
+        s.check("swigluJoin", k, "addG,addU,hAdd,keptG,keptU,hKept", AG, AU, HA, KG, KU, HK);
         boolean al = alignedOrNull(H, G, U, AG, AU, HA);
         joinLaunch("swiglu_join_" + sfx(G, "swigluJoin"), na + np, C, k, al,
-                a -> a.ptr(H.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AG)).ptr(addr(AU)).ptr(addr(AR)).ptr(addr(HA))
-                        .ptr(addr(PR)).ptr(addr(KG)).ptr(addr(KU)).ptr(addr(KC)).ptr(addr(HK)).i(na).i(np).i(k).i(R).i(C));
+                a -> a.ptr(H.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AG)).ptr(addr(AU)).ptr(addr(s.addRows())).ptr(addr(HA))
+                        .ptr(addr(s.plainRows())).ptr(addr(KG)).ptr(addr(KU)).ptr(addr(s.keptCols())).ptr(addr(HK)).i(na).i(np).i(k).i(s.R()).i(C));
     }
 
     @Override
@@ -1456,11 +1476,10 @@ public final class GpuBackend implements Backend {
                                    Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
                                    Tensor dgKept, Tensor duKept) {
         bind();
-        GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u), AR = ownOrNull(addRows), PR = ownOrNull(plainRows);
-        int na = rowCount(AR), np = rowCount(PR);
-        GpuTensor KC = np == 0 ? null : ownOrNull(keptCols);
-        int k = rowCount(KC), C = G.dim(-1), R = (int) (G.numel() / Math.max(1, C));
-        if ((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)) {
+        GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u);
+        JoinSets s = joinSets(G, addRows, plainRows, keptCols);
+        int na = s.na(), np = s.np(), k = s.k(), C = s.C();
+        if (!s.kernelTakes()) {
             Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
             return;
         }
@@ -1469,21 +1488,13 @@ public final class GpuBackend implements Backend {
         if (KD == null && DGK == null) k = 0;            // nothing kept to add or gather: no map needed
         for (GpuTensor t : new GpuTensor[] {DG, DU, DH, U}) sameCount("swigluBackwardJoin", t, G);
         sameDtype("swigluBackwardJoin", G, DG, DU, DH, U, AD, DGA, DUA, KD, DGK, DUK);
-        if (AR != null) needI32("swigluBackwardJoin", "addRows", AR);
-        if (PR != null) needI32("swigluBackwardJoin", "plainRows", PR);
-        if (KC != null) needI32("swigluBackwardJoin", "keptCols", KC);
-        sameShapeRows("swigluBackwardJoin", "addDh", AD, na, C);
-        sameShapeRows("swigluBackwardJoin", "dgAdd", DGA, na, C);
-        sameShapeRows("swigluBackwardJoin", "duAdd", DUA, na, C);
-        sameShapeRows("swigluBackwardJoin", "keptDh", KD, np, k);
-        sameShapeRows("swigluBackwardJoin", "dgKept", DGK, np, k);
-        sameShapeRows("swigluBackwardJoin", "duKept", DUK, np, k);
+        s.check("swigluBackwardJoin", k, "addDh,dgAdd,duAdd,keptDh,dgKept,duKept", AD, DGA, DUA, KD, DGK, DUK);
         boolean al = alignedOrNull(DG, DU, DH, G, U, AD, DGA, DUA);
         int kk = k;
         joinLaunch("swiglu_bwd_join_" + sfx(G, "swigluBackwardJoin"), na + np, C, kk, al,
-                a -> a.ptr(DG.address()).ptr(DU.address()).ptr(DH.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AD)).ptr(addr(AR))
-                        .ptr(addr(DGA)).ptr(addr(DUA)).ptr(addr(PR)).ptr(addr(KD)).ptr(addr(KC)).ptr(addr(DGK)).ptr(addr(DUK))
-                        .i(na).i(np).i(kk).i(R).i(C));
+                a -> a.ptr(DG.address()).ptr(DU.address()).ptr(DH.address()).ptr(G.address()).ptr(U.address()).ptr(addr(AD)).ptr(addr(s.addRows()))
+                        .ptr(addr(DGA)).ptr(addr(DUA)).ptr(addr(s.plainRows())).ptr(addr(KD)).ptr(addr(s.keptCols())).ptr(addr(DGK)).ptr(addr(DUK))
+                        .i(na).i(np).i(kk).i(s.R()).i(C));
     }
 
     @Override

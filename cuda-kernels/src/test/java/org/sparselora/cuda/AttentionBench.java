@@ -33,8 +33,7 @@ public final class AttentionBench {
     }
 
     public static void main(String[] args) {
-        if (!Gpu.available()) throw new IllegalStateException("AttentionBench needs a GPU: " + Gpu.reason());
-        try (GpuBackend g = GpuBackend.create(0)) {
+        try (GpuBackend g = BenchSupport.open("AttentionBench")) {
             if (args.length > 0 && args[0].equals("memcheck")) { memcheck(g); return; }
             if (args.length > 0 && args[0].equals("profile")) { profile(g, 8, 512, 32, 8, 128); return; }
             System.out.println("AttentionBench on " + g.deviceName());
@@ -126,19 +125,7 @@ public final class AttentionBench {
         }
     }
 
-    private static double mean(GpuBackend g, Runnable op) {
-        for (int i = 0; i < 5; i++) op.run();
-        g.synchronize();
-        int reps = 30;
-        float ms = g.timeMs(() -> { for (int i = 0; i < reps; i++) op.run(); });
-        return ms * 1e3 / reps;
-    }
+    private static double mean(GpuBackend g, Runnable op) { return BenchSupport.eagerUs(g, op, 5, 30); }
 
-    private static Tensor rand(GpuBackend g, int... shape) {
-        long n = 1;
-        for (int d : shape) n *= d;
-        float[] a = new float[(int) n];
-        for (int i = 0; i < a.length; i++) a[i] = (float) RNG.nextDouble(-1, 1);
-        return g.fromFloats(a, DType.BF16, shape);
-    }
+    private static Tensor rand(GpuBackend g, int... shape) { return BenchSupport.rand(g, RNG, DType.BF16, shape); }
 }

@@ -366,15 +366,10 @@ class GpuBackendTest {
                 float[] bs = rand(count * K * N, 1f);
                 Pair stackB = pair(bs, t, count * K, N);
                 Pair stackO = out(t, count * M, N);
-                Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
-                for (int i = 0; i < count; i++) {
-                    bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
-                    og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
-                }
-                gpu.matmulSharedA(og, A.g, bg);
-                cpu.matmulSharedA(oc, A.c, bc);
+                matmulSharedAStacked(stackO, A, stackB, count, M, K, N);
                 close("matmulSharedA stacked " + t + " x" + count, stackO, tolFor(t));
                 Pair[] sep = new Pair[count], outs = new Pair[count];
+                Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
                 for (int i = 0; i < count; i++) {
                     sep[i] = pair(Arrays.copyOfRange(bs, i * K * N, (i + 1) * K * N), t, K, N);
                     outs[i] = out(t, M, N);
@@ -385,6 +380,20 @@ class GpuBackendTest {
                 for (int i = 0; i < count; i++) close("matmulSharedA separate " + t + " x" + count + " #" + i, outs[i], tolFor(t));
             }
         }
+    }
+
+    /**
+     * matmulSharedA on the GPU and the CPU with the count right operands (K, N) and outputs (M, N)
+     * equally spaced views of stackB and stackO: one strided-batched product with A broadcast.
+     */
+    private static void matmulSharedAStacked(Pair stackO, Pair A, Pair stackB, int count, int M, int K, int N) {
+        Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
+        for (int i = 0; i < count; i++) {
+            bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
+            og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
+        }
+        gpu.matmulSharedA(og, A.g, bg);
+        cpu.matmulSharedA(oc, A.c, bc);
     }
 
     /**
@@ -407,13 +416,7 @@ class GpuBackendTest {
                         Pair A = pair(rand(M * K, 1f), tt[0], M, K);
                         Pair stackB = pair(rand(count * K * N, 1f), tt[0], count * K, N);
                         Pair stackO = out(tt[1], count * M, N);
-                        Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
-                        for (int i = 0; i < count; i++) {
-                            bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
-                            og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
-                        }
-                        gpu.matmulSharedA(og, A.g, bg);
-                        cpu.matmulSharedA(oc, A.c, bc);
+                        matmulSharedAStacked(stackO, A, stackB, count, M, K, N);
                         close("matmulSharedA " + (skinny ? "skinny " : "cuBLAS ") + M + "x" + K + "x" + N + " " + tt[0] + "->" + tt[1],
                                 stackO, tt[1] == DType.BF16 ? BF16_TOL : (tt[0] == DType.F32 ? F32_TOL : 1e-4));
                     }

@@ -17,8 +17,7 @@ public final class KernelBench {
     private static final SplittableRandom RNG = new SplittableRandom(42);
 
     public static void main(String[] args) {
-        if (!Gpu.available()) throw new IllegalStateException("KernelBench needs a GPU: " + Gpu.reason());
-        try (GpuBackend g = GpuBackend.create(0)) {
+        try (GpuBackend g = BenchSupport.open("KernelBench")) {
             int B = 8, T = 512, N = B * T, C = 4096, I = 14336, Hq = 32, Hkv = 8, D = 128, V = 128256;
             System.out.println("KernelBench on " + g.deviceName() + ", N=" + N + " tokens");
             System.out.printf(Locale.ROOT, "%-34s %10s %12s %12s%n", "op", "us/run", "GB/s", "TFLOP/s");
@@ -148,20 +147,10 @@ public final class KernelBench {
         return den == 0 ? Math.sqrt(num) : Math.sqrt(num / den);
     }
 
-    private static Tensor rand(GpuBackend g, DType t, int... shape) {
-        long n = 1;
-        for (int d : shape) n *= d;
-        float[] a = new float[(int) n];
-        for (int i = 0; i < a.length; i++) a[i] = (float) RNG.nextDouble(-1, 1);
-        return g.fromFloats(a, t, shape);
-    }
+    private static Tensor rand(GpuBackend g, DType t, int... shape) { return BenchSupport.rand(g, RNG, t, shape); }
 
     private static void row(GpuBackend g, String name, Runnable op, double bytes, double flops) {
-        for (int i = 0; i < 3; i++) op.run();
-        g.synchronize();
-        int reps = 20;
-        float ms = g.timeMs(() -> { for (int i = 0; i < reps; i++) op.run(); });
-        double s = ms / 1e3 / reps;
+        double s = BenchSupport.eagerUs(g, op, 3, 20) / 1e6;
         System.out.printf(Locale.ROOT, "%-34s %10.1f %12s %12s%n", name, s * 1e6,
                 bytes > 0 ? String.format(Locale.ROOT, "%.0f", bytes / s / 1e9) : "-",
                 flops > 0 ? String.format(Locale.ROOT, "%.0f", flops / s / 1e12) : "-");

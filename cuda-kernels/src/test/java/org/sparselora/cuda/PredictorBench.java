@@ -23,8 +23,7 @@ public final class PredictorBench {
     private static final SplittableRandom RNG = new SplittableRandom(7);
 
     public static void main(String[] args) {
-        if (!Gpu.available()) throw new IllegalStateException("PredictorBench needs a GPU: " + Gpu.reason());
-        try (GpuBackend g = GpuBackend.create(0)) {
+        try (GpuBackend g = BenchSupport.open("PredictorBench")) {
             int B = 8, T = 512, N = B * T, C = 4096, I = 14336, Hq = 32, Hkv = 8, D = 128, r = 8;
             System.out.println("PredictorBench on " + g.deviceName() + ", N=" + N + " tokens, rank " + r);
             System.out.printf(Locale.ROOT, "%-58s %10s %10s%n", "op", "graph us", "eager us");
@@ -128,13 +127,7 @@ public final class PredictorBench {
         }
     }
 
-    private static Tensor rand(GpuBackend g, DType t, int... shape) {
-        long n = 1;
-        for (int d : shape) n *= d;
-        float[] a = new float[(int) n];
-        for (int i = 0; i < a.length; i++) a[i] = (float) RNG.nextDouble(-1, 1);
-        return g.fromFloats(a, t, shape);
-    }
+    private static Tensor rand(GpuBackend g, DType t, int... shape) { return BenchSupport.rand(g, RNG, t, shape); }
 
     /** Mean device µs of one op: 20 copies captured into a graph, one replay to warm, five timed. */
     private static double graphUs(GpuBackend g, Runnable op) {
@@ -162,10 +155,6 @@ public final class PredictorBench {
             System.out.printf(Locale.ROOT, "%-58s  graph capture failed: %s%n", name, e.getMessage());
             graph = Double.NaN;
         }
-        for (int i = 0; i < 3; i++) op.run();
-        g.synchronize();
-        int reps = 20;
-        float ms = g.timeMs(() -> { for (int i = 0; i < reps; i++) op.run(); });
-        System.out.printf(Locale.ROOT, "%-58s %10.1f %10.1f%n", name, graph, ms * 1e3 / reps);
+        System.out.printf(Locale.ROOT, "%-58s %10.1f %10.1f%n", name, graph, BenchSupport.eagerUs(g, op, 3, 20));
     }
 }
