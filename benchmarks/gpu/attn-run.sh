@@ -6,20 +6,12 @@
 # over the fused kernels at odd shapes. Logs to $OUT. Exit status: the tests'.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${OUT:-$PWD/out}
-mkdir -p "$out" /tmp/jre
-tar -C /tmp/jre -xJf "$here/../jre25.tar.xz"
-java=/tmp/jre/jre25/bin/java
-flags=(--add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g)
-cp="$here/test-classes"
-for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
-{ nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
+. "$here/device-run-lib.sh"
+device_run_setup
 T=org.sparselora.cuda.GpuBackendTest
-timeout 70 "$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute \
-  --class-path "$cp" --select-method "$T#attentionForwardBackwardGqaWithPadding" \
+timeout 70 "${junit[@]}" --details=tree --select-method "$T#attentionForwardBackwardGqaWithPadding" \
   --select-method "$T#attentionFusedKernelsAcrossTileEdges" --select-method "$T#attentionCachedMatchesCpu" \
-  --select-class org.sparselora.cuda.KernelCatalogueTest \
-  --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" > "$out/tests.log" 2>&1
+  --select-class org.sparselora.cuda.KernelCatalogueTest --reports-dir "$out/junit" > "$out/tests.log" 2>&1
 status=$?
 grep -E "tests (successful|failed)|✘|MethodSource|expected|rel err" "$out/tests.log" | head -40
 [[ ${BENCH:-1} == 1 ]] && timeout 40 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.AttentionBench 2>&1 | tee "$out/attention-bench.log"

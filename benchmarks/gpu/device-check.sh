@@ -8,26 +8,16 @@
 # KERNEL_BENCH=0 / MEMCHECK=0 leave out the timing table / the memory checker.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${OUT:-$PWD/out}
-mkdir -p "$out" /tmp/jre
-jre=$here/jre25.tar.xz
-[[ -f $jre ]] || jre=$here/../jre25.tar.xz
-tar -C /tmp/jre -xJf "$jre"
-java=/tmp/jre/jre25/bin/java
-flags=(--add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g)
-cp="$here/test-classes"
-for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
-{ nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
-"$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute \
-  --class-path "$cp" --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.GpuTrainingStepTest \
+. "$here/device-run-lib.sh"
+device_run_setup
+"${junit[@]}" --details=tree --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.GpuTrainingStepTest \
   --select-class org.sparselora.cuda.KernelCatalogueTest --select-class org.sparselora.cuda.DevicePoolTest --select-class org.sparselora.cuda.GpuSlidingWindowTest \
-  --details=tree --disable-banner --disable-ansi-colors --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
+  --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
 status=${PIPESTATUS[0]}
 [[ ${KERNEL_BENCH:-1} == 1 ]] && timeout 240 "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.KernelBench 2>&1 | tee "$out/kernel-bench.log"
 # Memory checker over the attention and sparse-op tests (bounded: informational, not the exit status)
 if [[ ${MEMCHECK:-1} == 1 ]] && command -v compute-sanitizer >/dev/null; then
-  timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "$java" "${flags[@]}" \
-    -jar "$here/lib/junit-platform-console-standalone.jar" execute --class-path "$cp" --disable-banner --disable-ansi-colors \
+  timeout 90 compute-sanitizer --tool memcheck --print-limit 20 "${junit[@]}" \
     --select-method org.sparselora.cuda.GpuBackendTest#attentionForwardBackwardGqaWithPadding \
     --select-method org.sparselora.cuda.GpuBackendTest#topKDeterministicWithTies \
     --select-method org.sparselora.cuda.GpuBackendTest#gatherScatterRowsAndCols > "$out/memcheck.log" 2>&1

@@ -9,24 +9,16 @@
 # the call ends well inside a short device budget. Exit status: the tests'.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${OUT:-$PWD/out}
-mkdir -p "$out" /tmp/jre
-tar -C /tmp/jre -xJf "$here/../jre25.tar.xz"
-java=/tmp/jre/jre25/bin/java
-flags=(--add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED -Xmx16g)
-cp="$here/test-classes"
-for j in "$here"/lib/*.jar; do cp="$cp:$j"; done
-{ nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
-junit=("$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute --class-path "$cp"
-       --details=tree --disable-banner --disable-ansi-colors)
-timeout "${TEST_S:-40}" "${junit[@]}" --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.GpuTrainingStepTest \
+. "$here/device-run-lib.sh"
+device_run_setup
+timeout "${TEST_S:-40}" "${junit[@]}" --details=tree --select-class org.sparselora.cuda.GpuBackendTest --select-class org.sparselora.cuda.GpuTrainingStepTest \
   --select-class org.sparselora.cuda.KernelCatalogueTest --reports-dir "$out/junit" > "$out/tests.log" 2>&1
 status=$?
 grep -E "tests (successful|failed)|✘|expected|Exception" "$out/tests.log" | head -30
 timeout "${BENCH_S:-30}" "$java" "${flags[@]}" -cp "$cp" org.sparselora.cuda.PredictorBench 2>&1 | tee "$out/predictor-bench.log"
 if [[ ${MEMCHECK_S:-20} != 0 ]] && command -v compute-sanitizer >/dev/null; then
   T=org.sparselora.cuda.GpuBackendTest
-  timeout "${MEMCHECK_S:-20}" compute-sanitizer --tool memcheck --print-limit 10 "${junit[@]}" \
+  timeout "${MEMCHECK_S:-20}" compute-sanitizer --tool memcheck --print-limit 10 "${junit[@]}" --details=tree \
     --select-method "$T#topKRegisterKernelMatchesCpu" --select-method "$T#lowRankGramModesMatchCpu" \
     --select-method "$T#expandGroupChannelsRowsMatchesCpu" --select-method "$T#matmulSharedASmallLeftOperand" \
     --select-method "$T#lowRankSwigluScoresOverFewRows" > "$out/memcheck.log" 2>&1

@@ -29,7 +29,7 @@ done
 cp "$scratch/gpu/lib/junit-platform-console-standalone.jar" "$dest/lib/"
 cp -r "$scratch/gpu/test-classes" "$dest/test-classes"
 [[ -f $devrun/jre25.tar.xz ]] || cp "$scratch/jre25.tar.xz" "$devrun/"
-cp benchmarks/gpu/device-check.sh benchmarks/device-bench.sh "$dest/"
+cp benchmarks/gpu/device-check.sh benchmarks/gpu/device-run-lib.sh benchmarks/device-bench.sh "$dest/"
 cat > "$dest/full-check.sh" <<'RUN'
 #!/usr/bin/env bash
 # the GPU tests, then the benchmark (both logs under $OUT); exit status: the tests'

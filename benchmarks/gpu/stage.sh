@@ -5,7 +5,7 @@
 # under .devrun/gpu/ the cuda-kernels and engine jars (and the engine's test-jar: the test helpers
 # such as TinyModels that the GPU tests share), the runtime jars (jcuda, jcuda-natives with
 # only libJCudaDriver kept, the engine's Jackson/EJML jars, the JUnit console launcher), the
-# cuda-kernels test classes and the script.
+# cuda-kernels test classes, the script and device-run-lib.sh (which the script sources).
 # Usage (from the repo root): benchmarks/gpu/stage.sh [DEVRUN_DIR]
 # Then call the device tool with carry [".devrun"] and command `bash .devrun/gpu/device-check.sh`.
 set -euo pipefail
@@ -47,6 +47,7 @@ trap 'rm -rf "$tmp"' EXIT
   && zip -qr "$dest/lib/jcuda-natives-$jcuda-linux-x86_64-driver-only.jar" .)
 [[ -f $devrun/jre25.tar.xz ]] || /work/shared/device/build-jre.sh "$devrun"
 cp "${run%%:*}" "$dest/${run##*:}"
+cp benchmarks/gpu/device-run-lib.sh "$dest/"      # the run scripts source it from their folder
 du -sh "$devrun/jre25.tar.xz" "$dest"/* | sort -h
 # what the device call carries: the JRE and this folder
 size=$(du -scm "$devrun/jre25.tar.xz" "$dest" | tail -1 | cut -f1)

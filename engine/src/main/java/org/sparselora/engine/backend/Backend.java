@@ -1,6 +1,7 @@
 package org.sparselora.engine.backend;
 
 import java.util.List;
+import java.util.function.ObjIntConsumer;
 
 /**
  * Every operation a Llama-family LoRA / SparseLoRA training step needs, on one device. The model
@@ -547,11 +548,8 @@ public interface Backend extends AutoCloseable {
     default void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
                             Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
         int C = g.dim(-1);
-        int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
-        for (int pass = 0; pass < 2; pass++) {
-            int n = pass == 0 ? na : np;
-            if (n == 0) continue;
-            Tensor rows = pass == 0 ? addRows : plainRows;
+        forEachJoinGroup(addRows, plainRows, (rows, pass) -> {
+            int n = (int) rows.numel();
             try (Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C); Tensor th = empty(h.dtype(), n, C)) {
                 gatherRows(tg, g, rows);
                 gatherRows(tu, u, rows);
@@ -569,7 +567,7 @@ public interface Backend extends AutoCloseable {
                 if (pass == 0) copy(hAdd, th);
                 else if (keptCols != null && hKept != null) gatherCols(hKept, th, keptCols);
             }
-        }
+        });
     }
 
     /**
@@ -586,11 +584,8 @@ public interface Backend extends AutoCloseable {
                                     Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
                                     Tensor dgKept, Tensor duKept) {
         int C = g.dim(-1);
-        int na = addRows == null ? 0 : (int) addRows.numel(), np = plainRows == null ? 0 : (int) plainRows.numel();
-        for (int pass = 0; pass < 2; pass++) {
-            int n = pass == 0 ? na : np;
-            if (n == 0) continue;
-            Tensor rows = pass == 0 ? addRows : plainRows;
+        forEachJoinGroup(addRows, plainRows, (rows, pass) -> {
+            int n = (int) rows.numel();
             try (Tensor td = empty(dh.dtype(), n, C); Tensor tg = empty(g.dtype(), n, C); Tensor tu = empty(u.dtype(), n, C);
                  Tensor tdg = empty(dg.dtype(), n, C); Tensor tdu = empty(du.dtype(), n, C)) {
                 gatherRows(td, dh, rows);
@@ -609,6 +604,17 @@ public interface Backend extends AutoCloseable {
                     gatherCols(duKept, tdu, keptCols);
                 }
             }
+        });
+    }
+
+    /**
+     * The two row groups of a joined swiglu default, in order: group.accept(addRows, 0), then
+     * group.accept(plainRows, 1), each only when its set is present and non-empty.
+     */
+    private static void forEachJoinGroup(Tensor addRows, Tensor plainRows, ObjIntConsumer<Tensor> group) {
+        for (int pass = 0; pass < 2; pass++) {
+            Tensor rows = pass == 0 ? addRows : plainRows;
+            if (rows != null && rows.numel() > 0) group.accept(rows, pass);
         }
     }
 }

@@ -2,11 +2,8 @@ package org.sparselora.engine.model;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.util.ArrayList;
 import java.util.EnumSet;
-import java.util.List;
 import java.util.SplittableRandom;
 import java.util.stream.IntStream;
 import org.junit.jupiter.api.AfterAll;
@@ -115,17 +112,6 @@ class JoinedMlpTest {
         assertArrayEquals(wduk, be.toFloats(DUK), 1e-4f, "du's kept channels gathered");
     }
 
-    static void assertClose(float[] want, float[] got, double rel, String what) {
-        double num = 0, den = 0;
-        for (int i = 0; i < want.length; i++) {
-            double d = got[i] - want[i];
-            num += d * d;
-            den += (double) want[i] * want[i];
-        }
-        double e = den == 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-        assertTrue(e <= rel, what + ": relative difference " + e + " > " + rel);
-    }
-
     @Test
     void joinedPathEqualsScatterThenAdd() {
         LlamaConfig c = TinyModels.config(false, true, true);
@@ -141,23 +127,17 @@ class JoinedMlpTest {
                     SparsePlan part = SparseExecutionTest.partial(c, b, fg);
                     SparsePlan plan = split ? part : new SparsePlan(TinyModels.ints(be, IntStream.range(0, b.tokenCount()).toArray()), null, part.layers(), fg);
                     String what = targets + (variant == 1 ? " unfused " : " ") + fg + " split=" + split;
-                    double[] loss = new double[2], eval = new double[2];
+                    TinyModels.StepRun[] runs = new TinyModels.StepRun[2];
                     int[] joined = new int[2];
-                    List<List<float[]>> g = new ArrayList<>();
                     for (int run = 0; run < 2; run++) {
                         m.joinMlp = run == 0;
-                        lora.zeroGrads();
-                        loss[run] = m.forward(b, lora, plan, 5);
-                        joined[run] = m.joinedMlpLayers;
-                        m.backward();
-                        g.add(TinyModels.host(be, lora.grads()));
-                        eval[run] = m.evaluate(b, lora, plan, false).lossSum();
+                        TinyModels.StepRun s = TinyModels.trainStep(be, m, b, lora, plan, 5);
+                        joined[run] = m.joinedMlpLayers;          // set by the training forward (backward leaves it)
+                        runs[run] = s.withEval(m.evaluate(b, lora, plan, false).lossSum());
                     }
                     m.joinMlp = true;
                     assertArrayEquals(new int[] {2, 0}, joined, "joined path on both layers, then off, " + what);
-                    assertEquals(loss[1], loss[0], 1e-5 * Math.abs(loss[1]), "loss, " + what);
-                    assertEquals(eval[1], eval[0], 1e-5 * Math.abs(eval[1]), "evaluate, " + what);
-                    for (int i = 0; i < g.get(0).size(); i++) assertClose(g.get(1).get(i), g.get(0).get(i), 1e-5, lora.names().get(i) + " " + what);
+                    TinyModels.assertSameStep(runs[1], runs[0], lora.names(), 1e-5, what);
                     lora.close();
                 }
     }

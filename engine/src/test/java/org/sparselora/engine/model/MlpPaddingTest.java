@@ -6,9 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
-import java.util.EnumSet;
 import java.util.List;
-import java.util.stream.IntStream;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.DType;
@@ -64,17 +62,6 @@ class MlpPaddingTest {
         assertEquals(21, LlamaModel.paddedMlpCount(20, 21));
     }
 
-    static void assertClose(float[] want, float[] got, double rel, String what) {
-        double num = 0, den = 0;
-        for (int i = 0; i < want.length; i++) {
-            double d = got[i] - want[i];
-            num += d * d;
-            den += (double) want[i] * want[i];
-        }
-        double e = den == 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-        assertTrue(e <= rel, what + ": relative difference " + e + " > " + rel);
-    }
-
     @Test
     void paddingChangesNothingBeyondRounding() {
         LlamaConfig c = TinyModels.config(false, true, true);       // intermediate 24: the half-kept plan keeps 12, padded to 16
@@ -87,24 +74,18 @@ class MlpPaddingTest {
                     SparsePlan plan = SparseExecutionTest.partial(c, b, fg);
                     m.setRowBlockMode(mode);
                     String what = (all ? "all seven " : "q,k,v,o ") + fg + " " + mode;
-                    double[] loss = new double[2], eval = new double[2];
-                    List<List<float[]>> g = new ArrayList<>();
+                    TinyModels.StepRun[] runs = new TinyModels.StepRun[2];
                     List<String> widths = new ArrayList<>();
                     for (int run = 0; run < 2; run++) {
                         m.padMlp = run == 0;
-                        lora.zeroGrads();
-                        loss[run] = m.forward(b, lora, plan, 3);
-                        m.backward();
-                        g.add(TinyModels.host(be, lora.grads()));
+                        TinyModels.StepRun s = TinyModels.trainStep(be, m, b, lora, plan, 3);
                         m.frozenHook = (l, p, ys) -> { if (p == Projection.GATE) widths.add(ys.dim(1) + ""); };
-                        eval[run] = m.evaluate(b, lora, plan, false).lossSum();
+                        runs[run] = s.withEval(m.evaluate(b, lora, plan, false).lossSum());
                         m.frozenHook = null;
                     }
                     m.padMlp = true;
                     assertEquals(List.of("16", "16", "12", "12"), widths, "padded then unpadded kept widths, " + what);
-                    assertEquals(loss[1], loss[0], 1e-5 * Math.abs(loss[1]), "loss, " + what);
-                    assertEquals(eval[1], eval[0], 1e-5 * Math.abs(eval[1]), "evaluate, " + what);
-                    for (int i = 0; i < g.get(0).size(); i++) assertClose(g.get(1).get(i), g.get(0).get(i), 1e-5, lora.names().get(i) + " " + what);
+                    TinyModels.assertSameStep(runs[1], runs[0], lora.names(), 1e-5, what);
                 }
         }
         m.setRowBlockMode(LlamaModel.RowBlockMode.CONTIGUOUS);

@@ -1,5 +1,8 @@
 package org.sparselora.engine.model;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
 import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.List;
@@ -9,13 +12,15 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
+import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.train.Batch;
 
 /**
  * Tiny configs, batches and adapters for the model, sparse and trainer tests (each runs in
- * milliseconds). Shipped in the engine's test-jar: cuda-kernels' GPU tests build their batches and
- * adapters here too.
+ * milliseconds), and the step-against-step comparison the model tests share (a training step and an
+ * evaluation with a switch on, then off: same results up to rounding). Shipped in the engine's
+ * test-jar: cuda-kernels' GPU tests build their batches and adapters here too.
  */
 public final class TinyModels {
     private TinyModels() {}
@@ -119,4 +124,40 @@ public final class TinyModels {
     }
 
     static Tensor f32(Backend be, float[] v) { return be.fromFloats(v, DType.F32, v.length); }
+
+    /** One training step's loss and LoRA gradients (host copies), and the evaluation loss sum of the same batch. */
+    record StepRun(double loss, List<float[]> grads, double eval) {
+        /** This step with the evaluation loss sum e. */
+        StepRun withEval(double e) { return new StepRun(loss, grads, e); }
+    }
+
+    /** lora's gradients zeroed, then forward + backward of b under plan: the loss and gradients (eval NaN until withEval). */
+    static StepRun trainStep(Backend be, LlamaModel m, Batch b, LoraAdapter lora, SparsePlan plan, long dropoutSeed) {
+        lora.zeroGrads();
+        double loss = m.forward(b, lora, plan, dropoutSeed);
+        m.backward();
+        return new StepRun(loss, host(be, lora.grads()), Double.NaN);
+    }
+
+    /**
+     * got agrees with want within rel: the loss and the evaluation loss relative to want's, each
+     * gradient (named by names, in order) in relative L2 ({@link #assertRelL2}).
+     */
+    static void assertSameStep(StepRun want, StepRun got, List<String> names, double rel, String what) {
+        assertEquals(want.loss(), got.loss(), rel * Math.abs(want.loss()), "loss, " + what);
+        assertEquals(want.eval(), got.eval(), rel * Math.abs(want.eval()), "evaluate, " + what);
+        for (int i = 0; i < want.grads().size(); i++) assertRelL2(want.grads().get(i), got.grads().get(i), rel, names.get(i) + " " + what);
+    }
+
+    /** ‖got − want‖ / ‖want‖ ≤ rel (the absolute norm when want is all zero). */
+    static void assertRelL2(float[] want, float[] got, double rel, String what) {
+        double num = 0, den = 0;
+        for (int i = 0; i < want.length; i++) {
+            double d = got[i] - want[i];
+            num += d * d;
+            den += (double) want[i] * want[i];
+        }
+        double e = den == 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+        assertTrue(e <= rel, what + ": relative difference " + e + " > " + rel);
+    }
 }

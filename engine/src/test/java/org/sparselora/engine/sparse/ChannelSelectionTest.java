@@ -38,6 +38,16 @@ class ChannelSelectionTest {
         return v;
     }
 
+    /** The rank-r predictor of w under sp from exact SVDs (no progress output). */
+    static SvdPredictor exactPredictor(TestWeights w, SparsityConfig.Resolved sp, int rank) {
+        return SvdPredictor.forConfig(w, sp, rank, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+    }
+
+    /** An attention selection's q, k, v and o index sets, in that order. */
+    int[][] qkvo(ChannelSelection.AttentionChannels a) {
+        return new int[][] {ints(a.q()), ints(a.k()), ints(a.v()), ints(a.o())};
+    }
+
     // ------------------------------------------------------------------ plain host reference
     // (the double-precision reference helpers (linear, colNorms, topK, nonPad) are PredictorQuality's)
 
@@ -89,7 +99,7 @@ class ChannelSelectionTest {
     void fullRankSelectionEqualsBruteForceFromExactActivations() {
         TestWeights w = new TestWeights(GQA, DType.F32, 11);
         SparsityConfig.Resolved sp = sparsity(GQA, 0.6, 0.5);
-        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 16, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        SvdPredictor pred = exactPredictor(w, sp, 16);
         Random rng = new Random(5);
         int batch = 3, seqLen = 7;
         int[] keyStart = {0, 2, 4};
@@ -107,10 +117,7 @@ class ChannelSelectionTest {
                 ChannelSelection.AttentionChannels a = sel.selectAttention(layer, xt, rowsT);
                 int[][] ref = exactAttention(x, rows, GQA, w.weight(layer, SvdPredictor.Proj.Q),
                         w.weight(layer, SvdPredictor.Proj.K), w.weight(layer, SvdPredictor.Proj.V), 8);
-                assertArrayEquals(ref[0], ints(a.q()), "q");
-                assertArrayEquals(ref[1], ints(a.k()), "k");
-                assertArrayEquals(ref[2], ints(a.v()), "v");
-                assertArrayEquals(ref[3], ints(a.o()), "o");
+                assertArrayEquals(ref, qkvo(a), "layer " + layer + " attention q, k, v, o");
                 assertGqaConsistent(ints(a.q()), ints(a.k()), ints(a.v()), ints(a.o()), GQA);
             }
         }
@@ -144,7 +151,7 @@ class ChannelSelectionTest {
         LlamaConfig cfg = new LlamaConfig("LlamaForCausalLM", 32, 48, 1, 8, 2, 4, 256, 512, 1e-5f, 1e4f, null, false, false, 1, 2);
         TestWeights w = new TestWeights(cfg, DType.F32, 3);
         SparsityConfig.Resolved sp = sparsity(cfg, 0, 0.5);
-        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 4, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        SvdPredictor pred = exactPredictor(w, sp, 4);
         float[] x = randn(10 * 32, new Random(4));
         try (ChannelSelection sel = new ChannelSelection(be, pred, sp)) {
             ChannelSelection.AttentionChannels a = sel.selectAttention(0, be.fromFloats(x, DType.F32, 10, 32), null);
@@ -182,7 +189,7 @@ class ChannelSelectionTest {
     void paddingNeverInfluencesTheSelection() {
         TestWeights w = new TestWeights(GQA, DType.F32, 21);
         SparsityConfig.Resolved sp = sparsity(GQA, 0.75, 0.5);
-        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 8, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        SvdPredictor pred = exactPredictor(w, sp, 8);
         Random rng = new Random(8);
         int batch = 2, seqLen = 5, pad = 3, c = 16;
         float[] x = randn(batch * seqLen * c, rng);
@@ -203,10 +210,7 @@ class ChannelSelectionTest {
                 assertArrayEquals(plain, padded, "mlp selection changed by padding");
                 ChannelSelection.AttentionChannels a = sel.selectAttention(layer, xt, null);
                 ChannelSelection.AttentionChannels ap = sel.selectAttention(layer, xpt, be.fromInts(rowsP, rowsP.length));
-                assertArrayEquals(ints(a.q()), ints(ap.q()));
-                assertArrayEquals(ints(a.k()), ints(ap.k()));
-                assertArrayEquals(ints(a.v()), ints(ap.v()));
-                assertArrayEquals(ints(a.o()), ints(ap.o()));
+                assertArrayEquals(qkvo(a), qkvo(ap), "layer " + layer + " attention q, k, v, o changed by padding");
                 // and the junk would have changed it had it been scored
                 ChannelSelection.AttentionChannels junk = sel.selectAttention(layer, xpt, null);
                 assertTrue(!Arrays.equals(ints(a.v()), ints(junk.v())) || !Arrays.equals(ints(a.k()), ints(junk.k())),
@@ -225,7 +229,7 @@ class ChannelSelectionTest {
     void attentionIndexSetsShareOneTensorAndScratchReuseChangesNothing() {
         TestWeights w = new TestWeights(GQA, DType.F32, 12);
         SparsityConfig.Resolved sp = sparsity(GQA, 0.5, 0.5);
-        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 4, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        SvdPredictor pred = exactPredictor(w, sp, 4);
         Random rng = new Random(13);
         int c = GQA.hiddenSize(), group = GQA.numHeads() / GQA.numKvHeads(), kept = sp.keptKv(0);
         Tensor x10 = be.fromFloats(randn(10 * c, rng), DType.F32, 10, c), x7 = be.fromFloats(randn(7 * c, rng), DType.F32, 7, c);
@@ -270,7 +274,7 @@ class ChannelSelectionTest {
         LlamaConfig cfg = TestWeights.config(64, 172, 2, 8, 4);
         TestWeights w = new TestWeights(cfg, DType.F32, 31);
         SparsityConfig.Resolved sp = sparsity(cfg, 0.75, 0.5);
-        SvdPredictor pred = SvdPredictor.forConfig(w, sp, 8, null, LowRankSvd.Method.EXACT, SvdPredictor.Progress.NONE);
+        SvdPredictor pred = exactPredictor(w, sp, 8);
         int batch = 4, seqLen = 16;
         float[] x = randn(batch * seqLen * 64, new Random(6));
         int[] keyStart = new int[batch];
