@@ -307,6 +307,30 @@ __device__ void lowRankColSumsqImpl(LowRankSegs g, float* part, int n, int r, in
     else part[(long)blockIdx.y * mTotal + col] = acc;
 }
 
+// The MLP score's per-column work, shared by lowrank_swiglu_colsumsq and lowrank_swiglu_small:
+// column col of Q_g and Q_u (r, m) into cg / cu as fp32 (zero past r: the unrolled loops read every
+// slot), then Σ over the staged rows i < rows of (silu(t_g[i]·cg) · (t_u[i]·cu))² (ts[0]: t_g, ts[1]: t_u).
+template <typename T, int RMAX>
+__device__ __forceinline__ void lrSwigluColumns(const T* qg, const T* qu, int m, int col, int r, float* cg, float* cu) {
+#pragma unroll
+    for (int j = 0; j < RMAX; j++) {
+        cg[j] = j < r ? ld(qg, (long)j * m + col) : 0.f;
+        cu[j] = j < r ? ld(qu, (long)j * m + col) : 0.f;
+    }
+}
+template <int RMAX>
+__device__ __forceinline__ float lrSwigluSumsq(const float (&ts)[2][LR_ROWS][RMAX], int rows, int r, const float* cg, const float* cu) {
+    float acc = 0.f;
+    for (int i = 0; i < rows; i++) {
+        float a = 0.f, b = 0.f;
+#pragma unroll
+        for (int j = 0; j < RMAX; j++) if (j < r) { a = fmaf(ts[0][i][j], cg[j], a); b = fmaf(ts[1][i][j], cu[j], b); }
+        float h = a / (1.f + __expf(-a)) * b;
+        acc = fmaf(h, h, acc);
+    }
+    return acc;
+}
+
 // The MLP form: segment 0 is the gate estimate, segment 1 the up estimate (same M); the score of
 // column c is ‖silu(t_g·Q_g[:,c]) ⊙ (t_u·Q_u[:,c])‖ over the rows (the B sequence means), out = g.out[0].
 template <typename T>
@@ -324,19 +348,8 @@ __device__ void lowRankSwigluColSumsqImpl(LowRankSegs g, float* part, int n, int
     const T* qg = (const T*)g.q[0];
     const T* qu = (const T*)g.q[1];
     float cg[LR_MAXR], cu[LR_MAXR];
-#pragma unroll
-    for (int j = 0; j < LR_MAXR; j++) {
-        cg[j] = j < r ? ld(qg, (long)j * m + col) : 0.f;
-        cu[j] = j < r ? ld(qu, (long)j * m + col) : 0.f;
-    }
-    float acc = 0.f;
-    for (int i = 0; i < rows; i++) {
-        float a = 0.f, b = 0.f;
-#pragma unroll
-        for (int j = 0; j < LR_MAXR; j++) if (j < r) { a = fmaf(ts[0][i][j], cg[j], a); b = fmaf(ts[1][i][j], cu[j], b); }
-        float h = a / (1.f + __expf(-a)) * b;
-        acc = fmaf(h, h, acc);
-    }
+    lrSwigluColumns<T, LR_MAXR>(qg, qu, m, col, r, cg, cu);
+    float acc = lrSwigluSumsq<LR_MAXR>(ts, rows, r, cg, cu);
     if (gridDim.y == 1) g.out[0][col] = sqrtf(acc);
     else part[(long)blockIdx.y * m + col] = acc;
 }
@@ -1066,20 +1079,8 @@ __device__ void lowRankSwigluSmallImpl(float* out, const T* tg, const T* tu, con
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= m) return;
     float cg[RMAX], cu[RMAX];
-#pragma unroll
-    for (int j = 0; j < RMAX; j++) {
-        cg[j] = j < r ? ld(qg, (long)j * m + col) : 0.f;
-        cu[j] = j < r ? ld(qu, (long)j * m + col) : 0.f;
-    }
-    float acc = 0.f;
-    for (int i = 0; i < n; i++) {
-        float a = 0.f, b = 0.f;
-#pragma unroll
-        for (int j = 0; j < RMAX; j++) if (j < r) { a = fmaf(ts[0][i][j], cg[j], a); b = fmaf(ts[1][i][j], cu[j], b); }
-        float h = a / (1.f + __expf(-a)) * b;
-        acc = fmaf(h, h, acc);
-    }
-    out[col] = sqrtf(acc);
+    lrSwigluColumns<T, RMAX>(qg, qu, m, col, r, cg, cu);
+    out[col] = sqrtf(lrSwigluSumsq<RMAX>(ts, n, r, cg, cu));
 }
 extern "C" __global__ void lowrank_swiglu_small_r8_f32(float* o, const float* tg, const float* tu, const float* qg, const float* qu, int n, int r, int m) { lowRankSwigluSmallImpl<float, 8>(o, tg, tu, qg, qu, n, r, m); }
 extern "C" __global__ void lowrank_swiglu_small_r8_bf16(float* o, const bf16* tg, const bf16* tu, const bf16* qg, const bf16* qu, int n, int r, int m) { lowRankSwigluSmallImpl<bf16, 8>(o, tg, tu, qg, qu, n, r, m); }

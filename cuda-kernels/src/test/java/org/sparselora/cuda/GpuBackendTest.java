@@ -1146,9 +1146,8 @@ class GpuBackendTest {
         for (int[] cs : new int[][] {{50, 64, 17, 16}, {3072 / 8, 14336, 384, 144}, {9, 13, 4, 5}}) {
             int R = cs[0], C = cs[1], n = cs[2], k = cs[3];
             for (boolean shuffle : new boolean[] {false, true}) {
-                int[] rows = distinct(n, R), cols = distinct(k, C);
-                if (shuffle) { rows = shuffled(rows); cols = shuffled(cols); }
-                Pair RI = ints(rows, n), CI = ints(cols, k);
+                Pair[] ix = rowColIndexSets(R, C, n, k, shuffle);
+                Pair RI = ix[0], CI = ix[1];
                 for (DType t : FLOATS) {
                     Pair O = inout(rand(R * C, 1f), t, R, C), S = pair(rand(n * k, 1f), t, n, k);
                     gpu.scatterAddRowsCols(O.g, S.g, RI.g, CI.g);
@@ -1158,6 +1157,13 @@ class GpuBackendTest {
                 }
             }
         }
+    }
+
+    /** n distinct rows of R and k distinct columns of C as I32 pairs {rows, cols}: ascending, or shuffled. */
+    private static Pair[] rowColIndexSets(int R, int C, int n, int k, boolean shuffle) {
+        int[] rows = distinct(n, R), cols = distinct(k, C);
+        if (shuffle) { rows = shuffled(rows); cols = shuffled(cols); }
+        return new Pair[] {ints(rows, n), ints(cols, k)};
     }
 
     /**
@@ -1175,9 +1181,8 @@ class GpuBackendTest {
         for (int[] cs : cases) {
             int R = cs[0], C = cs[1], n = cs[2], k = cs[3];
             for (boolean shuffle : new boolean[] {false, true}) {
-                int[] rows = distinct(n, R), cols = distinct(k, C);
-                if (shuffle) { rows = shuffled(rows); cols = shuffled(cols); }
-                Pair RI = ints(rows, n), CI = ints(cols, k);
+                Pair[] ix = rowColIndexSets(R, C, n, k, shuffle);
+                Pair RI = ix[0], CI = ix[1];
                 for (DType t : FLOATS) {
                     String what = t + " R=" + R + " C=" + C + " n=" + n + " k=" + k + (shuffle ? " shuffled" : "");
                     Pair S = pair(rand(R * C, 1f), t, R, C);
