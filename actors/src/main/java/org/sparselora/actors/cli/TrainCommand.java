@@ -34,9 +34,22 @@ public final class TrainCommand implements Callable<Integer> {
             "as Ctrl-C does; exit 0. The run may go one step past N (the step already started). --resume continues it."})
     Integer stopAfter;
 
+    @Option(names = "--random-init", paramLabel = "PRESET|config.json", description = {"train on base weights drawn at random (on the device, never through the host) instead of",
+            "the job's model — for timing runs: llama3-8b, llama3.2-1b or an HF config.json (the job's model: random:… does the same)"})
+    String randomInit;
+
     @Override
     public Integer call() throws Exception {
         JobSpec spec = JobFiles.load(config).toBuilder().setResume(resume).build();
+        if (randomInit != null) {
+            String m = randomInit.endsWith(".json") ? Path.of(randomInit).toAbsolutePath().normalize().toString() : randomInit;
+            spec = spec.toBuilder().setModel(org.sparselora.actors.engine.RandomModel.PREFIX + m).build();
+            try {
+                org.sparselora.actors.job.JobSpecs.validate(spec);
+            } catch (RuntimeException e) {
+                throw new IllegalArgumentException("--random-init " + randomInit + ": " + e.getMessage(), e);
+            }
+        }
         if (stopAfter != null && (stopAfter < 1 || stopAfter >= spec.getSteps()))
             throw new IllegalArgumentException("--stop-after must be in [1, " + (spec.getSteps() - 1) + "] (the job has " + spec.getSteps() + " steps), got " + stopAfter);
         String stopReason = "stopped after step " + stopAfter + " (--stop-after)";

@@ -128,6 +128,28 @@ class ScalingJobTest {
         return rows;
     }
 
+    /** `train --random-init` swaps the job's model for random weights of the named shape (timing runs); a bad name is one clear error. */
+    @Test
+    void trainRandomInitReplacesTheJobsModel() throws Exception {
+        Path cfg = tinyConfig();
+        Path f = tmp.resolve("ri.yaml");
+        Files.writeString(f, """
+                name: ri
+                model: random:llama3-8b
+                data: {synthetic: {batch: 2, seq: 24, output_tokens: 6}}
+                lora: {r: 4, alpha: 8, targets: [q, v]}
+                steps: 2
+                device: cpu
+                output_dir: out-ri
+                """);
+        org.sparselora.actors.cli.CliRunner.Result r = org.sparselora.actors.cli.CliRunner.run("train", "--config", f.toString(), "--random-init", cfg.toString());
+        assertEquals(0, r.code(), r.err());
+        assertEquals(2, Files.readAllLines(tmp.resolve("out-ri").resolve(MetricsLog.FILE)).size(), "two steps on the tiny shape (not the 8B of the job file)");
+        org.sparselora.actors.cli.CliRunner.Result bad = org.sparselora.actors.cli.CliRunner.run("train", "--config", f.toString(), "--random-init", "llama9-70b");
+        assertTrue(bad.code() != 0, "a bad preset fails");
+        assertTrue(bad.err().contains("--random-init llama9-70b"), bad.err());
+    }
+
     @Test
     void deviceExchangeEqualsTheHostPathBitForBitWithTwoAndThreeCpuWorkers() throws Exception {
         tinyConfig();
