@@ -47,6 +47,13 @@ import org.sparselora.engine.train.Batch;
  * 0) run their x·Aᵀ as one GEMM (Uᵀ = A_g·xᵀ) and their dA and dx terms as one GEMM each
  * ({@link #loraGroupForward}, {@link #loraGroupBackward}); the others run per projection.
  *
+ * <p>A training step is split into its host part ({@link #prepareStep}: checks, uploads of the batch,
+ * the token split and the selector's inputs into buffers the model keeps, shape buckets) and its
+ * device part ({@link #queueForward}, {@link #backward}: no host reads), then {@link #stepLoss} waits
+ * for the loss; so the device part can be recorded once per {@link StepKey} and replayed as a CUDA
+ * graph ({@code LoraTrainer}). {@link #bufferEpoch()} changes whenever a buffer that outlives a step
+ * is made or freed, which makes recordings stale.
+ *
  * <p>Activation buffers are allocated once per batch shape and reused across steps; the stash keeps
  * per layer what the backward reads, no more: xn2 only for gate/up's LoRA and h only for down's
  * LoRA, otherwise one buffer serves every layer (see {@code Acts.bindStash}). {@link #close()} gives
