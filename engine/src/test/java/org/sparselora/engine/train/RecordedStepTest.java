@@ -54,6 +54,14 @@ class RecordedStepTest {
     }
 
     static Run train(Backend be, int steps, float dropout, Function<Backend, SparsePlannerFactory> sparse, Function<Integer, Batch> data, int bucket) {
+        return train(be, steps, dropout, sparse, data, bucket, (step, model, lora, tr) -> {});
+    }
+
+    /** What a test does after each step (evaluate, restore a state, …), the same in the eager and the recorded run. */
+    interface AfterStep { void after(int step, LlamaModel model, LoraAdapter lora, LoraTrainer tr); }
+
+    static Run train(Backend be, int steps, float dropout, Function<Backend, SparsePlannerFactory> sparse, Function<Integer, Batch> data, int bucket,
+                     AfterStep after) {
         RandomWeights src = new RandomWeights(C, 3);
         try (LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, src));
              LoraAdapter lora = TinyModels.adapter(be, C, dropout, 4, EnumSet.allOf(Projection.class))) {
@@ -72,6 +80,7 @@ class RecordedStepTest {
                 losses.add(r.lossSum());
                 tr.applyUpdate(s, b.outputTokenCount());
                 norms.add(tr.lastGradNorm());
+                after.after(s, model, lora, tr);
             }
             Run run = new Run(losses, norms, TinyModels.host(be, lora.params()), tr.replayedSteps(), tr.recordedSteps());
             tr.close();
@@ -193,6 +202,27 @@ class RecordedStepTest {
             float[] x = plain.params().get(i), y = bucketed.params().get(i);
             for (int j = 0; j < x.length; j++) assertEquals(x[j], y[j], 1e-5, "LoRA tensor " + i + " [" + j + "]");
         }
+    }
+
+    @Test
+    void evaluationsAndARestoredStateBetweenRecordedStepsChangeNothing() {
+        // what a job does between steps: evaluate held-out batches (same shape: the activation buffers
+        // are shared with the recorded step) and, on resume, restore a trainer state into the same buffers
+        TrainerState[] saved = new TrainerState[1];
+        double[] evalSum = new double[2];
+        int[] run = {0};
+        AfterStep after = (step, model, lora, tr) -> {
+            evalSum[run[0]] += model.evaluate(batch(900 + step), lora, null, false).lossSum();
+            if (step == 1) saved[0] = tr.state();
+            if (step == 4) tr.restore(saved[0]);   // rewind to the state after step 1
+        };
+        Run eager = train(cpu, 8, 0f, be -> inFlight(be, "sparse_output_tokens: 0.5\n"), RecordedStepTest::batch, 0, after);
+        run[0] = 1;
+        Run rec = train(RecordingBackend.wrap(cpu, new RecordingBackend.Stats()), 8, 0f, be -> inFlight(be, "sparse_output_tokens: 0.5\n"),
+                RecordedStepTest::batch, 0, after);
+        assertTrue(rec.replays() >= 5, "replays: " + rec.replays());
+        assertSame(eager, rec);
+        assertEquals(evalSum[0], evalSum[1], "the evaluations between steps see the same adapters");
     }
 
     @Test
