@@ -74,8 +74,6 @@ public final class LlamaModel implements AutoCloseable {
     private boolean closed;
     /** Bumped whenever a buffer that outlives a step is made or given back: a recorded step is valid only while it is unchanged. */
     private long bufferEpoch;
-    /** The key of the last prepared step (null after a forward that was not a training step). */
-    private StepKey curKey;
 
     /** Whether the sparse MLP pads its kept channels to a multiple of 8 ({@link #padMlpKept}); tests turn it off to compare. */
     boolean padMlp = true;
@@ -452,7 +450,7 @@ public final class LlamaModel implements AutoCloseable {
         curOutputs = n;
         haveStash = false;
         boolean recordable = frozenHook == null && (lora == null || lora.config().dropout() == 0f);
-        if (!recordable) return curKey = null;
+        if (!recordable) return null;
         List<Object> parts = new ArrayList<>(List.of(a.B, a.T, n, lora == null ? "no-lora" : lora, nS, nD,
                 String.valueOf(sBlocks), String.valueOf(dBlocks), selector != null, curRealRows, rowBlockMode, logitsChunkElems));
         if (plan != null) {
@@ -461,7 +459,7 @@ public final class LlamaModel implements AutoCloseable {
                 if (lp != null) parts.add(Arrays.asList(lp.mlp(), lp.q(), lp.k(), lp.v(), lp.o()));   // identity of given indices
                 else parts.add("-");
         }
-        return curKey = new StepKey(parts);
+        return new StepKey(parts);
     }
 
     /** Queues the forward of the prepared step and the head's loss and backward (no host reads). */
@@ -518,7 +516,6 @@ public final class LlamaModel implements AutoCloseable {
     /** {@link #evaluate(Batch, LoraAdapter, SparsePlan, boolean)} with in-flight selection by {@code selector} (may be null). */
     public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, boolean wantLogits) {
         Acts a = prepare(batch, lora, plan, selector, 0L, false, false);
-        curKey = null;
         prepared = false;
         runLayers(a);
         haveStash = false;
