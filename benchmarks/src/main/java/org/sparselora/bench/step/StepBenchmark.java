@@ -174,11 +174,7 @@ public final class StepBenchmark implements Callable<Integer> {
 
     /** {@link #measureRecorded} with one plan (chosen at a sparse step) handed out every step: the recorded step without the predictor. */
     private Row measureRecordedFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
-        SparsePlan plan = planner.plan(b, warmup);
-        if (plan == null) throw new IllegalStateException("step " + warmup + " is not sparse under " + sparsity);
-        m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
-        m.backward();
-        lora.zeroGrads();
+        SparsePlan plan = fixedPlan(m, lora, b, planner);
         try {
             return measureRecorded(cfg, be, m, lora, b, (batch, step) -> plan, tg, name);
         } finally {
@@ -249,13 +245,19 @@ public final class StepBenchmark implements Callable<Integer> {
         return row(cfg, lora, b, tg, name, t, flops[0], flops[1], be, false);
     }
 
-    /** SparseLoRA with one plan (chosen at a sparse step) reused: the step without the predictor. */
-    private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
-        SparsePlan plan = planner.plan(b, warmup); // a step inside the sparse window (past the dense warm-up)
+    /** A plan chosen once at a step inside the sparse window (a forward fills every layer's channels); the planner holds it until release(). */
+    private SparsePlan fixedPlan(LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner) {
+        SparsePlan plan = planner.plan(b, warmup); // past the dense warm-up
         if (plan == null) throw new IllegalStateException("step " + warmup + " is not sparse under " + sparsity);
-        m.forward(b, lora, plan, planner.selector(), 0); // fills every layer's channels
+        m.forward(b, lora, plan, planner.selector(), 0);
         m.backward();
         lora.zeroGrads();
+        return plan;
+    }
+
+    /** SparseLoRA with one plan (chosen at a sparse step) reused: the step without the predictor. */
+    private Row measureFixedPlan(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b, SparsePlanner planner, String tg, String name) {
+        SparsePlan plan = fixedPlan(m, lora, b, planner);
         Timings t = time(be, m, lora, b, s -> {
             m.forward(b, lora, plan, null, s);
             return plan;
