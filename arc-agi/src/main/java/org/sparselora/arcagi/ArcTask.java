@@ -10,7 +10,7 @@ import java.util.List;
 
 /**
  * One ARC-AGI task file: {@code {"train": [{"input": grid, "output": grid}, …], "test": [{"input":
- * grid, "output": grid?}]}}, a grid being rows of ints 0–9, rectangular, at most 30×30 (SPEC §8).
+ * grid, "output": grid?}]}}, a grid being rows of ints 0–9, rectangular, at most 30×30 (docs/METHOD.md#data-formats).
  * Loading checks all of it and names the file and the offending field.
  */
 public record ArcTask(String id, List<Pair> train, List<Pair> test) {

@@ -42,7 +42,7 @@ import org.sparselora.proto.control.OptimizerSpec;
 public final class ArcTtt {
 
     /**
-     * @param sparsityPath a SparseLoRA config (SPEC §6) or null for dense LoRA
+     * @param sparsityPath a SparseLoRA config (docs/METHOD.md#config) or null for dense LoRA
      */
     public record Settings(String model, String tokenizer, String sparsityPath, int steps, int batchSize, int seqLen, int loraR,
                            double lr, long seed, int maxNewTokens, boolean augment, int workers) {}

@@ -17,7 +17,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * {@code sparselora predictor build}: the SVD predictor factors (SPEC §2) of a base model, written
+ * {@code sparselora predictor build}: the SVD predictor factors (docs/METHOD.md#predictor) of a base model, written
  * to the safetensors cache the training pipeline reads (by default the same file a job on this
  * model uses, under {@code $SPARSELORA_CACHE}), so a later job starts without the SVD. Entries
  * already in the cache with the same rank and source-weight hash are reused and reported as

@@ -24,7 +24,7 @@ import org.sparselora.proto.control.SparsityConfig;
 /**
  * job.yaml ↔ {@link JobSpec}, in one place. The YAML keys are the proto field names (snake_case);
  * {@code data} may be a path or a map, {@code sparsity} a path to a config in the published schema
- * (SPEC §6) or that config inline. Relative paths are taken relative to the job file's directory
+ * (docs/METHOD.md#config) or that config inline. Relative paths are taken relative to the job file's directory
  * (a value with a scheme like {@code toy:bigram} is left alone). Unknown keys and values of the
  * wrong type are errors naming the file and the key; then {@link JobSpecs} fills defaults and
  * validates.

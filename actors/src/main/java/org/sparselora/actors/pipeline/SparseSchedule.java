@@ -4,7 +4,7 @@ import java.util.Map;
 import org.sparselora.proto.control.SparsityConfig;
 
 /**
- * SparseLoRA's step schedule (SPEC §5): sparsity is on for 0-based steps in
+ * SparseLoRA's step schedule (docs/METHOD.md#schedule): sparsity is on for 0-based steps in
  * [start_step·T, end_step·T), dense otherwise; a config with mode {@code dense} or no ratio above
  * zero is dense throughout (and needs no predictor).
  */

@@ -9,7 +9,7 @@ import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.model.LlamaConfig;
 
 /**
- * Contextual channel selection (SPEC §3), on the device through {@link Backend} ops so it runs on
+ * Contextual channel selection (docs/METHOD.md#channel-selection), on the device through {@link Backend} ops so it runs on
  * the GPU as it does on the CPU. One index set per layer per step, shared by the whole batch, from
  * the layer's post-norm input of all (non-padding) tokens and the SVD predictor's factors:
  *

@@ -1,7 +1,7 @@
 package org.sparselora.engine.sparse;
 
 /**
- * The step schedule of SparseLoRA (SPEC §5): the first {@code start_step·T} steps train densely
+ * The step schedule of SparseLoRA (docs/METHOD.md#schedule): the first {@code start_step·T} steps train densely
  * (the adapter settles before the frozen path is approximated), then steps in
  * {@code [start_step·T, end_step·T)} run sparse, and any steps after {@code end_step·T} are dense
  * again. Steps are 0-based.

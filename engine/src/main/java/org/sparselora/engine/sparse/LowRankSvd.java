@@ -10,7 +10,7 @@ import org.ejml.interfaces.decomposition.QRDecomposition;
 import org.ejml.interfaces.decomposition.SingularValueDecomposition_F64;
 
 /**
- * Rank-r factorisation of a frozen projection for the SVD predictor (SPEC §2): for an HF weight W
+ * Rank-r factorisation of a frozen projection for the SVD predictor (docs/METHOD.md#predictor): for an HF weight W
  * (out×in) it factors Wᵀ (in×out) = U·S·Vᵀ and returns {@code P = U[:, :r]·√S} (in×r) and
  * {@code Q = √S·Vᵀ[:r]} (r×out), so that {@code x·P·Q ≈ x·Wᵀ}. Two methods: EJML's exact thin SVD
  * (double precision) and a randomized SVD (Halko–Martinsson–Tropp range finder with power

@@ -2,7 +2,7 @@ package org.sparselora.engine.sparse;
 
 /**
  * How one data-parallel worker's {@link ChannelSelection} turns its per-channel scores into the
- * scores of the whole global batch (SPEC §3: one index set per layer per step, shared by the batch).
+ * scores of the whole global batch (docs/METHOD.md#channel-selection: one index set per layer per step, shared by the batch).
  * Every selection score is a sum over the batch of squared quantities (MLP: Σ over sequences of
  * a[b,c]²; attention: Σ over tokens of q̂², k̂², v̂²), so summing the workers' per-channel sums of
  * squares before the top-k gives each worker exactly the selection one worker would make on the

@@ -24,7 +24,7 @@ import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.model.LlamaConfig;
 
 /**
- * The SVD predictor of SPEC §2: rank-r factors {@code P} (in×r), {@code Q} (r×out) of the frozen
+ * The SVD predictor (docs/METHOD.md#predictor): rank-r factors {@code P} (in×r), {@code Q} (r×out) of the frozen
  * gate/up projections of every layer whose MLP is sparse and of q/k/v of every layer whose
  * attention is sparse. Built once per base model from the frozen weights and cached on disk as
  * safetensors ({@code layers.{i}.{gate|up|q|k|v}_proj.{p|q}}); the metadata records the rank and,

@@ -4,7 +4,7 @@ import java.util.SplittableRandom;
 import org.sparselora.engine.train.Batch;
 
 /**
- * SparseLoRA's context/output token split (SPEC §4). Context tokens — those whose target is
+ * SparseLoRA's context/output token split (docs/METHOD.md#token-split). Context tokens — those whose target is
  * {@link Batch#IGNORE} (prompt and padding) — run the frozen projections sparsely; output tokens
  * (those that carry loss) run them densely, except a seeded fraction {@code sparse_output_tokens}
  * of them that is made sparse too. With splitting off ({@code skip_output_tokens: false}) every

@@ -14,11 +14,12 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.ref.ReferenceBackend;
 import org.sparselora.engine.model.LlamaConfig;
 
 class ChannelSelectionTest {
 
-    final Backend be = RefBackend.INSTANCE;
+    final Backend be = new ReferenceBackend();
 
     /** GQA shape whose every projection has min(in, out) = 16, so rank 16 is full rank everywhere. */
     static final LlamaConfig GQA = new LlamaConfig("LlamaForCausalLM", 16, 40, 2, 4, 2, 8,

@@ -22,6 +22,7 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.ref.ReferenceBackend;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.train.Batch;
 import org.sparselora.engine.train.StepResult;
@@ -36,7 +37,7 @@ import org.sparselora.engine.train.TrainingWorker;
  */
 class GlobalSelectionTest {
 
-    final Backend be = RefBackend.INSTANCE;
+    final Backend be = new ReferenceBackend();
     final ExecutorService pool = Executors.newCachedThreadPool();
 
     @AfterEach

@@ -15,12 +15,13 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.ref.ReferenceBackend;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.train.Batch;
 
 class TokenSplitAndPlannerTest {
 
-    final Backend be = RefBackend.INSTANCE;
+    final Backend be = new ReferenceBackend();
 
     /** B sequences of length T, left padding pad[b], then prompt[b] context tokens, rest output tokens. */
     static Batch batch(int seqLen, int[] pad, int[] prompt) {

@@ -10,11 +10,12 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.ref.ReferenceAttention;
 
 /**
  * CpuBackend's sliding-window attention (Mistral's {@code sliding_window}): query i sees key j iff
- * keyStart ≤ j ≤ i and i − j < window. Forward against a brute-force float64 reference with that
- * rule spelled out, the backward against finite differences of the float64 reference, the
+ * keyStart ≤ j ≤ i and i − j < window. Forward and backward against the reference backend's float64
+ * attention ({@link ReferenceAttention}), the backward also against finite differences of it, the
  * KV-cache path against the full one, and windows that cover the sequence are bit-for-bit the
  * plain op.
  */
@@ -26,35 +27,9 @@ class SlidingWindowAttentionTest {
 
     static Tensor f(float[] x, int... shape) { return be.fromFloats(x, DType.F32, shape); }
 
-    /**
-     * Brute-force float64 windowed causal GQA attention with left padding (window ≤ 0 = none): the
-     * reference for every CPU attention test (CpuBackendTest's plain ones call it with window 0).
-     */
+    /** The reference's float64 windowed causal GQA attention with left padding (window ≤ 0 = none). */
     static double[] reference(double[] q, double[] k, double[] v, int b, int t, int h, int hkv, int d, int[] ks, double scale, int window) {
-        double[] out = new double[b * t * h * d];
-        for (int s = 0; s < b; s++)
-            for (int hh = 0; hh < h; hh++) {
-                int g = hh / (h / hkv);
-                for (int i = ks[s]; i < t; i++) {
-                    double[] sc = new double[t];
-                    double max = Double.NEGATIVE_INFINITY, sum = 0;
-                    for (int j = 0; j < t; j++) {
-                        if (!(ks[s] <= j && j <= i && (window <= 0 || i - j < window))) continue;
-                        double x = 0;
-                        for (int e = 0; e < d; e++) x += q[(s * t + i) * h * d + hh * d + e] * k[(s * t + j) * hkv * d + g * d + e];
-                        sc[j] = x * scale;
-                        max = Math.max(max, sc[j]);
-                    }
-                    for (int j = 0; j < t; j++)
-                        if (ks[s] <= j && j <= i && (window <= 0 || i - j < window)) sum += Math.exp(sc[j] - max);
-                    for (int j = 0; j < t; j++) {
-                        if (!(ks[s] <= j && j <= i && (window <= 0 || i - j < window))) continue;
-                        double p = Math.exp(sc[j] - max) / sum;
-                        for (int e = 0; e < d; e++) out[(s * t + i) * h * d + hh * d + e] += p * v[(s * t + j) * hkv * d + g * d + e];
-                    }
-                }
-            }
-        return out;
+        return ReferenceAttention.forward(new ReferenceAttention.Shape(b, t, h, hkv, d, ks, scale, window), q, k, v, null);
     }
 
     static double[] widen(float[] x) {
@@ -87,6 +62,12 @@ class SlidingWindowAttentionTest {
         // window 1: every query sees only itself, so the output is its own v row
         float[] self = run(s, q, k, v, be.empty(DType.F32, s.b, s.h, s.t), 1);
         for (int e = 0; e < s.d; e++) assertEquals(v[(s.t + 20) * s.hkv * s.d + s.d + e], self[(s.t + 20) * s.h * s.d + 4 * s.d + e], 1e-6);
+    }
+
+    @Test
+    void forwardAndBackwardMatchTheReferenceBackendForEveryWindow() {
+        for (int w : new int[] {1, 3, 17, 33, 74})
+            CpuBackendTest.attentionMatchesTheReference(be, 2, 75, 6, 2, 5, new int[] {0, 9}, 0.4f, w, 40 + w, "window " + w);
     }
 
     @Test

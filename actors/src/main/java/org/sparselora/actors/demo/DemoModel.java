@@ -1,4 +1,4 @@
-package org.sparselora.engine.demo;
+package org.sparselora.actors.demo;
 
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;

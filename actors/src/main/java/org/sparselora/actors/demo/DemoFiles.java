@@ -1,4 +1,4 @@
-package org.sparselora.engine.demo;
+package org.sparselora.actors.demo;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -14,7 +14,7 @@ import org.sparselora.engine.io.AtomicFiles;
 /**
  * The files the demo hands to the ordinary job path: the generated task as prompt/completion JSONL
  * (read back by {@code DatasetReader}, which detects the format and uses the prompt verbatim) and
- * the demo's SparseLoRA config in the published YAML schema (SPEC §6). Both are written to a temp
+ * the demo's SparseLoRA config in the published YAML schema (docs/METHOD.md#config). Both are written to a temp
  * file and renamed.
  */
 public final class DemoFiles {

@@ -1,4 +1,4 @@
-package org.sparselora.engine.demo;
+package org.sparselora.actors.demo;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -1,4 +1,4 @@
-package org.sparselora.engine.demo;
+package org.sparselora.actors.demo;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.SerializationFeature;

@@ -1,4 +1,4 @@
-package org.sparselora.engine.demo;
+package org.sparselora.actors.demo;
 
 import org.sparselora.engine.tokenizer.Tokenizer;
 
