@@ -37,13 +37,7 @@ final class GpuAttention extends GpuOps {
 
     private static long align256(long bytes) { return (bytes + 255) & ~255L; }
 
-    private GpuBackend.AttentionKernel attentionKernel = GpuBackend.DEFAULT_ATTENTION_KERNEL;
-
     private static final float LOG2E = 1.4426950408889634f;
-
-    void setAttentionKernel(GpuBackend.AttentionKernel k) { attentionKernel = k; }
-
-    GpuBackend.AttentionKernel attentionKernel() { return attentionKernel; }
 
     private static boolean flashEligible(int D, GpuTensor... ts) {
         if (D != 32 && D != 64 && D != 128) return false;
@@ -64,13 +58,13 @@ final class GpuAttention extends GpuOps {
                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
         bind();
         GpuTensor O = own(out), L = own(lse), Q = own(q), K = own(k), V = own(v), KS = own(keyStart);
-        int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim, G = Hq / Math.max(1, Hkv);
+        int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim;
         checkAttention("attention", Q, K, V, KS, B, T, Hq, Hkv, D);
         needNumel("attention", "out", O, Q.numel());
         needF32("attention", "lse", L);
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
-        if (attentionKernel == GpuBackend.AttentionKernel.FLASH_PIPELINED && flashEligible(D, O, Q, K, V)) {
+        if (flashEligible(D, O, Q, K, V)) {
             // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
             // 128 queries per block: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
             kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, D == 128 ? 128 : 256, flash3SharedBytes(D), stream,
@@ -78,6 +72,17 @@ final class GpuAttention extends GpuOps {
                             .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
             return;
         }
+        gemmForward(O, L, Q, K, V, KS, B, T, Hq, Hkv, D, scale);
+    }
+
+    /**
+     * The GEMM path of the forward: head-major bf16 copies of q, k, v (the G query heads of a KV group
+     * are then one contiguous matrix, and one strided-batched GEMM covers every (sequence, group)),
+     * fp32 scores, a fused masked softmax, bf16 probabilities.
+     */
+    void gemmForward(GpuTensor O, GpuTensor L, GpuTensor Q, GpuTensor K, GpuTensor V, GpuTensor KS,
+                     int B, int T, int Hq, int Hkv, int D, float scale) {
+        int G = Hq / Math.max(1, Hkv);
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
         long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
         long S = scratch("attn.S", sn * 4), P = scratch("attn.P", sn * 2), oh = scratch("attn.oh", align256(qn * 2));
@@ -109,7 +114,7 @@ final class GpuAttention extends GpuOps {
         bind();
         GpuTensor DQ = own(dq), DK = own(dk), DV = own(dv), DO = own(dout), O = own(out), L = own(lse);
         GpuTensor Q = own(q), K = own(k), V = own(v), KS = own(keyStart);
-        int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim, G = Hq / Math.max(1, Hkv);
+        int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim;
         checkAttention("attentionBackward", Q, K, V, KS, B, T, Hq, Hkv, D);
         needNumel("attentionBackward", "dq", DQ, Q.numel());
         needNumel("attentionBackward", "dk", DK, K.numel());
@@ -121,7 +126,7 @@ final class GpuAttention extends GpuOps {
         if (DO.dtype() != O.dtype()) throw new IllegalArgumentException("attentionBackward: dout " + DO + " and out " + O + " must share a dtype");
         if (B == 0 || T == 0) return;
         long rows = (long) B * Hq * T;
-        if (attentionKernel == GpuBackend.AttentionKernel.FLASH_PIPELINED && flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
+        if (flashEligible(D, DQ, DK, DV, DO, O, Q, K, V)) {
             long drow = scratch("attn.Drow", rows * 4);
             long dqn = (long) B * T * Hq * D;
             long dqAcc = scratch("attn.dqAcc", dqn * 4);
@@ -137,6 +142,14 @@ final class GpuAttention extends GpuOps {
                     new Kernels.Args().ptr(DQ.address()).ptr(dqAcc).l(dqn / 8));
             return;
         }
+        gemmBackward(DQ, DK, DV, DO, O, L, Q, K, V, KS, B, T, Hq, Hkv, D, scale);
+    }
+
+    /** The GEMM path of the backward: the scores recomputed from the lse stash, dS with the scale folded in. */
+    void gemmBackward(GpuTensor DQ, GpuTensor DK, GpuTensor DV, GpuTensor DO, GpuTensor O, GpuTensor L, GpuTensor Q, GpuTensor K,
+                      GpuTensor V, GpuTensor KS, int B, int T, int Hq, int Hkv, int D, float scale) {
+        int G = Hq / Math.max(1, Hkv);
+        long rows = (long) B * Hq * T;
         long qn = (long) B * Hq * T * D, kn = (long) B * Hkv * T * D, sn = (long) B * Hq * T * T;
         long qh = scratch("attn.qh", align256(qn * 2)), kh = scratch("attn.kh", align256(kn * 2)), vh = scratch("attn.vh", align256(kn * 2));
         long doh = scratch("attn.doh", align256(qn * 2)), S = scratch("attn.S", sn * 4), dP = scratch("attn.dP", sn * 4);

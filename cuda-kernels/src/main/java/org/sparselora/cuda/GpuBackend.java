@@ -29,11 +29,9 @@ import org.sparselora.engine.io.HostTensor;
  * scratch first (LoRA factors are small, so this costs little), which is what mixed-precision
  * training does with fp32 masters.
  *
- * <p>Attention defaults to {@link AttentionKernel#FLASH_PIPELINED} (the fastest measured: fused
- * FlashAttention-2-style kernels that never write the score matrix) wherever it applies: bf16
- * tensors, 16-byte aligned, head dim 32, 64 or 128. Everything else — and any choice made with
- * {@link #setAttentionKernel} — may take the {@link AttentionKernel#GEMM} path: head-major bf16
- * copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
+ * <p>Attention runs fused FlashAttention-2-style kernels that never write the score matrix (the
+ * fastest measured) wherever they apply: bf16 tensors, 16-byte aligned, head dim 32, 64 or 128.
+ * Everything else takes the GEMM path: head-major bf16 copies of q, k, v (so the G query heads of a KV group are one contiguous matrix and one
  * strided-batched GEMM covers every (sequence, group)), fp32 scores, a fused masked softmax and
  * bf16 probabilities; the backward recomputes the scores from the lse stash. With F32 tensors the
  * attention therefore still has bf16 operand precision. Timings: benchmarks/gpu/NOTES.md.
@@ -194,31 +192,6 @@ public final class GpuBackend implements Backend {
     }
 
     // ================================================================== attention
-
-    /**
-     * How attention runs (the fused kind needs bf16 tensors with head dim 32/64/128, 16-byte aligned;
-     * anything else takes {@link #GEMM}). Both compute the same function and are each held against the
-     * CPU. Forward + backward at B8 T512 32/8×128 on the H200 (NOTES.md run 4): GEMM ≈ 1090 µs,
-     * FLASH_PIPELINED ≈ 432 (the default). Two earlier fused kinds (FLASH_WMMA ≈ 3000 µs, FLASH_MMA ≈
-     * 1530) were removed once FLASH_PIPELINED beat both at every measured shape.
-     */
-    public enum AttentionKernel {
-        /** cuBLAS strided-batched GEMMs on head-major copies + fused masked softmax, fp32 scores in memory. */
-        GEMM,
-        /**
-         * mma.sync kernels with cp.async double-buffered tiles and ldmatrix fragments: 128-query
-         * forward blocks (4 warps of 32 rows at D = 128, 8 of 16 below); one backward kernel per
-         * 64-key tile with dQ accumulated in fp32 by vector reductions (then rounded to bf16).
-         */
-        FLASH_PIPELINED
-    }
-
-    /** The kernel a new backend uses: the fastest measured (NOTES.md run 4). */
-    public static final AttentionKernel DEFAULT_ATTENTION_KERNEL = AttentionKernel.FLASH_PIPELINED;
-
-    public void setAttentionKernel(AttentionKernel k) { attention.setAttentionKernel(k); }
-
-    public AttentionKernel attentionKernel() { return attention.attentionKernel(); }
 
     @Override public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart, int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
         attention.attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);

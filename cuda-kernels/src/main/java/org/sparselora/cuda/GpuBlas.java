@@ -136,7 +136,7 @@ final class GpuBlas extends GpuOps {
         String skinny = skinnyKernel(M, N, aT, cT);
         boolean skinnyOk = skinny != null && aligned(A) && aligned(B[0]) && aligned(O[0])
                 && (bStride / bT.bytes) % 8 == 0 && (cStride / cT.bytes) % 8 == 0;
-        if (skinnyOk && skinnySharedA) {
+        if (skinnyOk) {
             launch(skinny, M, count, 256, 0, new Kernels.Args().ptr(O[0].address()).ptr(A.address()).ptr(B[0].address())
                     .i(K).i(N).l(bStride / bT.bytes).l(cStride / cT.bytes));
             return true;
@@ -145,11 +145,6 @@ final class GpuBlas extends GpuOps {
                 0f, O[0].address(), cT, N, cStride / cT.bytes, count);
         return true;
     }
-
-    /** matmulSharedA with a small left operand through skinny_shared_a (default) or cuBLAS's batched GEMM. */
-    private boolean skinnySharedA = true;
-
-    void setSkinnySharedA(boolean on) { skinnySharedA = on; }
 
     /**
      * The skinny_shared_a kernel for an (M, K)·(K, N) product set, or null where it does not apply:

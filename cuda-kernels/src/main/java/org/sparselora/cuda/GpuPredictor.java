@@ -39,15 +39,11 @@ final class GpuPredictor extends GpuOps {
 
     /** Largest row the register-resident top-k takes (1024 threads × 16 keys); longer rows use topk_f32. */
     static final int TOPK_REG_MAX = 1024 * 16;
-    /** The register-resident top-k (default) or the first single-block kernel (kept for comparison and rows over TOPK_REG_MAX). */
-    private boolean topKInRegisters = true;
 
-    void setTopKInRegisters(boolean on) { topKInRegisters = on; }
-
-    /** One block per row of (rows, n) scores into (rows, k) indices; same result from either kernel. */
+    /** One block per row of (rows, n) scores into (rows, k) indices: the register-resident kernel, or topk_f32 past its limit. */
     private void launchTopK(GpuTensor I, GpuTensor S, int rows, int n, int k) {
-        if (!topKInRegisters || n > TOPK_REG_MAX) {
-            launch("topk_f32", rows, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+        if (n > TOPK_REG_MAX) {
+            topKSingleBlock(I, S, rows, n, k);
             return;
         }
         int items = n <= 4096 ? 4 : 16;
@@ -57,27 +53,15 @@ final class GpuPredictor extends GpuOps {
                 new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k).i(vec ? 1 : 0));
     }
 
+    /** topk_f32: one 1024-thread block per row, the row streamed through shared-memory histograms (any n; the same result). */
+    void topKSingleBlock(GpuTensor I, GpuTensor S, int rows, int n, int k) {
+        launch("topk_f32", rows, 1, 1024, 0, new Kernels.Args().ptr(I.address()).ptr(S.address()).i(n).i(k));
+    }
+
     /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
     static final int LOW_RANK_MAX = 32;
-    /** lowRankColumnNorms through the Gram matrix (default) or by summing (t·q)² over the rows (the first fused form, kept for tests). */
-    private boolean gramNorms = true;
-
-    void setGramNorms(boolean on) { gramNorms = on; }
-
-    /**
-     * How the Gram form gets G_s = t_sᵀ·t_s: one cuBLAS GEMM per segment (the first form), one
-     * strided-batched cuBLAS GEMM for all segments (when the t sit equally spaced, as the predictor
-     * stacks them), or the chunked kernel pair lowrank_gram_part + lowrank_gram_part_norms (the default;
-     * no cuBLAS, the chunk sums added in a fixed order).
-     */
-    enum GramMode { CUBLAS_EACH, CUBLAS_BATCHED, KERNEL }
-
-    private GramMode gramMode = GramMode.KERNEL;
-
-    void setGramMode(GramMode m) { gramMode = m; }
-
-    GramMode gramMode() { return gramMode; }
-    private static final int LR_COLS = 256, LR_ROWS = 64;
+    /** Columns per block and rows per chunk of the low-rank norm kernels (LR_COLS, LR_ROWS in sparse.cu). */
+    static final int LR_COLS = 256, LR_ROWS = 64;
 
     boolean lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
         bind();
@@ -108,51 +92,53 @@ final class GpuPredictor extends GpuOps {
         if (mTotal == 0) return true;
         if (n == 0 || r == 0) { for (GpuTensor o : O) owner.fill(o, 0f); return true; }
         int gx = (mTotal + LR_COLS - 1) / LR_COLS;
-        if (gramNorms) {
-            // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram matrix per segment, then r² work per column
-            // (not n·r): the attention predictor's q̂/k̂/v̂ norms over thousands of tokens cost a few µs
-            int E = outs.length * r * r;
-            if (gramMode == GramMode.KERNEL && E <= 1024) {
-                // rows spread over up to 64 blocks of at least 64 rows each (measured at the 8B shape,
-                // 4096 tokens: 64 chunks 10.9 µs for both kernels, 32 chunks of 128 rows 13.3 µs)
-                int chunks = Math.max(1, Math.min(64, (n + 63) / 64)), rowsPerChunk = (n + chunks - 1) / chunks;
-                chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
-                long part = scratch("lowrank.gram.part", (long) chunks * E * 4);
-                launch("lowrank_gram_part_" + sfx(T[0], "lowRankColumnNorms"), chunks, 1, Math.max(128, (E + 31) / 32 * 32), 0,
-                        segments(O, T, Q).ptr(part).i(n).i(r).i(rowsPerChunk));
-                launch("lowrank_gram_part_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
-                        segments(O, T, Q).ptr(part).i(chunks).i(r).i(mTotal));
-                return true;
-            }
-            long gAddr = scratch("lowrank.gram", 3L * LOW_RANK_MAX * LOW_RANK_MAX * 4);
-            long tStride = outs.length > 1 ? T[1].address() - T[0].address() : 0;
-            boolean batched = gramMode != GramMode.CUBLAS_EACH && outs.length > 1 && tStride >= (long) n * r * dt.bytes
-                    && tStride % dt.bytes == 0;
-            for (int i = 0; batched && i < outs.length; i++) batched = T[i].address() == T[0].address() + i * tStride;
-            if (batched) {  // G_i = t_iᵀ·t_i for every segment in one strided-batched GEMM
-                owner.blas.gemmBatched(true, false, r, r, n, 1f, T[0].address(), dt, r, tStride / dt.bytes, T[0].address(), dt, r, tStride / dt.bytes,
-                        0f, gAddr, DType.F32, r, (long) r * r, outs.length);
-            } else {
-                for (int i = 0; i < outs.length; i++) {
-                    GpuTensor G = new GpuTensor(owner, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
-                    owner.matmul(G, T[i], true, T[i], false, 1f, 0f);
-                }
-            }
-            launch("lowrank_gram_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
-                    segments(O, T, Q).ptr(gAddr).i(r).i(mTotal));
+        // ‖t·q_c‖² = q_cᵀ·(tᵀt)·q_c: one (r,r) Gram matrix per segment, then r² work per column
+        // (not n·r): the attention predictor's q̂/k̂/v̂ norms over thousands of tokens cost a few µs
+        int E = outs.length * r * r;
+        if (E <= 1024) {
+            // rows spread over up to 64 blocks of at least 64 rows each (measured at the 8B shape,
+            // 4096 tokens: 64 chunks 10.9 µs for both kernels, 32 chunks of 128 rows 13.3 µs)
+            int chunks = Math.max(1, Math.min(64, (n + 63) / 64)), rowsPerChunk = (n + chunks - 1) / chunks;
+            chunks = (n + rowsPerChunk - 1) / rowsPerChunk;
+            long part = scratch("lowrank.gram.part", (long) chunks * E * 4);
+            launch("lowrank_gram_part_" + sfx(T[0], "lowRankColumnNorms"), chunks, 1, Math.max(128, (E + 31) / 32 * 32), 0,
+                    segments(O, T, Q).ptr(part).i(n).i(r).i(rowsPerChunk));
+            launch("lowrank_gram_part_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
+                    segments(O, T, Q).ptr(part).i(chunks).i(r).i(mTotal));
             return true;
         }
-        int chunks = (n + LR_ROWS - 1) / LR_ROWS;
-        long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * mTotal * 4) : 0;
-        launch("lowrank_colsumsq_" + sfx(T[0], "lowRankColumnNorms"), gx, chunks, LR_COLS, 0,
-                segments(O, T, Q).ptr(part).i(n).i(r).i(mTotal));
-        if (chunks > 1)
-            launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(O, T, Q).ptr(part).i(chunks).i(mTotal));
+        gramNormsCublas(O, T, Q, n, r, mTotal, true);
         return true;
     }
 
+    /**
+     * The Gram form through cuBLAS (the chunked kernels' Gram matrices outgrow their shared memory
+     * past 1024 entries): G_i = t_iᵀ·t_i for every segment in one strided-batched GEMM when the t sit
+     * equally spaced (as the predictor stacks them) and batched is allowed, else one GEMM each; then
+     * lowrank_gram_norms.
+     */
+    void gramNormsCublas(GpuTensor[] O, GpuTensor[] T, GpuTensor[] Q, int n, int r, int mTotal, boolean batchedAllowed) {
+        DType dt = T[0].dtype();
+        int gx = (mTotal + LR_COLS - 1) / LR_COLS;
+        long gAddr = scratch("lowrank.gram", 3L * LOW_RANK_MAX * LOW_RANK_MAX * 4);
+        long tStride = O.length > 1 ? T[1].address() - T[0].address() : 0;
+        boolean batched = batchedAllowed && O.length > 1 && tStride >= (long) n * r * dt.bytes && tStride % dt.bytes == 0;
+        for (int i = 0; batched && i < O.length; i++) batched = T[i].address() == T[0].address() + i * tStride;
+        if (batched) {  // G_i = t_iᵀ·t_i for every segment in one strided-batched GEMM
+            owner.blas.gemmBatched(true, false, r, r, n, 1f, T[0].address(), dt, r, tStride / dt.bytes, T[0].address(), dt, r, tStride / dt.bytes,
+                    0f, gAddr, DType.F32, r, (long) r * r, O.length);
+        } else {
+            for (int i = 0; i < O.length; i++) {
+                GpuTensor G = new GpuTensor(owner, DType.F32, new int[] {r, r}, new DevPtr().plus(gAddr + (long) i * r * r * 4), null);
+                owner.matmul(G, T[i], true, T[i], false, 1f, 0f);
+            }
+        }
+        launch("lowrank_gram_norms_" + sfx(Q[0], "lowRankColumnNorms"), gx, 1, LR_COLS, 0,
+                segments(O, T, Q).ptr(gAddr).i(r).i(mTotal));
+    }
+
     /** The flat segment parameters of the low-rank norm kernels: three t, three Q, three outputs, three widths, the count. */
-    private static Kernels.Args segments(GpuTensor[] O, GpuTensor[] T, GpuTensor[] Q) {
+    static Kernels.Args segments(GpuTensor[] O, GpuTensor[] T, GpuTensor[] Q) {
         Kernels.Args a = new Kernels.Args();
         for (int i = 0; i < 3; i++) a.ptr(i < T.length ? T[i].address() : 0L);
         for (int i = 0; i < 3; i++) a.ptr(i < Q.length ? Q[i].address() : 0L);
@@ -160,11 +146,6 @@ final class GpuPredictor extends GpuOps {
         for (int i = 0; i < 3; i++) a.i(i < Q.length ? Q[i].dim(1) : 0);
         return a.i(O.length);
     }
-
-    /** lowRankSwigluColumnNorms over ≤ LR_ROWS rows through lowrank_swiglu_small (default) or the segment-struct kernel. */
-    private boolean swigluSmall = true;
-
-    void setSwigluSmall(boolean on) { swigluSmall = on; }
 
     boolean lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
         bind();
@@ -180,12 +161,18 @@ final class GpuPredictor extends GpuOps {
         if (!fused) return false;
         if (m == 0) return true;
         if (n == 0 || r == 0) { owner.fill(O, 0f); return true; }
-        if (n <= LR_ROWS && swigluSmall) {   // the B sequence means: one pass, flat parameters
+        if (n <= LR_ROWS) {   // the B sequence means: one pass, flat parameters
             launch("lowrank_swiglu_small_r" + (r <= 8 ? 8 : 32) + "_" + sfx(TG, "lowRankSwigluColumnNorms"), (m + 127) / 128, 1, 128, 0,
                     new Kernels.Args().ptr(O.address()).ptr(TG.address()).ptr(TU.address()).ptr(QG.address()).ptr(QU.address())
                             .i(n).i(r).i(m));
             return true;
         }
+        swigluSegments(O, TG, QG, TU, QU, n, r, m);
+        return true;
+    }
+
+    /** lowRankSwigluColumnNorms through the segment-struct kernel, any row count (row chunks of LR_ROWS, then lowrank_norm_finish). */
+    void swigluSegments(GpuTensor O, GpuTensor TG, GpuTensor QG, GpuTensor TU, GpuTensor QU, int n, int r, int m) {
         int chunks = (n + LR_ROWS - 1) / LR_ROWS, gx = (m + LR_COLS - 1) / LR_COLS;
         long part = chunks > 1 ? scratch("lowrank.part", (long) chunks * m * 4) : 0;
         // segment parameters: t = (tg, tu), Q = (qg, qu), the one output, width m
@@ -195,7 +182,6 @@ final class GpuPredictor extends GpuOps {
         if (chunks > 1)
             launch("lowrank_norm_finish", gx, 1, LR_COLS, 0, segments(new GpuTensor[] {O}, new GpuTensor[] {TG}, new GpuTensor[] {QG})
                     .ptr(part).i(chunks).i(m));
-        return true;
     }
 
     void kvChannelScores(Tensor scores, Tensor qNorms, Tensor kNorms, int kvHeads, int groupSize, int headDim) {

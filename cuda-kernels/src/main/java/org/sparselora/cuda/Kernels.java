@@ -64,6 +64,8 @@ final class Kernels implements AutoCloseable {
         m.put("topk_f32", "sparse");
         m.put("lowrank_norm_finish", "sparse");
         for (String a : t) {
+            // lowrank_colsumsq: the row-sum form of the low-rank norms, a slower variant the backend no
+            // longer runs; kept for the tests' and benches' comparison (DevKernels in the test sources)
             m.put("lowrank_colsumsq_" + a, "sparse");
             m.put("lowrank_gram_norms_" + a, "sparse");
             m.put("lowrank_swiglu_colsumsq_" + a, "sparse");

@@ -387,18 +387,24 @@ class GpuBackendTest {
      * equally spaced views of stackB and stackO: one strided-batched product with A broadcast.
      */
     private static void matmulSharedAStacked(Pair stackO, Pair A, Pair stackB, int count, int M, int K, int N) {
+        matmulSharedAStacked(stackO, A, stackB, count, M, K, N, true);
+    }
+
+    /** As above; {@code backend} false: the GPU side through {@link DevKernels#matmulSharedACublas}. */
+    private static void matmulSharedAStacked(Pair stackO, Pair A, Pair stackB, int count, int M, int K, int N, boolean backend) {
         Tensor[] bg = new Tensor[count], bc = new Tensor[count], og = new Tensor[count], oc = new Tensor[count];
         for (int i = 0; i < count; i++) {
             bg[i] = stackB.g.view((long) i * K * N, K, N); bc[i] = stackB.c.view((long) i * K * N, K, N);
             og[i] = stackO.g.view((long) i * M * N, M, N); oc[i] = stackO.c.view((long) i * M * N, M, N);
         }
-        gpu.matmulSharedA(og, A.g, bg);
+        if (backend) gpu.matmulSharedA(og, A.g, bg);
+        else DevKernels.matmulSharedACublas(gpu, og, A.g, bg);
         cpu.matmulSharedA(oc, A.c, bc);
     }
 
     /**
      * matmulSharedA with a small left operand (the MLP predictor's x̄ (B, C) times its stacked P): the
-     * skinny_shared_a kernel (default) and cuBLAS's batched GEMM against the CPU, at the 8B shape (8 ×
+     * skinny_shared_a kernel (the backend's) and cuBLAS's batched GEMM ({@link DevKernels}) against the CPU, at the 8B shape (8 ×
      * 4096 · 2 × (4096, 8)), K not a multiple of the block (1000), one row, 32 rows, N = 16 and 24,
      * bf16 → bf16, bf16 → f32 and f32 → f32; N = 12 (not in groups of 8) and M = 33 take cuBLAS.
      */
@@ -406,24 +412,19 @@ class GpuBackendTest {
     void matmulSharedASmallLeftOperand() {
         int[][] mkn = {{8, 4096, 8}, {8, 1000, 8}, {1, 4096, 8}, {32, 512, 16}, {5, 300, 24}, {8, 96, 12}, {33, 96, 8}};
         DType[][] types = {{DType.BF16, DType.BF16}, {DType.BF16, DType.F32}, {DType.F32, DType.F32}};
-        try {
-            for (boolean skinny : new boolean[] {true, false}) {
-                gpu.setSkinnySharedA(skinny);
-                for (int[] s : mkn) {
-                    int M = s[0], K = s[1], N = s[2];
-                    for (DType[] tt : types) {
-                        int count = 2;
-                        Pair A = pair(rand(M * K, 1f), tt[0], M, K);
-                        Pair stackB = pair(rand(count * K * N, 1f), tt[0], count * K, N);
-                        Pair stackO = out(tt[1], count * M, N);
-                        matmulSharedAStacked(stackO, A, stackB, count, M, K, N);
-                        close("matmulSharedA " + (skinny ? "skinny " : "cuBLAS ") + M + "x" + K + "x" + N + " " + tt[0] + "->" + tt[1],
-                                stackO, tt[1] == DType.BF16 ? BF16_TOL : (tt[0] == DType.F32 ? F32_TOL : 1e-4));
-                    }
+        for (boolean skinny : new boolean[] {true, false}) {
+            for (int[] s : mkn) {
+                int M = s[0], K = s[1], N = s[2];
+                for (DType[] tt : types) {
+                    int count = 2;
+                    Pair A = pair(rand(M * K, 1f), tt[0], M, K);
+                    Pair stackB = pair(rand(count * K * N, 1f), tt[0], count * K, N);
+                    Pair stackO = out(tt[1], count * M, N);
+                    matmulSharedAStacked(stackO, A, stackB, count, M, K, N, skinny);
+                    close("matmulSharedA " + (skinny ? "skinny " : "cuBLAS ") + M + "x" + K + "x" + N + " " + tt[0] + "->" + tt[1],
+                            stackO, tt[1] == DType.BF16 ? BF16_TOL : (tt[0] == DType.F32 ? F32_TOL : 1e-4));
                 }
             }
-        } finally {
-            gpu.setSkinnySharedA(true);
         }
     }
 
@@ -567,9 +568,9 @@ class GpuBackendTest {
     void attentionForwardBackwardGqaWithPadding() {
         // small odd shape (both dtypes; every kernel: GEMM and FLASH_PIPELINED) and Llama-like head sizes
         // (D 128 with GQA 8/2, D 64) whose T is not a tile multiple, with left padding, forward and backward
-        GpuBackend.AttentionKernel[] all = GpuBackend.AttentionKernel.values();
-        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.F32, GpuBackend.AttentionKernel.GEMM);
-        for (GpuBackend.AttentionKernel k : all) {
+        DevKernels.Attention[] all = DevKernels.Attention.values();
+        checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.F32, DevKernels.Attention.GEMM);
+        for (DevKernels.Attention k : all) {
             checkAttention(2, 33, 4, 2, 32, new int[] {0, 7}, DType.BF16, k);
             checkAttention(2, 200, 8, 2, 128, new int[] {0, 37}, DType.BF16, k);
             checkAttention(3, 130, 4, 4, 64, new int[] {65, 0, 129}, DType.BF16, k);
@@ -581,55 +582,49 @@ class GpuBackendTest {
         // several 128-query / 64-key tiles with keyStart inside a tile (300 = 4·64 + 44 = 9·32 + 12),
         // 4 query heads per kv head; a sequence that is all padding (keyStart = T) next to one that
         // barely is; T one past two forward tiles with padding ending just past the first
-        for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
+        for (DevKernels.Attention k : DevKernels.Attention.values()) {
             checkAttention(2, 512, 8, 2, 128, new int[] {0, 300}, DType.BF16, k);
             checkAttention(2, 70, 4, 1, 64, new int[] {70, 3}, DType.BF16, k);
             checkAttention(1, 257, 2, 2, 32, new int[] {129}, DType.BF16, k);
         }
     }
 
-    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, GpuBackend.AttentionKernel kernel) {
+    static void checkAttention(int B, int T, int Hq, int Hkv, int D, int[] ks, DType t, DevKernels.Attention kernel) {
         float scale = (float) (1 / Math.sqrt(D));
         int N = B * T;
         String tag = t + " B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + " " + kernel;
-        GpuBackend.AttentionKernel before = gpu.attentionKernel();
-        gpu.setAttentionKernel(kernel);
-        try {
-            Pair Q = pair(rand(N * Hq * D, 1f), t, N, Hq * D), K = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D);
-            Pair V = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D), KS = ints(ks, B);
-            Pair O = out(t, N, Hq * D), L = out(DType.F32, B, Hq, T);
-            gpu.attention(O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
-            cpu.attention(O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
-            close("attention out " + tag, O, ATT_TOL);
-            // lse: compare rows with a visible key (padding rows hold -inf on both)
-            float[] lg = gpu.toFloats(L.g), lc = cpu.toFloats(L.c);
-            for (int i = 0; i < lc.length; i++) {
-                if (Float.isInfinite(lc[i])) assertEquals(lc[i], lg[i], "lse padding row " + i + " " + tag);
-                else assertEquals(lc[i], lg[i], 2e-2 * Math.max(1, Math.abs(lc[i])), "lse row " + i + " " + tag);
-            }
-            // padded query rows output exactly 0
-            float[] og = gpu.toFloats(O.g);
-            for (int b = 0; b < B; b++)
-                for (int tt = 0; tt < Math.min(ks[b], T); tt++)
-                    for (int j = 0; j < Hq * D; j++) assertEquals(0f, og[(b * T + tt) * Hq * D + j], "padded query row output " + tag);
-            Pair DO = pair(rand(N * Hq * D, 1f), t, N, Hq * D);
-            Pair DQ = out(t, N, Hq * D), DK = out(t, N, Hkv * D), DV = out(t, N, Hkv * D);
-            // the backward reads the forward's out and lse: each side gets its own forward results
-            gpu.attentionBackward(DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
-            cpu.attentionBackward(DQ.c, DK.c, DV.c, DO.c, O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
-            close("attention dq " + tag, DQ, ATT_TOL);
-            close("attention dk " + tag, DK, ATT_TOL);
-            close("attention dv " + tag, DV, ATT_TOL);
-            // again into re-poisoned outputs: nothing may carry over between calls (FLASH_PIPELINED
-            // accumulates dQ in a kept fp32 scratch buffer that must be cleared every call)
-            for (Pair p : new Pair[] {DQ, DK, DV}) gpu.fill(p.g, Float.NaN);
-            gpu.attentionBackward(DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
-            close("attention dq (second call) " + tag, DQ, ATT_TOL);
-            close("attention dk (second call) " + tag, DK, ATT_TOL);
-            close("attention dv (second call) " + tag, DV, ATT_TOL);
-        } finally {
-            gpu.setAttentionKernel(before);
+        Pair Q = pair(rand(N * Hq * D, 1f), t, N, Hq * D), K = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D);
+        Pair V = pair(rand(N * Hkv * D, 1f), t, N, Hkv * D), KS = ints(ks, B);
+        Pair O = out(t, N, Hq * D), L = out(DType.F32, B, Hq, T);
+        kernel.forward(gpu, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+        cpu.attention(O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
+        close("attention out " + tag, O, ATT_TOL);
+        // lse: compare rows with a visible key (padding rows hold -inf on both)
+        float[] lg = gpu.toFloats(L.g), lc = cpu.toFloats(L.c);
+        for (int i = 0; i < lc.length; i++) {
+            if (Float.isInfinite(lc[i])) assertEquals(lc[i], lg[i], "lse padding row " + i + " " + tag);
+            else assertEquals(lc[i], lg[i], 2e-2 * Math.max(1, Math.abs(lc[i])), "lse row " + i + " " + tag);
         }
+        // padded query rows output exactly 0
+        float[] og = gpu.toFloats(O.g);
+        for (int b = 0; b < B; b++)
+            for (int tt = 0; tt < Math.min(ks[b], T); tt++)
+                for (int j = 0; j < Hq * D; j++) assertEquals(0f, og[(b * T + tt) * Hq * D + j], "padded query row output " + tag);
+        Pair DO = pair(rand(N * Hq * D, 1f), t, N, Hq * D);
+        Pair DQ = out(t, N, Hq * D), DK = out(t, N, Hkv * D), DV = out(t, N, Hkv * D);
+        // the backward reads the forward's out and lse: each side gets its own forward results
+        kernel.backward(gpu, DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+        cpu.attentionBackward(DQ.c, DK.c, DV.c, DO.c, O.c, L.c, Q.c, K.c, V.c, KS.c, B, T, Hq, Hkv, D, scale);
+        close("attention dq " + tag, DQ, ATT_TOL);
+        close("attention dk " + tag, DK, ATT_TOL);
+        close("attention dv " + tag, DV, ATT_TOL);
+        // again into re-poisoned outputs: nothing may carry over between calls (FLASH_PIPELINED
+        // accumulates dQ in a kept fp32 scratch buffer that must be cleared every call)
+        for (Pair p : new Pair[] {DQ, DK, DV}) gpu.fill(p.g, Float.NaN);
+        kernel.backward(gpu, DQ.g, DK.g, DV.g, DO.g, O.g, L.g, Q.g, K.g, V.g, KS.g, B, T, Hq, Hkv, D, scale);
+        close("attention dq (second call) " + tag, DQ, ATT_TOL);
+        close("attention dk (second call) " + tag, DK, ATT_TOL);
+        close("attention dv (second call) " + tag, DV, ATT_TOL);
     }
 
     @Test
@@ -1177,7 +1172,7 @@ class GpuBackendTest {
     void gatherRowsColsAndScatterRowsColsFused() {
         int[][] cases = { // R, C, n, k
                 {50, 64, 17, 16}, {37, 70, 10, 13}, {40, 64, 40, 64}, {9, 8, 1, 1}, {33, 24, 33, 1},
-                {3000, 512, 2300, 104}, {5, GpuBackend.SCATTER_MAP_MAX_COLS + 40, 3, 200}, {12, 1029, 7, 1029}};
+                {3000, 512, 2300, 104}, {5, GpuSparse.SCATTER_MAP_MAX_COLS + 40, 3, 200}, {12, 1029, 7, 1029}};
         for (int[] cs : cases) {
             int R = cs[0], C = cs[1], n = cs[2], k = cs[3];
             for (boolean shuffle : new boolean[] {false, true}) {
@@ -1271,7 +1266,7 @@ class GpuBackendTest {
         for (DType t : FLOATS) {
             for (int[] nr : new int[][] {{8, 8}, {1000, 8}, {130, 32}, {70, 33}}) {
                 int n = nr[0], r = nr[1];
-                double tol = r <= GpuBackend.LOW_RANK_MAX ? 1e-4 : 3e-3;
+                double tol = r <= GpuPredictor.LOW_RANK_MAX ? 1e-4 : 3e-3;
                 int[] widths = {300, 64, 64};
                 for (int segs = 1; segs <= 3; segs++) {
                     Tensor[] tg = new Tensor[segs], qg = new Tensor[segs], og = new Tensor[segs];
@@ -1286,14 +1281,13 @@ class GpuBackendTest {
                     // both GPU forms: Σ_rows (t·q)² and the Gram form qᵀ(tᵀt)q (the default; its rounding
                     // follows the conditioning of tᵀt, so it gets 1e-3 where the row sum gets 1e-4)
                     for (boolean gram : new boolean[] {false, true}) {
-                        gpu.setGramNorms(gram);
                         for (Tensor o : og) gpu.fill(o, Float.NaN);
-                        gpu.lowRankColumnNorms(og, tg, qg);
+                        if (gram) gpu.lowRankColumnNorms(og, tg, qg);
+                        else DevKernels.lowRankColumnNormsRowSums(gpu, og, tg, qg);
                         for (int i = 0; i < segs; i++)
                             close("lowRankColumnNorms " + (gram ? "gram " : "rows ") + t + " n=" + n + " r=" + r + " segment " + i + "/" + segs,
-                                    outs[i], gram && r <= GpuBackend.LOW_RANK_MAX ? 1e-3 : tol);
+                                    outs[i], gram && r <= GpuPredictor.LOW_RANK_MAX ? 1e-3 : tol);
                     }
-                    gpu.setGramNorms(true);
                 }
                 int m = 1029;
                 Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
@@ -1350,7 +1344,8 @@ class GpuBackendTest {
     }
 
     /**
-     * The register-resident top-k (default) and the first single-block kernel against CpuBackend.topK:
+     * The register-resident top-k (the backend's) and the first single-block kernel ({@link DevKernels})
+     * against CpuBackend.topK:
      * n on and off the block's item grid (1029, 4097: not a multiple of 4, so no vector loads), at its
      * limits (4096 and 16384 keys) and past it (16385: the first kernel serves), the 8B MLP width 14336
      * with the kept counts of the published configs (143 at 0.99, 1433 at 0.9, 12902 at 0.1), k = 0, 1,
@@ -1359,57 +1354,59 @@ class GpuBackendTest {
      */
     @Test
     void topKRegisterKernelMatchesCpu() {
-        try {
-            for (boolean reg : new boolean[] {true, false}) {
-                gpu.setTopKInRegisters(reg);
-                for (int n : new int[] {1, 2, 37, 1024, 1029, 4096, 4097, 14336, 16384, 16385}) {
-                    java.util.TreeSet<Integer> ks = new java.util.TreeSet<>(List.of(0, 1, n / 3, Math.max(0, n - 1), n, n / 10));
-                    if (n == 14336) ks.addAll(List.of(143, 1433, 12902));
-                    for (int kind = 0; kind < 5; kind++) {
-                        float[] s = topKScores(n, kind);
-                        Pair S = pair(s, DType.F32, n);
-                        for (int k : ks) {
-                            Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
-                            if (k > 0) gpu.fill(ig, -1f);
-                            gpu.topK(ig, S.g, k);
-                            cpu.topK(ic, S.c, k);
-                            String what = (reg ? "register" : "first") + " topK n=" + n + " k=" + k + " kind=" + kind;
-                            int[] want = cpu.toInts(ic), got = gpu.toInts(ig);
-                            assertArrayEquals(want, got, what);
-                            gpu.topK(ig, S.g, k);
-                            assertArrayEquals(got, gpu.toInts(ig), what + ": must be deterministic");
-                            ig.close();
-                        }
-                        S.g.close();
+        for (boolean reg : new boolean[] {true, false}) {
+            for (int n : new int[] {1, 2, 37, 1024, 1029, 4096, 4097, 14336, 16384, 16385}) {
+                java.util.TreeSet<Integer> ks = new java.util.TreeSet<>(List.of(0, 1, n / 3, Math.max(0, n - 1), n, n / 10));
+                if (n == 14336) ks.addAll(List.of(143, 1433, 12902));
+                for (int kind = 0; kind < 5; kind++) {
+                    float[] s = topKScores(n, kind);
+                    Pair S = pair(s, DType.F32, n);
+                    for (int k : ks) {
+                        Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
+                        if (k > 0) gpu.fill(ig, -1f);
+                        topK(reg, ig, S.g, k);
+                        cpu.topK(ic, S.c, k);
+                        String what = (reg ? "register" : "first") + " topK n=" + n + " k=" + k + " kind=" + kind;
+                        int[] want = cpu.toInts(ic), got = gpu.toInts(ig);
+                        assertArrayEquals(want, got, what);
+                        topK(reg, ig, S.g, k);
+                        assertArrayEquals(got, gpu.toInts(ig), what + ": must be deterministic");
+                        ig.close();
                     }
-                }
-                // scores at an odd float offset: not 16-byte aligned, so the scalar loads
-                int n = 14336, k = 1433;
-                float[] s = topKScores(n + 1, 2);
-                Pair S = pair(s, DType.F32, n + 1);
-                Tensor view = S.g.view(1, n);
-                Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
-                gpu.fill(ig, -1f);
-                gpu.topK(ig, view, k);
-                cpu.topK(ic, S.c.view(1, n), k);
-                assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), (reg ? "register" : "first") + " topK on a misaligned view");
-                // several rows in one launch: the attention selection's (2, Hkv·D) K scores and V norms,
-                // rows of the MLP width, and rows whose length is not a multiple of 4 (misaligned rows)
-                for (int[] mnk : new int[][] {{2, 1024, 256}, {3, 14336, 143}, {2, 1029, 300}, {2, 1024, 1024}}) {
-                    int m = mnk[0], nn = mnk[1], kk = mnk[2];
-                    float[] rs = new float[m * nn];
-                    for (int i = 0; i < m; i++) System.arraycopy(topKScores(nn, i % 3), 0, rs, i * nn, nn);
-                    Pair R = pair(rs, DType.F32, m, nn);
-                    Tensor rg = gpu.empty(DType.I32, m, kk), rc = cpu.empty(DType.I32, m, kk);
-                    gpu.fill(rg, -1f);
-                    gpu.topKRows(rg, R.g, kk);
-                    cpu.topKRows(rc, R.c, kk);
-                    assertArrayEquals(cpu.toInts(rc), gpu.toInts(rg), (reg ? "register" : "first") + " topKRows m=" + m + " n=" + nn + " k=" + kk);
+                    S.g.close();
                 }
             }
-        } finally {
-            gpu.setTopKInRegisters(true);
+            // scores at an odd float offset: not 16-byte aligned, so the scalar loads
+            int n = 14336, k = 1433;
+            float[] s = topKScores(n + 1, 2);
+            Pair S = pair(s, DType.F32, n + 1);
+            Tensor view = S.g.view(1, n);
+            Tensor ig = gpu.empty(DType.I32, k), ic = cpu.empty(DType.I32, k);
+            gpu.fill(ig, -1f);
+            topK(reg, ig, view, k);
+            cpu.topK(ic, S.c.view(1, n), k);
+            assertArrayEquals(cpu.toInts(ic), gpu.toInts(ig), (reg ? "register" : "first") + " topK on a misaligned view");
+            // several rows in one launch: the attention selection's (2, Hkv·D) K scores and V norms,
+            // rows of the MLP width, and rows whose length is not a multiple of 4 (misaligned rows)
+            for (int[] mnk : new int[][] {{2, 1024, 256}, {3, 14336, 143}, {2, 1029, 300}, {2, 1024, 1024}}) {
+                int m = mnk[0], nn = mnk[1], kk = mnk[2];
+                float[] rs = new float[m * nn];
+                for (int i = 0; i < m; i++) System.arraycopy(topKScores(nn, i % 3), 0, rs, i * nn, nn);
+                Pair R = pair(rs, DType.F32, m, nn);
+                Tensor rg = gpu.empty(DType.I32, m, kk), rc = cpu.empty(DType.I32, m, kk);
+                gpu.fill(rg, -1f);
+                if (reg) gpu.topKRows(rg, R.g, kk);
+                else DevKernels.topKRows(gpu, rg, R.g, kk);
+                cpu.topKRows(rc, R.c, kk);
+                assertArrayEquals(cpu.toInts(rc), gpu.toInts(rg), (reg ? "register" : "first") + " topKRows m=" + m + " n=" + nn + " k=" + kk);
+            }
         }
+    }
+
+    /** topK through the backend's op ({@code reg}: the register-resident kernel) or topk_f32 ({@link DevKernels}). */
+    private static void topK(boolean reg, Tensor idx, Tensor scores, int k) {
+        if (reg) gpu.topK(idx, scores, k);
+        else DevKernels.topK(gpu, idx, scores, k);
     }
 
     /**
@@ -1422,71 +1419,62 @@ class GpuBackendTest {
      */
     @Test
     void lowRankGramModesMatchCpu() {
-        try {
-            for (DType t : FLOATS) {
-                for (int[] nr : new int[][] {{4096, 8}, {4001, 8}, {65, 8}, {1, 8}, {300, 20}}) {
-                    int n = nr[0], r = nr[1];
-                    int[] widths = {4096, 1024, 1024};
-                    float[] tv = rand(3 * n * r, 1f);
-                    Pair T = pair(tv, t, 3 * n, r);
-                    Tensor[] tg = new Tensor[3], tc = new Tensor[3], qg = new Tensor[3], qc = new Tensor[3], og = new Tensor[3], oc = new Tensor[3];
-                    Pair[] outs = new Pair[3];
-                    for (int i = 0; i < 3; i++) {
-                        tg[i] = T.g.view((long) i * n * r, n, r);
-                        tc[i] = T.c.view((long) i * n * r, n, r);
-                        Pair Q = pair(rand(r * widths[i], 1f), t, r, widths[i]);
-                        qg[i] = Q.g; qc[i] = Q.c;
-                        outs[i] = out(DType.F32, widths[i]);
-                        og[i] = outs[i].g; oc[i] = outs[i].c;
-                    }
-                    cpu.lowRankColumnNorms(oc, tc, qc);
-                    // the same t as three separate tensors: not equally spaced
-                    Tensor[] sep = new Tensor[3];
-                    for (int i = 0; i < 3; i++) {
-                        sep[i] = gpu.empty(t, n, r);
-                        gpu.copy(sep[i], tg[i]);
-                    }
-                    for (GpuBackend.GramMode mode : GpuBackend.GramMode.values()) {
-                        gpu.setGramMode(mode);
-                        for (Tensor[] ts : new Tensor[][] {tg, sep}) {
-                            for (Tensor o : og) gpu.fill(o, Float.NaN);
-                            gpu.lowRankColumnNorms(og, ts, qg);
-                            for (int i = 0; i < 3; i++)
-                                close("gram " + mode + (ts == sep ? " separate t " : " stacked t ") + t + " n=" + n + " r=" + r + " segment " + i,
-                                        outs[i], 1e-3);
-                        }
-                    }
-                    for (Tensor x : sep) x.close();
+        for (DType t : FLOATS) {
+            for (int[] nr : new int[][] {{4096, 8}, {4001, 8}, {65, 8}, {1, 8}, {300, 20}}) {
+                int n = nr[0], r = nr[1];
+                int[] widths = {4096, 1024, 1024};
+                float[] tv = rand(3 * n * r, 1f);
+                Pair T = pair(tv, t, 3 * n, r);
+                Tensor[] tg = new Tensor[3], tc = new Tensor[3], qg = new Tensor[3], qc = new Tensor[3], og = new Tensor[3], oc = new Tensor[3];
+                Pair[] outs = new Pair[3];
+                for (int i = 0; i < 3; i++) {
+                    tg[i] = T.g.view((long) i * n * r, n, r);
+                    tc[i] = T.c.view((long) i * n * r, n, r);
+                    Pair Q = pair(rand(r * widths[i], 1f), t, r, widths[i]);
+                    qg[i] = Q.g; qc[i] = Q.c;
+                    outs[i] = out(DType.F32, widths[i]);
+                    og[i] = outs[i].g; oc[i] = outs[i].c;
                 }
+                cpu.lowRankColumnNorms(oc, tc, qc);
+                // the same t as three separate tensors: not equally spaced
+                Tensor[] sep = new Tensor[3];
+                for (int i = 0; i < 3; i++) {
+                    sep[i] = gpu.empty(t, n, r);
+                    gpu.copy(sep[i], tg[i]);
+                }
+                for (DevKernels.GramMode mode : DevKernels.GramMode.values()) {
+                    for (Tensor[] ts : new Tensor[][] {tg, sep}) {
+                        for (Tensor o : og) gpu.fill(o, Float.NaN);
+                        mode.lowRankColumnNorms(gpu, og, ts, qg);
+                        for (int i = 0; i < 3; i++)
+                            close("gram " + mode + (ts == sep ? " separate t " : " stacked t ") + t + " n=" + n + " r=" + r + " segment " + i,
+                                    outs[i], 1e-3);
+                    }
+                }
+                for (Tensor x : sep) x.close();
             }
-        } finally {
-            gpu.setGramMode(GpuBackend.GramMode.KERNEL);
         }
     }
 
     /**
      * The MLP predictor's scores over a few rows (the B sequence means): the flat-parameter kernel
-     * (default; rank bound 8 or 32) and the segment-struct kernel against the CPU's estimates + swiglu +
+     * (the backend's; rank bound 8 or 32) and the segment-struct kernel ({@link DevKernels}) against the CPU's estimates + swiglu +
      * columnNorms, at 1, 8 and 64 rows (the most one pass takes), ranks 5, 8, 16 and 32, the 8B MLP
      * width 14336 and an odd width. Both sum fp32 products of the same inputs: 1e-4.
      */
     @Test
     void lowRankSwigluScoresOverFewRows() {
-        try {
-            for (boolean small : new boolean[] {true, false}) {
-                gpu.setSwigluSmall(small);
-                for (DType t : FLOATS)
-                    for (int[] nrm : new int[][] {{8, 8, 14336}, {1, 8, 1029}, {64, 5, 1029}, {8, 16, 300}, {3, 32, 1029}}) {
-                        int n = nrm[0], r = nrm[1], m = nrm[2];
-                        Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
-                        Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
-                        gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
-                        cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
-                        close("lowRankSwigluColumnNorms " + (small ? "small " : "struct ") + t + " n=" + n + " r=" + r + " m=" + m, O, 1e-4);
-                    }
-            }
-        } finally {
-            gpu.setSwigluSmall(true);
+        for (boolean small : new boolean[] {true, false}) {
+            for (DType t : FLOATS)
+                for (int[] nrm : new int[][] {{8, 8, 14336}, {1, 8, 1029}, {64, 5, 1029}, {8, 16, 300}, {3, 32, 1029}}) {
+                    int n = nrm[0], r = nrm[1], m = nrm[2];
+                    Pair TG = pair(rand(n * r, 1f), t, n, r), TU = pair(rand(n * r, 1f), t, n, r);
+                    Pair QG = pair(rand(r * m, 0.5f), t, r, m), QU = pair(rand(r * m, 0.5f), t, r, m), O = out(DType.F32, m);
+                    if (small) gpu.lowRankSwigluColumnNorms(O.g, TG.g, QG.g, TU.g, QU.g);
+                    else DevKernels.lowRankSwigluSegments(gpu, O.g, TG.g, QG.g, TU.g, QU.g);
+                    cpu.lowRankSwigluColumnNorms(O.c, TG.c, QG.c, TU.c, QU.c);
+                    close("lowRankSwigluColumnNorms " + (small ? "small " : "struct ") + t + " n=" + n + " r=" + r + " m=" + m, O, 1e-4);
+                }
         }
     }
 
