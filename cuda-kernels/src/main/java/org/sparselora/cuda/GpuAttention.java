@@ -45,14 +45,11 @@ final class GpuAttention extends GpuOps {
         return aligned(ts);
     }
 
-    /** Dynamic shared memory of flash3_fwd_d{D}: mirrors F3Smem in attention.cu (Q tile of 128 rows, two K and two V tiles of 64). */
-    static int flash3SharedBytes(int D) { return (128 + 4 * 64) * (D + 8) * 2; }
+    /** Launch constant {@code what} (threads, rows, smem_bytes) of the fused kernel {@code kernel}, from attention.cu (F3Smem, B3Smem). */
+    private static int flash3(String kernel, String what) { return Kernels.constant("attention", kernel + "_" + what); }
 
-    /**
-     * Dynamic shared memory of flash3_bwd_d{D}: mirrors B3Smem in attention.cu with 4 warps (K, V
-     * tiles of 64 keys; two Q and two dO tiles of 32 rows; dSᵀ; row stats).
-     */
-    static int flash3BwdSharedBytes(int D) { return (2 * 64 + 4 * 32) * (D + 8) * 2 + 64 * (32 + 8) * 2 + 4 * 32 * 4; }
+    /** Bytes of attn_cached's shared memory per float: the query row and one score per visible key. */
+    private static final int CACHED_ENTRY_BYTES = Kernels.constant("attention", "attn_cached_smem_entry_bytes");
 
     void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
@@ -67,7 +64,9 @@ final class GpuAttention extends GpuOps {
         if (flashEligible(D, O, Q, K, V)) {
             // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
             // 128 queries per block: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
-            kernels.launch("flash3_fwd_d" + D, Hq, B, (T + 127) / 128, D == 128 ? 128 : 256, flash3SharedBytes(D), stream,
+            String f = "flash3_fwd_d" + D;
+            int rows = flash3(f, "rows");
+            kernels.launch(f, Hq, B, (T + rows - 1) / rows, flash3(f, "threads"), flash3(f, "smem_bytes"), stream,
                     new Kernels.Args().ptr(O.address()).ptr(L.address()).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E));
             return;
@@ -135,7 +134,9 @@ final class GpuAttention extends GpuOps {
             launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
             // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
-            kernels.launch("flash3_bwd_d" + D, Hkv, B, (T + 63) / 64, 128, flash3BwdSharedBytes(D), stream,
+            String f = "flash3_bwd_d" + D;
+            int keys = flash3(f, "rows");
+            kernels.launch(f, Hkv, B, (T + keys - 1) / keys, flash3(f, "threads"), flash3(f, "smem_bytes"), stream,
                     new Kernels.Args().ptr(DK.address()).ptr(DV.address()).ptr(dqAcc).ptr(Q.address()).ptr(K.address()).ptr(V.address())
                             .ptr(DO.address()).ptr(L.address()).ptr(drow).ptr(KS.address()).i(T).i(Hq).i(Hkv).f(scale * LOG2E).f(scale));
             launch("attn_dq_convert", (int) Math.max(1, Math.min(SM_BLOCKS * 4L, (dqn / 8 + 255) / 256)), 1, 256, 0,
@@ -196,8 +197,8 @@ final class GpuAttention extends GpuOps {
         if (O.dtype() != Q.dtype() || KC.dtype() != Q.dtype() || VC.dtype() != Q.dtype())
             throw new IllegalArgumentException("attentionCached: out, q and the caches must share a dtype");
         if (n == 0) return;
-        long smem = (long) (D + pos0 + n) * 4;
-        if (smem > 48 * 1024) throw new IllegalArgumentException("attentionCached: context of " + (pos0 + n) + " tokens exceeds this kernel's shared-memory score buffer (~12K)");
+        long smem = (long) (D + pos0 + n) * CACHED_ENTRY_BYTES;
+        if (smem > Kernels.DEFAULT_DYNAMIC_SHARED_BYTES) throw new IllegalArgumentException("attentionCached: context of " + (pos0 + n) + " tokens exceeds this kernel's shared-memory score buffer (~12K)");
         kernels.launch("attn_cached_" + sfx(Q, "attentionCached"), n, Hq, 128, (int) smem, stream,
                 new Kernels.Args().ptr(O.address()).ptr(Q.address()).ptr(KC.address()).ptr(VC.address())
                         .i(pos0).i(Hq).i(Hkv).i(D).f(scale));

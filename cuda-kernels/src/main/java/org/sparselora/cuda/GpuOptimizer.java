@@ -35,7 +35,7 @@ final class GpuOptimizer extends GpuOps {
     }
 
     /** Elements per tile and threads per block of the multi-tensor kernels (MT_TILE, MT_THREADS in sparse.cu). */
-    static final int MT_TILE = 4096, MT_THREADS = 256;
+    static final int MT_TILE = Kernels.constant("sparse", "multi_tile"), MT_THREADS = Kernels.constant("sparse", "multi_threads");
 
     /**
      * The fused multi-tensor AdamW group: the whole optimizer phase in two launches. A device table

@@ -59,9 +59,9 @@ final class GpuPredictor extends GpuOps {
     }
 
     /** Largest predictor rank the fused low-rank norm kernels take (their Q column lives in registers). */
-    static final int LOW_RANK_MAX = 32;
+    static final int LOW_RANK_MAX = Kernels.constant("sparse", "lowrank_max_rank");
     /** Columns per block and rows per chunk of the low-rank norm kernels (LR_COLS, LR_ROWS in sparse.cu). */
-    static final int LR_COLS = 256, LR_ROWS = 64;
+    static final int LR_COLS = Kernels.constant("sparse", "lowrank_cols"), LR_ROWS = Kernels.constant("sparse", "lowrank_rows");
 
     boolean lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
         bind();

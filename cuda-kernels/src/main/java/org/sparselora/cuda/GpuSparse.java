@@ -82,8 +82,10 @@ final class GpuSparse extends GpuOps {
                         .i(n).i(R).i(C).i(k).i(vec ? 1 : 0));
     }
 
+    /** Bytes per column of scatter_rows_cols' inverse column map (sparse.cu). */
+    private static final int SCATTER_MAP_ENTRY_BYTES = Kernels.constant("sparse", "scatter_rows_cols_smem_entry_bytes");
     /** Widest row whose inverse column map (16-bit entries) fits the 48 KiB of shared memory a launch gets by default. */
-    static final int SCATTER_MAP_MAX_COLS = 24 * 1024;
+    static final int SCATTER_MAP_MAX_COLS = Kernels.DEFAULT_DYNAMIC_SHARED_BYTES / SCATTER_MAP_ENTRY_BYTES;
 
     void scatterRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) {
         bind();
@@ -99,15 +101,17 @@ final class GpuSparse extends GpuOps {
         // a few blocks per SM; each builds the column map once for its rows
         int rowsPerBlock = Math.max(1, (n + SM_BLOCKS / 2 - 1) / (SM_BLOCKS / 2));
         int blocks = (n + rowsPerBlock - 1) / rowsPerBlock;
-        int smem = map ? (C * 2 + 15) / 16 * 16 : 0;
+        int smem = map ? (C * SCATTER_MAP_ENTRY_BYTES + 15) / 16 * 16 : 0;
         launch("scatter_rows_cols_" + sfx(O, "scatterRowsCols") + "_" + sfx(S, "scatterRowsCols"), blocks, 1,
                 rowThreads(vec ? C / 8 : C, 256), smem,
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address())
                         .i(n).i(R).i(C).i(k).i(rowsPerBlock).i(map ? 1 : 0).i(vec ? 1 : 0));
     }
 
+    /** Bytes per bitmap word (32 values) of pad_index_set (sparse.cu). */
+    private static final int PAD_WORD_BYTES = Kernels.constant("sparse", "pad_index_set_smem_entry_bytes");
     /** Widest index range padIndexSet's bitmap covers in the 48 KiB of shared memory a launch gets by default. */
-    static final int PAD_INDEX_MAX_N = 48 * 1024 * 8;
+    static final int PAD_INDEX_MAX_N = Kernels.DEFAULT_DYNAMIC_SHARED_BYTES / PAD_WORD_BYTES * 32;
 
     void padIndexSet(Tensor out, Tensor idx, int n) {
         bind();
@@ -119,7 +123,7 @@ final class GpuSparse extends GpuOps {
         if (n > PAD_INDEX_MAX_N) throw new IllegalArgumentException("padIndexSet: range of " + n + " exceeds the kernel's bitmap of " + PAD_INDEX_MAX_N);
         if (kp == 0) return;
         int words = (n + 31) / 32;
-        launch("pad_index_set", 1, 1, 256, words * 4, new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(kp).i(n));
+        launch("pad_index_set", 1, 1, 256, words * PAD_WORD_BYTES, new Kernels.Args().ptr(O.address()).ptr(I.address()).i(k).i(kp).i(n));
     }
 
     void fillCols(Tensor t, int col0, float value) {
@@ -147,6 +151,11 @@ final class GpuSparse extends GpuOps {
                 new Kernels.Args().ptr(O.address()).ptr(S.address()).ptr(RI.address()).ptr(CI.address()).i(n).i(R).i(C).i(k));
     }
 
+    /** Bytes per column of the joined swiglu kernels' kept-column map (elementwise.cu). */
+    private static final int JOIN_MAP_ENTRY_BYTES = Kernels.constant("elementwise", "swiglu_join_smem_entry_bytes");
+    /** Widest row whose kept-column map fits the shared memory a launch gets by default. */
+    static final int JOIN_MAP_MAX_COLS = Kernels.DEFAULT_DYNAMIC_SHARED_BYTES / JOIN_MAP_ENTRY_BYTES;
+
     /** Rows named by an optional index set (null: none). */
     private static int rowCount(GpuTensor idx) { return idx == null ? 0 : (int) idx.numel(); }
 
@@ -161,7 +170,7 @@ final class GpuSparse extends GpuOps {
         boolean vec = alignedOk && C % 8 == 0;
         long work = (long) rows * (vec ? C / 8 : C);
         if (work == 0) return;
-        int smem = k > 0 ? (C * 2 + 15) / 16 * 16 : 0;
+        int smem = k > 0 ? (C * JOIN_MAP_ENTRY_BYTES + 15) / 16 * 16 : 0;
         // one resident wave: with 28 KiB of column map per block and ~45 registers per thread a fixed
         // grid would leave a partial second wave of blocks (each with the same share of the work)
         int wave = kernels.residentBlocksPerSm(name, 256, smem) * smCount;
@@ -195,7 +204,7 @@ final class GpuSparse extends GpuOps {
      */
     private record JoinSets(GpuTensor addRows, GpuTensor plainRows, GpuTensor keptCols, int na, int np, int k, int C, int R) {
         /** Whether the kernels take the call: the kept-column map fits shared memory and the unit count an int (else the reference path). */
-        boolean kernelTakes() { return !((k > 0 && C > SCATTER_MAP_MAX_COLS) || !joinFitsInt(na + np, C)); }
+        boolean kernelTakes() { return !((k > 0 && C > JOIN_MAP_MAX_COLS) || !joinFitsInt(na + np, C)); }
 
         /**
          * The index sets are I32, the add-row tensors (ts[0..2], null passes) are (na, C) and the

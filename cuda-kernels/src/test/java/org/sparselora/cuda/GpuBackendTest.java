@@ -1165,7 +1165,7 @@ class GpuBackendTest {
      * The fused block ops (one kernel each) against CpuBackend, exact: every shape class the kernels
      * branch on — 8-wide and scalar column paths (k or C not a multiple of 8, and an output that is a
      * view 1 element off 16-byte alignment), the shared-memory column map and the wide-row fallback
-     * (C over {@link GpuBackend#SCATTER_MAP_MAX_COLS}), one row/one column, every row and every column,
+     * (C over {@link GpuSparse#SCATTER_MAP_MAX_COLS}), one row/one column, every row and every column,
      * ascending and shuffled index sets, many rows per block (n over the block count).
      */
     @Test
