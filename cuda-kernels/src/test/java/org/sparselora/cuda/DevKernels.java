@@ -13,7 +13,7 @@ import org.sparselora.engine.backend.Tensor;
  * this class calls that production code for shapes the winner would have taken; the one variant with
  * no production use, the row-sum low-rank norms, launches its kernels here.
  *
- * <p>Used by {@link GpuBackendTest} (each variant against the CPU), {@link KernelBench},
+ * <p>Used by the GPU op tests ({@link GpuBlasTest}, {@link GpuAttentionTest}, {@link GpuPredictorTest}: each variant against the CPU), {@link KernelBench},
  * {@link AttentionBench} and {@link PredictorBench} (each variant timed beside the winner).
  */
 final class DevKernels {
