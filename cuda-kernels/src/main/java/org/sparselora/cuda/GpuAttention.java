@@ -52,7 +52,7 @@ final class GpuAttention extends GpuOps {
     private static final int CACHED_ENTRY_BYTES = Kernels.constant("attention", "attn_cached_smem_entry_bytes");
 
     void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
-                          int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
+                   int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
         bind();
         GpuTensor O = own(out), L = own(lse), Q = own(q), K = own(k), V = own(v), KS = own(keyStart);
         int B = batch, T = seqLen, Hq = heads, Hkv = kvHeads, D = headDim;
@@ -62,8 +62,8 @@ final class GpuAttention extends GpuOps {
         needNumel("attention", "lse", L, (long) B * Hq * T);
         if (B == 0 || T == 0) return;
         if (flashEligible(D, O, Q, K, V)) {
-            // grid (head, sequence, 128-query tile): the kernel walks the query tiles longest first
-            // 128 queries per block: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
+            // grid (head, sequence, query tile): the kernel walks the query tiles longest first; a tile is
+            // 128 queries: 4 warps of 32 rows at D = 128, 8 warps of 16 rows below (attention.cu)
             String f = "flash3_fwd_d" + D;
             int rows = flash3(f, "rows");
             kernels.launch(f, Hq, B, (T + rows - 1) / rows, flash3(f, "threads"), flash3(f, "smem_bytes"), stream,
@@ -108,8 +108,8 @@ final class GpuAttention extends GpuOps {
     }
 
     void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
-                                  Tensor q, Tensor k, Tensor v, Tensor keyStart,
-                                  int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
+                           Tensor q, Tensor k, Tensor v, Tensor keyStart,
+                           int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
         bind();
         GpuTensor DQ = own(dq), DK = own(dk), DV = own(dv), DO = own(dout), O = own(out), L = own(lse);
         GpuTensor Q = own(q), K = own(k), V = own(v), KS = own(keyStart);
@@ -133,7 +133,7 @@ final class GpuAttention extends GpuOps {
             long warps = (rows * (D / 8) + 31) / 32;
             launch("attn_bwd_prep", (int) ((warps + 7) / 8), 1, 256, 0,
                     new Kernels.Args().ptr(drow).ptr(dqAcc).ptr(DO.address()).ptr(O.address()).i(B).i(T).i(Hq).i(D));
-            // grid (kv head, sequence, 64-key tile): key tile 0, which meets the most query tiles, first
+            // grid (kv head, sequence, key tile of 64): key tile 0, which meets the most query tiles, first
             String f = "flash3_bwd_d" + D;
             int keys = flash3(f, "rows");
             kernels.launch(f, Hkv, B, (T + keys - 1) / keys, flash3(f, "threads"), flash3(f, "smem_bytes"), stream,
@@ -185,7 +185,7 @@ final class GpuAttention extends GpuOps {
     }
 
     void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
-                                int heads, int kvHeads, int headDim, float scale) {
+                         int heads, int kvHeads, int headDim, float scale) {
         bind();
         GpuTensor O = own(out), Q = own(q), KC = own(kCache), VC = own(vCache);
         int D = headDim, Hq = heads, Hkv = kvHeads;

@@ -138,6 +138,7 @@ public final class GpuBackend implements Backend {
     @Override public void copy(Tensor dst, Tensor src) { memory.copy(dst, src); }
     @Override public void fill(Tensor t, float value) { memory.fill(t, value); }
     @Override public void synchronize() { memory.synchronize(); }
+
     // ================================================================== dense algebra
 
     @Override public void matmul(Tensor c, Tensor a, boolean transA, Tensor b, boolean transB, float alpha, float beta) {
@@ -149,8 +150,10 @@ public final class GpuBackend implements Backend {
      * a GEMM dtype (bf16 or f32 with an F32 c); other combinations take the per-block default, whose
      * matmul converts operands.
      */
-    @Override public void matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b, boolean transB, int blocks, int m, float alpha, float beta) {
-        if (!blas.matmulRowBlocks(c, cOff, cStride, a, aOff, aStride, b, transB, blocks, m, alpha, beta)) Backend.super.matmulRowBlocks(c, cOff, cStride, a, aOff, aStride, b, transB, blocks, m, alpha, beta);
+    @Override public void matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b,
+                                          boolean transB, int blocks, int m, float alpha, float beta) {
+        if (!blas.matmulRowBlocks(c, cOff, cStride, a, aOff, aStride, b, transB, blocks, m, alpha, beta))
+            Backend.super.matmulRowBlocks(c, cOff, cStride, a, aOff, aStride, b, transB, blocks, m, alpha, beta);
     }
 
     /**
@@ -166,16 +169,20 @@ public final class GpuBackend implements Backend {
     @Override public void scale(Tensor t, float s) { blas.scale(t, s); }
     @Override public void mul(Tensor out, Tensor a, Tensor b) { blas.mul(out, a, b); }
     @Override public double sumOfSquares(List<Tensor> tensors) { return blas.sumOfSquares(tensors); }
+
     // ================================================================== layers
 
     @Override public void embedding(Tensor out, Tensor ids, Tensor table) { layers.embedding(out, ids, table); }
     @Override public void rmsNorm(Tensor out, Tensor rstd, Tensor x, Tensor weight, float eps) { layers.rmsNorm(out, rstd, x, weight, eps); }
     @Override public void addRmsNorm(Tensor residual, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
-        if (!layers.addRmsNorm(residual, out, rstd, delta, weight, eps)) Backend.super.addRmsNorm(residual, out, rstd, delta, weight, eps);
+        if (!layers.addRmsNorm(residual, out, rstd, delta, weight, eps))
+            Backend.super.addRmsNorm(residual, out, rstd, delta, weight, eps);
     }
 
-    @Override public void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
-        if (!layers.addRmsNormTo(residualOut, residualIn, out, rstd, delta, weight, eps)) Backend.super.addRmsNormTo(residualOut, residualIn, out, rstd, delta, weight, eps);
+    @Override public void addRmsNormTo(Tensor residualOut, Tensor residualIn, Tensor out, Tensor rstd, Tensor delta,
+                                       Tensor weight, float eps) {
+        if (!layers.addRmsNormTo(residualOut, residualIn, out, rstd, delta, weight, eps))
+            Backend.super.addRmsNormTo(residualOut, residualIn, out, rstd, delta, weight, eps);
     }
 
     @Override public void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate) {
@@ -187,22 +194,10 @@ public final class GpuBackend implements Backend {
     }
 
     /** Both rotations in one launch ({@code rope_qk_*}): 16-byte vector accesses when D % 16 == 0 and the tensors are aligned. */
-    @Override public void ropeQK(Tensor q, Tensor k, Tensor positions, Tensor cos, Tensor sin, int heads, int kvHeads, int headDim, boolean inverse) {
-        if (!layers.ropeQK(q, k, positions, cos, sin, heads, kvHeads, headDim, inverse)) Backend.super.ropeQK(q, k, positions, cos, sin, heads, kvHeads, headDim, inverse);
-    }
-
-    // ================================================================== attention
-
-    @Override public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart, int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
-        attention.attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
-    }
-
-    @Override public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart, int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
-        attention.attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
-    }
-
-    @Override public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0, int heads, int kvHeads, int headDim, float scale) {
-        attention.attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale);
+    @Override public void ropeQK(Tensor q, Tensor k, Tensor positions, Tensor cos, Tensor sin, int heads, int kvHeads,
+                                 int headDim, boolean inverse) {
+        if (!layers.ropeQK(q, k, positions, cos, sin, heads, kvHeads, headDim, inverse))
+            Backend.super.ropeQK(q, k, positions, cos, sin, heads, kvHeads, headDim, inverse);
     }
 
     @Override public void swiglu(Tensor out, Tensor gate, Tensor up) { layers.swiglu(out, gate, up); }
@@ -219,13 +214,32 @@ public final class GpuBackend implements Backend {
     /** The dropout rule the kernel implements (CpuBackend's formula): element {@code i} is kept when this is ≥ p. */
     public static float dropoutUniform(long seed, long i) { return GpuLayers.dropoutUniform(seed, i); }
 
+    // ================================================================== attention
+
+    @Override public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart, int batch, int seqLen,
+                                    int heads, int kvHeads, int headDim, float scale) {
+        attention.attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
+    }
+
+    @Override public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse, Tensor q,
+                                            Tensor k, Tensor v, Tensor keyStart, int batch, int seqLen, int heads, int kvHeads,
+                                            int headDim, float scale) {
+        attention.attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale);
+    }
+
+    @Override public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0, int heads, int kvHeads,
+                                          int headDim, float scale) {
+        attention.attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale);
+    }
+
     // ================================================================== optimizer
 
-    @Override public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale) {
+    @Override public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,
+                                float weightDecay, int step, float gradScale) {
         optimizer.adamw(param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, gradScale);
     }
 
-    /** The fused multi-tensor group ({@link AdamwMulti}); made outside any graph capture (it uploads its table). */
+    /** The fused multi-tensor group ({@link GpuOptimizer}: two launches a step); made outside any graph capture (it uploads its table). */
     @Override public AdamwGroup adamwGroup(List<Tensor[]> slots) { return optimizer.adamwGroup(slots); }
 
     // ================================================================== SparseLoRA: gathers, scatters, joined SwiGLU
@@ -239,17 +253,24 @@ public final class GpuBackend implements Backend {
     @Override public void padIndexSet(Tensor out, Tensor idx, int n) { sparse.padIndexSet(out, idx, n); }
     @Override public void fillCols(Tensor t, int col0, float value) { sparse.fillCols(t, col0, value); }
     @Override public void scatterAddRowsCols(Tensor out, Tensor src, Tensor rowIdx, Tensor colIdx) { sparse.scatterAddRowsCols(out, src, rowIdx, colIdx); }
-    @Override public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd, Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
-        if (!sparse.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept)) Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
+    @Override public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
+                                     Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
+        if (!sparse.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept))
+            Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
     }
 
-    @Override public void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows, Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols, Tensor dgKept, Tensor duKept) {
-        if (!sparse.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept)) Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
+    @Override public void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
+                                             Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
+                                             Tensor dgKept, Tensor duKept) {
+        if (!sparse.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept))
+            Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept,
+                                             duKept);
     }
 
     @Override public void columnNorms(Tensor out, Tensor x) { sparse.columnNorms(out, x); }
     @Override public void sequenceMean(Tensor out, Tensor x, Tensor keyStart, int batch, int seqLen) { sparse.sequenceMean(out, x, keyStart, batch, seqLen); }
     @Override public void maskPaddingRows(Tensor x, Tensor keyStart, int batch, int seqLen) { sparse.maskPaddingRows(x, keyStart, batch, seqLen); }
+
     // ================================================================== SparseLoRA: the predictor
 
     @Override public void topK(Tensor idx, Tensor scores, int k) { predictor.topK(idx, scores, k); }

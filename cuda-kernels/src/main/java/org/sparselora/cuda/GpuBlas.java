@@ -82,7 +82,7 @@ final class GpuBlas extends GpuOps {
      * matmul converts operands.
      */
     boolean matmulRowBlocks(Tensor c, int cOff, int cStride, Tensor a, int aOff, int aStride, Tensor b, boolean transB,
-                                int blocks, int m, float alpha, float beta) {
+                            int blocks, int m, float alpha, float beta) {
         bind();
         GpuTensor C = own(c), A = own(a), B = own(b);
         if (A.rank() != 2 || B.rank() != 2 || C.rank() != 2)
@@ -169,8 +169,8 @@ final class GpuBlas extends GpuOps {
 
     /** Row-major strided-batched C_i = alpha·op(A_i)·op(B_i) + beta·C_i; lds and strides in elements. */
     void gemmBatched(boolean transA, boolean transB, int M, int N, int K, float alpha,
-                             long A, DType aT, int lda, long strideA, long B, DType bT, int ldb, long strideB,
-                             float beta, long C, DType cT, int ldc, long strideC, int batch) {
+                     long A, DType aT, int lda, long strideA, long B, DType bT, int ldb, long strideB,
+                     float beta, long C, DType cT, int ldc, long strideC, int batch) {
         cublas.gemmBatched(transB ? Cublas.OP_T : Cublas.OP_N, transA ? Cublas.OP_T : Cublas.OP_N, N, M, K, alpha,
                 B, cudaType(bT), ldb, strideB, A, cudaType(aT), lda, strideA, beta, C, cudaType(cT), ldc, strideC, batch);
     }

@@ -16,7 +16,7 @@ final class GpuOptimizer extends GpuOps {
     GpuOptimizer(GpuBackend owner, GpuDevice dev) { super(owner, dev); }
 
     void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
-                      float eps, float weightDecay, int step, float gradScale) {
+               float eps, float weightDecay, int step, float gradScale) {
         bind();
         GpuTensor P = own(param), G = own(grad), M = own(m), V = own(v);
         needF32("adamw", "param", P);

@@ -228,7 +228,7 @@ final class GpuSparse extends GpuOps {
     }
 
     boolean swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
-                           Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
+                       Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
         bind();
         GpuTensor H = own(h), G = own(g), U = own(u);
         JoinSets s = joinSets(G, addRows, plainRows, keptCols);
@@ -250,8 +250,8 @@ final class GpuSparse extends GpuOps {
     }
 
     boolean swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
-                                   Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
-                                   Tensor dgKept, Tensor duKept) {
+                               Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
+                               Tensor dgKept, Tensor duKept) {
         bind();
         GpuTensor DG = own(dg), DU = own(du), DH = own(dh), G = own(g), U = own(u);
         JoinSets s = joinSets(G, addRows, plainRows, keptCols);
