@@ -6,9 +6,10 @@ import org.sparselora.engine.backend.Tensor;
 /**
  * What each capability of a {@link GpuBackend} builds on: the device it runs on (thread binding,
  * capture state, the stream and the kernel launcher), the façade its tensors belong to, and the
- * argument checks and launch shapes the ops share. A capability reaches another's ops through
- * {@link #owner} (the façade, as the ops did when they were one class) and its internals through
- * the façade's fields ({@code owner.blas}, {@code owner.memory}).
+ * argument checks and launch shapes the ops share. A capability calls another's ops through
+ * {@link #owner}, the façade (so it runs exactly what any caller of the backend gets, the engine's
+ * defaults included), and reaches package-private internals through the façade's fields
+ * ({@code owner.blas.gemmBatched}, {@code owner.memory.scratch}).
  */
 abstract class GpuOps {
     /** Cap for grid-stride loops: a few waves on an H200. */
