@@ -2,7 +2,7 @@
 # Compiles every kernel source in src/main/cuda/*.cu to PTX and writes it under
 # src/main/resources/org/sparselora/cuda/ptx/{sm_90,compute_80}/NAME.ptx, which is committed so a
 # build without nvcc still works. Each PTX starts with two comment lines: the sha256 of its sources
-# (common.cuh followed by NAME.cu, byte for byte) and the nvcc release that made it; PtxResourcesTest
+# (common.cuh followed by NAME.cu, byte for byte) and the nvcc release that made it; PtxFreshnessTest
 # fails when a shipped PTX is stale against the sources.
 # Usage: cuda-kernels/build-ptx.sh [OUT_ROOT]   (OUT_ROOT defaults to the resources folder;
 #        PTX_ARCHS="sm_90" limits the targets, as the freshness test does)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine over the folder benchmarks/gpu/stage-attn.sh prepared (.devrun/attn, with
-# .devrun/jre25.tar.xz beside it): the attention tests of GpuBackendTest (every kernel against
+# .devrun/jre25.tar.xz beside it): the attention tests (GpuAttentionTest: every kernel against
 # CpuBackend) and the kernel catalogue check, then AttentionBench (fwd/bwd timings of every kernel at
 # the Llama-3-8B and 1B head shapes, agreement with the GEMM path), then compute-sanitizer memcheck
 # over the fused kernels at odd shapes. Logs to $OUT. Exit status: the tests'.
@@ -8,7 +8,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/device-run-lib.sh"
 device_run_setup
-T=org.sparselora.cuda.GpuBackendTest
+T=org.sparselora.cuda.GpuAttentionTest
 timeout 70 "${junit[@]}" --details=tree --select-method "$T#attentionForwardBackwardGqaWithPadding" \
   --select-method "$T#attentionFusedKernelsAcrossTileEdges" --select-method "$T#attentionCachedMatchesCpu" \
   --select-class org.sparselora.cuda.KernelCatalogueTest --reports-dir "$out/junit" > "$out/tests.log" 2>&1

@@ -4,7 +4,8 @@
 # device_run_setup makes $out (OUT, default ./out), unpacks the Java runtime (the folder's
 # jre25.tar.xz, else the shared one beside the folder) to /tmp/jre, and sets java, flags (the JVM
 # options of every run), cp (the folder's test classes and lib/*.jar) and junit (the JUnit console
-# launcher on that classpath; callers add --details=tree where they want the tree); nvidia-smi and
+# launcher on that classpath; callers add --details=tree where they want the tree) and op_tests (the
+# launcher's selection of the GPU op tests, one class per backend capability); nvidia-smi and
 # `java -version` go to $out/env.txt. Needs $here: the staged folder.
 
 device_run_setup() {
@@ -21,4 +22,6 @@ device_run_setup() {
   { nvidia-smi; "$java" -version; } > "$out/env.txt" 2>&1
   junit=("$java" "${flags[@]}" -jar "$here/lib/junit-platform-console-standalone.jar" execute --class-path "$cp"
          --disable-banner --disable-ansi-colors)
+  op_tests=()
+  for j in Memory Blas Layers Attention Optimizer Sparse Predictor; do op_tests+=(--select-class "org.sparselora.cuda.Gpu${j}Test"); done
 }

@@ -152,7 +152,11 @@ extern "C" __global__ void attn_softmax_bwd(bf16* P, bf16* dS, const float* S, c
 }
 
 // Generation: n new query tokens at positions [pos0, pos0+n) of one sequence against caches holding
-// positions [0, pos0+n). One block per (token i, head h); scores in dynamic shared memory.
+// positions [0, pos0+n). One block per (token i, head h); scores in dynamic shared memory: the query
+// row (D floats) then one score per visible key, attn_cached_smem_entry_bytes each.
+// Launch constants the host reads from this module's PTX (Kernels.constant): each is a __constant__
+// int with C linkage, so its name and value appear verbatim in the PTX text.
+extern "C" __constant__ int attn_cached_smem_entry_bytes = sizeof(float);
 template <typename T>
 __device__ void attnCachedImpl(T* out, const T* q, const T* kc, const T* vc, int pos0, int Hq, int Hkv, int D, float scale) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
@@ -478,7 +482,11 @@ __device__ void flash3FwdImpl(bf16* out, float* lse, const bf16* q, const bf16* 
     }
 }
 
+// The host sizes the launch from NAME_threads, NAME_rows (queries per block) and NAME_smem_bytes.
 #define FLASH3_FWD(NAME, DD, MT, MINB) \
+    extern "C" __constant__ int NAME##_threads = 256 / MT; \
+    extern "C" __constant__ int NAME##_rows = F3Smem<DD>::BQ; \
+    extern "C" __constant__ int NAME##_smem_bytes = F3Smem<DD>::BYTES; \
     extern "C" __global__ void __launch_bounds__(256 / MT, MINB) NAME(bf16* o, float* lse, const bf16* q, const bf16* k, const bf16* v, const int* ks, int T, int Hq, int Hkv, float scLog2) \
         { flash3FwdImpl<DD, MT>(o, lse, q, k, v, ks, T, Hq, Hkv, scLog2); }
 FLASH3_FWD(flash3_fwd_d32, 32, 1, 2)
@@ -708,7 +716,11 @@ __device__ void flash3BwdImpl(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, c
     warpRowsOut<D>(dv + (long)b * T * kld + (long)g * D, kld, vst, wk0, T, lane);
 }
 
+// The host sizes the launch from NAME_threads, NAME_rows (keys per block) and NAME_smem_bytes.
 #define FLASH3_BWD(NAME, DD, NW, MINB) \
+    extern "C" __constant__ int NAME##_threads = 32 * NW; \
+    extern "C" __constant__ int NAME##_rows = B3Smem<DD, NW>::BK; \
+    extern "C" __constant__ int NAME##_smem_bytes = B3Smem<DD, NW>::BYTES; \
     extern "C" __global__ void __launch_bounds__(32 * NW, MINB) NAME(bf16* dk, bf16* dv, float* dqAcc, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse, const float* Drow, const int* ks, int T, int Hq, int Hkv, float scLog2, float sc) \
         { flash3BwdImpl<DD, NW>(dk, dv, dqAcc, q, k, v, dout, lse, Drow, ks, T, Hq, Hkv, scLog2, sc); }
 FLASH3_BWD(flash3_bwd_d32, 32, 4, 4)

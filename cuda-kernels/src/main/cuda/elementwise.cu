@@ -183,6 +183,7 @@ __device__ __forceinline__ float asStored(const bf16*, float v) { return __bfloa
 // plain row's 8 elements then look their positions up with one 16-byte shared load. vec: C % 8 == 0
 // and every pointer 16-byte aligned; a thread then owns 8 consecutive elements of one row (without
 // vec, one). hAdd may be addG and hKept keptG: each thread reads its elements before writing them.
+extern "C" __constant__ int swiglu_join_smem_entry_bytes = sizeof(unsigned short);  // per column of the kept map (host: Kernels.constant)
 __device__ __forceinline__ unsigned short* keptMap(const int* keptCols, int k, int C) {
     extern __shared__ __align__(16) unsigned char smemRaw[];
     unsigned short* pos = reinterpret_cast<unsigned short*>(smemRaw);

@@ -148,6 +148,7 @@ __device__ void gatherRowsColsImpl(TO* out, const TS* src, const int* rowIdx, co
 // then every output element is one shared read and the row goes out in 16-byte stores (vec). Without
 // the map (C or k too large for it) the block zeroes each row and then scatters into it.
 // Indices must be distinct (an index set); an out-of-range row or column is skipped.
+extern "C" __constant__ int scatter_rows_cols_smem_entry_bytes = sizeof(unsigned short);  // per column of the map (host: Kernels.constant)
 template <typename TO, typename TS>
 __device__ void scatterRowsColsImpl(TO* out, const TS* src, const int* rowIdx, const int* colIdx,
                                     int n, int R, int C, int k, int rowsPerBlock, int useMap, int vec) {
@@ -257,6 +258,11 @@ __device__ void seqMeanImpl(TO* out, const TI* x, const int* keyStart, int B, in
 #define LR_COLS 256
 #define LR_ROWS 64
 #define LR_MAXR 32
+// Launch constants the host reads from this module's PTX (Kernels.constant): each is a __constant__
+// int with C linkage, so its name and value appear verbatim in the PTX text.
+extern "C" __constant__ int lowrank_cols = LR_COLS;
+extern "C" __constant__ int lowrank_rows = LR_ROWS;
+extern "C" __constant__ int lowrank_max_rank = LR_MAXR;
 struct LowRankSegs {
     const void* t[3]; const void* q[3]; float* out[3];
     int m[3];        // columns per segment
@@ -553,6 +559,8 @@ __device__ void adamwImpl(float* p, const TG* g, float* m, float* v, long n, flo
 // H200). A block finds its slot by binary search over tile0 (≤ 9 steps for 448 slots, cached reads).
 #define MT_TILE 4096
 #define MT_THREADS 256  // MT_TILE / MT_THREADS / 4 = 4 float4 per thread and array
+extern "C" __constant__ int multi_tile = MT_TILE;         // read by the host (Kernels.constant)
+extern "C" __constant__ int multi_threads = MT_THREADS;
 
 // 64 bytes, 8-byte fields; GpuBackend.AdamwMulti writes it word by word.
 struct MultiSlot {
@@ -1093,6 +1101,7 @@ extern "C" __global__ void lowrank_swiglu_small_r32_bf16(float* o, const bf16* t
 // bitmap of the taken values in shared memory ((n+31)/32 words), then one thread walks its zero bits
 // (at most n/32 word reads, a few µs at n = 14336). Values outside [0,n) mark nothing; if fewer than
 // kp−k values are free the rest is -1 (the host checks kp ≤ n, and idx is a set).
+extern "C" __constant__ int pad_index_set_smem_entry_bytes = sizeof(unsigned int);  // per 32 values of the bitmap (host: Kernels.constant)
 extern "C" __global__ void pad_index_set(int* out, const int* idx, int k, int kp, int n) {
     extern __shared__ unsigned int taken[];
     int words = (n + 31) >> 5;

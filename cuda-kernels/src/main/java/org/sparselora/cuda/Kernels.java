@@ -64,6 +64,8 @@ final class Kernels implements AutoCloseable {
         m.put("topk_f32", "sparse");
         m.put("lowrank_norm_finish", "sparse");
         for (String a : t) {
+            // lowrank_colsumsq: the row-sum form of the low-rank norms, a slower variant the backend no
+            // longer runs; kept for the tests' and benches' comparison (DevKernels in the test sources)
             m.put("lowrank_colsumsq_" + a, "sparse");
             m.put("lowrank_gram_norms_" + a, "sparse");
             m.put("lowrank_swiglu_colsumsq_" + a, "sparse");
@@ -104,6 +106,38 @@ final class Kernels implements AutoCloseable {
         } catch (IOException e) {
             throw new IllegalStateException("cannot read PTX resource " + path, e);
         }
+    }
+
+    /**
+     * Dynamic shared memory a launch may use without opting in (CUDA's rule; above it the launcher
+     * sets the kernel's maximum first).
+     */
+    static final int DEFAULT_DYNAMIC_SHARED_BYTES = 48 * 1024;
+
+    private static final java.util.regex.Pattern CONSTANT = java.util.regex.Pattern.compile("^\\.const \\.align 4 \\.u32 (\\w+) = (\\d+);$");
+    private static final Map<String, Map<String, Integer>> CONSTANTS = new java.util.concurrent.ConcurrentHashMap<>();
+
+    /**
+     * A launch constant of {@code module} (shared-memory bytes, threads, tile sizes): the CUDA
+     * sources declare each as an {@code extern "C" __constant__ int}, whose name and value the PTX
+     * states verbatim, so the host reads them there rather than keeping copies. The values do not
+     * depend on the architecture ({@code KernelCatalogueTest} checks every shipped PTX agrees); the
+     * first architecture's PTX is read, once per module, without a GPU.
+     */
+    static int constant(String module, String name) {
+        Integer v = CONSTANTS.computeIfAbsent(module, m -> constants(ptxText(ARCHS.get(0), m))).get(name);
+        if (v == null) throw new IllegalStateException("launch constant '" + name + "' is not in PTX module " + module + " (run cuda-kernels/build-ptx.sh)");
+        return v;
+    }
+
+    /** The {@code extern "C" __constant__ int} values a PTX text defines, by name. */
+    static Map<String, Integer> constants(String ptx) {
+        Map<String, Integer> out = new LinkedHashMap<>();
+        for (String line : ptx.split("\n")) {
+            var m = CONSTANT.matcher(line.strip());
+            if (m.matches()) out.put(m.group(1), Integer.parseInt(m.group(2)));
+        }
+        return Collections.unmodifiableMap(out);
     }
 
     /** The {@code .entry} names a PTX text defines. */
@@ -171,8 +205,8 @@ final class Kernels implements AutoCloseable {
 
     void launch(String name, int gx, int gy, int gz, int bx, int sharedBytes, CudaStream stream, Args args) {
         CUfunction f = function(name);
-        if (sharedBytes > 48 * 1024 && dynamicSharedSet.getOrDefault(name, 0) < sharedBytes) {
-            // above 48 KB a kernel must opt in to its dynamic shared memory size
+        if (sharedBytes > DEFAULT_DYNAMIC_SHARED_BYTES && dynamicSharedSet.getOrDefault(name, 0) < sharedBytes) {
+            // above the default a kernel must opt in to its dynamic shared memory size
             cuFuncSetAttribute(f, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, sharedBytes);
             dynamicSharedSet.put(name, sharedBytes);
         }

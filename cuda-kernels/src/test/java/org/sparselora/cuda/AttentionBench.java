@@ -10,7 +10,7 @@ import org.sparselora.engine.backend.Tensor;
 /**
  * Attention kernel timings on the device (not a test: a plain main run by the attention device
  * script). At the Llama-3-8B timing shape (B 8, T 512, 32 query / 8 KV heads, D 128, bf16) and the
- * Llama-3.2-1B head size (D 64) it times forward and backward of every {@link GpuBackend.AttentionKernel}
+ * Llama-3.2-1B head size (D 64) it times forward and backward of every {@link DevKernels.Attention}
  * with CUDA events (5 warm-up calls, then the mean over 30 back-to-back calls) and reports TFLOP/s
  * on the causal work (the visible half of the score square: forward 2 GEMMs, backward 5, 2 flops
  * per multiply-add). It then runs every kernel on the same inputs with left padding on two sequences
@@ -21,14 +21,21 @@ import org.sparselora.engine.backend.Tensor;
 public final class AttentionBench {
     private static final SplittableRandom RNG = new SplittableRandom(7);
 
-    /** A kernel choice (one per {@link GpuBackend.AttentionKernel}; kept as a record so build variants can be added for a comparison). */
-    record Variant(String name, GpuBackend.AttentionKernel kernel) {
-        void apply(GpuBackend g) { g.setAttentionKernel(kernel); }
+    /** A kernel choice (one per {@link DevKernels.Attention}; kept as a record so build variants can be added for a comparison). */
+    record Variant(String name, DevKernels.Attention kernel) {
+        void forward(GpuBackend g, Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor ks, int B, int T, int Hq, int Hkv, int D, float scale) {
+            kernel.forward(g, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale);
+        }
+
+        void backward(GpuBackend g, Tensor dq, Tensor dk, Tensor dv, Tensor dO, Tensor o, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor ks,
+                      int B, int T, int Hq, int Hkv, int D, float scale) {
+            kernel.backward(g, dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale);
+        }
     }
 
     static List<Variant> variants() {
         List<Variant> v = new ArrayList<>();
-        for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) v.add(new Variant(k.name(), k));
+        for (DevKernels.Attention k : DevKernels.Attention.values()) v.add(new Variant(k.name(), k));
         return v;
     }
 
@@ -54,12 +61,10 @@ public final class AttentionBench {
         System.out.printf(Locale.ROOT, "%nB%d T%d %d/%dx%d causal: fwd %.1f GFLOP, bwd %.1f GFLOP%n", B, T, Hq, Hkv, D, fwdFlops / 1e9, bwdFlops / 1e9);
         System.out.printf(Locale.ROOT, "%-34s %9s %9s %9s %9s %9s%n", "kernel", "fwd us", "TFLOP/s", "bwd us", "TFLOP/s", "sum us");
         for (Variant var : variants()) {
-            var.apply(g);
-            double f = mean(g, () -> g.attention(o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale));
-            double b = mean(g, () -> g.attentionBackward(dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale));
+            double f = mean(g, () -> var.forward(g, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale));
+            double b = mean(g, () -> var.backward(g, dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale));
             System.out.printf(Locale.ROOT, "%-34s %9.1f %9.0f %9.1f %9.0f %9.1f%n", var.name, f, fwdFlops / f / 1e6, b, bwdFlops / b / 1e6, f + b);
         }
-        g.setAttentionKernel(GpuBackend.DEFAULT_ATTENTION_KERNEL);
         for (Tensor t : new Tensor[] {q, k, v, dO, o, lse, ks, dq, dk, dv}) t.close();
     }
 
@@ -73,10 +78,9 @@ public final class AttentionBench {
         float[][] ref = null;
         System.out.println();
         for (Variant var : variants()) {
-            var.apply(g);
             for (Tensor t : new Tensor[] {o, lse, dq, dk, dv}) g.fill(t, Float.NaN);  // nothing left from the previous kernel
-            g.attention(o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale);
-            g.attentionBackward(dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale);
+            var.forward(g, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale);
+            var.backward(g, dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, scale);
             float[][] got = {g.toFloats(o), g.toFloats(lse), g.toFloats(dq), g.toFloats(dk), g.toFloats(dv)};
             if (ref == null) { ref = got; continue; }
             String[] names = {"out", "lse", "dq", "dk", "dv"};
@@ -84,7 +88,6 @@ public final class AttentionBench {
             for (int i = 0; i < names.length; i++) sb.append(String.format(Locale.ROOT, " %s %.2e", names[i], KernelBench.relErr(got[i], ref[i])));
             System.out.println(sb);
         }
-        g.setAttentionKernel(GpuBackend.DEFAULT_ATTENTION_KERNEL);
     }
 
     /** Two forward + backward calls per fused variant at one shape: the launches for a profiler (Nsight Compute). */
@@ -94,11 +97,10 @@ public final class AttentionBench {
         Tensor o = g.empty(DType.BF16, N, Hq * D), lse = g.empty(DType.F32, B, Hq, T), ks = g.zeros(DType.I32, B);
         Tensor dq = g.empty(DType.BF16, N, Hq * D), dk = g.empty(DType.BF16, N, Hkv * D), dv = g.empty(DType.BF16, N, Hkv * D);
         for (Variant var : variants()) {
-            if (var.kernel != GpuBackend.AttentionKernel.FLASH_PIPELINED) continue;
-            var.apply(g);
+            if (var.kernel != DevKernels.Attention.FLASH_PIPELINED) continue;
             for (int i = 0; i < 2; i++) {
-                g.attention(o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.088f);
-                g.attentionBackward(dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.088f);
+                var.forward(g, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.088f);
+                var.backward(g, dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.088f);
             }
         }
         g.synchronize();
@@ -115,10 +117,9 @@ public final class AttentionBench {
             for (int b = 0; b < B; b++) kst[b] = b == 0 ? 0 : (b * 37) % (T + 1);
             g.copyFromHost(ks, kst);
             for (Variant var : variants()) {
-                if (var.kernel == GpuBackend.AttentionKernel.GEMM) continue;
-                var.apply(g);
-                g.attention(o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.1f);
-                g.attentionBackward(dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.1f);
+                if (var.kernel == DevKernels.Attention.GEMM) continue;
+                var.forward(g, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.1f);
+                var.backward(g, dq, dk, dv, dO, o, lse, q, k, v, ks, B, T, Hq, Hkv, D, 0.1f);
             }
             g.synchronize();
             System.out.println("memcheck shape B" + B + " T" + T + " " + Hq + "/" + Hkv + "x" + D + " done");

@@ -18,7 +18,7 @@ import org.sparselora.engine.backend.cpu.CpuBackend;
  * defaults (a window covering the sequence runs the plain kernels, a shorter one is one clear error;
  * the engine's WindowedAttentionDefaultsTest checks that logic). Runs without CUDA: it only looks
  * at which class declares the methods, so a GPU override added later has to come with its own
- * GpuBackendTest comparison (and a change here). The {@code gpu}-tagged method runs the defaults on
+ * GpuAttentionTest comparison (and a change here). The {@code gpu}-tagged method runs the defaults on
  * the device: a covering window matches CpuBackend's windowed op, a shorter one is refused.
  */
 class GpuSlidingWindowTest {
@@ -56,7 +56,7 @@ class GpuSlidingWindowTest {
                         be.fromFloats(v, dt, n, hkv * d), be.fromInts(ks, b), b, t, h, hkv, d, scale, t);
                 outs[i] = be.toFloats(out);
             }
-            assertTrue(GpuBackendTest.relErr(outs[0], outs[1]) < 1e-2, "covering window: GPU vs CPU rel err " + GpuBackendTest.relErr(outs[0], outs[1]));
+            assertTrue(GpuOpsTestSupport.relErr(outs[0], outs[1]) < 1e-2, "covering window: GPU vs CPU rel err " + GpuOpsTestSupport.relErr(outs[0], outs[1]));
             Tensor out = gpu.empty(DType.BF16, n, h * d), lse = gpu.empty(DType.F32, b, h, t);
             var e = assertThrows(UnsupportedOperationException.class, () -> gpu.attention(out, lse, gpu.fromFloats(q, DType.BF16, n, h * d),
                     gpu.fromFloats(k, DType.BF16, n, hkv * d), gpu.fromFloats(v, DType.BF16, n, hkv * d), gpu.fromInts(ks, b), b, t, h, hkv, d, scale, 8));

@@ -104,7 +104,7 @@ class GpuTrainingStepTest {
         return t == null ? null : be.fromInts(from.toInts(t), (int) t.numel());
     }
 
-    static double relErr(float[] got, float[] want) { return GpuBackendTest.relErr(got, want); }
+    static double relErr(float[] got, float[] want) { return GpuOpsTestSupport.relErr(got, want); }
 
     static void compare(String what, Result g, Result c) {
         double le = Math.abs(g.loss() - c.loss()) / Math.max(1e-9, Math.abs(c.loss()));

@@ -44,22 +44,18 @@ public final class KernelBench {
             Tensor cos = rand(g, DType.F32, T, D / 2), sin = rand(g, DType.F32, T, D / 2);
             // QKᵀ and PV over the causal (visible) half of the score square: the work a causal kernel must do
             double attFlops = 4.0 * B * Hq * D * (T * (T + 1) / 2.0);
-            GpuBackend.AttentionKernel defaultKernel = g.attentionKernel();
-            for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
-                g.setAttentionKernel(k);
-                row(g, "attention fwd " + k + " B8 T512 32/8x128", () -> g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
-                row(g, "attention bwd " + k, () -> g.attentionBackward(dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
+            for (DevKernels.Attention k : DevKernels.Attention.values()) {
+                row(g, "attention fwd " + k + " B8 T512 32/8x128", () -> k.forward(g, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, attFlops);
+                row(g, "attention bwd " + k, () -> k.backward(g, dq, dk, dv, ao, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f), 0, 2.5 * attFlops);
             }
-            g.setAttentionKernel(GpuBackend.AttentionKernel.GEMM);  // the reference for the agreement check
             // FLASH_PIPELINED against the GEMM path at this full shape (left padding on two sequences)
             int[] kst = {0, 100, 0, 0, 0, 0, 511, 0};
             g.copyFromHost(ks, kst);
             Tensor dO = rand(g, DType.BF16, N, Hq * D);
             float[][] ref = null;
-            for (GpuBackend.AttentionKernel k : GpuBackend.AttentionKernel.values()) {
-                g.setAttentionKernel(k);
-                g.attention(ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f);
-                g.attentionBackward(dq, dk, dv, dO, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f);
+            for (DevKernels.Attention k : DevKernels.Attention.values()) {  // GEMM first: the reference
+                k.forward(g, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f);
+                k.backward(g, dq, dk, dv, dO, ao, lse, qa, ka, va, ks, B, T, Hq, Hkv, D, 0.088f);
                 float[][] got = {g.toFloats(ao), g.toFloats(lse), g.toFloats(dq), g.toFloats(dk), g.toFloats(dv)};
                 if (ref == null) { ref = got; continue; }
                 String[] names = {"out", "lse", "dq", "dk", "dv"};
@@ -67,7 +63,6 @@ public final class KernelBench {
                 for (int i = 0; i < names.length; i++) sb.append(String.format(Locale.ROOT, " %s %.2e", names[i], relErr(got[i], ref[i])));
                 System.out.println(sb);
             }
-            g.setAttentionKernel(defaultKernel);
             row(g, "rope q (N,32x128)", () -> g.rope(qa, pos, cos, sin, Hq, D, false), 2.0 * N * Hq * D * 2, 0);
             row(g, "rope q then rope k (2 launches)", () -> { g.rope(qa, pos, cos, sin, Hq, D, false); g.rope(ka, pos, cos, sin, Hkv, D, false); },
                     2.0 * N * (Hq + Hkv) * D * 2, 0);

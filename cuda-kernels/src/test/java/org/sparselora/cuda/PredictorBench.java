@@ -12,7 +12,8 @@ import org.sparselora.engine.sparse.SvdPredictor;
 /**
  * Device time of the SparseLoRA predictor's ops at the Llama-3-8B shape (batch 8 × 512, rank 8,
  * llama3-8b-math10k: MLP keeps 143 of 14336, attention 256 of 1024 per KV row), each op in its old
- * and new form, then whole selectMlp / selectAttention calls of {@link ChannelSelection}. Each row
+ * form ({@link DevKernels}) and its new one (the backend's), then whole selectMlp / selectAttention
+ * calls of {@link ChannelSelection} (new kernels: the backend runs no others). Each row
  * is the op captured 20 times into one CUDA graph and replayed (mean µs per op over 5 replays): the
  * GPU's time, free of the 4–10 µs Java launch cost that a back-to-back eager loop would measure for
  * kernels this small (the step the lead captures into a graph, and an eager step whose GPU is the
@@ -37,20 +38,15 @@ public final class PredictorBench {
             g.copyFromHost(sc, s);
             for (int k : new int[] {143, 1433, 12902}) {
                 Tensor idx = g.empty(DType.I32, k);
-                for (boolean reg : new boolean[] {false, true}) {
-                    g.setTopKInRegisters(reg);
-                    row(g, "topK " + k + " of 14336 " + (reg ? "registers (new)" : "topk_f32 (old)"), () -> g.topK(idx, sc, k));
-                }
+                row(g, "topK " + k + " of 14336 topk_f32 (old)", () -> DevKernels.topK(g, idx, sc, k));
+                row(g, "topK " + k + " of 14336 registers (new)", () -> g.topK(idx, sc, k));
             }
             Tensor kvs = g.empty(DType.F32, 2, Hkv * D), kvIdx = g.empty(DType.I32, 2, 256);
             float[] s2 = new float[2 * Hkv * D];
             for (int i = 0; i < s2.length; i++) s2[i] = (float) Math.abs(RNG.nextGaussian());
             g.copyFromHost(kvs, s2);
-            for (boolean reg : new boolean[] {false, true}) {
-                g.setTopKInRegisters(reg);
-                row(g, "topKRows 2 x 256 of 1024 " + (reg ? "registers (new)" : "topk_f32 (old)"), () -> g.topKRows(kvIdx, kvs, 256));
-            }
-            g.setTopKInRegisters(true);
+            row(g, "topKRows 2 x 256 of 1024 topk_f32 (old)", () -> DevKernels.topKRows(g, kvIdx, kvs, 256));
+            row(g, "topKRows 2 x 256 of 1024 registers (new)", () -> g.topKRows(kvIdx, kvs, 256));
 
             // ---- low-rank norms (attention: q̂, k̂, v̂ over N tokens), stacked t as ChannelSelection has them
             Tensor tqkv = rand(g, DType.BF16, 3 * N, r);
@@ -58,14 +54,9 @@ public final class PredictorBench {
             Tensor[] qs = {rand(g, DType.BF16, r, Hq * D), rand(g, DType.BF16, r, Hkv * D), rand(g, DType.BF16, r, Hkv * D)};
             Tensor norms = g.empty(DType.F32, Hq * D + 2 * Hkv * D);
             Tensor[] os = {norms.view(0, Hq * D), norms.view(Hq * D, Hkv * D), norms.view(Hq * D + Hkv * D, Hkv * D)};
-            g.setGramNorms(false);
-            row(g, "lowRankColumnNorms q,k,v N=4096 row sums", () -> g.lowRankColumnNorms(os, ts, qs));
-            g.setGramNorms(true);
-            for (GpuBackend.GramMode m : GpuBackend.GramMode.values()) {
-                g.setGramMode(m);
-                row(g, "lowRankColumnNorms q,k,v N=4096 gram " + m, () -> g.lowRankColumnNorms(os, ts, qs));
-            }
-            g.setGramMode(GpuBackend.GramMode.KERNEL);
+            row(g, "lowRankColumnNorms q,k,v N=4096 row sums", () -> DevKernels.lowRankColumnNormsRowSums(g, os, ts, qs));
+            for (DevKernels.GramMode m : DevKernels.GramMode.values())
+                row(g, "lowRankColumnNorms q,k,v N=4096 gram " + m, () -> m.lowRankColumnNorms(g, os, ts, qs));
             Tensor qn = norms.view(0, Hq * D), kn = norms.view(Hq * D, Hkv * D), score = g.empty(DType.F32, Hkv * D);
             row(g, "kvChannelScores", () -> g.kvChannelScores(score, qn, kn, Hkv, Hq / Hkv, D));
             Tensor qo = g.empty(DType.I32, 2, 256 * (Hq / Hkv));
@@ -89,17 +80,14 @@ public final class PredictorBench {
             row(g, "sequenceMean (8x512,4096) -> (8,4096)", () -> g.sequenceMean(xbar, x, ks, B, T));
             Tensor tgu = g.empty(DType.BF16, 2 * B, r);
             Tensor[] tgus = {tgu.view(0, B, r), tgu.view((long) B * r, B, r)};
-            for (boolean skinny : new boolean[] {false, true}) {
-                g.setSkinnySharedA(skinny);
-                row(g, "matmulSharedA xbar(8,4096)·P 2x(4096,8) " + (skinny ? "skinny kernel (new)" : "cuBLAS batched (old)"),
-                        () -> g.matmulSharedA(tgus, xbar, new Tensor[] {ps[0], ps[1]}));
-            }
+            Tensor[] p01 = {ps[0], ps[1]};
+            row(g, "matmulSharedA xbar(8,4096)·P 2x(4096,8) cuBLAS batched (old)", () -> DevKernels.matmulSharedACublas(g, tgus, xbar, p01));
+            row(g, "matmulSharedA xbar(8,4096)·P 2x(4096,8) skinny kernel (new)", () -> g.matmulSharedA(tgus, xbar, p01));
             Tensor qg = rand(g, DType.BF16, r, I), qu = rand(g, DType.BF16, r, I), mlpScores = g.empty(DType.F32, I);
-            for (boolean small : new boolean[] {false, true}) {
-                g.setSwigluSmall(small);
-                row(g, "lowRankSwigluColumnNorms n=8 M=14336 " + (small ? "flat kernel (new)" : "segment kernel (old)"),
-                        () -> g.lowRankSwigluColumnNorms(mlpScores, tgus[0], qg, tgus[1], qu));
-            }
+            row(g, "lowRankSwigluColumnNorms n=8 M=14336 segment kernel (old)",
+                    () -> DevKernels.lowRankSwigluSegments(g, mlpScores, tgus[0], qg, tgus[1], qu));
+            row(g, "lowRankSwigluColumnNorms n=8 M=14336 flat kernel (new)",
+                    () -> g.lowRankSwigluColumnNorms(mlpScores, tgus[0], qg, tgus[1], qu));
 
             // ---- whole selections through ChannelSelection (random factors: timing only)
             LlamaConfig cfg = new LlamaConfig("LlamaForCausalLM", C, I, 32, Hq, Hkv, D, 128256, 8192, 1e-5f, 500000f, null, false, false, 128000, 128001);
@@ -110,15 +98,8 @@ public final class PredictorBench {
             SparsityConfig.Resolved res = sc8.resolve(cfg);
             try (ChannelSelection sel = new ChannelSelection(g, SvdPredictor.randomForTiming(cfg, res, r, 11), res)) {
                 Tensor xn = rand(g, DType.BF16, N, C);
-                for (boolean fresh : new boolean[] {false, true}) {
-                    g.setTopKInRegisters(fresh);
-                    g.setSkinnySharedA(fresh);
-                    g.setSwigluSmall(fresh);
-                    g.setGramMode(fresh ? GpuBackend.GramMode.KERNEL : GpuBackend.GramMode.CUBLAS_EACH);
-                    String tag = fresh ? " (new kernels)" : " (old topK, cuBLAS GEMMs)";
-                    row(g, "selectMlp layer 10" + tag, () -> sel.selectMlp(10, xn, ks, B, T).close());
-                    row(g, "selectAttention layer 21" + tag, () -> sel.selectAttention(21, xn, null).close());
-                }
+                row(g, "selectMlp layer 10 (new kernels)", () -> sel.selectMlp(10, xn, ks, B, T).close());
+                row(g, "selectAttention layer 21 (new kernels)", () -> sel.selectAttention(21, xn, null).close());
                 double mlp = graphUs(g, () -> sel.selectMlp(10, xn, ks, B, T).close());
                 double att = graphUs(g, () -> sel.selectAttention(21, xn, null).close());
                 System.out.printf(Locale.ROOT, "predictor per step (28 MLP + 14 attention selections, new kernels): %.2f ms%n",
