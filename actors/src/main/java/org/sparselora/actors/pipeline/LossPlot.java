@@ -32,7 +32,8 @@ public final class LossPlot {
 
     public static final String FILE = "loss.svg", PNG = "loss.png";
     static final String DENSE = "dense step", SPARSE = "sparse step", NONFINITE = "non-finite loss", CURVE = "loss";
-    static final Color DENSE_COLOUR = new Color(0x1f77b4), SPARSE_COLOUR = new Color(0xd62728), NONFINITE_COLOUR = new Color(0x7f7f7f);
+    // RGB values, not java.awt.Color constants: a runtime without java.desktop must still load this class
+    static final int DENSE_COLOUR = 0x1f77b4, SPARSE_COLOUR = 0xd62728, NONFINITE_COLOUR = 0x7f7f7f;
     private static final ObjectMapper JSON = com.fasterxml.jackson.databind.json.JsonMapper.builder()
             .enable(com.fasterxml.jackson.core.json.JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS).build();   // a bare NaN, should a writer emit one
 
@@ -51,6 +52,16 @@ public final class LossPlot {
         if (!Files.isRegularFile(metrics)) return null;
         List<Row> rows = read(metrics);
         if (rows.isEmpty()) return null;
+        try {
+            return render(rows, title, outputDir);
+        } catch (LinkageError | java.awt.AWTError | RuntimeException e) {
+            // a Java runtime without java.desktop or fonts: the job's numbers stand, only the picture is missing
+            System.err.println("loss plot not written (" + e + "); the metrics are in " + metrics);
+            return null;
+        }
+    }
+
+    private static Path render(List<Row> rows, String title, Path outputDir) throws IOException {
         XYChart chart = chart(rows, title);
         Path svg = outputDir.resolve(FILE);
         AtomicFiles.writeFile(svg, tmp -> {
@@ -111,12 +122,12 @@ public final class LossPlot {
         return c;
     }
 
-    private static void points(XYChart c, String name, List<Row> rows, Color colour, boolean atTop, double top) {
+    private static void points(XYChart c, String name, List<Row> rows, int colour, boolean atTop, double top) {
         if (rows.isEmpty()) return;
         XYSeries s = c.addSeries(name, rows.stream().mapToDouble(Row::step).toArray(),
                 rows.stream().mapToDouble(r -> atTop ? top : r.loss()).toArray());
         s.setXYSeriesRenderStyle(XYSeries.XYSeriesRenderStyle.Scatter);
         s.setMarker(atTop ? SeriesMarkers.CROSS : SeriesMarkers.CIRCLE);
-        s.setMarkerColor(colour);
+        s.setMarkerColor(new Color(colour));
     }
 }
