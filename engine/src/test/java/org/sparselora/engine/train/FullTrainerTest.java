@@ -1,0 +1,231 @@
+package org.sparselora.engine.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Test;
+import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.cpu.CpuBackend;
+import org.sparselora.engine.io.Dtypes;
+
+/** Full-parameter training's optimizer side, over the {@link HeadOnlyModel} double (the model's own gradients are checked first). */
+class FullTrainerTest {
+    static final CpuBackend be = new CpuBackend(2);
+    static final CpuBackend bf16 = new CpuBackend(2, DType.BF16);
+
+    @AfterAll
+    static void close() { be.close(); bf16.close(); }
+
+    static Batch batch(int vocab, int rows, int seq, long seed) {
+        // packed-text style: every position carries loss (target = next token of the stream)
+        SplittableRandom r = new SplittableRandom(seed);
+        int n = rows * seq;
+        int[] stream = new int[n + rows];
+        for (int i = 0; i < stream.length; i++) stream[i] = r.nextInt(vocab);
+        int[] tok = new int[n], tgt = new int[n], pos = new int[n];
+        for (int b = 0; b < rows; b++)
+            for (int t = 0; t < seq; t++) {
+                tok[b * seq + t] = stream[b * (seq + 1) + t];
+                tgt[b * seq + t] = stream[b * (seq + 1) + t + 1];
+                pos[b * seq + t] = t;
+            }
+        return new Batch(rows, seq, tok, tgt, pos, new int[rows]);
+    }
+
+    static OptimizerConfig opt(float lr, float wd, float clip) {
+        return new OptimizerConfig(lr, 0.9f, 0.999f, 1e-8f, wd, clip, OptimizerConfig.Schedule.CONSTANT, 0, 1000);
+    }
+
+    /** The double's gradients of every parameter kind (embedding rows, norm gain, head; tied and untied) against central differences in double. */
+    @Test
+    void doubleGradientsMatchFiniteDifferences() {
+        for (boolean tied : new boolean[] {false, true}) {
+            HeadOnlyModel m = new HeadOnlyModel(be, 11, 8, tied, 5);
+            Batch b = batch(11, 2, 5, 9);
+            ModelGrads g = ModelGrads.zerosLike(be, m.parameters());
+            m.forwardBackward(b, g);
+            for (Map.Entry<String, Tensor> e : m.parameters().entrySet()) {
+                float[] w = be.toFloats(e.getValue()), an = g.toHost(e.getKey());
+                SplittableRandom r = new SplittableRandom(e.getKey().hashCode());
+                int checked = 0;
+                for (int probe = 0; probe < 12; probe++) {
+                    int i = r.nextInt(w.length);
+                    float keep = w[i], h = 1e-2f;
+                    w[i] = keep + h; be.copyFromHost(e.getValue(), w);
+                    double up = m.run(b, null);
+                    w[i] = keep - h; be.copyFromHost(e.getValue(), w);
+                    double dn = m.run(b, null);
+                    w[i] = keep; be.copyFromHost(e.getValue(), w);
+                    double fd = (up - dn) / (2 * h);
+                    assertEquals(fd, an[i], 2e-3 * Math.max(1, Math.abs(fd)), (tied ? "tied " : "") + e.getKey() + "[" + i + "]");
+                    if (an[i] != 0) checked++;
+                }
+                assertTrue(checked > 0, e.getKey() + ": no probe hit a non-zero gradient");
+            }
+            g.close();
+        }
+    }
+
+    @Test
+    void weightDecayGoesToMatricesOnlyUnlessAsked() {
+        HeadOnlyModel m = new HeadOnlyModel(be, 11, 8, false, 5);
+        try (FullTrainer t = new FullTrainer(m, null, opt(0.1f, 0.5f, 0), false)) {
+            assertEquals(List.of("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"), t.names());
+            assertFalse(t.decays(0));
+            assertFalse(t.decays(1));
+            assertTrue(t.decays(2));
+            assertEquals(1, t.groupCount(), "the CPU group takes a decay mask");
+            Map<String, float[]> before = Map.of("e", be.toFloats(m.params.get("model.embed_tokens.weight")),
+                    "n", be.toFloats(m.params.get("model.norm.weight")), "h", be.toFloats(m.params.get("lm_head.weight")));
+            // no output tokens: zero gradient and zero moments, so the only change is the decay p -= lr·wd·p
+            t.applyUpdate(0, 0);
+            assertArrayEquals(before.get("e"), be.toFloats(m.params.get("model.embed_tokens.weight")));
+            assertArrayEquals(before.get("n"), be.toFloats(m.params.get("model.norm.weight")));
+            float[] h0 = before.get("h"), h1 = be.toFloats(m.params.get("lm_head.weight"));
+            for (int i = 0; i < h0.length; i++) assertEquals(h0[i] - 0.1f * (0.5f * h0[i]), h1[i], 1e-7f, "head[" + i + "]");
+        }
+        HeadOnlyModel all = new HeadOnlyModel(be, 11, 8, true, 5);
+        try (FullTrainer t = new FullTrainer(all, null, opt(0.1f, 0.5f, 0), true)) {
+            assertEquals(List.of("model.embed_tokens.weight", "model.norm.weight"), t.names(), "a tied head is the embedding");
+            assertTrue(t.decays(0) && t.decays(1));
+            float[] n0 = be.toFloats(all.params.get("model.norm.weight"));
+            t.applyUpdate(0, 0);
+            assertEquals(n0[0] * 0.95f, be.toFloats(all.params.get("model.norm.weight"))[0], 1e-6f);
+        }
+    }
+
+    /** One update is AdamW's first step on the clipped, token-averaged gradient, element by element. */
+    @Test
+    void updateIsClippedAdamwOverAllParameters() {
+        HeadOnlyModel m = new HeadOnlyModel(be, 13, 8, false, 2);
+        Batch b = batch(13, 3, 4, 1);
+        float clip = 0.05f, lr = 0.01f;
+        try (FullTrainer t = new FullTrainer(m, null, opt(lr, 0f, clip), false)) {
+            Map<String, float[]> p0 = new java.util.LinkedHashMap<>();
+            for (String n : t.names()) p0.put(n, be.toFloats(m.params.get(n)));
+            StepResult r = t.computeGradients(b, 0, false);
+            assertEquals(12, r.outputTokens());
+            double ss = 0;
+            Map<String, float[]> g = new java.util.LinkedHashMap<>();
+            for (String n : t.names()) {
+                float[] x = t.grads().toHost(n);
+                g.put(n, x);
+                for (float v : x) ss += (double) v * v;
+            }
+            t.applyUpdate(0, r.outputTokens());
+            double norm = Math.sqrt(ss) / 12;
+            assertEquals(norm, t.lastGradNorm(), 1e-6 * norm);
+            assertTrue(norm > clip, "the test wants clipping active: norm " + norm);
+            float scale = (1f / 12) * (float) (clip / (norm + 1e-6));
+            for (String n : t.names()) {
+                float[] a = p0.get(n), gg = g.get(n), now = be.toFloats(m.params.get(n));
+                for (int i = 0; i < a.length; i++) {
+                    float gi = gg[i] * scale;
+                    float mh = (0.1f * gi) / 0.1f, vh = (0.001f * gi * gi) / 0.001f;
+                    float want = a[i] - lr * (mh / ((float) Math.sqrt(vh) + 1e-8f));
+                    assertEquals(want, now[i], 1e-6f, n + "[" + i + "]");
+                }
+                for (float x : t.grads().toHost(n)) assertEquals(0f, x, "gradients are zeroed by the update");
+            }
+        }
+    }
+
+    @Test
+    void lossGoesDown() {
+        HeadOnlyModel m = new HeadOnlyModel(be, 16, 16, true, 3);
+        Batch b = batch(16, 4, 8, 4);
+        try (FullTrainer t = new FullTrainer(m, null, opt(3e-2f, 0.01f, 1f), false)) {
+            double first = 0, last = 0;
+            for (int s = 0; s < 40; s++) {
+                StepResult r = t.computeGradients(b, s, false);
+                if (s == 0) first = r.meanLoss();
+                last = r.meanLoss();
+                t.applyUpdate(s, r.outputTokens());
+            }
+            assertTrue(last < 0.7 * first, "loss " + first + " -> " + last);
+        }
+    }
+
+    /** Masters, moments and the step count round-trip through state(): a restored run continues bit for bit. */
+    @Test
+    void resumeIsBitIdentical() {
+        for (CpuBackend back : new CpuBackend[] {be, bf16}) {
+            Batch[] bs = new Batch[6];
+            for (int i = 0; i < bs.length; i++) bs[i] = batch(16, 2, 6, 100 + i);
+            HeadOnlyModel a = new HeadOnlyModel(back, 16, 8, false, 7);
+            TrainerState full;
+            try (FullTrainer t = new FullTrainer(a, null, opt(1e-2f, 0.1f, 0.5f), false)) {
+                for (int s = 0; s < 6; s++) t.applyUpdate(s, t.computeGradients(bs[s], s, false).outputTokens());
+                full = t.state();
+            }
+            TrainerState half;
+            HeadOnlyModel b1 = new HeadOnlyModel(back, 16, 8, false, 7);
+            try (FullTrainer t = new FullTrainer(b1, null, opt(1e-2f, 0.1f, 0.5f), false)) {
+                for (int s = 0; s < 3; s++) t.applyUpdate(s, t.computeGradients(bs[s], s, false).outputTokens());
+                half = t.state();
+            }
+            assertEquals(3, half.step());
+            assertEquals(9, half.tensors().size(), "master, exp_avg and exp_avg_sq of each of 3 parameters");
+            HeadOnlyModel b2 = new HeadOnlyModel(back, 16, 8, false, 99);   // other weights: all must come from the state
+            try (FullTrainer t = new FullTrainer(b2, null, opt(1e-2f, 0.1f, 0.5f), false)) {
+                t.restore(half);
+                for (int s = 3; s < 6; s++) t.applyUpdate(s, t.computeGradients(bs[s], s, false).outputTokens());
+                TrainerState resumed = t.state();
+                assertEquals(full.step(), resumed.step());
+                for (String n : full.tensors().keySet())
+                    assertArrayEquals(full.tensors().get(n), resumed.tensors().get(n), back.name() + " " + n);
+            }
+        }
+    }
+
+    /** On a bf16 backend the masters are fp32 and the compute weights are their bf16 rounding after every step. */
+    @Test
+    void bf16ComputeCopiesFollowFp32Masters() {
+        HeadOnlyModel m = new HeadOnlyModel(bf16, 16, 8, false, 7);
+        Batch b = batch(16, 2, 6, 3);
+        try (FullTrainer t = new FullTrainer(m, null, opt(1e-3f, 0f, 0f), false)) {
+            for (int s = 0; s < 3; s++) t.applyUpdate(s, t.computeGradients(b, s, false).outputTokens());
+            TrainerState st = t.state();
+            boolean finer = false;
+            for (String n : t.names()) {
+                float[] master = st.tensors().get(n), compute = bf16.toFloats(m.params.get(n));
+                assertEquals(DType.BF16, m.params.get(n).dtype());
+                for (int i = 0; i < master.length; i++) {
+                    assertEquals(Dtypes.bf16ToFloat(Dtypes.floatToBf16(master[i])), compute[i], n + "[" + i + "]");
+                    finer |= master[i] != compute[i];
+                }
+            }
+            assertTrue(finer, "masters keep more precision than their bf16 copies");
+        }
+    }
+
+    @Test
+    void badUseIsRefused() {
+        HeadOnlyModel m = new HeadOnlyModel(be, 11, 8, false, 5);
+        try (FullTrainer t = new FullTrainer(m, null, opt(0.1f, 0f, 0), false)) {
+            assertThrows(IllegalArgumentException.class, () -> t.computeGradients(batch(11, 1, 4, 1), 0, true));
+            assertThrows(IllegalArgumentException.class, () -> t.gradientsFromHost(new float[2][]));
+            var lora = new TrainerState(3, new java.util.LinkedHashMap<>(Map.of("base_model.model.x.lora_A.weight", new float[4])));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> t.restore(lora));
+            assertTrue(e.getMessage().contains("model.embed_tokens.weight"), e.getMessage());
+        }
+    }
+
+    @Test
+    void flopsCountWeightGradients() {
+        var c = HeadOnlyModel.config(32, 8, true);
+        Batch b = batch(32, 2, 4, 1);
+        long head = 2L * 8 * 32 * 8;   // forward 2·C·V per output token
+        assertEquals(3 * head, FullTrainer.flops(c, b), "forward, input gradient and weight gradient of the head");
+        assertNotEquals(0, FullTrainer.flops(org.sparselora.engine.model.TinyModels.config(false, false, false), b));
+    }
+}
