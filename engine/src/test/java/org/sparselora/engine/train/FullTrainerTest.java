@@ -229,6 +229,30 @@ class FullTrainerTest {
         }
     }
 
+    /** The gradients are aligned views of one flat buffer: what a GradientExchange sums across workers. */
+    @Test
+    void gradientsShareOneFlatBuffer() {
+        PointwiseLlama m = new PointwiseLlama(be, 11, 8, 1, false, true, 5);
+        try (ModelGrads g = ModelGrads.zerosLike(be, m.parameters())) {
+            Tensor flat = g.flat();
+            long want = 0;
+            for (Tensor p : m.parameters().values()) want += (p.numel() + 127) / 128 * 128;
+            assertEquals(want, flat.numel());
+            float[] x = new float[(int) flat.numel()];
+            for (int i = 0; i < x.length; i++) x[i] = i;
+            be.copyFromHost(flat, x);
+            long off = 0;
+            for (String n : g.names()) {
+                float[] v = g.toHost(n);
+                assertEquals(m.parameters().get(n).numel(), v.length, n);
+                assertEquals((float) off, v[0], n + " starts at an aligned offset");
+                off += (v.length + 127) / 128 * 128;
+            }
+            g.zero();
+            for (float v : be.toFloats(flat)) assertEquals(0f, v);
+        }
+    }
+
     @Test
     void badUseIsRefused() {
         PointwiseLlama m = new PointwiseLlama(be, 11, 8, 1, false, false, 5);
