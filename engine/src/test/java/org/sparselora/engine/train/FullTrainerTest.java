@@ -58,35 +58,8 @@ class FullTrainerTest {
     void doubleGradientsMatchFiniteDifferences() {
         for (boolean tied : new boolean[] {false, true}) {
             PointwiseLlama m = new PointwiseLlama(be, 11, 8, tied ? 1 : 2, tied, tied, 5);
-            Batch b = batch(11, 2, 5, 9);
-            ModelGrads g = ModelGrads.zerosLike(be, m.parameters());
-            m.forwardBackward(b, g);
-            int kinds = 0;
-            for (Map.Entry<String, Tensor> e : m.parameters().entrySet()) {
-                float[] w = be.toFloats(e.getValue()), an = g.toHost(e.getKey());
-                if (zeroAtWindowOne(e.getKey())) {
-                    for (float x : an) assertEquals(0f, x, e.getKey());
-                    continue;
-                }
-                kinds++;
-                SplittableRandom r = new SplittableRandom(e.getKey().hashCode());
-                int checked = 0;
-                for (int probe = 0; probe < 8; probe++) {
-                    int i = r.nextInt(w.length);
-                    float keep = w[i], h = 1e-2f;
-                    w[i] = keep + h; be.copyFromHost(e.getValue(), w);
-                    double up = m.run(b, null);
-                    w[i] = keep - h; be.copyFromHost(e.getValue(), w);
-                    double dn = m.run(b, null);
-                    w[i] = keep; be.copyFromHost(e.getValue(), w);
-                    double fd = (up - dn) / (2 * h);
-                    assertEquals(fd, an[i], 5e-3 * Math.max(1, Math.abs(fd)), (tied ? "tied " : "") + e.getKey() + "[" + i + "]");
-                    if (an[i] != 0) checked++;
-                }
-                assertTrue(checked > 0, e.getKey() + ": no probe hit a non-zero gradient");
-            }
+            int kinds = FullGradientCheck.check(m, batch(11, 2, 5, 9), x -> m.run(x, null), FullTrainerTest::zeroAtWindowOne, 8, 1e-2f, 5e-3, 1);
             assertEquals(tied ? 10 : 2 * 7 + 3, kinds, "parameters with a gradient");
-            g.close();
         }
     }
 

@@ -5,6 +5,7 @@ import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.model.RandomWeights;
 
 /**
@@ -18,22 +19,31 @@ import org.sparselora.engine.model.RandomWeights;
  * the gradients by finite differences; the real model with the same config and weights must give the
  * same losses and gradients.
  */
-final class PointwiseLlama implements FullParameterModel {
+public final class PointwiseLlama implements FullParameterModel {
     final Backend be;
     final LlamaConfig c;
     final LinkedHashMap<String, Tensor> params = new LinkedHashMap<>();
 
-    PointwiseLlama(Backend be, int vocab, int hidden, int layers, boolean tied, boolean bias, long seed) {
+    public PointwiseLlama(Backend be, int vocab, int hidden, int layers, boolean tied, boolean bias, long seed) {
+        this(be, new RandomWeights(config(vocab, hidden, layers, tied, bias), seed));
+    }
+
+    /**
+     * The double over given weights (their config must have a sliding window of 1), e.g. the same
+     * weights a {@code LlamaModel} under test is uploaded from: the two must then agree.
+     */
+    public PointwiseLlama(Backend be, WeightSource src) {
+        if (src.config().slidingWindow() != 1)
+            throw new IllegalArgumentException("PointwiseLlama computes attention with a window of 1; the config has " + src.config().slidingWindow());
         this.be = be;
-        this.c = config(vocab, hidden, layers, tied, bias);
-        RandomWeights rw = new RandomWeights(c, seed);
+        this.c = src.config();
         DType dt = be.computeType();
-        for (String n : org.sparselora.engine.io.HfCheckpoint.expectedShapes(c).keySet())   // the canonical order
-            params.put(n, be.fromFloats(rw.get(n).toFloats(), dt, rw.shape(n)));
+        for (var e : org.sparselora.engine.io.HfCheckpoint.expectedShapes(c).entrySet())   // the canonical order
+            params.put(e.getKey(), be.fromFloats(src.get(e.getKey()).toFloats(), dt, e.getValue()));
     }
 
     /** 4 heads over 2 kv heads (grouped-query), SwiGLU width 2·hidden, window 1. */
-    static LlamaConfig config(int vocab, int hidden, int layers, boolean tied, boolean bias) {
+    public static LlamaConfig config(int vocab, int hidden, int layers, boolean tied, boolean bias) {
         return new LlamaConfig(bias ? "Qwen2ForCausalLM" : "MistralForCausalLM", hidden, 2 * hidden, layers, 4, 2, hidden / 4, vocab, 64,
                 1e-5f, 10000f, null, tied, bias, 1, 2, 1);
     }
@@ -92,7 +102,7 @@ final class PointwiseLlama implements FullParameterModel {
     }
 
     /** Σ CE over the output tokens with the current compute weights; gradients added into grads when non-null. */
-    double run(Batch b, ModelGrads grads) {
+    public double run(Batch b, ModelGrads grads) {
         int C = c.hiddenSize(), V = c.vocabSize(), F = c.intermediateSize(), L = c.numLayers(), Q = c.qDim(), KV = c.kvDim();
         int D = c.headDim(), group = c.numHeads() / c.numKvHeads();
         LinkedHashMap<String, double[]> W = new LinkedHashMap<>(), G = new LinkedHashMap<>();
