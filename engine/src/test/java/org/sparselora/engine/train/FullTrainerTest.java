@@ -202,6 +202,46 @@ class FullTrainerTest {
         }
     }
 
+    /**
+     * A backend whose AdamW group cannot take a decay mask (the GPU's today) gets one group per decay
+     * setting, the clipping norm summed over both: the same bits as one masked group.
+     */
+    @Test
+    void groupsWithoutADecayMaskSplitByDecayWithTheSameResult() {
+        org.sparselora.engine.backend.Backend noMask = (org.sparselora.engine.backend.Backend) java.lang.reflect.Proxy.newProxyInstance(
+                org.sparselora.engine.backend.Backend.class.getClassLoader(), new Class<?>[] {org.sparselora.engine.backend.Backend.class},
+                (proxy, method, args) -> {
+                    if (method.getName().equals("adamwGroup")) {
+                        @SuppressWarnings("unchecked")
+                        var inner = new org.sparselora.engine.backend.AdamwGroup.PerTensor(be, (List<Tensor[]>) args[0]);
+                        return new org.sparselora.engine.backend.AdamwGroup() {   // no setDecayMask of its own
+                            @Override public int size() { return inner.size(); }
+                            @Override public double gradSumOfSquares() { return inner.gradSumOfSquares(); }
+                            @Override public void step(float lr, float b1, float b2, float eps, float wd, int step, float gs, boolean z) {
+                                inner.step(lr, b1, b2, eps, wd, step, gs, z);
+                            }
+                            @Override public void close() { inner.close(); }
+                        };
+                    }
+                    try {
+                        return method.invoke(be, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        Batch[] bs = {batch(16, 2, 6, 1), batch(16, 2, 6, 2), batch(16, 2, 6, 3)};
+        TrainerState[] out = new TrainerState[2];
+        for (int k = 0; k < 2; k++) {
+            PointwiseLlama m = new PointwiseLlama(k == 0 ? be : noMask, 16, 8, 1, false, true, 4);
+            try (FullTrainer t = new FullTrainer(m, null, opt(1e-2f, 0.2f, 0.05f), false)) {
+                assertEquals(k == 0 ? 1 : 2, t.groupCount());
+                for (int s = 0; s < bs.length; s++) t.applyUpdate(s, t.computeGradients(bs[s], s, false).outputTokens());
+                out[k] = t.state();
+            }
+        }
+        for (String n : out[0].tensors().keySet()) assertArrayEquals(out[0].tensors().get(n), out[1].tensors().get(n), n);
+    }
+
     /** The gradients are aligned views of one flat buffer: what a GradientExchange sums across workers. */
     @Test
     void gradientsShareOneFlatBuffer() {
