@@ -27,6 +27,8 @@ import org.sparselora.engine.model.LlamaConfig;
  *       are gradient accumulation, hence "adds": the trainer zeroes the gradients after each update.</li>
  *   <li>No dropout and no other randomness: the same weights and batch give the same gradients, so a
  *       resumed run is bit-identical on the CPU.</li>
+ *   <li>Optionally {@link #phases()}: the same step split into a host part and a device part, so the
+ *       trainer can record the device part once per step shape (a CUDA graph) and replay it.</li>
  * </ul>
  */
 public interface FullParameterModel {
@@ -40,4 +42,32 @@ public interface FullParameterModel {
 
     /** Forward + backward of one micro-batch, gradient sums added into {@code grads}; returns Σ loss. */
     double forwardBackward(Batch batch, ModelGrads grads);
+
+    /** The step in recordable phases, or null (the default) when the model only runs it whole. */
+    default StepPhases phases() { return null; }
+
+    /**
+     * {@link #forwardBackward} in three phases: {@code prepare(b, g); queue(); loss()} must equal
+     * {@code forwardBackward(b, g)}. Only {@link #queue()} may be recorded and replayed, so it must
+     * do device work alone (no host reads or writes, no allocation the recording would not see):
+     * {@link #prepare} uploads the batch into buffers the model keeps, whose addresses a replay reuses.
+     */
+    interface StepPhases {
+        /**
+         * The host part: checks and uploads the batch (inputs, targets) into model-owned buffers and
+         * binds {@code grads}. Returns the step's key — equal keys prepared while
+         * {@link #bufferEpoch()} stayed the same run the same device ops on the same tensors — or
+         * null when this step cannot be recorded.
+         */
+        Object prepare(Batch batch, ModelGrads grads);
+
+        /** The device part: forward and backward, gradients added into the bound {@code grads}; no host access. */
+        void queue();
+
+        /** Σ loss of the step just queued (waits for the device). */
+        double loss();
+
+        /** Changes whenever a buffer the device part reads or writes is made or freed: recordings of an older epoch are stale. */
+        long bufferEpoch();
+    }
 }

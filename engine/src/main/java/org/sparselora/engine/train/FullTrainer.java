@@ -7,6 +7,7 @@ import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
@@ -38,6 +39,12 @@ import org.sparselora.engine.sparse.FlopCount;
  * <p>All slots go through one {@link AdamwGroup} with a per-slot decay mask (the GPU's multi-tensor
  * AdamW: two launches for the whole model, recordable as a CUDA graph). A backend whose group cannot
  * take a mask gets one group per decay setting instead, the norm summed over both on the host.
+ *
+ * <p>Recorded steps (CUDA graphs), as in {@link LoraTrainer}: on a backend that can record, a model
+ * that offers {@link FullParameterModel#phases()} has its step's device part recorded the second time
+ * a step key comes up and replayed for every later step of that key (at most {@link #MAX_RECORDED}
+ * kept, a recording dropped when the model's buffers moved), and the update (one masked group) is
+ * recorded once with its scalars in a device tensor. Replays give the eager step's results exactly.
  */
 public final class FullTrainer implements TrainingWorker {
     private final Backend be;
@@ -56,6 +63,14 @@ public final class FullTrainer implements TrainingWorker {
     private boolean recordSteps = !"off".equals(System.getProperty("sparselora.graphs", "on"));
     private Tensor hyper;
     private Backend.Captured updateGraph;
+    /** Step recordings kept at once (least recently used dropped first), as {@link LoraTrainer#MAX_RECORDED}. */
+    public static final int MAX_RECORDED = LoraTrainer.MAX_RECORDED;
+    private record Recorded(Backend.Captured graph, long epoch) {}
+    private final LinkedHashMap<Object, Recorded> recorded = new LinkedHashMap<>(16, 0.75f, true);
+    private final java.util.Set<Object> seen = java.util.Collections.newSetFromMap(new LinkedHashMap<>(16, 0.75f, true) {
+        @Override protected boolean removeEldestEntry(Map.Entry<Object, Boolean> e) { return size() > 64; }
+    });
+    private long replays, recordings;
 
     /**
      * @param initial                  fp32 values for the masters of parameters whose compute copy is
@@ -143,20 +158,75 @@ public final class FullTrainer implements TrainingWorker {
     /** Global gradient norm (after 1/tokens scaling, before clipping) of the last update. */
     public double lastGradNorm() { return lastGradNorm; }
 
-    /** Records the update as a CUDA graph where the backend can (on by default; off: eager). */
+    /**
+     * Records steps and the update as CUDA graphs where the backend can (on by default, system
+     * property {@code sparselora.graphs=off} turns it off; off: eager). A step is recorded the second
+     * time its key ({@link FullParameterModel.StepPhases#prepare}) comes up and replayed for every
+     * later step of that key while the model's buffers stay put; models without
+     * {@link FullParameterModel#phases()} always run eagerly.
+     */
     public FullTrainer setRecordSteps(boolean on) {
         recordSteps = on;
-        if (!on && updateGraph != null) { updateGraph.close(); updateGraph = null; }
+        if (!on) dropRecordings();
         return this;
     }
+
+    /** Steps run as a replay so far, and recordings made. */
+    public long replayedSteps() { return replays; }
+
+    public long recordedSteps() { return recordings; }
 
     @Override
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         if (sparse) throw new IllegalArgumentException("full-parameter training has no sparse steps (sparsity is a LoRA-mode feature)");
         long t0 = System.nanoTime();
-        double loss = model.forwardBackward(batch, grads);
+        FullParameterModel.StepPhases ph = recordSteps && be.canCapture() ? model.phases() : null;
+        double loss = ph == null ? model.forwardBackward(batch, grads) : recordedStep(ph, batch);
         long f = flops(model.config(), batch);
         return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), false, f, f, 0, (System.nanoTime() - t0) / 1e6);
+    }
+
+    /** One step through the model's phases: replayed, recorded (its key's second time) or eager. */
+    private double recordedStep(FullParameterModel.StepPhases ph, Batch batch) {
+        Object key = ph.prepare(batch, grads);
+        Recorded r = key == null ? null : recorded.get(key);
+        if (r != null && r.epoch() != ph.bufferEpoch()) {   // the model's buffers moved since: record again
+            recorded.remove(key).graph().close();
+            r = null;
+        }
+        if (r != null) {
+            r.graph().replay();
+            replays++;
+        } else if (key != null && seen.contains(key)) {
+            be.beginCapture();
+            Backend.Captured g;
+            try {
+                ph.queue();
+            } catch (RuntimeException e) {
+                be.abortCapture();
+                throw new IllegalStateException("recording the training step as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
+            }
+            g = be.endCapture();
+            recordings++;
+            g.replay();
+            recorded.put(key, new Recorded(g, ph.bufferEpoch()));
+            if (recorded.size() > MAX_RECORDED) {
+                var eldest = recorded.entrySet().iterator().next();
+                recorded.remove(eldest.getKey()).graph().close();
+            }
+        } else {
+            ph.queue();
+            if (key != null) seen.add(key);
+        }
+        return ph.loss();
+    }
+
+    private void dropRecordings() {
+        for (Recorded r : recorded.values()) r.graph().close();
+        recorded.clear();
+        seen.clear();
+        if (updateGraph != null) updateGraph.close();
+        updateGraph = null;
     }
 
     /**
@@ -301,7 +371,7 @@ public final class FullTrainer implements TrainingWorker {
 
     @Override
     public void close() {
-        if (updateGraph != null) updateGraph.close();
+        dropRecordings();
         if (hyper != null) hyper.close();
         for (AdamwGroup g : groups) g.close();
         closeTensors();
