@@ -35,7 +35,9 @@ public final class TrainCommand implements Callable<Integer> {
     Integer stopAfter;
 
     @Option(names = "--random-init", paramLabel = "PRESET|config.json", description = {"train on base weights drawn at random (on the device, never through the host) instead of",
-            "the job's model — for timing runs: llama3-8b, llama3.2-1b or an HF config.json (the job's model: random:… does the same)"})
+            "the job's model: llama3-8b, llama3.2-1b (timing shapes), tiny-1m, small-8m, base-30m (small shapes for",
+            "pretraining from scratch in mode: full, vocabulary from the job's tokenizer) or an HF config.json",
+            "(the job's model: random:… does the same)"})
     String randomInit;
 
     @Override

@@ -104,6 +104,9 @@ public final class LlamaEngineProvider implements EngineProvider {
 
     @Override
     public JobRuntime open(JobSpec spec) {
+        // until the model computes weight gradients (FullParameterModel), say so instead of failing on the empty LoRA section
+        if (org.sparselora.actors.job.JobSpecs.isFull(spec.getMode()))
+            throw new JobSpecException("mode", "full is not available in this build yet: the Llama model does not compute weight gradients");
         if (RandomModel.isRandom(spec.getModel())) {
             LlamaConfig cfg = RandomModel.config(spec.getModel());
             return open(spec, null, false, null, cfg);

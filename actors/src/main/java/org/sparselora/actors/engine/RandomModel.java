@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import org.sparselora.actors.job.JobSpecException;
 import org.sparselora.engine.io.HfConfig;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.train.Batch;
 
 /**
@@ -16,6 +17,10 @@ import org.sparselora.engine.train.Batch;
  * seed on every worker. {@link #batch} is StepBenchmark's timing batch: uniform random tokens,
  * positions 0…seq−1, no padding, the loss on each row's last {@code outputTokens} positions (target =
  * the next token of the row, the last one a fresh draw).
+ *
+ * <p>Pretraining from scratch: the presets {@code tiny-1m}, {@code small-8m} and {@code base-30m}
+ * ({@link RandomWeights#preset}) are small Llama shapes whose vocabulary is the job's tokenizer's
+ * ({@link #config(String, int, int, int)}); without a tokenizer they take Llama 2's 32000 / 1 / 2.
  */
 public final class RandomModel {
     public static final String PREFIX = "random:";
@@ -25,8 +30,13 @@ public final class RandomModel {
     public static boolean isRandom(String model) { return model.startsWith(PREFIX); }
 
     /** The config a {@code random:} model names; a bad name or file fails naming the {@code model} field. */
-    public static LlamaConfig config(String model) {
+    public static LlamaConfig config(String model) { return config(model, 32000, 1, 2); }
+
+    /** {@link #config(String)} with a preset's vocabulary and special ids taken from the tokenizer. */
+    public static LlamaConfig config(String model, int vocabSize, int bosId, int eosId) {
         String what = model.substring(PREFIX.length());
+        LlamaConfig preset = RandomWeights.preset(what, vocabSize, bosId, eosId);
+        if (preset != null) return preset;
         return switch (what) {
             case "llama3-8b" -> new LlamaConfig("LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128, 128256, 8192, 1e-5f, 500000f,
                     null, false, false, 128000, 128001);
@@ -35,7 +45,8 @@ public final class RandomModel {
             default -> {
                 Path p = Path.of(what);
                 if (what.isEmpty() || !Files.isRegularFile(p) && !Files.isRegularFile(p.resolve("config.json")))
-                    throw new JobSpecException("model", "'" + model + "': expected random:llama3-8b, random:llama3.2-1b or random:<HF config.json>"
+                    throw new JobSpecException("model", "'" + model + "': expected random:<preset> (llama3-8b, llama3.2-1b, " + RandomWeights.PRESET_NAMES
+                            + ") or random:<HF config.json>"
                             + (what.isEmpty() ? "" : " (" + what + ": no such file)"));
                 try {
                     yield HfConfig.read(p);

@@ -35,7 +35,7 @@ public final class JobFiles {
             .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).enable(YAMLGenerator.Feature.MINIMIZE_QUOTES));
     private static final Pattern SCHEME = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]+:.*");
     private static final Set<String> TOP = Set.of("name", "model", "tokenizer", "data", "lora", "sparsity", "optimizer", "schedule",
-            "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch");
+            "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch", "mode");
 
     private JobFiles() {}
 
@@ -80,6 +80,7 @@ public final class JobFiles {
                 case "seed" -> b.setSeed(longValue(k, v));
                 case "device" -> b.setDevice(text(k, v));
                 case "prefetch" -> b.setPrefetch(integer(k, v));
+                case "mode" -> b.setMode(text(k, v));
                 default -> throw new JobSpecException(k, "unknown key (known: " + String.join(", ", TOP.stream().sorted().toList()) + ")");
             }
         }
@@ -183,7 +184,8 @@ public final class JobFiles {
                 case "beta2" -> o.setBeta2(number(f, x));
                 case "eps" -> o.setEps(number(f, x));
                 case "grad_clip" -> o.setGradClip(number(f, x));
-                default -> throw new JobSpecException(f, "unknown key (known: name, lr, weight_decay, beta1, beta2, eps, grad_clip)");
+                case "decay_norms_and_embeddings" -> o.setDecayNormsAndEmbeddings(bool(f, x));
+                default -> throw new JobSpecException(f, "unknown key (known: name, lr, weight_decay, beta1, beta2, eps, grad_clip, decay_norms_and_embeddings)");
             }
         });
         return o.build();
@@ -250,6 +252,7 @@ public final class JobFiles {
             if (o.hasBeta2()) n.put("beta2", o.getBeta2());
             if (o.hasEps()) n.put("eps", o.getEps());
             if (o.hasGradClip()) n.put("grad_clip", o.getGradClip());
+            if (o.hasDecayNormsAndEmbeddings()) n.put("decay_norms_and_embeddings", o.getDecayNormsAndEmbeddings());
         }
         if (s.hasSchedule()) {
             ScheduleSpec c = s.getSchedule();
@@ -264,6 +267,7 @@ public final class JobFiles {
         r.put("seed", s.getSeed());
         if (!s.getDevice().isEmpty()) r.put("device", s.getDevice());
         if (s.hasPrefetch()) r.put("prefetch", s.getPrefetch());
+        if (!s.getMode().isEmpty()) r.put("mode", s.getMode());
         return YAML.writeValueAsString(r);
     }
 

@@ -26,6 +26,8 @@ public final class JobSpecs {
     private static final Pattern MODE = Pattern.compile("dense|svd_[1-9][0-9]{0,3}");
     private static final Pattern LAYER_KEY = Pattern.compile("layers\\.[0-9]{1,4}\\.(mlp|self_attn)");
     private static final int MAX_STRING = 4096;
+    /** The training modes: a LoRA adapter on frozen weights, or every parameter. */
+    public static final String LORA = "lora", FULL = "full";
 
     private JobSpecs() {}
 
@@ -40,11 +42,14 @@ public final class JobSpecs {
             Path fn = Path.of(s.getOutputDir()).getFileName();
             b.setName(fn == null ? "job" : fn.toString());
         }
-        LoraSpec.Builder l = s.getLora().toBuilder();
-        if (!l.hasR()) l.setR(32);
-        if (!l.hasAlpha()) l.setAlpha(64);
-        if (l.getTargetsCount() == 0) l.addAllTargets(List.of("q", "k", "v", "o"));
-        b.setLora(l);
+        if (s.getMode().isEmpty()) b.setMode(LORA);
+        if (!isFull(b.getMode())) {   // full mode has no adapter: a lora section stays absent, so validate can refuse one given
+            LoraSpec.Builder l = s.getLora().toBuilder();
+            if (!l.hasR()) l.setR(32);
+            if (!l.hasAlpha()) l.setAlpha(64);
+            if (l.getTargetsCount() == 0) l.addAllTargets(List.of("q", "k", "v", "o"));
+            b.setLora(l);
+        }
         OptimizerSpec.Builder o = s.getOptimizer().toBuilder();
         if (o.getName().isEmpty()) o.setName("adamw");
         if (!o.hasLr()) o.setLr(2e-4);
@@ -53,6 +58,7 @@ public final class JobSpecs {
         if (!o.hasBeta2()) o.setBeta2(0.999);
         if (!o.hasEps()) o.setEps(1e-8);
         if (!o.hasGradClip()) o.setGradClip(1.0);
+        if (!o.hasDecayNormsAndEmbeddings() && isFull(b.getMode())) o.setDecayNormsAndEmbeddings(false);
         b.setOptimizer(o);
         ScheduleSpec.Builder sc = s.getSchedule().toBuilder();
         if (sc.getType().isEmpty()) sc.setType("constant");
@@ -103,18 +109,10 @@ public final class JobSpecs {
         if (!d.getFormat().isEmpty() && !Set.of("alpaca", "gsm8k", "text", "arc").contains(d.getFormat()))
             throw new JobSpecException("data.format", "must be one of alpaca, gsm8k, text, arc, got '" + d.getFormat() + "'");
         str("data.field", d.getField(), false);
-        LoraSpec l = s.getLora();
-        range("lora.r", l.getR(), 1, 4096);
-        positive("lora.alpha", l.getAlpha());
-        if (!(l.getDropout() >= 0 && l.getDropout() < 1)) throw new JobSpecException("lora.dropout", "must be in [0, 1), got " + l.getDropout());
-        Set<String> seen = new HashSet<>();
-        for (String t : l.getTargetsList()) {
-            if (!LORA_TARGETS.contains(t)) throw new JobSpecException("lora.targets", "unknown projection '" + t + "' (use " + String.join(", ", LORA_TARGETS) + ")");
-            if (!seen.add(t)) throw new JobSpecException("lora.targets", "'" + t + "' listed twice");
-        }
-        if (l.getTargetsCount() == 0) throw new JobSpecException("lora.targets", "must name at least one projection");
-        if (s.hasSparsityPath()) str("sparsity", s.getSparsityPath(), true);
-        if (s.hasSparsity()) validateSparsity("sparsity", s.getSparsity());
+        if (!s.getMode().equals(LORA) && !isFull(s.getMode()))
+            throw new JobSpecException("mode", "must be lora or full, got '" + s.getMode() + "'");
+        if (isFull(s.getMode())) validateFull(s);
+        else validateLora(s);
         OptimizerSpec o = s.getOptimizer();
         if (!o.getName().equals("adamw")) throw new JobSpecException("optimizer.name", "only adamw is supported, got '" + o.getName() + "'");
         if (!(o.getLr() > 0 && o.getLr() <= 1)) throw new JobSpecException("optimizer.lr", "must be in (0, 1], got " + o.getLr());
@@ -142,6 +140,35 @@ public final class JobSpecs {
             throw new JobSpecException("device", e.getMessage());
         }
         range("prefetch", s.getPrefetch(), 1, 1024);
+    }
+
+    /** LoRA mode: the adapter's settings and the sparsity config. */
+    private static void validateLora(JobSpec s) {
+        LoraSpec l = s.getLora();
+        range("lora.r", l.getR(), 1, 4096);
+        positive("lora.alpha", l.getAlpha());
+        if (!(l.getDropout() >= 0 && l.getDropout() < 1)) throw new JobSpecException("lora.dropout", "must be in [0, 1), got " + l.getDropout());
+        Set<String> seen = new HashSet<>();
+        for (String t : l.getTargetsList()) {
+            if (!LORA_TARGETS.contains(t)) throw new JobSpecException("lora.targets", "unknown projection '" + t + "' (use " + String.join(", ", LORA_TARGETS) + ")");
+            if (!seen.add(t)) throw new JobSpecException("lora.targets", "'" + t + "' listed twice");
+        }
+        if (l.getTargetsCount() == 0) throw new JobSpecException("lora.targets", "must name at least one projection");
+        if (s.hasSparsityPath()) str("sparsity", s.getSparsityPath(), true);
+        if (s.hasSparsity()) validateSparsity("sparsity", s.getSparsity());
+        if (s.getOptimizer().hasDecayNormsAndEmbeddings())
+            throw new JobSpecException("optimizer.decay_norms_and_embeddings", "applies to mode: full only (a LoRA adapter has no norms, biases or embeddings)");
+    }
+
+    /** Whether a spec's mode (after {@link #withDefaults}) trains every parameter. */
+    public static boolean isFull(String mode) { return FULL.equals(mode); }
+
+    /** Full mode: every parameter trains, so the LoRA and sparsity sections have nothing to configure. */
+    private static void validateFull(JobSpec s) {
+        if (s.hasLora())
+            throw new JobSpecException("lora", "is not used in mode: full (every parameter trains, there is no adapter); remove the lora section or use mode: lora");
+        if (s.hasSparsity() || s.hasSparsityPath())
+            throw new JobSpecException("sparsity", "is not used in mode: full (contextual sparsity applies to LoRA training only); remove it or use mode: lora");
     }
 
     public static void validateSparsity(String at, SparsityConfig c) {

@@ -20,8 +20,12 @@ import org.sparselora.proto.cluster.FloatTensor;
 import org.sparselora.proto.cluster.NamedTensor;
 
 /**
- * The job's resumable checkpoint, {@code <output_dir>/checkpoint/checkpoint.pb}: adapter + AdamW
- * moments ({@link TrainerState}), completed steps, data position and RNG state, the job spec. It is
+ * The job's resumable checkpoint, {@code <output_dir>/checkpoint/checkpoint.pb}: the trainer's
+ * {@link TrainerState} (LoRA mode: adapter + AdamW moments; full mode: the fp32 master of every
+ * parameter under its HF name + {@code .exp_avg} + {@code .exp_avg_sq}), completed steps, data
+ * position and RNG state, the job spec. One protobuf message, so the state must stay under
+ * {@link #MAX_PAYLOAD} bytes (full mode: about 160M parameters at 12 bytes each); a larger one is
+ * refused before anything is written. It is
  * written to a temp file in the same directory, forced to disk, then renamed over the old one, so a
  * crash at any instant leaves either the previous complete checkpoint or the new complete one. The
  * file starts with "SLCK", a version, the payload length and its CRC-32, so a damaged file is
@@ -34,6 +38,9 @@ public final class CheckpointStore {
     private static final int VERSION = 1;
     private static final int HEADER = 4 + 4 + 8 + 8;
 
+    /** Protobuf's limit on one message. */
+    public static final long MAX_PAYLOAD = Integer.MAX_VALUE;
+
     private final Path dir;
 
     public CheckpointStore(Path outputDir) {
@@ -45,6 +52,11 @@ public final class CheckpointStore {
     public boolean exists() { return Files.exists(file()); }
 
     public void write(Checkpoint checkpoint) throws IOException {
+        long values = 0;
+        for (NamedTensor t : checkpoint.getTensorsList()) values += t.getData().getValuesCount();
+        if (4 * values + (1 << 20) > MAX_PAYLOAD)
+            throw new IOException("cannot checkpoint to " + file() + ": the trainer state has " + values + " values ("
+                    + (4 * values >> 20) + " MiB), more than one checkpoint file holds (" + (MAX_PAYLOAD >> 20) + " MiB)");
         Files.createDirectories(dir);
         byte[] payload = checkpoint.toByteArray();
         CRC32 crc = new CRC32();
