@@ -130,9 +130,17 @@ public final class PretrainCommand implements Callable<Integer> {
                             done, steps, loss, trainer.lr(done - 1), tokens / sec, sec, stream.epoch());
                 }
             }
-            trainer.save(out);
+            // the checkpoint writer replaces a whole directory: write it aside, then move its files in,
+            // config.json last (a directory without it is not a model, so an interrupted save is never taken for one)
+            Path staged = out.resolve(".weights-tmp");
+            trainer.save(staged);
+            ArcTokenizer.writeFiles(staged, len);
+            try (var files = Files.list(staged)) {
+                for (Path f : files.sorted(java.util.Comparator.comparing((Path x) -> x.getFileName().toString().equals("config.json"))).toList())
+                    Files.move(f, out.resolve(f.getFileName()), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            Files.delete(staged);
         }
-        ArcTokenizer.writeFiles(out, len);
         LossPlot.write(out, "arc pretrain");
         writeSummary(cfg, done, loss, tokens, (System.nanoTime() - t0) / 1e9, stream, trainerName, tasks.size(), split.validation().size());
         System.out.printf(Locale.ROOT, "arc pretrain: %d steps, final loss %.4f, %d examples (%d longer than %d tokens skipped); model in %s%n",
