@@ -48,6 +48,7 @@ public final class SolveCommand implements Callable<Integer> {
                 !permuteBackground, maxLen, sc, out.resolve("predictor-cache"), seed);
         List<ArcResults.TaskResult> results = new ArrayList<>();
         try (ArcModel m = ArcModel.open(model, device)) {
+            if (sc != null) sc.resolve(m.model.config());   // a config that does not fit this model fails before any task runs
             ArcSolver solver = new ArcSolver(m, settings, msg -> System.err.println("arc solve: " + msg));
             for (ArcTask t : list) {
                 ArcResults.TaskResult r = solver.solve(t);

@@ -103,6 +103,22 @@ class ArcEndToEndTest {
         assertEquals(6, t1.get("ttt_examples").asInt());
         assertTrue(t1.get("ttt_seconds").asDouble() > 0 && t1.get("inference_seconds").asDouble() > 0);
 
+        // SparseLoRA: the same training with layer 0's MLP half sparse from step 1 changes the last step's loss
+        Path yaml = dir.resolve("sparse.yaml");
+        Files.writeString(yaml, "start_step: 0.5\nend_step: 1.0\nmode: svd_4\nskip_output_tokens: true\nsparsity:\n  layers.0.mlp: 0.5\n");
+        Path sparse = dir.resolve("solve-sparse");
+        Run sp = run("arc", "solve", "--model", model.toString(), "--tasks", tasks.resolve("aaaa0001.json").toString(), "--out", sparse.toString(),
+                "--ttt-steps", "2", "--ttt-examples", "6", "--batch-size", "2", "--lora-r", "2", "--augmentations", "1", "--max-len", "256", "--lr", "1e-3",
+                "--sparsity", yaml.toString());
+        assertEquals(0, sp.code(), sp.err());
+        double sparseLoss = m.readTree(sparse.resolve("results.json").toFile()).get("tasks").get("aaaa0001").get("final_loss").asDouble();
+        assertTrue(Double.isFinite(sparseLoss) && sparseLoss != t1.get("final_loss").asDouble(), sparseLoss + " vs " + t1);
+        Files.writeString(yaml, "mode: svd_4\nsparsity:\n  layers.5.mlp: 0.5\n");
+        Run bad = run("arc", "solve", "--model", model.toString(), "--tasks", tasks.toString(), "--out", dir.resolve("solve-bad").toString(),
+                "--sparsity", yaml.toString());
+        assertTrue(bad.code() != 0 && bad.err().contains("layer 5 does not exist"), bad.err());
+        assertFalse(Files.exists(dir.resolve("solve-bad/results.json")));
+
         Path base = dir.resolve("solve-base");
         Run b = run("arc", "solve", "--model", model.toString(), "--tasks", tasks.resolve("aaaa0001.json").toString(), "--out", base.toString(),
                 "--no-ttt", "--augmentations", "2", "--max-len", "256");
