@@ -96,7 +96,7 @@ public final class PretrainCommand implements Callable<Integer> {
 
         Path metrics = out.resolve("metrics.jsonl");
         Files.deleteIfExists(metrics);
-        long t0 = System.nanoTime(), tokens = 0;
+        long t0 = System.nanoTime(), tokens = 0;   // reset when training starts (model set-up is not in the budget)
         double budget = minutes > 0 ? minutes * 60e9 : Double.POSITIVE_INFINITY;
         int done = 0;
         double loss = Double.NaN;
@@ -111,7 +111,9 @@ public final class PretrainCommand implements Callable<Integer> {
             trainerName = trainer.describe();
             System.err.println("arc pretrain: trainer " + trainerName);
             ObjectMapper json = new ObjectMapper();
-            while (done < steps && System.nanoTime() - t0 < budget) {
+            t0 = System.nanoTime();
+            // at least one step, so even a tiny budget saves a trained model
+            while (done < steps && (done == 0 || System.nanoTime() - t0 < budget)) {
                 long s0 = System.nanoTime();
                 Batch b = stream.nextBatch(batchSize);
                 loss = trainer.step(b, done);

@@ -82,6 +82,14 @@ class ArcEndToEndTest {
         assertEquals(80, split.get("validation").size());
         assertEquals(4 + 3, split.get("train").size());
         assertEquals(4, m.readTree(model.resolve("pretrain.json").toFile()).get("steps").asInt());
+        // a time budget ends the run early and still saves a model
+        Path quick = dir.resolve("quick");
+        Run q = run("arc", "pretrain", "--arc1", arc1.toString(), "--out", quick.toString(), "--preset", "tiny", "--steps", "100000",
+                "--minutes", "0.0001", "--seq-len", "128", "--batch-size", "1");
+        assertEquals(0, q.code(), q.err());
+        int quickSteps = m.readTree(quick.resolve("pretrain.json").toFile()).get("steps").asInt();
+        assertTrue(quickSteps >= 1 && quickSteps < 100000, "steps " + quickSteps);
+        assertTrue(Files.isRegularFile(quick.resolve("model.safetensors")) && !Files.exists(quick.resolve(".weights-tmp")));
         // pretraining again into the same directory is refused, nothing overwritten
         Run again = run("arc", "pretrain", "--arc1", arc1.toString(), "--out", model.toString(), "--preset", "tiny", "--steps", "1");
         assertTrue(again.code() != 0 && again.err().contains("already holds a model"), again.err());
