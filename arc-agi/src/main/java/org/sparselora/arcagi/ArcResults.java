@@ -18,8 +18,8 @@ import org.sparselora.engine.io.AtomicFiles;
  * fraction of its test outputs solved; the total is the mean over tasks. A task that could not be
  * run (e.g. its prompt does not fit the model) scores 0 and says why.
  *
- * <p>{@code results.json}: per task the solved flags, the score, TTT and inference seconds, the final
- * TTT loss and any error; then the totals.
+ * <p>{@code results.json}: per task the solved flags, the score, TTT and inference seconds, the first
+ * and final TTT loss and any error; then the totals.
  */
 public final class ArcResults {
 
@@ -30,11 +30,12 @@ public final class ArcResults {
     /**
      * @param attempts   per test input: {attempt_1, attempt_2}, either null when there is none
      * @param solved     per test input: solved, or null when the task file has no answer for it
+     * @param firstLoss  the first TTT step's loss; NaN without TTT
      * @param finalLoss  the last TTT step's loss; NaN without TTT
      * @param error      why the task was not run (scored 0), or null
      */
     public record TaskResult(String id, List<int[][][]> attempts, List<Boolean> solved, double tttSeconds, double inferenceSeconds,
-                             double finalLoss, int tttExamples, String error) {
+                             double firstLoss, double finalLoss, int tttExamples, String error) {
         /** Fraction of test outputs solved; 0 for a failed task; NaN when no test has an answer. */
         public double score() {
             if (error != null) return 0;
@@ -101,6 +102,7 @@ public final class ArcResults {
             putNumber(t, "score", r.score());
             t.put("ttt_seconds", r.tttSeconds());
             t.put("inference_seconds", r.inferenceSeconds());
+            putNumber(t, "first_loss", r.firstLoss());
             putNumber(t, "final_loss", r.finalLoss());
             t.put("ttt_examples", r.tttExamples());
             if (r.error() != null) t.put("error", r.error());

@@ -70,7 +70,7 @@ public final class ArcSolver {
     public ArcResults.TaskResult solve(ArcTask task) {
         long t0 = System.nanoTime();
         LoraAdapter lora = null;
-        double loss = Double.NaN;
+        double[] loss = {Double.NaN, Double.NaN};   // first and last step
         int examples = 0;
         try {
             if (s.tttSteps() > 0) {
@@ -107,14 +107,14 @@ public final class ArcSolver {
                 solved.replaceAll(b -> b == null ? null : false);
             }
             long t2 = System.nanoTime();
-            return new ArcResults.TaskResult(task.id(), attempts, solved, (t1 - t0) / 1e9, (t2 - t1) / 1e9, loss, examples, error);
+            return new ArcResults.TaskResult(task.id(), attempts, solved, (t1 - t0) / 1e9, (t2 - t1) / 1e9, loss[0], loss[1], examples, error);
         } finally {
             if (lora != null) lora.close();
         }
     }
 
-    /** Trains {@code lora} on the leave-one-out data for the configured steps; the last step's loss. */
-    private double train(LoraAdapter lora, LeaveOneOut.Data data) {
+    /** Trains {@code lora} on the leave-one-out data for the configured steps; the first and the last step's loss. */
+    private double[] train(LoraAdapter lora, LeaveOneOut.Data data) {
         int steps = s.tttSteps();
         OptimizerConfig opt = new OptimizerConfig((float) s.lr(), 0.9f, 0.999f, 1e-8f, 0f, 1f, OptimizerConfig.Schedule.COSINE,
                 Math.max(0, steps / 10), steps);
@@ -125,7 +125,7 @@ public final class ArcSolver {
         SparsePlanner planner = s.sparsity() == null ? null
                 : SparsePlanner.create(base.backend, base.source, s.sparsity(), s.predictorCache(), steps, s.seed(), SvdPredictor.Progress.NONE);
         DenseWarmup schedule = s.sparsity() == null ? null : DenseWarmup.of(s.sparsity(), steps);
-        double loss = Double.NaN;
+        double[] loss = {Double.NaN, Double.NaN};
         try (LoraTrainer tr = new LoraTrainer(base.model, lora, opt)) {
             if (planner != null) tr.setSparsePlanner(planner);
             if (!gpu) tr.setShapeBucket(0);
@@ -133,7 +133,8 @@ public final class ArcSolver {
                 Batch b = batcher.next();
                 StepResult r = tr.computeGradients(b, step, schedule != null && schedule.sparseAt(step));
                 tr.applyUpdate(step, r.outputTokens());
-                loss = r.meanLoss();
+                if (step == 0) loss[0] = r.meanLoss();
+                loss[1] = r.meanLoss();
             }
         } finally {
             if (planner != null) planner.close();

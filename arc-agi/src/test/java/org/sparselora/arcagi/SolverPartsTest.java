@@ -88,9 +88,9 @@ class SolverPartsTest {
     void submissionAndResultsFollowArcPrizeScoring() throws Exception {
         int[][] right = {{0, 7}, {8, 0}}, wrong = {{1}};
         List<ArcResults.TaskResult> rs = List.of(
-                new ArcResults.TaskResult("aa", List.of(new int[][][] {wrong, right}, new int[][][] {wrong, wrong}), List.of(true, false), 1.5, 0.5, 0.25, 12, null),
-                new ArcResults.TaskResult("bb", List.<int[][][]>of(new int[][][] {right, right}), List.of(true), 1, 1, 0.1, 12, null),
-                new ArcResults.TaskResult("cc", List.<int[][][]>of(new int[][][] {null, null}), List.of(false), 0, 0, Double.NaN, 0, "test 0: no augmented prompt fits"));
+                new ArcResults.TaskResult("aa", List.of(new int[][][] {wrong, right}, new int[][][] {wrong, wrong}), List.of(true, false), 1.5, 0.5, 0.75, 0.25, 12, null),
+                new ArcResults.TaskResult("bb", List.<int[][][]>of(new int[][][] {right, right}), List.of(true), 1, 1, 0.5, 0.1, 12, null),
+                new ArcResults.TaskResult("cc", List.<int[][][]>of(new int[][][] {null, null}), List.of(false), 0, 0, Double.NaN, Double.NaN, 0, "test 0: no augmented prompt fits"));
         assertTrue(ArcResults.solved(new int[][][] {wrong, right}, right));
         assertTrue(!ArcResults.solved(new int[][][] {wrong, null}, right));
         assertEquals(0.5, rs.get(0).score());
@@ -111,6 +111,7 @@ class SolverPartsTest {
         assertEquals("[true,false]", res.get("tasks").get("aa").get("solved").toString());
         assertEquals(1.5, res.get("tasks").get("aa").get("ttt_seconds").asDouble());
         assertEquals(0.25, res.get("tasks").get("aa").get("final_loss").asDouble());
+        assertEquals(0.75, res.get("tasks").get("aa").get("first_loss").asDouble());
         assertTrue(res.get("tasks").get("cc").get("final_loss").isNull());
         assertTrue(res.get("tasks").get("cc").get("error").asText().contains("fits"));
         String table = ArcResults.table(rs);
