@@ -11,7 +11,9 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.Projection;
+import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.sparse.DenseWarmup;
+import org.sparselora.engine.sparse.LowRankSvd;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
@@ -31,7 +33,7 @@ import org.sparselora.engine.train.StepResult;
  * (counted), an augmentation whose prompt does not fit is skipped, and a test input none of whose
  * prompts fit makes the task fail with that reason (scored 0).
  */
-public final class ArcSolver {
+public final class ArcSolver implements AutoCloseable {
 
     /**
      * @param tttSteps       optimizer steps per task; 0 = no test-time training (the base model answers)
@@ -39,6 +41,7 @@ public final class ArcSolver {
      * @param augmentations  generations per test input (K)
      * @param maxLen         longest sequence, prompt + answer (the model's positions at most)
      * @param sparsity       SparseLoRA config, or null for dense LoRA
+     * @param predictorCache file caching the SVD predictor factors (built once per base model), or null
      */
     public record Settings(int tttSteps, int tttExamples, int batchSize, int loraR, double loraAlpha, double lr, int augmentations,
                            boolean keepBackground, int maxLen, SparsityConfig sparsity, Path predictorCache, long seed) {
@@ -55,6 +58,8 @@ public final class ArcSolver {
     private final ArcModel base;
     private final Settings s;
     private final Consumer<String> log;
+    /** SparseLoRA's channel selection (SVD predictor factors of the base weights): built once, shared by every task's planner. */
+    private ChannelSelection selection;
 
     public ArcSolver(ArcModel base, Settings settings, Consumer<String> log) {
         this.base = base;
@@ -63,6 +68,20 @@ public final class ArcSolver {
         this.s = settings.maxLen() <= positions ? settings : new Settings(settings.tttSteps(), settings.tttExamples(), settings.batchSize(),
                 settings.loraR(), settings.loraAlpha(), settings.lr(), settings.augmentations(), settings.keepBackground(), positions,
                 settings.sparsity(), settings.predictorCache(), settings.seed());
+        if (s.sparsity() != null) {
+            SparsityConfig.Resolved resolved = s.sparsity().resolve(base.model.config());   // a config naming a missing layer fails here
+            if (resolved.anySparse()) {
+                SvdPredictor predictor = SvdPredictor.forConfig(base.source, resolved, s.sparsity().rank(), s.predictorCache(),
+                        LowRankSvd.Method.AUTO, SvdPredictor.Progress.NONE);
+                selection = new ChannelSelection(base.backend, predictor, resolved);
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        if (selection != null) selection.close();
+        selection = null;
     }
 
     public Settings settings() { return s; }
@@ -122,8 +141,7 @@ public final class ArcSolver {
         boolean gpu = base.backend.canCapture();
         Batcher batcher = new Batcher(data.examples(), new Batcher.Options(batch, s.maxLen(), s.seed(), true, false, false),
                 ArcTokenizer.PAD, ArcTokenizer.BOS);
-        SparsePlanner planner = s.sparsity() == null ? null
-                : SparsePlanner.create(base.backend, base.source, s.sparsity(), s.predictorCache(), steps, s.seed(), SvdPredictor.Progress.NONE);
+        SparsePlanner planner = s.sparsity() == null ? null : new SparsePlanner(base.backend, s.sparsity(), selection, steps, s.seed());
         DenseWarmup schedule = s.sparsity() == null ? null : DenseWarmup.of(s.sparsity(), steps);
         double[] loss = {Double.NaN, Double.NaN};
         try (LoraTrainer tr = new LoraTrainer(base.model, lora, opt)) {

@@ -45,11 +45,10 @@ public final class SolveCommand implements Callable<Integer> {
         SparsityConfig sc = sparsity == null ? null : SparsityConfig.load(sparsity);
         Files.createDirectories(out);
         ArcSolver.Settings settings = new ArcSolver.Settings(noTtt ? 0 : tttSteps, tttExamples, batchSize, loraR, loraAlpha, lr, augmentations,
-                !permuteBackground, maxLen, sc, out.resolve("predictor-cache"), seed);
+                !permuteBackground, maxLen, sc, sc == null ? null : out.resolve("predictor-r" + sc.rank() + ".safetensors"), seed);
         List<ArcResults.TaskResult> results = new ArrayList<>();
-        try (ArcModel m = ArcModel.open(model, device)) {
-            if (sc != null) sc.resolve(m.model.config());   // a config that does not fit this model fails before any task runs
-            ArcSolver solver = new ArcSolver(m, settings, msg -> System.err.println("arc solve: " + msg));
+        try (ArcModel m = ArcModel.open(model, device);
+             ArcSolver solver = new ArcSolver(m, settings, msg -> System.err.println("arc solve: " + msg))) {
             for (ArcTask t : list) {
                 ArcResults.TaskResult r = solver.solve(t);
                 results.add(r);
