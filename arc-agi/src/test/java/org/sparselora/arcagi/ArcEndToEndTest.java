@@ -148,7 +148,7 @@ class ArcEndToEndTest {
     void aTextModelIsRefusedByName() throws Exception {
         Path model = Files.createDirectories(dir.resolve("text-model"));
         Files.writeString(model.resolve("config.json"), "{}");
-        org.sparselora.engine.demo.DemoTokenizerFiles.ensure(model);
+        org.sparselora.actors.demo.DemoTokenizerFiles.ensure(model);
         Files.writeString(dir.resolve("t.json"), mirrorTask(new SplittableRandom(1), 1));
         Run s = run("arc", "solve", "--model", model.toString(), "--tasks", dir.resolve("t.json").toString(), "--out", dir.resolve("o").toString());
         assertTrue(s.code() != 0, s.err());
