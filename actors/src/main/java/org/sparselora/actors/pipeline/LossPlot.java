@@ -6,17 +6,17 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
+import org.sparselora.engine.io.AtomicFiles;
 
 /**
  * {@code <output_dir>/loss.svg}: the loss curve of a training job, drawn from the rows of
  * {@code metrics.jsonl} when the job ends (finished, cancelled or failed). Hand-written SVG: axes
  * with ticks, step on x, loss on y, one marker per row — dense steps and sparse steps in two
  * colours — joined by a thin line, and a legend. A non-finite loss (a skipped NaN/inf step) gets a
- * cross at the top edge, so every row has its point. Written to a temp file and renamed.
+ * cross at the top edge, so every row has its point. Written through {@link AtomicFiles}.
  */
 public final class LossPlot {
 
@@ -37,13 +37,12 @@ public final class LossPlot {
      */
     public static Path write(Path outputDir, String title) throws IOException {
         Path metrics = outputDir.resolve(MetricsLog.FILE);
-        if (!Files.isRegularFile(metrics)) return null;
+        if (!Files.isRegularFile(metrics, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return null;
         List<Row> rows = read(metrics);
         if (rows.isEmpty()) return null;
         Path file = outputDir.resolve(FILE);
-        Path tmp = outputDir.resolve(FILE + ".tmp");
-        Files.writeString(tmp, svg(rows, title), StandardCharsets.UTF_8);
-        Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        AtomicFiles.removeStaleTemps(file);
+        AtomicFiles.writeString(file, svg(rows, title));
         return file;
     }
 

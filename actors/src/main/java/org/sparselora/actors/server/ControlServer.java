@@ -42,7 +42,12 @@ public final class ControlServer implements AutoCloseable {
     }
 
     public static ControlServer start(Options o, JobManager jobs) throws IOException {
-        InetAddress addr = InetAddress.getByName(o.bind());
+        InetAddress addr;
+        try {
+            addr = InetAddress.getByName(o.bind());
+        } catch (java.net.UnknownHostException e) {
+            throw new IllegalArgumentException("--bind '" + o.bind() + "': not an IP address or a host name this machine resolves");
+        }
         String token = null;
         if (o.tokenFile() != null) {
             if (!Files.isReadable(o.tokenFile())) throw new IllegalArgumentException("--token-file " + o.tokenFile() + ": cannot read it");
