@@ -31,6 +31,8 @@ public final class DatasetReader {
 
     // one JSON value per line: anything after it on the line is an error, not silently dropped
     private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    /** Reads the records of a JSON array one by one (the array itself is checked for what follows it). */
+    private static final ObjectMapper STREAM = new ObjectMapper();
 
     /** A record that was skipped, and why. */
     public record Malformed(int line, String reason) {}
@@ -107,7 +109,7 @@ public final class DatasetReader {
 
     private static void readArray(Path file, Reader r, int lineOffset, DatasetFormat[] fmt, Options o, List<Example> out,
                                   List<Malformed> bad) throws IOException {
-        try (JsonParser p = new JsonFactory(JSON).createParser(r)) {
+        try (JsonParser p = new JsonFactory(STREAM).createParser(r)) {
             p.nextToken(); // START_ARRAY
             JsonToken t;
             while ((t = p.nextToken()) != JsonToken.END_ARRAY) {
