@@ -33,7 +33,9 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "score", mixinStandardHelpOptions = true,
         description = {"Score texts: mean next-token cross-entropy (nats) per record of a JSONL file.",
-                "Prints {\"index\": i, \"tokens\": n, \"loss\": x} per record, then {\"records\": N, \"mean_loss\": m}."})
+                "Prints {\"index\": i, \"tokens\": n, \"loss\": x} per record, then {\"records\": N, \"mean_loss\": m}.",
+                "A record of fewer than 2 tokens has nothing to predict: it is listed as skipped and left out of the mean.",
+                "A NaN or infinite loss makes the exit status 1 (--allow-nonfinite accepts it)."})
 public final class ScoreCommand implements Callable<Integer> {
 
     @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
@@ -94,7 +96,8 @@ public final class ScoreCommand implements Callable<Integer> {
                     sum += s.loss();
                     out.println("{\"index\": " + i + ", \"tokens\": " + s.tokens() + ", \"loss\": " + number(s.loss()) + "}");
                 }
-                out.println("{\"records\": " + texts.size() + ", \"scored\": " + scored + ", \"skipped\": " + skipped
+                // "records" counts the records in the mean; skipped ones are counted apart
+                out.println("{\"records\": " + scored + (skipped > 0 ? ", \"skipped\": " + skipped : "")
                         + ", \"mean_loss\": " + number(scored == 0 ? Double.NaN : sum / scored) + "}");
                 out.flush();
                 if (!nonFinite.isEmpty() && !allowNonFinite) {

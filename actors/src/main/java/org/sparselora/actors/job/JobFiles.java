@@ -105,7 +105,10 @@ public final class JobFiles {
         try {
             return YAML.readTree(file.toFile());
         } catch (JacksonException e) {
-            throw new IOException(file + ": not valid YAML: " + e.getOriginalMessage()
+            // the parser's first line only (its later lines repeat the input around the error)
+            String why = e.getOriginalMessage() == null ? "" : e.getOriginalMessage().lines().findFirst().orElse("");
+            if (why.length() > 160) why = why.substring(0, 160) + "…";
+            throw new IOException(file + ": not valid YAML: " + why
                     + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""));
         }
     }

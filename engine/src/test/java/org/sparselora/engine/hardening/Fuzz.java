@@ -126,7 +126,7 @@ public final class Fuzz {
     private static final Pattern NUMBER = Pattern.compile("-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?");
 
     /** One of several byte-level mutations (flip, insert, delete, duplicate, truncate, interesting bytes), 1-3 times. */
-    static byte[] mutateBytes(Random r, byte[] in, int from, int to) {
+    public static byte[] mutateBytes(Random r, byte[] in, int from, int to) {
         byte[] b = in.clone();
         int rounds = 1 + r.nextInt(3);
         for (int k = 0; k < rounds && b.length > 0; k++) {
@@ -153,7 +153,7 @@ public final class Fuzz {
     }
 
     /** Replaces 1-3 numbers of a text with interesting values, or falls back to a byte mutation. */
-    static String mutateText(Random r, String in) {
+    public static String mutateText(Random r, String in) {
         if (r.nextInt(3) == 0) return new String(mutateBytes(r, in.getBytes(StandardCharsets.UTF_8), 0, in.length()), StandardCharsets.UTF_8);
         List<int[]> spans = new ArrayList<>();
         Matcher m = NUMBER.matcher(in);
