@@ -81,17 +81,20 @@ class OutputDirHardeningTest {
 
     @Test
     void plantedSymlinksAtTempNamesAreNeverWrittenThrough() throws Exception {
-        Path out = Files.createDirectories(dir.resolve("out-links"));
+        Path f = job("links", 6);
+        assertEquals(0, train("--config", f.toString(), "--stop-after", "2").code());
+        Path out = dir.resolve("out-links");
         Path victim1 = Files.writeString(dir.resolve("victim1"), "keep me 1"), victim2 = Files.writeString(dir.resolve("victim2"), "keep me 2");
+        Files.deleteIfExists(out.resolve(LossPlot.FILE));
         Files.createSymbolicLink(out.resolve(MetricsLog.FILE + ".tmp"), victim1);
         Files.createSymbolicLink(out.resolve(LossPlot.FILE + ".tmp"), victim2);
-        CliRunner.Result r = train("--config", job("links", 4).toString(), "--overwrite");
+        CliRunner.Result r = train("--config", f.toString(), "--resume");
         assertEquals(0, r.code(), r.out() + r.err());
         assertEquals("keep me 1", Files.readString(victim1));
         assertEquals("keep me 2", Files.readString(victim2));
         assertTrue(Files.isRegularFile(out.resolve(MetricsLog.FILE), LinkOption.NOFOLLOW_LINKS), "metrics.jsonl must be a regular file");
         assertTrue(Files.isRegularFile(out.resolve(LossPlot.FILE), LinkOption.NOFOLLOW_LINKS));
-        assertEquals(4, Files.readAllLines(out.resolve(MetricsLog.FILE)).size());
+        assertEquals(6, Files.readAllLines(out.resolve(MetricsLog.FILE)).size());
     }
 
     @Test
