@@ -112,6 +112,26 @@ class OutputDirHardeningTest {
     }
 
     @Test
+    void aSecondProcessCannotResumeADirectoryAnotherIsTraining() throws Exception {
+        Path f = CliRunner.jobFile(dir, "twoproc", 10_000, 1, 50, 20);
+        assertEquals(0, train("--config", f.toString(), "--stop-after", "2").code());
+        Process other = new ProcessBuilder(ServeHardeningProcessTest.javaCmd("train", "--config", f.toString(), "--resume"))
+                .redirectErrorStream(true).redirectOutput(dir.resolve("other.log").toFile()).start();
+        try {
+            Path rows = dir.resolve("out-twoproc").resolve(MetricsLog.FILE);
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60);
+            while (Files.readAllLines(rows).size() < 5 && System.nanoTime() < deadline) Thread.sleep(50);
+            assertTrue(Files.readAllLines(rows).size() >= 5, "the other process did not start training: " + Files.readString(dir.resolve("other.log")));
+            CliRunner.Result r = train("--config", f.toString(), "--resume");
+            assertTrue(r.code() != 0, r.out());
+            assertTrue(r.err().contains("is in use by another run"), r.err());
+        } finally {
+            other.destroy(); // SIGTERM: it stops with a checkpoint
+            assertTrue(other.waitFor(60, java.util.concurrent.TimeUnit.SECONDS));
+        }
+    }
+
+    @Test
     void aResumeWithOtherTrainingSettingsIsRefusedNamingThem() throws Exception {
         Path f = job("compat", 8);
         assertEquals(0, train("--config", f.toString(), "--stop-after", "3").code());
