@@ -32,7 +32,10 @@ import org.sparselora.proto.control.SparsityConfig;
 public final class JobFiles {
 
     private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory()
-            .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).enable(YAMLGenerator.Feature.MINIMIZE_QUOTES));
+            .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).enable(YAMLGenerator.Feature.MINIMIZE_QUOTES))
+            // a key given twice is a mistake, not "the last one wins"
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_READING_DUP_TREE_KEY)
+            .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
     private static final Pattern SCHEME = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]+:.*");
     private static final Set<String> TOP = Set.of("name", "model", "tokenizer", "data", "lora", "sparsity", "optimizer", "schedule",
             "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch", "mode");
@@ -103,7 +106,10 @@ public final class JobFiles {
         try {
             return YAML.readTree(file.toFile());
         } catch (JacksonException e) {
-            throw new IOException(file + ": not valid YAML: " + e.getOriginalMessage()
+            // the parser's first line only (its later lines repeat the input around the error)
+            String why = e.getOriginalMessage() == null ? "" : e.getOriginalMessage().lines().findFirst().orElse("");
+            if (why.length() > 160) why = why.substring(0, 160) + "…";
+            throw new IOException(file + ": not valid YAML: " + why
                     + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""));
         }
     }
@@ -146,6 +152,8 @@ public final class JobFiles {
                 case "rslora" -> l.setRslora(bool("lora.rslora", x));
                 case "targets" -> {
                     if (!x.isArray()) throw new JobSpecException("lora.targets", "must be a list like [q, k, v, o]");
+                    // an empty list would otherwise read as "not given" and become the default targets
+                    if (x.isEmpty()) throw new JobSpecException("lora.targets", "is an empty list: name at least one projection, or leave the key out for the default [q, k, v, o]");
                     for (JsonNode t : x) l.addTargets(text("lora.targets", t).replace("_proj", ""));
                 }
                 default -> throw new JobSpecException("lora." + k, "unknown key (known: r, alpha, dropout, targets, rslora)");

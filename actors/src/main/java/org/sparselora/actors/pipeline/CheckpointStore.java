@@ -4,15 +4,14 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.zip.CRC32;
+import org.sparselora.engine.io.AtomicFiles;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.proto.cluster.Checkpoint;
 import org.sparselora.proto.cluster.DataPositionProto;
@@ -25,9 +24,9 @@ import org.sparselora.proto.cluster.NamedTensor;
  * parameter under its HF name + {@code .exp_avg} + {@code .exp_avg_sq}), completed steps, data
  * position and RNG state, the job spec. One protobuf message, so the state must stay under
  * {@link #MAX_PAYLOAD} bytes (full mode: about 160M parameters at 12 bytes each); a larger one is
- * refused before anything is written. It is
- * written to a temp file in the same directory, forced to disk, then renamed over the old one, so a
- * crash at any instant leaves either the previous complete checkpoint or the new complete one. The
+ * refused before anything is written. It is written through {@link AtomicFiles} (a fresh temp file
+ * in the same directory, forced to disk, then renamed over the old one), so a crash at any instant
+ * leaves either the previous complete checkpoint or the new complete one. The
  * file starts with "SLCK", a version, the payload length and its CRC-32, so a damaged file is
  * reported as such instead of being half-loaded.
  */
@@ -63,23 +62,13 @@ public final class CheckpointStore {
         crc.update(payload);
         ByteBuffer header = ByteBuffer.allocate(HEADER).order(ByteOrder.LITTLE_ENDIAN)
                 .putInt(MAGIC).putInt(VERSION).putLong(payload.length).putLong(crc.getValue()).flip();
-        Path tmp = Files.createTempFile(dir, FILE + ".", ".tmp");
-        try {
+        AtomicFiles.write(file(), tmp -> {
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
                 while (header.hasRemaining()) ch.write(header);
                 ByteBuffer body = ByteBuffer.wrap(payload);
                 while (body.hasRemaining()) ch.write(body);
-                ch.force(true);
             }
-            try {
-                Files.move(tmp, file(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                throw new IOException("checkpoint directory " + dir + " does not support atomic rename", e);
-            }
-            forceDirectory();
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        });
     }
 
     public Checkpoint read() throws IOException {
@@ -102,17 +91,11 @@ public final class CheckpointStore {
 
     /** Temp files a killed process left behind (never the checkpoint itself). */
     public void removeStaleTemps() throws IOException {
+        AtomicFiles.removeStaleTemps(file());
         if (!Files.isDirectory(dir)) return;
+        // the names an earlier version of this writer used
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, FILE + ".*.tmp")) {
             for (Path p : ds) Files.deleteIfExists(p);
-        }
-    }
-
-    private void forceDirectory() {
-        // makes the rename itself durable; not every file system lets a directory be opened
-        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
-            ch.force(true);
-        } catch (IOException ignored) {
         }
     }
 

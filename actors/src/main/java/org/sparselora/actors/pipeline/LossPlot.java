@@ -49,7 +49,7 @@ public final class LossPlot {
      */
     public static Path write(Path outputDir, String title) throws IOException {
         Path metrics = outputDir.resolve(MetricsLog.FILE);
-        if (!Files.isRegularFile(metrics)) return null;
+        if (!Files.isRegularFile(metrics, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return null;
         List<Row> rows = read(metrics);
         if (rows.isEmpty()) return null;
         try {
@@ -63,13 +63,15 @@ public final class LossPlot {
 
     private static Path render(List<Row> rows, String title, Path outputDir) throws IOException {
         XYChart chart = chart(rows, title);
-        Path svg = outputDir.resolve(FILE);
-        AtomicFiles.writeFile(svg, tmp -> {
+        Path svg = outputDir.resolve(FILE), png = outputDir.resolve(PNG);
+        AtomicFiles.removeStaleTemps(svg);
+        AtomicFiles.removeStaleTemps(png);
+        AtomicFiles.write(svg, tmp -> {
             try (OutputStream os = Files.newOutputStream(tmp)) {
                 VectorGraphicsEncoder.saveVectorGraphic(chart, os, VectorGraphicsEncoder.VectorGraphicsFormat.SVG);
             }
         });
-        AtomicFiles.writeFile(outputDir.resolve(PNG), tmp -> {
+        AtomicFiles.write(png, tmp -> {
             try (OutputStream os = Files.newOutputStream(tmp)) {
                 BitmapEncoder.saveBitmap(chart, os, BitmapEncoder.BitmapFormat.PNG);
             }

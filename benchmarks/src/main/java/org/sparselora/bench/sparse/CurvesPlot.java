@@ -103,7 +103,7 @@ public final class CurvesPlot {
         Map<String, List<double[]>> series = read(jsonl);
         if (series.isEmpty()) throw new IllegalArgumentException(jsonl + ": no loss rows to plot");
         XYChart chart = chart(series, title, window);
-        AtomicFiles.writeFile(svg, tmp -> {
+        AtomicFiles.write(svg, tmp -> {
             try (OutputStream os = Files.newOutputStream(tmp)) {
                 VectorGraphicsEncoder.saveVectorGraphic(chart, os, VectorGraphicsEncoder.VectorGraphicsFormat.SVG);
             }
