@@ -17,6 +17,8 @@ import org.apache.pekko.actor.typed.javadsl.AbstractBehavior;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
+import org.sparselora.actors.job.SparsityProtos;
+import org.sparselora.engine.sparse.DenseWarmup;
 import org.sparselora.engine.train.Batch;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
@@ -119,7 +121,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
     private final Settings settings;
     private final CheckpointStore store;
     private final MetricsLog metrics;
-    private final SparseSchedule schedule;
+    private final DenseWarmup schedule;
     private final int workers;
     private final int total;
     private final ExecutorService checkpointIo;
@@ -162,7 +164,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         this.self = ctx.getSelf();
         this.workers = spec.getWorkers();
         this.total = spec.getSteps();
-        this.schedule = SparseSchedule.of(spec.getSparsity(), total);
+        this.schedule = DenseWarmup.of(SparsityProtos.forJob(spec), total);
         this.metrics = new MetricsLog(Path.of(spec.getOutputDir()));
         this.checkpointIo = Executors.newSingleThreadExecutor(Thread.ofPlatform().name("checkpoint-io").daemon().factory());
         this.steppers = new ActorRef[workers];
@@ -180,7 +182,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
         dataAdapter = ctx.messageAdapter(DataLoader.Event.class, DataEvent::new);
         dataLoader = ctx.spawn(DataLoader.create(runtime.data(), Math.max(1, spec.getPrefetch()), position, dataAdapter), "data-loader");
-        if (schedule.anySparse() && step < schedule.endExclusive()) {
+        if (schedule.anySparse() && step < schedule.endSparseStep()) {
             if (runtime.predictor() == null)
                 throw new IllegalArgumentException("sparsity: the job has sparse steps but the engine provided no predictor builder");
             ctx.spawn(Predictor.create(runtime.predictor(), settings.predictorCache(),
@@ -214,7 +216,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
     private void spawnStepper(int w, TrainerState state, int atStep) {
         ActorRef<Stepper.Command> ref = getContext().spawn(
-                Stepper.create(w, workers, generation, runtime.workers(), state, atStep, factors, schedule, exchange() != null, self),
+                Stepper.create(new Stepper.Settings(w, workers, runtime.workers(), schedule, exchange() != null, self), generation, state, atStep, factors),
                 "stepper-" + w + "-g" + generation, Stepper.dispatcher());
         getContext().watch(ref);
         steppers[w] = ref;
@@ -316,7 +318,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         if (phase != Phase.IDLE && phase != Phase.WAITING_DATA && phase != Phase.WAITING_PREDICTOR) return this;
         if (cancelReason != null) return stopWith(JobState.CANCELLED, cancelReason);
         if (step >= total) return stopWith(JobState.FINISHED, "finished " + total + " steps");
-        if (schedule.isSparse(step) && factors == null) {
+        if (schedule.sparseAt(step) && factors == null) {
             if (phase != Phase.WAITING_PREDICTOR) publishState(JobState.BUILDING_PREDICTOR, "waiting for the SVD predictor before sparse step " + (step + 1));
             phase = Phase.WAITING_PREDICTOR;
             return this;
