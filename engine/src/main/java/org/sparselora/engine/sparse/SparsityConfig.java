@@ -17,6 +17,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
+import java.util.SortedMap;
 import java.util.TreeMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -108,6 +109,21 @@ public record SparsityConfig(
         if (denseMode()) return false;
         for (double r : sparsity.values()) if (r > 0) return true;
         return false;
+    }
+
+    /**
+     * Layer index → ratio of the {@code mlp} or {@code self_attn} layers the file makes sparse (ratio
+     * above 0; none in mode dense), without a model shape (see {@link #resolve} for one).
+     */
+    public SortedMap<Integer, Double> sparseLayers(String kind) {
+        if (!kind.equals("mlp") && !kind.equals("self_attn")) throw new IllegalArgumentException("kind " + kind + " is not mlp or self_attn");
+        SortedMap<Integer, Double> out = new TreeMap<>();
+        if (denseMode()) return out;
+        for (Map.Entry<String, Double> e : sparsity.entrySet()) {
+            Matcher m = MODULE.matcher(e.getKey());
+            if (m.matches() && m.group(2).equals(kind) && e.getValue() > 0) out.put(Integer.parseInt(m.group(1)), e.getValue());
+        }
+        return out;
     }
 
     /** Reads and validates (schema only; call {@link #resolve} for the model shape) a YAML file. */
