@@ -1,7 +1,6 @@
 package org.sparselora.actors.pipeline;
 
 import java.io.IOException;
-import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -110,9 +109,10 @@ public final class JobSupervisor {
             try {
                 job = new JobSupervisor(ctx, spec, runtime, events, settings);
             } catch (Exception | LinkageError e) {
-                // nothing may leave the job "starting" for ever: whatever failed is the job's failure
-                events.state(JobState.FAILED, DataLoader.firstLine(DataLoader.unwrap(e)));
+                // nothing may leave the job "starting" for ever: whatever failed is the job's failure,
+                // published once the engine side is released
                 closeQuietly(runtime);
+                events.state(JobState.FAILED, DataLoader.firstLine(DataLoader.unwrap(e)));
                 return Behaviors.stopped();
             }
             return job.starting(new boolean[job.workers]);
@@ -201,16 +201,16 @@ public final class JobSupervisor {
 
     /** The output directory exists (made if needed) and is a directory: said plainly when it cannot be. */
     private static void outputDirectory(Path dir) {
+        // the directory itself or one above it may be a file: name the one that is
+        for (Path p = dir.toAbsolutePath().normalize(); p != null; p = p.getParent())
+            if (Files.exists(p) && !Files.isDirectory(p))
+                throw new IllegalArgumentException("output_dir " + dir + ": " + p + " exists and is not a directory");
         try {
             Files.createDirectories(dir);
-        } catch (FileAlreadyExistsException e) {
-            throw new IllegalArgumentException("output_dir " + dir + ": " + (e.getFile() != null ? e.getFile() : dir)
-                    + " exists and is not a directory");
         } catch (IOException | SecurityException e) {
             throw new IllegalArgumentException("output_dir " + dir + ": cannot create the directory ("
                     + DataLoader.firstLine(e) + ")");
         }
-        if (!Files.isDirectory(dir)) throw new IllegalArgumentException("output_dir " + dir + " exists and is not a directory");
     }
 
     // ---- behaviours ----------------------------------------------------------------------------

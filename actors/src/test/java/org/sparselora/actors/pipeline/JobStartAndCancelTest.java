@@ -1,7 +1,6 @@
 package org.sparselora.actors.pipeline;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
@@ -11,10 +10,13 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
 import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.SpawnProtocol;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.sparselora.actors.server.JobManager;
 import org.sparselora.actors.testengine.BigramWorker.Faults;
 import org.sparselora.actors.testengine.ToyEngine;
 import org.sparselora.engine.train.TrainingWorker;
@@ -98,6 +100,27 @@ class JobStartAndCancelTest {
         Jobs.Outcome o = startWith(Path.of("/proc/sparselora-cannot-exist/run"));
         assertEquals(JobState.FAILED, o.state());
         assertTrue(o.reason().contains("/proc/sparselora-cannot-exist"), o.reason());
+    }
+
+    /**
+     * Through the job manager, as the server runs jobs: the unusable job fails (it used to stay
+     * "starting" and hold the only slot), and the job queued behind it runs.
+     */
+    @Test
+    void aJobThatCannotStartDoesNotBlockTheJobsQueuedBehindIt() throws Exception {
+        ActorSystem<SpawnProtocol.Command> system = ActorSystem.create(SpawnProtocol.create(), "manager-start");
+        try (JobManager jobs = new JobManager(system, 1, JobManager.engines(), Jobs.settings())) {
+            Path file = Files.writeString(tmp.resolve("c-file"), "x");
+            String bad = jobs.submit(Jobs.spec(tmp.resolve("unused"), 1, 4, 2, 0).toBuilder().setOutputDir(file.toString()).build());
+            String good = jobs.submit(Jobs.spec(tmp.resolve("after"), 1, 4, 2, 0));
+            var badEnd = jobs.completion(bad).get(10, TimeUnit.SECONDS);
+            assertEquals(JobState.FAILED, badEnd.getState());
+            assertTrue(badEnd.getReason().contains("exists and is not a directory"), badEnd.getReason());
+            var goodEnd = jobs.completion(good).get(30, TimeUnit.SECONDS);
+            assertEquals(JobState.FINISHED, goodEnd.getState(), goodEnd.getReason());
+        } finally {
+            system.terminate();
+        }
     }
 
     /** Workers that take their time to come up (a model loading): the job is cancelled while starting. */
