@@ -28,7 +28,6 @@ import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.JobState;
 import org.sparselora.proto.control.Progress;
 import org.sparselora.proto.control.Restarted;
-import org.sparselora.proto.control.StateChange;
 
 /**
  * Owns one training job: its DataLoader, Predictor, N Steppers and the per-step GradientAggregator
@@ -104,7 +103,7 @@ public final class JobSupervisor {
      */
     public static Behavior<Command> create(String jobId, JobSpec spec, JobRuntime runtime, JobListener listener, Settings settings) {
         return Behaviors.setup(ctx -> {
-            Events events = new Events(jobId, listener);
+            JobEvents events = new JobEvents(jobId, listener);
             JobSupervisor job;
             try {
                 job = new JobSupervisor(ctx, spec, runtime, events, settings);
@@ -124,7 +123,7 @@ public final class JobSupervisor {
     private final ActorContext<Command> ctx;
     private final JobSpec spec;
     private final JobRuntime runtime;
-    private final Events events;
+    private final JobEvents events;
     private final Settings settings;
     private final CheckpointStore store;
     private final MetricsLog metrics;
@@ -153,7 +152,7 @@ public final class JobSupervisor {
 
     /** Everything that can fail while the job starts happens here, before the first behaviour. */
     @SuppressWarnings("unchecked")
-    private JobSupervisor(ActorContext<Command> ctx, JobSpec spec, JobRuntime runtime, Events events, Settings settings) throws IOException {
+    private JobSupervisor(ActorContext<Command> ctx, JobSpec spec, JobRuntime runtime, JobEvents events, Settings settings) throws IOException {
         this.ctx = ctx;
         this.spec = spec;
         this.runtime = runtime;
@@ -168,7 +167,7 @@ public final class JobSupervisor {
         Checkpoint resumeFrom = null;
         if (spec.getResume()) {
             resumeFrom = store.read();
-            checkCompatible(spec, resumeFrom);
+            ResumeCheck.compatible(spec, resumeFrom);
         } else if (store.exists()) {
             throw new IllegalArgumentException("output_dir " + spec.getOutputDir()
                     + " already holds a checkpoint: resume the job (train --resume / ResumeJob) or choose another output_dir");
@@ -456,7 +455,7 @@ public final class JobSupervisor {
     /** Replace the failed workers, reset everyone to the last checkpoint, continue from there. */
     private Behavior<Command> restart(int[] failed, String cause) {
         failures++;
-        ctx.getLog().warn("job {}: {} (failure {} of at most {})", events.jobId, cause, failures, settings.maxRestarts());
+        ctx.getLog().warn("job {}: {} (failure {} of at most {})", events.jobId(), cause, failures, settings.maxRestarts());
         if (failures > settings.maxRestarts())
             return fail("gave up after " + failures + " worker failures; last: " + cause);
         generation++;
@@ -615,7 +614,7 @@ public final class JobSupervisor {
     }
 
     private Behavior<Command> onPostStop() {
-        if (!events.terminal) events.state(JobState.FAILED, "job supervisor stopped unexpectedly (see the log)");
+        if (!events.terminal()) events.state(JobState.FAILED, "job supervisor stopped unexpectedly (see the log)");
         checkpointIo.shutdown(); // queued checkpoint writes still complete
         try {
             metrics.close();
@@ -629,42 +628,6 @@ public final class JobSupervisor {
         try {
             r.close();
         } catch (Exception ignored) {
-        }
-    }
-
-    /** A resumed job must train the same run: the fields that define it must not change. */
-    private static void checkCompatible(JobSpec now, Checkpoint c) throws IOException {
-        JobSpec then = JobSpec.parseFrom(c.getJobSpec());
-        if (!then.getModel().equals(now.getModel())) throw new IllegalArgumentException("model: checkpoint was trained on '" + then.getModel() + "', job says '" + now.getModel() + "'");
-        if (!then.getData().getPath().equals(now.getData().getPath())) throw new IllegalArgumentException("data.path: checkpoint was trained on '" + then.getData().getPath() + "', job says '" + now.getData().getPath() + "'");
-        if (!then.getData().getSynthetic().equals(now.getData().getSynthetic()))
-            throw new IllegalArgumentException("data.synthetic: checkpoint was trained on " + then.getData().getSynthetic().toString().replace('\n', ' ').strip()
-                    + ", job says " + now.getData().getSynthetic().toString().replace('\n', ' ').strip());
-        if (then.getSteps() != now.getSteps()) throw new IllegalArgumentException("steps: checkpoint job has " + then.getSteps() + ", job says " + now.getSteps());
-        if (then.getBatchSize() != now.getBatchSize()) throw new IllegalArgumentException("batch_size: checkpoint job has " + then.getBatchSize() + ", job says " + now.getBatchSize());
-        if (then.getSeed() != now.getSeed()) throw new IllegalArgumentException("seed: checkpoint job has " + then.getSeed() + ", job says " + now.getSeed());
-        if (c.getStep() > now.getSteps()) throw new IllegalArgumentException("steps: checkpoint is at step " + c.getStep() + ", beyond the job's " + now.getSteps());
-    }
-
-    /** Stamps and publishes events; remembers whether a terminal state went out. */
-    private static final class Events {
-        final String jobId;
-        final JobListener listener;
-        boolean terminal;
-
-        Events(String jobId, JobListener listener) {
-            this.jobId = jobId;
-            this.listener = listener;
-        }
-
-        void state(JobState s, String reason) {
-            if (terminal) return;
-            terminal = s == JobState.FINISHED || s == JobState.FAILED || s == JobState.CANCELLED;
-            emit(JobEvent.newBuilder().setState(StateChange.newBuilder().setState(s).setReason(reason == null ? "" : reason)));
-        }
-
-        void emit(JobEvent.Builder e) {
-            listener.onEvent(e.setJobId(jobId).setUnixMs(System.currentTimeMillis()).build());
         }
     }
 }

@@ -6,7 +6,6 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -41,9 +40,12 @@ public final class LossPlot {
         List<Row> rows = read(metrics);
         if (rows.isEmpty()) return null;
         Path file = outputDir.resolve(FILE);
-        Path tmp = outputDir.resolve(FILE + ".tmp");
-        Files.writeString(tmp, svg(rows, title), StandardCharsets.UTF_8);
-        Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        String svg = svg(rows, title);
+        try {
+            org.sparselora.engine.io.AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, svg, StandardCharsets.UTF_8));
+        } catch (java.io.UncheckedIOException e) {
+            throw e.getCause();
+        }
         return file;
     }
 

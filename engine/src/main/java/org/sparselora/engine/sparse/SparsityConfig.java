@@ -7,7 +7,6 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.Collections;
 import java.util.Comparator;
 import java.util.Iterator;
@@ -21,6 +20,7 @@ import java.util.SortedMap;
 import java.util.TreeMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.sparselora.engine.io.AtomicFiles;
 import org.sparselora.engine.model.LlamaConfig;
 
 /**
@@ -322,15 +322,13 @@ public record SparsityConfig(
         return sb.toString();
     }
 
-    /** Writes {@link #toYaml()} to a temp file and renames it over {@code file}. */
+    /** Writes {@link #toYaml()} to {@code file}: complete or not at all ({@link AtomicFiles}). */
     public void write(Path file) throws IOException {
-        Path abs = file.toAbsolutePath();
-        Path tmp = Files.createTempFile(abs.getParent(), abs.getFileName().toString(), ".tmp");
+        String yaml = toYaml();
         try {
-            Files.writeString(tmp, toYaml(), StandardCharsets.UTF_8);
-            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
+            AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, yaml, StandardCharsets.UTF_8));
+        } catch (java.io.UncheckedIOException e) {
+            throw e.getCause();
         }
     }
 
