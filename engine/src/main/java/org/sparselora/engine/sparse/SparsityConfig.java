@@ -43,6 +43,10 @@ import org.sparselora.engine.model.LlamaConfig;
  * sparse attention). They carry no information of their own, so a file whose summary disagrees with
  * its per-layer values is refused: one of the two was edited by hand, and which one the author meant
  * cannot be told. They are not kept after the check.
+ *
+ * <p>To add a key: a component here (validated in the constructor), its line in {@link #parse} and
+ * {@link #KEYS}, its field in the protobuf mirror ({@code control.proto}) and its two lines in the
+ * actors' mapper ({@code SparsityProtos}).
  */
 public record SparsityConfig(
         double startStep,
