@@ -40,8 +40,8 @@ public final class SparsityCommand implements Runnable {
     }
 
     @Command(name = "check", mixinStandardHelpOptions = true,
-            description = {"Validate a sparsity config and show its sparse layers per kind; with a model shape,",
-                    "the expected reduction of the frozen layers' FLOPs per training step."})
+            description = "Validate a sparsity config and show its sparse layers per kind; with a model shape, "
+                    + "the expected reduction of the frozen layers' FLOPs per training step.")
     public static final class Check implements Callable<Integer> {
 
         @Parameters(index = "0", paramLabel = "CONFIG", description = "sparsity config (YAML)")
@@ -75,6 +75,8 @@ public final class SparsityCommand implements Runnable {
                 throw new IllegalArgumentException("--output-tokens must be in [0, --seq-len " + seqLen + "], got " + outputTokens);
             SparsityConfig c = SparsityConfig.load(config);
             LlamaConfig shape = shape();
+            // every check before the first line: a bad file prints one error and nothing else
+            SparsityConfig.Resolved r = shape == null ? null : c.resolve(shape);
             PrintWriter out = spec.commandLine().getOut();
             out.println(config + ": valid");
             out.printf(Locale.ROOT, "  mode %s, start_step %s, end_step %s, skip_output_tokens %s, frozen_grad %s%n", c.mode(),
@@ -85,7 +87,6 @@ public final class SparsityCommand implements Runnable {
                 out.println("  (give --preset or --model to check the layers against a model and see the FLOPs)");
                 return 0;
             }
-            SparsityConfig.Resolved r = c.resolve(shape);
             out.printf(Locale.ROOT, "  model %s: %d layers, hidden %d, intermediate %d, %d heads, %d KV heads%n",
                     preset != null ? preset : model, shape.numLayers(), shape.hiddenSize(), shape.intermediateSize(),
                     shape.numHeads(), shape.numKvHeads());

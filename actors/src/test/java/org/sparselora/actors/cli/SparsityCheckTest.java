@@ -92,6 +92,7 @@ class SparsityCheckTest {
             assertEquals(2, r.code(), args + ": " + r.out());
             assertTrue(r.err().startsWith("sparselora sparsity check: "), r.err());
             assertEquals(1, r.err().strip().lines().count(), r.err());
+            assertEquals("", r.out(), "nothing printed before the error");
         }
         CliRunner.Result r = CliRunner.run("sparsity", "check", bad.toString());
         assertTrue(r.err().contains("bad.yaml: ffn_sparsity = 'ffn=0.9x3' does not match"), r.err());
