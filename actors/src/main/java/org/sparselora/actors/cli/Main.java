@@ -15,6 +15,7 @@ import picocli.CommandLine.Command;
         description = "SparseLoRA fine-tuning on the JVM: train in-process, or run a server and drive it.",
         subcommands = {TrainCommand.class, DemoCommand.class, ServeCommand.class, SubmitCommand.class, WatchCommand.class, CancelCommand.class,
                 JobsCommand.class, ScoreCommand.class, EvalCommand.class, GenerateCommand.class, MergeCommand.class, PredictorCommand.class, CalibrateCommand.class,
+                SparsityCommand.class,
                 CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
 

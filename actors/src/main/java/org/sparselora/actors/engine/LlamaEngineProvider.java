@@ -9,6 +9,7 @@ import java.util.List;
 import java.util.Map;
 import org.sparselora.actors.job.Devices;
 import org.sparselora.actors.job.JobSpecException;
+import org.sparselora.actors.job.SparsityProtos;
 import org.sparselora.actors.pipeline.AdapterExporter;
 import org.sparselora.actors.pipeline.BatchSource;
 import org.sparselora.actors.pipeline.DataPosition;
@@ -39,7 +40,6 @@ import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.sparse.InProcessScoreExchange;
 import org.sparselora.engine.sparse.LowRankSvd;
-import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
@@ -127,7 +127,7 @@ public final class LlamaEngineProvider implements EngineProvider {
         Devices.Device device = Devices.forJob(spec.getDevice(), spec.getWorkers());
         boolean gpu = device.gpu();
         if (gpu) checkGpus(device, spec.getWorkers());
-        SparsityConfig sparsity = spec.hasSparsity() ? toEngine(spec.getSparsity()) : SparsityConfig.dense();
+        SparsityConfig sparsity = SparsityProtos.forJob(spec);
         SparsityConfig.Resolved resolved = sparsity.resolve(cfg);
 
         BatchSource data;
@@ -311,14 +311,6 @@ public final class LlamaEngineProvider implements EngineProvider {
                 // closed in reverse order: trainer (optimizer moments), adapter, weights, backend
             }
         }
-    }
-
-    /** The job's inline sparsity (proto, defaults applied) as the engine's config. */
-    static SparsityConfig toEngine(org.sparselora.proto.control.SparsityConfig c) {
-        int rank = c.getMode().equals("dense") ? 0 : Integer.parseInt(c.getMode().substring(4));
-        return new SparsityConfig(c.getStartStep(), c.getEndStep(), rank, c.getSkipOutputTokens(), c.getSparseOutputTokens(),
-                c.getFrozenGrad().equals("cut") ? SparsePlan.FrozenGrad.CUT : SparsePlan.FrozenGrad.SLICED,
-                new LinkedHashMap<>(new java.util.TreeMap<>(c.getSparsityMap())), "job sparsity");
     }
 
     /** $SPARSELORA_CACHE or ~/.cache/sparselora: predictor factors by model path and rank. */

@@ -19,7 +19,6 @@ import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.LoraSpec;
 import org.sparselora.proto.control.OptimizerSpec;
 import org.sparselora.proto.control.ScheduleSpec;
-import org.sparselora.proto.control.SparsityConfig;
 
 /**
  * job.yaml ↔ {@link JobSpec}, in one place. The YAML keys are the proto field names (snake_case);
@@ -70,7 +69,7 @@ public final class JobFiles {
                 case "lora" -> b.setLora(lora(v));
                 case "sparsity" -> {
                     if (v.isTextual()) b.setSparsityPath(path(v.asText(), baseDir));
-                    else b.setSparsity(sparsity("sparsity", v));
+                    else b.setSparsity(SparsityProtos.fromTree(v, "sparsity"));
                 }
                 case "optimizer" -> b.setOptimizer(optimizer(v));
                 case "schedule" -> b.setSchedule(schedule(v));
@@ -88,17 +87,6 @@ public final class JobFiles {
             }
         }
         return b.build();
-    }
-
-    /** A sparsity config file in the published schema (start_step, end_step, mode, skip_output_tokens, sparsity). */
-    public static SparsityConfig loadSparsity(Path file) {
-        try {
-            return sparsity("sparsity", readYaml(file));
-        } catch (IOException e) {
-            throw new JobSpecException("sparsity", e.getMessage());
-        } catch (JobSpecException e) {
-            throw new JobSpecException("sparsity (" + file + ")", e.getMessage());
-        }
     }
 
     private static JsonNode readYaml(Path file) throws IOException {
@@ -162,24 +150,6 @@ public final class JobFiles {
         return l.build();
     }
 
-    static SparsityConfig sparsity(String at, JsonNode v) {
-        SparsityConfig.Builder s = SparsityConfig.newBuilder();
-        each(at, v, (k, x) -> {
-            String f = at + "." + k;
-            switch (k) {
-                case "start_step" -> s.setStartStep(number(f, x));
-                case "end_step" -> s.setEndStep(number(f, x));
-                case "mode" -> s.setMode(text(f, x));
-                case "skip_output_tokens" -> s.setSkipOutputTokens(bool(f, x));
-                case "frozen_grad" -> s.setFrozenGrad(text(f, x));
-                case "sparse_output_tokens" -> s.setSparseOutputTokens(number(f, x));
-                case "sparsity" -> each(f, x, (layer, r) -> s.putSparsity(layer, number(f + "." + layer, r)));
-                default -> throw new JobSpecException(f, "unknown key (known: start_step, end_step, mode, skip_output_tokens, frozen_grad, sparse_output_tokens, sparsity)");
-            }
-        });
-        return s.build();
-    }
-
     private static OptimizerSpec optimizer(JsonNode v) {
         OptimizerSpec.Builder o = OptimizerSpec.newBuilder();
         each("optimizer", v, (k, x) -> {
@@ -238,18 +208,7 @@ public final class JobFiles {
             n.put("rslora", l.getRslora());
         }
         if (s.hasSparsityPath()) r.put("sparsity", s.getSparsityPath());
-        if (s.hasSparsity()) {
-            SparsityConfig c = s.getSparsity();
-            ObjectNode n = r.putObject("sparsity");
-            if (c.hasStartStep()) n.put("start_step", c.getStartStep());
-            if (c.hasEndStep()) n.put("end_step", c.getEndStep());
-            if (!c.getMode().isEmpty()) n.put("mode", c.getMode());
-            if (c.hasSkipOutputTokens()) n.put("skip_output_tokens", c.getSkipOutputTokens());
-            if (!c.getFrozenGrad().isEmpty()) n.put("frozen_grad", c.getFrozenGrad());
-            n.put("sparse_output_tokens", c.getSparseOutputTokens());
-            ObjectNode m = n.putObject("sparsity");
-            c.getSparsityMap().entrySet().stream().sorted(Map.Entry.comparingByKey()).forEach(e -> m.put(e.getKey(), e.getValue()));
-        }
+        if (s.hasSparsity()) r.set("sparsity", SparsityProtos.toTree(s.getSparsity()));
         if (s.hasOptimizer()) {
             OptimizerSpec o = s.getOptimizer();
             ObjectNode n = r.putObject("optimizer");
