@@ -86,7 +86,7 @@ import org.sparselora.engine.io.HostTensor;
  * still point at it. A backend is driven by one thread at a time; it makes its context current on
  * whichever thread calls it.
  */
-public final class GpuBackend implements Backend {
+public final class GpuBackend implements Backend, org.sparselora.engine.backend.SparseOps, org.sparselora.engine.backend.GraphCapture {
     private static final int SM_BLOCKS = 132 * 8;    // cap for grid-stride loops: a few waves on an H200
     private static final long CUBLAS_WORKSPACE = 32L << 20;
 
@@ -163,6 +163,9 @@ public final class GpuBackend implements Backend {
     CudaStream stream() { return stream; }
 
     @Override public DType computeType() { return DType.BF16; }
+
+    /** The SparseLoRA ops ({@link org.sparselora.engine.backend.SparseOps}) run on this backend itself. */
+    @Override public Backend backend() { return this; }
 
     public String deviceName() { return deviceName; }
 
@@ -1456,7 +1459,7 @@ public final class GpuBackend implements Backend {
         JoinSets s = joinSets(G, addRows, plainRows, keptCols);
         int na = s.na(), np = s.np(), k = s.k(), C = s.C();
         if (!s.kernelTakes()) {
-            Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
+            org.sparselora.engine.backend.SparseOps.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
             return;
         }
         GpuTensor AG = na == 0 ? null : own(addG), AU = na == 0 ? null : own(addU), HA = na == 0 ? null : own(hAdd);
@@ -1480,7 +1483,7 @@ public final class GpuBackend implements Backend {
         JoinSets s = joinSets(G, addRows, plainRows, keptCols);
         int na = s.na(), np = s.np(), k = s.k(), C = s.C();
         if (!s.kernelTakes()) {
-            Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
+            org.sparselora.engine.backend.SparseOps.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept);
             return;
         }
         GpuTensor AD = na == 0 ? null : own(addDh), DGA = na == 0 ? null : own(dgAdd), DUA = na == 0 ? null : own(duAdd);
@@ -1638,7 +1641,7 @@ public final class GpuBackend implements Backend {
         DType dt = T[0].dtype();
         boolean fused = r <= LOW_RANK_MAX && (dt == DType.BF16 || dt == DType.F32);
         for (int i = 0; i < outs.length; i++) fused &= T[i].dtype() == dt && Q[i].dtype() == dt;
-        if (!fused) { Backend.super.lowRankColumnNorms(outs, ts, qs); return; }
+        if (!fused) { org.sparselora.engine.backend.SparseOps.super.lowRankColumnNorms(outs, ts, qs); return; }
         if (mTotal == 0) return;
         if (n == 0 || r == 0) { for (GpuTensor o : O) fill(o, 0f); return; }
         int gx = (mTotal + LR_COLS - 1) / LR_COLS;
@@ -1711,7 +1714,7 @@ public final class GpuBackend implements Backend {
         DType dt = TG.dtype();
         boolean fused = r <= LOW_RANK_MAX && (dt == DType.BF16 || dt == DType.F32)
                 && TU.dtype() == dt && QG.dtype() == dt && QU.dtype() == dt;
-        if (!fused) { Backend.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu); return; }
+        if (!fused) { org.sparselora.engine.backend.SparseOps.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu); return; }
         if (m == 0) return;
         if (n == 0 || r == 0) { fill(O, 0f); return; }
         if (n <= LR_ROWS && swigluSmall) {   // the B sequence means: one pass, flat parameters
@@ -1779,7 +1782,7 @@ public final class GpuBackend implements Backend {
     // ================================================================== graphs, timing
 
     /** A captured and instantiated CUDA graph; {@link #replay()} launches it on the backend's stream. */
-    public final class Graph implements Backend.Captured {
+    public final class Graph implements org.sparselora.engine.backend.GraphCapture.Captured {
         private final CUgraph graph;
         private final CUgraphExec exec;
         private final DevicePool.Capture<DevPtr> blocks;  // tensor blocks its replays write (scratch and outputs)

@@ -166,7 +166,7 @@ public final class StepBenchmark implements Callable<Integer> {
                     predictor = r.predictorFlops();
                 }
             }
-            if (be.canCapture() && tr.replayedSteps() < steps)
+            if (be.graphCapture().isPresent() && tr.replayedSteps() < steps)
                 throw new IllegalStateException(name + ": only " + tr.replayedSteps() + " of the " + steps + " timed steps were graph replays");
         }
         return row(cfg, lora, b, tg, name, new Timings(step, new double[steps], new double[steps]), flops, predictor, be, true);

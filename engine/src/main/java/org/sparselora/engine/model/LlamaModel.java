@@ -5,6 +5,7 @@ import java.util.Arrays;
 import java.util.List;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.sparse.LayerSelector;
@@ -27,8 +28,8 @@ import org.sparselora.engine.train.Batch;
  * reused by the backward. Backward through the slices follows {@link SparsePlan.FrozenGrad}.
  * When gate/up/down carry no LoRA (the reference default targets q,k,v,o) the sparse tokens' MLP
  * runs compact, at the kept intermediate width from end to end ({@link #mlpForwardCompact}); the
- * sparse rows are re-joined with fused block ops ({@link Backend#scatterRowsCols},
- * {@link Backend#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
+ * sparse rows are re-joined with fused block ops ({@link SparseOps#scatterRowsCols},
+ * {@link SparseOps#gatherRowsCols}) and q/k/v's input gradients are summed before one scatter.
  * When gate/up/down do carry LoRA (all seven targets), g, u and h stay at the full intermediate width
  * and the MLP joins the token groups' frozen outputs into LoRA's ({@link #mlpForwardJoined}: LoRA
  * written first, one swiglu pass that adds the frozen rows and kept channels). The MLP's kept set is
@@ -62,6 +63,7 @@ import org.sparselora.engine.train.Batch;
 public final class LlamaModel implements AutoCloseable {
 
     private final Backend be;
+    private final SparseOps sp;   // null on a backend without SparseLoRA ops (dense steps only)
     private final LlamaWeights w;
     private final LlamaConfig c;
     private final Tensor ropeCos, ropeSin; // (maxPos, D/2) F32
@@ -172,6 +174,7 @@ public final class LlamaModel implements AutoCloseable {
 
     public LlamaModel(Backend be, LlamaWeights w, int ropeMaxPos) {
         this.be = be;
+        this.sp = be instanceof SparseOps s ? s : null;
         this.w = w;
         this.c = w.config;
         this.ropeMaxPos = ropeMaxPos;
@@ -407,7 +410,7 @@ public final class LlamaModel implements AutoCloseable {
      * {@link #bufferEpoch()} stayed the same, run the same ops with the same arguments on the same
      * tensors — only the contents of the step's inputs differ (tokens, positions, targets and the
      * token split, which {@link #prepareStep} uploads into buffers the model keeps). So a step can be
-     * recorded once ({@link Backend#beginCapture()}) and replayed for every later step of its key.
+     * recorded once ({@link org.sparselora.engine.backend.GraphCapture#beginCapture()}) and replayed for every later step of its key.
      * Parts: batch shape, output rows, adapter, the token split's group sizes and row-block layout,
      * frozen-gradient mode, whether a selector fills the plan in flight and over how many non-padding
      * rows it scores, the index tensors of a plan
@@ -484,7 +487,7 @@ public final class LlamaModel implements AutoCloseable {
      * little share one shape and one recording: the loss head's rows are padded up to a multiple of
      * {@code rows} with rows that carry no loss (an ignored target: loss 0, no gradient), and a
      * selector scores every row of its input with the padding rows zeroed
-     * ({@link Backend#maskPaddingRows}) instead of gathering the non-padding rows, whose count
+     * ({@link SparseOps#maskPaddingRows}) instead of gathering the non-padding rows, whose count
      * changes from batch to batch. Neither changes what a real token computes: padding never
      * reaches one (attention masks its keys) and gets no gradient; a selection's sums merely gain
      * exact zeros. (The planner's dense token group is bucketed by the planner.)
@@ -618,7 +621,7 @@ public final class LlamaModel implements AutoCloseable {
             a.bindStash(l, lora, training);
             gatheredFrom = null;                      // xn2's buffer may be shared between layers: never reuse rows across layers
             if (selector != null && sIdx != null) {   // choose this layer's attention channels from its own input
-                if (maskPadding) be.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
+                if (maskPadding) sp.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
                 selector.attention(l, a.xn1[l]);
                 gatherSlices(l, Projection.Q, Projection.K, Projection.V, Projection.O);
             }
@@ -711,9 +714,9 @@ public final class LlamaModel implements AutoCloseable {
                 if (s != null) s.close(); // a new kept count: the old slice goes back to the pool
                 slices[l][p.ordinal()] = s = kept(W.dtype(), shape);
             }
-            if (rowsKept) be.gatherRows(s, W, idx); else be.gatherCols(s, W, idx);
+            if (rowsKept) be.gatherRows(s, W, idx); else sp.gatherCols(s, W, idx);
             if (k > k0) {                                 // padding channels: zero weights, so their frozen outputs are 0
-                if (rowsKept) be.fill(s.rows(k0, k - k0), 0f); else be.fillCols(s, k0, 0f);
+                if (rowsKept) be.fill(s.rows(k0, k - k0), 0f); else sp.fillCols(s, k0, 0f);
             }
             Tensor bias = w.layers[l].bias(p);
             if (bias != null) {
@@ -736,7 +739,7 @@ public final class LlamaModel implements AutoCloseable {
     /**
      * Sets layer l's MLP index set (mlpIdx[l]) for the plan's kept channels {@code kept}: the set
      * itself when its count is a multiple of 8, else the set padded with the lowest unkept channels
-     * ({@link Backend#padIndexSet}). The slices then carry zero weights on the padding channels, so the
+     * ({@link SparseOps#padIndexSet}). The slices then carry zero weights on the padding channels, so the
      * frozen outputs there are 0, exactly a pruned channel's, and every result is unchanged; what the
      * padding buys is alignment: kept-channel activations of width k are the leading dimension of the
      * slice GEMMs, and cuBLAS falls back to kernels ~10× slower when a bf16 leading dimension is not
@@ -754,7 +757,7 @@ public final class LlamaModel implements AutoCloseable {
             if (buf != null) buf.close();
             mlpPadBuf[l] = buf = kept(DType.I32, kp);
         }
-        be.padIndexSet(buf, kept, I);
+        sp.padIndexSet(buf, kept, I);
         mlpIdx[l] = buf;
     }
 
@@ -809,10 +812,10 @@ public final class LlamaModel implements AutoCloseable {
                 be.matmul(yk, xs, false, ws, true, 1, 0);                                  // (n_s,k)
                 if (bias != null) be.matmul(yk, a.ones.rows(0, nS), false, biasSlices[l][p.ordinal()].reshape(1, k), false, 1, 1);
                 if (frozenHook != null) frozenHook.apply(l, p, yk);
-                be.scatterRowsCols(y, yk, sIdx, idx);                                       // pruned outputs 0
+                sp.scatterRowsCols(y, yk, sIdx, idx);                                       // pruned outputs 0
             } else {
                 Tensor xk = a.s3.view(0, nS, k), ys = a.s2.view(0, nS, out);
-                be.gatherRowsCols(xk, x, sIdx, idx);                                        // (n_s,k)
+                sp.gatherRowsCols(xk, x, sIdx, idx);                                        // (n_s,k)
                 be.matmul(ys, xk, false, ws, true, 1, 0);
                 if (frozenHook != null) frozenHook.apply(l, p, ys);
                 be.scatterRows(y, ys, sIdx, false);
@@ -859,10 +862,10 @@ public final class LlamaModel implements AutoCloseable {
             Tensor yk = a.s3.view(0, nS, k);
             be.matmulRowBlocks(yk, 0, s.len, x, s.off, s.stride, ws, true, s.blocks, s.len, 1, 0);        // (n_s,k)
             if (bias != null) be.matmul(yk, a.ones.rows(0, nS), false, biasSlices[l][p.ordinal()].reshape(1, k), false, 1, 1);
-            be.scatterRowsCols(y, yk, sIdx, idx);                                                       // pruned outputs 0
+            sp.scatterRowsCols(y, yk, sIdx, idx);                                                       // pruned outputs 0
         } else {
             Tensor xk = a.s3.view(0, nS, k);
-            be.gatherRowsCols(xk, x, sIdx, idx);                                                        // (n_s,k)
+            sp.gatherRowsCols(xk, x, sIdx, idx);                                                        // (n_s,k)
             be.matmulRowBlocks(y, s.off, s.stride, xk, 0, s.len, ws, true, s.blocks, s.len, 1, 0);
         }
     }
@@ -943,7 +946,7 @@ public final class LlamaModel implements AutoCloseable {
     /**
      * The full-width sparse MLP's forward with the token groups joined into LoRA's outputs instead of
      * LoRA added onto scattered frozen outputs. g and u are first written by their LoRA GEMMs (on the
-     * sparse tokens' pruned channels that is all they hold); then one pass ({@link Backend#swigluJoin})
+     * sparse tokens' pruned channels that is all they hold); then one pass ({@link SparseOps#swigluJoin})
      * adds the dense tokens' frozen rows and the sparse tokens' kept-channel frozen outputs, runs
      * swiglu on every row, and gathers what down's frozen GEMMs read (h's dense rows, and h at the
      * kept channels of the sparse rows). Per (n,I) activation that saves the full-width rows of
@@ -985,7 +988,7 @@ public final class LlamaModel implements AutoCloseable {
         // both groups joined, swiglu on every row; h's dense rows gathered into gd's place, its kept
         // channels of the sparse rows into hk
         Tensor hk = a.s3.view(0, nS, k);
-        be.swigluJoin(h, g, u, gd, ud, nD > 0 ? dIdx : null, gd, sIdx, gk, uk, idx, hk);
+        sp.swigluJoin(h, g, u, gd, ud, nD > 0 ? dIdx : null, gd, sIdx, gk, uk, idx, hk);
         // down: dense tokens on the whole weight, sparse tokens on the kept columns; then its LoRA
         if (nD > 0) {
             Tensor yd = a.xdShared.view(0, nD, C);
@@ -1006,7 +1009,7 @@ public final class LlamaModel implements AutoCloseable {
 
     /**
      * Backward of {@link #mlpForwardJoined}: dx (N,C) = ∂/∂xn2[l] (overwritten), LoRA gradients +=.
-     * down's LoRA writes dh first; one pass ({@link Backend#swigluBackwardJoin}) adds both groups'
+     * down's LoRA writes dh first; one pass ({@link SparseOps#swigluBackwardJoin}) adds both groups'
      * frozen dh (dense rows whole, sparse rows at the kept channels), runs swiglu's backward on every
      * row and gathers what gate/up's frozen GEMMs read (dg/du's dense rows and kept channels): no fill
      * of dh, no scatters into it, no separate gathers. Each token group's
@@ -1051,7 +1054,7 @@ public final class LlamaModel implements AutoCloseable {
         // gathered whole, the sparse rows' at the kept channels
         Tensor dgd = nD > 0 ? a.s2.view(0, nD, I) : null, dud = nD > 0 ? a.s3.view(0, nD, I) : null;
         Tensor dgk = sliced ? a.s3.view(off, nS, k) : null, duk = sliced ? a.s2.view(off, nS, k) : null;
-        be.swigluBackwardJoin(a.dg, a.du, a.dh, a.g[l], a.u[l], dhd, nD > 0 ? dIdx : null, dgd, dud, sIdx, dhk, idx, dgk, duk);
+        sp.swigluBackwardJoin(a.dg, a.du, a.dh, a.g[l], a.u[l], dhd, nD > 0 ? dIdx : null, dgd, dud, sIdx, dhk, idx, dgk, duk);
         // frozen gate/up input gradient, one buffer and one scatter per token group
         if (nD > 0) {
             Tensor dxd = a.xdShared.view(0, nD, C);
@@ -1336,7 +1339,7 @@ public final class LlamaModel implements AutoCloseable {
             } else if (sliced) {
                 int k = (int) idx[i].numel();
                 Tensor dyk = a.s1.view(0, nS, k);
-                be.gatherRowsCols(dyk, dys[i], sIdx, idx[i]);
+                sp.gatherRowsCols(dyk, dys[i], sIdx, idx[i]);
                 be.matmul(dxs, dyk, false, slices[l][ps[i].ordinal()], false, 1, anyS ? 1 : 0);
                 anyS = true;
             }
@@ -1370,7 +1373,7 @@ public final class LlamaModel implements AutoCloseable {
             } else if (sliced) {
                 int k = (int) idx[i].numel();
                 Tensor dyk = a.s1.view(0, nS, k);
-                be.gatherRowsCols(dyk, dys[i], sIdx, idx[i]);
+                sp.gatherRowsCols(dyk, dys[i], sIdx, idx[i]);
                 be.matmulRowBlocks(dx, s.off, s.stride, dyk, 0, s.len, slices[l][ps[i].ordinal()], false, s.blocks, s.len, 1, anyS ? 1 : 0);
                 anyS = true;
             }
@@ -1408,7 +1411,7 @@ public final class LlamaModel implements AutoCloseable {
                     Tensor ws = slices[l][p.ordinal()];
                     if (outputSliced(p)) {
                         Tensor dyk = a.s3.view(0, nS, k), dxs = a.s2.view(0, nS, in);
-                        be.gatherRowsCols(dyk, dy, sIdx, idx);                                // (n_s,k)
+                        sp.gatherRowsCols(dyk, dy, sIdx, idx);                                // (n_s,k)
                         be.matmul(dxs, dyk, false, ws, false, 1, 0);
                         be.scatterRows(dx, dxs, sIdx, true);
                     } else {
@@ -1416,11 +1419,11 @@ public final class LlamaModel implements AutoCloseable {
                         be.gatherRows(dys, dy, sIdx);
                         be.matmul(dxk, dys, false, ws, false, 1, 0);                           // (n_s,k)
                         if (!accumulate) {
-                            be.scatterRowsCols(dx, dxk, sIdx, idx);                           // those rows are still 0
+                            sp.scatterRowsCols(dx, dxk, sIdx, idx);                           // those rows are still 0
                         } else {
                             Tensor dxs = a.s2.view(0, nS, in);
                             be.fill(dxs, 0f);
-                            be.scatterCols(dxs, dxk, idx, false);
+                            sp.scatterCols(dxs, dxk, idx, false);
                             be.scatterRows(dx, dxs, sIdx, true);
                         }
                     }
@@ -1456,17 +1459,17 @@ public final class LlamaModel implements AutoCloseable {
         if (!sliced) return;                             // CUT: no gradient through the frozen path on sparse tokens
         if (outputSliced(p)) {
             Tensor dyk = a.s3.view(0, nS, k);
-            be.gatherRowsCols(dyk, dy, sIdx, idx);                                                      // (n_s,k)
+            sp.gatherRowsCols(dyk, dy, sIdx, idx);                                                      // (n_s,k)
             be.matmulRowBlocks(dx, s.off, s.stride, dyk, 0, s.len, ws, false, s.blocks, s.len, 1, beta);
         } else {
             Tensor dxk = a.s3.view(0, nS, k);
             be.matmulRowBlocks(dxk, 0, s.len, dy, s.off, s.stride, ws, false, s.blocks, s.len, 1, 0);   // (n_s,k)
             if (!accumulate) {
-                be.scatterRowsCols(dx, dxk, sIdx, idx);
+                sp.scatterRowsCols(dx, dxk, sIdx, idx);
             } else {
                 Tensor dxs = a.s2.view(0, nS, in);
                 be.fill(dxs, 0f);
-                be.scatterCols(dxs, dxk, idx, false);
+                sp.scatterCols(dxs, dxk, idx, false);
                 be.scatterRows(dx, dxs, sIdx, true);
             }
         }

@@ -6,6 +6,7 @@ import java.util.List;
 import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.GraphCapture;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
@@ -29,7 +30,7 @@ import org.sparselora.engine.sparse.SparsePlan;
  * one 8-byte read. The group is closed with the trainer; the trainer must be closed before its
  * adapter.
  *
- * <p>Recorded steps (CUDA graphs): on a backend that can record ({@link Backend#canCapture()}) the
+ * <p>Recorded steps (CUDA graphs): on a backend that can record ({@link Backend#graphCapture()}) the
  * device work of {@link #computeGradients} — forward, predictor and channel selection, loss head,
  * backward — is recorded the second time a {@link LlamaModel.StepKey} (shape bucket: batch shape,
  * output rows, token-split layout, …) comes up and replayed, as one graph launch, for every later
@@ -45,6 +46,7 @@ import org.sparselora.engine.sparse.SparsePlan;
  */
 public final class LoraTrainer implements TrainingWorker {
     private final Backend be;
+    private final GraphCapture capture;   // null: the backend records no ops, every step runs eagerly
     private final LlamaModel model;
     private final LoraAdapter lora;
     private final OptimizerConfig opt;
@@ -82,13 +84,14 @@ public final class LoraTrainer implements TrainingWorker {
     });
     private long replays, recordings;
     private Tensor hyper;                    // {lr, bc1, bc2, 1/tokens, max norm} of the recorded update
-    private Backend.Captured updateGraph;    // the recorded update (one for the trainer's life: its shapes never change)
+    private GraphCapture.Captured updateGraph;    // the recorded update (one for the trainer's life: its shapes never change)
 
     /** One recorded step: the graph, the model's buffer epoch it was made in, and its FLOP count (a replay runs no Java). */
-    private record Recorded(Backend.Captured graph, long epoch, FlopCount.Step flops, long predictorFlops) {}
+    private record Recorded(GraphCapture.Captured graph, long epoch, FlopCount.Step flops, long predictorFlops) {}
 
     public LoraTrainer(LlamaModel model, LoraAdapter lora, OptimizerConfig opt) {
         this.be = model.backend();
+        this.capture = be.graphCapture().orElse(null);
         this.model = model;
         this.lora = lora;
         this.opt = opt;
@@ -133,7 +136,7 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         long t0 = System.nanoTime();
-        int bucket = shapeBucket >= 0 ? shapeBucket : recordSteps && be.canCapture() ? SHAPE_BUCKET : 0;
+        int bucket = shapeBucket >= 0 ? shapeBucket : recordSteps && capture != null ? SHAPE_BUCKET : 0;
         SparsePlan plan = null;
         if (sparse && planner != null) {
             planner.bucketDenseTokens(bucket);
@@ -143,7 +146,7 @@ public final class LoraTrainer implements TrainingWorker {
         microBatch++;
         model.setShapeBucket(bucket);
         LlamaModel.StepKey key = model.prepareStep(batch, lora, plan, plan != null ? planner.selector() : null, seed);
-        boolean record = key != null && recordSteps && be.canCapture() && (plan == null || planner.recordable());
+        boolean record = key != null && recordSteps && capture != null && (plan == null || planner.recordable());
         Recorded r = record ? recorded.get(key) : null;
         if (r != null && r.epoch() != model.bufferEpoch()) {   // the model's buffers moved since: record again
             recorded.remove(key).graph().close();
@@ -158,16 +161,16 @@ public final class LoraTrainer implements TrainingWorker {
             predictor = r.predictorFlops();
         } else {
             if (record && seen.contains(key)) {
-                be.beginCapture();
-                Backend.Captured g;
+                capture.beginCapture();
+                GraphCapture.Captured g;
                 try {
                     model.queueForward();
                     model.backward();
                 } catch (RuntimeException e) {
-                    be.abortCapture();
+                    capture.abortCapture();
                     throw new IllegalStateException("recording the training step as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
                 }
-                g = be.endCapture();
+                g = capture.endCapture();
                 recordings++;
                 g.replay();
                 predictor = plan != null ? planner.lastPredictorFlops() : 0;
@@ -217,7 +220,7 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public float applyUpdate(int step, long totalOutputTokens) {
         float scale = totalOutputTokens > 0 ? 1f / totalOutputTokens : 0f;
-        if (recordSteps && be.canCapture() && group.canClipOnDevice()) return recordedUpdate(step, scale);
+        if (recordSteps && capture != null && group.canClipOnDevice()) return recordedUpdate(step, scale);
         double norm = Math.sqrt(group.gradSumOfSquares()) * scale;
         lastGradNorm = norm;
         if (opt.maxGradNorm() > 0 && norm > opt.maxGradNorm()) scale *= (float) (opt.maxGradNorm() / (norm + 1e-6));
@@ -241,14 +244,14 @@ public final class LoraTrainer implements TrainingWorker {
         if (hyper == null) hyper = be.empty(DType.F32, 5);
         be.copyFromHost(hyper, new float[] {lr, bc1, bc2, scale, opt.maxGradNorm()});
         if (updateGraph == null) {
-            be.beginCapture();
+            capture.beginCapture();
             try {
                 group.clippedStep(hyper, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), true);
             } catch (RuntimeException e) {
-                be.abortCapture();
+                capture.abortCapture();
                 throw new IllegalStateException("recording the AdamW update as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
             }
-            updateGraph = be.endCapture();
+            updateGraph = capture.endCapture();
         }
         updateGraph.replay();
         lastGradNorm = Math.sqrt(group.lastSumOfSquares()) * scale;   // waits for the update

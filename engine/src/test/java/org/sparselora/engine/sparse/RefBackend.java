@@ -3,6 +3,7 @@ package org.sparselora.engine.sparse;
 import java.util.Arrays;
 import java.util.List;
 import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 
@@ -11,7 +12,7 @@ import org.sparselora.engine.backend.Tensor;
  * package is testable on its own (the project's CpuBackend is written in parallel). Everything else
  * throws; a test that needs it fails loudly rather than passing vacuously.
  */
-final class RefBackend implements Backend {
+final class RefBackend implements Backend, SparseOps {
 
     static final class T implements Tensor {
         final float[] f;
@@ -44,6 +45,7 @@ final class RefBackend implements Backend {
 
     @Override public String name() { return "ref"; }
     @Override public DType computeType() { return DType.F32; }
+    @Override public Backend backend() { return this; }
 
     @Override public Tensor empty(DType dtype, int... shape) {
         long n = 1;

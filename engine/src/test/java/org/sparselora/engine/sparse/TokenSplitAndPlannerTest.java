@@ -20,7 +20,7 @@ import org.sparselora.engine.train.Batch;
 
 class TokenSplitAndPlannerTest {
 
-    final Backend be = RefBackend.INSTANCE;
+    final RefBackend be = RefBackend.INSTANCE;
 
     /** B sequences of length T, left padding pad[b], then prompt[b] context tokens, rest output tokens. */
     static Batch batch(int seqLen, int[] pad, int[] prompt) {
