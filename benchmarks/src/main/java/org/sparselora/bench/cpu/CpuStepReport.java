@@ -9,8 +9,8 @@ import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.sparse.FlopCount;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * With 1 thread, times are the calling thread's CPU time (ThreadMXBean), which stays meaningful on

@@ -20,8 +20,8 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * JMH: one LoRA training step (forward + backward) of {@link BenchModels#stepModel()} on a 4×256

@@ -21,11 +21,11 @@ import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.sparse.FlopCount;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -147,7 +147,7 @@ public final class StepBenchmark implements Callable<Integer> {
      * step; no phase split. Fails if a timed step was not a replay on a recording backend.
      */
     private Row measureRecorded(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b,
-                                org.sparselora.engine.train.SparsePlanner planner, String tg, String name) {
+                                org.sparselora.engine.sparse.StepPlanner planner, String tg, String name) {
         resetPeak(be);
         double[] step = new double[steps];
         long flops = -1, predictor = 0;

@@ -8,9 +8,6 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.sparse.LayerSelector;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
 
 /**
  * A Llama-family decoder (Llama 2/3.x, Mistral, Qwen2) with LoRA, written once against
@@ -57,7 +54,7 @@ import org.sparselora.engine.train.Batch;
  *
  * <p>Activation buffers are allocated once per batch shape and reused across steps; the stash keeps
  * per layer what the backward reads, no more: xn2 only for gate/up's LoRA and h only for down's
- * LoRA, otherwise one buffer serves every layer (see {@code Acts.bindStash}). {@link #close()} gives
+ * LoRA, otherwise one buffer serves every layer (see {@code Activations.bindStash}). {@link #close()} gives
  * them back. Not thread-safe: one model instance per worker thread.
  */
 public final class LlamaModel implements AutoCloseable {
@@ -72,10 +69,10 @@ public final class LlamaModel implements AutoCloseable {
     /** Upper bound on logits floats per cross-entropy chunk. */
     private int logitsChunkElems = 1 << 21;
 
-    private Acts acts;
+    private Activations acts;
     private boolean closed;
-    /** Bumped whenever a buffer that outlives a step is made or given back: a recorded step is valid only while it is unchanged. */
-    private long bufferEpoch;
+    /** Makes and counts the buffers that outlive a step: a recorded step is valid only while their epoch is unchanged. */
+    private final KeptBuffers buffers;
 
     /** Whether the sparse MLP pads its kept channels to a multiple of 8 ({@link #padMlpKept}); tests turn it off to compare. */
     boolean padMlp = true;
@@ -101,7 +98,7 @@ public final class LlamaModel implements AutoCloseable {
     // per-forward sparse token split
     private Tensor sIdx, dIdx;
     private int nS, nD;
-    // the projection input whose sparse/dense token rows sit in Acts.xsShared/xdShared (q, k, v read
+    // the projection input whose sparse/dense token rows sit in Activations.xsShared/xdShared (q, k, v read
     // the same normed input, as do gate and up: gather once); reset by every forward
     private Tensor gatheredFrom;
     // gathered weight slices, [layer][projection]; buffers reused when k repeats
@@ -175,6 +172,7 @@ public final class LlamaModel implements AutoCloseable {
     public LlamaModel(Backend be, LlamaWeights w, int ropeMaxPos) {
         this.be = be;
         this.sp = be instanceof SparseOps s ? s : null;
+        this.buffers = new KeptBuffers(be);
         this.w = w;
         this.c = w.config;
         this.ropeMaxPos = ropeMaxPos;
@@ -209,7 +207,7 @@ public final class LlamaModel implements AutoCloseable {
     public void close() {
         if (closed) return;
         closed = true;
-        bufferEpoch++;
+        buffers.changed();
         if (acts != null) acts.close();
         acts = null;
         haveStash = false;
@@ -233,155 +231,17 @@ public final class LlamaModel implements AutoCloseable {
     /** Caps the logits held at once by the chunked cross-entropy (tests use it to force several chunks). */
     public void setLogitsChunkElems(int elems) { this.logitsChunkElems = Math.max(1, elems); }
 
-    // ------------------------------------------------------------------ activations
-
-    /** Every buffer of one batch shape. Names follow the forward: resIn → xn1 → q,k,v → att → resMid → xn2 → g,u,h. */
-    private final class Acts {
-        final int B, T, N, maxW;
-        final Tensor tokens, positions, keyStart;            // (N) (N) (B) I32
-        final Tensor[] resIn, resMid, xn1, xn2, rstd1, rstd2; // (N,C) / (N)
-        final Tensor[] q, k, v, att, lse;                     // (N,Hq·D) (N,Hkv·D) (N,Hkv·D) (N,Hq·D) (B,Hq,T)
-        final Tensor[] g, u, h;                               // (N,I); h[l] and xn2[l] bound per layer by bindStash
-        final Tensor[] xn2Own, hOwn;                          // per-layer stashes, made when a layer's LoRA needs them
-        Tensor xn2Shared, hShared;                            // the one buffer of layers that need no stash
-        final Tensor[][] loraU;                               // [layer][proj] (N,r) or null
-        final Tensor[][] loraUt;                              // [layer][group: 0 q/k/v, 1 gate/up] (k·r,N) of a fused group, or null
-        final Tensor resOut, xf, rstdf;                       // (N,C) (N,C) (N)
-        final Tensor tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf; // gradients and a (N,C) temp
-        final Tensor s1, s2, s3;                              // flat scratch, N·maxW each
-        final Tensor xsShared, xdShared;                      // token-split rows of one projection input, shared by q/k/v and gate/up
-        final Tensor ones;                                    // (N,1) for bias adds
-        final Tensor losses;                                  // (N) F32
-        final Tensor outIdx, outTargets;                      // (N) I32 (first nO used)
-        final Tensor sTok, dTok, rows;                        // (N) I32: the step's sparse / dense token split and non-padding rows (first n used)
-        Tensor logits;                                        // (chunk, V)
-        Tensor dLoraU;                                        // (N, rmax)
-
-        Acts(int B, int T) {
-            bufferEpoch++;
-            this.B = B; this.T = T; this.N = B * T;
-            int L = c.numLayers(), C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
-            DType dt = be.computeType();
-            this.maxW = Math.max(Math.max(C, I), Math.max(qd, kd));
-            tokens = be.empty(DType.I32, N); positions = be.empty(DType.I32, N); keyStart = be.empty(DType.I32, B);
-            resIn = new Tensor[L]; resMid = new Tensor[L]; xn1 = new Tensor[L]; xn2 = new Tensor[L];
-            rstd1 = new Tensor[L]; rstd2 = new Tensor[L];
-            q = new Tensor[L]; k = new Tensor[L]; v = new Tensor[L]; att = new Tensor[L]; lse = new Tensor[L];
-            g = new Tensor[L]; u = new Tensor[L]; h = new Tensor[L];
-            xn2Own = new Tensor[L]; hOwn = new Tensor[L];
-            loraU = new Tensor[L][Projection.values().length];
-            loraUt = new Tensor[L][2];
-            for (int l = 0; l < L; l++) {
-                resIn[l] = be.empty(dt, N, C); resMid[l] = be.empty(dt, N, C);
-                xn1[l] = be.empty(dt, N, C);
-                rstd1[l] = be.empty(DType.F32, N); rstd2[l] = be.empty(DType.F32, N);
-                q[l] = be.empty(dt, N, qd); k[l] = be.empty(dt, N, kd); v[l] = be.empty(dt, N, kd);
-                att[l] = be.empty(dt, N, qd); lse[l] = be.empty(DType.F32, B, c.numHeads(), T);
-                g[l] = be.empty(dt, N, I); u[l] = be.empty(dt, N, I);
-            }
-            resOut = be.empty(dt, N, C); xf = be.empty(dt, N, C); rstdf = be.empty(DType.F32, N);
-            tmpC = be.empty(dt, N, C); dres = be.empty(dt, N, C); dxn = be.empty(dt, N, C); dxf = be.empty(dt, N, C);
-            dq = be.empty(dt, N, qd); dk = be.empty(dt, N, kd); dv = be.empty(dt, N, kd); datt = be.empty(dt, N, qd);
-            dh = be.empty(dt, N, I); dg = be.empty(dt, N, I); du = be.empty(dt, N, I);
-            s1 = be.empty(dt, N * maxW); s2 = be.empty(dt, N * maxW); s3 = be.empty(dt, N * maxW);
-            xsShared = be.empty(dt, N * Math.max(C, qd)); xdShared = be.empty(dt, N * Math.max(C, qd));
-            ones = be.empty(dt, N, 1);
-            be.fill(ones, 1f);
-            losses = be.empty(DType.F32, N);
-            outIdx = be.empty(DType.I32, N); outTargets = be.empty(DType.I32, N);
-            sTok = be.empty(DType.I32, N); dTok = be.empty(DType.I32, N); rows = be.empty(DType.I32, N);
-        }
-
-        /**
-         * Points xn2[l] and h[l] at a per-layer stash only when the backward reads them: xn2 is read
-         * only by gate/up's LoRA (frozen gate/up need just W for dx) and h only by down's LoRA
-         * (swiglu's backward reads g and u). Otherwise layer l writes a buffer shared by every layer,
-         * so q,k,v,o-only training keeps no (N,I) h and no (N,C) xn2 per layer — PEFT keeps the same
-         * set (g, u and, with down adapted, h). Buffers are made on first use and kept per shape.
-         */
-        void bindStash(int l, LoraAdapter lora, boolean training) {
-            int C = c.hiddenSize(), I = c.intermediateSize();
-            DType dt = be.computeType();
-            boolean keepX = training && lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null);
-            boolean keepH = training && lora != null && lora.get(l, Projection.DOWN) != null;
-            if (keepX) { if (xn2Own[l] == null) xn2Own[l] = kept(dt, N, C); xn2[l] = xn2Own[l]; }
-            else { if (xn2Shared == null) xn2Shared = kept(dt, N, C); xn2[l] = xn2Shared; }
-            if (keepH) { if (hOwn[l] == null) hOwn[l] = kept(dt, N, I); h[l] = hOwn[l]; }
-            else { if (hShared == null) hShared = kept(dt, N, I); h[l] = hShared; }
-        }
-
-        /** Gives every buffer back to the backend (views of them must not be used afterwards). */
-        void close() {
-            bufferEpoch++;
-            java.util.List<Tensor> all = new java.util.ArrayList<>(java.util.List.of(tokens, positions, keyStart, resOut, xf, rstdf,
-                    tmpC, dres, dxn, dq, dk, dv, datt, dh, dg, du, dxf, s1, s2, s3, xsShared, xdShared, ones, losses, outIdx, outTargets,
-                    sTok, dTok, rows));
-            for (Tensor[] ts : new Tensor[][] {resIn, resMid, xn1, rstd1, rstd2, q, k, v, att, lse, g, u, xn2Own, hOwn}) all.addAll(java.util.Arrays.asList(ts));
-            for (Tensor[] ts : loraU) all.addAll(java.util.Arrays.asList(ts));
-            for (Tensor[] ts : loraUt) all.addAll(java.util.Arrays.asList(ts));
-            all.addAll(java.util.Arrays.asList(xn2Shared, hShared, logits, dLoraU));
-            for (Tensor t : all) if (t != null) t.close();
-        }
-
-        Tensor loraU(int l, Projection p, int r) {
-            Tensor t = loraU[l][p.ordinal()];
-            if (t == null || t.dim(1) != r) {
-                if (t != null) t.close();
-                loraU[l][p.ordinal()] = t = kept(be.computeType(), N, r);
-            }
-            return t;
-        }
-
-        /** The fused group's stash Uᵀ (rows, N) of layer l; slot 0 q/k/v, 1 gate/up. */
-        Tensor loraUt(int l, int slot, int rows) {
-            Tensor t = loraUt[l][slot];
-            if (t == null || t.dim(0) != rows) {
-                if (t != null) t.close();
-                loraUt[l][slot] = t = kept(be.computeType(), rows, N);
-            }
-            return t;
-        }
-
-        /** dUᵀ (rows, N) of a fused group, in the same buffer as {@link #dLoraU}. */
-        Tensor dLoraUt(int rows) {
-            growDLoraU(rows);
-            return dLoraU.view(0, rows, N);
-        }
-
-        Tensor dLoraU(int r) {
-            growDLoraU(r);
-            return dLoraU.view(0, N, r);
-        }
-
-        private void growDLoraU(int cols) {
-            if (dLoraU != null && dLoraU.numel() >= (long) N * cols) return;
-            if (dLoraU != null) dLoraU.close();
-            dLoraU = kept(be.computeType(), N * cols);
-        }
-
-        Tensor logits(int rows) {
-            if (logits == null || logits.dim(0) < rows) {
-                if (logits != null) logits.close();
-                logits = kept(be.computeType(), rows, c.vocabSize());
-            }
-            return logits.view(0, rows, c.vocabSize());
-        }
-    }
-
-    /** A buffer made after the activation set, kept across steps (a new one invalidates recorded steps). */
-    private Tensor kept(DType dtype, int... shape) {
-        bufferEpoch++;
-        return be.empty(dtype, shape);
-    }
-
-    private Acts acts(int B, int T) {
+    private Activations acts(int B, int T) {
         if (acts == null || acts.B != B || acts.T != T) {
             if (acts != null) acts.close(); // give the old set back before allocating the new one
             acts = null;
-            acts = new Acts(B, T);
+            acts = new Activations(buffers, c, B, T);
         }
         return acts;
     }
+
+    /** A buffer made after the activation set, kept across steps (a new one invalidates recorded steps). */
+    private Tensor kept(DType dtype, int... shape) { return buffers.make(dtype, shape); }
 
     // ------------------------------------------------------------------ forward
 
@@ -428,7 +288,7 @@ public final class LlamaModel implements AutoCloseable {
      * hook sees intermediate tensors on the host).
      */
     public StepKey prepareStep(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long dropoutSeed) {
-        Acts a = prepare(batch, lora, plan, selector, dropoutSeed, true, outputRowBucket > 0);
+        Activations a = prepare(batch, lora, plan, selector, dropoutSeed, true, outputRowBucket > 0);
         int[] rows = outputRows(batch.targets());
         int n = rows.length;
         int[] tg = new int[n];
@@ -498,7 +358,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** Changes whenever a buffer that outlives a step is made or freed; a recording is stale once it changed. */
-    public long bufferEpoch() { return bufferEpoch; }
+    public long bufferEpoch() { return buffers.epoch(); }
 
     /** Per-token losses (0 where the target is ignored) and, when asked, all logits. */
     public record Output(double lossSum, int outputTokens, float[] tokenLosses, float[] logits) {
@@ -518,7 +378,7 @@ public final class LlamaModel implements AutoCloseable {
 
     /** {@link #evaluate(Batch, LoraAdapter, SparsePlan, boolean)} with in-flight selection by {@code selector} (may be null). */
     public Output evaluate(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, boolean wantLogits) {
-        Acts a = prepare(batch, lora, plan, selector, 0L, false, false);
+        Activations a = prepare(batch, lora, plan, selector, 0L, false, false);
         prepared = false;
         runLayers(a);
         haveStash = false;
@@ -568,13 +428,13 @@ public final class LlamaModel implements AutoCloseable {
     private int chunkRows(int n) { return Math.max(1, Math.min(n, logitsChunkElems / c.vocabSize())); }
 
     /** The host's part of a forward: buffers, uploads, the token split and the selector's inputs. */
-    private Acts prepare(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training, boolean bucketed) {
+    private Activations prepare(Batch batch, LoraAdapter lora, SparsePlan plan, LayerSelector selector, long seed, boolean training, boolean bucketed) {
         if (lora != null && lora.modelConfig() != c && !lora.modelConfig().equals(c))
             throw new IllegalArgumentException("LoRA adapter was built for another model config");
         if (closed) throw new IllegalStateException("LlamaModel is closed");
         for (int p : batch.positions())
             if (p < 0 || p >= ropeMaxPos) throw new IllegalArgumentException("position " + p + " outside the RoPE table of " + ropeMaxPos);
-        Acts a = acts(batch.batch(), batch.seqLen());
+        Activations a = acts(batch.batch(), batch.seqLen());
         curLora = lora;
         curPlan = plan;
         curSeed = seed;
@@ -590,7 +450,7 @@ public final class LlamaModel implements AutoCloseable {
             selector.bindInputs(a.keyStart, null);   // every row, padding zeroed before each selection
             curRealRows = -2;
         } else if (selector != null) {
-            int[] real = org.sparselora.engine.sparse.TokenSplit.nonPaddingRows(batch);
+            int[] real = batch.nonPaddingRows();
             Tensor rows = null;
             if (real.length != a.N) {
                 rows = a.rows.view(0, real.length);
@@ -606,7 +466,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** The device part of a forward through the layers (no host reads: a training step may be recorded). */
-    private void runLayers(Acts a) {
+    private void runLayers(Activations a) {
         LoraAdapter lora = curLora;
         LayerSelector selector = curSelector;
         boolean training = curTraining;
@@ -658,7 +518,7 @@ public final class LlamaModel implements AutoCloseable {
         return curPlan == null || sIdx == null ? null : curPlan.layers()[l];
     }
 
-    private void setupPlan(Acts a, SparsePlan plan) {
+    private void setupPlan(Activations a, SparsePlan plan) {
         gatheredFrom = null;
         sIdx = dIdx = null;
         sBlocks = dBlocks = null;
@@ -783,7 +643,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** y (N,out) = frozen(x) [+ bias] + s·(drop(x)·Aᵀ)·Bᵀ; x (N,in). idx null or no sparse tokens = dense. */
-    private void projForward(Acts a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
+    private void projForward(Activations a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
         int N = a.N, in = p.inDim(c), out = p.outDim(c);
         Tensor W = w.layers[l].weight(p), bias = w.layers[l].bias(p);
         if (idx == null || sIdx == null) {
@@ -842,7 +702,7 @@ public final class LlamaModel implements AutoCloseable {
      * same in place when it is row blocks too, else it is gathered (once for q/k/v) and scattered.
      * Per row the same GEMMs as the gather path.
      */
-    private void projForwardBlocks(Acts a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
+    private void projForwardBlocks(Activations a, Tensor y, Tensor x, int l, Projection p, Tensor idx) {
         int in = p.inDim(c), out = p.outDim(c), k = (int) idx.numel();
         Tensor W = w.layers[l].weight(p), bias = w.layers[l].bias(p), ws = slices[l][p.ordinal()];
         RowBlocks s = sBlocks, d = dBlocks;
@@ -877,7 +737,7 @@ public final class LlamaModel implements AutoCloseable {
      * plan's kept channels (padded, {@link #padMlpKept}) when lp has an MLP set: compact when no
      * MLP projection carries LoRA, else at the full intermediate width.
      */
-    private void mlpForward(Acts a, Tensor y, int l, SparsePlan.LayerPlan lp) {
+    private void mlpForward(Activations a, Tensor y, int l, SparsePlan.LayerPlan lp) {
         if (l == 0) joinedMlpLayers = 0;
         Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
         if (compactMlp(l, mlp)) {
@@ -897,7 +757,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** Backward of {@link #mlpForward}: dx (N,C) = ∂/∂xn2[l] (overwritten) from dy (N,C); LoRA gradients +=. */
-    private void mlpBackward(Acts a, Tensor dx, Tensor dy, int l, SparsePlan.LayerPlan lp) {
+    private void mlpBackward(Activations a, Tensor dx, Tensor dy, int l, SparsePlan.LayerPlan lp) {
         Tensor mlp = lp == null ? null : mlpKept(l, lp.mlp());
         if (compactMlp(l, mlp)) {
             mlpBackwardCompact(a, dx, dy, l, mlp);
@@ -932,7 +792,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** y (N,out) = s·(x·Aᵀ)·Bᵀ of projection p, written (beta 0); 0 when p has no adapter. p must not be in a fused group. */
-    private void loraWrite(Acts a, Tensor y, Tensor x, int l, Projection p) {
+    private void loraWrite(Activations a, Tensor y, Tensor x, int l, Projection p) {
         LoraAdapter.Lora lo = curLora.get(l, p);
         if (lo == null) {
             be.fill(y, 0f);
@@ -955,7 +815,7 @@ public final class LlamaModel implements AutoCloseable {
      * Scratch: s1/s2 hold the dense rows' (n_d,I) frozen g/u (then h) followed by the sparse rows'
      * (n_s,k) kept g/u; s3 the kept h; xsShared/xdShared the token rows of x, then of y.
      */
-    private void mlpForwardJoined(Acts a, Tensor y, int l, Tensor idx) {
+    private void mlpForwardJoined(Activations a, Tensor y, int l, Tensor idx) {
         int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
         long off = (long) nD * I;
         LlamaWeights.Layer lw = w.layers[l];
@@ -1016,7 +876,7 @@ public final class LlamaModel implements AutoCloseable {
      * frozen dx is built in one buffer and scattered once (no fill of dx, no accumulating scatters);
      * gate/up's LoRA then adds its dx. {@code cut}: the sparse tokens' frozen terms are left out.
      */
-    private void mlpBackwardJoined(Acts a, Tensor dx, Tensor dy, int l, Tensor idx) {
+    private void mlpBackwardJoined(Activations a, Tensor dx, Tensor dy, int l, Tensor idx) {
         int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
         long off = (long) nD * I;
         LlamaWeights.Layer lw = w.layers[l];
@@ -1102,7 +962,7 @@ public final class LlamaModel implements AutoCloseable {
      * no gather of h's columns. The stash packs both groups into g/u/h[l]: the dense tokens' (n_d,I)
      * first, then the sparse tokens' (n_s,k) — n_d·I + n_s·k ≤ N·I.
      */
-    private void mlpForwardCompact(Acts a, Tensor y, int l, Tensor idx) {
+    private void mlpForwardCompact(Activations a, Tensor y, int l, Tensor idx) {
         int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
         LlamaWeights.Layer lw = w.layers[l];
         Tensor x = a.xn2[l];
@@ -1140,7 +1000,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** {@link #mlpForwardCompact} with row-block token groups: GEMMs read xn2's rows and write y's in place. */
-    private void mlpForwardCompactBlocks(Acts a, Tensor y, int l, Tensor idx) {
+    private void mlpForwardCompactBlocks(Activations a, Tensor y, int l, Tensor idx) {
         int I = c.intermediateSize(), k = (int) idx.numel();
         LlamaWeights.Layer lw = w.layers[l];
         Tensor x = a.xn2[l];
@@ -1177,7 +1037,7 @@ public final class LlamaModel implements AutoCloseable {
      * runs the same kept-channel GEMMs backwards. Per row the ops are those of the full path (dx =
      * dg·Wg, then += du·Wu), so a plan keeping every channel stays bit-for-bit dense.
      */
-    private void mlpBackwardCompact(Acts a, Tensor dx, Tensor dy, int l, Tensor idx) {
+    private void mlpBackwardCompact(Activations a, Tensor dx, Tensor dy, int l, Tensor idx) {
         int C = c.hiddenSize(), I = c.intermediateSize(), k = (int) idx.numel();
         LlamaWeights.Layer lw = w.layers[l];
         boolean sliced = curPlan.frozenGrad() == SparsePlan.FrozenGrad.SLICED;
@@ -1205,7 +1065,7 @@ public final class LlamaModel implements AutoCloseable {
      * The compact MLP's backward for the dense tokens through gathered rows: their dy rows gathered,
      * the full-width down/swiglu/gate/up backward, their dx rows scattered back (overwritten).
      */
-    private void denseTokensMlpBackward(Acts a, Tensor dx, Tensor dy, int l) {
+    private void denseTokensMlpBackward(Activations a, Tensor dx, Tensor dy, int l) {
         int C = c.hiddenSize(), I = c.intermediateSize();
         LlamaWeights.Layer lw = w.layers[l];
         Tensor dyd = a.s1.view(0, nD, C), dxd = a.s2.view(0, nD, C);
@@ -1220,7 +1080,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** {@link #mlpBackwardCompact} with row-block token groups: GEMMs read dy's rows and write dx's in place. */
-    private void mlpBackwardCompactBlocks(Acts a, Tensor dx, Tensor dy, int l, Tensor idx, boolean sliced) {
+    private void mlpBackwardCompactBlocks(Activations a, Tensor dx, Tensor dy, int l, Tensor idx, boolean sliced) {
         int I = c.intermediateSize(), k = (int) idx.numel();
         LlamaWeights.Layer lw = w.layers[l];
         RowBlocks s = sBlocks, d = dBlocks;
@@ -1248,7 +1108,7 @@ public final class LlamaModel implements AutoCloseable {
     // ------------------------------------------------------------------ head
 
     /** The head over the prepared output rows: per-row losses into a.losses, dlogits and the head's backward (no host reads). */
-    private void headLossAndBackward(Acts a) {
+    private void headLossAndBackward(Activations a) {
         int n = curOutputs, C = c.hiddenSize(), V = c.vocabSize();
         be.fill(a.dres, 0f);
         if (n == 0) return;
@@ -1274,7 +1134,7 @@ public final class LlamaModel implements AutoCloseable {
     public void backward() {
         if (!haveStash) throw new IllegalStateException("backward() needs a preceding forward() of a training step");
         haveStash = false;
-        Acts a = acts;
+        Activations a = acts;
         for (int l = c.numLayers() - 1; l >= 0; l--) {
             LlamaWeights.Layer lw = w.layers[l];
             SparsePlan.LayerPlan lp = layerPlan(l);
@@ -1307,7 +1167,7 @@ public final class LlamaModel implements AutoCloseable {
      * sparse tokens, the dense tokens' sum and the sparse tokens' sum (kept-channel slices under
      * {@code sliced}; nothing under {@code cut}) are each built in one (n,C) buffer and scattered once.
      */
-    private void qkvFrozenBackward(Acts a, Tensor dx, int l, SparsePlan.LayerPlan lp) {
+    private void qkvFrozenBackward(Activations a, Tensor dx, int l, SparsePlan.LayerPlan lp) {
         Projection[] ps = {Projection.Q, Projection.K, Projection.V};
         Tensor[] dys = {a.dq, a.dk, a.dv};
         Tensor[] idx = lp == null ? new Tensor[3] : new Tensor[] {lp.q(), lp.k(), lp.v()};
@@ -1353,7 +1213,7 @@ public final class LlamaModel implements AutoCloseable {
      * {@link #qkvFrozenBackward} with row-block token groups: each group's sum over q, k, v is built in
      * dx's own rows (same order per row: q, then k, then v), reading dy's rows in place.
      */
-    private void qkvFrozenBackwardBlocks(Acts a, Tensor dx, int l, Projection[] ps, Tensor[] dys, Tensor[] idx, boolean sliced) {
+    private void qkvFrozenBackwardBlocks(Activations a, Tensor dx, int l, Projection[] ps, Tensor[] dys, Tensor[] idx, boolean sliced) {
         LlamaWeights.Layer lw = w.layers[l];
         RowBlocks s = sBlocks, d = dBlocks;
         Tensor dxd = a.s2.view(0, nD, c.hiddenSize());   // the dense rows' sum when they are gathered
@@ -1390,7 +1250,7 @@ public final class LlamaModel implements AutoCloseable {
      * Backward of {@link #projForward}: dx (N,in) (+)= ∂/∂x (null: not needed), LoRA dA, dB +=.
      * dy (N,out). The frozen term comes first, then LoRA's, in every path (bit-identical sums).
      */
-    private void projBackward(Acts a, Tensor dx, boolean accumulate, Tensor dy, Tensor x, int l, Projection p, Tensor idx) {
+    private void projBackward(Activations a, Tensor dx, boolean accumulate, Tensor dy, Tensor x, int l, Projection p, Tensor idx) {
         int N = a.N, in = p.inDim(c), out = p.outDim(c);
         Tensor W = w.layers[l].weight(p);
         if (dx != null) {
@@ -1441,7 +1301,7 @@ public final class LlamaModel implements AutoCloseable {
      * (dense rows by their GEMM; sparse rows by the slice's GEMM or, for o/down, one scatterRowsCols),
      * so dx is only zero-filled under {@code cut}, where the sparse rows get nothing.
      */
-    private void projBackwardBlocks(Acts a, Tensor dx, boolean accumulate, Tensor dy, int l, Projection p, Tensor idx) {
+    private void projBackwardBlocks(Activations a, Tensor dx, boolean accumulate, Tensor dy, int l, Projection p, Tensor idx) {
         int in = p.inDim(c), k = (int) idx.numel();
         Tensor W = w.layers[l].weight(p), ws = slices[l][p.ordinal()];
         RowBlocks s = sBlocks, d = dBlocks;
@@ -1476,7 +1336,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** LoRA's part of {@link #projBackward}: dA, dB += and, when dx is not null, dx += its input gradient. */
-    private void loraBackward(Acts a, Tensor dx, Tensor dy, Tensor x, int l, Projection p) {
+    private void loraBackward(Activations a, Tensor dx, Tensor dy, Tensor x, int l, Projection p) {
         int N = a.N, in = p.inDim(c);
         LoraAdapter.Lora lo = curLora == null || curLora.group(l, p) != null ? null : curLora.get(l, p); // fused: loraGroupBackward
         if (lo != null) {
@@ -1517,7 +1377,7 @@ public final class LlamaModel implements AutoCloseable {
     }
 
     /** The output (forward) or output gradient (backward) of a projection that can be in a fused group. */
-    private static Tensor memberTensor(Acts a, int l, Projection p, boolean grad) {
+    private static Tensor memberTensor(Activations a, int l, Projection p, boolean grad) {
         return switch (p) {
             case Q -> grad ? a.dq : a.q[l];
             case K -> grad ? a.dk : a.k[l];
@@ -1533,10 +1393,10 @@ public final class LlamaModel implements AutoCloseable {
      * parts: Uᵀ (k·r, N) = A_g·xᵀ in one GEMM (A_g = the members' A stacked by rows), then per member
      * t: y_t += s·(Uᵀ rows of t)ᵀ·B_tᵀ. Dense on every token and channel, like the per-projection path.
      */
-    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x) { loraGroupForward(a, l, g, x, 1f); }
+    private void loraGroupForward(Activations a, int l, LoraAdapter.Group g, Tensor x) { loraGroupForward(a, l, g, x, 1f); }
 
     /** {@link #loraGroupForward} adding into (beta 1) or writing (beta 0) the members' outputs. */
-    private void loraGroupForward(Acts a, int l, LoraAdapter.Group g, Tensor x, float beta) {
+    private void loraGroupForward(Activations a, int l, LoraAdapter.Group g, Tensor x, float beta) {
         if (g == null) return;
         int N = a.N, r = curLora.config().r(), k = g.members().size();
         Tensor Ut = a.loraUt(l, slot(g), k * r);                               // (k·r, N)
@@ -1553,7 +1413,7 @@ public final class LlamaModel implements AutoCloseable {
      * (rows of one (k·r, N) buffer); then dA_g += dUᵀ·x and, when dx is not null, dx += dUᵀᵀ·A_g,
      * one GEMM each (K = k·r for dx).
      */
-    private void loraGroupBackward(Acts a, Tensor dx, int l, LoraAdapter.Group g, Tensor x) {
+    private void loraGroupBackward(Activations a, Tensor dx, int l, LoraAdapter.Group g, Tensor x) {
         if (g == null) return;
         int N = a.N, r = curLora.config().r(), k = g.members().size();
         float s = curLora.scaling();

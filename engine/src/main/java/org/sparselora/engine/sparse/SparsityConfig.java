@@ -16,6 +16,7 @@ import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * A SparseLoRA sparsity config: the reference's YAML schema, loaded unchanged ({@code start_step},

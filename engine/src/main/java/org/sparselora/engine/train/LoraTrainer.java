@@ -11,11 +11,13 @@ import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.sparse.FlopCount;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.sparse.StepPlanner;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * LoRA training on one backend: a {@link TrainingWorker}. {@link #computeGradients} runs the
- * model's forward/backward (sparse when the step is sparse and a {@link SparsePlanner} is set) and
+ * model's forward/backward (sparse when the step is sparse and a {@link StepPlanner} is set) and
  * leaves gradient <em>sums</em> in the adapter; several calls before one {@link #applyUpdate} are
  * gradient accumulation. The update scales by 1/totalOutputTokens, clips by global norm (PyTorch's
  * {@code clip_grad_norm_}: factor max/(norm+1e-6) when norm exceeds max), and runs AdamW with fp32
@@ -40,7 +42,7 @@ import org.sparselora.engine.sparse.SparsePlan;
  * so a step is two graph launches, the update kept apart for gradient accumulation and exchange. A recording is dropped when the model's buffers change
  * ({@link LlamaModel#bufferEpoch()}); at most {@link #MAX_RECORDED} are kept (least recently used
  * first out). Steps with LoRA dropout (new masks each step) and planners that are not
- * {@link SparsePlanner#recordable()} run eagerly. System property {@code sparselora.graphs=off} (or
+ * {@link StepPlanner#recordable()} run eagerly. System property {@code sparselora.graphs=off} (or
  * {@link #setRecordSteps}) turns recording off; results are the same either way (the replay runs
  * the very kernels the eager step queues).
  */
@@ -52,7 +54,7 @@ public final class LoraTrainer implements TrainingWorker {
     private final OptimizerConfig opt;
     private final List<Tensor> m = new ArrayList<>(), v = new ArrayList<>();
     private final AdamwGroup group;
-    private SparsePlanner planner;
+    private StepPlanner planner;
     private int updates;       // AdamW steps applied (1-based count for bias correction)
     private int microBatch;    // computeGradients calls since the last update
     private double lastGradNorm;
@@ -60,7 +62,7 @@ public final class LoraTrainer implements TrainingWorker {
     public static final int MAX_RECORDED = 16;
     /**
      * When recording, steps are put in shape buckets of this many rows ({@link LlamaModel#setShapeBucket}:
-     * the loss head's rows; {@link SparsePlanner#bucketDenseTokens}: the dense token group; and a
+     * the loss head's rows; {@link StepPlanner#bucketDenseTokens}: the dense token group; and a
      * selection scores every row with padding zeroed): fixed-length batches of real data, whose
      * output counts and padding differ, then share recordings.
      */
@@ -107,7 +109,7 @@ public final class LoraTrainer implements TrainingWorker {
     }
 
     /** The producer of sparse steps' plans; without one, sparse steps run dense. */
-    public LoraTrainer setSparsePlanner(SparsePlanner planner) {
+    public LoraTrainer setSparsePlanner(StepPlanner planner) {
         this.planner = planner;
         return this;
     }

@@ -13,9 +13,7 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
 
 /**
  * The sparse MLP's kept-channel padding (LlamaModel.padMlpKept: the kept set widened to a multiple

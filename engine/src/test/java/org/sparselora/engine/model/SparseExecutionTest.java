@@ -15,10 +15,8 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.sparse.SparsePlan.LayerPlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
+import org.sparselora.engine.model.SparsePlan.LayerPlan;
 
 /**
  * SparseLoRA's execution in the model, with hand-built plans: every channel kept is bit-for-bit

@@ -16,7 +16,8 @@ import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.model.LlamaConfig;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
 
 class TokenSplitAndPlannerTest {
 
@@ -46,7 +47,7 @@ class TokenSplitAndPlannerTest {
         TokenSplit all = TokenSplit.of(b, false, 0, 1);
         assertEquals(12, all.sparse().length);
         assertTrue(all.allSparse());
-        assertArrayEquals(new int[] {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, TokenSplit.nonPaddingRows(b));
+        assertArrayEquals(new int[] {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, b.nonPaddingRows());
     }
 
     @Test
