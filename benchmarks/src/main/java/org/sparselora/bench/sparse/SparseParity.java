@@ -17,6 +17,7 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.SparsePlanner;
@@ -98,6 +99,7 @@ public final class SparseParity implements Callable<Integer> {
                     c.hiddenSize(), c.intermediateSize(), c.numLayers(), c.numHeads(), c.numKvHeads(), train.size(), eval.size(),
                     steps, batchSize, maxLen, rank, lr);
             LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, ckpt));
+            model.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
             rows.add(run("dense LoRA", null, model, be, ckpt, tok, train, eval));
             rows.add(run("SparseLoRA sliced", SparsityConfig.parse(config("sliced"), "parity-sliced"), model, be, ckpt, tok, train, eval));
             rows.add(run("SparseLoRA cut", SparsityConfig.parse(config("cut"), "parity-cut"), model, be, ckpt, tok, train, eval));

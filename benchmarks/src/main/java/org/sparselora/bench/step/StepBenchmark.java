@@ -17,6 +17,7 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.ChannelSelection;
@@ -92,6 +93,7 @@ public final class StepBenchmark implements Callable<Integer> {
         be.synchronize();
         System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
         LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));
+        m.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
         Batch b = batch(cfg);
         List<Row> rows = new ArrayList<>();
         boolean first = true;

@@ -62,7 +62,7 @@ public final class LlamaModel implements AutoCloseable {
     /** Upper bound on logits floats per cross-entropy chunk. */
     private int logitsChunkElems = 1 << 21;
     private int outputRowBucket;
-    private RowBlockMode rowBlockMode = RowBlockMode.fromProperty();
+    private RowBlockMode rowBlockMode = RowBlockMode.CONTIGUOUS;   // callers choose others (the benchmarks: RowBlockMode.fromProperty)
     private Activations acts;
     private Step step;                     // the step being run (prepared, forwarded, or backpropagated)
     private boolean closed;

@@ -14,9 +14,10 @@ public enum RowBlockMode {
     OFF, CONTIGUOUS, SPARSE, ALL;
 
     /**
-     * The mode a new model starts with: system property {@code sparselora.rowBlocks}
-     * ({@code contiguous}, {@code off}, {@code sparse} or {@code all}; default contiguous), the
-     * benchmarks' knob. The model itself reads no property: it is given this as its initial setting.
+     * The mode named by system property {@code sparselora.rowBlocks} ({@code contiguous},
+     * {@code off}, {@code sparse} or {@code all}; default contiguous): the benchmarks' knob, which
+     * their entry points hand to {@link LlamaModel#setRowBlockMode}. The model reads no property; it
+     * starts at {@link #CONTIGUOUS}.
      */
     public static RowBlockMode fromProperty() {
         String v = System.getProperty("sparselora.rowBlocks", "contiguous");

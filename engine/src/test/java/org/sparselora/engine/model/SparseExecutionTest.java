@@ -305,12 +305,13 @@ class SparseExecutionTest {
         String old = System.getProperty("sparselora.rowBlocks");
         try {
             System.setProperty("sparselora.rowBlocks", "all");
-            assertEquals(RowBlockMode.ALL, TinyModels.model(be, c, 1).rowBlockMode());
+            assertEquals(RowBlockMode.ALL, RowBlockMode.fromProperty());
+            assertEquals(RowBlockMode.CONTIGUOUS, TinyModels.model(be, c, 1).rowBlockMode(), "the model reads no property");
             System.setProperty("sparselora.rowBlocks", "fast");
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TinyModels.model(be, c, 1));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, RowBlockMode::fromProperty);
             assertTrue(e.getMessage().contains("sparselora.rowBlocks") && e.getMessage().contains("fast"), e.getMessage());
             System.clearProperty("sparselora.rowBlocks");
-            assertEquals(RowBlockMode.CONTIGUOUS, TinyModels.model(be, c, 1).rowBlockMode());
+            assertEquals(RowBlockMode.CONTIGUOUS, RowBlockMode.fromProperty());
         } finally {
             if (old == null) System.clearProperty("sparselora.rowBlocks"); else System.setProperty("sparselora.rowBlocks", old);
         }
