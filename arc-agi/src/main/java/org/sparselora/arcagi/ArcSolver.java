@@ -17,7 +17,7 @@ import org.sparselora.engine.sparse.LowRankSvd;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -138,7 +138,7 @@ public final class ArcSolver implements AutoCloseable {
         OptimizerConfig opt = new OptimizerConfig((float) s.lr(), 0.9f, 0.999f, 1e-8f, 0f, 1f, OptimizerConfig.Schedule.COSINE,
                 Math.max(0, steps / 10), steps);
         int batch = Math.min(s.batchSize(), data.examples().size());
-        boolean gpu = base.backend.canCapture();
+        boolean gpu = base.backend.graphCapture().isPresent();
         Batcher batcher = new Batcher(data.examples(), new Batcher.Options(batch, s.maxLen(), s.seed(), true, false, false),
                 ArcTokenizer.PAD, ArcTokenizer.BOS);
         SparsePlanner planner = s.sparsity() == null ? null : new SparsePlanner(base.backend, s.sparsity(), selection, steps, s.seed());

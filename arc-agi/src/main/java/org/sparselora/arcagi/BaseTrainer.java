@@ -1,7 +1,7 @@
 package org.sparselora.arcagi;
 
 import java.nio.file.Path;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The one place {@code arc pretrain} trains the base model: a step on a batch, and the weights

@@ -19,7 +19,7 @@ import org.sparselora.engine.io.HfConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 

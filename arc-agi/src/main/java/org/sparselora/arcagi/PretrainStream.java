@@ -3,7 +3,7 @@ package org.sparselora.arcagi;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The pretraining example stream: tasks (the training split only) visited epoch after epoch in a

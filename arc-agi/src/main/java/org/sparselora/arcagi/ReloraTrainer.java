@@ -17,7 +17,7 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.LrSchedule;
 import org.sparselora.engine.train.OptimizerConfig;
@@ -79,7 +79,7 @@ final class ReloraTrainer implements BaseTrainer {
         cycleStart = step;
         lora = new LoraAdapter(be, model.config(), new LoraConfig(s.rank(), s.rank(), 0f, EnumSet.allOf(Projection.class), false, s.seed() + step));
         trainer = new LoraTrainer(model, lora, cycleConfig(step));
-        if (!be.canCapture()) trainer.setShapeBucket(0);
+        if (!be.graphCapture().isPresent()) trainer.setShapeBucket(0);
     }
 
     private void mergeAndClose() {

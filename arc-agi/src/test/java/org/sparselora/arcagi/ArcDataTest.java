@@ -13,7 +13,7 @@ import java.util.Set;
 import java.util.TreeSet;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /** The real ARC-AGI-1 and -2 training sets: the split, every grid through the tokenizer, and the pretraining stream. */
 @Tag("shared-data")

@@ -16,7 +16,7 @@ import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparselora.engine.data.TokenizedExample;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /** Leave-one-out data, voting, ARC Prize files and scoring, the validation split, the pretraining stream. */
 class SolverPartsTest {

@@ -9,7 +9,7 @@ import org.sparselora.engine.data.Batcher;
 import org.sparselora.engine.data.DatasetReader;
 import org.sparselora.engine.data.TextPacker;
 import org.sparselora.engine.io.WeightSource;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * A {@code format: text} data set packed for pretraining ({@link TextPacker}: documents joined with

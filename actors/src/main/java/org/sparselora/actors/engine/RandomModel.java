@@ -5,8 +5,8 @@ import java.nio.file.Path;
 import org.sparselora.actors.job.JobSpecException;
 import org.sparselora.engine.io.HfConfig;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.model.RandomWeights;
-import org.sparselora.engine.train.Batch;
 
 /**
  * Random-init base models and synthetic timing batches for jobs that measure speed, not learning

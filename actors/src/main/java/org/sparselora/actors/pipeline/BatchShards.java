@@ -1,7 +1,7 @@
 package org.sparselora.actors.pipeline;
 
 import java.util.Arrays;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /** Data parallelism's split: a global batch into equal row blocks, one per worker, in worker order. */
 final class BatchShards {

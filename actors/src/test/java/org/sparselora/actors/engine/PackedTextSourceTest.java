@@ -16,7 +16,7 @@ import org.sparselora.engine.data.DatasetFormat;
 import org.sparselora.engine.data.DatasetReader;
 import org.sparselora.engine.data.TextPacker;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /** The packed text source: summary of the file, and a saved position that continues the exact batch sequence. */
 class PackedTextSourceTest {

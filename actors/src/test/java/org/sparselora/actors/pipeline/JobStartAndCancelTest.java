@@ -1,5 +1,7 @@
 package org.sparselora.actors.pipeline;
 
+import org.sparselora.engine.model.Batch;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -51,7 +53,7 @@ class JobStartAndCancelTest {
                 public DataSummary open() throws Exception { return rt.data().open(); }
 
                 @Override
-                public org.sparselora.engine.train.Batch next() throws Exception { return rt.data().next(); }
+                public org.sparselora.engine.model.Batch next() throws Exception { return rt.data().next(); }
 
                 @Override
                 public DataPosition position() { return rt.data().position(); }

@@ -19,8 +19,8 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.actors.testengine.BigramWorker;
 import org.sparselora.actors.testengine.MarkovSource;
 import org.sparselora.actors.testengine.ToyEngine;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.sparse.DenseWarmup;
-import org.sparselora.engine.train.Batch;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainingWorker;
 

@@ -36,7 +36,7 @@ public interface AdamwGroup extends AutoCloseable {
 
     /**
      * Whether {@link #clippedStep} is supported: the whole update with its per-step scalars read from
-     * device memory, so it can be recorded once ({@link Backend#beginCapture()}) and replayed every
+     * device memory, so it can be recorded once ({@link org.sparselora.engine.backend.GraphCapture#beginCapture()}) and replayed every
      * step. Groups that run on the host (the reference loop) say no.
      */
     default boolean canClipOnDevice() { return false; }

@@ -3,7 +3,7 @@ package org.sparselora.engine.data;
 import java.util.Arrays;
 import java.util.List;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Pretraining batches from plain-text documents ({@code format: text}): every document is encoded

@@ -3,7 +3,7 @@ package org.sparselora.engine.eval;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Scores texts the way {@code sparselora score} reports them: ids are the tokenizer's encoding of

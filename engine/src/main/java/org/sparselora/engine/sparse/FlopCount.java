@@ -6,7 +6,8 @@ import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.Projection;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * The one FLOP model of a training step (forward + backward), exactly as {@code LlamaModel} executes

@@ -22,6 +22,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.sparselora.engine.io.AtomicFiles;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * A SparseLoRA sparsity config, and the one place that parses, defaults and validates it: the

@@ -12,9 +12,11 @@ import java.util.Set;
 import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.GraphCapture;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.io.HostTensor;
 import org.sparselora.engine.io.WeightSource;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.FlopCount;
@@ -48,6 +50,8 @@ import org.sparselora.engine.sparse.FlopCount;
  */
 public final class FullTrainer implements TrainingWorker {
     private final Backend be;
+    /** The backend's graph recording, or null where ops run at once (the CPU). */
+    private final GraphCapture capture;
     private final FullParameterModel model;
     private final OptimizerConfig opt;
     private final List<String> names;
@@ -62,10 +66,10 @@ public final class FullTrainer implements TrainingWorker {
     private double lastGradNorm;
     private boolean recordSteps = !"off".equals(System.getProperty("sparselora.graphs", "on"));
     private Tensor hyper;
-    private Backend.Captured updateGraph;
+    private GraphCapture.Captured updateGraph;
     /** Step recordings kept at once (least recently used dropped first), as {@link LoraTrainer#MAX_RECORDED}. */
     public static final int MAX_RECORDED = LoraTrainer.MAX_RECORDED;
-    private record Recorded(Backend.Captured graph, long epoch) {}
+    private record Recorded(GraphCapture.Captured graph, long epoch) {}
     private final LinkedHashMap<Object, Recorded> recorded = new LinkedHashMap<>(16, 0.75f, true);
     private final java.util.Set<Object> seen = java.util.Collections.newSetFromMap(new LinkedHashMap<>(16, 0.75f, true) {
         @Override protected boolean removeEldestEntry(Map.Entry<Object, Boolean> e) { return size() > 64; }
@@ -80,6 +84,7 @@ public final class FullTrainer implements TrainingWorker {
      */
     public FullTrainer(FullParameterModel model, WeightSource initial, OptimizerConfig opt, boolean decayNormsAndEmbeddings) {
         this.be = model.backend();
+        this.capture = be.graphCapture().orElse(null);
         this.model = model;
         this.opt = opt;
         this.params = new LinkedHashMap<>(model.parameters());
@@ -180,7 +185,7 @@ public final class FullTrainer implements TrainingWorker {
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         if (sparse) throw new IllegalArgumentException("full-parameter training has no sparse steps (sparsity is a LoRA-mode feature)");
         long t0 = System.nanoTime();
-        FullParameterModel.StepPhases ph = recordSteps && be.canCapture() ? model.phases() : null;
+        FullParameterModel.StepPhases ph = recordSteps && capture != null ? model.phases() : null;
         double loss = ph == null ? model.forwardBackward(batch, grads) : recordedStep(ph, batch);
         long f = flops(model.config(), batch);
         return new StepResult(loss, batch.outputTokenCount(), batch.tokenCount(), false, f, f, 0, (System.nanoTime() - t0) / 1e6);
@@ -198,15 +203,15 @@ public final class FullTrainer implements TrainingWorker {
             r.graph().replay();
             replays++;
         } else if (key != null && seen.contains(key)) {
-            be.beginCapture();
-            Backend.Captured g;
+            capture.beginCapture();
+            GraphCapture.Captured g;
             try {
                 ph.queue();
             } catch (RuntimeException e) {
-                be.abortCapture();
+                capture.abortCapture();
                 throw new IllegalStateException("recording the training step as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
             }
-            g = be.endCapture();
+            g = capture.endCapture();
             recordings++;
             g.replay();
             recorded.put(key, new Recorded(g, ph.bufferEpoch()));
@@ -267,7 +272,7 @@ public final class FullTrainer implements TrainingWorker {
     public float applyUpdate(int step, long totalOutputTokens) {
         float scale = totalOutputTokens > 0 ? 1f / totalOutputTokens : 0f;
         float lr = LrSchedule.lr(opt, step);
-        if (groups.size() == 1 && recordSteps && be.canCapture() && groups.get(0).canClipOnDevice()) return recordedUpdate(lr, scale);
+        if (groups.size() == 1 && recordSteps && capture != null && groups.get(0).canClipOnDevice()) return recordedUpdate(lr, scale);
         double ss = 0;
         for (AdamwGroup g : groups) ss += g.gradSumOfSquares();
         double norm = Math.sqrt(ss) * scale;
@@ -287,14 +292,14 @@ public final class FullTrainer implements TrainingWorker {
         be.copyFromHost(hyper, new float[] {lr, bc1, bc2, scale, opt.maxGradNorm()});
         AdamwGroup g = groups.get(0);
         if (updateGraph == null) {
-            be.beginCapture();
+            capture.beginCapture();
             try {
                 g.clippedStep(hyper, opt.beta1(), opt.beta2(), opt.eps(), groupDecay[0], true);
             } catch (RuntimeException e) {
-                be.abortCapture();
+                capture.abortCapture();
                 throw new IllegalStateException("recording the AdamW update as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
             }
-            updateGraph = be.endCapture();
+            updateGraph = capture.endCapture();
         }
         updateGraph.replay();
         lastGradNorm = Math.sqrt(g.lastSumOfSquares()) * scale;

@@ -16,6 +16,7 @@ import java.util.stream.IntStream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.SparsePlan;
 
 class SparsityConfigTest {
 

@@ -1,5 +1,7 @@
 package org.sparselora.engine.train;
 
+import org.sparselora.engine.model.Batch;
+
 import java.util.LinkedHashMap;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;

@@ -1,5 +1,7 @@
 package org.sparselora.engine.train;
 
+import org.sparselora.engine.model.Batch;
+
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;

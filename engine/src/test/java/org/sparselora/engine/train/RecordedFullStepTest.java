@@ -1,5 +1,7 @@
 package org.sparselora.engine.train;
 
+import org.sparselora.engine.model.Batch;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 

@@ -1,4 +1,4 @@
-package org.sparselora.engine.train;
+package org.sparselora.engine.model;
 
 /**
  * One training batch, already tokenized, left-padded and shifted: {@code targets[n]} is the token
@@ -19,6 +19,17 @@ public record Batch(int batch, int seqLen, int[] tokens, int[] targets, int[] po
     }
 
     public int tokenCount() { return batch * seqLen; }
+
+    /** Non-padding token rows, ascending (for scoring: padding must never influence a selection). */
+    public int[] nonPaddingRows() {
+        int count = 0;
+        for (int b = 0; b < batch; b++) count += seqLen - keyStart[b];
+        int[] rows = new int[count];
+        int k = 0;
+        for (int b = 0; b < batch; b++)
+            for (int t = keyStart[b]; t < seqLen; t++) rows[k++] = b * seqLen + t;
+        return rows;
+    }
 
     /**
      * The reference's synthetic timing batch (SparseLoRA's Math10K timing shape is 8 × 512 with 128

@@ -1,4 +1,4 @@
-package org.sparselora.engine.sparse;
+package org.sparselora.engine.model;
 
 import org.sparselora.engine.backend.Tensor;
 

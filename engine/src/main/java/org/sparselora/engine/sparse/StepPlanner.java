@@ -1,12 +1,14 @@
-package org.sparselora.engine.train;
+package org.sparselora.engine.sparse;
 
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.LayerSelector;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * Produces the {@link SparsePlan} of a sparse training step (the SVD predictor + channel selection
- * live behind this). {@link LoraTrainer} asks it only on steps whose {@code sparse} flag is set.
+ * live behind this). The trainer ({@code LoraTrainer}) asks it only on steps whose {@code sparse} flag is set.
  */
-public interface SparsePlanner {
+public interface StepPlanner {
 
     /** The plan for this batch at this (0-based) step; null = run this step dense. */
     SparsePlan plan(Batch batch, int step);
@@ -20,7 +22,7 @@ public interface SparsePlanner {
      * layer's norm (SparseLoRA selects from the layer's own input); null when {@link #plan} returns
      * complete plans.
      */
-    default org.sparselora.engine.sparse.LayerSelector selector() { return null; }
+    default LayerSelector selector() { return null; }
 
     /**
      * Whether a step with this planner's plans may be recorded and replayed (a CUDA graph): the

@@ -1,4 +1,4 @@
-package org.sparselora.engine.sparse;
+package org.sparselora.engine.train;
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -7,10 +7,8 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import org.sparselora.engine.train.Batch;
-import org.sparselora.engine.train.StepResult;
-import org.sparselora.engine.train.TrainerState;
-import org.sparselora.engine.train.TrainingWorker;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.sparse.ScoreExchange;
 
 /**
  * The {@link ScoreExchange} of N data-parallel workers in one JVM (each on its own thread): one
