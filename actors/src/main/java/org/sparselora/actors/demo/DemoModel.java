@@ -57,15 +57,31 @@ public final class DemoModel {
         }
 
         /** Bump the version when the recipe's code changes, so an old cache is not used. */
-        String key() { return "demo-base-v1:h128-i352-l4-h4-kv2:relora-" + cycles + "x" + stepsPerCycle + ":copy"; }
+        String key() {
+            LlamaConfig c = config();
+            return "demo-base-v2:h" + c.hiddenSize() + "-i" + c.intermediateSize() + "-l" + c.numLayers() + "-h" + c.numHeads() + "-kv" + c.numKvHeads()
+                    + ":relora-" + cycles + "x" + stepsPerCycle + "x" + BASE_BATCH + ":copy-" + DemoTask.WORD + "-" + DemoTask.ANSWER;
+        }
     }
 
-    public static final int SEQ_LEN = 1 + DemoTask.LENGTH + 1 + DemoTask.LENGTH + 1;
+    /** BOS, the word, '>', the answer, EOS: every record has exactly this length (no padding). */
+    public static final int SEQ_LEN = 1 + DemoTask.WORD + 1 + DemoTask.ANSWER + 1;
+
+    /** Sequences per base-building step. */
+    static final int BASE_BATCH = 32;
+
+    /** Tokens per record without loss (BOS, the word, '>'): the ones SparseLoRA runs sparse. */
+    public static final int CONTEXT_TOKENS = 1 + DemoTask.WORD + 1;
+
+    static final int HIDDEN = 128, INTERMEDIATE = 1024, LAYERS = 8;
 
     private DemoModel() {}
 
     public static LlamaConfig config() {
-        return new LlamaConfig("LlamaForCausalLM", 128, 352, 4, 4, 2, 32, new CharTokenizer().vocabSize(), 64,
+        // 8 layers so that 6 (all but the first and last) run sparse, and an MLP 8x the hidden size:
+        // the MLP is what SparseLoRA prunes (docs/METHOD.md#mlp-channels), so the wider it is against
+        // the parts that stay dense (attention, LoRA, the first and last layers), the more a sparse step saves
+        return new LlamaConfig("LlamaForCausalLM", HIDDEN, INTERMEDIATE, LAYERS, 4, 2, HIDDEN / 4, new CharTokenizer().vocabSize(), 64,
                 1e-5f, 10000f, null, false, false, CharTokenizer.BOS, CharTokenizer.EOS);
     }
 
@@ -101,7 +117,7 @@ public final class DemoModel {
             LlamaModel model = new LlamaModel(be, w);
             CharTokenizer tok = new CharTokenizer();
             List<TokenizedExample> data = ExampleTokenizer.tokenizeAll(tok, DemoTask.examples(DemoTask.Kind.COPY, 4096, 11, false));
-            Batcher batcher = new Batcher(data, new Batcher.Options(32, SEQ_LEN, 5, true, true, true), tok);
+            Batcher batcher = new Batcher(data, new Batcher.Options(BASE_BATCH, SEQ_LEN, 5, true, true, true), tok);
             int cycles = recipe.cycles(), stepsPerCycle = recipe.stepsPerCycle();
             for (int cycle = 0; cycle < cycles; cycle++) {
                 LoraConfig lc = new LoraConfig(32, 32f, 0f, EnumSet.allOf(Projection.class), false, 100 + cycle);
