@@ -185,8 +185,9 @@ public final class DemoCommand implements Callable<Integer> {
         o.print(DemoReport.scoreTable(summary));
         o.println();
         o.print(DemoReport.headline(summary));
-        o.println("(ms/step is wall time on this machine, one job after the other: on a busy machine it varies from run to run;"
-                + " the warm-up row, where both jobs run dense, shows how far.)");
+        o.println("(ms/step is wall time on this machine, one job after the other: on a busy machine it varies from run to run."
+                + " In the warm-up both jobs run dense; their times differ there by the JIT's warm-up, which the first job pays,"
+                + " and the predictor's build, which the SparseLoRA job runs meanwhile.)");
         o.println("adapter: " + adapter + " (a copy of the SparseLoRA adapter, " + sparseOut.resolve("adapter") + ")");
         o.println("summary: " + dir.resolve("summary.json"));
         o.printf(Locale.ROOT, "done in %.1f s%n", summary.wallSeconds());
