@@ -36,12 +36,13 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * {@code sparselora demo}: the embedded default job — no network, no shared data, no GPU. Builds
- * (or reuses from the cache) a small Llama trained on a generated COPY task, writes the SHIFT task
- * as dataset files and two job files, and trains it twice through the same in-process actor
+ * {@code sparselora demo}: the embedded default job — no network, no shared data; the CPU, or a GPU
+ * when one is usable ({@code --device auto}). Builds (or reuses from the cache) a small Llama trained
+ * on a generated COPY task, writes the SHIFT task (long prompt, short answer: the shape SparseLoRA
+ * pays on) as dataset files and two job files, and trains it twice through the same in-process actor
  * pipeline {@code train} uses: dense LoRA, then SparseLoRA (same seed, data and steps). Then it
  * reads both adapters back from disk, scores them and the base model on held-out words, and ends
- * with a table and {@code summary.json} computed from the runs' metrics.jsonl.
+ * with the per-step and accuracy tables and {@code summary.json}, computed from the runs' metrics.jsonl.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
         description = {"The embedded default job: dense LoRA vs SparseLoRA on a generated task, on a small model built here.",
