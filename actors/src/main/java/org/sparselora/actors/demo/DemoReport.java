@@ -210,6 +210,8 @@ public final class DemoReport {
             o.put("final_train_loss", v.finalTrainLoss());
             o.put("eval_loss", v.score().evalLoss());
             o.put("exact_match", v.score().exactMatch());
+            // over the headline phase, as before the per-phase figures existed (scripts read these)
+            o.put("ms_per_step", v == s.dense() ? s.headline().denseMs() : s.headline().sparseMs());
         }
         ArrayNode phases = root.putArray("phases");
         for (Phase p : new Phase[] {s.warmup(), s.sparse(), s.all()}) {
@@ -229,6 +231,7 @@ public final class DemoReport {
         root.put("headline_phase", s.headline().name());
         root.put("speedup", s.headline().speedup());
         root.put("flop_reduction", s.headline().flopReduction());
+        root.put("flop_ratio", 1 / s.headline().flopReduction());
         root.put("adapter", s.adapter().toAbsolutePath().toString());
         root.put("adapter_is", "a copy of the SparseLoRA adapter (" + s.sparseLora().adapterDir().toAbsolutePath() + ")");
         root.put("sparsity_config", s.sparsityConfig().toAbsolutePath().toString());

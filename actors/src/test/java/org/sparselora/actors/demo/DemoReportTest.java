@@ -73,6 +73,9 @@ class DemoReportTest {
         var json = new com.fasterxml.jackson.databind.ObjectMapper().readTree(dir.resolve("summary.json").toFile());
         assertEquals(2.0, json.get("speedup").asDouble(), 1e-12);
         assertEquals(2.0, json.get("flop_reduction").asDouble(), 1e-12);
+        assertEquals(0.5, json.get("flop_ratio").asDouble(), 1e-12);
+        assertEquals(50, json.get("dense").get("ms_per_step").asDouble(), 1e-12);
+        assertEquals(25, json.get("sparse").get("ms_per_step").asDouble(), 1e-12);
         assertEquals("sparse steps", json.get("headline_phase").asText());
         assertEquals(3, json.get("phases").size());
         assertEquals(25, json.get("phases").get(1).get("sparse_ms_per_step").asDouble(), 1e-12);
