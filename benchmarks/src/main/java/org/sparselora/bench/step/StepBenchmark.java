@@ -331,7 +331,7 @@ public final class StepBenchmark implements Callable<Integer> {
         return s.length % 2 == 1 ? s[s.length / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
     }
 
-    private static Backend gpu() {
+    static Backend gpu() {
         try {
             return (Backend) Class.forName("org.sparselora.cuda.GpuBackend").getMethod("create", int.class).invoke(null, 0);
         } catch (ReflectiveOperationException e) {
@@ -353,7 +353,7 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     /** peakMemory: held from the driver incl. cached blocks (PyTorch's max_memory_reserved); peakMemoryInUse: live tensors + scratch (max_memory_allocated, the peer's "peak"). */
-    private static double peakGiB(Backend be, String method) {
+    static double peakGiB(Backend be, String method) {
         try {
             return ((Number) be.getClass().getMethod(method).invoke(be)).doubleValue() / (1L << 30);
         } catch (ReflectiveOperationException e) {
