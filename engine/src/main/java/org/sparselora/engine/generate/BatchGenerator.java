@@ -1,0 +1,166 @@
+package org.sparselora.engine.generate;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.SplittableRandom;
+import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.train.Batch;
+
+/**
+ * {@link Generator} for many prompts at once: the prompts are left-padded to one length and decoded
+ * in lockstep against one batched KV cache ({@link LlamaModel#forwardCachedBatch}), so a step is one
+ * forward (one launch per op on a device) for every sequence. Each sequence picks its own tokens —
+ * greedy, or temperature + top-p from its own seeded generator — and stops at EOS (not emitted) or
+ * its budget; a finished sequence's output no longer grows and the loop ends when none is left.
+ * Each result carries the log-probability of its tokens under the model (softmax of the raw
+ * logits, whatever the sampling temperature), which ranks candidates; {@link #score} gives the same
+ * for given continuations in one forward.
+ */
+public final class BatchGenerator {
+    /**
+     * Default slots per prefill forward: a long batched prompt is run in chunks of this many slots so
+     * that its activations (chunk·B rows) stay bounded; decoding is not affected.
+     */
+    public static final int PREFILL_CHUNK = 512;
+
+    /**
+     * One sequence's output.
+     *
+     * @param ids           generated ids, without the prompt and without the EOS that stopped it
+     * @param logProb       Σ log p(id) over {@code ids}
+     * @param stoppedAtEos  whether EOS ended it (false: it ran out of budget or positions)
+     */
+    public record Result(int[] ids, double logProb, boolean stoppedAtEos) {
+        /** logProb per generated token (0 when none). */
+        public double meanLogProb() { return ids.length == 0 ? 0 : logProb / ids.length; }
+    }
+
+    private final LlamaModel model;
+    private final LoraAdapter lora;
+    private final int prefillChunk;
+
+    public BatchGenerator(LlamaModel model, LoraAdapter lora) { this(model, lora, PREFILL_CHUNK); }
+
+    /** @param prefillChunk slots per prefill forward (see {@link #PREFILL_CHUNK}) */
+    public BatchGenerator(LlamaModel model, LoraAdapter lora, int prefillChunk) {
+        if (prefillChunk <= 0) throw new IllegalArgumentException("prefill chunk must be > 0, got " + prefillChunk);
+        this.model = model;
+        this.lora = lora;
+        this.prefillChunk = prefillChunk;
+    }
+
+    /**
+     * Generates for every prompt with the same options; sequence b samples from its own generator
+     * seeded {@code o.seed() + b} (so sequence 0 draws what {@link Generator} draws with that seed).
+     */
+    public List<Result> generate(List<int[]> prompts, Generator.Options o) {
+        int B = prompts.size();
+        if (B == 0) return List.of();
+        int L = 0;
+        for (int b = 0; b < B; b++) {
+            if (prompts.get(b).length == 0) throw new IllegalArgumentException("prompt " + b + " must hold at least one token (e.g. BOS)");
+            L = Math.max(L, prompts.get(b).length);
+        }
+        // the same position limit as Generator, on the padded slots (a padded sequence may stop earlier)
+        int maxT = Math.min(L + o.maxNewTokens(), Math.min(model.config().maxPositions(), 16384));
+        if (L > maxT) throw new IllegalArgumentException("prompt of " + L + " tokens exceeds the model's " + maxT + " positions");
+        int[][] out = new int[B][o.maxNewTokens()];
+        int[] count = new int[B];
+        double[] logProb = new double[B];
+        boolean[] eos = new boolean[B], done = new boolean[B];
+        if (o.maxNewTokens() == 0) return results(out, count, logProb, eos);
+        int[] keyStart = new int[B];
+        int[][] padded = new int[B][L];
+        SplittableRandom[] rnd = new SplittableRandom[B];
+        for (int b = 0; b < B; b++) {
+            int[] p = prompts.get(b);
+            keyStart[b] = L - p.length;
+            System.arraycopy(p, 0, padded[b], keyStart[b], p.length); // padding ids are 0: masked, never read
+            rnd[b] = new SplittableRandom(o.seed() + b);
+        }
+        int V = model.config().vocabSize();
+        try (LlamaModel.BatchKvCache cache = model.newBatchKvCache(keyStart, maxT)) {
+            float[] logits = null;
+            for (int s = 0; s < L; s += prefillChunk) {
+                int e = Math.min(L, s + prefillChunk);
+                int[][] chunk = new int[B][];
+                for (int b = 0; b < B; b++) chunk[b] = Arrays.copyOfRange(padded[b], s, e);
+                logits = model.forwardCachedBatch(chunk, s, cache, lora);
+            }
+            int pos = L, left = B;
+            int[][] next = new int[B][1];
+            while (true) {
+                for (int b = 0; b < B; b++) {
+                    if (done[b]) continue;
+                    float[] row = Arrays.copyOfRange(logits, b * V, (b + 1) * V);
+                    int id = Generator.pick(row, o, rnd[b]);
+                    if (id == o.eosId()) {
+                        eos[b] = done[b] = true;
+                    } else {
+                        out[b][count[b]++] = id;
+                        logProb[b] += logSoftmax(row, id);
+                        next[b][0] = id;
+                        done[b] = count[b] == o.maxNewTokens() || pos >= maxT;
+                    }
+                    if (done[b]) left--;
+                }
+                if (left == 0) break;
+                // finished sequences still occupy their row (their last token is fed again, unread)
+                logits = model.forwardCachedBatch(next, pos++, cache, lora);
+            }
+        }
+        return results(out, count, logProb, eos);
+    }
+
+    private static List<Result> results(int[][] out, int[] count, double[] logProb, boolean[] eos) {
+        List<Result> r = new ArrayList<>(out.length);
+        for (int b = 0; b < out.length; b++) r.add(new Result(Arrays.copyOf(out[b], count[b]), logProb[b], eos[b]));
+        return r;
+    }
+
+    /** log softmax(x)[i], in double. */
+    static double logSoftmax(float[] x, int i) {
+        double max = Double.NEGATIVE_INFINITY, sum = 0;
+        for (float v : x) max = Math.max(max, v);
+        for (float v : x) sum += Math.exp(v - max);
+        return x[i] - max - Math.log(sum);
+    }
+
+    /**
+     * Σ log p(continuation[b] | prompt[b]) for every pair, in one left-padded forward without a cache
+     * (the model's evaluation path). A continuation may be empty (0).
+     */
+    public double[] score(List<int[]> prompts, List<int[]> continuations) {
+        int B = prompts.size();
+        if (continuations.size() != B) throw new IllegalArgumentException(B + " prompts but " + continuations.size() + " continuations");
+        if (B == 0) return new double[0];
+        int T = 0;
+        for (int b = 0; b < B; b++) {
+            if (prompts.get(b).length == 0) throw new IllegalArgumentException("prompt " + b + " must hold at least one token (e.g. BOS)");
+            T = Math.max(T, prompts.get(b).length + continuations.get(b).length);
+        }
+        // the last token predicts nothing: drop it, so T − 1 positions carry every target
+        int S = Math.max(1, T - 1);
+        int[] tokens = new int[B * S], targets = new int[B * S], positions = new int[B * S], keyStart = new int[B];
+        Arrays.fill(targets, Batch.IGNORE);
+        for (int b = 0; b < B; b++) {
+            int[] p = prompts.get(b), c = continuations.get(b);
+            int len = p.length + c.length, ks = S - (len - 1);
+            keyStart[b] = Math.max(0, ks);
+            for (int t = 0; t < len - 1; t++) {
+                int i = b * S + ks + t;
+                tokens[i] = t < p.length ? p[t] : c[t - p.length];
+                positions[i] = t;
+                if (t + 1 >= p.length) targets[i] = c[t + 1 - p.length];
+            }
+            if (len == 1) { tokens[b * S + S - 1] = p[0]; keyStart[b] = S - 1; } // a lone prompt token, nothing to score
+        }
+        LlamaModel.Output o = model.evaluate(new Batch(B, S, tokens, targets, positions, keyStart), lora, null, false);
+        double[] r = new double[B];
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < S; t++) if (targets[b * S + t] != Batch.IGNORE) r[b] -= o.tokenLosses()[b * S + t];
+        return r;
+    }
+}
