@@ -14,9 +14,10 @@ import org.sparselora.engine.train.Batch;
  * forward (one launch per op on a device) for every sequence. Each sequence picks its own tokens —
  * greedy, or temperature + top-p from its own seeded generator — and stops at EOS (not emitted) or
  * its budget; a finished sequence's output no longer grows and the loop ends when none is left.
- * Each result carries the log-probability of its tokens under the model (softmax of the raw
- * logits, whatever the sampling temperature), which ranks candidates; {@link #score} gives the same
- * for given continuations in one forward.
+ * A sequence's budget is the options' maxNewTokens, capped (as in Generator) by the positions left
+ * after its own prompt. Each result carries the log-probability of its tokens under the model
+ * (softmax of the raw logits, whatever the sampling temperature), which ranks candidates;
+ * {@link #score} gives the same for given continuations in one forward.
  */
 public final class BatchGenerator {
     /**
@@ -58,19 +59,24 @@ public final class BatchGenerator {
     public List<Result> generate(List<int[]> prompts, Generator.Options o) {
         int B = prompts.size();
         if (B == 0) return List.of();
-        int L = 0;
+        // Generator's position limit per sequence: tokens are fed up to position cap − 1 and one more is
+        // picked from the last, so cap − len + 1; slots add the left padding on top of positions
+        int cap = Math.min(model.config().maxPositions(), 16384), L = 0, maxBudget = 0;
+        int[] budget = new int[B];
         for (int b = 0; b < B; b++) {
-            if (prompts.get(b).length == 0) throw new IllegalArgumentException("prompt " + b + " must hold at least one token (e.g. BOS)");
-            L = Math.max(L, prompts.get(b).length);
+            int len = prompts.get(b).length;
+            if (len == 0) throw new IllegalArgumentException("prompt " + b + " must hold at least one token (e.g. BOS)");
+            if (len > cap) throw new IllegalArgumentException("prompt " + b + " of " + len + " tokens exceeds the model's " + cap + " positions");
+            budget[b] = Math.min(o.maxNewTokens(), cap - len + 1);
+            L = Math.max(L, len);
+            maxBudget = Math.max(maxBudget, budget[b]);
         }
-        // the same position limit as Generator, on the padded slots (a padded sequence may stop earlier)
-        int maxT = Math.min(L + o.maxNewTokens(), Math.min(model.config().maxPositions(), 16384));
-        if (L > maxT) throw new IllegalArgumentException("prompt of " + L + " tokens exceeds the model's " + maxT + " positions");
-        int[][] out = new int[B][o.maxNewTokens()];
+        int[][] out = new int[B][];
         int[] count = new int[B];
         double[] logProb = new double[B];
         boolean[] eos = new boolean[B], done = new boolean[B];
-        if (o.maxNewTokens() == 0) return results(out, count, logProb, eos);
+        for (int b = 0; b < B; b++) out[b] = new int[budget[b]];
+        if (maxBudget == 0) return results(out, count, logProb, eos);
         int[] keyStart = new int[B];
         int[][] padded = new int[B][L];
         SplittableRandom[] rnd = new SplittableRandom[B];
@@ -81,7 +87,8 @@ public final class BatchGenerator {
             rnd[b] = new SplittableRandom(o.seed() + b);
         }
         int V = model.config().vocabSize();
-        try (LlamaModel.BatchKvCache cache = model.newBatchKvCache(keyStart, maxT)) {
+        // the last token is picked, not fed: L + maxBudget − 1 slots are written
+        try (LlamaModel.BatchKvCache cache = model.newBatchKvCache(keyStart, L + maxBudget - 1)) {
             float[] logits = null;
             for (int s = 0; s < L; s += prefillChunk) {
                 int e = Math.min(L, s + prefillChunk);
@@ -102,12 +109,14 @@ public final class BatchGenerator {
                         out[b][count[b]++] = id;
                         logProb[b] += logSoftmax(row, id);
                         next[b][0] = id;
-                        done[b] = count[b] == o.maxNewTokens() || pos >= maxT;
+                        done[b] = count[b] == budget[b];
                     }
-                    if (done[b]) left--;
+                    if (done[b]) {
+                        left--;
+                        next[b][0] = LlamaModel.NO_TOKEN; // its row still runs in lockstep, unread
+                    }
                 }
                 if (left == 0) break;
-                // finished sequences still occupy their row (their last token is fed again, unread)
                 logits = model.forwardCachedBatch(next, pos++, cache, lora);
             }
         }

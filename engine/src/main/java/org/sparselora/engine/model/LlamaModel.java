@@ -1661,8 +1661,8 @@ public final class LlamaModel implements AutoCloseable {
         public final int batch, maxT;
 
         BatchKvCache(int[] keyStart, int maxT) {
+            // no RoPE bound on maxT: slots count padding, positions do not (forwardCachedBatch checks those)
             if (keyStart.length == 0) throw new IllegalArgumentException("batched KV cache needs at least one sequence");
-            if (maxT > ropeMaxPos) throw new IllegalArgumentException("KV cache of " + maxT + " positions exceeds the RoPE table of " + ropeMaxPos);
             for (int b = 0; b < keyStart.length; b++)
                 if (keyStart[b] < 0 || keyStart[b] >= maxT)
                     throw new IllegalArgumentException("keyStart[" + b + "] = " + keyStart[b] + " is outside the KV cache of " + maxT + " slots");
@@ -1692,11 +1692,16 @@ public final class LlamaModel implements AutoCloseable {
     /** A cache for {@code keyStart.length} sequences of at most maxT slots each (padding included). */
     public BatchKvCache newBatchKvCache(int[] keyStart, int maxT) { return new BatchKvCache(keyStart, maxT); }
 
+    /** The id {@link #forwardCachedBatch} takes for "no token here" (a finished sequence's slot). */
+    public static final int NO_TOKEN = -1;
+
     /**
      * {@link #forwardCached} for a batch: tokens[b] (all of one length n) fill slots [pos0, pos0+n) of
-     * sequence b (slots before its keyStart are padding: any id, masked as keys, their outputs unused).
-     * Appends the K/V and returns the last slot's logits of every sequence, (B, V) row-major. With one
-     * sequence and keyStart 0 it runs {@link #forwardCached}'s ops on the same shapes.
+     * sequence b. Slots before its keyStart are padding (any id; masked as keys, outputs unused); id
+     * {@link #NO_TOKEN} marks a slot with no token (a sequence that has finished while others go on:
+     * its K/V and logits are computed and never read). Appends the K/V and returns the last slot's
+     * logits of every sequence, (B, V) row-major. With one sequence and keyStart 0 it runs
+     * {@link #forwardCached}'s ops on the same shapes.
      */
     public float[] forwardCachedBatch(int[][] tokens, int pos0, BatchKvCache cache, LoraAdapter lora) {
         int B = cache.batch, C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim();
@@ -1713,8 +1718,12 @@ public final class LlamaModel implements AutoCloseable {
         int[] ids0 = new int[N], pos = new int[N];
         for (int t = 0; t < n; t++)
             for (int b = 0; b < B; b++) { // time-major rows t·B + b, as the cache
-                ids0[t * B + b] = tokens[b][t];
-                pos[t * B + b] = Math.max(0, pos0 + t - cache.keyStart[b]);
+                int id = tokens[b][t], p = pos0 + t - cache.keyStart[b];
+                boolean real = id != NO_TOKEN && p >= 0;
+                if (real && p >= ropeMaxPos)
+                    throw new IllegalArgumentException("forwardCachedBatch: sequence " + b + " reaches position " + p + ", past the RoPE table of " + ropeMaxPos);
+                ids0[t * B + b] = id == NO_TOKEN ? 0 : id;
+                pos[t * B + b] = real ? p : 0;
             }
         Tensor ids = be.fromInts(ids0, N), positions = be.fromInts(pos, N);
         Tensor x = be.empty(dt, N, C), xn = be.empty(dt, N, C), rstd = be.empty(DType.F32, N), tmp = be.empty(dt, N, C);

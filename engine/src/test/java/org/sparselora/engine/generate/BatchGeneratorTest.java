@@ -133,4 +133,22 @@ class BatchGeneratorTest {
         assertArrayEquals(new double[0], new BatchGenerator(m, null).score(List.of(), List.of()));
         assertTrue(Arrays.stream(new BatchGenerator(m, null).score(PROMPTS, PROMPTS)).allMatch(x -> x < 0));
     }
+
+    @Test
+    void budgetsFollowEachSequencesOwnRoomInThePositions() {
+        // 64 positions: the long prompt has room for 4 tokens (fed at positions 61..63, the last one
+        // only picked), the short one for all 10, so the slots (61 + 9) pass the RoPE table while every
+        // position stays inside it
+        LlamaConfig c = TinyModels.config(false, true, true);
+        LlamaModel m = TinyModels.model(be, c, 15);
+        assertEquals(64, c.maxPositions());
+        int[] longPrompt = new int[61];
+        for (int i = 0; i < longPrompt.length; i++) longPrompt[i] = 1 + i % 17;
+        List<int[]> prompts = List.of(longPrompt, new int[] {1, 8});
+        var o = Generator.Options.greedy(10, -1);
+        List<BatchGenerator.Result> got = new BatchGenerator(m, null, 16).generate(prompts, o);
+        assertEquals(4, got.get(0).ids().length);
+        assertEquals(10, got.get(1).ids().length);
+        for (int b = 0; b < 2; b++) assertArrayEquals(new Generator(m, null).generate(prompts.get(b), o), got.get(b).ids(), "row " + b);
+    }
 }
