@@ -56,8 +56,16 @@ public final class BatchGenerator {
      * Generates for every prompt with the same options; sequence b samples from its own generator
      * seeded {@code o.seed() + b} (so sequence 0 draws what {@link Generator} draws with that seed).
      */
-    public List<Result> generate(List<int[]> prompts, Generator.Options o) {
+    public List<Result> generate(List<int[]> prompts, Generator.Options o) { return generate(prompts, o, null); }
+
+    /**
+     * {@link #generate(List, Generator.Options)} with a budget per sequence: sequence b generates at
+     * most {@code maxNewTokens[b]} tokens (null: the options' for all).
+     */
+    public List<Result> generate(List<int[]> prompts, Generator.Options o, int[] maxNewTokens) {
         int B = prompts.size();
+        if (maxNewTokens != null && maxNewTokens.length != B)
+            throw new IllegalArgumentException(maxNewTokens.length + " budgets for " + B + " prompts");
         if (B == 0) return List.of();
         // Generator's position limit per sequence: tokens are fed up to position cap − 1 and one more is
         // picked from the last, so cap − len + 1; slots add the left padding on top of positions
@@ -67,7 +75,9 @@ public final class BatchGenerator {
             int len = prompts.get(b).length;
             if (len == 0) throw new IllegalArgumentException("prompt " + b + " must hold at least one token (e.g. BOS)");
             if (len > cap) throw new IllegalArgumentException("prompt " + b + " of " + len + " tokens exceeds the model's " + cap + " positions");
-            budget[b] = Math.min(o.maxNewTokens(), cap - len + 1);
+            int want = maxNewTokens == null ? o.maxNewTokens() : maxNewTokens[b];
+            if (want < 0) throw new IllegalArgumentException("max new tokens of prompt " + b + " must be >= 0, got " + want);
+            budget[b] = Math.min(want, cap - len + 1);
             L = Math.max(L, len);
             maxBudget = Math.max(maxBudget, budget[b]);
         }

@@ -150,5 +150,10 @@ class BatchGeneratorTest {
         assertEquals(4, got.get(0).ids().length);
         assertEquals(10, got.get(1).ids().length);
         for (int b = 0; b < 2; b++) assertArrayEquals(new Generator(m, null).generate(prompts.get(b), o), got.get(b).ids(), "row " + b);
+        // budgets per sequence
+        List<BatchGenerator.Result> own = new BatchGenerator(m, null).generate(prompts, o, new int[] {2, 5});
+        assertArrayEquals(Arrays.copyOf(got.get(0).ids(), 2), own.get(0).ids());
+        assertArrayEquals(Arrays.copyOf(got.get(1).ids(), 5), own.get(1).ids());
+        assertThrows(IllegalArgumentException.class, () -> new BatchGenerator(m, null).generate(prompts, o, new int[] {2}));
     }
 }
