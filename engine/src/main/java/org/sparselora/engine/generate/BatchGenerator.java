@@ -13,7 +13,8 @@ import org.sparselora.engine.train.Batch;
  * in lockstep against one batched KV cache ({@link LlamaModel#forwardCachedBatch}), so a step is one
  * forward (one launch per op on a device) for every sequence. Each sequence picks its own tokens —
  * greedy, or temperature + top-p from its own seeded generator — and stops at EOS (not emitted) or
- * its budget; a finished sequence's output no longer grows and the loop ends when none is left.
+ * its budget; a finished sequence's output no longer grows, its row leaves the batch once a quarter
+ * of the rows have finished, and the loop ends when none is left.
  * A sequence's budget is the options' maxNewTokens, capped (as in Generator) by the positions left
  * after its own prompt. Each result carries the log-probability of its tokens under the model
  * (softmax of the raw logits, whatever the sampling temperature), which ranks candidates;
@@ -98,7 +99,8 @@ public final class BatchGenerator {
         }
         int V = model.config().vocabSize();
         // the last token is picked, not fed: L + maxBudget − 1 slots are written
-        try (LlamaModel.BatchKvCache cache = model.newBatchKvCache(keyStart, L + maxBudget - 1)) {
+        LlamaModel.BatchKvCache cache = model.newBatchKvCache(keyStart, L + maxBudget - 1);
+        try {
             float[] logits = null;
             for (int s = 0; s < L; s += prefillChunk) {
                 int e = Math.min(L, s + prefillChunk);
@@ -106,29 +108,44 @@ public final class BatchGenerator {
                 for (int b = 0; b < B; b++) chunk[b] = Arrays.copyOfRange(padded[b], s, e);
                 logits = model.forwardCachedBatch(chunk, s, cache, lora);
             }
-            int pos = L, left = B;
-            int[][] next = new int[B][1];
+            int pos = L;
+            int[] live = new int[B], last = new int[B]; // cache row j holds sequence live[j]
+            for (int b = 0; b < B; b++) live[b] = b;
             while (true) {
-                for (int b = 0; b < B; b++) {
+                int left = 0;
+                for (int j = 0; j < live.length; j++) {
+                    int b = live[j];
                     if (done[b]) continue;
-                    float[] row = Arrays.copyOfRange(logits, b * V, (b + 1) * V);
+                    float[] row = Arrays.copyOfRange(logits, j * V, (j + 1) * V);
                     int id = Generator.pick(row, o, rnd[b]);
                     if (id == o.eosId()) {
                         eos[b] = done[b] = true;
                     } else {
                         out[b][count[b]++] = id;
                         logProb[b] += logSoftmax(row, id);
-                        next[b][0] = id;
+                        last[b] = id;
                         done[b] = count[b] == budget[b];
                     }
-                    if (done[b]) {
-                        left--;
-                        next[b][0] = LlamaModel.NO_TOKEN; // its row still runs in lockstep, unread
-                    }
+                    if (!done[b]) left++;
                 }
                 if (left == 0) break;
+                if (left <= live.length * 3 / 4) {
+                    // a quarter or more of the rows have finished: drop them from the cache, so later
+                    // steps stop computing them (one gather of the cache per layer, paid once)
+                    int[] keepRows = new int[left], keepSeqs = new int[left];
+                    for (int j = 0, k = 0; j < live.length; j++)
+                        if (!done[live[j]]) { keepRows[k] = j; keepSeqs[k++] = live[j]; }
+                    LlamaModel.BatchKvCache kept = cache.keep(keepRows, pos);
+                    cache.close();
+                    cache = kept;
+                    live = keepSeqs;
+                }
+                int[][] next = new int[live.length][1];
+                for (int j = 0; j < live.length; j++) next[j][0] = done[live[j]] ? LlamaModel.NO_TOKEN : last[live[j]]; // a finished row runs, unread
                 logits = model.forwardCachedBatch(next, pos++, cache, lora);
             }
+        } finally {
+            cache.close();
         }
         return results(out, count, logProb, eos);
     }

@@ -1681,6 +1681,30 @@ public final class LlamaModel implements AutoCloseable {
         /** Sequence b's first real slot. */
         public int keyStart(int b) { return keyStart[b]; }
 
+        /**
+         * A new cache of the same maxT holding only sequences {@code rows} (in that order), with their
+         * slots [0, slots) copied: one row gather per layer and K/V. This cache stays open.
+         */
+        public BatchKvCache keep(int[] rows, int slots) {
+            if (slots < 0 || slots > maxT) throw new IllegalArgumentException("keep: " + slots + " slots of a cache of " + maxT);
+            int[] ks = new int[rows.length], idx = new int[slots * rows.length];
+            for (int j = 0; j < rows.length; j++) {
+                if (rows[j] < 0 || rows[j] >= batch) throw new IllegalArgumentException("keep: sequence " + rows[j] + " of a cache of " + batch);
+                ks[j] = keyStart[rows[j]];
+            }
+            for (int p = 0; p < slots; p++)
+                for (int j = 0; j < rows.length; j++) idx[p * rows.length + j] = p * batch + rows[j];
+            BatchKvCache kept = new BatchKvCache(ks, maxT);
+            if (idx.length == 0) return kept;
+            try (Tensor ix = be.fromInts(idx, idx.length)) {
+                for (int l = 0; l < c.numLayers(); l++) {
+                    be.gatherRows(kept.k[l].rows(0, idx.length), k[l], ix);
+                    be.gatherRows(kept.v[l].rows(0, idx.length), v[l], ix);
+                }
+            }
+            return kept;
+        }
+
         @Override
         public void close() {
             for (Tensor t : k) t.close();

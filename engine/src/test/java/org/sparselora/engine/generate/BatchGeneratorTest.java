@@ -20,7 +20,8 @@ import org.sparselora.engine.model.TinyModels;
  * Batched generation against the one-sequence {@link Generator}, row by row: left-padded prompts of
  * different lengths, with and without LoRA, with a sliding window, chunked prefill; a batch of one
  * is the old path bit for bit; log-probabilities agree with an independent recomputation and with
- * {@link BatchGenerator#score}; EOS and budgets end rows independently.
+ * {@link BatchGenerator#score}; EOS and budgets end rows independently (and finished rows leave the
+ * cache: those tests compare the rows that stay against Generator after the cache is compacted).
  */
 class BatchGeneratorTest {
     static final CpuBackend be = new CpuBackend(2);
