@@ -31,12 +31,16 @@ public final class BatchGenerator {
      * One sequence's output.
      *
      * @param ids           generated ids, without the prompt and without the EOS that stopped it
-     * @param logProb       Σ log p(id) over {@code ids}
+     * @param logProb       Σ log p over the generated tokens: {@code ids}, then the EOS that stopped it
+     *                      (the sequence's chance of being exactly this answer)
      * @param stoppedAtEos  whether EOS ended it (false: it ran out of budget or positions)
      */
     public record Result(int[] ids, double logProb, boolean stoppedAtEos) {
-        /** logProb per generated token (0 when none). */
-        public double meanLogProb() { return ids.length == 0 ? 0 : logProb / ids.length; }
+        /** Tokens that logProb sums over: ids, and the EOS when it stopped there. */
+        public int scoredTokens() { return ids.length + (stoppedAtEos ? 1 : 0); }
+
+        /** logProb per scored token (0 when none). */
+        public double meanLogProb() { return scoredTokens() == 0 ? 0 : logProb / scoredTokens(); }
     }
 
     private final LlamaModel model;
@@ -118,11 +122,11 @@ public final class BatchGenerator {
                     if (done[b]) continue;
                     float[] row = Arrays.copyOfRange(logits, j * V, (j + 1) * V);
                     int id = Generator.pick(row, o, rnd[b]);
+                    logProb[b] += logSoftmax(row, id);
                     if (id == o.eosId()) {
                         eos[b] = done[b] = true;
                     } else {
                         out[b][count[b]++] = id;
-                        logProb[b] += logSoftmax(row, id);
                         last[b] = id;
                         done[b] = count[b] == budget[b];
                     }

@@ -126,6 +126,13 @@ class BatchGeneratorTest {
             anyEos |= got.get(b).stoppedAtEos();
         }
         assertTrue(anyEos && got.get(1).ids().length <= 3, "row 1 stops at its EOS");
+        // the log-prob counts the EOS that stopped a row: the teacher-forced score of ids + EOS
+        List<int[]> withEos = got.stream().map(r -> r.stoppedAtEos() ? append(r.ids(), eos) : r.ids()).toList();
+        double[] scored = new BatchGenerator(m, null).score(PROMPTS, withEos);
+        for (int b = 0; b < PROMPTS.size(); b++) {
+            assertEquals(scored[b], got.get(b).logProb(), 1e-4 * Math.max(1, Math.abs(scored[b])), "log-prob with EOS, row " + b);
+            assertEquals(withEos.get(b).length, got.get(b).scoredTokens());
+        }
         // a zero budget, and an empty prompt is one clear error
         assertEquals(0, new BatchGenerator(m, null).generate(PROMPTS, Generator.Options.greedy(0, -1)).get(0).ids().length);
         var e = assertThrows(IllegalArgumentException.class, () -> new BatchGenerator(m, null).generate(List.of(new int[] {1}, new int[0]), o));
@@ -156,5 +163,11 @@ class BatchGeneratorTest {
         assertArrayEquals(Arrays.copyOf(got.get(0).ids(), 2), own.get(0).ids());
         assertArrayEquals(Arrays.copyOf(got.get(1).ids(), 5), own.get(1).ids());
         assertThrows(IllegalArgumentException.class, () -> new BatchGenerator(m, null).generate(prompts, o, new int[] {2}));
+    }
+
+    static int[] append(int[] a, int x) {
+        int[] r = Arrays.copyOf(a, a.length + 1);
+        r[a.length] = x;
+        return r;
     }
 }
