@@ -11,6 +11,15 @@ rather than GPU approximations. The Java tests read the files; this script is on
 fixtures must change (on the GPU machine, which has torch/transformers/peft; no network needed).
 
 Usage:  python3 scripts/export_hf_golden.py OUT_DIR [--seed 1234]
+        python3 scripts/export_hf_golden.py --full OUT_DIR
+
+--full adds the full-parameter references to fixtures already in OUT_DIR (it reads NAME/model/ and
+NAME/inputs.json and writes only NAME/expected_full.safetensors, so every other file stays
+byte-identical): HF autograd's gradient of the base model's loss (no adapter) with respect to every
+parameter — embedding, RMSNorm weights, all seven projections, the q/k/v biases (Qwen2) and the head
+(Llama's untied lm_head; Qwen2's tied head is the embedding, whose gradient holds both uses):
+  OUT_DIR/NAME/expected_full.safetensors  loss (1): HF mean CE as loss_base; output_tokens (1);
+                                          grad.<HF parameter name> for every parameter, F32
 
 Layout written (per model NAME in llama, qwen2):
   OUT_DIR/NAME/model/                   save_pretrained, F32, single model.safetensors (+ tokenizer)
@@ -491,14 +500,88 @@ def export_one(name, root, seed):
         f"grads={len(lora_params)}")
 
 
+def export_full(name, root):
+    """Full-parameter gradients of the fixture's base model on the fixture's batch, from the files
+    already exported (so the references belong to exactly the weights and inputs the Java test reads)."""
+    model_dir = os.path.join(root, "model")
+    for need in (os.path.join(model_dir, "config.json"), os.path.join(root, "inputs.json"),
+                 os.path.join(root, "expected.safetensors")):
+        if not os.path.exists(need):
+            fail(f"--full needs an exported fixture: {need} is missing (run without --full first)")
+    model = from_pretrained_f32(model_dir)
+    model.eval()  # dropout-free; autograd still records
+    with open(os.path.join(root, "inputs.json"), encoding="utf-8") as f:
+        inputs = json.load(f)
+    t = {k: torch.tensor(v, dtype=torch.long) for k, v in inputs.items()}
+    fwd = dict(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
+               position_ids=t["position_ids"])
+    pad_mask = t["attention_mask"].bool()
+
+    params = dict(model.named_parameters())   # tied weights appear once (Qwen2: no lm_head.weight)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    if tied != ("lm_head.weight" not in params):
+        fail(f"[{name}] tie_word_embeddings={tied} but named_parameters has lm_head.weight: {'lm_head.weight' in params}")
+    for p in params.values():
+        p.requires_grad_(True)
+        p.grad = None
+    out = model(**fwd, labels=t["labels"])
+    out.loss.backward()
+    loss = out.loss.float().detach().reshape(1).clone()
+    logits = out.logits.float().detach()
+
+    # the same model and batch as expected.safetensors: its base logits and loss must come back
+    ref = load_file(os.path.join(root, "expected.safetensors"))
+    diff = (logits - ref["logits_base"])[pad_mask].abs().max().item()
+    if diff > 1e-5 or not torch.allclose(loss, ref["loss_base"], rtol=1e-6):
+        fail(f"[{name}] the fixture's model/ and inputs.json do not reproduce expected.safetensors "
+             f"(max |dlogits| {diff}, loss {float(loss)} vs {float(ref['loss_base'])})")
+    if not torch.allclose(loss, shifted_ce(logits, t["labels"]).reshape(1), rtol=1e-6):
+        fail(f"[{name}] HF loss differs from the mean shifted cross-entropy")
+
+    expected = {"loss": loss.contiguous()}
+    n_out = int((t["labels"][:, 1:] != -100).sum())
+    expected["output_tokens"] = torch.tensor([float(n_out)], dtype=torch.float32)
+    kinds = set()
+    for pname, p in sorted(params.items()):
+        g = p.grad
+        if g is None or not torch.isfinite(g).all() or g.abs().max().item() == 0.0:
+            fail(f"[{name}] gradient of {pname} is missing, non-finite or zero")
+        expected[GRAD_PREFIX + pname] = g.detach().float().contiguous().clone()
+        kinds.add(pname.split(".")[-2] if pname.startswith("model.layers.") else pname)
+    want = {"model.embed_tokens.weight", "model.norm.weight", "input_layernorm", "post_attention_layernorm"} | set(SEVEN)
+    want |= {"lm_head.weight"} if not tied else set()
+    if not want <= kinds:
+        fail(f"[{name}] parameter kinds without a gradient: {sorted(want - kinds)}")
+    if name == "qwen2" and not any(k.endswith(".bias") for k in params):
+        fail("[qwen2] no bias parameters")
+    # write beside, then rename: never a half-written file
+    dst = os.path.join(root, "expected_full.safetensors")
+    tmp = dst + ".tmp"
+    save_file(expected, tmp, metadata={"source": "scripts/export_hf_golden.py --full",
+                                       "loss": "HF mean CE over labels[:,1:] != -100 (as loss_base)",
+                                       "grads": "d loss / d parameter, HF names; a tied head is the embedding"})
+    os.replace(tmp, dst)
+    log(f"[{name}] full: loss={float(loss):.6f} output_tokens={n_out} grads={len(params)}")
+
+
+GRAD_PREFIX = "grad."
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--full", action="store_true",
+                    help="add expected_full.safetensors (full-parameter gradients) to the fixtures in OUT_DIR")
     args = ap.parse_args()
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # same summation order on every machine
+    if args.full:
+        out_dir = os.path.abspath(args.out_dir)
+        for name in ("llama", "qwen2"):
+            export_full(name, os.path.join(out_dir, name))
+        return
     out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     for i, name in enumerate(("llama", "qwen2")):

@@ -10,6 +10,8 @@ import jcuda.driver.CUgraph;
 import jcuda.driver.CUgraphExec;
 import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.GraphCapture;
+import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.io.HostTensor;
@@ -50,7 +52,7 @@ import org.sparselora.engine.io.HostTensor;
  * delegate. Where a capability's kernels do not take a call it says so and the engine's reference
  * default runs.
  */
-public final class GpuBackend implements Backend {
+public final class GpuBackend implements Backend, SparseOps, GraphCapture {
     final GpuDevice dev;
     final GpuMemory memory;
     final GpuBlas blas;
@@ -88,6 +90,9 @@ public final class GpuBackend implements Backend {
     CudaStream stream() { return dev.stream; }
 
     @Override public DType computeType() { return DType.BF16; }
+
+    /** The SparseLoRA ops ({@link SparseOps}) and graph capture run on this backend itself. */
+    @Override public Backend backend() { return this; }
 
     public String deviceName() { return dev.name; }
 
@@ -261,14 +266,14 @@ public final class GpuBackend implements Backend {
     @Override public void swigluJoin(Tensor h, Tensor g, Tensor u, Tensor addG, Tensor addU, Tensor addRows, Tensor hAdd,
                                      Tensor plainRows, Tensor keptG, Tensor keptU, Tensor keptCols, Tensor hKept) {
         if (!sparse.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept))
-            Backend.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
+            SparseOps.super.swigluJoin(h, g, u, addG, addU, addRows, hAdd, plainRows, keptG, keptU, keptCols, hKept);
     }
 
     @Override public void swigluBackwardJoin(Tensor dg, Tensor du, Tensor dh, Tensor g, Tensor u, Tensor addDh, Tensor addRows,
                                              Tensor dgAdd, Tensor duAdd, Tensor plainRows, Tensor keptDh, Tensor keptCols,
                                              Tensor dgKept, Tensor duKept) {
         if (!sparse.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept, duKept))
-            Backend.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept,
+            SparseOps.super.swigluBackwardJoin(dg, du, dh, g, u, addDh, addRows, dgAdd, duAdd, plainRows, keptDh, keptCols, dgKept,
                                              duKept);
     }
 
@@ -281,11 +286,11 @@ public final class GpuBackend implements Backend {
     @Override public void topK(Tensor idx, Tensor scores, int k) { predictor.topK(idx, scores, k); }
     @Override public void topKRows(Tensor idx, Tensor scores, int k) { predictor.topKRows(idx, scores, k); }
     @Override public void lowRankColumnNorms(Tensor[] outs, Tensor[] ts, Tensor[] qs) {
-        if (!predictor.lowRankColumnNorms(outs, ts, qs)) Backend.super.lowRankColumnNorms(outs, ts, qs);
+        if (!predictor.lowRankColumnNorms(outs, ts, qs)) SparseOps.super.lowRankColumnNorms(outs, ts, qs);
     }
 
     @Override public void lowRankSwigluColumnNorms(Tensor out, Tensor tg, Tensor qg, Tensor tu, Tensor qu) {
-        if (!predictor.lowRankSwigluColumnNorms(out, tg, qg, tu, qu)) Backend.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu);
+        if (!predictor.lowRankSwigluColumnNorms(out, tg, qg, tu, qu)) SparseOps.super.lowRankSwigluColumnNorms(out, tg, qg, tu, qu);
     }
 
     @Override public void kvChannelScores(Tensor scores, Tensor qNorms, Tensor kNorms, int kvHeads, int groupSize, int headDim) {
@@ -310,7 +315,7 @@ public final class GpuBackend implements Backend {
     // ================================================================== graphs, timing
 
     /** A captured and instantiated CUDA graph; {@link #replay()} launches it on the backend's stream. */
-    public final class Graph implements Backend.Captured {
+    public final class Graph implements GraphCapture.Captured {
         private final CUgraph graph;
         private final CUgraphExec exec;
         private final DevicePool.Capture<DevPtr> blocks;  // tensor blocks its replays write (scratch and outputs)

@@ -20,15 +20,16 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -248,13 +249,13 @@ class GpuTrainingStepTest {
     @Test
     void sparseStepOnRowBlockTokenGroupsMatchesTheCpu() {
         Batch batch = TinyModels.batch(C, 21, 12, new int[] {0, 0}, 5);
-        for (LlamaModel.RowBlockMode mode : new LlamaModel.RowBlockMode[] {LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL})
+        for (RowBlockMode mode : new RowBlockMode[] {RowBlockMode.SPARSE, RowBlockMode.ALL})
             sparseStepCase(batch, true, mode);
     }
 
-    static void sparseStepCase(Batch b, boolean rowBlocks) { sparseStepCase(b, rowBlocks, LlamaModel.RowBlockMode.SPARSE); }
+    static void sparseStepCase(Batch b, boolean rowBlocks) { sparseStepCase(b, rowBlocks, RowBlockMode.SPARSE); }
 
-    static void sparseStepCase(Batch b, boolean rowBlocks, LlamaModel.RowBlockMode mode) {
+    static void sparseStepCase(Batch b, boolean rowBlocks, RowBlockMode mode) {
         RandomWeights src = new RandomWeights(C, 7);
         long seed = 11;
         LlamaModel mc = new LlamaModel(cpu, LlamaWeights.upload(cpu, src)), mg = new LlamaModel(gpu, LlamaWeights.upload(gpu, src));
@@ -286,7 +287,7 @@ class GpuTrainingStepTest {
             // the same plan on the GPU
             double loss = mg.forward(b, lg, gpuPlan, null, seed);
             assertEquals(rowBlocks, mg.usedRowBlocks(), "GPU token groups as row blocks");
-            assertEquals(rowBlocks && mode == LlamaModel.RowBlockMode.ALL, mg.usedDenseRowBlocks(), "GPU dense group as row blocks");
+            assertEquals(rowBlocks && mode == RowBlockMode.ALL, mg.usedDenseRowBlocks(), "GPU dense group as row blocks");
             mg.backward();
             compare("sparse, CPU's plan", new Result(loss, host(gpu, lg.grads()), null), cpuRes);
 

@@ -23,7 +23,7 @@ import org.sparselora.engine.sparse.FlopCount;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 

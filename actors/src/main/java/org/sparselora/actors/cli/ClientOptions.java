@@ -8,8 +8,6 @@ import io.grpc.Metadata;
 import io.grpc.TlsChannelCredentials;
 import io.grpc.stub.MetadataUtils;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 import org.sparselora.actors.server.BearerTokenInterceptor;
@@ -60,9 +58,8 @@ public final class ClientOptions {
         ManagedChannel ch = Grpc.newChannelBuilderForAddress(host, port, creds).maxInboundMessageSize(64 << 20).build();
         var stub = SparseLoraControlGrpc.newBlockingStub(ch);
         if (tokenFile != null) {
-            if (!Files.isReadable(tokenFile)) throw new IllegalArgumentException("--token-file " + tokenFile + ": cannot read it");
             Metadata md = new Metadata();
-            md.put(BearerTokenInterceptor.AUTHORIZATION, "Bearer " + Files.readString(tokenFile, StandardCharsets.UTF_8).trim());
+            md.put(BearerTokenInterceptor.AUTHORIZATION, "Bearer " + org.sparselora.actors.server.Tokens.clientToken(tokenFile));
             stub = stub.withInterceptors(MetadataUtils.newAttachHeadersInterceptor(md));
         }
         return new Client(ch, stub);

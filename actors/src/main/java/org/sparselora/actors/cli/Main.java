@@ -14,7 +14,8 @@ import picocli.CommandLine.Command;
 @Command(name = "sparselora", mixinStandardHelpOptions = true, version = "sparselora 0.1.0",
         description = "SparseLoRA fine-tuning on the JVM: train in-process, or run a server and drive it.",
         subcommands = {TrainCommand.class, DemoCommand.class, ServeCommand.class, SubmitCommand.class, WatchCommand.class, CancelCommand.class,
-                JobsCommand.class, ScoreCommand.class, GenerateCommand.class, PredictorCommand.class, CalibrateCommand.class,
+                JobsCommand.class, ScoreCommand.class, EvalCommand.class, GenerateCommand.class, MergeCommand.class, PredictorCommand.class, CalibrateCommand.class,
+                SparsityCommand.class,
                 CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
 

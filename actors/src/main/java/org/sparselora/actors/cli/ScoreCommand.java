@@ -33,7 +33,9 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "score", mixinStandardHelpOptions = true,
         description = {"Score texts: mean next-token cross-entropy (nats) per record of a JSONL file.",
-                "Prints {\"index\": i, \"tokens\": n, \"loss\": x} per record, then {\"records\": N, \"mean_loss\": m}."})
+                "Prints {\"index\": i, \"tokens\": n, \"loss\": x} per record, then {\"records\": N, \"mean_loss\": m}.",
+                "A record of fewer than 2 tokens has nothing to predict: it is listed as skipped and left out of the mean.",
+                "A NaN or infinite loss makes the exit status 1 (--allow-nonfinite accepts it)."})
 public final class ScoreCommand implements Callable<Integer> {
 
     @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
@@ -57,7 +59,11 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})")
     String device;
 
-    private static final ObjectMapper JSON = new ObjectMapper();
+    @Option(names = "--allow-nonfinite", description = "exit 0 even when a loss is NaN or infinite (printed as null)")
+    boolean allowNonFinite;
+
+    // one JSON value per line: "{...} garbage" is a malformed line, not a record
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     /** A text with the 1-based line it came from. */
     record Text(int line, String text) {}
@@ -74,13 +80,35 @@ public final class ScoreCommand implements Callable<Integer> {
                 Scorer scorer = new Scorer(new LlamaModel(be, w), lora, tok, maxTokens);
                 PrintStream out = System.out;
                 double sum = 0;
+                int scored = 0, skipped = 0;
+                List<String> nonFinite = new ArrayList<>();
                 for (int i = 0; i < texts.size(); i++) {
                     Scorer.Score s = scorer.score(texts.get(i).text());
+                    if (!s.scored()) {
+                        // a loss of 0 here would pull the mean down: such records are listed and left out
+                        skipped++;
+                        out.println("{\"index\": " + i + ", \"tokens\": " + s.tokens() + ", \"skipped\": \"fewer than 2 tokens: nothing to predict\"}");
+                        System.err.println(data + " line " + texts.get(i).line() + ": " + s.tokens() + " token(s), nothing to predict (skipped, not in the mean)");
+                        continue;
+                    }
+                    if (!Double.isFinite(s.loss())) nonFinite.add("record " + i + " (line " + texts.get(i).line() + ")");
+                    scored++;
                     sum += s.loss();
                     out.println("{\"index\": " + i + ", \"tokens\": " + s.tokens() + ", \"loss\": " + number(s.loss()) + "}");
                 }
-                out.println("{\"records\": " + texts.size() + ", \"mean_loss\": " + number(texts.isEmpty() ? Double.NaN : sum / texts.size()) + "}");
+                // "records" counts the records in the mean; skipped ones are counted apart
+                out.println("{\"records\": " + scored + (skipped > 0 ? ", \"skipped\": " + skipped : "")
+                        + ", \"mean_loss\": " + number(scored == 0 ? Double.NaN : sum / scored) + "}");
                 out.flush();
+                if (!nonFinite.isEmpty() && !allowNonFinite) {
+                    System.err.println("score: the loss is not a finite number for " + nonFinite.size() + " record(s), first "
+                            + nonFinite.get(0) + ": the model's weights or config.json produce NaN/inf (pass --allow-nonfinite to accept)");
+                    return 1;
+                }
+                if (scored == 0 && !texts.isEmpty()) {
+                    System.err.println("score: no record has 2 or more tokens: nothing was scored");
+                    return 1;
+                }
             }
         }
         return 0;
@@ -113,8 +141,8 @@ public final class ScoreCommand implements Callable<Integer> {
                         texts.add(new Text(n, node.get(field).asText()));
                         continue;
                     }
-                } catch (IOException e) {
-                    problem = "not valid JSON (" + e.getMessage().lines().findFirst().orElse("") + ")";
+                } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                    problem = "not valid JSON (" + org.sparselora.engine.io.JsonErrors.kind(e) + ")";
                 }
                 skipped++;
                 err.println(String.format(Locale.ROOT, "%s line %d: %s (skipped)", file, n, problem));

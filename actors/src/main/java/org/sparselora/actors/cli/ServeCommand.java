@@ -13,7 +13,7 @@ import picocli.CommandLine.Option;
 /** {@code sparselora serve}: the SparseLoraControl gRPC server. */
 @Command(name = "serve", mixinStandardHelpOptions = true,
         description = {"Run the control server (gRPC, see proto/src/main/proto/control.proto).",
-                "Loopback only unless --bind names another address, which requires --token-file."})
+                "Requires --token-file (clients and tokens) unless --insecure-local on loopback; job paths must lie inside --root directories."})
 public final class ServeCommand implements Callable<Integer> {
 
     @Option(names = "--bind", defaultValue = "127.0.0.1", description = "address to listen on (default: ${DEFAULT-VALUE})")
@@ -22,8 +22,17 @@ public final class ServeCommand implements Callable<Integer> {
     @Option(names = "--port", defaultValue = "7070", description = "port (default: ${DEFAULT-VALUE}; 0 = any free port)")
     int port;
 
-    @Option(names = "--token-file", paramLabel = "FILE", description = "require 'authorization: Bearer <contents of FILE>' on every call")
+    @Option(names = "--token-file", paramLabel = "FILE", description = {"clients and their tokens, one per line: NAME ROLE TOKEN (role user or admin;",
+            "a file holding one bare token is one admin client). Every call must carry 'authorization: Bearer <token>'."})
     Path tokenFile;
+
+    @Option(names = "--insecure-local", description = {"serve a loopback address without tokens: every local user becomes the same admin client",
+            "and can make the server read and write files with its rights (inside the roots)"})
+    boolean insecureLocal;
+
+    @Option(names = "--root", paramLabel = "DIR", description = {"a directory whose files jobs may read and write (repeatable); every path of a submitted",
+            "job must resolve inside one. Default: the server's working directory."})
+    java.util.List<Path> roots = new java.util.ArrayList<>();
 
     @Option(names = "--tls-cert", paramLabel = "PEM", description = "TLS certificate chain (with --tls-key)")
     Path tlsCert;
@@ -47,7 +56,7 @@ public final class ServeCommand implements Callable<Integer> {
         JobManager jobs = new JobManager(system, maxConcurrent, JobManager.engines(), Launch.settings(conf));
         ControlServer server;
         try {
-            server = ControlServer.start(new ControlServer.Options(bind, port, tokenFile, tlsCert, tlsKey, maxMessageBytes, metricsPort), jobs);
+            server = ControlServer.start(new ControlServer.Options(bind, port, tokenFile, tlsCert, tlsKey, maxMessageBytes, metricsPort, roots, insecureLocal), jobs);
         } catch (RuntimeException | java.io.IOException e) {
             system.terminate();
             throw e;
@@ -61,7 +70,7 @@ public final class ServeCommand implements Callable<Integer> {
             system.terminate();
         }));
         System.out.println("sparselora serve: listening on " + bind + ":" + server.port()
-                + (tokenFile != null ? " (bearer token required)" : "") + (tlsCert != null ? " (TLS)" : "")
+                + (tokenFile != null ? " (bearer token required)" : " (no token: --insecure-local)") + (tlsCert != null ? " (TLS)" : "")
                 + (server.metricsPort() != null ? "; metrics on :" + server.metricsPort() + "/metrics" : ""));
         System.out.flush();
         server.awaitTermination();

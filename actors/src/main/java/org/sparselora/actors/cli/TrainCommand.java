@@ -30,12 +30,22 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--resume", description = "continue from the checkpoint in output_dir")
     boolean resume;
 
+    @Option(names = "--overwrite", description = {"start over in an output_dir that holds an earlier run: its checkpoint, adapter, metrics and plot",
+            "are removed first (without this, a non-empty output_dir is refused)"})
+    boolean overwrite;
+
+    @Option(names = "--allow-changes", split = ",", paramLabel = "KEY", description = {"with --resume: settings that may differ from the checkpoint's job",
+            "(steps, device); any other difference is refused, naming the keys"})
+    java.util.Set<String> allowChanges = new java.util.LinkedHashSet<>();
+
     @Option(names = "--stop-after", paramLabel = "N", description = {"stop once N steps are done (counting those before a --resume), with a checkpoint,",
             "as Ctrl-C does; exit 0. The run may go one step past N (the step already started). --resume continues it."})
     Integer stopAfter;
 
     @Option(names = "--random-init", paramLabel = "PRESET|config.json", description = {"train on base weights drawn at random (on the device, never through the host) instead of",
-            "the job's model — for timing runs: llama3-8b, llama3.2-1b or an HF config.json (the job's model: random:… does the same)"})
+            "the job's model: llama3-8b, llama3.2-1b (timing shapes), tiny-1m, small-8m, base-30m (small shapes for",
+            "pretraining from scratch in mode: full, vocabulary from the job's tokenizer) or an HF config.json",
+            "(the job's model: random:… does the same)"})
     String randomInit;
 
     @Override
@@ -57,7 +67,9 @@ public final class TrainCommand implements Callable<Integer> {
         ActorSystem<SpawnProtocol.Command> system = Launch.actorSystem(conf);
         JobManager jobs = new JobManager(system, 1, JobManager.engines(), Launch.settings(conf));
         try (ProgressView view = new ProgressView(System.err, spec.getName())) {
-            String id = jobs.submit(spec);
+            if (!allowChanges.isEmpty() && !resume) throw new IllegalArgumentException("--allow-changes goes with --resume");
+            if (overwrite && resume) throw new IllegalArgumentException("--overwrite and --resume exclude each other: one starts over, the other continues");
+            String id = jobs.submit(spec, new JobManager.SubmitOptions(org.sparselora.actors.server.Caller.LOCAL, overwrite, allowChanges));
             Thread hook = new Thread(() -> {
                 jobs.cancel(id, "interrupted (Ctrl-C)");
                 jobs.completion(id).join();

@@ -30,7 +30,7 @@ import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.RandomWeights;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 

@@ -9,6 +9,7 @@ import java.util.List;
 import java.util.Map;
 import org.sparselora.actors.job.Devices;
 import org.sparselora.actors.job.JobSpecException;
+import org.sparselora.actors.job.SparsityProtos;
 import org.sparselora.actors.pipeline.AdapterExporter;
 import org.sparselora.actors.pipeline.BatchSource;
 import org.sparselora.actors.pipeline.DataPosition;
@@ -37,15 +38,15 @@ import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.sparse.ChannelSelection;
-import org.sparselora.engine.sparse.InProcessScoreExchange;
+import org.sparselora.engine.train.InProcessScoreExchange;
 import org.sparselora.engine.sparse.LowRankSvd;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.tokenizer.Tokenizer;
 import org.sparselora.engine.tokenizer.Tokenizers;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.train.GradientExchange;
 import org.sparselora.engine.train.LocalGradientExchange;
@@ -104,6 +105,9 @@ public final class LlamaEngineProvider implements EngineProvider {
 
     @Override
     public JobRuntime open(JobSpec spec) {
+        // until the model computes weight gradients (FullParameterModel), say so instead of failing on the empty LoRA section
+        if (org.sparselora.actors.job.JobSpecs.isFull(spec.getMode()))
+            throw new JobSpecException("mode", "full is not available in this build yet: the Llama model does not compute weight gradients");
         if (RandomModel.isRandom(spec.getModel())) {
             LlamaConfig cfg = RandomModel.config(spec.getModel());
             return open(spec, null, false, null, cfg);
@@ -124,7 +128,7 @@ public final class LlamaEngineProvider implements EngineProvider {
         Devices.Device device = Devices.forJob(spec.getDevice(), spec.getWorkers());
         boolean gpu = device.gpu();
         if (gpu) checkGpus(device, spec.getWorkers());
-        SparsityConfig sparsity = spec.hasSparsity() ? toEngine(spec.getSparsity()) : SparsityConfig.dense();
+        SparsityConfig sparsity = SparsityProtos.forJob(spec);
         SparsityConfig.Resolved resolved = sparsity.resolve(cfg);
 
         BatchSource data;
@@ -308,14 +312,6 @@ public final class LlamaEngineProvider implements EngineProvider {
                 // closed in reverse order: trainer (optimizer moments), adapter, weights, backend
             }
         }
-    }
-
-    /** The job's inline sparsity (proto, defaults applied) as the engine's config. */
-    static SparsityConfig toEngine(org.sparselora.proto.control.SparsityConfig c) {
-        int rank = c.getMode().equals("dense") ? 0 : Integer.parseInt(c.getMode().substring(4));
-        return new SparsityConfig(c.getStartStep(), c.getEndStep(), rank, c.getSkipOutputTokens(), c.getSparseOutputTokens(),
-                c.getFrozenGrad().equals("cut") ? SparsePlan.FrozenGrad.CUT : SparsePlan.FrozenGrad.SLICED,
-                new LinkedHashMap<>(new java.util.TreeMap<>(c.getSparsityMap())), "job sparsity");
     }
 
     /** $SPARSELORA_CACHE or ~/.cache/sparselora: predictor factors by model path and rank. */

@@ -19,7 +19,6 @@ import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.LoraSpec;
 import org.sparselora.proto.control.OptimizerSpec;
 import org.sparselora.proto.control.ScheduleSpec;
-import org.sparselora.proto.control.SparsityConfig;
 
 /**
  * job.yaml ↔ {@link JobSpec}, in one place. The YAML keys are the proto field names (snake_case);
@@ -32,10 +31,13 @@ import org.sparselora.proto.control.SparsityConfig;
 public final class JobFiles {
 
     private static final ObjectMapper YAML = new ObjectMapper(new YAMLFactory()
-            .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).enable(YAMLGenerator.Feature.MINIMIZE_QUOTES));
+            .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER).enable(YAMLGenerator.Feature.MINIMIZE_QUOTES))
+            // a key given twice is a mistake, not "the last one wins"
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_READING_DUP_TREE_KEY)
+            .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
     private static final Pattern SCHEME = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]+:.*");
     private static final Set<String> TOP = Set.of("name", "model", "tokenizer", "data", "lora", "sparsity", "optimizer", "schedule",
-            "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch");
+            "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch", "mode");
 
     private JobFiles() {}
 
@@ -67,7 +69,7 @@ public final class JobFiles {
                 case "lora" -> b.setLora(lora(v));
                 case "sparsity" -> {
                     if (v.isTextual()) b.setSparsityPath(path(v.asText(), baseDir));
-                    else b.setSparsity(sparsity("sparsity", v));
+                    else b.setSparsity(SparsityProtos.fromTree(v, "sparsity"));
                 }
                 case "optimizer" -> b.setOptimizer(optimizer(v));
                 case "schedule" -> b.setSchedule(schedule(v));
@@ -80,21 +82,11 @@ public final class JobFiles {
                 case "seed" -> b.setSeed(longValue(k, v));
                 case "device" -> b.setDevice(text(k, v));
                 case "prefetch" -> b.setPrefetch(integer(k, v));
+                case "mode" -> b.setMode(text(k, v));
                 default -> throw new JobSpecException(k, "unknown key (known: " + String.join(", ", TOP.stream().sorted().toList()) + ")");
             }
         }
         return b.build();
-    }
-
-    /** A sparsity config file in the published schema (start_step, end_step, mode, skip_output_tokens, sparsity). */
-    public static SparsityConfig loadSparsity(Path file) {
-        try {
-            return sparsity("sparsity", readYaml(file));
-        } catch (IOException e) {
-            throw new JobSpecException("sparsity", e.getMessage());
-        } catch (JobSpecException e) {
-            throw new JobSpecException("sparsity (" + file + ")", e.getMessage());
-        }
     }
 
     private static JsonNode readYaml(Path file) throws IOException {
@@ -102,7 +94,10 @@ public final class JobFiles {
         try {
             return YAML.readTree(file.toFile());
         } catch (JacksonException e) {
-            throw new IOException(file + ": not valid YAML: " + e.getOriginalMessage()
+            // the parser's first line only (its later lines repeat the input around the error)
+            String why = e.getOriginalMessage() == null ? "" : e.getOriginalMessage().lines().findFirst().orElse("");
+            if (why.length() > 160) why = why.substring(0, 160) + "…";
+            throw new IOException(file + ": not valid YAML: " + why
                     + (e.getLocation() != null ? " (line " + e.getLocation().getLineNr() + ")" : ""));
         }
     }
@@ -145,30 +140,14 @@ public final class JobFiles {
                 case "rslora" -> l.setRslora(bool("lora.rslora", x));
                 case "targets" -> {
                     if (!x.isArray()) throw new JobSpecException("lora.targets", "must be a list like [q, k, v, o]");
+                    // an empty list would otherwise read as "not given" and become the default targets
+                    if (x.isEmpty()) throw new JobSpecException("lora.targets", "is an empty list: name at least one projection, or leave the key out for the default [q, k, v, o]");
                     for (JsonNode t : x) l.addTargets(text("lora.targets", t).replace("_proj", ""));
                 }
                 default -> throw new JobSpecException("lora." + k, "unknown key (known: r, alpha, dropout, targets, rslora)");
             }
         });
         return l.build();
-    }
-
-    static SparsityConfig sparsity(String at, JsonNode v) {
-        SparsityConfig.Builder s = SparsityConfig.newBuilder();
-        each(at, v, (k, x) -> {
-            String f = at + "." + k;
-            switch (k) {
-                case "start_step" -> s.setStartStep(number(f, x));
-                case "end_step" -> s.setEndStep(number(f, x));
-                case "mode" -> s.setMode(text(f, x));
-                case "skip_output_tokens" -> s.setSkipOutputTokens(bool(f, x));
-                case "frozen_grad" -> s.setFrozenGrad(text(f, x));
-                case "sparse_output_tokens" -> s.setSparseOutputTokens(number(f, x));
-                case "sparsity" -> each(f, x, (layer, r) -> s.putSparsity(layer, number(f + "." + layer, r)));
-                default -> throw new JobSpecException(f, "unknown key (known: start_step, end_step, mode, skip_output_tokens, frozen_grad, sparse_output_tokens, sparsity)");
-            }
-        });
-        return s.build();
     }
 
     private static OptimizerSpec optimizer(JsonNode v) {
@@ -183,7 +162,8 @@ public final class JobFiles {
                 case "beta2" -> o.setBeta2(number(f, x));
                 case "eps" -> o.setEps(number(f, x));
                 case "grad_clip" -> o.setGradClip(number(f, x));
-                default -> throw new JobSpecException(f, "unknown key (known: name, lr, weight_decay, beta1, beta2, eps, grad_clip)");
+                case "decay_norms_and_embeddings" -> o.setDecayNormsAndEmbeddings(bool(f, x));
+                default -> throw new JobSpecException(f, "unknown key (known: name, lr, weight_decay, beta1, beta2, eps, grad_clip, decay_norms_and_embeddings)");
             }
         });
         return o.build();
@@ -228,18 +208,7 @@ public final class JobFiles {
             n.put("rslora", l.getRslora());
         }
         if (s.hasSparsityPath()) r.put("sparsity", s.getSparsityPath());
-        if (s.hasSparsity()) {
-            SparsityConfig c = s.getSparsity();
-            ObjectNode n = r.putObject("sparsity");
-            if (c.hasStartStep()) n.put("start_step", c.getStartStep());
-            if (c.hasEndStep()) n.put("end_step", c.getEndStep());
-            if (!c.getMode().isEmpty()) n.put("mode", c.getMode());
-            if (c.hasSkipOutputTokens()) n.put("skip_output_tokens", c.getSkipOutputTokens());
-            if (!c.getFrozenGrad().isEmpty()) n.put("frozen_grad", c.getFrozenGrad());
-            n.put("sparse_output_tokens", c.getSparseOutputTokens());
-            ObjectNode m = n.putObject("sparsity");
-            c.getSparsityMap().entrySet().stream().sorted(Map.Entry.comparingByKey()).forEach(e -> m.put(e.getKey(), e.getValue()));
-        }
+        if (s.hasSparsity()) r.set("sparsity", SparsityProtos.toTree(s.getSparsity()));
         if (s.hasOptimizer()) {
             OptimizerSpec o = s.getOptimizer();
             ObjectNode n = r.putObject("optimizer");
@@ -250,6 +219,7 @@ public final class JobFiles {
             if (o.hasBeta2()) n.put("beta2", o.getBeta2());
             if (o.hasEps()) n.put("eps", o.getEps());
             if (o.hasGradClip()) n.put("grad_clip", o.getGradClip());
+            if (o.hasDecayNormsAndEmbeddings()) n.put("decay_norms_and_embeddings", o.getDecayNormsAndEmbeddings());
         }
         if (s.hasSchedule()) {
             ScheduleSpec c = s.getSchedule();
@@ -264,6 +234,7 @@ public final class JobFiles {
         r.put("seed", s.getSeed());
         if (!s.getDevice().isEmpty()) r.put("device", s.getDevice());
         if (s.hasPrefetch()) r.put("prefetch", s.getPrefetch());
+        if (!s.getMode().isEmpty()) r.put("mode", s.getMode());
         return YAML.writeValueAsString(r);
     }
 

@@ -4,28 +4,26 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashSet;
 import java.util.List;
-import java.util.Map;
 import java.util.Set;
-import java.util.regex.Pattern;
 import org.sparselora.proto.control.DataSpec;
 import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.LoraSpec;
 import org.sparselora.proto.control.OptimizerSpec;
 import org.sparselora.proto.control.ScheduleSpec;
-import org.sparselora.proto.control.SparsityConfig;
 
 /**
  * The one place that knows what a valid {@link JobSpec} is: defaults for unset fields, validation
  * of every field (a {@link JobSpecException} naming the field path, which is also the job.yaml
- * key), and resolving a sparsity config given by path into the inline form the pipeline runs.
+ * key), and resolving a sparsity config given by path into the inline form the pipeline runs. The
+ * sparsity config itself is defaulted and checked by the engine's own parser ({@link SparsityProtos}).
  * Both job files and SubmitJob requests go through here.
  */
 public final class JobSpecs {
 
     public static final List<String> LORA_TARGETS = List.of("q", "k", "v", "o", "gate", "up", "down");
-    private static final Pattern MODE = Pattern.compile("dense|svd_[1-9][0-9]{0,3}");
-    private static final Pattern LAYER_KEY = Pattern.compile("layers\\.[0-9]{1,4}\\.(mlp|self_attn)");
     private static final int MAX_STRING = 4096;
+    /** The training modes: a LoRA adapter on frozen weights, or every parameter. */
+    public static final String LORA = "lora", FULL = "full";
 
     private JobSpecs() {}
 
@@ -40,11 +38,14 @@ public final class JobSpecs {
             Path fn = Path.of(s.getOutputDir()).getFileName();
             b.setName(fn == null ? "job" : fn.toString());
         }
-        LoraSpec.Builder l = s.getLora().toBuilder();
-        if (!l.hasR()) l.setR(32);
-        if (!l.hasAlpha()) l.setAlpha(64);
-        if (l.getTargetsCount() == 0) l.addAllTargets(List.of("q", "k", "v", "o"));
-        b.setLora(l);
+        if (s.getMode().isEmpty()) b.setMode(LORA);
+        if (!isFull(b.getMode())) {   // full mode has no adapter: a lora section stays absent, so validate can refuse one given
+            LoraSpec.Builder l = s.getLora().toBuilder();
+            if (!l.hasR()) l.setR(32);
+            if (!l.hasAlpha()) l.setAlpha(64);
+            if (l.getTargetsCount() == 0) l.addAllTargets(List.of("q", "k", "v", "o"));
+            b.setLora(l);
+        }
         OptimizerSpec.Builder o = s.getOptimizer().toBuilder();
         if (o.getName().isEmpty()) o.setName("adamw");
         if (!o.hasLr()) o.setLr(2e-4);
@@ -53,27 +54,18 @@ public final class JobSpecs {
         if (!o.hasBeta2()) o.setBeta2(0.999);
         if (!o.hasEps()) o.setEps(1e-8);
         if (!o.hasGradClip()) o.setGradClip(1.0);
+        if (!o.hasDecayNormsAndEmbeddings() && isFull(b.getMode())) o.setDecayNormsAndEmbeddings(false);
         b.setOptimizer(o);
         ScheduleSpec.Builder sc = s.getSchedule().toBuilder();
         if (sc.getType().isEmpty()) sc.setType("constant");
         b.setSchedule(sc);
-        if (s.hasSparsity()) b.setSparsity(sparsityDefaults(s.getSparsity()));
+        if (s.hasSparsity()) b.setSparsity(SparsityProtos.normalized(s.getSparsity(), "sparsity"));
         if (s.getData().hasSynthetic()) {
             // synthetic data gives rows per worker and the sequence length: the job's shape follows
             var sy = s.getData().getSynthetic();
             if (s.getBatchSize() == 0) b.setBatchSize(sy.getBatch() * b.getWorkers());
             if (s.getSeqLen() == 0) b.setSeqLen(sy.getSeq());
         }
-        return b.build();
-    }
-
-    public static SparsityConfig sparsityDefaults(SparsityConfig c) {
-        SparsityConfig.Builder b = c.toBuilder();
-        if (!c.hasStartStep()) b.setStartStep(0.05);
-        if (!c.hasEndStep()) b.setEndStep(1.0);
-        if (!c.hasSkipOutputTokens()) b.setSkipOutputTokens(true);
-        if (c.getMode().isEmpty()) b.setMode("svd_8");
-        if (c.getFrozenGrad().isEmpty()) b.setFrozenGrad("sliced");
         return b.build();
     }
 
@@ -103,18 +95,10 @@ public final class JobSpecs {
         if (!d.getFormat().isEmpty() && !Set.of("alpaca", "gsm8k", "text", "arc").contains(d.getFormat()))
             throw new JobSpecException("data.format", "must be one of alpaca, gsm8k, text, arc, got '" + d.getFormat() + "'");
         str("data.field", d.getField(), false);
-        LoraSpec l = s.getLora();
-        range("lora.r", l.getR(), 1, 4096);
-        positive("lora.alpha", l.getAlpha());
-        if (!(l.getDropout() >= 0 && l.getDropout() < 1)) throw new JobSpecException("lora.dropout", "must be in [0, 1), got " + l.getDropout());
-        Set<String> seen = new HashSet<>();
-        for (String t : l.getTargetsList()) {
-            if (!LORA_TARGETS.contains(t)) throw new JobSpecException("lora.targets", "unknown projection '" + t + "' (use " + String.join(", ", LORA_TARGETS) + ")");
-            if (!seen.add(t)) throw new JobSpecException("lora.targets", "'" + t + "' listed twice");
-        }
-        if (l.getTargetsCount() == 0) throw new JobSpecException("lora.targets", "must name at least one projection");
-        if (s.hasSparsityPath()) str("sparsity", s.getSparsityPath(), true);
-        if (s.hasSparsity()) validateSparsity("sparsity", s.getSparsity());
+        if (!s.getMode().equals(LORA) && !isFull(s.getMode()))
+            throw new JobSpecException("mode", "must be lora or full, got '" + s.getMode() + "'");
+        if (isFull(s.getMode())) validateFull(s);
+        else validateLora(s);
         OptimizerSpec o = s.getOptimizer();
         if (!o.getName().equals("adamw")) throw new JobSpecException("optimizer.name", "only adamw is supported, got '" + o.getName() + "'");
         if (!(o.getLr() > 0 && o.getLr() <= 1)) throw new JobSpecException("optimizer.lr", "must be in (0, 1], got " + o.getLr());
@@ -144,20 +128,33 @@ public final class JobSpecs {
         range("prefetch", s.getPrefetch(), 1, 1024);
     }
 
-    public static void validateSparsity(String at, SparsityConfig c) {
-        double start = c.getStartStep(), end = c.getEndStep();
-        if (!(start >= 0 && start <= 1)) throw new JobSpecException(at + ".start_step", "must be in [0, 1], got " + start);
-        if (!(end >= start && end <= 1)) throw new JobSpecException(at + ".end_step", "must be in [start_step, 1], got " + end);
-        if (!MODE.matcher(c.getMode()).matches()) throw new JobSpecException(at + ".mode", "must be dense or svd_<rank>, got '" + c.getMode() + "'");
-        if (!Set.of("cut", "sliced").contains(c.getFrozenGrad())) throw new JobSpecException(at + ".frozen_grad", "must be cut or sliced, got '" + c.getFrozenGrad() + "'");
-        if (!(c.getSparseOutputTokens() >= 0 && c.getSparseOutputTokens() <= 1))
-            throw new JobSpecException(at + ".sparse_output_tokens", "must be in [0, 1], got " + c.getSparseOutputTokens());
-        for (Map.Entry<String, Double> e : c.getSparsityMap().entrySet()) {
-            if (!LAYER_KEY.matcher(e.getKey()).matches())
-                throw new JobSpecException(at + ".sparsity", "key '" + e.getKey() + "' is not layers.<i>.mlp or layers.<i>.self_attn");
-            double v = e.getValue();
-            if (!(v >= 0 && v < 1)) throw new JobSpecException(at + ".sparsity." + e.getKey(), "ratio must be in [0, 1), got " + v);
+    /** LoRA mode: the adapter's settings and the sparsity config. */
+    private static void validateLora(JobSpec s) {
+        LoraSpec l = s.getLora();
+        range("lora.r", l.getR(), 1, 4096);
+        positive("lora.alpha", l.getAlpha());
+        if (!(l.getDropout() >= 0 && l.getDropout() < 1)) throw new JobSpecException("lora.dropout", "must be in [0, 1), got " + l.getDropout());
+        Set<String> seen = new HashSet<>();
+        for (String t : l.getTargetsList()) {
+            if (!LORA_TARGETS.contains(t)) throw new JobSpecException("lora.targets", "unknown projection '" + t + "' (use " + String.join(", ", LORA_TARGETS) + ")");
+            if (!seen.add(t)) throw new JobSpecException("lora.targets", "'" + t + "' listed twice");
         }
+        if (l.getTargetsCount() == 0) throw new JobSpecException("lora.targets", "must name at least one projection");
+        if (s.hasSparsityPath()) str("sparsity", s.getSparsityPath(), true);
+        if (s.hasSparsity()) SparsityProtos.toEngine(s.getSparsity(), "sparsity");
+        if (s.getOptimizer().hasDecayNormsAndEmbeddings())
+            throw new JobSpecException("optimizer.decay_norms_and_embeddings", "applies to mode: full only (a LoRA adapter has no norms, biases or embeddings)");
+    }
+
+    /** Whether a spec's mode (after {@link #withDefaults}) trains every parameter. */
+    public static boolean isFull(String mode) { return FULL.equals(mode); }
+
+    /** Full mode: every parameter trains, so the LoRA and sparsity sections have nothing to configure. */
+    private static void validateFull(JobSpec s) {
+        if (s.hasLora())
+            throw new JobSpecException("lora", "is not used in mode: full (every parameter trains, there is no adapter); remove the lora section or use mode: lora");
+        if (s.hasSparsity() || s.hasSparsityPath())
+            throw new JobSpecException("sparsity", "is not used in mode: full (contextual sparsity applies to LoRA training only); remove it or use mode: lora");
     }
 
     /** Defaults + validation + sparsity by path loaded inline: the spec a JobSupervisor runs. */
@@ -167,9 +164,7 @@ public final class JobSpecs {
         if (s.hasSparsityPath()) {
             Path p = Path.of(s.getSparsityPath());
             if (!Files.isReadable(p)) throw new JobSpecException("sparsity", "cannot read sparsity config " + p);
-            SparsityConfig c = sparsityDefaults(JobFiles.loadSparsity(p));
-            validateSparsity("sparsity (" + p + ")", c);
-            s = s.toBuilder().setSparsity(c).build();
+            s = s.toBuilder().setSparsity(SparsityProtos.load(p)).build();
         }
         return s;
     }

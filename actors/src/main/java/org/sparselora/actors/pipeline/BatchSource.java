@@ -1,6 +1,6 @@
 package org.sparselora.actors.pipeline;
 
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The data set side of a job as the DataLoader actor sees it: the engine's dataset reader +

@@ -4,15 +4,14 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.zip.CRC32;
+import org.sparselora.engine.io.AtomicFiles;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.proto.cluster.Checkpoint;
 import org.sparselora.proto.cluster.DataPositionProto;
@@ -20,10 +19,14 @@ import org.sparselora.proto.cluster.FloatTensor;
 import org.sparselora.proto.cluster.NamedTensor;
 
 /**
- * The job's resumable checkpoint, {@code <output_dir>/checkpoint/checkpoint.pb}: adapter + AdamW
- * moments ({@link TrainerState}), completed steps, data position and RNG state, the job spec. It is
- * written to a temp file in the same directory, forced to disk, then renamed over the old one, so a
- * crash at any instant leaves either the previous complete checkpoint or the new complete one. The
+ * The job's resumable checkpoint, {@code <output_dir>/checkpoint/checkpoint.pb}: the trainer's
+ * {@link TrainerState} (LoRA mode: adapter + AdamW moments; full mode: the fp32 master of every
+ * parameter under its HF name + {@code .exp_avg} + {@code .exp_avg_sq}), completed steps, data
+ * position and RNG state, the job spec. One protobuf message, so the state must stay under
+ * {@link #MAX_PAYLOAD} bytes (full mode: about 160M parameters at 12 bytes each); a larger one is
+ * refused before anything is written. It is written through {@link AtomicFiles} (a fresh temp file
+ * in the same directory, forced to disk, then renamed over the old one), so a crash at any instant
+ * leaves either the previous complete checkpoint or the new complete one. The
  * file starts with "SLCK", a version, the payload length and its CRC-32, so a damaged file is
  * reported as such instead of being half-loaded.
  */
@@ -33,6 +36,9 @@ public final class CheckpointStore {
     private static final int MAGIC = 0x4B434C53; // "SLCK" little-endian
     private static final int VERSION = 1;
     private static final int HEADER = 4 + 4 + 8 + 8;
+
+    /** Protobuf's limit on one message. */
+    public static final long MAX_PAYLOAD = Integer.MAX_VALUE;
 
     private final Path dir;
 
@@ -45,29 +51,24 @@ public final class CheckpointStore {
     public boolean exists() { return Files.exists(file()); }
 
     public void write(Checkpoint checkpoint) throws IOException {
+        long values = 0;
+        for (NamedTensor t : checkpoint.getTensorsList()) values += t.getData().getValuesCount();
+        if (4 * values + (1 << 20) > MAX_PAYLOAD)
+            throw new IOException("cannot checkpoint to " + file() + ": the trainer state has " + values + " values ("
+                    + (4 * values >> 20) + " MiB), more than one checkpoint file holds (" + (MAX_PAYLOAD >> 20) + " MiB)");
         Files.createDirectories(dir);
         byte[] payload = checkpoint.toByteArray();
         CRC32 crc = new CRC32();
         crc.update(payload);
         ByteBuffer header = ByteBuffer.allocate(HEADER).order(ByteOrder.LITTLE_ENDIAN)
                 .putInt(MAGIC).putInt(VERSION).putLong(payload.length).putLong(crc.getValue()).flip();
-        Path tmp = Files.createTempFile(dir, FILE + ".", ".tmp");
-        try {
+        AtomicFiles.write(file(), tmp -> {
             try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
                 while (header.hasRemaining()) ch.write(header);
                 ByteBuffer body = ByteBuffer.wrap(payload);
                 while (body.hasRemaining()) ch.write(body);
-                ch.force(true);
             }
-            try {
-                Files.move(tmp, file(), StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (AtomicMoveNotSupportedException e) {
-                throw new IOException("checkpoint directory " + dir + " does not support atomic rename", e);
-            }
-            forceDirectory();
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        });
     }
 
     public Checkpoint read() throws IOException {
@@ -90,17 +91,11 @@ public final class CheckpointStore {
 
     /** Temp files a killed process left behind (never the checkpoint itself). */
     public void removeStaleTemps() throws IOException {
+        AtomicFiles.removeStaleTemps(file());
         if (!Files.isDirectory(dir)) return;
+        // the names an earlier version of this writer used
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(dir, FILE + ".*.tmp")) {
             for (Path p : ds) Files.deleteIfExists(p);
-        }
-    }
-
-    private void forceDirectory() {
-        // makes the rename itself durable; not every file system lets a directory be opened
-        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
-            ch.force(true);
-        } catch (IOException ignored) {
         }
     }
 

@@ -11,7 +11,7 @@ import org.apache.pekko.actor.typed.javadsl.AbstractBehavior;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The DataLoader stage: wraps a {@link BatchSource} and keeps up to {@code prefetch} batches read
@@ -24,7 +24,7 @@ import org.sparselora.engine.train.Batch;
  */
 public final class DataLoader extends AbstractBehavior<DataLoader.Command> {
 
-    public interface Command {}
+    public sealed interface Command permits Next, Seek, Opened, ReadDone {}
 
     /** Ask for the next batch; answered with {@link Loaded} (as soon as one is buffered). */
     public record Next(ActorRef<Event> replyTo) implements Command, LocalMessage {}
@@ -37,7 +37,7 @@ public final class DataLoader extends AbstractBehavior<DataLoader.Command> {
     private record ReadDone(long seekGeneration, Batch batch, DataPosition after, Throwable error) implements Command, LocalMessage {}
 
     /** What the loader tells its consumer. */
-    public interface Event {}
+    public sealed interface Event permits Loaded, Summary, Failed {}
 
     /** A batch and the source position right after it (what a checkpoint taken after this step stores). */
     public record Loaded(Batch batch, DataPosition after, long seekGeneration) implements Event, LocalMessage {}

@@ -28,7 +28,7 @@ import org.sparselora.engine.train.StepResult;
  */
 public final class GradientAggregator {
 
-    public interface Command {}
+    public sealed interface Command permits Contribute, Timeout {}
 
     /** A worker's shard: gradients (null with one worker or with a device exchange) and its step statistics. */
     public record Contribute(long generation, int step, int worker, float[][] grads, StepResult stats,

@@ -1,9 +1,9 @@
 package org.sparselora.actors.pipeline;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
@@ -13,11 +13,13 @@ import org.apache.pekko.actor.typed.Behavior;
 import org.apache.pekko.actor.typed.ChildFailed;
 import org.apache.pekko.actor.typed.PostStop;
 import org.apache.pekko.actor.typed.Terminated;
-import org.apache.pekko.actor.typed.javadsl.AbstractBehavior;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
+import org.apache.pekko.actor.typed.javadsl.BehaviorBuilder;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.actors.job.SparsityProtos;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.sparse.DenseWarmup;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.proto.cluster.Checkpoint;
@@ -28,30 +30,43 @@ import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.JobState;
 import org.sparselora.proto.control.Progress;
 import org.sparselora.proto.control.Restarted;
-import org.sparselora.proto.control.StateChange;
-import org.sparselora.proto.control.StepMetrics;
 
 /**
  * Owns one training job: its DataLoader, Predictor, N Steppers and the per-step GradientAggregator
- * rounds. It drives the step loop (batch → split over workers → round → acknowledgements →
- * metrics row), holds the first sparse step until the predictor is ready, checkpoints every
- * {@code checkpoint_every} steps and at stop ({@link CheckpointStore}: adapter + AdamW state, step,
- * data position, RNG state; written in order on one IO thread, temp file + rename), and handles
- * faults: a failed or timed-out Stepper is replaced, every other Stepper and the DataLoader are
- * reset to the last checkpoint, and the metrics file is cut back to it, so the finished job equals
- * an uninterrupted one. It gives up with a clear reason after more than {@code maxRestarts}
- * failures, or when the loss stays NaN/inf for {@code maxNonFiniteSteps} consecutive steps (such
- * updates are skipped meanwhile). Everything observable is published as a {@link JobEvent}.
+ * rounds. Orchestration only, as behaviours switched per phase of the job's life:
+ * <ul>
+ *   <li>{@code starting}: the Steppers come up (after a restart too); a fresh job then aligns every
+ *       replica with worker 0's initial adapter, which becomes checkpoint 0;</li>
+ *   <li>{@code idle}: between steps, waiting for the next batch and, before the first sparse step,
+ *       for the predictor;</li>
+ *   <li>{@code stepping}: one step's round in flight (batch split over the workers, gradients
+ *       summed, every worker's acknowledgement → a metrics row);</li>
+ *   <li>{@code checkpointing}: every {@code checkpoint_every} steps, worker 0's state is taken and
+ *       written ({@link CheckpointStore}: adapter + AdamW state, step, data position, RNG state;
+ *       written in order on one IO thread);</li>
+ *   <li>{@code stopping}: the final checkpoint (and with N > 1 the {@link ReplicaReport}), the
+ *       adapter export, the terminal state.</li>
+ * </ul>
+ * Faults: a failed or timed-out Stepper is replaced, every other Stepper and the DataLoader are reset
+ * to the last checkpoint, and the metrics file is cut back to it, so the finished job equals an
+ * uninterrupted one. It gives up with a clear reason after more than {@code maxRestarts} failures,
+ * or when the loss stays NaN/inf for {@code maxNonFiniteSteps} consecutive steps (such updates are
+ * skipped meanwhile). Anything that goes wrong while the job starts (an output_dir that cannot be
+ * made, a checkpoint that cannot be read) fails the job with that reason; a cancel ends the job in
+ * every phase (while starting or waiting at once, otherwise after the current step with a final
+ * checkpoint). Everything observable is published as a {@link JobEvent}.
  */
-public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command> {
+public final class JobSupervisor {
 
-    public interface Command {}
+    /** What a JobSupervisor is told; the records are the messages. */
+    public sealed interface Command permits StepperReady, StepApplied, RoundTimedOut, StateSnapshot, Cancel,
+            DataEvent, PredictorEvent, CheckpointDone, ExportDone {}
 
     public record StepperReady(long generation, int worker, ActorRef<Stepper.Command> stepper) implements Command, LocalMessage {}
 
     /** A worker applied (or skipped) the update of {@code step}. */
-    public record StepApplied(long generation, int step, int worker, double lr, StepResult stats, boolean skipped, AggTimes times)
-            implements Command, ClusterMessage {}
+    public record StepApplied(long generation, int step, int worker, double lr, org.sparselora.engine.train.StepResult stats,
+                              boolean skipped, AggTimes times) implements Command, ClusterMessage {}
 
     /**
      * A worker's {@code System.nanoTime()} stamps of one step's gradient aggregation: its backward
@@ -64,10 +79,7 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
     public record StateSnapshot(long generation, TrainerState state, int worker) implements Command, LocalMessage {}
 
-    /** {@code output_dir/replicas.json}: written at a clean stop with N > 1 workers. */
-    public static final String REPLICAS_FILE = "replicas.json";
-
-    /** Stop after the current step, with a final checkpoint. */
+    /** Stop: at once while starting or waiting, else after the current step, with a final checkpoint. */
     public record Cancel(String reason) implements Command, LocalMessage {}
 
     private record DataEvent(DataLoader.Event event) implements Command, LocalMessage {}
@@ -78,6 +90,9 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
 
     private record ExportDone(Throwable error) implements Command, LocalMessage {}
 
+    /** {@code output_dir/replicas.json}: written at a clean stop with N > 1 workers. */
+    public static final String REPLICAS_FILE = ReplicaReport.FILE;
+
     /** Fault-handling knobs; the defaults suit real jobs, tests shorten the timeout. */
     public record Settings(Duration roundTimeout, int maxRestarts, int maxNonFiniteSteps, PredictorCache predictorCache) {
         public static Settings defaults() { return new Settings(Duration.ofMinutes(30), 3, 3, PredictorCache.shared()); }
@@ -85,88 +100,81 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         public Settings withRoundTimeout(Duration d) { return new Settings(d, maxRestarts, maxNonFiniteSteps, predictorCache); }
     }
 
-    private enum Phase { STARTING, ALIGNING, IDLE, WAITING_DATA, WAITING_PREDICTOR, STEPPING, CHECKPOINTING, STOPPING }
-
     /**
-     * @param spec a validated spec whose sparsity is inline (see JobSpecs.resolveSparsity)
+     * @param spec a validated spec whose sparsity is inline (see JobSpecs.prepare)
      */
     public static Behavior<Command> create(String jobId, JobSpec spec, JobRuntime runtime, JobListener listener, Settings settings) {
         return Behaviors.setup(ctx -> {
-            Events events = new Events(jobId, listener);
-            CheckpointStore store = new CheckpointStore(Path.of(spec.getOutputDir()));
-            Checkpoint resumeFrom = null;
+            JobEvents events = new JobEvents(jobId, listener);
+            JobSupervisor job;
             try {
-                store.removeStaleTemps();
-                if (spec.getResume()) {
-                    resumeFrom = store.read();
-                    checkCompatible(spec, resumeFrom);
-                } else if (store.exists()) {
-                    throw new IllegalArgumentException("output_dir " + spec.getOutputDir()
-                            + " already holds a checkpoint: resume the job (train --resume / ResumeJob) or choose another output_dir");
-                }
-            } catch (Exception e) {
-                events.state(JobState.FAILED, DataLoader.message(e));
+                job = new JobSupervisor(ctx, spec, runtime, events, settings);
+            } catch (Exception | LinkageError e) {
+                // nothing may leave the job "starting" for ever: whatever failed is the job's failure,
+                // published once the engine side is released
                 closeQuietly(runtime);
+                events.state(JobState.FAILED, DataLoader.firstLine(DataLoader.unwrap(e)));
                 return Behaviors.stopped();
             }
-            return new JobSupervisor(ctx, spec, runtime, events, settings, store, resumeFrom);
+            return job.starting(new boolean[job.workers]);
         });
     }
 
+    // ---- the job: what outlives a phase --------------------------------------------------------
+
+    private final ActorContext<Command> ctx;
     private final JobSpec spec;
     private final JobRuntime runtime;
-    private final Events events;
+    private final JobEvents events;
     private final Settings settings;
     private final CheckpointStore store;
     private final MetricsLog metrics;
-    private final SparseSchedule schedule;
+    private final DenseWarmup schedule;
     private final int workers;
     private final int total;
     private final ExecutorService checkpointIo;
     private final ActorRef<DataLoader.Command> dataLoader;
     private final ActorRef<DataLoader.Event> dataAdapter;
-    private final ActorRef<Command> self;
-
-    private Phase phase = Phase.STARTING;
     private final ActorRef<Stepper.Command>[] steppers;
-    private final boolean[] ready;
-    private long generation;
-    private int step;
-    private DataPosition position;
+
+    private long generation;              // bumped by every restart: older replies are ignored
+    private int step;                     // completed steps
+    private DataPosition position;        // data cursor after `step` steps
     private long seekGeneration;
     private DataLoader.Loaded nextBatch;
     private boolean dataRequested;
     private PredictorFactors factors;
-    private ActorRef<GradientAggregator.Command> round;
-    private StepApplied[] applied;
-    private long stepStartNanos;
     private Checkpoint lastCheckpoint;
     private TrainerState lastState;
     private int failures;
     private int nonFiniteStreak;
-    private String cancelReason;
-    private JobState finalState;
-    private String finalReason;
+    private String cancelReason;          // a stop was asked for; honoured at the next step boundary
     private JobState published = JobState.STARTING;
-    private TrainerState[] replicas;   // at a clean stop with N > 1: every worker's final state
+    private ActorRef<GradientAggregator.Command> round; // the round in flight (stepping only), watched
 
+    /** Everything that can fail while the job starts happens here, before the first behaviour. */
     @SuppressWarnings("unchecked")
-    private JobSupervisor(ActorContext<Command> ctx, JobSpec spec, JobRuntime runtime, Events events, Settings settings,
-                          CheckpointStore store, Checkpoint resumeFrom) throws IOException {
-        super(ctx);
+    private JobSupervisor(ActorContext<Command> ctx, JobSpec spec, JobRuntime runtime, JobEvents events, Settings settings) throws IOException {
+        this.ctx = ctx;
         this.spec = spec;
         this.runtime = runtime;
         this.events = events;
         this.settings = settings;
-        this.store = store;
-        this.self = ctx.getSelf();
         this.workers = spec.getWorkers();
         this.total = spec.getSteps();
-        this.schedule = SparseSchedule.of(spec.getSparsity(), total);
-        this.metrics = new MetricsLog(Path.of(spec.getOutputDir()));
-        this.checkpointIo = Executors.newSingleThreadExecutor(Thread.ofPlatform().name("checkpoint-io").daemon().factory());
-        this.steppers = new ActorRef[workers];
-        this.ready = new boolean[workers];
+        Path out = Path.of(spec.getOutputDir());
+        outputDirectory(out);
+        this.store = new CheckpointStore(out);
+        store.removeStaleTemps();
+        Checkpoint resumeFrom = null;
+        if (spec.getResume()) {
+            resumeFrom = store.read();
+            ResumeCheck.compatible(spec, resumeFrom);
+        } else if (store.exists()) {
+            throw new IllegalArgumentException("output_dir " + spec.getOutputDir()
+                    + " already holds a checkpoint: resume the job (train --resume / ResumeJob) or choose another output_dir");
+        }
+        this.schedule = DenseWarmup.of(SparsityProtos.forJob(spec), total);
         if (resumeFrom != null) {
             lastCheckpoint = resumeFrom;
             lastState = CheckpointStore.toTrainerState(resumeFrom);
@@ -175,32 +183,177 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         } else {
             position = DataPosition.START;
         }
+        boolean needsPredictor = schedule.anySparse() && step < schedule.endSparseStep();
+        if (needsPredictor && runtime.predictor() == null)
+            throw new IllegalArgumentException("sparsity: the job has sparse steps but the engine provided no predictor builder");
+        this.metrics = new MetricsLog(out);
         metrics.openAt(step);
+        this.checkpointIo = Executors.newSingleThreadExecutor(Thread.ofPlatform().name("checkpoint-io").daemon().factory());
+        this.steppers = new ActorRef[workers];
         events.state(JobState.STARTING, resumeFrom != null ? "resuming from step " + step : "starting");
 
         dataAdapter = ctx.messageAdapter(DataLoader.Event.class, DataEvent::new);
         dataLoader = ctx.spawn(DataLoader.create(runtime.data(), Math.max(1, spec.getPrefetch()), position, dataAdapter), "data-loader");
-        if (schedule.anySparse() && step < schedule.endExclusive()) {
-            if (runtime.predictor() == null)
-                throw new IllegalArgumentException("sparsity: the job has sparse steps but the engine provided no predictor builder");
+        if (needsPredictor)
             ctx.spawn(Predictor.create(runtime.predictor(), settings.predictorCache(),
                     ctx.messageAdapter(Predictor.Event.class, PredictorEvent::new)), "predictor");
-        }
         for (int w = 0; w < workers; w++) spawnStepper(w, lastState, step);
     }
 
-    @Override
-    public Receive<Command> createReceive() {
-        return newReceiveBuilder()
-                .onMessage(StepperReady.class, this::onStepperReady)
-                .onMessage(StepApplied.class, this::onStepApplied)
-                .onMessage(RoundTimedOut.class, this::onRoundTimedOut)
-                .onMessage(StateSnapshot.class, this::onSnapshot)
-                .onMessage(Cancel.class, this::onCancel)
-                .onMessage(DataEvent.class, this::onData)
-                .onMessage(PredictorEvent.class, this::onPredictor)
-                .onMessage(CheckpointDone.class, this::onCheckpointDone)
-                .onMessage(ExportDone.class, this::onExportDone)
+    /** The output directory exists (made if needed) and is a directory: said plainly when it cannot be. */
+    private static void outputDirectory(Path dir) {
+        // the directory itself or one above it may be a file: name the one that is
+        for (Path p = dir.toAbsolutePath().normalize(); p != null; p = p.getParent())
+            if (Files.exists(p) && !Files.isDirectory(p))
+                throw new IllegalArgumentException("output_dir " + dir + ": " + p + " exists and is not a directory");
+        try {
+            Files.createDirectories(dir);
+        } catch (IOException | SecurityException e) {
+            throw new IllegalArgumentException("output_dir " + dir + ": cannot create the directory ("
+                    + DataLoader.firstLine(e) + ")");
+        }
+    }
+
+    // ---- behaviours ----------------------------------------------------------------------------
+
+    /**
+     * The Steppers come up; {@code ready[w]}: worker w answered for this generation. A fresh job (no
+     * checkpoint yet) aligns the replicas first; otherwise all ready → idle.
+     */
+    private Behavior<Command> starting(boolean[] ready) {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(StepperReady.class, m -> {
+                    if (m.generation() != generation || !m.stepper().equals(steppers[m.worker()])) return Behaviors.same();
+                    ready[m.worker()] = true;
+                    for (boolean r : ready) if (!r) return Behaviors.same();
+                    if (lastCheckpoint == null) {
+                        steppers[0].tell(new Stepper.Snapshot(generation, ctx.getSelf()));
+                        return aligning();
+                    }
+                    return nextStep();
+                })
+                // nothing was trained since the last checkpoint (or at all): end without another
+                .onMessage(Cancel.class, m -> finish(JobState.CANCELLED, reasonOf(m))), this::same);
+    }
+
+    /** Worker 0's initial state becomes checkpoint 0 and every other replica restores it. */
+    private Behavior<Command> aligning() {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(StateSnapshot.class, m -> {
+                    if (m.generation() != generation) return Behaviors.same();
+                    takeCheckpoint(m.state(), false);
+                    if (workers == 1) return nextStep();
+                    boolean[] ready = new boolean[workers];
+                    ready[0] = true;
+                    for (int w = 1; w < workers; w++) steppers[w].tell(new Stepper.Restore(generation, step, lastState, ctx.getSelf()));
+                    return starting(ready);
+                })
+                // nothing was trained since the last checkpoint (or at all): end without another
+                .onMessage(Cancel.class, m -> finish(JobState.CANCELLED, reasonOf(m))), this::same);
+    }
+
+    /** Between steps: waiting for the next batch or for the predictor; either arriving moves on. */
+    private Behavior<Command> idle() {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(Cancel.class, m -> {
+                    cancelReason = reasonOf(m);
+                    return nextStep();
+                }), this::nextStep);
+    }
+
+    /** One step's round: every worker's acknowledgement, then the metrics row. */
+    private Behavior<Command> stepping(StepApplied[] applied, long startNanos) {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(StepApplied.class, m -> {
+                    if (m.generation() != generation || m.step() != step || applied[m.worker()] != null) return Behaviors.same();
+                    applied[m.worker()] = m;
+                    for (StepApplied a : applied) if (a == null) return Behaviors.same();
+                    round = null;
+                    return stepDone(StepStats.of(step, total, applied, (System.nanoTime() - startNanos) / 1e6));
+                })
+                .onMessage(RoundTimedOut.class, m -> {
+                    if (m.generation() != generation || m.step() != step) return Behaviors.same();
+                    int[] missing = m.missingWorkers().stream().mapToInt(Integer::intValue).toArray();
+                    return restart(missing, "gradient round of step " + (step + 1) + " timed out after " + settings.roundTimeout()
+                            + " waiting for workers " + m.missingWorkers());
+                })
+                .onMessage(Cancel.class, this::cancelAfterStep), this::same);
+    }
+
+    /** A periodic checkpoint: waiting for worker 0's state. */
+    private Behavior<Command> checkpointing() {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(StateSnapshot.class, m -> {
+                    if (m.generation() != generation) return Behaviors.same();
+                    takeCheckpoint(m.state(), false);
+                    return nextStep();
+                })
+                .onMessage(Cancel.class, this::cancelAfterStep), this::same);
+    }
+
+    /**
+     * The job ends as {@code state}: the final state is taken (every worker's with N > 1, for the
+     * replica report), written, the adapter exported, then the terminal state published.
+     */
+    private Behavior<Command> stopping(JobState state, String reason) {
+        TrainerState[] replicas = workers > 1 ? new TrainerState[workers] : null;
+        if (replicas != null) {
+            for (ActorRef<Stepper.Command> s : steppers) s.tell(new Stepper.Snapshot(generation, ctx.getSelf()));
+        } else if (lastCheckpoint != null && lastCheckpoint.getStep() == step) {
+            writeCheckpoint(null, true); // waits for earlier writes on the IO thread, writes nothing new
+        } else {
+            steppers[0].tell(new Stepper.Snapshot(generation, ctx.getSelf()));
+        }
+        return common(Behaviors.receive(Command.class)
+                .onMessage(StateSnapshot.class, m -> {
+                    if (m.generation() != generation) return Behaviors.same();
+                    if (replicas == null) {
+                        takeCheckpoint(m.state(), true);
+                        return Behaviors.same();
+                    }
+                    if (m.worker() < 0 || m.worker() >= workers || replicas[m.worker()] != null) return Behaviors.same();
+                    replicas[m.worker()] = m.state();
+                    for (TrainerState r : replicas) if (r == null) return Behaviors.same();
+                    writeReplicaReport(replicas);
+                    if (lastCheckpoint != null && lastCheckpoint.getStep() == step) writeCheckpoint(null, true);
+                    else takeCheckpoint(replicas[0], true);
+                    return Behaviors.same();
+                })
+                .onMessage(CheckpointDone.class, m -> {
+                    Behavior<Command> failed = checkpointWritten(m);
+                    if (failed != null) return failed;
+                    // a final checkpoint requested before a restart does not end the restarted run
+                    return m.last() && m.generation() == generation ? export(state, reason) : Behaviors.same();
+                })
+                .onMessage(Cancel.class, m -> Behaviors.same()), this::same);
+    }
+
+    /** The adapter export runs on the IO thread; its end is the job's end. */
+    private Behavior<Command> exporting(JobState state, String reason) {
+        return common(Behaviors.receive(Command.class)
+                .onMessage(ExportDone.class, m -> m.error() != null
+                        ? fail("adapter export to " + Path.of(spec.getOutputDir(), "adapter") + ": " + DataLoader.message(m.error()))
+                        : finish(state, reason))
+                .onMessage(Cancel.class, m -> Behaviors.same()), this::same);
+    }
+
+    /**
+     * What every phase handles alike: replies of old generations, data and predictor events (after
+     * which {@code onInput} runs: idle starts the step they were waiting for), checkpoint writes,
+     * children that stop, and the actor's own stop.
+     */
+    private Behavior<Command> common(BehaviorBuilder<Command> b, java.util.function.Supplier<Behavior<Command>> onInput) {
+        return b.onMessage(StepperReady.class, m -> Behaviors.same())
+                .onMessage(StepApplied.class, m -> Behaviors.same())
+                .onMessage(RoundTimedOut.class, m -> Behaviors.same())
+                .onMessage(StateSnapshot.class, m -> Behaviors.same())
+                .onMessage(ExportDone.class, m -> Behaviors.same())
+                .onMessage(CheckpointDone.class, m -> {
+                    Behavior<Command> failed = checkpointWritten(m);
+                    return failed != null ? failed : Behaviors.same();
+                })
+                .onMessage(DataEvent.class, m -> onData(m.event(), onInput))
+                .onMessage(PredictorEvent.class, m -> onPredictor(m.event(), onInput))
                 .onSignal(ChildFailed.class, s -> s.getCause() instanceof LinkageError
                         // a missing native library or class: restarting cannot help
                         ? fail("a worker cannot run: " + DataLoader.firstLine(s.getCause()))
@@ -210,15 +363,76 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
                 .build();
     }
 
+    private Behavior<Command> same() { return Behaviors.same(); }
+
+    // ---- the step loop -------------------------------------------------------------------------
+
+    /** At a step boundary: stop, wait (predictor, data) or run the next step. */
+    private Behavior<Command> nextStep() {
+        if (cancelReason != null) return stopping(JobState.CANCELLED, cancelReason);
+        if (step >= total) return stopping(JobState.FINISHED, "finished " + total + " steps");
+        if (schedule.sparseAt(step) && factors == null) {
+            publishState(JobState.BUILDING_PREDICTOR, "waiting for the SVD predictor before sparse step " + (step + 1));
+            return idle();
+        }
+        if (nextBatch == null) {
+            if (!dataRequested) {
+                dataRequested = true;
+                dataLoader.tell(new DataLoader.Next(dataAdapter));
+            }
+            return idle();
+        }
+        publishState(JobState.RUNNING, "running");
+        Batch[] shards = BatchShards.split(nextBatch.batch(), workers);
+        round = ctx.spawn(GradientAggregator.round(generation, step, workers, exchange(), settings.roundTimeout(), ctx.getSelf()),
+                "round-g" + generation + "-s" + step);
+        ctx.watch(round);
+        long start = System.nanoTime();
+        for (int w = 0; w < workers; w++) steppers[w].tell(new Stepper.RunStep(generation, step, shards[w], round, ctx.getSelf()));
+        return stepping(new StepApplied[workers], start);
+    }
+
+    private Behavior<Command> stepDone(StepStats stats) {
+        try {
+            metrics.append(stats.row());
+        } catch (IOException e) {
+            return fail("metrics file " + metrics.file() + ": " + DataLoader.message(e));
+        }
+        events.emit(JobEvent.newBuilder().setStep(stats.row()));
+        position = nextBatch.after();
+        nextBatch = null;
+        step++;
+        nonFiniteStreak = stats.skipped() ? nonFiniteStreak + 1 : 0;
+        if (nonFiniteStreak >= settings.maxNonFiniteSteps())
+            return fail("loss is NaN/inf for " + nonFiniteStreak + " consecutive steps (steps " + (step - nonFiniteStreak + 1)
+                    + "–" + step + "); those updates were skipped");
+        int every = spec.getCheckpointEvery();
+        if (every > 0 && step % every == 0 && step < total) {
+            steppers[0].tell(new Stepper.Snapshot(generation, ctx.getSelf()));
+            return checkpointing();
+        }
+        return nextStep();
+    }
+
+    private Behavior<Command> cancelAfterStep(Cancel m) {
+        if (cancelReason == null) cancelReason = reasonOf(m);
+        return Behaviors.same();
+    }
+
+    private String reasonOf(Cancel m) {
+        if (cancelReason != null) return cancelReason;
+        return m.reason().isEmpty() ? "cancelled" : m.reason();
+    }
+
     // ---- workers -------------------------------------------------------------------------------
 
     private void spawnStepper(int w, TrainerState state, int atStep) {
-        ActorRef<Stepper.Command> ref = getContext().spawn(
-                Stepper.create(w, workers, generation, runtime.workers(), state, atStep, factors, schedule, exchange() != null, self),
+        ActorRef<Stepper.Command> ref = ctx.spawn(
+                Stepper.create(new Stepper.Settings(w, workers, runtime.workers(), schedule, exchange() != null, ctx.getSelf()),
+                        generation, state, atStep, factors),
                 "stepper-" + w + "-g" + generation, Stepper.dispatcher());
-        getContext().watch(ref);
+        ctx.watch(ref);
         steppers[w] = ref;
-        ready[w] = false;
     }
 
     /**
@@ -229,21 +443,6 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         return workers > 1 ? runtime.exchange() : null;
     }
 
-    private Behavior<Command> onStepperReady(StepperReady m) {
-        if (m.generation() != generation || !m.stepper().equals(steppers[m.worker()])) return this;
-        ready[m.worker()] = true;
-        for (boolean r : ready) if (!r) return this;
-        if (phase != Phase.STARTING) return this;
-        if (lastCheckpoint == null) {
-            // align every replica with worker 0's initial adapter, and make that checkpoint 0
-            phase = Phase.ALIGNING;
-            steppers[0].tell(new Stepper.Snapshot(generation, self));
-            return this;
-        }
-        phase = Phase.IDLE;
-        return maybeStartStep();
-    }
-
     private Behavior<Command> onChildGone(ActorRef<Void> ref, String cause, boolean failed) {
         for (int w = 0; w < workers; w++)
             if (steppers[w] != null && steppers[w].equals(ref)) {
@@ -252,45 +451,33 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
             }
         // a round that crashed (inconsistent gradient shards) is a bug, not a worker fault
         if (failed && round != null && round.equals(ref)) return fail("gradient round of step " + (step + 1) + " " + cause);
-        return this; // a replaced stepper, a finished round
-    }
-
-    private Behavior<Command> onRoundTimedOut(RoundTimedOut m) {
-        if (m.generation() != generation || m.step() != step) return this;
-        int[] missing = m.missingWorkers().stream().mapToInt(Integer::intValue).toArray();
-        return restart(missing, "gradient round of step " + (step + 1) + " timed out after " + settings.roundTimeout()
-                + " waiting for workers " + m.missingWorkers());
+        return Behaviors.same(); // a replaced stepper, a finished round
     }
 
     /** Replace the failed workers, reset everyone to the last checkpoint, continue from there. */
     private Behavior<Command> restart(int[] failed, String cause) {
         failures++;
-        getContext().getLog().warn("job {}: {} (failure {} of at most {})", events.jobId, cause, failures, settings.maxRestarts());
+        ctx.getLog().warn("job {}: {} (failure {} of at most {})", events.jobId(), cause, failures, settings.maxRestarts());
         if (failures > settings.maxRestarts())
             return fail("gave up after " + failures + " worker failures; last: " + cause);
         generation++;
-        if (round != null) getContext().stop(round);
+        if (round != null) ctx.stop(round);
         round = null;
-        applied = null;
-        finalState = null;
         for (int w : failed) {
             if (steppers[w] != null) {
-                getContext().unwatch(steppers[w]);
-                getContext().stop(steppers[w]);
+                ctx.unwatch(steppers[w]);
+                ctx.stop(steppers[w]);
             }
             steppers[w] = null;
         }
         int from = lastCheckpoint == null ? 0 : lastCheckpoint.getStep();
         for (int w = 0; w < workers; w++) {
             if (steppers[w] == null) spawnStepper(w, lastState, from);
-            else {
-                ready[w] = false;
-                if (lastState != null) steppers[w].tell(new Stepper.Restore(generation, from, lastState, self));
-                else { // failed before checkpoint 0 existed: start every worker afresh
-                    getContext().unwatch(steppers[w]);
-                    getContext().stop(steppers[w]);
-                    spawnStepper(w, null, 0);
-                }
+            else if (lastState != null) steppers[w].tell(new Stepper.Restore(generation, from, lastState, ctx.getSelf()));
+            else { // failed before checkpoint 0 existed: start every worker afresh
+                ctx.unwatch(steppers[w]);
+                ctx.stop(steppers[w]);
+                spawnStepper(w, null, 0);
             }
         }
         step = from;
@@ -306,183 +493,10 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
             return fail("metrics file: " + DataLoader.message(e));
         }
         events.emit(JobEvent.newBuilder().setRestarted(Restarted.newBuilder().setFromStep(step).setCause(cause).setAttempt(failures)));
-        phase = Phase.STARTING;
-        return this;
+        return starting(new boolean[workers]);
     }
 
-    // ---- the step loop -------------------------------------------------------------------------
-
-    private Behavior<Command> maybeStartStep() {
-        if (phase != Phase.IDLE && phase != Phase.WAITING_DATA && phase != Phase.WAITING_PREDICTOR) return this;
-        if (cancelReason != null) return stopWith(JobState.CANCELLED, cancelReason);
-        if (step >= total) return stopWith(JobState.FINISHED, "finished " + total + " steps");
-        if (schedule.isSparse(step) && factors == null) {
-            if (phase != Phase.WAITING_PREDICTOR) publishState(JobState.BUILDING_PREDICTOR, "waiting for the SVD predictor before sparse step " + (step + 1));
-            phase = Phase.WAITING_PREDICTOR;
-            return this;
-        }
-        if (nextBatch == null) {
-            phase = Phase.WAITING_DATA;
-            if (!dataRequested) {
-                dataRequested = true;
-                dataLoader.tell(new DataLoader.Next(dataAdapter));
-            }
-            return this;
-        }
-        return runStep();
-    }
-
-    private Behavior<Command> runStep() {
-        publishState(JobState.RUNNING, "running");
-        Batch[] shards = split(nextBatch.batch(), workers);
-        round = getContext().spawn(GradientAggregator.round(generation, step, workers, exchange(), settings.roundTimeout(), self),
-                "round-g" + generation + "-s" + step);
-        getContext().watch(round);
-        applied = new StepApplied[workers];
-        stepStartNanos = System.nanoTime();
-        phase = Phase.STEPPING;
-        for (int w = 0; w < workers; w++) steppers[w].tell(new Stepper.RunStep(generation, step, shards[w], round, self));
-        return this;
-    }
-
-    private Behavior<Command> onStepApplied(StepApplied m) {
-        if (m.generation() != generation || m.step() != step || phase != Phase.STEPPING || applied[m.worker()] != null) return this;
-        applied[m.worker()] = m;
-        for (StepApplied a : applied) if (a == null) return this;
-        round = null;
-        double lossSum = 0;
-        long out = 0, tokens = 0, flops = 0, dense = 0, pred = 0;
-        boolean sparse = false, skipped = false;
-        for (StepApplied a : applied) {
-            StepResult r = a.stats();
-            lossSum += r.lossSum();
-            out += r.outputTokens();
-            tokens += r.tokens();
-            flops += r.flops();
-            dense += r.denseFlops();
-            pred += r.predictorFlops();
-            sparse |= r.sparse();
-            skipped |= a.skipped();
-        }
-        double ms = (System.nanoTime() - stepStartNanos) / 1e6;
-        AggFigures agg = aggregation(applied);
-        StepMetrics row = StepMetrics.newBuilder().setStep(step + 1).setTotalSteps(total).setAggMs(agg.ms()).setAggOverlap(agg.overlap())
-                .setLoss(out == 0 ? 0 : lossSum / out).setLr(applied[0].lr()).setSparse(sparse)
-                .setFlops(flops).setDenseFlops(dense).setPredictorFlops(pred).setMs(ms).setTokens(tokens).setOutputTokens(out).build();
-        try {
-            metrics.append(row);
-        } catch (IOException e) {
-            return fail("metrics file " + metrics.file() + ": " + DataLoader.message(e));
-        }
-        events.emit(JobEvent.newBuilder().setStep(row));
-        position = nextBatch.after();
-        nextBatch = null;
-        step++;
-        nonFiniteStreak = skipped ? nonFiniteStreak + 1 : 0;
-        if (nonFiniteStreak >= settings.maxNonFiniteSteps())
-            return fail("loss is NaN/inf for " + nonFiniteStreak + " consecutive steps (steps " + (step - nonFiniteStreak + 1)
-                    + "–" + step + "); those updates were skipped");
-        int every = spec.getCheckpointEvery();
-        if (every > 0 && step % every == 0 && step < total) {
-            phase = Phase.CHECKPOINTING;
-            steppers[0].tell(new Stepper.Snapshot(generation, self));
-            return this;
-        }
-        phase = Phase.IDLE;
-        return maybeStartStep();
-    }
-
-    /** One step's aggregation figures for metrics.jsonl. */
-    record AggFigures(double ms, double overlap) {}
-
-    /**
-     * {@code agg_ms}: from the last worker's backward end to the last worker holding the sum.
-     * {@code agg_overlap}: of all aggregation wall time — the part before the last backward end in
-     * which some worker already copied its shard to the host (union of the intervals [backward end,
-     * shard sent] clipped there), plus {@code agg_ms} — the fraction that ran while another worker
-     * was still in its backward pass. The device exchange starts only when every shard is in, so its
-     * overlap is 0 by design; the host path overlaps the early workers' device-to-host copies.
-     */
-    static AggFigures aggregation(StepApplied[] applied) {
-        if (applied.length < 2) return new AggFigures(0, 0);
-        long lastBackward = Long.MIN_VALUE, lastReady = Long.MIN_VALUE;
-        for (StepApplied a : applied) {
-            if (a.times() == null || a.times().backwardEnd() == 0) return new AggFigures(0, 0);
-            lastBackward = Math.max(lastBackward, a.times().backwardEnd());
-            lastReady = Math.max(lastReady, a.times().sumReady());
-        }
-        long after = Math.max(0, lastReady - lastBackward);
-        long[][] iv = new long[applied.length][];
-        for (int w = 0; w < applied.length; w++)
-            iv[w] = new long[]{applied[w].times().backwardEnd(), Math.min(applied[w].times().contributed(), lastBackward)};
-        Arrays.sort(iv, (x, y) -> Long.compare(x[0], y[0]));
-        long before = 0, curFrom = Long.MIN_VALUE, curTo = Long.MIN_VALUE;
-        for (long[] i : iv) {
-            if (i[1] <= i[0]) continue;
-            if (i[0] > curTo) {
-                if (curTo > curFrom) before += curTo - curFrom;
-                curFrom = i[0];
-                curTo = i[1];
-            } else curTo = Math.max(curTo, i[1]);
-        }
-        if (curTo > curFrom) before += curTo - curFrom;
-        long all = before + after;
-        return new AggFigures(after / 1e6, all == 0 ? 0 : (double) before / all);
-    }
-
-    private static Batch[] split(Batch b, int n) {
-        if (b.batch() % n != 0) throw new IllegalStateException("batch of " + b.batch() + " rows does not split over " + n + " workers");
-        int rows = b.batch() / n, t = b.seqLen();
-        Batch[] out = new Batch[n];
-        for (int w = 0; w < n; w++) {
-            int from = w * rows * t, to = from + rows * t;
-            out[w] = new Batch(rows, t, Arrays.copyOfRange(b.tokens(), from, to), Arrays.copyOfRange(b.targets(), from, to),
-                    Arrays.copyOfRange(b.positions(), from, to), Arrays.copyOfRange(b.keyStart(), w * rows, (w + 1) * rows));
-        }
-        return out;
-    }
-
-    // ---- checkpoints -------------------------------------------------------------------------
-
-    private Behavior<Command> onSnapshot(StateSnapshot m) {
-        if (m.generation() != generation) return this;
-        switch (phase) {
-            case ALIGNING -> {
-                takeCheckpoint(m.state(), false);
-                phase = Phase.STARTING;
-                if (workers == 1) {
-                    phase = Phase.IDLE;
-                    return maybeStartStep();
-                }
-                for (int w = 1; w < workers; w++) {
-                    ready[w] = false;
-                    steppers[w].tell(new Stepper.Restore(generation, step, lastState, self));
-                }
-                return this;
-            }
-            case CHECKPOINTING -> {
-                takeCheckpoint(m.state(), false);
-                phase = Phase.IDLE;
-                return maybeStartStep();
-            }
-            case STOPPING -> {
-                if (replicas == null) {
-                    takeCheckpoint(m.state(), true);
-                    return this;
-                }
-                if (m.worker() < 0 || m.worker() >= workers || replicas[m.worker()] != null) return this;
-                replicas[m.worker()] = m.state();
-                for (TrainerState r : replicas) if (r == null) return this;
-                writeReplicaReport(replicas);
-                if (lastCheckpoint != null && lastCheckpoint.getStep() == step) writeCheckpoint(null, true);
-                else takeCheckpoint(replicas[0], true);
-                return this;
-            }
-            default -> {
-                return this;
-            }
-        }
-    }
+    // ---- checkpoints ---------------------------------------------------------------------------
 
     private void takeCheckpoint(TrainerState state, boolean last) {
         Checkpoint c = CheckpointStore.fromTrainerState(state)
@@ -493,10 +507,11 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         writeCheckpoint(c, last);
     }
 
+    /** Queued on the IO thread (in order); {@code c} null: only waits for the writes before it. */
     private void writeCheckpoint(Checkpoint c, boolean last) {
         int s = c == null ? step : c.getStep();
         long gen = generation;
-        getContext().pipeToSelf(CompletableFuture.runAsync(() -> {
+        ctx.pipeToSelf(CompletableFuture.runAsync(() -> {
             try {
                 if (c != null) store.write(c);
             } catch (IOException e) {
@@ -505,110 +520,42 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         }, checkpointIo), (ok, err) -> new CheckpointDone(gen, s, last, err == null ? null : DataLoader.unwrap(err)));
     }
 
-    private Behavior<Command> onCheckpointDone(CheckpointDone m) {
+    /** Publishes a written checkpoint; a failed write fails the job (returned), else null. */
+    private Behavior<Command> checkpointWritten(CheckpointDone m) {
         if (m.error() != null) return fail("checkpoint " + store.file() + ": " + DataLoader.message(m.error()));
         events.emit(JobEvent.newBuilder().setCheckpoint(CheckpointSaved.newBuilder().setStep(m.step()).setPath(store.file().toString())));
-        // a final checkpoint requested before a restart does not end the restarted run
-        if (m.last() && phase == Phase.STOPPING && m.generation() == generation) return export();
-        return this;
+        return null;
     }
 
-    // ---- stopping ------------------------------------------------------------------------------
-
-    private Behavior<Command> onCancel(Cancel m) {
-        if (cancelReason == null) cancelReason = m.reason().isEmpty() ? "cancelled" : m.reason();
-        return maybeStartStep();
-    }
-
-    private Behavior<Command> stopWith(JobState state, String reason) {
-        phase = Phase.STOPPING;
-        finalState = state;
-        finalReason = reason;
-        if (workers > 1) {
-            // data parallelism must leave identical replicas: every worker's final state is compared
-            replicas = new TrainerState[workers];
-            for (ActorRef<Stepper.Command> s : steppers) s.tell(new Stepper.Snapshot(generation, self));
-            return this;
-        }
-        if (lastCheckpoint != null && lastCheckpoint.getStep() == step) {
-            writeCheckpoint(null, true); // waits for earlier writes on the IO thread, writes nothing new
-        } else {
-            steppers[0].tell(new Stepper.Snapshot(generation, self));
-        }
-        return this;
-    }
-
-    /**
-     * {@value #REPLICAS_FILE}: the largest |difference| between worker w's tensors and worker 0's,
-     * over the LoRA parameters and over the AdamW moments, per worker and overall (0 = bit-identical
-     * replicas). A file that cannot be written costs a warning only.
-     */
+    /** A report that cannot be written costs a warning only. */
     private void writeReplicaReport(TrainerState[] states) {
-        StringBuilder per = new StringBuilder();
-        double maxParams = 0, maxMoments = 0;
-        for (int w = 1; w < states.length; w++) {
-            double[] d = replicaDiff(states[0], states[w]);
-            maxParams = Math.max(maxParams, d[0]);
-            maxMoments = Math.max(maxMoments, d[1]);
-            per.append(w > 1 ? "," : "").append(String.format(java.util.Locale.ROOT,
-                    "{\"worker\":%d,\"max_abs_diff\":%s,\"max_abs_diff_moments\":%s}", w, num(d[0]), num(d[1])));
-        }
-        String json = String.format(java.util.Locale.ROOT,
-                "{\"step\":%d,\"workers\":%d,\"max_abs_diff\":%s,\"max_abs_diff_moments\":%s,\"per_worker\":[%s]}%n",
-                step, states.length, num(maxParams), num(maxMoments), per);
-        Path file = Path.of(spec.getOutputDir(), REPLICAS_FILE);
         try {
-            Path tmp = file.resolveSibling(REPLICAS_FILE + ".tmp");
-            java.nio.file.Files.writeString(tmp, json);
-            java.nio.file.Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
-        } catch (IOException e) {
-            getContext().getLog().warn("{}: replica report not written: {}", file, e.toString());
+            ReplicaReport.write(Path.of(spec.getOutputDir()), step, states);
+        } catch (RuntimeException e) {
+            ctx.getLog().warn("{}: replica report not written: {}", Path.of(spec.getOutputDir(), REPLICAS_FILE), e.toString());
         }
     }
 
-    /** {max |a−b| over LoRA parameters, over AdamW moments}; a missing tensor or size mismatch is +inf. */
-    static double[] replicaDiff(TrainerState a, TrainerState b) {
-        double params = 0, moments = 0;
-        for (var e : a.tensors().entrySet()) {
-            float[] x = e.getValue(), y = b.tensors().get(e.getKey());
-            double d = 0;
-            if (y == null || y.length != x.length) d = Double.POSITIVE_INFINITY;
-            else for (int i = 0; i < x.length; i++) {
-                double v = Math.abs((double) x[i] - y[i]);
-                if (!(v <= d)) d = Double.isNaN(v) ? Double.POSITIVE_INFINITY : v;
-            }
-            if (e.getKey().endsWith(".exp_avg") || e.getKey().endsWith(".exp_avg_sq")) moments = Math.max(moments, d);
-            else params = Math.max(params, d);
-        }
-        if (a.tensors().size() != b.tensors().size()) params = Double.POSITIVE_INFINITY;
-        return new double[]{params, moments};
-    }
+    // ---- the end -------------------------------------------------------------------------------
 
-    private static String num(double v) { return Double.isFinite(v) ? Double.toString(v) : "\"inf\""; }
-
-    private Behavior<Command> export() {
+    private Behavior<Command> export(JobState state, String reason) {
         AdapterExporter exporter = runtime.exporter();
-        if (exporter == null || lastState == null) return finish();
+        if (exporter == null || lastState == null) return finish(state, reason);
         TrainerState st = lastState;
         Path dir = Path.of(spec.getOutputDir(), "adapter");
-        getContext().pipeToSelf(CompletableFuture.runAsync(() -> {
+        ctx.pipeToSelf(CompletableFuture.runAsync(() -> {
             try {
                 exporter.export(st, dir);
             } catch (Exception e) {
                 throw new RuntimeException(e);
             }
         }, checkpointIo), (ok, err) -> new ExportDone(err == null ? null : DataLoader.unwrap(err)));
-        return this;
+        return exporting(state, reason);
     }
 
-    private Behavior<Command> onExportDone(ExportDone m) {
-        if (m.error() != null) return fail("adapter export to " + Path.of(spec.getOutputDir(), "adapter") + ": " + DataLoader.message(m.error()));
-        return finish();
-    }
-
-    private Behavior<Command> finish() {
+    private Behavior<Command> finish(JobState state, String reason) {
         plotLoss();
-        events.state(finalState, finalReason);
+        events.state(state, reason);
         return Behaviors.stopped();
     }
 
@@ -623,57 +570,43 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
         try {
             LossPlot.write(Path.of(spec.getOutputDir()), spec.getName());
         } catch (IOException | RuntimeException e) {
-            getContext().getLog().warn("{}: loss plot not written: {}", spec.getOutputDir(), e.toString());
+            ctx.getLog().warn("{}: loss plot not written: {}", spec.getOutputDir(), e.toString());
         }
     }
 
     // ---- data and predictor --------------------------------------------------------------------
 
-    private Behavior<Command> onData(DataEvent m) {
-        switch (m.event()) {
+    private Behavior<Command> onData(DataLoader.Event event, java.util.function.Supplier<Behavior<Command>> onInput) {
+        return switch (event) {
             case DataLoader.Summary s -> {
                 events.emit(JobEvent.newBuilder().setData(DataReport.newBuilder().setRecords(s.summary().records())
                         .setMalformed(s.summary().malformed()).addAllMalformedLines(s.summary().malformedLines())));
-                return this;
+                yield Behaviors.same();
             }
-            case DataLoader.Failed f -> {
-                return fail(f.reason());
-            }
+            case DataLoader.Failed f -> fail(f.reason());
             case DataLoader.Loaded l -> {
-                if (l.seekGeneration() != seekGeneration) return this;
+                if (l.seekGeneration() != seekGeneration) yield Behaviors.same();
                 dataRequested = false;
                 nextBatch = l;
-                return phase == Phase.WAITING_DATA ? maybeStartStep() : this;
+                yield onInput.get();
             }
-            default -> {
-                return this;
-            }
-        }
+        };
     }
 
-    private Behavior<Command> onPredictor(PredictorEvent m) {
-        switch (m.event()) {
+    private Behavior<Command> onPredictor(Predictor.Event event, java.util.function.Supplier<Behavior<Command>> onInput) {
+        return switch (event) {
             case Predictor.Progress p -> {
                 events.emit(JobEvent.newBuilder().setProgress(Progress.newBuilder().setStage(p.stage()).setFraction(p.fraction()).setMessage(p.message())));
-                return this;
+                yield Behaviors.same();
             }
             case Predictor.Ready r -> {
                 factors = r.factors();
                 events.emit(JobEvent.newBuilder().setProgress(Progress.newBuilder().setStage("predictor").setFraction(1).setMessage("predictor ready")));
                 for (ActorRef<Stepper.Command> s : steppers) if (s != null) s.tell(new Stepper.AttachPredictor(factors));
-                if (phase == Phase.WAITING_PREDICTOR) {
-                    phase = Phase.IDLE;
-                    return maybeStartStep();
-                }
-                return this;
+                yield onInput.get();
             }
-            case Predictor.Failed f -> {
-                return fail(f.reason());
-            }
-            default -> {
-                return this;
-            }
-        }
+            case Predictor.Failed f -> fail(f.reason());
+        };
     }
 
     private void publishState(JobState s, String reason) {
@@ -683,56 +616,20 @@ public final class JobSupervisor extends AbstractBehavior<JobSupervisor.Command>
     }
 
     private Behavior<Command> onPostStop() {
-        if (!events.terminal) events.state(JobState.FAILED, "job supervisor stopped unexpectedly (see the log)");
+        if (!events.terminal()) events.state(JobState.FAILED, "job supervisor stopped unexpectedly (see the log)");
         checkpointIo.shutdown(); // queued checkpoint writes still complete
         try {
             metrics.close();
         } catch (IOException ignored) {
         }
         closeQuietly(runtime);
-        return this;
+        return Behaviors.same();
     }
 
     private static void closeQuietly(JobRuntime r) {
         try {
             r.close();
         } catch (Exception ignored) {
-        }
-    }
-
-    /** A resumed job must train the same run: the fields that define it must not change. */
-    private static void checkCompatible(JobSpec now, Checkpoint c) throws IOException {
-        JobSpec then = JobSpec.parseFrom(c.getJobSpec());
-        if (!then.getModel().equals(now.getModel())) throw new IllegalArgumentException("model: checkpoint was trained on '" + then.getModel() + "', job says '" + now.getModel() + "'");
-        if (!then.getData().getPath().equals(now.getData().getPath())) throw new IllegalArgumentException("data.path: checkpoint was trained on '" + then.getData().getPath() + "', job says '" + now.getData().getPath() + "'");
-        if (!then.getData().getSynthetic().equals(now.getData().getSynthetic()))
-            throw new IllegalArgumentException("data.synthetic: checkpoint was trained on " + then.getData().getSynthetic().toString().replace('\n', ' ').strip()
-                    + ", job says " + now.getData().getSynthetic().toString().replace('\n', ' ').strip());
-        if (then.getSteps() != now.getSteps()) throw new IllegalArgumentException("steps: checkpoint job has " + then.getSteps() + ", job says " + now.getSteps());
-        if (then.getBatchSize() != now.getBatchSize()) throw new IllegalArgumentException("batch_size: checkpoint job has " + then.getBatchSize() + ", job says " + now.getBatchSize());
-        if (then.getSeed() != now.getSeed()) throw new IllegalArgumentException("seed: checkpoint job has " + then.getSeed() + ", job says " + now.getSeed());
-        if (c.getStep() > now.getSteps()) throw new IllegalArgumentException("steps: checkpoint is at step " + c.getStep() + ", beyond the job's " + now.getSteps());
-    }
-
-    /** Stamps and publishes events; remembers whether a terminal state went out. */
-    private static final class Events {
-        final String jobId;
-        final JobListener listener;
-        boolean terminal;
-
-        Events(String jobId, JobListener listener) {
-            this.jobId = jobId;
-            this.listener = listener;
-        }
-
-        void state(JobState s, String reason) {
-            if (terminal) return;
-            terminal = s == JobState.FINISHED || s == JobState.FAILED || s == JobState.CANCELLED;
-            emit(JobEvent.newBuilder().setState(StateChange.newBuilder().setState(s).setReason(reason == null ? "" : reason)));
-        }
-
-        void emit(JobEvent.Builder e) {
-            listener.onEvent(e.setJobId(jobId).setUnixMs(System.currentTimeMillis()).build());
         }
     }
 }

@@ -8,10 +8,11 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
+import java.nio.file.LinkOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
+import org.sparselora.engine.io.AtomicFiles;
 import org.sparselora.proto.control.StepMetrics;
 
 /**
@@ -39,7 +40,7 @@ public final class MetricsLog implements AutoCloseable {
         close();
         Files.createDirectories(file.getParent());
         List<String> keep = new ArrayList<>();
-        if (Files.exists(file)) {
+        if (Files.isRegularFile(file, LinkOption.NOFOLLOW_LINKS)) {
             int expect = 1;
             for (String line : Files.readAllLines(file, StandardCharsets.UTF_8)) {
                 JsonNode row;
@@ -53,10 +54,10 @@ public final class MetricsLog implements AutoCloseable {
                 expect++;
             }
         }
-        Path tmp = file.resolveSibling(FILE + ".tmp");
-        Files.write(tmp, keep, StandardCharsets.UTF_8);
-        Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.APPEND);
+        AtomicFiles.removeStaleTemps(file);
+        AtomicFiles.write(file, tmp -> Files.write(tmp, keep, StandardCharsets.UTF_8));
+        // the file just renamed into place: never a symlink, and appending must not follow one planted since
+        out = Files.newBufferedWriter(file, StandardCharsets.UTF_8, StandardOpenOption.APPEND, LinkOption.NOFOLLOW_LINKS);
     }
 
     public void append(StepMetrics m) throws IOException {

@@ -18,13 +18,13 @@ import org.apache.pekko.actor.typed.javadsl.Receive;
  */
 public final class Predictor extends AbstractBehavior<Predictor.Command> {
 
-    public interface Command {}
+    public sealed interface Command permits BuildProgress, Built {}
 
     private record BuildProgress(String stage, double fraction, String message) implements Command, LocalMessage {}
 
     private record Built(PredictorFactors factors, Throwable error) implements Command, LocalMessage {}
 
-    public interface Event {}
+    public sealed interface Event permits Progress, Ready, Failed {}
 
     public record Progress(String stage, double fraction, String message) implements Event, LocalMessage {}
 

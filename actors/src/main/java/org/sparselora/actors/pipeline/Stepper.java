@@ -8,7 +8,8 @@ import org.apache.pekko.actor.typed.DispatcherSelector;
 import org.apache.pekko.actor.typed.PostStop;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.sparse.DenseWarmup;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.engine.train.TrainingWorker;
@@ -32,7 +33,8 @@ public final class Stepper {
 
     public static DispatcherSelector dispatcher() { return DispatcherSelector.fromConfig(DISPATCHER); }
 
-    public interface Command {}
+    /** What a Stepper is told; the records are the messages. */
+    public sealed interface Command permits RunStep, Reduced, Restore, Snapshot, AttachPredictor {}
 
     /** Step barrier: run 0-based step {@code step} on this shard and contribute to {@code aggregator}. */
     public record RunStep(long generation, int step, Batch batch, ActorRef<GradientAggregator.Command> aggregator,
@@ -52,23 +54,29 @@ public final class Stepper {
     public record AttachPredictor(PredictorFactors factors) implements Command, LocalMessage {}
 
     /**
-     * @param initial   state to restore (null: the factory's fresh worker)
-     * @param startStep completed steps at {@code initial} (picks the starting behaviour)
-     * @param factors   the predictor if already built (else an {@link AttachPredictor} follows)
+     * What stays fixed for a worker's whole life (a restart makes a new Stepper with the same settings).
+     *
+     * @param worker         this worker's index, 0-based
+     * @param workers        data-parallel workers of the job
+     * @param factory        makes the worker's {@link TrainingWorker} (on the Stepper's own thread)
+     * @param schedule       which steps are sparse
+     * @param deviceExchange the rounds sum the workers' gradients in place (a GradientExchange): send no arrays
+     * @param supervisor     receives StepperReady, StepApplied and StateSnapshot
      */
-    public static Behavior<Command> create(int worker, int workers, long generation, WorkerFactory factory,
-                                           TrainerState initial, int startStep, PredictorFactors factors,
-                                           SparseSchedule schedule, ActorRef<JobSupervisor.Command> supervisor) {
-        return create(worker, workers, generation, factory, initial, startStep, factors, schedule, false, supervisor);
-    }
+    public record Settings(int worker, int workers, WorkerFactory factory, DenseWarmup schedule, boolean deviceExchange,
+                           ActorRef<JobSupervisor.Command> supervisor) {}
 
-    /** @param deviceExchange the rounds sum the workers' gradients in place (a GradientExchange): send no arrays */
-    public static Behavior<Command> create(int worker, int workers, long generation, WorkerFactory factory,
-                                           TrainerState initial, int startStep, PredictorFactors factors,
-                                           SparseSchedule schedule, boolean deviceExchange, ActorRef<JobSupervisor.Command> supervisor) {
+    /**
+     * @param generation the supervisor's generation this Stepper answers to
+     * @param initial    state to restore (null: the factory's fresh worker)
+     * @param startStep  completed steps at {@code initial} (picks the starting behaviour)
+     * @param factors    the predictor if already built (else an {@link AttachPredictor} follows)
+     */
+    public static Behavior<Command> create(Settings settings, long generation, TrainerState initial, int startStep,
+                                           PredictorFactors factors) {
         return Behaviors.setup(ctx -> {
-            TrainingWorker w = factory.create(worker, workers);
-            Stepper s = new Stepper(ctx, worker, workers, generation, factory, w, schedule, deviceExchange, supervisor);
+            TrainingWorker w = settings.factory().create(settings.worker(), settings.workers());
+            Stepper s = new Stepper(ctx, settings, generation, w);
             try {
                 if (initial != null) w.restore(initial);
                 if (factors != null) s.attach(factors);
@@ -76,7 +84,7 @@ public final class Stepper {
                 w.close();
                 throw e;
             }
-            supervisor.tell(new JobSupervisor.StepperReady(generation, worker, ctx.getSelf()));
+            settings.supervisor().tell(new JobSupervisor.StepperReady(generation, settings.worker(), ctx.getSelf()));
             return s.behaviourFor(startStep);
         });
     }
@@ -86,8 +94,7 @@ public final class Stepper {
     private final int workers;
     private final WorkerFactory factory;
     private final TrainingWorker trainer;
-    private final SparseSchedule schedule;
-    private final ActorRef<JobSupervisor.Command> supervisor;
+    private final DenseWarmup schedule;
     private final boolean deviceExchange;
     private long generation;
     private boolean predictorAttached;
@@ -96,21 +103,19 @@ public final class Stepper {
     private ActorRef<JobSupervisor.Command> pendingReplyTo;
     private long backwardEndNanos, contributedNanos;
 
-    private Stepper(ActorContext<Command> ctx, int worker, int workers, long generation, WorkerFactory factory,
-                    TrainingWorker trainer, SparseSchedule schedule, boolean deviceExchange, ActorRef<JobSupervisor.Command> supervisor) {
-        this.deviceExchange = deviceExchange;
+    private Stepper(ActorContext<Command> ctx, Settings settings, long generation, TrainingWorker trainer) {
         this.ctx = ctx;
-        this.worker = worker;
-        this.workers = workers;
+        this.worker = settings.worker();
+        this.workers = settings.workers();
+        this.factory = settings.factory();
+        this.schedule = settings.schedule();
+        this.deviceExchange = settings.deviceExchange();
         this.generation = generation;
-        this.factory = factory;
         this.trainer = trainer;
-        this.schedule = schedule;
-        this.supervisor = supervisor;
     }
 
     private Behavior<Command> behaviourFor(int step) {
-        return step < schedule.firstSparse() ? denseWarmup() : sparse();
+        return step < schedule.firstSparseStep() ? denseWarmup() : sparse();
     }
 
     /** Before the first sparse step: every step dense; the first sparse step switches behaviour. */
@@ -118,7 +123,7 @@ public final class Stepper {
         return common(Behaviors.receive(Command.class)
                 .onMessage(RunStep.class, m -> {
                     if (m.generation() != generation) return Behaviors.same();
-                    if (schedule.isSparse(m.step())) {
+                    if (schedule.sparseAt(m.step())) {
                         ctx.getLog().debug("worker {} switches to sparse at step {}", worker, m.step());
                         run(m, true);
                         return sparse();
@@ -133,7 +138,7 @@ public final class Stepper {
         return common(Behaviors.receive(Command.class)
                 .onMessage(RunStep.class, m -> {
                     if (m.generation() != generation) return Behaviors.same();
-                    run(m, schedule.isSparse(m.step()));
+                    run(m, schedule.sparseAt(m.step()));
                     return Behaviors.same();
                 }));
     }

@@ -14,14 +14,15 @@ import java.io.OutputStream;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /**
  * The {@code sparselora serve} process's network side: the SparseLoraControl service on
- * {@code bind:port} (loopback by default), a bearer token checked on every call when a token file
- * is given (required for any non-loopback address: start-up is refused otherwise), optional TLS,
+ * {@code bind:port} (loopback by default), a bearer token checked on every call (a token file of
+ * named clients is required, on loopback too unless {@code --insecure-local}), job paths confined
+ * to the roots ({@link PathPolicy}), optional TLS,
  * a maximum inbound message size, and — only with {@code --metrics-port} — Prometheus metrics at
  * {@code http://bind:port/metrics}.
  */
@@ -29,8 +30,20 @@ public final class ControlServer implements AutoCloseable {
 
     public static final int DEFAULT_MAX_MESSAGE_BYTES = 4 << 20;
 
-    public record Options(String bind, int port, Path tokenFile, Path tlsCert, Path tlsKey, int maxMessageBytes, Integer metricsPort) {
-        public static Options loopback(int port) { return new Options("127.0.0.1", port, null, null, null, DEFAULT_MAX_MESSAGE_BYTES, null); }
+    /**
+     * @param roots         directories a job's paths must lie in (empty: the working directory)
+     * @param insecureLocal serve a loopback address without a token file: every local user is the same admin client
+     */
+    public record Options(String bind, int port, Path tokenFile, Path tlsCert, Path tlsKey, int maxMessageBytes, Integer metricsPort,
+                          List<Path> roots, boolean insecureLocal) {
+        public Options {
+            roots = List.copyOf(roots);
+        }
+
+        /** The earlier form: no roots (the working directory), a token file required. */
+        public Options(String bind, int port, Path tokenFile, Path tlsCert, Path tlsKey, int maxMessageBytes, Integer metricsPort) {
+            this(bind, port, tokenFile, tlsCert, tlsKey, maxMessageBytes, metricsPort, List.of(), false);
+        }
     }
 
     private final Server server;
@@ -42,24 +55,32 @@ public final class ControlServer implements AutoCloseable {
     }
 
     public static ControlServer start(Options o, JobManager jobs) throws IOException {
-        InetAddress addr = InetAddress.getByName(o.bind());
-        String token = null;
-        if (o.tokenFile() != null) {
-            if (!Files.isReadable(o.tokenFile())) throw new IllegalArgumentException("--token-file " + o.tokenFile() + ": cannot read it");
-            token = Files.readString(o.tokenFile(), StandardCharsets.UTF_8).trim();
-            if (token.isEmpty()) throw new IllegalArgumentException("--token-file " + o.tokenFile() + ": the file is empty");
+        InetAddress addr;
+        try {
+            addr = InetAddress.getByName(o.bind());
+        } catch (java.net.UnknownHostException e) {
+            throw new IllegalArgumentException("--bind '" + o.bind() + "': not an IP address or a host name this machine resolves");
         }
-        if (!addr.isLoopbackAddress() && token == null)
+        Tokens tokens = o.tokenFile() == null ? null : Tokens.read(o.tokenFile());
+        if (!addr.isLoopbackAddress() && tokens == null)
             throw new IllegalArgumentException("--bind " + o.bind() + " is not a loopback address: refusing to serve it without --token-file");
+        if (tokens == null && !o.insecureLocal())
+            throw new IllegalArgumentException("a token file is required (--token-file): without one every user of this machine could run jobs"
+                    + " with the server's file rights; pass --insecure-local to serve loopback without tokens anyway");
+        if (tokens != null && o.insecureLocal())
+            throw new IllegalArgumentException("--insecure-local and --token-file exclude each other");
+        PathPolicy paths = o.roots().isEmpty() ? PathPolicy.workingDirectory() : new PathPolicy(o.roots());
         if ((o.tlsCert() == null) != (o.tlsKey() == null))
             throw new IllegalArgumentException("--tls-cert and --tls-key must be given together");
         if (o.maxMessageBytes() < 1024) throw new IllegalArgumentException("--max-message-bytes must be >= 1024, got " + o.maxMessageBytes());
         ServerCredentials creds = o.tlsCert() == null ? InsecureServerCredentials.create()
                 : TlsServerCredentials.create(o.tlsCert().toFile(), o.tlsKey().toFile());
-        var service = StrictParsing.wrap(new ControlService(jobs).bindService());
+        var service = StrictParsing.wrap(new ControlService(jobs, paths).bindService());
         NettyServerBuilder b = NettyServerBuilder.forAddress(new InetSocketAddress(addr, o.port()), creds)
-                .maxInboundMessageSize(o.maxMessageBytes()).maxInboundMetadataSize(16 << 10)
-                .addService(token == null ? ServerInterceptors.intercept(service) : ServerInterceptors.intercept(service, new BearerTokenInterceptor(token)));
+                // headers up to 256 KiB reach the token check, which refuses an oversized one as UNAUTHENTICATED
+                // (beyond the transport's limit a call can only be reset, which clients report as INTERNAL)
+                .maxInboundMessageSize(o.maxMessageBytes()).maxInboundMetadataSize(256 << 10)
+                .addService(tokens == null ? ServerInterceptors.intercept(service) : ServerInterceptors.intercept(service, new BearerTokenInterceptor(tokens)));
         HttpServer http = null;
         if (o.metricsPort() != null) {
             PrometheusMeterRegistry registry = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);

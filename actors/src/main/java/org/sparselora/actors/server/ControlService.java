@@ -17,22 +17,33 @@ import org.sparselora.proto.control.WatchRequest;
 /**
  * The SparseLoraControl gRPC service over a {@link JobManager}: every request field is checked
  * (INVALID_ARGUMENT naming the field), unknown jobs are NOT_FOUND, state conflicts
- * FAILED_PRECONDITION. WatchJob replays the job's history then streams until the job stops.
+ * FAILED_PRECONDITION, paths outside the server's roots PERMISSION_DENIED. Each client sees, watches,
+ * cancels and resumes its own jobs only (another client's job is NOT_FOUND, as an unknown one);
+ * an admin client sees all. WatchJob replays the job's history then streams until the job stops.
  */
 public final class ControlService extends SparseLoraControlGrpc.SparseLoraControlImplBase {
 
     private static final Pattern JOB_ID = Pattern.compile("job-[0-9]{1,18}");
     private final JobManager jobs;
+    private final PathPolicy paths;
 
-    public ControlService(JobManager jobs) {
+    public ControlService(JobManager jobs, PathPolicy paths) {
         this.jobs = jobs;
+        this.paths = paths;
     }
+
+    private static Caller caller() { return BearerTokenInterceptor.CALLER.get(); }
 
     @Override
     public void submitJob(JobSpec spec, StreamObserver<JobId> out) {
         String id;
         try {
-            id = jobs.submit(spec);
+            // confined first: nothing of the job (not even its sparsity file) is opened outside the roots
+            JobSpec confined = paths.confine(spec);
+            id = jobs.submit(confined, new JobManager.SubmitOptions(caller(), false, java.util.Set.of()));
+        } catch (io.grpc.StatusRuntimeException e) {
+            out.onError(e);
+            return;
         } catch (JobSpecException e) {
             out.onError(Status.INVALID_ARGUMENT.withDescription(e.getMessage()).asRuntimeException());
             return;
@@ -44,18 +55,26 @@ public final class ControlService extends SparseLoraControlGrpc.SparseLoraContro
     @Override
     public void getJob(JobId req, StreamObserver<JobStatus> out) {
         if (!validId(req.getId(), out)) return;
-        reply(jobs.get(req.getId()), req.getId(), out);
+        reply(jobs.get(req.getId(), caller()), req.getId(), out);
     }
 
     @Override
     public void cancelJob(JobId req, StreamObserver<JobStatus> out) {
         if (!validId(req.getId(), out)) return;
-        reply(jobs.cancel(req.getId(), "cancelled by request"), req.getId(), out);
+        if (!jobs.visible(req.getId(), caller())) {
+            reply(null, req.getId(), out);
+            return;
+        }
+        reply(jobs.cancel(req.getId(), "cancelled by request (" + caller().name() + ")"), req.getId(), out);
     }
 
     @Override
     public void resumeJob(JobId req, StreamObserver<JobStatus> out) {
         if (!validId(req.getId(), out)) return;
+        if (!jobs.visible(req.getId(), caller())) {
+            reply(null, req.getId(), out);
+            return;
+        }
         try {
             reply(jobs.resume(req.getId()), req.getId(), out);
         } catch (IllegalStateException e) {
@@ -65,13 +84,17 @@ public final class ControlService extends SparseLoraControlGrpc.SparseLoraContro
 
     @Override
     public void listJobs(ListJobsRequest req, StreamObserver<ListJobsResponse> out) {
-        out.onNext(ListJobsResponse.newBuilder().addAllJobs(jobs.list()).build());
+        out.onNext(ListJobsResponse.newBuilder().addAllJobs(jobs.list(caller())).build());
         out.onCompleted();
     }
 
     @Override
     public void watchJob(WatchRequest req, StreamObserver<JobEvent> out) {
         if (!validId(req.getId(), out)) return;
+        if (!jobs.visible(req.getId(), caller())) {
+            out.onError(Status.NOT_FOUND.withDescription("id: no job '" + req.getId() + "'").asRuntimeException());
+            return;
+        }
         ServerCallStreamObserver<JobEvent> call = (ServerCallStreamObserver<JobEvent>) out;
         Object lock = new Object();
         boolean[] closed = new boolean[1];

@@ -3,12 +3,15 @@ package org.sparselora.actors.server;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.Gauge;
 import io.micrometer.core.instrument.MeterRegistry;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ExecutorService;
@@ -21,7 +24,11 @@ import org.apache.pekko.actor.typed.Props;
 import org.apache.pekko.actor.typed.SpawnProtocol;
 import org.apache.pekko.actor.typed.javadsl.AskPattern;
 import org.sparselora.actors.job.JobSpecException;
+import org.sparselora.actors.job.JobPaths;
 import org.sparselora.actors.job.JobSpecs;
+import org.sparselora.actors.job.OutputDirs;
+import org.sparselora.actors.job.ResumeCheck;
+import org.sparselora.actors.pipeline.CheckpointStore;
 import org.sparselora.actors.pipeline.EngineProvider;
 import org.sparselora.actors.pipeline.JobRuntime;
 import org.sparselora.actors.pipeline.JobSupervisor;
@@ -93,16 +100,45 @@ public final class JobManager implements AutoCloseable {
         return jobs.values().stream().filter(j -> j.state == s).count();
     }
 
-    /** Validates (a {@link JobSpecException} names the bad field) and queues; returns the new job's id. */
-    public String submit(JobSpec raw) {
-        JobSpec spec = JobSpecs.prepare(raw);
+    /**
+     * How a job is submitted: who owns it, whether a non-empty output_dir may be overwritten, and
+     * which settings may differ from the checkpoint a resumed job continues ({@link ResumeCheck#CHANGEABLE}).
+     */
+    public record SubmitOptions(Caller owner, boolean overwrite, Set<String> allowChanges) {
+        public static final SubmitOptions LOCAL = new SubmitOptions(Caller.LOCAL, false, Set.of());
+
+        public SubmitOptions {
+            allowChanges = Set.copyOf(allowChanges);
+        }
+    }
+
+    /** {@link #submit(JobSpec, SubmitOptions)} by the local user, no overwrite, no changes on resume. */
+    public String submit(JobSpec raw) { return submit(raw, SubmitOptions.LOCAL); }
+
+    /**
+     * Validates (a {@link JobSpecException} names the bad field), runs the pre-flight — every path
+     * made canonical, input files present, output_dir usable, not in use and locked, a resume
+     * compatible with its checkpoint — and queues; returns the new job's id. Nothing is started
+     * for a job that fails here, so a bad job cannot hold up the queue.
+     */
+    public String submit(JobSpec raw, SubmitOptions how) {
+        JobSpec spec = JobSpecs.prepare(JobPaths.canonical(raw, Path.of("").toAbsolutePath()));
         opener.check(spec);
+        checkInputs(spec);
         synchronized (this) {
             for (Job j : jobs.values())
                 if (!j.terminal() && j.spec.getOutputDir().equals(spec.getOutputDir()))
                     throw new JobSpecException("output_dir", "'" + spec.getOutputDir() + "' is in use by job " + j.id);
+            OutputDirs.Claim claim = OutputDirs.claim(Path.of(spec.getOutputDir()), spec.getResume(), how.overwrite());
+            try {
+                if (spec.getResume()) ResumeCheck.check(checkpointedSpec(spec), spec, how.allowChanges());
+            } catch (RuntimeException e) {
+                claim.close();
+                throw e;
+            }
             String id = "job-" + ids.incrementAndGet();
-            Job j = new Job(id, spec);
+            Job j = new Job(id, spec, how.owner().name());
+            j.claim = claim;
             jobs.put(id, j);
             j.publishLocal(JobState.QUEUED, "queued");
             queue.add(j);
@@ -111,14 +147,47 @@ public final class JobManager implements AutoCloseable {
         }
     }
 
+    /** Input files named by path must exist now: a job that cannot open them fails here, not after it starts. */
+    private static void checkInputs(JobSpec spec) {
+        for (Map.Entry<String, String> e : JobPaths.of(spec).entrySet()) {
+            if (e.getKey().equals("output_dir")) continue;
+            Path p = Path.of(e.getValue());
+            if (!Files.exists(p)) throw new JobSpecException(e.getKey(), "'" + p + "': no such file or directory");
+            if (!Files.isReadable(p)) throw new JobSpecException(e.getKey(), "'" + p + "': not readable");
+        }
+    }
+
+    /** The spec recorded in the checkpoint a resumed job continues. */
+    private static JobSpec checkpointedSpec(JobSpec spec) {
+        try {
+            return JobSpec.parseFrom(new CheckpointStore(Path.of(spec.getOutputDir())).read().getJobSpec());
+        } catch (java.io.IOException e) {
+            throw new JobSpecException("resume", e.getMessage());
+        }
+    }
+
     public synchronized JobStatus get(String id) {
         Job j = jobs.get(id);
         return j == null ? null : j.status();
     }
 
-    public synchronized List<JobStatus> list() {
+    /** The job's status if {@code caller} may see it, else null (as for an unknown id: others' jobs are not revealed). */
+    public synchronized JobStatus get(String id, Caller caller) {
+        return visible(id, caller) ? get(id) : null;
+    }
+
+    /** Whether the job exists and {@code caller} owns it or is an admin. */
+    public synchronized boolean visible(String id, Caller caller) {
+        Job j = jobs.get(id);
+        return j != null && caller.mayAccess(j.owner);
+    }
+
+    public synchronized List<JobStatus> list() { return list(Caller.LOCAL); }
+
+    /** The jobs {@code caller} may see. */
+    public synchronized List<JobStatus> list(Caller caller) {
         List<JobStatus> out = new ArrayList<>();
-        for (Job j : jobs.values()) out.add(j.status());
+        for (Job j : jobs.values()) if (caller.mayAccess(j.owner)) out.add(j.status());
         return out;
     }
 
@@ -142,7 +211,16 @@ public final class JobManager implements AutoCloseable {
         if (j == null) return null;
         if (!j.terminal()) throw new IllegalStateException("job " + id + " is " + j.state.name().toLowerCase() + ", not stopped");
         if (j.state == JobState.FINISHED) throw new IllegalStateException("job " + id + " already finished");
-        j.spec = j.spec.toBuilder().setResume(true).build();
+        JobSpec again = j.spec.toBuilder().setResume(true).build();
+        for (Job o : jobs.values())
+            if (o != j && !o.terminal() && o.spec.getOutputDir().equals(again.getOutputDir()))
+                throw new IllegalStateException("output_dir '" + again.getOutputDir() + "' is in use by job " + o.id);
+        try {
+            j.claim = OutputDirs.claim(Path.of(again.getOutputDir()), true, false);
+        } catch (JobSpecException e) {
+            throw new IllegalStateException(e.getMessage());
+        }
+        j.spec = again;
         j.done = new CompletableFuture<>();
         j.cancelReason = null;
         j.supervisor = null;
@@ -263,9 +341,14 @@ public final class JobManager implements AutoCloseable {
         int stepEvents;
         final List<Watcher> watchers = new CopyOnWriteArrayList<>();
 
-        Job(String id, JobSpec spec) {
+        final String owner;
+        /** the output_dir lock, held from submit (or resume) until the terminal event */
+        volatile OutputDirs.Claim claim;
+
+        Job(String id, JobSpec spec, String owner) {
             this.id = id;
             this.spec = spec;
+            this.owner = owner;
         }
 
         boolean terminal() {
@@ -309,6 +392,9 @@ public final class JobManager implements AutoCloseable {
                 }
             }
             if (ended) {
+                OutputDirs.Claim c = claim;
+                claim = null;
+                if (c != null) c.close();
                 if (finished != null) (state == JobState.FINISHED ? finished : failed).increment();
                 done.complete(status());
                 if (launched) {

@@ -35,7 +35,7 @@ class ServeProcessTest {
         String java = ProcessHandle.current().info().command().orElse("java");
         List<String> cmd = new ArrayList<>(List.of(java, "--add-modules=jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED",
                 "--sun-misc-unsafe-memory-access=allow", "-Xmx256m", "-cp", System.getProperty("java.class.path"), Main.class.getName(),
-                "serve", "--port", "0", "--token-file", token.toString()));
+                "serve", "--port", "0", "--token-file", token.toString(), "--root", dir.toString()));
         Process serve = new ProcessBuilder(cmd).redirectError(dir.resolve("serve.err").toFile()).start();
         try {
             BufferedReader out = new BufferedReader(new InputStreamReader(serve.getInputStream(), StandardCharsets.UTF_8));

@@ -21,7 +21,7 @@ import org.sparselora.actors.pipeline.JobListener;
 import org.sparselora.actors.pipeline.JobRuntime;
 import org.sparselora.actors.pipeline.PredictorFactors;
 import org.sparselora.actors.pipeline.WorkerFactory;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.engine.train.TrainingWorker;

@@ -27,7 +27,7 @@ import org.sparselora.actors.pipeline.JobRuntime;
 import org.sparselora.actors.pipeline.JobSupervisor;
 import org.sparselora.actors.pipeline.MetricsLog;
 import org.sparselora.engine.model.LlamaConfig;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LocalGradientExchange;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.proto.control.JobEvent;

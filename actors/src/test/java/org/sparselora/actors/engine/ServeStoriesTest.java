@@ -64,10 +64,11 @@ class ServeStoriesTest {
                 seed: 5
                 """.formatted(model, tok, data.resolve("pretrain/tinyshakespeare.jsonl")));
         Path token = dir.resolve("token");
-        Files.writeString(token, "stories-token");
+        Files.writeString(token, "stories-token-0123456789");
         ActorSystem<SpawnProtocol.Command> system = ActorSystem.create(SpawnProtocol.create(), "serve-stories");
         try (JobManager jobs = new JobManager(system, 1, JobManager.engines(), new JobSupervisor.Settings(Duration.ofMinutes(5), 3, 3, new PredictorCache()));
-             ControlServer server = ControlServer.start(new ControlServer.Options("127.0.0.1", 0, token, null, null, 1 << 20, null), jobs)) {
+             ControlServer server = ControlServer.start(new ControlServer.Options("127.0.0.1", 0, token, null, null, 1 << 20, null,
+                     java.util.List.of(dir, data), false), jobs)) {
             CliRunner.Result r = CliRunner.run("submit", job.toString(), "--watch", "--server", "127.0.0.1:" + server.port(), "--token-file", token.toString());
             assertEquals(0, r.code(), r.out() + r.err());
             assertTrue(r.out().contains("finished at step 12"), r.out());

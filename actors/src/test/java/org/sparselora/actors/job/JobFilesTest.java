@@ -10,7 +10,7 @@ import java.nio.file.Path;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.sparselora.actors.pipeline.SparseSchedule;
+import org.sparselora.engine.sparse.DenseWarmup;
 import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.SparsityConfig;
 
@@ -95,15 +95,15 @@ class JobFilesTest {
         assertEquals(28 + 14, c.getSparsityCount());
         assertEquals(0.99, c.getSparsityOrThrow("layers.3.mlp"));
         assertEquals("sliced", c.getFrozenGrad());
-        SparseSchedule sched = SparseSchedule.of(c, 100);
-        assertFalse(sched.isSparse(4));
-        assertTrue(sched.isSparse(5), "start_step 0.05 of 100 steps: step 5 (0-based) is the first sparse one");
-        assertTrue(sched.isSparse(99));
-        SparsityConfig dense = JobSpecs.sparsityDefaults(SparsityConfig.newBuilder().setMode("dense").putSparsity("layers.3.mlp", 0.5).build());
-        assertFalse(SparseSchedule.of(dense, 100).anySparse());
-        SparsityConfig window = JobSpecs.sparsityDefaults(SparsityConfig.newBuilder().setStartStep(0.1).setEndStep(0.5).putSparsity("layers.1.mlp", 0.9).build());
-        SparseSchedule w = SparseSchedule.of(window, 10);
-        assertEquals(List.of(false, true, true, true, true, false), List.of(w.isSparse(0), w.isSparse(1), w.isSparse(2), w.isSparse(3), w.isSparse(4), w.isSparse(5)));
+        DenseWarmup sched = DenseWarmup.of(SparsityProtos.toEngine(c, "sparsity"), 100);
+        assertFalse(sched.sparseAt(4));
+        assertTrue(sched.sparseAt(5), "start_step 0.05 of 100 steps: step 5 (0-based) is the first sparse one");
+        assertTrue(sched.sparseAt(99));
+        SparsityConfig dense = SparsityProtos.normalized(SparsityConfig.newBuilder().setMode("dense").putSparsity("layers.3.mlp", 0.5).build(), "sparsity");
+        assertFalse(DenseWarmup.of(SparsityProtos.toEngine(dense, "sparsity"), 100).anySparse());
+        SparsityConfig window = SparsityProtos.normalized(SparsityConfig.newBuilder().setStartStep(0.1).setEndStep(0.5).putSparsity("layers.1.mlp", 0.9).build(), "sparsity");
+        DenseWarmup w = DenseWarmup.of(SparsityProtos.toEngine(window, "sparsity"), 10);
+        assertEquals(List.of(false, true, true, true, true, false), List.of(w.sparseAt(0), w.sparseAt(1), w.sparseAt(2), w.sparseAt(3), w.sparseAt(4), w.sparseAt(5)));
     }
 
     @Test
@@ -115,9 +115,9 @@ class JobFilesTest {
         assertError(base + "lora: {r: 0}\n", "key 'lora.r': must be in [1, 4096], got 0");
         assertError(base + "optimizer: {lr: -1}\n", "key 'optimizer.lr': must be in (0, 1], got -1.0");
         assertError(base + "workers: 3\n", "key 'workers': 3 workers cannot split batch_size 4 evenly");
-        assertError(base + "sparsity: {start_step: 2, sparsity: {layers.1.mlp: 0.5}}\n", "key 'sparsity.start_step': must be in [0, 1], got 2.0");
-        assertError(base + "sparsity: {sparsity: {layers.x.mlp: 0.5}}\n", "key 'sparsity.sparsity': key 'layers.x.mlp' is not layers.<i>.mlp or layers.<i>.self_attn");
-        assertError(base + "sparsity: {sparsity: {layers.1.mlp: 1.5}}\n", "key 'sparsity.sparsity.layers.1.mlp': ratio must be in [0, 1), got 1.5");
+        assertError(base + "sparsity: {start_step: 2, sparsity: {layers.1.mlp: 0.5}}\n", "key 'sparsity': start_step = 2.0 is outside [0, 1]");
+        assertError(base + "sparsity: {sparsity: {layers.x.mlp: 0.5}}\n", "key 'sparsity': sparsity.layers.x.mlp: unknown module name (expected a suffix 'layers.<i>.mlp' or 'layers.<i>.self_attn')");
+        assertError(base + "sparsity: {sparsity: {layers.1.mlp: 1.5}}\n", "key 'sparsity': sparsity.layers.1.mlp = 1.5 is outside [0, 1)");
         assertError(base + "lora: {targets: [q, q]}\n", "key 'lora.targets': 'q' listed twice");
         assertError(base.replace("model: m\n", ""), "key 'model': is required");
         assertError("- just\n- a list\n", "key '(top level)': must be a mapping");

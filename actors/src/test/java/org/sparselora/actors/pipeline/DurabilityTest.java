@@ -16,7 +16,7 @@ import org.apache.pekko.serialization.SerializationExtension;
 import org.apache.pekko.actor.typed.javadsl.Adapter;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.proto.cluster.Checkpoint;

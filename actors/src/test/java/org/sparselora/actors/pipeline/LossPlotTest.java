@@ -1,5 +1,6 @@
 package org.sparselora.actors.pipeline;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -9,41 +10,34 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import javax.imageio.ImageIO;
 import javax.xml.parsers.DocumentBuilderFactory;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.knowm.xchart.XYChart;
+import org.knowm.xchart.XYSeries;
 import org.sparselora.actors.cli.CliRunner;
-import org.w3c.dom.Document;
-import org.w3c.dom.Element;
-import org.w3c.dom.NodeList;
 
-/** loss.svg: well-formed SVG with one point per metrics row, dense and sparse apart; written when a train job ends. */
+/** loss.svg / loss.png: one point per metrics row, dense, sparse and non-finite apart; written when a train job ends. */
 class LossPlotTest {
 
     @TempDir
     Path dir;
 
-    static Document parse(Path svg) throws Exception {
+    static void assertWellFormedSvg(Path svg) throws Exception {
         DocumentBuilderFactory f = DocumentBuilderFactory.newInstance();
         f.setNamespaceAware(true);
-        return f.newDocumentBuilder().parse(svg.toFile());
+        f.setFeature("http://apache.org/xml/features/nonvalidating/load-external-dtd", false);   // the SVG 1.1 DOCTYPE: never fetched
+        assertEquals("svg", f.newDocumentBuilder().parse(svg.toFile()).getDocumentElement().getLocalName());
     }
 
-    /** The marker elements (circles and the crosses of non-finite losses) of class "point …". */
-    static List<Element> points(Document d) {
-        List<Element> out = new ArrayList<>();
-        for (String tag : new String[] {"circle", "path"}) {
-            NodeList nl = d.getElementsByTagNameNS("http://www.w3.org/2000/svg", tag);
-            for (int i = 0; i < nl.getLength(); i++) {
-                Element e = (Element) nl.item(i);
-                if (e.getAttribute("class").startsWith("point")) out.add(e);
-            }
-        }
-        return out;
+    static double[] xs(XYChart c, String series) {
+        XYSeries s = c.getSeriesMap().get(series);
+        return s == null ? new double[0] : s.getXData();
     }
 
     @Test
-    void onePointPerRowInTwoColours() throws Exception {
+    void onePointPerRowInThreeSeries() throws Exception {
         List<String> rows = new ArrayList<>();
         for (int s = 1; s <= 37; s++) {
             String loss = s == 20 ? "\"NaN\"" : Double.toString(4.0 * Math.exp(-s / 15.0) + 0.5);
@@ -51,31 +45,22 @@ class LossPlotTest {
                     + "\"predictor_flops\":1,\"ms\":3.5,\"tokens\":64}");
         }
         Files.write(dir.resolve(MetricsLog.FILE), rows);
+        XYChart c = LossPlot.chart(LossPlot.read(dir.resolve(MetricsLog.FILE)), "job");
+        assertEquals(9, xs(c, LossPlot.DENSE).length);
+        assertEquals(27, xs(c, LossPlot.SPARSE).length);
+        assertArrayEquals(new double[] {20}, xs(c, LossPlot.NONFINITE));
+        assertEquals(36, xs(c, LossPlot.CURVE).length);
+        assertEquals("job — training loss", c.getTitle());
+
         Path svg = LossPlot.write(dir, "job <a&b>");
         assertEquals(dir.resolve("loss.svg"), svg);
-        assertFalse(Files.exists(dir.resolve("loss.svg.tmp")));
-        Document d = parse(svg);
-        assertEquals("svg", d.getDocumentElement().getLocalName());
-        List<Element> pts = points(d);
-        assertEquals(37, pts.size());
-        long dense = pts.stream().filter(e -> e.getAttribute("class").equals("point dense")).count();
-        long sparse = pts.stream().filter(e -> e.getAttribute("class").equals("point sparse")).count();
-        long bad = pts.stream().filter(e -> e.getAttribute("class").equals("point nonfinite")).count();
-        assertEquals(9, dense);
-        assertEquals(27, sparse);
-        assertEquals(1, bad);
-        for (Element e : pts) {
-            if (e.getAttribute("class").equals("point dense")) assertEquals(LossPlot.DENSE_COLOUR, e.getAttribute("fill"));
-            if (e.getAttribute("class").equals("point sparse")) assertEquals(LossPlot.SPARSE_COLOUR, e.getAttribute("fill"));
+        assertWellFormedSvg(svg);
+        // a title with markup characters still gives a well-formed document
+        var png = ImageIO.read(dir.resolve(LossPlot.PNG).toFile());
+        assertEquals(800, png.getWidth());
+        try (var s = Files.list(dir)) {
+            assertEquals(List.of("loss.png", "loss.svg", "metrics.jsonl"), s.map(p -> p.getFileName().toString()).sorted().toList(), "no temp files left");
         }
-        // lower loss is higher up the page: y grows as the loss falls
-        Element first = pts.get(0), last = pts.get(35);
-        assertTrue(Double.parseDouble(first.getAttribute("cy")) < Double.parseDouble(last.getAttribute("cy")));
-        assertTrue(Double.parseDouble(first.getAttribute("cx")) < Double.parseDouble(last.getAttribute("cx")));
-        String text = Files.readString(svg);
-        assertTrue(text.contains("dense step") && text.contains("sparse step") && text.contains(">step<") && text.contains("loss (nats)"), "legend and axis labels");
-        assertTrue(text.contains("class=\"x-axis\"") && text.contains("class=\"y-axis\"") && text.contains("class=\"tick\""), "axes with ticks");
-        assertTrue(text.contains("job &lt;a&amp;b&gt;"), "the title is escaped");
     }
 
     @Test
@@ -94,10 +79,11 @@ class LossPlotTest {
         Path out = dir.resolve("out-plot");
         long rows = Files.readAllLines(out.resolve(MetricsLog.FILE)).stream().filter(l -> !l.isBlank()).count();
         assertEquals(6, rows);
-        List<Element> pts = points(parse(out.resolve(LossPlot.FILE)));
-        assertEquals(rows, pts.size());
-        // sparse from step ⌈0.25·6⌉ + 1: both colours appear
-        assertTrue(pts.stream().anyMatch(e -> e.getAttribute("class").equals("point dense")));
-        assertTrue(pts.stream().anyMatch(e -> e.getAttribute("class").equals("point sparse")));
+        assertWellFormedSvg(out.resolve(LossPlot.FILE));
+        XYChart c = LossPlot.chart(LossPlot.read(out.resolve(MetricsLog.FILE)), "plot");
+        // sparse from step ⌈0.25·6⌉ + 1: both kinds appear, one point per row
+        assertTrue(xs(c, LossPlot.DENSE).length > 0 && xs(c, LossPlot.SPARSE).length > 0);
+        assertEquals(rows, xs(c, LossPlot.DENSE).length + xs(c, LossPlot.SPARSE).length + xs(c, LossPlot.NONFINITE).length);
+        assertTrue(Files.isRegularFile(out.resolve(LossPlot.PNG)));
     }
 }

@@ -19,7 +19,8 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.actors.testengine.BigramWorker;
 import org.sparselora.actors.testengine.MarkovSource;
 import org.sparselora.actors.testengine.ToyEngine;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.sparse.DenseWarmup;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainingWorker;
 
@@ -57,8 +58,9 @@ class StageProtocolTest {
         RecordingFactory f = new RecordingFactory();
         TestProbe<JobSupervisor.Command> sup = kit.createTestProbe();
         TestProbe<GradientAggregator.Command> agg = kit.createTestProbe();
-        SparseSchedule sched = new SparseSchedule(10, 3, 10);
-        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(0, 1, 0, f, null, 0, null, sched, sup.getRef()), Stepper.dispatcher());
+        DenseWarmup sched = new DenseWarmup(10, 3, 10);
+        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(0, 1, f, sched, false, sup.getRef()), 0, null, 0, null),
+                Stepper.dispatcher());
         sup.expectMessageClass(JobSupervisor.StepperReady.class);
         st.tell(new Stepper.AttachPredictor(new ToyEngine.Factors("k")));
         List<Boolean> sparse = new ArrayList<>();
@@ -80,8 +82,8 @@ class StageProtocolTest {
     void aSparseStepWithoutThePredictorFailsTheStepper() {
         TestProbe<JobSupervisor.Command> sup = kit.createTestProbe();
         TestProbe<GradientAggregator.Command> agg = kit.createTestProbe();
-        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(0, 1, 0, new RecordingFactory(), null, 0, null,
-                new SparseSchedule(10, 0, 10), sup.getRef()), Stepper.dispatcher());
+        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(0, 1, new RecordingFactory(),
+                new DenseWarmup(10, 0, 10), false, sup.getRef()), 0, null, 0, null), Stepper.dispatcher());
         sup.expectMessageClass(JobSupervisor.StepperReady.class);
         st.tell(new Stepper.RunStep(0, 0, batch(), agg.getRef(), sup.getRef()));
         sup.expectTerminated(st, Duration.ofSeconds(5));
@@ -92,7 +94,8 @@ class StageProtocolTest {
         RecordingFactory f = new RecordingFactory();
         TestProbe<JobSupervisor.Command> sup = kit.createTestProbe();
         TestProbe<GradientAggregator.Command> agg = kit.createTestProbe();
-        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(1, 2, 5, f, null, 0, null, SparseSchedule.dense(10), sup.getRef()), Stepper.dispatcher());
+        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(1, 2, f, DenseWarmup.dense(10), false, sup.getRef()),
+                5, null, 0, null), Stepper.dispatcher());
         assertEquals(1, sup.expectMessageClass(JobSupervisor.StepperReady.class).worker());
         st.tell(new Stepper.RunStep(4, 0, batch(), agg.getRef(), sup.getRef())); // old generation
         agg.expectNoMessage(Duration.ofMillis(200));

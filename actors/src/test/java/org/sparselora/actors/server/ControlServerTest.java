@@ -67,7 +67,7 @@ class ControlServerTest {
         jobs = new JobManager(system, 1, JobManager.engines(), new JobSupervisor.Settings(Duration.ofSeconds(20), 3, 3, new PredictorCache()));
         tokenFile = dir.resolve("token");
         Files.writeString(tokenFile, TOKEN + "\n");
-        server = ControlServer.start(new ControlServer.Options("127.0.0.1", 0, tokenFile, null, null, 64 << 10, 0), jobs);
+        server = ControlServer.start(new ControlServer.Options("127.0.0.1", 0, tokenFile, null, null, 64 << 10, 0, List.of(dir), false), jobs);
         channel = Grpc.newChannelBuilderForAddress("127.0.0.1", server.port(), InsecureChannelCredentials.create()).build();
     }
 

@@ -43,11 +43,11 @@ class TlsServerTest {
         Path cert = dir.resolve("cert.pem"), key = dir.resolve("key.pem"), token = dir.resolve("token");
         Files.writeString(cert, pem("CERTIFICATE", store.getCertificate("s").getEncoded()));
         Files.writeString(key, pem("PRIVATE KEY", ((PrivateKey) store.getKey("s", "changeit".toCharArray())).getEncoded()));
-        Files.writeString(token, "tls-token");
+        Files.writeString(token, "tls-token-0123456789");
 
         ActorSystem<SpawnProtocol.Command> system = ActorSystem.create(SpawnProtocol.create(), "tls-test");
         try (JobManager jobs = new JobManager(system, 1, JobManager.engines(), new JobSupervisor.Settings(Duration.ofSeconds(20), 3, 3, new PredictorCache()));
-             ControlServer server = ControlServer.start(new ControlServer.Options("127.0.0.1", 0, token, cert, key, 1 << 20, null), jobs)) {
+             ControlServer server = ControlServer.start(new ControlServer.Options("127.0.0.1", 0, token, cert, key, 1 << 20, null, java.util.List.of(dir), false), jobs)) {
             String addr = "127.0.0.1:" + server.port();
             CliRunner.Result ok = CliRunner.run("jobs", "--server", addr, "--tls-ca", cert.toString(), "--token-file", token.toString());
             assertEquals(0, ok.code(), ok.err());

@@ -5,7 +5,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.SplittableRandom;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.engine.train.TrainingWorker;

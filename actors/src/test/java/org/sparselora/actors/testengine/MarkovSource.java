@@ -7,7 +7,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import org.sparselora.actors.pipeline.BatchSource;
 import org.sparselora.actors.pipeline.DataPosition;
 import org.sparselora.actors.pipeline.DataSummary;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Test data: sequences from a fixed Markov chain (token a is followed by (3a+1) mod V most of the

@@ -7,8 +7,8 @@ import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.Projection;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Shapes shared by the CPU benchmarks: the issue's "frozen GEMMs dominate" model (hidden 512,

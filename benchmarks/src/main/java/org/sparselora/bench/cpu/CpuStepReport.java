@@ -6,11 +6,12 @@ import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.sparse.FlopCount;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * With 1 thread, times are the calling thread's CPU time (ThreadMXBean), which stays meaningful on
@@ -41,6 +42,7 @@ public final class CpuStepReport {
             if (args.length > 2 && args[2].equals("matmul")) return;
             LlamaConfig c = BenchModels.stepModel();
             LlamaModel m = new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, 1)));
+            m.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
             LoraAdapter lora = new LoraAdapter(be, c, BenchModels.lora());
             Batch b = BenchModels.batch(c, 4, 256, 0.75, 3);
             System.out.printf("%n| step (4x256, 75%% context) | ms/step (median) | GFLOP/step | GFLOP/s | FLOP reduction | speed-up |%n|---|---|---|---|---|---|%n");

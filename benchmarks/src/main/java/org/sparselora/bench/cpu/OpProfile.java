@@ -9,10 +9,11 @@ import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Where a training step's time goes, per Backend op: wraps the CPU backend in a timing proxy and
@@ -47,6 +48,7 @@ public final class OpProfile {
             });
             LlamaConfig c = BenchModels.stepModel();
             LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, 1)));
+            model.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
             LoraAdapter lora = new LoraAdapter(be, c, BenchModels.lora());
             Batch b = BenchModels.batch(c, 4, 256, 0.75, 3);
             for (String mode : new String[] {"dense", "sliced", "cut"}) {

@@ -18,10 +18,11 @@ import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * JMH: one LoRA training step (forward + backward) of {@link BenchModels#stepModel()} on a 4×256
@@ -49,6 +50,7 @@ public class TrainingStepBenchmark {
         be = new CpuBackend();
         LlamaConfig c = BenchModels.stepModel();
         model = new LlamaModel(be, LlamaWeights.upload(be, new RandomWeights(c, 1)));
+        model.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
         lora = new LoraAdapter(be, c, BenchModels.lora());
         batch = BenchModels.batch(c, 4, 256, 0.75, 3);
         plan = mode.equals("dense") ? null

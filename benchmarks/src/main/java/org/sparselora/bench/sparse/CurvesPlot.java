@@ -1,12 +1,22 @@
 package org.sparselora.bench.sparse;
 
+import java.awt.BasicStroke;
+import java.awt.Color;
+import java.io.OutputStream;
+import org.knowm.xchart.VectorGraphicsEncoder;
+import org.knowm.xchart.XYChart;
+import org.knowm.xchart.XYChartBuilder;
+import org.knowm.xchart.XYSeries;
+import org.knowm.xchart.style.Styler;
+import org.knowm.xchart.style.markers.SeriesMarkers;
+import org.sparselora.engine.io.AtomicFiles;
+
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -17,13 +27,12 @@ import java.util.Map;
  * The loss curves of a {@code SparseParity --curves FILE} run drawn as one SVG: training loss per
  * step, one colour per variant (dense LoRA, SparseLoRA sliced, SparseLoRA cut), each step's loss as a
  * faint line and its moving average over {@code window} steps as a bold one, so curves that track
- * each other can be told apart from the batch-to-batch noise. Hand-written SVG, written to a temp
- * file and renamed. {@code main(JSONL [SVG])} plots an existing file (e.g. one a device run brought
+ * each other can be told apart from the batch-to-batch noise. Drawn with XChart; written through
+ * AtomicFiles. {@code main(JSONL [SVG])} plots an existing file (e.g. one a device run brought
  * back).
  */
 public final class CurvesPlot {
-    private static final String[] COLOURS = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
-    private static final int W = 860, H = 500, LEFT = 70, RIGHT = 200, TOP = 40, BOTTOM = 55;
+    private static final Color[] COLOURS = {new Color(0x1f77b4), new Color(0xd62728), new Color(0x2ca02c), new Color(0x9467bd), new Color(0xff7f0e)};
 
     private CurvesPlot() {}
 
@@ -61,75 +70,51 @@ public final class CurvesPlot {
         return out;
     }
 
-    static String svg(Map<String, List<double[]>> series, String title, int window) {
-        double x0 = Double.POSITIVE_INFINITY, x1 = Double.NEGATIVE_INFINITY, y0 = Double.POSITIVE_INFINITY, y1 = Double.NEGATIVE_INFINITY;
-        for (List<double[]> pts : series.values())
-            for (double[] p : pts) {
-                if (!Double.isFinite(p[1])) continue;
-                x0 = Math.min(x0, p[0]); x1 = Math.max(x1, p[0]);
-                y0 = Math.min(y0, p[1]); y1 = Math.max(y1, p[1]);
-            }
-        if (x0 == Double.POSITIVE_INFINITY) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
-        if (x1 == x0) x1 = x0 + 1;
-        if (y1 == y0) { y0 -= 0.5; y1 += 0.5; }
-        double pw = W - LEFT - RIGHT, ph = H - TOP - BOTTOM;
-        final double fx0 = x0, fx1 = x1, fy0 = y0 - 0.03 * (y1 - y0), fy1 = y1 + 0.03 * (y1 - y0);
-        java.util.function.DoubleUnaryOperator sx = x -> LEFT + (x - fx0) / (fx1 - fx0) * pw;
-        java.util.function.DoubleUnaryOperator sy = y -> TOP + (fy1 - y) / (fy1 - fy0) * ph;
-        StringBuilder s = new StringBuilder();
-        s.append(String.format(Locale.ROOT, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">%n", W, H));
-        s.append(String.format(Locale.ROOT, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>%n", W, H));
-        s.append(String.format(Locale.ROOT, "<text x=\"%d\" y=\"22\" font-size=\"14\">%s</text>%n", LEFT, escape(title)));
-        s.append(String.format(Locale.ROOT, "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#333\"/>%n", LEFT, TOP, pw, ph));
-        for (int i = 0; i <= 5; i++) {
-            double xv = fx0 + i * (fx1 - fx0) / 5, yv = fy0 + i * (fy1 - fy0) / 5;
-            s.append(String.format(Locale.ROOT, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.0f</text>%n", sx.applyAsDouble(xv), H - BOTTOM + 18, xv));
-            s.append(String.format(Locale.ROOT, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.3f</text>%n", LEFT - 6, sy.applyAsDouble(yv) + 4, yv));
-            s.append(String.format(Locale.ROOT, "<line x1=\"%d\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>%n", LEFT + 1, LEFT + pw - 1, sy.applyAsDouble(yv), sy.applyAsDouble(yv)));
-        }
-        s.append(String.format(Locale.ROOT, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">step</text>%n", LEFT + pw / 2, H - 15));
-        s.append(String.format(Locale.ROOT, "<text x=\"18\" y=\"%.0f\" transform=\"rotate(-90 18 %.0f)\" text-anchor=\"middle\">training loss (nats)</text>%n", TOP + ph / 2, TOP + ph / 2));
+    /** One raw (thin) and one smoothed (bold) line per variant, in one colour per variant. */
+    static XYChart chart(Map<String, List<double[]>> series, String title, int window) {
+        XYChart c = new XYChartBuilder().width(860).height(500).title(title).xAxisTitle("step").yAxisTitle("training loss (nats)").build();
+        c.getStyler().setLegendPosition(Styler.LegendPosition.OutsideE);
+        c.getStyler().setChartBackgroundColor(Color.WHITE);
+        c.getStyler().setPlotBackgroundColor(Color.WHITE);
         int ci = 0;
         for (Map.Entry<String, List<double[]>> e : series.entrySet()) {
-            String colour = COLOURS[ci % COLOURS.length];
+            Color colour = COLOURS[ci++ % COLOURS.length];
             List<double[]> pts = e.getValue();
             double[] avg = movingAverage(pts, window);
-            StringBuilder raw = new StringBuilder(), smooth = new StringBuilder();
-            for (int i = 0; i < pts.size(); i++) {
-                double[] p = pts.get(i);
-                if (!Double.isFinite(p[1])) continue;
-                raw.append(String.format(Locale.ROOT, "%.1f,%.1f ", sx.applyAsDouble(p[0]), sy.applyAsDouble(p[1])));
-                smooth.append(String.format(Locale.ROOT, "%.1f,%.1f ", sx.applyAsDouble(p[0]), sy.applyAsDouble(avg[i])));
-            }
-            s.append(String.format(Locale.ROOT, "<polyline fill=\"none\" stroke=\"%s\" stroke-opacity=\"0.25\" stroke-width=\"1\" points=\"%s\"/>%n", colour, raw.toString().trim()));
-            s.append(String.format(Locale.ROOT, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2.2\" points=\"%s\"/>%n", colour, smooth.toString().trim()));
-            double ly = TOP + 14 + ci * 20;
-            s.append(String.format(Locale.ROOT, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" stroke-width=\"2.2\"/>%n", LEFT + pw + 12, LEFT + pw + 36, ly, ly, colour));
-            s.append(String.format(Locale.ROOT, "<text x=\"%.0f\" y=\"%.0f\">%s</text>%n", LEFT + pw + 42, ly + 4, escape(e.getKey())));
-            ci++;
+            List<Integer> keep = new ArrayList<>();
+            for (int i = 0; i < pts.size(); i++) if (Double.isFinite(pts.get(i)[1])) keep.add(i);
+            if (keep.isEmpty()) continue;
+            double[] x = keep.stream().mapToDouble(i -> pts.get(i)[0]).toArray();
+            XYSeries raw = c.addSeries(e.getKey() + " (per step)", x, keep.stream().mapToDouble(i -> pts.get(i)[1]).toArray());
+            raw.setMarker(SeriesMarkers.NONE);
+            raw.setLineColor(new Color(colour.getRed(), colour.getGreen(), colour.getBlue(), 70));
+            raw.setLineStyle(new BasicStroke(1f));
+            raw.setShowInLegend(false);
+            XYSeries smooth = c.addSeries(e.getKey() + " (mean of last " + window + ")", x, keep.stream().mapToDouble(i -> avg[i]).toArray());
+            smooth.setMarker(SeriesMarkers.NONE);
+            smooth.setLineColor(colour);
+            smooth.setLineStyle(new BasicStroke(2.2f));
         }
-        s.append(String.format(Locale.ROOT, "<text x=\"%.0f\" y=\"%.0f\" fill=\"#666\">bold: mean of last %d steps</text>%n", LEFT + pw + 12, TOP + 14 + ci * 20 + 6.0, window));
-        s.append("</svg>\n");
-        return s.toString();
+        return c;
     }
 
-    /** Writes the SVG for {@code jsonl} to {@code svg} (temp file + rename); returns svg. */
+    /** Writes the SVG for {@code jsonl} to {@code svg} (a unique temp file, renamed into place); returns svg. */
     public static Path write(Path jsonl, Path svg, String title, int window) throws IOException {
         Map<String, List<double[]>> series = read(jsonl);
         if (series.isEmpty()) throw new IllegalArgumentException(jsonl + ": no loss rows to plot");
-        Path tmp = svg.resolveSibling(svg.getFileName() + ".tmp");
-        Files.writeString(tmp, svg(series, title, window), StandardCharsets.UTF_8);
-        return Files.move(tmp, svg, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        XYChart chart = chart(series, title, window);
+        AtomicFiles.write(svg, tmp -> {
+            try (OutputStream os = Files.newOutputStream(tmp)) {
+                VectorGraphicsEncoder.saveVectorGraphic(chart, os, VectorGraphicsEncoder.VectorGraphicsFormat.SVG);
+            }
+        });
+        return svg;
     }
 
     /** The SVG path that goes with a curves file: {@code x.jsonl} → {@code x.svg}. */
     public static Path svgFor(Path jsonl) {
         String n = jsonl.getFileName().toString();
         return jsonl.resolveSibling((n.endsWith(".jsonl") ? n.substring(0, n.length() - 6) : n) + ".svg");
-    }
-
-    private static String escape(String t) {
-        return t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;");
     }
 
     public static void main(String[] args) throws IOException {

@@ -17,13 +17,14 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.tokenizer.Llama2cTokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -98,6 +99,7 @@ public final class SparseParity implements Callable<Integer> {
                     c.hiddenSize(), c.intermediateSize(), c.numLayers(), c.numHeads(), c.numKvHeads(), train.size(), eval.size(),
                     steps, batchSize, maxLen, rank, lr);
             LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, ckpt));
+            model.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
             rows.add(run("dense LoRA", null, model, be, ckpt, tok, train, eval));
             rows.add(run("SparseLoRA sliced", SparsityConfig.parse(config("sliced"), "parity-sliced"), model, be, ckpt, tok, train, eval));
             rows.add(run("SparseLoRA cut", SparsityConfig.parse(config("cut"), "parity-cut"), model, be, ckpt, tok, train, eval));

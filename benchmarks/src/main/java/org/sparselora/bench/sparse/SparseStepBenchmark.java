@@ -11,12 +11,13 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -77,6 +78,7 @@ public final class SparseStepBenchmark implements Callable<Integer> {
         System.out.printf(Locale.ROOT, "model: hidden %d, intermediate %d, %d layers, %d/%d heads, vocab %d; batch %dx%d, %.0f%% context; LoRA r=%d q,k,v,o; backend %s%n",
                 hidden, intermediate, layers, heads, kvHeads, vocab, batch, seqLen, 100 * context, loraRank, be.name());
         LlamaModel model = new LlamaModel(be, LlamaWeights.upload(be, src));
+        model.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
         List<Row> rows = new ArrayList<>();
         rows.add(measure("dense LoRA", model, be, cfg, b, null, src));
         rows.add(measure("SparseLoRA (sliced)", model, be, cfg, b, SparsityConfig.parse(math10kScaled(layers, ""), "math10k-scaled"), src));

@@ -10,10 +10,11 @@ import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Where a step's time goes, per Backend operation: the backend is wrapped in a proxy that waits for
@@ -66,6 +67,7 @@ final class OpTimes {
         // closed at the end: its activation buffers (a second full set) would otherwise stay in the
         // device pool and inflate every later row's peak memory
         try (LlamaModel m = new LlamaModel(be, w, Math.max(b.seqLen(), 1024)); SparsePlanner planner = planners.apply(be)) {
+            m.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
             profile(real, m, acc, lora, b, planner, steps, sparseStep);
         }
     }

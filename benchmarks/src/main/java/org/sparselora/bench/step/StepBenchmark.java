@@ -17,15 +17,16 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
+import org.sparselora.engine.model.RowBlockMode;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.sparse.FlopCount;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -92,6 +93,7 @@ public final class StepBenchmark implements Callable<Integer> {
         be.synchronize();
         System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
         LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));
+        m.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
         Batch b = batch(cfg);
         List<Row> rows = new ArrayList<>();
         boolean first = true;
@@ -147,7 +149,7 @@ public final class StepBenchmark implements Callable<Integer> {
      * step; no phase split. Fails if a timed step was not a replay on a recording backend.
      */
     private Row measureRecorded(LlamaConfig cfg, Backend be, LlamaModel m, LoraAdapter lora, Batch b,
-                                org.sparselora.engine.train.SparsePlanner planner, String tg, String name) {
+                                org.sparselora.engine.sparse.StepPlanner planner, String tg, String name) {
         resetPeak(be);
         double[] step = new double[steps];
         long flops = -1, predictor = 0;
@@ -166,7 +168,7 @@ public final class StepBenchmark implements Callable<Integer> {
                     predictor = r.predictorFlops();
                 }
             }
-            if (be.canCapture() && tr.replayedSteps() < steps)
+            if (be.graphCapture().isPresent() && tr.replayedSteps() < steps)
                 throw new IllegalStateException(name + ": only " + tr.replayedSteps() + " of the " + steps + " timed steps were graph replays");
         }
         return row(cfg, lora, b, tg, name, new Timings(step, new double[steps], new double[steps]), flops, predictor, be, true);

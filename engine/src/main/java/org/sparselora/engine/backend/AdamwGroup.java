@@ -36,7 +36,7 @@ public interface AdamwGroup extends AutoCloseable {
 
     /**
      * Whether {@link #clippedStep} is supported: the whole update with its per-step scalars read from
-     * device memory, so it can be recorded once ({@link Backend#beginCapture()}) and replayed every
+     * device memory, so it can be recorded once ({@link org.sparselora.engine.backend.GraphCapture#beginCapture()}) and replayed every
      * step. Groups that run on the host (the reference loop) say no.
      */
     default boolean canClipOnDevice() { return false; }
@@ -51,6 +51,21 @@ public interface AdamwGroup extends AutoCloseable {
      */
     default void clippedStep(Tensor hyper, float beta1, float beta2, float eps, float weightDecay, boolean zeroGrads) {
         throw new UnsupportedOperationException("this AdamW group runs its update on the host (canClipOnDevice() is false)");
+    }
+
+    /**
+     * Which slots take weight decay (full-parameter training decays the weight matrices, not norms,
+     * biases or embeddings): from now on slot i's update uses {@code weightDecay} where
+     * {@code decays[i]} and 0 elsewhere, in {@link #step} and {@link #clippedStep} alike. Every slot
+     * decays until this is called (LoRA's behaviour). A group that cannot tell its slots apart
+     * accepts only a mask of all true and throws {@link UnsupportedOperationException} otherwise,
+     * so the caller can fall back to one group per decay setting.
+     */
+    default void setDecayMask(boolean[] decays) {
+        if (decays == null || decays.length != size())
+            throw new IllegalArgumentException("adamw group: decay mask needs " + size() + " entries, got " + (decays == null ? "null" : decays.length));
+        for (boolean d : decays)
+            if (!d) throw new UnsupportedOperationException("this AdamW group applies one weight decay to every slot");
     }
 
     /** Σgrad² used by the last {@link #clippedStep} (waits for the device). */
@@ -100,6 +115,7 @@ public interface AdamwGroup extends AutoCloseable {
         private final Backend be;
         private final List<Tensor[]> slots;
         private final List<Tensor> grads;
+        private boolean[] decays;   // null: every slot decays
 
         public PerTensor(Backend be, List<Tensor[]> slots) {
             this.be = be;
@@ -116,11 +132,20 @@ public interface AdamwGroup extends AutoCloseable {
         @Override
         public void step(float lr, float beta1, float beta2, float eps, float weightDecay, int step, float gradScale, boolean zeroGrads) {
             if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
-            for (Tensor[] s : slots)
-                be.adamw(s[0], s[1], s[2], s[3], lr, beta1, beta2, eps, weightDecay, step, gradScale);
+            for (int i = 0; i < slots.size(); i++) {
+                Tensor[] s = slots.get(i);
+                be.adamw(s[0], s[1], s[2], s[3], lr, beta1, beta2, eps, decays == null || decays[i] ? weightDecay : 0f, step, gradScale);
+            }
             for (Tensor[] s : slots)
                 if (s.length == 5 && s[4] != s[0]) be.copy(s[4], s[0]);
             if (zeroGrads) for (Tensor g : grads) be.fill(g, 0f);
+        }
+
+        @Override
+        public void setDecayMask(boolean[] decays) {
+            if (decays == null || decays.length != slots.size())
+                throw new IllegalArgumentException("adamw group: decay mask needs " + slots.size() + " entries, got " + (decays == null ? "null" : decays.length));
+            this.decays = decays.clone();
         }
 
         @Override public void close() {}

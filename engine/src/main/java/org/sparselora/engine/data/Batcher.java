@@ -4,7 +4,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Cuts tokenized records into {@link Batch}es, epoch after epoch, in a seeded order.
@@ -114,19 +114,30 @@ public final class Batcher {
     /** Record indices of epoch {@code e} in visiting order. */
     public int[] order(int e) {
         if (orderEpoch == e) return order;
-        int n = examples.size();
+        order = options.shuffle ? permutation(examples.size(), options.seed, e) : identity(examples.size());
+        orderEpoch = e;
+        return order;
+    }
+
+    /**
+     * The visiting order of epoch {@code e} of {@code n} items: a permutation drawn from
+     * {@code (seed, e)} alone (SplitMix64 + Fisher–Yates), identical on every JVM. Shared by every
+     * batcher so that one seed means one data order.
+     */
+    public static int[] permutation(int n, long seed, int e) {
+        int[] ord = identity(n);
+        long state = seed ^ (0x9E3779B97F4A7C15L * (e + 1));
+        for (int i = n - 1; i > 0; i--) {
+            state += 0x9E3779B97F4A7C15L;
+            int j = (int) Long.remainderUnsigned(mix(state), i + 1);
+            int t = ord[i]; ord[i] = ord[j]; ord[j] = t;
+        }
+        return ord;
+    }
+
+    private static int[] identity(int n) {
         int[] ord = new int[n];
         for (int i = 0; i < n; i++) ord[i] = i;
-        if (options.shuffle) {
-            long state = options.seed ^ (0x9E3779B97F4A7C15L * (e + 1));
-            for (int i = n - 1; i > 0; i--) {
-                state += 0x9E3779B97F4A7C15L;
-                int j = (int) Long.remainderUnsigned(mix(state), i + 1);
-                int t = ord[i]; ord[i] = ord[j]; ord[j] = t;
-            }
-        }
-        order = ord;
-        orderEpoch = e;
         return ord;
     }
 

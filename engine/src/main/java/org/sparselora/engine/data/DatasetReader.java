@@ -18,6 +18,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.stream.Collectors;
 import org.sparselora.engine.io.FormatException;
+import org.sparselora.engine.io.JsonErrors;
 
 /**
  * Reads a dataset file (a JSON array of records, or JSONL: one record per line) into
@@ -28,7 +29,10 @@ import org.sparselora.engine.io.FormatException;
  */
 public final class DatasetReader {
 
-    private static final ObjectMapper JSON = new ObjectMapper();
+    // one JSON value per line: anything after it on the line is an error, not silently dropped
+    private static final ObjectMapper JSON = new ObjectMapper().enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+    /** Reads the records of a JSON array one by one (the array itself is checked for what follows it). */
+    private static final ObjectMapper STREAM = new ObjectMapper();
 
     /** A record that was skipped, and why. */
     public record Malformed(int line, String reason) {}
@@ -96,7 +100,7 @@ public final class DatasetReader {
             try {
                 n = JSON.readTree(line);
             } catch (JsonProcessingException e) {
-                bad.add(new Malformed(no, "invalid JSON: " + e.getOriginalMessage().lines().findFirst().orElse("")));
+                bad.add(new Malformed(no, JsonErrors.describe(e).replaceFirst(" at line \\d+,", " at")));
                 continue;
             }
             accept(n, no, fmt, o, out, bad);
@@ -105,7 +109,7 @@ public final class DatasetReader {
 
     private static void readArray(Path file, Reader r, int lineOffset, DatasetFormat[] fmt, Options o, List<Example> out,
                                   List<Malformed> bad) throws IOException {
-        try (JsonParser p = new JsonFactory(JSON).createParser(r)) {
+        try (JsonParser p = new JsonFactory(STREAM).createParser(r)) {
             p.nextToken(); // START_ARRAY
             JsonToken t;
             while ((t = p.nextToken()) != JsonToken.END_ARRAY) {
@@ -120,7 +124,7 @@ public final class DatasetReader {
         } catch (JsonProcessingException e) {
             throw new FormatException(file, "invalid JSON at line "
                     + (e.getLocation() == null ? "?" : Integer.toString(lineOffset + e.getLocation().getLineNr())) + ": "
-                    + e.getOriginalMessage().lines().findFirst().orElse(""));
+                    + JsonErrors.kind(e));
         }
     }
 

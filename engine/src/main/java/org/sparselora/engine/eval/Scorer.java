@@ -3,7 +3,7 @@ package org.sparselora.engine.eval;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Scores texts the way {@code sparselora score} reports them: ids are the tokenizer's encoding of
@@ -16,7 +16,11 @@ public final class Scorer {
     private final Tokenizer tok;
     private final int maxTokens;
 
-    public record Score(int tokens, double loss) {}
+    /** {@code loss} is NaN when the record was not scored (see {@link #scored}). */
+    public record Score(int tokens, double loss) {
+        /** Fewer than two ids have no next token to predict: such a record has no loss (not a loss of 0). */
+        public boolean scored() { return tokens >= 2; }
+    }
 
     public Scorer(LlamaModel model, LoraAdapter lora, Tokenizer tok, int maxTokens) {
         if (maxTokens < 2) throw new IllegalArgumentException("--max-tokens must be at least 2, got " + maxTokens);
@@ -32,10 +36,10 @@ public final class Scorer {
         return scoreIds(ids);
     }
 
-    /** Mean next-token loss of one id sequence (0 with fewer than two ids: nothing to predict). */
+    /** Mean next-token loss of one id sequence (not scored, loss NaN, with fewer than two ids: nothing to predict). */
     public Score scoreIds(int[] ids) {
         int T = ids.length;
-        if (T < 2) return new Score(T, 0);
+        if (T < 2) return new Score(T, Double.NaN);
         int[] targets = new int[T], positions = new int[T];
         for (int t = 0; t < T; t++) {
             targets[t] = t + 1 < T ? ids[t + 1] : Batch.IGNORE;

@@ -3,6 +3,7 @@ package org.sparselora.engine.io;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
+import org.sparselora.engine.backend.Bf16;
 import org.sparselora.engine.backend.DType;
 
 /** Conversions between stored element types and float, shared by every reader and writer. */
@@ -12,15 +13,10 @@ public final class Dtypes {
 
     private Dtypes() {}
 
-    public static float bf16ToFloat(short bits) { return Float.intBitsToFloat((bits & 0xffff) << 16); }
+    public static float bf16ToFloat(short bits) { return Bf16.toFloat(bits); }
 
-    /** Round-to-nearest-even float → bf16 (NaN stays NaN). */
-    public static short floatToBf16(float f) {
-        int x = Float.floatToRawIntBits(f);
-        if ((x & 0x7fffffff) > 0x7f800000) return (short) ((x >>> 16) | 0x40);
-        int rounding = 0x7fff + ((x >>> 16) & 1);
-        return (short) ((x + rounding) >>> 16);
-    }
+    /** Round-to-nearest-even float → bf16 (NaN stays NaN): {@link Bf16#fromFloat}. */
+    public static short floatToBf16(float f) { return Bf16.fromFloat(f); }
 
     public static float[] toFloats(DType dtype, MemorySegment data, long numel) {
         if (numel > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for a float[]: " + numel);

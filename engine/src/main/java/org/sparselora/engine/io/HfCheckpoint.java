@@ -86,8 +86,10 @@ public final class HfCheckpoint implements WeightSource {
         JsonNode root;
         try {
             root = new ObjectMapper().readTree(Files.readString(index));
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new FormatException(index, JsonErrors.describe(e));
         } catch (IOException e) {
-            throw new FormatException(index, "not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+            throw new FormatException(index, "cannot read: " + e.getMessage().lines().findFirst().orElse(""));
         }
         JsonNode wm = root == null ? null : root.get("weight_map");
         if (wm == null || !wm.isObject()) throw new FormatException(index, "missing weight_map object");
@@ -131,7 +133,24 @@ public final class HfCheckpoint implements WeightSource {
         return m;
     }
 
+    private static final java.util.regex.Pattern LAYER_NAME = java.util.regex.Pattern.compile("model\\.layers\\.([0-9]+)\\.");
+
     static void validate(Path where, LlamaConfig config, Map<String, HostTensor> all) {
+        // tensors of layers beyond num_hidden_layers would be silently dropped: the model would not be the checkpoint's
+        int deepest = -1;
+        for (String name : all.keySet()) {
+            var m = LAYER_NAME.matcher(name);
+            if (m.lookingAt()) {
+                try {
+                    deepest = Math.max(deepest, Integer.parseInt(m.group(1)));
+                } catch (NumberFormatException huge) {
+                    deepest = Integer.MAX_VALUE;
+                }
+            }
+        }
+        if (deepest >= config.numLayers())
+            throw new FormatException(where, "the checkpoint has tensors for layer " + (deepest == Integer.MAX_VALUE ? "(huge index)" : deepest)
+                    + " but config.json says num_hidden_layers " + config.numLayers() + " (layers 0.." + (config.numLayers() - 1) + ")");
         List<String> missing = new ArrayList<>();
         for (Map.Entry<String, int[]> e : expectedShapes(config).entrySet()) {
             HostTensor t = all.get(e.getKey());

@@ -30,6 +30,16 @@ public final class HfCheckpointWriter {
 
     private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
+    /**
+     * Shard limit of trained checkpoints: 2 GB (decimal, as HF writes its {@code max_shard_size}).
+     * Small models stay one {@code model.safetensors}; larger ones get shards a download can resume
+     * and a 32-bit tool can still map, with few enough files for an 8B model in fp32 (16 shards).
+     */
+    public static final long DEFAULT_MAX_SHARD_BYTES = 2_000_000_000L;
+
+    /** Files that sit beside a {@code tokenizer.json} and belong to it. */
+    private static final List<String> TOKENIZER_SIBLINGS = List.of("tokenizer_config.json", "special_tokens_map.json", "generation_config.json");
+
     private HfCheckpointWriter() {}
 
     /**
@@ -41,6 +51,29 @@ public final class HfCheckpointWriter {
      */
     public static void write(WeightSource src, AdapterFiles adapter, Path outDir, DType dtype, long maxShardBytes,
                              Path copyFrom) {
+        write(src, adapter, outDir, dtype, maxShardBytes, copyFrom == null ? null : tmp -> copySideFiles(copyFrom, tmp));
+    }
+
+    /**
+     * A trained model (full-parameter training's {@code OUTPUT_DIR/model/}): the weights as they are,
+     * sharded above {@link #DEFAULT_MAX_SHARD_BYTES}, with the tokenizer the run used so that the
+     * directory is a complete model for {@code score}, {@code generate}, {@code train} and HF
+     * transformers.
+     *
+     * @param tokenizer the path the tokenizer was loaded from, or null (a run without tokenizer files):
+     *                  a model directory (its tokenizer and generation files are copied), a
+     *                  {@code tokenizer.json} (copied with the {@code tokenizer_config.json},
+     *                  {@code special_tokens_map.json} and {@code generation_config.json} beside it),
+     *                  or a llama2.c {@code .bin} (copied as {@code tokenizer.bin}, which the engine's
+     *                  tools read from a model directory)
+     */
+    public static void writeTrained(WeightSource src, Path outDir, DType dtype, long maxShardBytes, Path tokenizer) {
+        if (tokenizer != null && !Files.exists(tokenizer)) throw new FormatException(tokenizer, "tokenizer to copy into " + outDir + " not found");
+        write(src, null, outDir, dtype, maxShardBytes, tokenizer == null ? null : tmp -> copyTokenizer(tokenizer, tmp));
+    }
+
+    private static void write(WeightSource src, AdapterFiles adapter, Path outDir, DType dtype, long maxShardBytes,
+                              AtomicFiles.FileWriter sideFiles) {
         if (!dtype.isFloating()) throw new IllegalArgumentException("checkpoint dtype must be F32, BF16 or F16, got " + dtype);
         LlamaConfig cfg = src.config();
         if (adapter != null) PeftAdapter.validate(outDir, adapter, cfg);
@@ -76,7 +109,7 @@ public final class HfCheckpointWriter {
                 }
                 Files.writeString(tmp.resolve(HfCheckpoint.INDEX), JSON.writeValueAsString(index) + "\n");
             }
-            if (copyFrom != null) copySideFiles(copyFrom, tmp);
+            if (sideFiles != null) sideFiles.write(tmp);
         });
     }
 
@@ -131,6 +164,27 @@ public final class HfCheckpointWriter {
     private static void copySideFiles(Path from, Path to) throws IOException {
         for (String f : SIDE_FILES) {
             Path s = from.resolve(f);
+            if (Files.isRegularFile(s)) Files.copy(s, to.resolve(f), StandardCopyOption.REPLACE_EXISTING);
+        }
+    }
+
+    private static void copyTokenizer(Path tokenizer, Path to) throws IOException {
+        if (Files.isDirectory(tokenizer)) {
+            copySideFiles(tokenizer, to);
+            Path bin = tokenizer.resolve("tokenizer.bin");
+            if (Files.isRegularFile(bin)) Files.copy(bin, to.resolve("tokenizer.bin"), StandardCopyOption.REPLACE_EXISTING);
+            return;
+        }
+        String name = tokenizer.getFileName().toString();
+        if (name.endsWith(".bin")) {
+            Files.copy(tokenizer, to.resolve("tokenizer.bin"), StandardCopyOption.REPLACE_EXISTING);
+            return;
+        }
+        if (!name.endsWith(".json")) throw new FormatException(tokenizer, "unknown tokenizer file type to copy (expected tokenizer.json or a llama2.c .bin)");
+        Files.copy(tokenizer, to.resolve("tokenizer.json"), StandardCopyOption.REPLACE_EXISTING);
+        Path dir = tokenizer.toAbsolutePath().getParent();
+        for (String f : TOKENIZER_SIBLINGS) {
+            Path s = dir.resolve(f);
             if (Files.isRegularFile(s)) Files.copy(s, to.resolve(f), StandardCopyOption.REPLACE_EXISTING);
         }
     }

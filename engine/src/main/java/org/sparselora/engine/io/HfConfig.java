@@ -35,8 +35,10 @@ public final class HfConfig {
         JsonNode root;
         try {
             root = JSON.readTree(Files.readString(file, StandardCharsets.UTF_8));
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new FormatException(file, JsonErrors.describe(e));
         } catch (IOException e) {
-            throw new FormatException(file, "not valid JSON: " + firstLine(e.getMessage()));
+            throw new FormatException(file, "cannot read: " + firstLine(e.getMessage()));
         }
         if (root == null || !root.isObject()) throw new FormatException(file, "not a JSON object");
         return parse(file, root);
@@ -80,6 +82,9 @@ public final class HfConfig {
             theta = (float) optDouble(file, c, "rope_theta", 10000.0);
             scaling = ropeScaling(file, c.get("rope_scaling"), maxPos);
         }
+        // a non-positive or non-finite value here gives NaN activations, not an error, further on
+        if (!(theta > 0 && Float.isFinite(theta))) throw new FormatException(file, "rope_theta must be a positive number, got " + theta);
+        if (!(eps > 0 && Float.isFinite(eps))) throw new FormatException(file, "rms_norm_eps must be a positive number, got " + eps);
         return new LlamaConfig(arch, hidden, inter, layers, heads, kvHeads, headDim, vocab, maxPos, eps, theta,
                 scaling, tied, attentionBias, tokenId(file, c, "bos_token_id"), tokenId(file, c, "eos_token_id"), window);
     }
@@ -201,8 +206,10 @@ public final class HfConfig {
             JsonNode n;
             try {
                 n = JSON.readTree(Files.readString(p, StandardCharsets.UTF_8)).path("eos_token_id");
+            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+                throw new FormatException(p, JsonErrors.describe(e));
             } catch (IOException e) {
-                throw new FormatException(p, "not valid JSON: " + firstLine(e.getMessage()));
+                throw new FormatException(p, "cannot read: " + firstLine(e.getMessage()));
             }
             if (n.isArray()) n.forEach(x -> ids.add(x.asInt()));
             else if (n.canConvertToInt()) ids.add(n.asInt());

@@ -45,7 +45,7 @@ public final class Llama2cCheckpoint implements WeightSource {
                 kvHeads = seg.get(I32, 16), vocab = seg.get(I32, 20), seqLen = seg.get(I32, 24);
         boolean shared = vocab > 0;
         vocab = Math.abs(vocab);
-        if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kvHeads <= 0 || seqLen <= 0 || vocab == 0
+        if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kvHeads <= 0 || seqLen <= 0 || vocab <= 0
                 || dim % heads != 0 || heads % kvHeads != 0 || (dim / heads) % 2 != 0)
             throw new IllegalArgumentException(file + ": implausible llama2.c header dim=" + dim + " hidden=" + hidden + " layers=" + layers
                     + " heads=" + heads + " kv_heads=" + kvHeads + " vocab=" + vocab + " seq_len=" + seqLen);
@@ -67,6 +67,12 @@ public final class Llama2cCheckpoint implements WeightSource {
         take(seg, off, (long) seqLen * hs / 2, "freq_cis_real");
         take(seg, off, (long) seqLen * hs / 2, "freq_cis_imag");
         MemorySegment wcls = shared ? null : take(seg, off, (long) vocab * dim, "wcls");
+        // the header alone cannot be trusted: other head counts or sizes still fit a long enough file,
+        // and would be read as a different (wrong) model; the arrays must account for every byte
+        if (off[0] != seg.byteSize())
+            throw new IllegalArgumentException(file + ": llama2.c header (dim=" + dim + " hidden=" + hidden + " layers=" + layers + " heads=" + heads
+                    + " kv_heads=" + kvHeads + " vocab=" + vocab + " seq_len=" + seqLen + ", " + (shared ? "shared" : "separate") + " classifier) implies "
+                    + off[0] + " bytes but the file has " + seg.byteSize() + ": the header does not match the weights");
 
         put("model.embed_tokens.weight", emb, vocab, dim);
         for (int l = 0; l < layers; l++) {

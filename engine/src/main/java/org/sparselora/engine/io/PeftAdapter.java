@@ -94,8 +94,10 @@ public final class PeftAdapter {
         JsonNode c;
         try {
             c = JSON.readTree(Files.readString(cfgFile));
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new FormatException(cfgFile, JsonErrors.describe(e));
         } catch (IOException e) {
-            throw new FormatException(cfgFile, "not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+            throw new FormatException(cfgFile, "cannot read: " + e.getMessage().lines().findFirst().orElse(""));
         }
         if (c == null || !c.isObject()) throw new FormatException(cfgFile, "not a JSON object");
         LinkedHashMap<String, float[]> tensors = new LinkedHashMap<>();
@@ -130,6 +132,9 @@ public final class PeftAdapter {
         for (String k : List.of("rank_pattern", "alpha_pattern"))
             if (c.has(k) && !c.get(k).isNull() && !c.get(k).isEmpty())
                 throw new FormatException(f, k + " is not supported (one rank and alpha for every module)");
+        // PEFT fields that change which weights an adapter touches, or how: ignoring one would load a different adapter
+        for (String k : UNSUPPORTED)
+            if (isSet(c.get(k))) throw new FormatException(f, k + " is set (" + abbreviate(c.get(k)) + "), which is not supported: refusing rather than ignoring it");
         JsonNode mts = c.get("modules_to_save");
         if (mts != null && !mts.isNull() && !mts.isEmpty()) throw new FormatException(f, "modules_to_save is not supported: " + mts);
         JsonNode rn = c.get("r");
@@ -162,6 +167,22 @@ public final class PeftAdapter {
         return new LoraSpec(rn.asInt(), alpha == null ? 8f : (float) alpha.asDouble(),
                 dropout == null || dropout.isNull() ? 0f : (float) dropout.asDouble(), targets,
                 c.path("use_rslora").asBoolean(false), base == null || base.isNull() ? null : base.asText());
+    }
+
+    static final List<String> UNSUPPORTED = List.of("layer_replication", "layers_to_transform", "layers_pattern", "exclude_modules",
+            "alora_invocation_tokens", "trainable_token_indices", "target_parameters", "megatron_config", "use_qalora", "lora_bias");
+
+    /** null, false, "", [] and {} mean "not used" in PEFT configs. */
+    private static boolean isSet(JsonNode v) {
+        if (v == null || v.isNull()) return false;
+        if (v.isBoolean()) return v.booleanValue();
+        if (v.isContainerNode() || v.isTextual()) return !v.isEmpty() && !(v.isTextual() && v.asText().isEmpty());
+        return true;
+    }
+
+    private static String abbreviate(JsonNode v) {
+        String s = v.toString();
+        return s.length() > 60 ? s.substring(0, 60) + "…" : s;
     }
 
     private static void expect(Path f, JsonNode c, String key, String value) {

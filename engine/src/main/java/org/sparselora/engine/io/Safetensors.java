@@ -110,8 +110,7 @@ public final class Safetensors implements AutoCloseable {
         try {
             root = JSON.readTree(header);
         } catch (JsonProcessingException e) {
-            throw new FormatException(path, "corrupt safetensors header: invalid JSON ("
-                    + e.getOriginalMessage().lines().findFirst().orElse("") + ")");
+            throw new FormatException(path, "corrupt safetensors header: " + JsonErrors.describe(e));
         } catch (IOException e) {
             throw new FormatException(path, "corrupt safetensors header: " + e.getMessage());
         }

@@ -127,7 +127,7 @@ public final class Calibration {
      * returns the chosen config (write it with {@link SparsityConfig#write}).
      */
     public static Result calibrateModel(org.sparselora.engine.backend.Backend be, org.sparselora.engine.io.WeightSource weights,
-                                        List<org.sparselora.engine.train.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
+                                        List<org.sparselora.engine.model.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
                                         double targetReduction, double[] mlpRatios, double[] attnRatios,
                                         java.nio.file.Path predictorCache, SvdPredictor.Progress predictorProgress, Progress progress) {
         return calibrateModel(be, weights, batches, lora, template, targetReduction, mlpRatios, attnRatios, predictorCache,
@@ -139,7 +139,7 @@ public final class Calibration {
      * (the published configs keep them dense; a model of one or two layers has nothing else).
      */
     public static Result calibrateModel(org.sparselora.engine.backend.Backend be, org.sparselora.engine.io.WeightSource weights,
-                                        List<org.sparselora.engine.train.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
+                                        List<org.sparselora.engine.model.Batch> batches, FlopCount.Lora lora, SparsityConfig template,
                                         double targetReduction, double[] mlpRatios, double[] attnRatios,
                                         java.nio.file.Path predictorCache, SvdPredictor.Progress predictorProgress, Progress progress,
                                         boolean keepFirstAndLastDense) {
@@ -156,7 +156,7 @@ public final class Calibration {
                     if (!r.anySparse()) { total += FlopCount.dense(m, lora, b).flops(); continue; }
                     TokenSplit sp = TokenSplit.of(b, cfg.skipOutputTokens(), cfg.sparseOutputTokens(), 1);
                     long pf = 0;   // predictor: one MLP selection per sparse MLP, one attention selection per sparse attention
-                    int nonPad = TokenSplit.nonPaddingRows(b).length;
+                    int nonPad = b.nonPaddingRows().length;
                     for (int l = 0; l < m.numLayers(); l++) {
                         if (r.mlpSparse(l)) pf += FlopCount.mlpPredictor(m, rank, b.batch());
                         if (r.attentionSparse(l)) pf += FlopCount.attentionPredictor(m, rank, nonPad);

@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.EnumMap;
 import java.util.List;
 import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.model.LlamaConfig;
@@ -28,10 +29,10 @@ import org.sparselora.engine.model.LlamaConfig;
  *
  * <p>Per layer the device work is small and launch-bound, so it is batched: t = x·P for every factor
  * of a module in one {@link Backend#matmulSharedA} (the P are stacked), and the scores come from the
- * rank-r products t through {@link Backend#lowRankColumnNorms} (q̂, k̂, v̂ together) and
- * {@link Backend#lowRankSwigluColumnNorms} (the MLP), which a GPU runs without writing the (n, M)
- * estimates, and the K and V top-k are one {@link Backend#topKRows}, their expansion to the Q and O
- * channels one {@link Backend#expandGroupChannelsRows} into one index tensor. The per-layer
+ * rank-r products t through {@link SparseOps#lowRankColumnNorms} (q̂, k̂, v̂ together) and
+ * {@link SparseOps#lowRankSwigluColumnNorms} (the MLP), which a GPU runs without writing the (n, M)
+ * estimates, and the K and V top-k are one {@link SparseOps#topKRows}, their expansion to the Q and O
+ * channels one {@link SparseOps#expandGroupChannelsRows} into one index tensor. The per-layer
  * temporaries (x̄, t, scores, norms) are scratch tensors kept by this object, so a layer's selection
  * asks the backend's pool for nothing but its result. On the CPU these are the same matmul →
  * columnNorms sequence as before (the same bits).
@@ -46,6 +47,7 @@ import org.sparselora.engine.model.LlamaConfig;
 public final class ChannelSelection implements AutoCloseable {
 
     private final Backend be;
+    private final SparseOps sp;   // the selection's own ops: scores, top-k, GQA expansion
     private final LlamaConfig cfg;
     private final SparsityConfig.Resolved sparsity;
     private final int rank;
@@ -60,6 +62,7 @@ public final class ChannelSelection implements AutoCloseable {
 
     public ChannelSelection(Backend be, SvdPredictor predictor, SparsityConfig.Resolved sparsity) {
         this.be = be;
+        this.sp = be.sparse();
         this.cfg = predictor.config();
         this.sparsity = sparsity;
         this.rank = predictor.rank();
@@ -119,14 +122,14 @@ public final class ChannelSelection implements AutoCloseable {
         Tensor tgu = scratch(Scratch.MLP_T, ct, 2 * batch, rank);        // x̄·Pg (B,r) then x̄·Pu (B,r)
         Tensor scores = scratch(Scratch.MLP_SCORES, DType.F32, inter);   // (I)
         Tensor tg = tgu.view(0, batch, rank), tu = tgu.view((long) batch * rank, batch, rank);
-        be.sequenceMean(xbar, x, keyStart, batch, seqLen);
+        sp.sequenceMean(xbar, x, keyStart, batch, seqLen);
         be.matmulSharedA(new Tensor[] {tg, tu}, xbar, new Tensor[] {g[0], u[0]});
         // ‖silu(x̄·Pg·Qg) ⊙ (x̄·Pu·Qu)‖ per channel over this worker's sequences; a device backend
         // never writes the (B,I) estimates
-        be.lowRankSwigluColumnNorms(scores, tg, g[1], tu, u[1]);
+        sp.lowRankSwigluColumnNorms(scores, tg, g[1], tu, u[1]);
         if (exchange.workers() > 1) globalNorms(exchange, layer, "mlp", scores);
         Tensor idx = be.empty(DType.I32, sparsity.keptMlp(layer));
-        be.topK(idx, scores, sparsity.keptMlp(layer));
+        sp.topK(idx, scores, sparsity.keptMlp(layer));
         return idx;
     }
 
@@ -179,16 +182,16 @@ public final class ChannelSelection implements AutoCloseable {
             Tensor[] pq = f.get(SvdPredictor.Proj.Q), pk = f.get(SvdPredictor.Proj.K), pv = f.get(SvdPredictor.Proj.V);
             be.matmulSharedA(new Tensor[] {tq, tk, tv}, xs, new Tensor[] {pq[0], pk[0], pv[0]});   // one batched GEMM on a device
             // per-channel norms of x·P·Q for q, k, v together (a device never writes the (n, ·) estimates)
-            be.lowRankColumnNorms(new Tensor[] {qn, kn, vn}, new Tensor[] {tq, tk, tv}, new Tensor[] {pq[1], pk[1], pv[1]});
+            sp.lowRankColumnNorms(new Tensor[] {qn, kn, vn}, new Tensor[] {tq, tk, tv}, new Tensor[] {pq[1], pk[1], pv[1]});
             if (exchange.workers() > 1) globalNorms(exchange, layer, "qkv", qn, kn, vn);
-            be.kvChannelScores(score, qn, kn, hkv, group, d);
+            sp.kvChannelScores(score, qn, kn, hkv, group, d);
 
             // one allocation for the four index sets: [kept K | kept V] (2, kept), then [Q | O] (2, kept·G)
             long kg = (long) kept * group;
             out = be.empty(DType.I32, (int) (2L * kept + 2L * kg));
             Tensor kv = out.view(0, 2, kept), qo = out.view(2L * kept, 2, (int) kg);
-            be.topKRows(kv, norms.view(qd + kvd, 2, kvd), kept);
-            be.expandGroupChannelsRows(qo, kv, group, d);            // K's row -> Q's, V's row -> O's
+            sp.topKRows(kv, norms.view(qd + kvd, 2, kvd), kept);
+            sp.expandGroupChannelsRows(qo, kv, group, d);            // K's row -> Q's, V's row -> O's
             Tensor kIdx = out.view(0, kept), vIdx = out.view(kept, kept);
             Tensor qIdx = out.view(2L * kept, (int) kg), oIdx = out.view(2L * kept + kg, (int) kg);
             return new AttentionChannels(qIdx, kIdx, vIdx, oIdx, out);

@@ -6,7 +6,8 @@ import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.Projection;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * The one FLOP model of a training step (forward + backward), exactly as {@code LlamaModel} executes
@@ -89,13 +90,28 @@ public final class FlopCount {
                               int sparseTokens, int denseTokens, SparsePlan.FrozenGrad frozenGrad, long predictorFlops) {
         if (sparseTokens + denseTokens != batch.tokenCount())
             throw new IllegalArgumentException("sparse + dense tokens = " + (sparseTokens + denseTokens) + " but the batch has " + batch.tokenCount());
+        return step(c, lora, batch, kept(c, sparsity), sparseTokens, frozenGrad, predictorFlops);
+    }
+
+    /**
+     * The frozen linears' FLOPs (forward + input gradient) of one step, over the projections in
+     * {@code kinds} only, priced from a config's ratios ({@code sparsity} null: dense): the per-kind
+     * figures of {@code sparsity check}.
+     */
+    public static long frozen(LlamaConfig c, SparsityConfig.Resolved sparsity, Set<Projection> kinds,
+                              long sparseTokens, long denseTokens, SparsePlan.FrozenGrad frozenGrad) {
+        if (kinds.isEmpty()) return 0;
+        return frozen(c, sparsity == null ? Kept.DENSE : kept(c, sparsity), sparseTokens, denseTokens, frozenGrad, EnumSet.copyOf(kinds));
+    }
+
+    /** Kept channels per layer and projection from a config's ratios. */
+    private static Kept kept(LlamaConfig c, SparsityConfig.Resolved sparsity) {
         int group = c.numHeads() / c.numKvHeads();
-        Kept kept = (layer, p) -> switch (p) {
+        return (layer, p) -> switch (p) {
             case GATE, UP, DOWN -> sparsity.mlpSparse(layer) ? sparsity.keptMlp(layer) : -1;
             case K, V -> sparsity.attentionSparse(layer) ? sparsity.keptKv(layer) : -1;
             case Q, O -> sparsity.attentionSparse(layer) ? (long) sparsity.keptKv(layer) * group : -1;
         };
-        return step(c, lora, batch, kept, sparseTokens, frozenGrad, predictorFlops);
     }
 
     /**
@@ -133,10 +149,15 @@ public final class FlopCount {
 
     /** Frozen linears, forward + backward (dX), over all layers. */
     static long frozen(LlamaConfig c, Kept kept, long sparseTokens, long denseTokens, SparsePlan.FrozenGrad fg) {
+        return frozen(c, kept, sparseTokens, denseTokens, fg, EnumSet.allOf(Projection.class));
+    }
+
+    private static long frozen(LlamaConfig c, Kept kept, long sparseTokens, long denseTokens, SparsePlan.FrozenGrad fg,
+                               Set<Projection> projections) {
         long total = 0;
         long n = sparseTokens + denseTokens;
         for (int layer = 0; layer < c.numLayers(); layer++)
-            for (Projection p : Projection.values()) {
+            for (Projection p : projections) {
                 long in = p.inDim(c), out = p.outDim(c), full = in * out;
                 long k = kept.of(layer, p);
                 boolean dx = needDx(layer, p);

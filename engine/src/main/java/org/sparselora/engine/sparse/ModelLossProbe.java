@@ -8,7 +8,7 @@ import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The loss {@link Calibration} measures: mean cross-entropy per output token of a few calibration

@@ -4,7 +4,9 @@ import java.util.ArrayList;
 import java.util.List;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.Tensor;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.LayerSelector;
 
 /**
  * Glue between the schedule, the token split and the channel selection: per training step it
@@ -13,11 +15,11 @@ import org.sparselora.engine.train.Batch;
  * step's {@link SparsePlan} layer by layer as the forward reaches each norm. The plan stays valid
  * (the backward reads it) until the step is closed.
  *
- * <p>It is also the trainer's {@link org.sparselora.engine.train.SparsePlanner}: {@link #plan}
+ * <p>It is also the trainer's {@link org.sparselora.engine.sparse.StepPlanner}: {@link #plan}
  * begins a step (the plan's layer entries still empty), {@link #selector()} is that step, which the
  * model calls during the forward, and {@link #release()} closes it after the backward.
  */
-public final class SparsePlanner implements org.sparselora.engine.train.SparsePlanner, AutoCloseable {
+public final class SparsePlanner implements StepPlanner, AutoCloseable {
 
     private final Backend be;
     private final SparsityConfig config;
@@ -171,7 +173,7 @@ public final class SparsePlanner implements org.sparselora.engine.train.SparsePl
             if (inputsReady) return;
             keyStart = be.fromInts(batch.keyStart(), batch.batch());
             owned.add(keyStart);
-            int[] r = TokenSplit.nonPaddingRows(batch);
+            int[] r = batch.nonPaddingRows();
             rows = r.length == batch.tokenCount() ? null : be.fromInts(r, r.length);
             if (rows != null) owned.add(rows);
             inputsReady = true;

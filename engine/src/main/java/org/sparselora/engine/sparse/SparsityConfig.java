@@ -7,26 +7,47 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
+import java.util.Collections;
+import java.util.Comparator;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
+import java.util.SortedMap;
+import java.util.TreeMap;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.sparselora.engine.io.AtomicFiles;
 import org.sparselora.engine.model.LlamaConfig;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
- * A SparseLoRA sparsity config: the reference's YAML schema, loaded unchanged ({@code start_step},
- * {@code end_step}, {@code mode: svd_<r>|dense}, {@code skip_output_tokens}, {@code sparsity:} name
- * suffix → ratio) plus this project's keys {@code sparse_output_tokens} (fraction of output tokens
- * also run sparse) and {@code frozen_grad: sliced|cut}. Owns parsing, validation against a model
- * shape ({@link #resolve}) and writing (calibration emits configs in the same schema).
+ * A SparseLoRA sparsity config, and the one place that parses, defaults and validates it: the
+ * reference's YAML schema, loaded unchanged ({@code start_step}, {@code end_step},
+ * {@code mode: svd_<r>|dense}, {@code skip_output_tokens}, the summaries {@code ffn_sparsity} /
+ * {@code qkvo_sparsity}, {@code sparsity:} name suffix → ratio) plus this project's keys
+ * {@code sparse_output_tokens} (fraction of output tokens also run sparse) and
+ * {@code frozen_grad: sliced|cut}. Owns parsing ({@link #parse}: a file, or an already-read YAML
+ * tree such as a job file's inline {@code sparsity:} block), validation (the canonical
+ * constructor: whoever builds a config, it is valid), validation against a model shape
+ * ({@link #resolve}) and writing (calibration emits configs in the same schema).
  *
  * <p>Sparsity keys name a module by suffix, e.g. {@code layers.3.mlp} or
  * {@code model.layers.14.self_attn}; any prefix ending in a dot is accepted so names copied from a
- * module tree load too. A layer listed nowhere is dense.
+ * module tree load too. A layer listed nowhere, or listed with ratio 0, is dense.
+ *
+ * <p>The summaries are how the reference's files describe themselves ({@code "ffn=0.99x28"}: 28 MLP
+ * layers at 0.99; {@code "ffn=0.95x14-0.5x1"}: 14 at 0.95 and one at 0.5; {@code "qkv=0"}: no
+ * sparse attention). They carry no information of their own, so a file whose summary disagrees with
+ * its per-layer values is refused: one of the two was edited by hand, and which one the author meant
+ * cannot be told. They are not kept after the check.
+ *
+ * <p>To add a key: a component here (validated in the constructor), its line in {@link #parse} and
+ * {@link #KEYS}, its field in the protobuf mirror ({@code control.proto}) and its two lines in the
+ * actors' mapper ({@code SparsityProtos}).
  */
 public record SparsityConfig(
         double startStep,
@@ -39,13 +60,43 @@ public record SparsityConfig(
         String source) {              // file name (or label) used in error messages
 
     public static final double DEFAULT_START_STEP = 0.05;
-    private static final Set<String> KEYS = Set.of("start_step", "end_step", "mode", "skip_output_tokens",
-            "sparsity", "sparse_output_tokens", "frozen_grad");
+    public static final double DEFAULT_END_STEP = 1.0;
+    public static final int DEFAULT_RANK = 8;
+    public static final boolean DEFAULT_SKIP_OUTPUT_TOKENS = true;
+    public static final double DEFAULT_SPARSE_OUTPUT_TOKENS = 0.0;
+    public static final SparsePlan.FrozenGrad DEFAULT_FROZEN_GRAD = SparsePlan.FrozenGrad.SLICED;
+
+    /** The keys a config may have, in the order {@link #toYaml} writes them. */
+    public static final List<String> KEYS = List.of("start_step", "end_step", "mode", "skip_output_tokens",
+            "ffn_sparsity", "qkvo_sparsity", "sparse_output_tokens", "frozen_grad", "sparsity");
     private static final Pattern MODE = Pattern.compile("svd_(-?\\d+)");
     private static final Pattern MODULE = Pattern.compile("(?:.*\\.)?layers\\.(\\d+)\\.(mlp|self_attn)");
+    private static final Pattern SUMMARY_GROUP = Pattern.compile("(\\d+(?:\\.\\d+)?)(?:x(\\d+))?");
 
+    /** Validates every field; the messages name {@code source}, the key and the value. */
     public SparsityConfig {
-        sparsity = java.util.Collections.unmodifiableMap(new LinkedHashMap<>(sparsity));
+        Objects.requireNonNull(frozenGrad, "frozenGrad");
+        source = source == null ? "sparsity config" : source;
+        if (!(startStep >= 0 && startStep <= 1))
+            throw new IllegalArgumentException(source + ": start_step = " + startStep + " is outside [0, 1]");
+        if (!(endStep >= 0 && endStep <= 1))
+            throw new IllegalArgumentException(source + ": end_step = " + endStep + " is outside [0, 1]");
+        if (endStep < startStep)
+            throw new IllegalArgumentException(source + ": end_step = " + endStep + " is before start_step = " + startStep);
+        if (rank < 0)
+            throw new IllegalArgumentException(source + ": mode = 'svd_" + rank + "': rank must be > 0");
+        if (!(sparseOutputTokens >= 0 && sparseOutputTokens <= 1))
+            throw new IllegalArgumentException(source + ": sparse_output_tokens = " + sparseOutputTokens + " is outside [0, 1]");
+        for (Map.Entry<String, Double> e : sparsity.entrySet()) {
+            String key = "sparsity." + e.getKey();
+            double r = e.getValue();
+            if (!(r >= 0 && r < 1))
+                throw new IllegalArgumentException(source + ": " + key + " = " + r + " is outside [0, 1)");
+            if (!MODULE.matcher(e.getKey()).matches())
+                throw new IllegalArgumentException(source + ": " + key
+                        + ": unknown module name (expected a suffix 'layers.<i>.mlp' or 'layers.<i>.self_attn')");
+        }
+        sparsity = Collections.unmodifiableMap(new LinkedHashMap<>(sparsity));
     }
 
     /** No sparsity at all (plain LoRA). */
@@ -54,6 +105,31 @@ public record SparsityConfig(
     }
 
     public boolean denseMode() { return rank == 0; }
+
+    /** {@code dense} or {@code svd_<rank>}, as the {@code mode} key writes it. */
+    public String mode() { return denseMode() ? "dense" : "svd_" + rank; }
+
+    /** Whether some step of a run can be sparse: not mode dense, and some layer has a ratio above 0. */
+    public boolean anySparseLayer() {
+        if (denseMode()) return false;
+        for (double r : sparsity.values()) if (r > 0) return true;
+        return false;
+    }
+
+    /**
+     * Layer index → ratio of the {@code mlp} or {@code self_attn} layers the file makes sparse (ratio
+     * above 0; none in mode dense), without a model shape (see {@link #resolve} for one).
+     */
+    public SortedMap<Integer, Double> sparseLayers(String kind) {
+        if (!kind.equals("mlp") && !kind.equals("self_attn")) throw new IllegalArgumentException("kind " + kind + " is not mlp or self_attn");
+        SortedMap<Integer, Double> out = new TreeMap<>();
+        if (denseMode()) return out;
+        for (Map.Entry<String, Double> e : sparsity.entrySet()) {
+            Matcher m = MODULE.matcher(e.getKey());
+            if (m.matches() && m.group(2).equals(kind) && e.getValue() > 0) out.put(Integer.parseInt(m.group(1)), e.getValue());
+        }
+        return out;
+    }
 
     /** Reads and validates (schema only; call {@link #resolve} for the model shape) a YAML file. */
     public static SparsityConfig load(Path file) {
@@ -73,44 +149,24 @@ public record SparsityConfig(
         } catch (IOException e) {
             throw new IllegalArgumentException(source + ": not valid YAML: " + e.getMessage(), e);
         }
+        return parse(root, source);
+    }
+
+    /** A config from an already-read YAML (or JSON) tree in the same schema; unset keys take the defaults. */
+    public static SparsityConfig parse(JsonNode root, String source) {
         if (root == null || !root.isObject())
             throw new IllegalArgumentException(source + ": expected a YAML mapping at the top level");
         for (Iterator<String> it = root.fieldNames(); it.hasNext(); ) {
             String k = it.next();
             if (!KEYS.contains(k))
-                throw new IllegalArgumentException(source + ": unknown key '" + k + "' (known: " + KEYS + ")");
+                throw new IllegalArgumentException(source + ": unknown key '" + k + "' (known: " + String.join(", ", KEYS) + ")");
         }
         double start = number(root, "start_step", DEFAULT_START_STEP, source);
-        double end = number(root, "end_step", 1.0, source);
-        if (!(start >= 0 && start <= 1))
-            throw new IllegalArgumentException(source + ": start_step = " + start + " is outside [0, 1]");
-        if (!(end >= 0 && end <= 1))
-            throw new IllegalArgumentException(source + ": end_step = " + end + " is outside [0, 1]");
-        if (end < start)
-            throw new IllegalArgumentException(source + ": end_step = " + end + " is before start_step = " + start);
-
-        String modeText = text(root, "mode", "svd_8", source);
-        int rank;
-        if (modeText.equals("dense")) {
-            rank = 0;
-        } else {
-            Matcher m = MODE.matcher(modeText);
-            if (!m.matches())
-                throw new IllegalArgumentException(source + ": mode = '" + modeText + "' is not 'dense' or 'svd_<rank>'");
-            try {
-                rank = Integer.parseInt(m.group(1));
-            } catch (NumberFormatException e) {
-                throw new IllegalArgumentException(source + ": mode = '" + modeText + "': rank is not an int");
-            }
-            if (rank <= 0)
-                throw new IllegalArgumentException(source + ": mode = '" + modeText + "': rank must be > 0");
-        }
-
-        boolean skip = bool(root, "skip_output_tokens", true, source);
-        double sot = number(root, "sparse_output_tokens", 0.0, source);
-        if (!(sot >= 0 && sot <= 1))
-            throw new IllegalArgumentException(source + ": sparse_output_tokens = " + sot + " is outside [0, 1]");
-        String fg = text(root, "frozen_grad", "sliced", source);
+        double end = number(root, "end_step", DEFAULT_END_STEP, source);
+        int rank = rankOf(text(root, "mode", "svd_" + DEFAULT_RANK, source), source);
+        boolean skip = bool(root, "skip_output_tokens", DEFAULT_SKIP_OUTPUT_TOKENS, source);
+        double sot = number(root, "sparse_output_tokens", DEFAULT_SPARSE_OUTPUT_TOKENS, source);
+        String fg = text(root, "frozen_grad", DEFAULT_FROZEN_GRAD.name().toLowerCase(Locale.ROOT), source);
         SparsePlan.FrozenGrad frozenGrad = switch (fg) {
             case "sliced" -> SparsePlan.FrozenGrad.SLICED;
             case "cut" -> SparsePlan.FrozenGrad.CUT;
@@ -124,19 +180,70 @@ public record SparsityConfig(
                 throw new IllegalArgumentException(source + ": 'sparsity' must be a mapping of module name -> ratio");
             for (Iterator<Map.Entry<String, JsonNode>> it = sp.fields(); it.hasNext(); ) {
                 Map.Entry<String, JsonNode> e = it.next();
-                String key = "sparsity." + e.getKey();
                 if (!e.getValue().isNumber())
-                    throw new IllegalArgumentException(source + ": " + key + " = '" + e.getValue().asText() + "' is not a number");
-                double r = e.getValue().asDouble();
-                if (!(r >= 0 && r < 1))
-                    throw new IllegalArgumentException(source + ": " + key + " = " + r + " is outside [0, 1)");
-                if (!MODULE.matcher(e.getKey()).matches())
-                    throw new IllegalArgumentException(source + ": " + key
-                            + ": unknown module name (expected a suffix 'layers.<i>.mlp' or 'layers.<i>.self_attn')");
-                ratios.put(e.getKey(), r);
+                    throw new IllegalArgumentException(source + ": sparsity." + e.getKey() + " = '" + e.getValue().asText() + "' is not a number");
+                ratios.put(e.getKey(), e.getValue().asDouble());
             }
         }
-        return new SparsityConfig(start, end, rank, skip, sot, frozenGrad, ratios, source);
+        SparsityConfig c = new SparsityConfig(start, end, rank, skip, sot, frozenGrad, ratios, source);
+        c.checkSummary("ffn_sparsity", text(root, "ffn_sparsity", null, source), "mlp", Set.of("ffn"));
+        c.checkSummary("qkvo_sparsity", text(root, "qkvo_sparsity", null, source), "self_attn", Set.of("qkv", "qkvo"));
+        return c;
+    }
+
+    /** {@code dense} → 0, {@code svd_<r>} → r (> 0). */
+    static int rankOf(String mode, String source) {
+        if (mode.equals("dense")) return 0;
+        Matcher m = MODE.matcher(mode);
+        if (!m.matches())
+            throw new IllegalArgumentException(source + ": mode = '" + mode + "' is not 'dense' or 'svd_<rank>'");
+        int rank;
+        try {
+            rank = Integer.parseInt(m.group(1));
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(source + ": mode = '" + mode + "': rank is not an int");
+        }
+        if (rank <= 0) throw new IllegalArgumentException(source + ": mode = '" + mode + "': rank must be > 0");
+        return rank;
+    }
+
+    /**
+     * A summary such as {@code ffn=0.95x14-0.5x1} must list exactly the non-zero ratios of the
+     * {@code kind} layers: each {@code ratio x count} group as many layers at that ratio, nothing else
+     * sparse ({@code ffn=0} / {@code qkv=0}: none).
+     */
+    private void checkSummary(String key, String summary, String kind, Set<String> prefixes) {
+        if (summary == null) return;
+        int eq = summary.indexOf('=');
+        String bad = source + ": " + key + " = '" + summary + "' ";
+        if (eq < 0 || !prefixes.contains(summary.substring(0, eq).strip()))
+            throw new IllegalArgumentException(bad + "is not '" + prefixes.stream().sorted().findFirst().orElseThrow()
+                    + "=<ratio>x<layers>[-<ratio>x<layers>…]'");
+        Map<Double, Integer> said = new TreeMap<>(Comparator.reverseOrder());
+        for (String g : summary.substring(eq + 1).strip().split("-")) {
+            Matcher m = SUMMARY_GROUP.matcher(g.strip());
+            if (!m.matches())
+                throw new IllegalArgumentException(bad + "has a group '" + g + "' that is not <ratio>x<layers>");
+            double r = Double.parseDouble(m.group(1));
+            int n = m.group(2) == null ? (r == 0 ? 0 : -1) : Integer.parseInt(m.group(2));
+            if (n < 0) throw new IllegalArgumentException(bad + "has a group '" + g + "' without its layer count (x<layers>)");
+            if (r > 0 && n > 0) said.merge(r, n, Integer::sum);
+        }
+        Map<Double, Integer> has = new TreeMap<>(Comparator.reverseOrder());
+        for (Map.Entry<String, Double> e : sparsity.entrySet()) {
+            Matcher m = MODULE.matcher(e.getKey());
+            if (m.matches() && m.group(2).equals(kind) && e.getValue() > 0) has.merge(e.getValue(), 1, Integer::sum);
+        }
+        if (!said.equals(has))
+            throw new IllegalArgumentException(bad + "does not match the per-layer values: they make " + describe(has)
+                    + " " + kind + " layers sparse, the summary says " + describe(said));
+    }
+
+    private static String describe(Map<Double, Integer> groups) {
+        if (groups.isEmpty()) return "no";
+        StringBuilder sb = new StringBuilder();
+        groups.forEach((r, n) -> sb.append(sb.isEmpty() ? "" : " + ").append(n).append(" at ").append(fmt(r)));
+        return sb.toString();
     }
 
     /** Per-layer ratios for a model; rejects layer indices the model does not have (and duplicates). */
@@ -206,7 +313,7 @@ public record SparsityConfig(
         StringBuilder sb = new StringBuilder();
         sb.append("start_step: ").append(fmt(startStep)).append('\n');
         if (endStep != 1.0) sb.append("end_step: ").append(fmt(endStep)).append('\n');
-        sb.append("mode: ").append(denseMode() ? "dense" : "svd_" + rank).append('\n');
+        sb.append("mode: ").append(mode()).append('\n');
         sb.append("skip_output_tokens: ").append(skipOutputTokens).append('\n');
         if (sparseOutputTokens != 0) sb.append("sparse_output_tokens: ").append(fmt(sparseOutputTokens)).append('\n');
         if (frozenGrad != SparsePlan.FrozenGrad.SLICED)
@@ -220,15 +327,13 @@ public record SparsityConfig(
         return sb.toString();
     }
 
-    /** Writes {@link #toYaml()} to a temp file and renames it over {@code file}. */
+    /** Writes {@link #toYaml()} to {@code file}: complete or not at all ({@link AtomicFiles}). */
     public void write(Path file) throws IOException {
-        Path abs = file.toAbsolutePath();
-        Path tmp = Files.createTempFile(abs.getParent(), abs.getFileName().toString(), ".tmp");
+        String yaml = toYaml();
         try {
-            Files.writeString(tmp, toYaml(), StandardCharsets.UTF_8);
-            Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
+            AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, yaml, StandardCharsets.UTF_8));
+        } catch (java.io.UncheckedIOException e) {
+            throw e.getCause();
         }
     }
 

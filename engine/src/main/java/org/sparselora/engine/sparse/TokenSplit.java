@@ -1,7 +1,7 @@
 package org.sparselora.engine.sparse;
 
 import java.util.SplittableRandom;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * SparseLoRA's context/output token split (docs/METHOD.md#token-split). Context tokens — those whose target is
@@ -72,17 +72,6 @@ public record TokenSplit(int[] sparse, int[] dense) {
         int[] dense = new int[want], sparse = new int[n - want];
         for (int r = 0, di = 0, si = 0; r < n; r++) if (toDense[r]) dense[di++] = r; else sparse[si++] = r;
         return new TokenSplit(sparse, dense);
-    }
-
-    /** Non-padding token rows (for scoring: padding must never influence a selection). */
-    public static int[] nonPaddingRows(Batch batch) {
-        int count = 0;
-        for (int b = 0; b < batch.batch(); b++) count += batch.seqLen() - batch.keyStart()[b];
-        int[] rows = new int[count];
-        int k = 0;
-        for (int b = 0; b < batch.batch(); b++)
-            for (int t = batch.keyStart()[b]; t < batch.seqLen(); t++) rows[k++] = b * batch.seqLen() + t;
-        return rows;
     }
 
     public boolean allSparse() { return dense.length == 0; }

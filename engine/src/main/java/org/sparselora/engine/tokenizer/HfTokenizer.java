@@ -50,8 +50,10 @@ public final class HfTokenizer implements Tokenizer {
         JsonNode root;
         try {
             root = JSON.readTree(file.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new FormatException(file, "not a valid tokenizer.json: " + org.sparselora.engine.io.JsonErrors.describe(e));
         } catch (IOException e) {
-            throw new FormatException(file, "not a valid tokenizer.json: " + e.getMessage().lines().findFirst().orElse(""));
+            throw new FormatException(file, "cannot read: " + e.getMessage().lines().findFirst().orElse(""));
         }
         if (root == null || !root.isObject() || !root.has("model"))
             throw new FormatException(file, "not a HF tokenizer.json (no \"model\" section)");
@@ -108,8 +110,10 @@ public final class HfTokenizer implements Tokenizer {
         if (!Files.isRegularFile(p)) return null;
         try {
             return JSON.readTree(p.toFile());
+        } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            throw new FormatException(p, org.sparselora.engine.io.JsonErrors.describe(e));
         } catch (IOException e) {
-            throw new FormatException(p, "not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+            throw new FormatException(p, "cannot read: " + e.getMessage().lines().findFirst().orElse(""));
         }
     }
 

@@ -6,15 +6,18 @@ import java.util.List;
 import org.sparselora.engine.backend.AdamwGroup;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
+import org.sparselora.engine.backend.GraphCapture;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.sparse.FlopCount;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.sparse.StepPlanner;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * LoRA training on one backend: a {@link TrainingWorker}. {@link #computeGradients} runs the
- * model's forward/backward (sparse when the step is sparse and a {@link SparsePlanner} is set) and
+ * model's forward/backward (sparse when the step is sparse and a {@link StepPlanner} is set) and
  * leaves gradient <em>sums</em> in the adapter; several calls before one {@link #applyUpdate} are
  * gradient accumulation. The update scales by 1/totalOutputTokens, clips by global norm (PyTorch's
  * {@code clip_grad_norm_}: factor max/(norm+1e-6) when norm exceeds max), and runs AdamW with fp32
@@ -29,7 +32,7 @@ import org.sparselora.engine.sparse.SparsePlan;
  * one 8-byte read. The group is closed with the trainer; the trainer must be closed before its
  * adapter.
  *
- * <p>Recorded steps (CUDA graphs): on a backend that can record ({@link Backend#canCapture()}) the
+ * <p>Recorded steps (CUDA graphs): on a backend that can record ({@link Backend#graphCapture()}) the
  * device work of {@link #computeGradients} — forward, predictor and channel selection, loss head,
  * backward — is recorded the second time a {@link LlamaModel.StepKey} (shape bucket: batch shape,
  * output rows, token-split layout, …) comes up and replayed, as one graph launch, for every later
@@ -39,18 +42,19 @@ import org.sparselora.engine.sparse.SparsePlan;
  * so a step is two graph launches, the update kept apart for gradient accumulation and exchange. A recording is dropped when the model's buffers change
  * ({@link LlamaModel#bufferEpoch()}); at most {@link #MAX_RECORDED} are kept (least recently used
  * first out). Steps with LoRA dropout (new masks each step) and planners that are not
- * {@link SparsePlanner#recordable()} run eagerly. System property {@code sparselora.graphs=off} (or
+ * {@link StepPlanner#recordable()} run eagerly. System property {@code sparselora.graphs=off} (or
  * {@link #setRecordSteps}) turns recording off; results are the same either way (the replay runs
  * the very kernels the eager step queues).
  */
 public final class LoraTrainer implements TrainingWorker {
     private final Backend be;
+    private final GraphCapture capture;   // null: the backend records no ops, every step runs eagerly
     private final LlamaModel model;
     private final LoraAdapter lora;
     private final OptimizerConfig opt;
     private final List<Tensor> m = new ArrayList<>(), v = new ArrayList<>();
     private final AdamwGroup group;
-    private SparsePlanner planner;
+    private StepPlanner planner;
     private int updates;       // AdamW steps applied (1-based count for bias correction)
     private int microBatch;    // computeGradients calls since the last update
     private double lastGradNorm;
@@ -58,7 +62,7 @@ public final class LoraTrainer implements TrainingWorker {
     public static final int MAX_RECORDED = 16;
     /**
      * When recording, steps are put in shape buckets of this many rows ({@link LlamaModel#setShapeBucket}:
-     * the loss head's rows; {@link SparsePlanner#bucketDenseTokens}: the dense token group; and a
+     * the loss head's rows; {@link StepPlanner#bucketDenseTokens}: the dense token group; and a
      * selection scores every row with padding zeroed): fixed-length batches of real data, whose
      * output counts and padding differ, then share recordings.
      */
@@ -82,13 +86,14 @@ public final class LoraTrainer implements TrainingWorker {
     });
     private long replays, recordings;
     private Tensor hyper;                    // {lr, bc1, bc2, 1/tokens, max norm} of the recorded update
-    private Backend.Captured updateGraph;    // the recorded update (one for the trainer's life: its shapes never change)
+    private GraphCapture.Captured updateGraph;    // the recorded update (one for the trainer's life: its shapes never change)
 
     /** One recorded step: the graph, the model's buffer epoch it was made in, and its FLOP count (a replay runs no Java). */
-    private record Recorded(Backend.Captured graph, long epoch, FlopCount.Step flops, long predictorFlops) {}
+    private record Recorded(GraphCapture.Captured graph, long epoch, FlopCount.Step flops, long predictorFlops) {}
 
     public LoraTrainer(LlamaModel model, LoraAdapter lora, OptimizerConfig opt) {
         this.be = model.backend();
+        this.capture = be.graphCapture().orElse(null);
         this.model = model;
         this.lora = lora;
         this.opt = opt;
@@ -104,7 +109,7 @@ public final class LoraTrainer implements TrainingWorker {
     }
 
     /** The producer of sparse steps' plans; without one, sparse steps run dense. */
-    public LoraTrainer setSparsePlanner(SparsePlanner planner) {
+    public LoraTrainer setSparsePlanner(StepPlanner planner) {
         this.planner = planner;
         return this;
     }
@@ -133,7 +138,7 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public StepResult computeGradients(Batch batch, int step, boolean sparse) {
         long t0 = System.nanoTime();
-        int bucket = shapeBucket >= 0 ? shapeBucket : recordSteps && be.canCapture() ? SHAPE_BUCKET : 0;
+        int bucket = shapeBucket >= 0 ? shapeBucket : recordSteps && capture != null ? SHAPE_BUCKET : 0;
         SparsePlan plan = null;
         if (sparse && planner != null) {
             planner.bucketDenseTokens(bucket);
@@ -143,7 +148,7 @@ public final class LoraTrainer implements TrainingWorker {
         microBatch++;
         model.setShapeBucket(bucket);
         LlamaModel.StepKey key = model.prepareStep(batch, lora, plan, plan != null ? planner.selector() : null, seed);
-        boolean record = key != null && recordSteps && be.canCapture() && (plan == null || planner.recordable());
+        boolean record = key != null && recordSteps && capture != null && (plan == null || planner.recordable());
         Recorded r = record ? recorded.get(key) : null;
         if (r != null && r.epoch() != model.bufferEpoch()) {   // the model's buffers moved since: record again
             recorded.remove(key).graph().close();
@@ -158,16 +163,16 @@ public final class LoraTrainer implements TrainingWorker {
             predictor = r.predictorFlops();
         } else {
             if (record && seen.contains(key)) {
-                be.beginCapture();
-                Backend.Captured g;
+                capture.beginCapture();
+                GraphCapture.Captured g;
                 try {
                     model.queueForward();
                     model.backward();
                 } catch (RuntimeException e) {
-                    be.abortCapture();
+                    capture.abortCapture();
                     throw new IllegalStateException("recording the training step as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
                 }
-                g = be.endCapture();
+                g = capture.endCapture();
                 recordings++;
                 g.replay();
                 predictor = plan != null ? planner.lastPredictorFlops() : 0;
@@ -217,7 +222,7 @@ public final class LoraTrainer implements TrainingWorker {
     @Override
     public float applyUpdate(int step, long totalOutputTokens) {
         float scale = totalOutputTokens > 0 ? 1f / totalOutputTokens : 0f;
-        if (recordSteps && be.canCapture() && group.canClipOnDevice()) return recordedUpdate(step, scale);
+        if (recordSteps && capture != null && group.canClipOnDevice()) return recordedUpdate(step, scale);
         double norm = Math.sqrt(group.gradSumOfSquares()) * scale;
         lastGradNorm = norm;
         if (opt.maxGradNorm() > 0 && norm > opt.maxGradNorm()) scale *= (float) (opt.maxGradNorm() / (norm + 1e-6));
@@ -241,14 +246,14 @@ public final class LoraTrainer implements TrainingWorker {
         if (hyper == null) hyper = be.empty(DType.F32, 5);
         be.copyFromHost(hyper, new float[] {lr, bc1, bc2, scale, opt.maxGradNorm()});
         if (updateGraph == null) {
-            be.beginCapture();
+            capture.beginCapture();
             try {
                 group.clippedStep(hyper, opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), true);
             } catch (RuntimeException e) {
-                be.abortCapture();
+                capture.abortCapture();
                 throw new IllegalStateException("recording the AdamW update as a CUDA graph failed (run with -Dsparselora.graphs=off to train without): " + e.getMessage(), e);
             }
-            updateGraph = be.endCapture();
+            updateGraph = capture.endCapture();
         }
         updateGraph.replay();
         lastGradNorm = Math.sqrt(group.lastSumOfSquares()) * scale;   // waits for the update

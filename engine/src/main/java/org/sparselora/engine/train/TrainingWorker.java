@@ -1,5 +1,7 @@
 package org.sparselora.engine.train;
 
+import org.sparselora.engine.model.Batch;
+
 /**
  * One device's share of data-parallel LoRA training, the unit a Stepper actor drives. A step is
  * {@link #computeGradients} on every worker, an all-reduce of {@link #gradientsToHost()} (summed),

@@ -132,4 +132,30 @@ class AdamwGroupTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, ex);
         for (String s : parts) assertTrue(e.getMessage().contains(s), "message '" + e.getMessage() + "' should contain '" + s + "'");
     }
+
+    /** A decay mask: masked-off slots step as with weight decay 0, the others with it; a group without mask support refuses a mixed mask. */
+    @Test
+    void decayMaskChoosesWeightDecayPerSlot() {
+        float[] p = rand(64, 1), g = rand(64, 1);
+        Tensor[] a = {f32(p, 64), f32(g, 64), be.zeros(DType.F32, 64), be.zeros(DType.F32, 64)};
+        Tensor[] b = {f32(p, 64), f32(g, 64), be.zeros(DType.F32, 64), be.zeros(DType.F32, 64)};
+        Tensor[] ra = {f32(p, 64), f32(g, 64), be.zeros(DType.F32, 64), be.zeros(DType.F32, 64)};
+        Tensor[] rb = {f32(p, 64), f32(g, 64), be.zeros(DType.F32, 64), be.zeros(DType.F32, 64)};
+        AdamwGroup grp = new AdamwGroup.PerTensor(be, List.of(a, b));
+        grp.setDecayMask(new boolean[] {true, false});
+        grp.step(0.1f, 0.9f, 0.999f, 1e-8f, 0.3f, 1, 0.5f, false);
+        be.adamw(ra[0], ra[1], ra[2], ra[3], 0.1f, 0.9f, 0.999f, 1e-8f, 0.3f, 1, 0.5f);
+        be.adamw(rb[0], rb[1], rb[2], rb[3], 0.1f, 0.9f, 0.999f, 1e-8f, 0f, 1, 0.5f);
+        assertArrayEquals(be.toFloats(ra[0]), be.toFloats(a[0]));
+        assertArrayEquals(be.toFloats(rb[0]), be.toFloats(b[0]));
+        assertThrows(IllegalArgumentException.class, () -> grp.setDecayMask(new boolean[] {true}));
+        AdamwGroup noMask = new AdamwGroup() {
+            @Override public int size() { return 2; }
+            @Override public double gradSumOfSquares() { return 0; }
+            @Override public void step(float lr, float b1, float b2, float eps, float wd, int step, float gs, boolean z) {}
+            @Override public void close() {}
+        };
+        noMask.setDecayMask(new boolean[] {true, true});
+        assertThrows(UnsupportedOperationException.class, () -> noMask.setDecayMask(new boolean[] {true, false}));
+    }
 }

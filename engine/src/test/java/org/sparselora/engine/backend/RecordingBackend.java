@@ -10,8 +10,8 @@ import java.util.Set;
 /**
  * A CPU stand-in for a backend that records graphs (CUDA graphs on the GPU), for testing the code
  * that records and replays training steps without a GPU. It wraps a {@link Backend} in a proxy:
- * between {@link Backend#beginCapture()} and {@link Backend#endCapture()} every op is recorded as
- * (method, arguments) instead of run, and {@link Backend.Captured#replay()} runs the recorded calls
+ * between {@link org.sparselora.engine.backend.GraphCapture#beginCapture()} and {@link org.sparselora.engine.backend.GraphCapture#endCapture()} every op is recorded as
+ * (method, arguments) instead of run, and {@link org.sparselora.engine.backend.GraphCapture.Captured#replay()} runs the recorded calls
  * again on the same tensors with the same arguments — exactly the contract of a CUDA graph. As on
  * the GPU, tensors may be made while recording ({@code empty}; {@code zeros} records its fill) and
  * anything that waits for the device or moves host data throws while recording, so a step that
@@ -31,9 +31,12 @@ public final class RecordingBackend {
 
     public static Backend wrap(Backend target, Stats stats) {
         final List<Object[]>[] rec = new List[1];
-        return (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class}, (proxy, m, args) -> {
+        return (Backend) Proxy.newProxyInstance(Backend.class.getClassLoader(), new Class<?>[] {Backend.class, SparseOps.class, GraphCapture.class}, (proxy, m, args) -> {
             String n = m.getName();
             switch (n) {
+                // the capabilities are the proxy itself, so their ops are recorded too
+                case "sparse", "backend": return proxy;
+                case "graphCapture": return java.util.Optional.of(proxy);
                 case "canCapture": return true;
                 case "beginCapture":
                     if (rec[0] != null) throw new IllegalStateException("a recording is already running");
@@ -44,7 +47,7 @@ public final class RecordingBackend {
                     List<Object[]> calls = rec[0];
                     rec[0] = null;
                     stats.recorded += calls.size();
-                    return new Backend.Captured() {
+                    return new GraphCapture.Captured() {
                         boolean closed;
                         @Override public void replay() {
                             if (closed) throw new IllegalStateException("recording closed");

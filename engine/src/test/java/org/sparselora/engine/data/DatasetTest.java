@@ -21,7 +21,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparselora.engine.io.FormatException;
 import org.sparselora.engine.tokenizer.Tokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 class DatasetTest {
 

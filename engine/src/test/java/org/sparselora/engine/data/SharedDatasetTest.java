@@ -11,7 +11,7 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.io.SharedData;
 import org.sparselora.engine.tokenizer.Tokenizer;
 import org.sparselora.engine.tokenizer.Tokenizers;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /** The real datasets in shared/data read, tokenized with tok512 and batched. */
 @Tag("shared-data")

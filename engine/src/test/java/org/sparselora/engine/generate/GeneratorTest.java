@@ -13,7 +13,7 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /** KV-cached generation against re-running the whole sequence, with and without LoRA; sampling rules. */
 class GeneratorTest {

@@ -14,7 +14,7 @@ import org.sparselora.engine.io.WeightSource;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The engine against HF transformers + PEFT (fixtures exported by scripts/export_hf_golden.py on

@@ -218,7 +218,7 @@ class HfFormatsTest {
         e = assertThrows(FormatException.class, () -> HfConfig.read(h));
         assertTrue(e.getMessage().contains("missing field num_attention_heads"), e.getMessage());
         Path bad = writeConfig("{not json");
-        assertTrue(assertThrows(FormatException.class, () -> HfConfig.read(bad)).getMessage().contains("not valid JSON"));
+        assertTrue(assertThrows(FormatException.class, () -> HfConfig.read(bad)).getMessage().contains("invalid JSON"));
         Path none = dir.resolve("nothing");
         Files.createDirectories(none);
         assertTrue(assertThrows(FormatException.class, () -> HfConfig.read(none)).getMessage().contains("no config.json"));

@@ -12,7 +12,7 @@ import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.generate.Generator;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The real {@code stories260K} llama2.c checkpoint reproduces llama2.c's reference: greedy ids from

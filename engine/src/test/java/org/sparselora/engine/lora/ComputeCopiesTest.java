@@ -17,7 +17,7 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 

@@ -15,9 +15,7 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
 
 /**
  * The fused LoRA layout (q,k,v's A stacked in one (3r,in) tensor, gate,up's in one (2r,in); one GEMM

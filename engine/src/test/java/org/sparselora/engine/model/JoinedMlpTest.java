@@ -12,9 +12,7 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
 
 /**
  * The full-width sparse MLP's joined path (LoRA on gate/up/down: LoRA written first, the token
@@ -116,7 +114,7 @@ class JoinedMlpTest {
     void joinedPathEqualsScatterThenAdd() {
         LlamaConfig c = TinyModels.config(false, true, true);
         LlamaModel m = TinyModels.model(be, c, 21);
-        m.setRowBlockMode(LlamaModel.RowBlockMode.OFF);            // every token sparse is one run of rows: keep it gathered
+        m.setRowBlockMode(RowBlockMode.OFF);            // every token sparse is one run of rows: keep it gathered
         Batch b = TinyModels.batch(c, 22, 3);
         for (int variant = 0; variant < 3; variant++)
             for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
@@ -130,12 +128,12 @@ class JoinedMlpTest {
                     TinyModels.StepRun[] runs = new TinyModels.StepRun[2];
                     int[] joined = new int[2];
                     for (int run = 0; run < 2; run++) {
-                        m.joinMlp = run == 0;
+                        m.mlpKinds = run == 0 ? EnumSet.allOf(Mlp.Kind.class) : EnumSet.of(Mlp.Kind.COMPACT, Mlp.Kind.PROJECTED);
                         TinyModels.StepRun s = TinyModels.trainStep(be, m, b, lora, plan, 5);
-                        joined[run] = m.joinedMlpLayers;          // set by the training forward (backward leaves it)
+                        joined[run] = joinedLayers(m);          // set by the training forward (backward leaves it)
                         runs[run] = s.withEval(m.evaluate(b, lora, plan, false).lossSum());
                     }
-                    m.joinMlp = true;
+                    m.mlpKinds = EnumSet.allOf(Mlp.Kind.class);
                     assertArrayEquals(new int[] {2, 0}, joined, "joined path on both layers, then off, " + what);
                     TinyModels.assertSameStep(runs[1], runs[0], lora.names(), 1e-5, what);
                     lora.close();
@@ -149,11 +147,16 @@ class JoinedMlpTest {
         LoraAdapter lora = TinyModels.adapter(be, c, 0f, 5, EnumSet.allOf(Projection.class));
         Batch b = TinyModels.batch(c, 6, 2);
         m.forward(b, lora, SparseExecutionTest.partial(c, b, FrozenGrad.SLICED), 0);
-        assertEquals(2, m.joinedMlpLayers, "SparseExecutionTest.checkSlicedFd's setting must run the joined MLP");
+        assertEquals(2, joinedLayers(m), "SparseExecutionTest.checkSlicedFd's setting must run the joined MLP");
         m.backward();
         LoraAdapter drop = TinyModels.adapter(be, c, 0.1f, 5, EnumSet.allOf(Projection.class));
         m.forward(b, drop, SparseExecutionTest.partial(c, b, FrozenGrad.SLICED), 0);
-        assertEquals(0, m.joinedMlpLayers, "LoRA dropout in training keeps the scatter-then-add path");
+        assertEquals(0, joinedLayers(m), "LoRA dropout in training keeps the scatter-then-add path");
         m.backward();
+    }
+
+    /** Layers whose MLP took the joined path in the model's last forward. */
+    private static int joinedLayers(LlamaModel m) {
+        return (int) m.lastMlpKinds().stream().filter(k -> k == Mlp.Kind.JOINED).count();
     }
 }

@@ -13,7 +13,6 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.train.Batch;
 
 /**
  * Whole-model gradient checks: the LoRA gradients of tiny models (GQA, llama3 rope scaling, q/k/v

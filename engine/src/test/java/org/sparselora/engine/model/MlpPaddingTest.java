@@ -13,12 +13,10 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
 
 /**
- * The sparse MLP's kept-channel padding (LlamaModel.padMlpKept: the kept set widened to a multiple
+ * The sparse MLP's kept-channel padding (WeightSlices, KeptPadding: the kept set widened to a multiple
  * of 8 with unkept channels whose slice weights are 0) changes no result beyond float rounding: the
  * same step with padding turned off gives the same loss, evaluation loss and LoRA gradients, on the
  * compact MLP (q,k,v,o) and the full-width one (all seven), sliced and cut, gathered and row-block
@@ -56,10 +54,10 @@ class MlpPaddingTest {
 
     @Test
     void paddedCountIsTheNextMultipleOfEightWithinTheWidth() {
-        assertEquals(144, LlamaModel.paddedMlpCount(143, 14336));
-        assertEquals(1432, LlamaModel.paddedMlpCount(1432, 14336));
-        assertEquals(16, LlamaModel.paddedMlpCount(12, 24));
-        assertEquals(21, LlamaModel.paddedMlpCount(20, 21));
+        assertEquals(144, KeptPadding.MULTIPLE_OF_8.width(143, 14336));
+        assertEquals(1432, KeptPadding.MULTIPLE_OF_8.width(1432, 14336));
+        assertEquals(16, KeptPadding.MULTIPLE_OF_8.width(12, 24));
+        assertEquals(21, KeptPadding.MULTIPLE_OF_8.width(20, 21));
     }
 
     @Test
@@ -70,24 +68,24 @@ class MlpPaddingTest {
         for (boolean all : new boolean[] {true, false}) {
             LoraAdapter lora = all ? TinyModels.adapter(be, c, 0f, 4) : TinyModels.adapter(be, c, 0f, 4, SparseExecutionTest.QKVO);
             for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
-                for (LlamaModel.RowBlockMode mode : new LlamaModel.RowBlockMode[] {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.SPARSE}) {
+                for (RowBlockMode mode : new RowBlockMode[] {RowBlockMode.OFF, RowBlockMode.SPARSE}) {
                     SparsePlan plan = SparseExecutionTest.partial(c, b, fg);
                     m.setRowBlockMode(mode);
                     String what = (all ? "all seven " : "q,k,v,o ") + fg + " " + mode;
                     TinyModels.StepRun[] runs = new TinyModels.StepRun[2];
                     List<String> widths = new ArrayList<>();
                     for (int run = 0; run < 2; run++) {
-                        m.padMlp = run == 0;
+                        m.keptPadding = run == 0 ? KeptPadding.MULTIPLE_OF_8 : KeptPadding.NONE;
                         TinyModels.StepRun s = TinyModels.trainStep(be, m, b, lora, plan, 3);
                         m.frozenHook = (l, p, ys) -> { if (p == Projection.GATE) widths.add(ys.dim(1) + ""); };
                         runs[run] = s.withEval(m.evaluate(b, lora, plan, false).lossSum());
                         m.frozenHook = null;
                     }
-                    m.padMlp = true;
+                    m.keptPadding = KeptPadding.MULTIPLE_OF_8;
                     assertEquals(List.of("16", "16", "12", "12"), widths, "padded then unpadded kept widths, " + what);
                     TinyModels.assertSameStep(runs[1], runs[0], lora.names(), 1e-5, what);
                 }
         }
-        m.setRowBlockMode(LlamaModel.RowBlockMode.CONTIGUOUS);
+        m.setRowBlockMode(RowBlockMode.CONTIGUOUS);
     }
 }

@@ -11,7 +11,6 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.train.Batch;
 
 /**
  * The model with a Mistral-style sliding window: a window covering the sequence changes no bit, a

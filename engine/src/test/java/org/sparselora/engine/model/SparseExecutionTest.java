@@ -15,10 +15,8 @@ import org.junit.jupiter.api.Test;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.sparse.SparsePlan.LayerPlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
+import org.sparselora.engine.model.SparsePlan.LayerPlan;
 
 /**
  * SparseLoRA's execution in the model, with hand-built plans: every channel kept is bit-for-bit
@@ -204,8 +202,8 @@ class SparseExecutionTest {
             double compact = m.forward(b, qkvo, plan, 0);
             m.frozenHook = null;
             m.backward();
-            // the kept channels, padded to a multiple of 8 (zero weights on the padding: LlamaModel.padMlpKept)
-            int k = LlamaModel.paddedMlpCount(c.intermediateSize() / 2, c.intermediateSize());
+            // the kept channels, padded to a multiple of 8 (zero weights on the padding: KeptPadding, WeightSlices)
+            int k = KeptPadding.MULTIPLE_OF_8.width(c.intermediateSize() / 2, c.intermediateSize());
             assertEquals(List.of("0:" + k, "1:" + k), seen, "the compact path must run on the kept channels");
             assertEquals(full, compact, 0.0, "loss " + fg);
             List<float[]> ga = grads(all), gq = grads(qkvo);
@@ -218,14 +216,14 @@ class SparseExecutionTest {
 
     @Test
     void rowBlocksAreFoundOnlyForEquallySpacedRuns() {
-        assertEquals(new LlamaModel.RowBlocks(3, 6, 0, 4), LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15}, 6));
-        assertEquals(new LlamaModel.RowBlocks(2, 6, 4, 2), LlamaModel.RowBlocks.of(new int[] {4, 5, 10, 11}, 6));
-        assertEquals(new LlamaModel.RowBlocks(1, 5, 3, 5), LlamaModel.RowBlocks.of(new int[] {3, 4, 5, 6, 7}, 6));
-        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 6, 7, 12, 13, 14}, 6), "runs of different lengths");
-        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 7, 8}, 6), "runs not one sequence apart");
-        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 2, 6, 8}, 6), "gaps inside a run");
-        assertEquals(null, LlamaModel.RowBlocks.of(new int[] {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}, 3), "runs longer than a sequence");
-        assertEquals(null, LlamaModel.RowBlocks.of(new int[0], 6));
+        assertEquals(new RowBlocks(3, 6, 0, 4), RowBlocks.of(new int[] {0, 1, 2, 3, 6, 7, 8, 9, 12, 13, 14, 15}, 6));
+        assertEquals(new RowBlocks(2, 6, 4, 2), RowBlocks.of(new int[] {4, 5, 10, 11}, 6));
+        assertEquals(new RowBlocks(1, 5, 3, 5), RowBlocks.of(new int[] {3, 4, 5, 6, 7}, 6));
+        assertEquals(null, RowBlocks.of(new int[] {0, 1, 2, 6, 7, 12, 13, 14}, 6), "runs of different lengths");
+        assertEquals(null, RowBlocks.of(new int[] {0, 1, 7, 8}, 6), "runs not one sequence apart");
+        assertEquals(null, RowBlocks.of(new int[] {0, 2, 6, 8}, 6), "gaps inside a run");
+        assertEquals(null, RowBlocks.of(new int[] {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}, 3), "runs longer than a sequence");
+        assertEquals(null, RowBlocks.of(new int[0], 6));
     }
 
     /**
@@ -241,8 +239,8 @@ class SparseExecutionTest {
         LlamaConfig c = TinyModels.config(false, true, true);
         LlamaModel m = TinyModels.model(be, c, 8);
         Batch b = TinyModels.batch(c, 9, 6, new int[3], 4);   // 3 unpadded sequences of 6: 4 prompt + 2 output tokens each
-        LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.SPARSE, LlamaModel.RowBlockMode.ALL,
-                LlamaModel.RowBlockMode.CONTIGUOUS};
+        RowBlockMode[] modes = {RowBlockMode.OFF, RowBlockMode.SPARSE, RowBlockMode.ALL,
+                RowBlockMode.CONTIGUOUS};
         for (boolean all : new boolean[] {true, false}) {
             LoraAdapter lora = all ? TinyModels.adapter(be, c, 0.1f, 4) : TinyModels.adapter(be, c, 0.1f, 4, QKVO);
             for (FrozenGrad fg : new FrozenGrad[] {FrozenGrad.SLICED, FrozenGrad.CUT})
@@ -257,14 +255,14 @@ class SparseExecutionTest {
                         lora.zeroGrads();
                         loss[run] = m.forward(b, lora, plan, 11);
                         // CONTIGUOUS: only a group that is one run of rows (here: every token sparse, no split)
-                        boolean contiguous = modes[run] == LlamaModel.RowBlockMode.CONTIGUOUS;
+                        boolean contiguous = modes[run] == RowBlockMode.CONTIGUOUS;
                         assertEquals(contiguous ? !split : run > 0, m.usedRowBlocks(), "sparse row blocks, " + what + " " + modes[run]);
                         assertEquals(run == 2 && split, m.usedDenseRowBlocks(), "dense row blocks, " + what + " " + modes[run]);
                         m.backward();
                         g.add(grads(lora));
                         eval[run] = m.evaluate(b, lora, plan, false).lossSum();
                     }
-                    m.setRowBlockMode(LlamaModel.RowBlockMode.SPARSE);
+                    m.setRowBlockMode(RowBlockMode.SPARSE);
                     for (int run = 1; run < modes.length; run++) {
                         String wm = what + " " + modes[run] + " vs OFF";
                         assertEquals(loss[0], loss[run], 0.0, "loss, " + wm);
@@ -286,7 +284,7 @@ class SparseExecutionTest {
             SparsePlan plan = partial(c, b, fg);
             double[] loss = new double[2];
             List<List<float[]>> g = new ArrayList<>();
-            LlamaModel.RowBlockMode[] modes = {LlamaModel.RowBlockMode.OFF, LlamaModel.RowBlockMode.CONTIGUOUS};
+            RowBlockMode[] modes = {RowBlockMode.OFF, RowBlockMode.CONTIGUOUS};
             for (int run = 0; run < 2; run++) {
                 m.setRowBlockMode(modes[run]);
                 lora.zeroGrads();
@@ -307,12 +305,13 @@ class SparseExecutionTest {
         String old = System.getProperty("sparselora.rowBlocks");
         try {
             System.setProperty("sparselora.rowBlocks", "all");
-            assertEquals(LlamaModel.RowBlockMode.ALL, TinyModels.model(be, c, 1).rowBlockMode());
+            assertEquals(RowBlockMode.ALL, RowBlockMode.fromProperty());
+            assertEquals(RowBlockMode.CONTIGUOUS, TinyModels.model(be, c, 1).rowBlockMode(), "the model reads no property");
             System.setProperty("sparselora.rowBlocks", "fast");
-            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> TinyModels.model(be, c, 1));
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, RowBlockMode::fromProperty);
             assertTrue(e.getMessage().contains("sparselora.rowBlocks") && e.getMessage().contains("fast"), e.getMessage());
             System.clearProperty("sparselora.rowBlocks");
-            assertEquals(LlamaModel.RowBlockMode.CONTIGUOUS, TinyModels.model(be, c, 1).rowBlockMode());
+            assertEquals(RowBlockMode.CONTIGUOUS, RowBlockMode.fromProperty());
         } finally {
             if (old == null) System.clearProperty("sparselora.rowBlocks"); else System.setProperty("sparselora.rowBlocks", old);
         }

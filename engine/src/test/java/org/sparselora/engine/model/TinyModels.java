@@ -12,9 +12,7 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
-import org.sparselora.engine.sparse.SparsePlan;
 import org.sparselora.engine.sparse.SparsityConfig;
-import org.sparselora.engine.train.Batch;
 
 /**
  * Tiny configs, batches and adapters for the model, sparse and trainer tests (each runs in

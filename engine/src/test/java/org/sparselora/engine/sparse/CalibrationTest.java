@@ -12,7 +12,7 @@ import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.sparselora.engine.model.LlamaConfig;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 
 class CalibrationTest {
 

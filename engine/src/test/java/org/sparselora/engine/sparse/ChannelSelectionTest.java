@@ -19,7 +19,7 @@ import org.sparselora.engine.model.LlamaConfig;
 
 class ChannelSelectionTest {
 
-    final Backend be = new ReferenceBackend();
+    final ReferenceBackend be = new ReferenceBackend();
 
     /** GQA shape whose every projection has min(in, out) = 16, so rank 16 is full rank everywhere. */
     static final LlamaConfig GQA = new LlamaConfig("LlamaForCausalLM", 16, 40, 2, 4, 2, 8,

@@ -11,7 +11,8 @@ import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * Pins {@link FlopCount} to counts worked out by hand on a config small enough to do on paper:

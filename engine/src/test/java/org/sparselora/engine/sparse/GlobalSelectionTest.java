@@ -19,15 +19,17 @@ import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.sparselora.engine.train.InProcessScoreExchange;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.ref.ReferenceBackend;
 import org.sparselora.engine.model.LlamaConfig;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.StepResult;
 import org.sparselora.engine.train.TrainerState;
 import org.sparselora.engine.train.TrainingWorker;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * One channel selection per step across data-parallel workers: N planners, each over its own rows

@@ -19,10 +19,11 @@ import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.train.LoraTrainer;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
+import org.sparselora.engine.model.SparsePlan;
 
 /**
  * The planner inside the real model and trainer (CpuBackend): selection happens during the
@@ -78,7 +79,7 @@ class SparseTrainingIntegrationTest {
                     Tensor xn = be.empty(DType.F32, b.tokenCount(), C.hiddenSize());
                     be.rmsNorm(xn, be.empty(DType.F32, b.tokenCount()), emb,
                             be.fromFloats(src.get("model.layers.0.input_layernorm.weight").toFloats(), DType.F32, C.hiddenSize()), C.rmsNormEps());
-                    int[] rows = TokenSplit.nonPaddingRows(b);
+                    int[] rows = b.nonPaddingRows();
                     ChannelSelection.AttentionChannels a0 = planner.selection().selectAttention(0, xn, be.fromInts(rows, rows.length));
                     assertArrayEquals(be.toInts(a0.k()), be.toInts(plan.layers()[0].k()));
                     assertArrayEquals(be.toInts(a0.o()), be.toInts(plan.layers()[0].o()));
@@ -139,7 +140,7 @@ class SparseTrainingIntegrationTest {
                 assertEquals(step >= 2, r.sparse(), "step " + step);
                 if (r.sparse()) {
                     assertTrue(r.flops() < r.denseFlops(), "fewer FLOPs: " + r.flops() + " vs " + r.denseFlops());
-                    assertEquals(p.selection().mlpPredictorFlops(b.batch()) + p.selection().attentionPredictorFlops(TokenSplit.nonPaddingRows(b).length),
+                    assertEquals(p.selection().mlpPredictorFlops(b.batch()) + p.selection().attentionPredictorFlops(b.nonPaddingRows().length),
                             r.predictorFlops());
                 } else {
                     assertEquals(r.denseFlops(), r.flops());

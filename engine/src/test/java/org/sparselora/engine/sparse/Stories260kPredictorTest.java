@@ -21,7 +21,9 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.tokenizer.Llama2cTokenizer;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.LayerSelector;
 
 /**
  * The predictor on a real pretrained model, {@code stories260K} (llama2.c; 5 layers, C=64, I=172,

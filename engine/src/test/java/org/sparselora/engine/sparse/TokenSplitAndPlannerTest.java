@@ -17,11 +17,12 @@ import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
 import org.sparselora.engine.backend.ref.ReferenceBackend;
 import org.sparselora.engine.model.LlamaConfig;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.SparsePlan;
 
 class TokenSplitAndPlannerTest {
 
-    final Backend be = new ReferenceBackend();
+    final ReferenceBackend be = new ReferenceBackend();
 
     /** B sequences of length T, left padding pad[b], then prompt[b] context tokens, rest output tokens. */
     static Batch batch(int seqLen, int[] pad, int[] prompt) {
@@ -47,7 +48,7 @@ class TokenSplitAndPlannerTest {
         TokenSplit all = TokenSplit.of(b, false, 0, 1);
         assertEquals(12, all.sparse().length);
         assertTrue(all.allSparse());
-        assertArrayEquals(new int[] {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, TokenSplit.nonPaddingRows(b));
+        assertArrayEquals(new int[] {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, b.nonPaddingRows());
     }
 
     @Test

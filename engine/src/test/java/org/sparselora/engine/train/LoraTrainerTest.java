@@ -21,7 +21,8 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.Batch;
 
 /** The trainer: update arithmetic, clipping, schedules, accumulation, exact resume, learning, sparse steps (FLOPs: sparse.FlopCountTest). */
 class LoraTrainerTest {

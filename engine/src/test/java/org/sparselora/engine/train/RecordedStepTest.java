@@ -21,10 +21,11 @@ import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.Projection;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.sparse.SparsePlan;
+import org.sparselora.engine.model.SparsePlan;
 import org.sparselora.engine.sparse.SparsePlanner;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
+import org.sparselora.engine.model.Batch;
 
 /**
  * Recorded training steps (CUDA graphs on the GPU) against eager ones, on the CPU through
@@ -69,7 +70,7 @@ class RecordedStepTest {
             AutoCloseable planner = null;
             if (sparse != null) {
                 SparsePlannerFactory f = sparse.apply(be);
-                org.sparselora.engine.train.SparsePlanner p = f.make(src, model, lora, steps);
+                org.sparselora.engine.sparse.StepPlanner p = f.make(src, model, lora, steps);
                 planner = f.closer();
                 tr.setSparsePlanner(p);
             }
@@ -92,7 +93,7 @@ class RecordedStepTest {
     }
 
     interface SparsePlannerFactory {
-        org.sparselora.engine.train.SparsePlanner make(RandomWeights src, LlamaModel model, LoraAdapter lora, int steps);
+        org.sparselora.engine.sparse.StepPlanner make(RandomWeights src, LlamaModel model, LoraAdapter lora, int steps);
 
         AutoCloseable closer();
     }
@@ -100,7 +101,7 @@ class RecordedStepTest {
     static SparsePlannerFactory inFlight(Backend be, String extra) {
         SparsePlanner[] hold = new SparsePlanner[1];
         return new SparsePlannerFactory() {
-            @Override public org.sparselora.engine.train.SparsePlanner make(RandomWeights src, LlamaModel model, LoraAdapter lora, int steps) {
+            @Override public org.sparselora.engine.sparse.StepPlanner make(RandomWeights src, LlamaModel model, LoraAdapter lora, int steps) {
                 SparsityConfig cfg = TinyModels.sparsity(extra, "recorded-step-test");
                 return hold[0] = SparsePlanner.create(be, src, cfg, null, steps, 5, SvdPredictor.Progress.NONE);
             }
@@ -230,7 +231,7 @@ class RecordedStepTest {
         Function<Backend, SparsePlannerFactory> fixed = be -> {
             SparsePlanner[] hold = new SparsePlanner[1];
             return new SparsePlannerFactory() {
-                @Override public org.sparselora.engine.train.SparsePlanner make(RandomWeights src, LlamaModel model, LoraAdapter lora, int steps) {
+                @Override public org.sparselora.engine.sparse.StepPlanner make(RandomWeights src, LlamaModel model, LoraAdapter lora, int steps) {
                     hold[0] = SparsePlanner.create(be, src, TinyModels.sparsity("", "fixed"), null, steps, 5, SvdPredictor.Progress.NONE);
                     // choose once (a forward fills the plan's layers), then hand out that plan every step
                     SparsePlanner.Step st = hold[0].begin(batch(0), 0);
@@ -238,7 +239,7 @@ class RecordedStepTest {
                     model.backward();
                     lora.zeroGrads();
                     SparsePlan plan = st.plan();
-                    return new org.sparselora.engine.train.SparsePlanner() {
+                    return new org.sparselora.engine.sparse.StepPlanner() {
                         @Override public SparsePlan plan(Batch b, int step) { return plan; }
                     };
                 }

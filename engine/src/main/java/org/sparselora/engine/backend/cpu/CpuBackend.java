@@ -5,9 +5,10 @@ import java.util.List;
 import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.RecursiveAction;
 import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.Bf16;
+import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
-import org.sparselora.engine.io.Dtypes;
 
 /**
  * The reference backend: every {@link Backend} op in fp32 on heap arrays, multithreaded over rows /
@@ -20,7 +21,7 @@ import org.sparselora.engine.io.Dtypes;
  * column norms) combine fixed partials in a fixed order. The same inputs give bit-identical outputs
  * with 1 or 64 threads.
  */
-public final class CpuBackend implements Backend {
+public final class CpuBackend implements Backend, SparseOps {
 
     private static final MatmulKernels KERNELS = pickKernels();
     /** Output tile of one GEMM task; fixed so results never depend on the thread count. */
@@ -66,6 +67,9 @@ public final class CpuBackend implements Backend {
     @Override public String name() { return computeType == DType.F32 ? "cpu" : "cpu-" + computeType.name().toLowerCase(); }
 
     @Override public DType computeType() { return computeType; }
+
+    /** The CPU runs SparseLoRA's ops itself (the reference semantics). */
+    @Override public Backend backend() { return this; }
 
     @Override
     public void close() { if (pool != null) pool.shutdown(); }
@@ -172,7 +176,7 @@ public final class CpuBackend implements Backend {
     private static void round(CpuTensor x, int from, int to) {
         float[] f = x.f;
         switch (x.dtype) {
-            case BF16 -> { for (int i = x.off + from; i < x.off + to; i++) f[i] = Dtypes.bf16ToFloat(Dtypes.floatToBf16(f[i])); }
+            case BF16 -> { for (int i = x.off + from; i < x.off + to; i++) f[i] = Bf16.toFloat(Bf16.fromFloat(f[i])); }
             case F16 -> { for (int i = x.off + from; i < x.off + to; i++) f[i] = Float.float16ToFloat(Float.floatToFloat16(f[i])); }
             default -> { }
         }

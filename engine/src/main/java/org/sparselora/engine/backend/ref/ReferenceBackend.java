@@ -2,6 +2,7 @@ package org.sparselora.engine.backend.ref;
 
 import java.util.List;
 import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.CounterRng;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
@@ -24,7 +25,7 @@ import org.sparselora.engine.backend.Tensor;
  * {@code matmulSharedA}, {@code maskPaddingRows}, {@code randomNormal}, {@code adamwGroup}); the
  * graph-capture ops keep their "cannot record" defaults.
  */
-public final class ReferenceBackend implements Backend {
+public final class ReferenceBackend implements Backend, SparseOps {
 
     private final ReferenceSparseOps sparse = new ReferenceSparseOps();
 
@@ -419,6 +420,10 @@ public final class ReferenceBackend implements Backend {
     }
 
     // ------------------------------------------------------------------ SparseLoRA ops: ReferenceSparseOps
+
+    /** The SparseLoRA ops' defaults run on this backend's plain loops. */
+    @Override public Backend backend() { return this; }
+
 
     @Override public void gatherRows(Tensor out, Tensor src, Tensor idx) { sparse.gatherRows(out, src, idx); }
     @Override public void scatterRows(Tensor out, Tensor src, Tensor idx, boolean accumulate) { sparse.scatterRows(out, src, idx, accumulate); }

@@ -473,9 +473,9 @@ class CpuBackendTest {
         ref.scatterRowsCols(rout, rg, RR, RK);
         float[] o = be.toFloats(out);
         assertArrayEquals(ref.toFloats(rout), o, "scatterRowsCols");
-        // the Backend defaults (what a backend without the fused ops runs) give the same
-        Backend defaults = (Backend) java.lang.reflect.Proxy.newProxyInstance(
-                getClass().getClassLoader(), new Class<?>[] {Backend.class}, (px, m, a) ->
+        // the SparseOps defaults (what a backend without the fused ops runs) give the same
+        org.sparselora.engine.backend.SparseOps defaults = (org.sparselora.engine.backend.SparseOps) java.lang.reflect.Proxy.newProxyInstance(
+                getClass().getClassLoader(), new Class<?>[] {org.sparselora.engine.backend.Backend.class, org.sparselora.engine.backend.SparseOps.class}, (px, m, a) ->
                         m.getName().endsWith("RowsCols") ? java.lang.reflect.InvocationHandler.invokeDefault(px, m, a) : m.invoke(be, a));
         Tensor g3 = be.empty(DType.F32, ri.length, ci.length), out2 = f(new float[rows * cols], rows, cols);
         be.fill(out2, 5f);

@@ -59,7 +59,7 @@ class CpuFusedOpsTest {
             Tensor[] addRows = withAdd ? ints(ADD) : null, plainRows = ints(PLAIN), keptCols = withKept ? ints(KEPT) : null;
             for (int b = 0; b < 2; b++) {
                 Backend be = b == 0 ? cpu : ref;
-                be.swigluJoin(h[b], g[b], u[b], at(addG, b), at(addU, b), at(addRows, b), at(hAdd, b),
+                be.sparse().swigluJoin(h[b], g[b], u[b], at(addG, b), at(addU, b), at(addRows, b), at(hAdd, b),
                         plainRows[b], at(keptG, b), at(keptU, b), at(keptCols, b), withKept ? hKept[b] : null);
             }
             String v = "variant " + variant;

@@ -20,10 +20,10 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.TinyModels;
-import org.sparselora.engine.sparse.SparsePlan;
-import org.sparselora.engine.sparse.SparsePlan.FrozenGrad;
-import org.sparselora.engine.sparse.SparsePlan.LayerPlan;
-import org.sparselora.engine.train.Batch;
+import org.sparselora.engine.model.SparsePlan;
+import org.sparselora.engine.model.SparsePlan.FrozenGrad;
+import org.sparselora.engine.model.SparsePlan.LayerPlan;
+import org.sparselora.engine.model.Batch;
 
 /**
  * The reference backend on its own: hand-computed values, its backward ops against finite
