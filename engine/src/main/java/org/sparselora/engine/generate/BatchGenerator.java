@@ -5,8 +5,8 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.SplittableRandom;
 import org.sparselora.engine.lora.LoraAdapter;
+import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.model.LlamaModel;
-import org.sparselora.engine.train.Batch;
 
 /**
  * {@link Generator} for many prompts at once: the prompts are left-padded to one length and decoded
