@@ -151,43 +151,55 @@ extern "C" __global__ void attn_softmax_bwd(bf16* P, bf16* dS, const float* S, c
     }
 }
 
-// Generation: n new query tokens at positions [pos0, pos0+n) of one sequence against caches holding
-// positions [0, pos0+n). One block per (token i, head h); scores in dynamic shared memory: the query
-// row (D floats) then one score per visible key, attn_cached_smem_entry_bytes each.
+// Generation: n new query tokens at slots [pos0, pos0+n) of each of B sequences decoded in lockstep,
+// against time-major caches (maxT, B, Hkv·D) holding slots [0, pos0+n): slot j of sequence b is row
+// j·B + b, and token i of sequence b is q/out row i·B + b. keyStart (B) is each sequence's first real
+// slot (left padding before it is masked; null: none); a token before it sees no key and outputs 0.
+// B = 1 with no keyStart is the one-sequence layout. One block per (token i, head h, sequence b);
+// scores in dynamic shared memory: the query row (D floats) then one score per slot up to the token's,
+// attn_cached_smem_entry_bytes each.
 // Launch constants the host reads from this module's PTX (Kernels.constant): each is a __constant__
 // int with C linkage, so its name and value appear verbatim in the PTX text.
 extern "C" __constant__ int attn_cached_smem_entry_bytes = sizeof(float);
 template <typename T>
-__device__ void attnCachedImpl(T* out, const T* q, const T* kc, const T* vc, int pos0, int Hq, int Hkv, int D, float scale) {
+__device__ void attnCachedImpl(T* out, const T* q, const T* kc, const T* vc, const int* keyStart, int pos0, int Hq, int Hkv, int D, float scale) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
     float* smem = reinterpret_cast<float*>(smemRaw);
-    int i = blockIdx.x, h = blockIdx.y;
+    int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, B = gridDim.z;
     int g = h / (Hq / Hkv);
-    int L = pos0 + i + 1;
+    int L = pos0 + i + 1;                        // slots [first, L) are visible
+    int first = keyStart ? keyStart[b] : 0;
+    long row = (long)i * B + b;
+    T* o = out + row * Hq * D + (long)h * D;
+    if (first >= L) {                            // a padding slot (uniform over the block: no barrier skipped)
+        for (int d = threadIdx.x; d < D; d += blockDim.x) st(o, d, 0.f);
+        return;
+    }
     float* qs = smem;       // D
-    float* sc = smem + D;   // L
-    const T* qr = q + (long)i * Hq * D + (long)h * D;
+    float* sc = smem + D;   // L - first
+    const T* qr = q + row * Hq * D + (long)h * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = ld(qr, d);
     __syncthreads();
-    long kvStride = (long)Hkv * D;
+    long kvStride = (long)B * Hkv * D;           // one slot of every sequence
+    const T* kb = kc + (long)b * Hkv * D + (long)g * D;
+    const T* vb = vc + (long)b * Hkv * D + (long)g * D;
     float m = -INFINITY;
-    for (int s = threadIdx.x; s < L; s += blockDim.x) {
-        const T* kr = kc + s * kvStride + (long)g * D;
+    for (int s = first + threadIdx.x; s < L; s += blockDim.x) {
+        const T* kr = kb + s * kvStride;
         float a = 0.f;
         for (int d = 0; d < D; d++) a = fmaf(qs[d], ld(kr, d), a);
         a *= scale;
-        sc[s] = a;
+        sc[s - first] = a;
         m = fmaxf(m, a);
     }
     m = blockMax(m);
     float sum = 0.f;
-    for (int s = threadIdx.x; s < L; s += blockDim.x) { float e = __expf(sc[s] - m); sc[s] = e; sum += e; }
+    for (int s = threadIdx.x; s < L - first; s += blockDim.x) { float e = __expf(sc[s] - m); sc[s] = e; sum += e; }
     sum = blockSum(sum);  // its barriers also publish sc[]
     float inv = 1.f / sum;
-    T* o = out + (long)i * Hq * D + (long)h * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float a = 0.f;
-        for (int s = 0; s < L; s++) a = fmaf(sc[s], ld(vc, s * kvStride + (long)g * D + d), a);
+        for (int s = first; s < L; s++) a = fmaf(sc[s - first], ld(vb, s * kvStride + d), a);
         st(o, d, a * inv);
     }
 }
@@ -198,8 +210,10 @@ extern "C" __global__ void from_heads_f32(float* d, const bf16* s, int B, int T,
 extern "C" __global__ void from_heads_bf16(bf16* d, const bf16* s, int B, int T, int H, int D, int vec) { fromHeadsImpl(d, s, B, T, H, D, vec); }
 extern "C" __global__ void attn_rowdot_f32(float* r, const float* d, const float* o, int B, int T, int H, int D) { rowDotImpl(r, d, o, B, T, H, D); }
 extern "C" __global__ void attn_rowdot_bf16(float* r, const bf16* d, const bf16* o, int B, int T, int H, int D) { rowDotImpl(r, d, o, B, T, H, D); }
-extern "C" __global__ void attn_cached_f32(float* o, const float* q, const float* k, const float* v, int p0, int Hq, int Hkv, int D, float sc) { attnCachedImpl(o, q, k, v, p0, Hq, Hkv, D, sc); }
-extern "C" __global__ void attn_cached_bf16(bf16* o, const bf16* q, const bf16* k, const bf16* v, int p0, int Hq, int Hkv, int D, float sc) { attnCachedImpl(o, q, k, v, p0, Hq, Hkv, D, sc); }
+extern "C" __global__ void attn_cached_f32(float* o, const float* q, const float* k, const float* v, int p0, int Hq, int Hkv, int D, float sc) { attnCachedImpl(o, q, k, v, (const int*)nullptr, p0, Hq, Hkv, D, sc); }
+extern "C" __global__ void attn_cached_bf16(bf16* o, const bf16* q, const bf16* k, const bf16* v, int p0, int Hq, int Hkv, int D, float sc) { attnCachedImpl(o, q, k, v, (const int*)nullptr, p0, Hq, Hkv, D, sc); }
+extern "C" __global__ void attn_cached_batch_f32(float* o, const float* q, const float* k, const float* v, const int* ks, int p0, int Hq, int Hkv, int D, float sc) { attnCachedImpl(o, q, k, v, ks, p0, Hq, Hkv, D, sc); }
+extern "C" __global__ void attn_cached_batch_bf16(bf16* o, const bf16* q, const bf16* k, const bf16* v, const int* ks, int p0, int Hq, int Hkv, int D, float sc) { attnCachedImpl(o, q, k, v, ks, p0, Hq, Hkv, D, sc); }
 
 // ---------------------------------------------------------------------------------------------
 // FLASH_PIPELINED: FlashAttention-2-style kernels for bf16 with the loads overlapped with the math.

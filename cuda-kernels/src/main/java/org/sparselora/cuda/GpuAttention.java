@@ -203,4 +203,33 @@ final class GpuAttention extends GpuOps {
                 new Kernels.Args().ptr(O.address()).ptr(Q.address()).ptr(KC.address()).ptr(VC.address())
                         .i(pos0).i(Hq).i(Hkv).i(D).f(scale));
     }
+
+    /** {@link org.sparselora.engine.backend.Backend#attentionCachedBatch}: attn_cached_batch, one block per (new token, head, sequence). */
+    void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                              int heads, int kvHeads, int headDim, float scale) {
+        bind();
+        GpuTensor O = own(out), Q = own(q), KC = own(kCache), VC = own(vCache), KS = own(keyStart);
+        int B = batch, D = headDim, Hq = heads, Hkv = kvHeads;
+        String op = "attentionCachedBatch";
+        if (B <= 0) throw new IllegalArgumentException(op + ": batch must be > 0, got " + B);
+        if (Hkv <= 0 || Hq % Hkv != 0) throw new IllegalArgumentException(op + ": heads " + Hq + " is not a multiple of kv heads " + Hkv);
+        long qRow = (long) B * Hq * D, kvRow = (long) B * Hkv * D;
+        if (Q.numel() % qRow != 0) throw new IllegalArgumentException(op + ": q " + Q + " is not n tokens of " + B + " sequences × " + Hq + "·" + D);
+        if (KC.numel() % kvRow != 0) throw new IllegalArgumentException(op + ": kCache " + KC + " is not maxT slots of " + B + " sequences × " + Hkv + "·" + D);
+        int n = (int) (Q.numel() / qRow);
+        long maxT = KC.numel() / kvRow;
+        needNumel(op, "out", O, Q.numel());
+        needNumel(op, "vCache", VC, KC.numel());
+        needI32(op, "keyStart", KS);
+        needNumel(op, "keyStart", KS, B);
+        if (pos0 < 0 || pos0 + n > maxT) throw new IllegalArgumentException(op + ": slots [" + pos0 + ", " + (pos0 + n) + ") exceed the cache of " + maxT);
+        if (O.dtype() != Q.dtype() || KC.dtype() != Q.dtype() || VC.dtype() != Q.dtype())
+            throw new IllegalArgumentException(op + ": out, q and the caches must share a dtype");
+        if (n == 0) return;
+        long smem = (long) (D + pos0 + n) * CACHED_ENTRY_BYTES; // keyStart may be 0: room for every slot
+        if (smem > Kernels.DEFAULT_DYNAMIC_SHARED_BYTES) throw new IllegalArgumentException(op + ": context of " + (pos0 + n) + " slots exceeds this kernel's shared-memory score buffer (~12K)");
+        kernels.launch("attn_cached_batch_" + sfx(Q, op), n, Hq, B, 128, (int) smem, stream,
+                new Kernels.Args().ptr(O.address()).ptr(Q.address()).ptr(KC.address()).ptr(VC.address()).ptr(KS.address())
+                        .i(pos0).i(Hq).i(Hkv).i(D).f(scale));
+    }
 }

@@ -239,6 +239,11 @@ public final class GpuBackend implements Backend, SparseOps, GraphCapture {
         attention.attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale);
     }
 
+    @Override public void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                                               int heads, int kvHeads, int headDim, float scale) {
+        attention.attentionCachedBatch(out, q, kCache, vCache, keyStart, batch, pos0, heads, kvHeads, headDim, scale);
+    }
+
     // ================================================================== optimizer
 
     @Override public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2, float eps,

@@ -43,7 +43,7 @@ final class Kernels implements AutoCloseable {
             m.put("rope_qk_" + a, "layers");
             m.put("rmsnorm_wgrad_" + a, "layers");
             m.put("embedding_bwd_" + a, "layers");
-            for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached"}) m.put(op + "_" + a, "attention");
+            for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached", "attn_cached_batch"}) m.put(op + "_" + a, "attention");
             m.put("colsumsq_" + a, "sparse");
             m.put("adamw_" + a, "sparse");
             for (String b : t) {

@@ -1,5 +1,6 @@
 package org.sparselora.cuda;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import org.junit.jupiter.api.Tag;
@@ -87,6 +88,50 @@ class GpuAttentionTest extends GpuOpsTestSupport {
             gpu.attentionCached(O.g, Q.g, KC.g, VC.g, pos0, Hq, Hkv, D, scale);
             cpu.attentionCached(O.c, Q.c, KC.c, VC.c, pos0, Hq, Hkv, D, scale);
             close("attentionCached " + t, O, tolFor(t) * 2);
+        }
+    }
+
+    @Test
+    void attentionCachedBatchMatchesCpu() {
+        // 3 left-padded sequences (none, 9 slots, all 24 prompt slots but the last) against a time-major
+        // cache: a prefill whose first slots are padding for some sequences, then one token per
+        // sequence, then two; GQA 4/2 at D 16 (both dtypes) and a Llama-like 8/2 at D 128 (bf16)
+        int B = 3, maxT = 40;
+        int[] ks = {0, 9, 23};
+        float scale = 0.25f;
+        for (DType t : FLOATS) checkCachedBatch(t, B, maxT, 4, 2, 16, ks, scale);
+        checkCachedBatch(DType.BF16, B, maxT, 8, 2, 128, ks, (float) (1 / Math.sqrt(128)));
+    }
+
+    static void checkCachedBatch(DType t, int B, int maxT, int Hq, int Hkv, int D, int[] ks, float scale) {
+        Pair KC = pair(rand(maxT * B * Hkv * D, 1f), t, maxT * B, Hkv * D), VC = pair(rand(maxT * B * Hkv * D, 1f), t, maxT * B, Hkv * D);
+        Pair KS = ints(ks, B);
+        int[][] steps = {{0, 24}, {24, 1}, {25, 2}, {38, 2}}; // {pos0, n}
+        for (int[] st : steps) {
+            int pos0 = st[0], n = st[1];
+            String tag = "attentionCachedBatch " + t + " " + Hq + "/" + Hkv + "x" + D + " pos0 " + pos0 + " n " + n;
+            Pair Q = pair(rand(n * B * Hq * D, 1f), t, n * B, Hq * D), O = out(t, n * B, Hq * D);
+            gpu.attentionCachedBatch(O.g, Q.g, KC.g, VC.g, KS.g, B, pos0, Hq, Hkv, D, scale);
+            cpu.attentionCachedBatch(O.c, Q.c, KC.c, VC.c, KS.c, B, pos0, Hq, Hkv, D, scale);
+            close(tag, O, tolFor(t) * 2);
+            float[] og = gpu.toFloats(O.g);
+            for (int i = 0; i < n; i++)
+                for (int b = 0; b < B; b++)
+                    if (pos0 + i < ks[b])
+                        for (int e = 0; e < Hq * D; e++) assertEquals(0f, og[(i * B + b) * Hq * D + e], tag + ": padding slot " + (pos0 + i) + " of sequence " + b);
+        }
+    }
+
+    @Test
+    void attentionCachedBatchOfOneIsTheSingleSequenceKernel() {
+        int Hq = 4, Hkv = 2, D = 16, maxT = 40, pos0 = 20, n = 5;
+        for (DType t : FLOATS) {
+            Pair Q = pair(rand(n * Hq * D, 1f), t, n, Hq * D);
+            Pair KC = pair(rand(maxT * Hkv * D, 1f), t, maxT, Hkv * D), VC = pair(rand(maxT * Hkv * D, 1f), t, maxT, Hkv * D);
+            Pair O = out(t, n, Hq * D), O1 = out(t, n, Hq * D);
+            gpu.attentionCached(O.g, Q.g, KC.g, VC.g, pos0, Hq, Hkv, D, 0.25f);
+            gpu.attentionCachedBatch(O1.g, Q.g, KC.g, VC.g, gpu.fromInts(new int[] {0}, 1), 1, pos0, Hq, Hkv, D, 0.25f);
+            assertArrayEquals(gpu.toFloats(O.g), gpu.toFloats(O1.g), "batch of one vs attentionCached " + t);
         }
     }
 }

@@ -32,6 +32,8 @@ class GpuSlidingWindowTest {
         assertEquals(Backend.class, attention.getDeclaringClass());
         assertEquals(Backend.class, backward.getDeclaringClass());
         assertEquals(Backend.class, cached.getDeclaringClass());
+        var cachedBatch = GpuBackend.class.getMethod("attentionCachedBatch", t, t, t, t, t, i, i, i, i, i, f, i);
+        assertEquals(Backend.class, cachedBatch.getDeclaringClass());
     }
 
     @Test

@@ -223,6 +223,18 @@ public interface Backend extends AutoCloseable {
     void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
                          int heads, int kvHeads, int headDim, float scale);
 
+    /**
+     * {@link #attentionCached} for B left-padded sequences decoded in lockstep (batched generation).
+     * The caches are time-major, (maxT, B, Hkv·D): slot p of sequence b is cache row p·B + b, so the
+     * n new tokens of every sequence, slots [pos0, pos0+n), are one contiguous block of rows that the
+     * K/V projections write straight into. q, out (n·B, Hq·D): new token t of sequence b is row
+     * t·B + b. keyStart (B, I32): the first real slot of each sequence (its left padding comes first);
+     * the token at slot p of sequence b sees keys keyStart[b] ≤ j ≤ p, and a token that sees none (a
+     * padding slot) outputs zeros. The caches already hold slots [0, pos0+n).
+     */
+    void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                              int heads, int kvHeads, int headDim, float scale);
+
     // ---- sliding-window attention (Mistral's sliding_window): query i sees key j iff
     // keyStart ≤ j ≤ i and i − j < window. The defaults serve backends without a windowed kernel:
     // a window that covers the whole sequence is the plain op; a shorter one is one clear error.
@@ -258,6 +270,14 @@ public interface Backend extends AutoCloseable {
         int keys = pos0 + (int) (q.numel() / ((long) heads * headDim)); // positions [0, pos0 + n) are visible at most
         if (!windowCoversSequence(window, keys)) throw windowUnsupported("attentionCached", window, keys);
         attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale);
+    }
+
+    /** {@link #attentionCachedBatch} with a sliding window: the token at slot p also needs p − j < window. */
+    default void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                                      int heads, int kvHeads, int headDim, float scale, int window) {
+        int keys = pos0 + (batch <= 0 ? 0 : (int) (q.numel() / ((long) batch * heads * headDim))); // slots [0, pos0 + n) at most
+        if (!windowCoversSequence(window, keys)) throw windowUnsupported("attentionCachedBatch", window, keys);
+        attentionCachedBatch(out, q, kCache, vCache, keyStart, batch, pos0, heads, kvHeads, headDim, scale);
     }
 
     /** out = silu(gate) ⊙ up. All (N, I). */

@@ -581,6 +581,143 @@ public final class LlamaModel implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Per-layer K/V caches for B left-padded sequences decoded in lockstep, time-major
+     * (maxT·B, Hkv·D): slot p of sequence b is row p·B + b, so one step's new K/V of every
+     * sequence is one contiguous block (see {@code Backend.attentionCachedBatch}). Sequence b's
+     * real tokens start at slot keyStart[b]; its token at slot p has position p − keyStart[b]
+     * (the position ids HF derives from the attention mask), so a padded sequence computes what it
+     * would alone.
+     */
+    public final class BatchKvCache implements AutoCloseable {
+        final Tensor[] k, v;
+        final Tensor keyStartT;
+        final int[] keyStart;
+        public final int batch, maxT;
+
+        BatchKvCache(int[] keyStart, int maxT) {
+            // no RoPE bound on maxT: slots count padding, positions do not (forwardCachedBatch checks those)
+            if (keyStart.length == 0) throw new IllegalArgumentException("batched KV cache needs at least one sequence");
+            for (int b = 0; b < keyStart.length; b++)
+                if (keyStart[b] < 0 || keyStart[b] >= maxT)
+                    throw new IllegalArgumentException("keyStart[" + b + "] = " + keyStart[b] + " is outside the KV cache of " + maxT + " slots");
+            this.batch = keyStart.length;
+            this.maxT = maxT;
+            this.keyStart = keyStart.clone();
+            keyStartT = be.fromInts(this.keyStart, batch);
+            k = new Tensor[c.numLayers()];
+            v = new Tensor[c.numLayers()];
+            for (int l = 0; l < c.numLayers(); l++) {
+                k[l] = be.zeros(be.computeType(), maxT * batch, c.kvDim());
+                v[l] = be.zeros(be.computeType(), maxT * batch, c.kvDim());
+            }
+        }
+
+        /** Sequence b's first real slot. */
+        public int keyStart(int b) { return keyStart[b]; }
+
+        /**
+         * A new cache of the same maxT holding only sequences {@code rows} (in that order), with their
+         * slots [0, slots) copied: one row gather per layer and K/V. This cache stays open.
+         */
+        public BatchKvCache keep(int[] rows, int slots) {
+            if (slots < 0 || slots > maxT) throw new IllegalArgumentException("keep: " + slots + " slots of a cache of " + maxT);
+            int[] ks = new int[rows.length], idx = new int[slots * rows.length];
+            for (int j = 0; j < rows.length; j++) {
+                if (rows[j] < 0 || rows[j] >= batch) throw new IllegalArgumentException("keep: sequence " + rows[j] + " of a cache of " + batch);
+                ks[j] = keyStart[rows[j]];
+            }
+            for (int p = 0; p < slots; p++)
+                for (int j = 0; j < rows.length; j++) idx[p * rows.length + j] = p * batch + rows[j];
+            BatchKvCache kept = new BatchKvCache(ks, maxT);
+            if (idx.length == 0) return kept;
+            try (Tensor ix = be.fromInts(idx, idx.length)) {
+                for (int l = 0; l < c.numLayers(); l++) {
+                    be.gatherRows(kept.k[l].rows(0, idx.length), k[l], ix);
+                    be.gatherRows(kept.v[l].rows(0, idx.length), v[l], ix);
+                }
+            }
+            return kept;
+        }
+
+        @Override
+        public void close() {
+            for (Tensor t : k) t.close();
+            for (Tensor t : v) t.close();
+            keyStartT.close();
+        }
+    }
+
+    /** A cache for {@code keyStart.length} sequences of at most maxT slots each (padding included). */
+    public BatchKvCache newBatchKvCache(int[] keyStart, int maxT) { return new BatchKvCache(keyStart, maxT); }
+
+    /** The id {@link #forwardCachedBatch} takes for "no token here" (a finished sequence's slot). */
+    public static final int NO_TOKEN = -1;
+
+    /**
+     * {@link #forwardCached} for a batch: tokens[b] (all of one length n) fill slots [pos0, pos0+n) of
+     * sequence b. Slots before its keyStart are padding (any id; masked as keys, outputs unused); id
+     * {@link #NO_TOKEN} marks a slot with no token (a sequence that has finished while others go on:
+     * its K/V and logits are computed and never read). Appends the K/V and returns the last slot's
+     * logits of every sequence, (B, V) row-major. With one sequence and keyStart 0 it runs
+     * {@link #forwardCached}'s ops on the same shapes.
+     */
+    public float[] forwardCachedBatch(int[][] tokens, int pos0, BatchKvCache cache, LoraAdapter lora) {
+        int B = cache.batch, C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim();
+        if (closed) throw new IllegalStateException("LlamaModel is closed");
+        if (tokens.length != B) throw new IllegalArgumentException("forwardCachedBatch: " + tokens.length + " token rows for a cache of " + B + " sequences");
+        int n = tokens[0].length;
+        if (n == 0) throw new IllegalArgumentException("forwardCachedBatch needs at least one token per sequence");
+        for (int b = 0; b < B; b++)
+            if (tokens[b].length != n) throw new IllegalArgumentException("forwardCachedBatch: sequence " + b + " has " + tokens[b].length + " tokens, sequence 0 has " + n);
+        if (pos0 < 0 || pos0 + n > cache.maxT) throw new IllegalArgumentException("slots [" + pos0 + ", " + (pos0 + n) + ") exceed the KV cache of " + cache.maxT);
+        DType dt = be.computeType();
+        float eps = c.rmsNormEps();
+        int N = n * B;
+        int[] ids0 = new int[N], pos = new int[N];
+        for (int t = 0; t < n; t++)
+            for (int b = 0; b < B; b++) { // time-major rows t·B + b, as the cache
+                int id = tokens[b][t], p = pos0 + t - cache.keyStart[b];
+                boolean real = id != NO_TOKEN && p >= 0;
+                if (real && p >= ropeMaxPos)
+                    throw new IllegalArgumentException("forwardCachedBatch: sequence " + b + " reaches position " + p + ", past the RoPE table of " + ropeMaxPos);
+                ids0[t * B + b] = id == NO_TOKEN ? 0 : id;
+                pos[t * B + b] = real ? p : 0;
+            }
+        Tensor ids = be.fromInts(ids0, N), positions = be.fromInts(pos, N);
+        Tensor x = be.empty(dt, N, C), xn = be.empty(dt, N, C), rstd = be.empty(DType.F32, N), tmp = be.empty(dt, N, C);
+        Tensor q = be.empty(dt, N, qd), att = be.empty(dt, N, qd), g = be.empty(dt, N, I), u = be.empty(dt, N, I), h = be.empty(dt, N, I);
+        Tensor ones = be.empty(dt, N, 1);
+        be.fill(ones, 1f);
+        be.embedding(x, ids, w.embed);
+        for (int l = 0; l < c.numLayers(); l++) {
+            LlamaWeights.Layer lw = w.layers[l];
+            be.rmsNorm(xn, rstd, x, lw.attnNorm(), eps);
+            Tensor kNew = cache.k[l].rows(pos0 * B, N), vNew = cache.v[l].rows(pos0 * B, N);
+            denseLinear(q, xn, l, Projection.Q, lora, ones);
+            denseLinear(kNew, xn, l, Projection.K, lora, ones);
+            denseLinear(vNew, xn, l, Projection.V, lora, ones);
+            be.ropeQK(q, kNew, positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
+            if (c.hasSlidingWindow())
+                be.attentionCachedBatch(att, q, cache.k[l], cache.v[l], cache.keyStartT, B, pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+            else be.attentionCachedBatch(att, q, cache.k[l], cache.v[l], cache.keyStartT, B, pos0, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+            denseLinear(tmp, att, l, Projection.O, lora, ones);
+            be.addRmsNorm(x, xn, rstd, tmp, lw.ffnNorm(), eps);
+            denseLinear(g, xn, l, Projection.GATE, lora, ones);
+            denseLinear(u, xn, l, Projection.UP, lora, ones);
+            be.swiglu(h, g, u);
+            denseLinear(tmp, h, l, Projection.DOWN, lora, ones);
+            be.axpy(x, 1f, tmp);
+        }
+        Tensor lastX = x.rows((n - 1) * B, B), lastN = xn.rows(0, B);
+        be.rmsNorm(lastN, rstd.rows(0, B), lastX, w.finalNorm, eps);
+        Tensor logits = be.empty(dt, B, c.vocabSize());
+        be.matmul(logits, lastN, false, w.head, true, 1, 0);
+        float[] out = be.toFloats(logits);
+        for (Tensor t : new Tensor[] {ids, positions, x, xn, rstd, tmp, q, att, g, u, h, ones, logits}) t.close();
+        return out;
+    }
+
     private void denseLinear(Tensor y, Tensor x, int l, Projection p, LoraAdapter lora, Tensor ones) {
         int n = x.dim(0), out = p.outDim(c);
         be.matmul(y, x, false, w.layers[l].weight(p), true, 1, 0);

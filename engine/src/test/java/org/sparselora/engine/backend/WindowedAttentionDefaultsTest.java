@@ -31,7 +31,7 @@ class WindowedAttentionDefaultsTest {
         InvocationHandler h = (proxy, m, args) -> {
             if (m.isDefault()) return InvocationHandler.invokeDefault(proxy, m, args);
             return switch (m.getName()) {
-                case "attention", "attentionBackward", "attentionCached" -> {
+                case "attention", "attentionBackward", "attentionCached", "attentionCachedBatch" -> {
                     calls.add(m.getName() + "/" + args.length);
                     yield null;
                 }
@@ -59,14 +59,17 @@ class WindowedAttentionDefaultsTest {
         Backend be = recordingBackend();
         int b = 1, t = 8, h = 2, hkv = 1, d = 2;
         Tensor q = cpu.empty(DType.F32, t, h * d), k = cpu.empty(DType.F32, t, hkv * d), ks = cpu.fromInts(new int[] {0}, 1);
+        Tensor ks2 = cpu.fromInts(new int[] {0, 3}, 2);
         for (int w : new int[] {0, -1, 8, 9, 4096}) {
             be.attention(q, null, q, k, k, ks, b, t, h, hkv, d, 1f, w);
             be.attentionBackward(q, k, k, q, q, null, q, k, k, ks, b, t, h, hkv, d, 1f, w);
             // cached: 3 new tokens after 5 cached ones see at most 8 keys
             be.attentionCached(q.rows(0, 3), q.rows(0, 3), k, k, 5, h, hkv, d, 1f, w);
+            // batched: 2 sequences, 2 new tokens each (4 rows) after 6 cached slots see at most 8 keys
+            be.attentionCachedBatch(q.rows(0, 4), q.rows(0, 4), k, k, ks2, 2, 6, h, hkv, d, 1f, w);
         }
-        assertEquals(15, calls.size());
-        assertEquals(List.of("attention/12", "attentionBackward/16", "attentionCached/9"), calls.subList(0, 3));
+        assertEquals(20, calls.size());
+        assertEquals(List.of("attention/12", "attentionBackward/16", "attentionCached/9", "attentionCachedBatch/11"), calls.subList(0, 4));
     }
 
     @Test
@@ -81,6 +84,9 @@ class WindowedAttentionDefaultsTest {
         assertTrue(e.getMessage().startsWith("attentionBackward: sliding window 3"), e.getMessage());
         e = assertThrows(UnsupportedOperationException.class, () -> be.attentionCached(q.rows(0, 3), q.rows(0, 3), k, k, 5, h, hkv, d, 1f, 7));
         assertTrue(e.getMessage().contains("sliding window 7") && e.getMessage().contains("sequence length 8"), e.getMessage());
+        e = assertThrows(UnsupportedOperationException.class,
+                () -> be.attentionCachedBatch(q.rows(0, 4), q.rows(0, 4), k, k, cpu.fromInts(new int[] {0, 3}, 2), 2, 6, h, hkv, d, 1f, 7));
+        assertTrue(e.getMessage().startsWith("attentionCachedBatch: sliding window 7") && e.getMessage().contains("sequence length 8"), e.getMessage());
         assertEquals(List.of(), calls, "nothing ran");
     }
 }

@@ -746,6 +746,58 @@ public final class CpuBackend implements Backend, SparseOps {
     }
 
     @Override
+    public void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                                     int heads, int kvHeads, int headDim, float scale) {
+        attentionCachedBatch(out, q, kCache, vCache, keyStart, batch, pos0, heads, kvHeads, headDim, scale, 0);
+    }
+
+    /**
+     * The one batched cached attention (layouts in {@link Backend#attentionCachedBatch}): one task per
+     * (new token, sequence, head), the arithmetic of {@link #attentionCached} over the keys
+     * [max(keyStart[b], p − window + 1), p], so a sequence without padding gets the single-sequence bits.
+     */
+    @Override
+    public void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                                     int heads, int kvHeads, int headDim, float scale, int window) {
+        CpuTensor O = ft(out, "out"), Q = ft(q, "q"), K = ft(kCache, "kCache"), V = ft(vCache, "vCache"), KS = it(keyStart, "keyStart");
+        if (batch <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
+            throw new IllegalArgumentException("attentionCachedBatch: batch " + batch + ", " + heads + " heads over " + kvHeads + " kv heads");
+        final int B = batch, D = headDim, qw = heads * D, kw = kvHeads * D, group = heads / kvHeads;
+        final int n = Q.rows() / B, maxT = K.rows() / B;
+        if (Q.cols() != qw || Q.rows() % B != 0 || K.cols() != kw || K.rows() % B != 0 || V.numel != K.numel || O.numel != Q.numel
+                || KS.numel != B || pos0 < 0 || pos0 + n > maxT)
+            throw new IllegalArgumentException("attentionCachedBatch: q " + Tensor.describe(q) + " cache " + Tensor.describe(kCache) + " keyStart "
+                    + Tensor.describe(keyStart) + " for B=" + B + " pos0=" + pos0 + " H=" + heads + " Hkv=" + kvHeads + " D=" + D);
+        parallelFor(n * B * heads, 1, (s, e) -> {
+            float[] p = new float[pos0 + n];
+            for (int r = s; r < e; r++) {
+                int row = r / heads, h = r % heads, t = row / B, b = row % B, g = h / group, last = pos0 + t;
+                int first = Math.max(KS.i[KS.off + b], firstVisibleKey(last, window));
+                int qo = Q.off + row * qw + h * D, oo = O.off + row * qw + h * D;
+                Arrays.fill(O.f, oo, oo + D, 0f);
+                if (first > last) continue; // a padding slot: no visible key
+                float max = Float.NEGATIVE_INFINITY;
+                for (int j = first; j <= last; j++) {
+                    int ko = K.off + (j * B + b) * kw + g * D;
+                    float d = 0f;
+                    for (int i = 0; i < D; i++) d += Q.f[qo + i] * K.f[ko + i];
+                    p[j] = d * scale;
+                    if (p[j] > max) max = p[j];
+                }
+                double sum = 0;
+                for (int j = first; j <= last; j++) { p[j] = (float) Math.exp(p[j] - max); sum += p[j]; }
+                float inv = (float) (1.0 / sum);
+                for (int j = first; j <= last; j++) {
+                    float w = p[j] * inv;
+                    int vo = V.off + (j * B + b) * kw + g * D;
+                    for (int i = 0; i < D; i++) O.f[oo + i] += w * V.f[vo + i];
+                }
+            }
+        });
+        round(O);
+    }
+
+    @Override
     public void swiglu(Tensor out, Tensor gate, Tensor up) {
         sameNumel(out, gate, "swiglu");
         sameNumel(out, up, "swiglu");

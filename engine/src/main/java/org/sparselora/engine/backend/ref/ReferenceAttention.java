@@ -154,4 +154,39 @@ public final class ReferenceAttention {
             }
         return out;
     }
+    /**
+     * Attention of n new tokens of each of B left-padded sequences against a time-major KV cache
+     * (batched generation): kCache, vCache (maxT, B, Hkv·D) hold slots [0, pos0+n), slot j of
+     * sequence b in row j·B + b; q (n·B, H·D), token t of sequence b in row t·B + b, at slot
+     * p = pos0 + t. It sees keys j with keyStart[b] ≤ j ≤ p (and p − j < w when w > 0); with none
+     * (a padding slot) it outputs zeros. Returns out (n·B, H·D).
+     */
+    public static double[] cachedBatch(double[] q, double[] kCache, double[] vCache, int[] keyStart, int batch, int n, int pos0,
+                                       int heads, int kvHeads, int headDim, double scale, int window) {
+        int B = batch, D = headDim, group = heads / kvHeads;
+        double[] out = new double[n * B * heads * D];
+        for (int t = 0; t < n; t++)
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < heads; h++) {
+                    int p = pos0 + t, g = h / group, qo = ((t * B + b) * heads + h) * D;
+                    double[] sc = new double[p + 1];
+                    boolean[] sees = new boolean[p + 1];
+                    double max = Double.NEGATIVE_INFINITY, sum = 0;
+                    for (int j = 0; j <= p; j++) {
+                        sees[j] = keyStart[b] <= j && (window <= 0 || p - j < window);
+                        if (!sees[j]) continue;
+                        double x = 0;
+                        for (int e = 0; e < D; e++) x += q[qo + e] * kCache[((j * B + b) * kvHeads + g) * D + e];
+                        sc[j] = x * scale;
+                        max = Math.max(max, sc[j]);
+                    }
+                    for (int j = 0; j <= p; j++) if (sees[j]) sum += Math.exp(sc[j] - max);
+                    for (int j = 0; j <= p; j++) {
+                        if (!sees[j]) continue;
+                        double w = Math.exp(sc[j] - max) / sum;
+                        for (int e = 0; e < D; e++) out[qo + e] += w * vCache[((j * B + b) * kvHeads + g) * D + e];
+                    }
+                }
+        return out;
+    }
 }

@@ -318,6 +318,27 @@ public final class ReferenceBackend implements Backend, SparseOps {
         store(out, ReferenceAttention.cached(widen(q), widen(kCache), widen(vCache), n, pos0, heads, kvHeads, headDim, scale, window));
     }
 
+    @Override
+    public void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                                     int heads, int kvHeads, int headDim, float scale) {
+        attentionCachedBatch(out, q, kCache, vCache, keyStart, batch, pos0, heads, kvHeads, headDim, scale, 0);
+    }
+
+    /** Batched cached attention over a time-major cache with left padding: see {@link ReferenceAttention#cachedBatch}. */
+    @Override
+    public void attentionCachedBatch(Tensor out, Tensor q, Tensor kCache, Tensor vCache, Tensor keyStart, int batch, int pos0,
+                                     int heads, int kvHeads, int headDim, float scale, int window) {
+        long qw = (long) heads * headDim, kw = (long) kvHeads * headDim;
+        if (batch <= 0 || kvHeads <= 0 || heads % kvHeads != 0 || q.dim(-1) != qw || kCache.dim(-1) != kw || vCache.numel() != kCache.numel()
+                || out.numel() != q.numel() || keyStart.numel() != batch || q.numel() % (qw * batch) != 0 || kCache.numel() % (kw * batch) != 0
+                || pos0 < 0 || pos0 + q.numel() / (qw * batch) > kCache.numel() / (kw * batch))
+            throw new IllegalArgumentException("attentionCachedBatch: q " + Tensor.describe(q) + " cache " + Tensor.describe(kCache) + " keyStart "
+                    + Tensor.describe(keyStart) + " for B=" + batch + " pos0=" + pos0 + " H=" + heads + " Hkv=" + kvHeads + " D=" + headDim);
+        int n = (int) (q.numel() / (qw * batch));
+        store(out, ReferenceAttention.cachedBatch(widen(q), widen(kCache), widen(vCache), toInts(keyStart), batch, n, pos0,
+                heads, kvHeads, headDim, scale, window));
+    }
+
     /** out = silu(gate) ⊙ up, silu(g) = g·σ(g). All (N, I). */
     @Override
     public void swiglu(Tensor out, Tensor gate, Tensor up) {
