@@ -6,6 +6,7 @@ import java.util.EnumSet;
 import java.util.List;
 import java.util.function.Consumer;
 import org.sparselora.engine.data.Batcher;
+import org.sparselora.engine.generate.BatchGenerator;
 import org.sparselora.engine.generate.Generator;
 import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
@@ -162,43 +163,42 @@ public final class ArcSolver implements AutoCloseable {
     }
 
     /**
-     * Attempts for one test input: a greedy generation per augmentation that fits, inverted and
-     * voted; null when no augmented prompt fits. Candidates that do not decode to a grid are dropped.
+     * Attempts for one test input: one greedy generation per augmentation that fits, all augmented
+     * prompts generated together as one batch (the KV cache batched on the model's backend), each
+     * answer inverted and voted by count, then by its mean log-probability (the generated grid and its
+     * EOS, read off the generation itself); null when no augmented prompt fits. Candidates that do not
+     * decode to a grid are dropped.
      */
     private int[][][] answer(ArcTask task, int[][] input, int testIndex, LoraAdapter lora) {
         List<Augmentation> augs = Augmentation.plan(s.augmentations(), task.train().size(), s.seed() + 1 + testIndex, s.keepBackground());
-        List<Voting.Candidate> candidates = new ArrayList<>();
-        int fitted = 0, malformed = 0;
-        Generator gen = new Generator(base.model, lora);
+        List<Augmentation> fitted = new ArrayList<>();
+        List<int[]> prompts = new ArrayList<>();
+        List<Integer> rooms = new ArrayList<>();
         for (Augmentation aug : augs) {
             int[] prompt = ArcFormat.prompt(aug.applyDemos(task.train()), aug.apply(input));
             int room = Math.min(ArcFormat.MAX_TARGET, s.maxLen() - prompt.length);
             if (room < 2) continue;
-            fitted++;
-            int[] out = gen.generate(prompt, Generator.Options.greedy(room, ArcTokenizer.EOS));
-            ArcFormat.Decoded d = ArcFormat.decode(out, out.length < room);
+            fitted.add(aug);
+            prompts.add(prompt);
+            rooms.add(room);
+        }
+        if (fitted.isEmpty()) return null;
+        int[] budgets = rooms.stream().mapToInt(Integer::intValue).toArray();
+        int maxRoom = java.util.Arrays.stream(budgets).max().orElse(1);
+        List<BatchGenerator.Result> outs = new BatchGenerator(base.model, lora)
+                .generate(prompts, Generator.Options.greedy(maxRoom, ArcTokenizer.EOS), budgets);
+        List<Voting.Candidate> candidates = new ArrayList<>();
+        int malformed = 0;
+        for (int i = 0; i < fitted.size(); i++) {
+            BatchGenerator.Result r = outs.get(i);
+            ArcFormat.Decoded d = ArcFormat.decode(r.ids(), r.stoppedAtEos());
             if (!d.ok()) {
                 malformed++;
                 continue;
             }
-            candidates.add(new Voting.Candidate(aug.invert(d.grid()), meanLogProb(prompt, ArcFormat.target(d.grid()), lora)));
+            candidates.add(new Voting.Candidate(fitted.get(i).invert(d.grid()), r.meanLogProb()));
         }
-        if (fitted == 0) return null;
-        if (malformed > 0) log.accept(task.id() + " test " + testIndex + ": " + malformed + " of " + fitted + " generations were not a grid");
+        if (malformed > 0) log.accept(task.id() + " test " + testIndex + ": " + malformed + " of " + fitted.size() + " generations were not a grid");
         return Voting.attempts(candidates);
-    }
-
-    /** Mean log-probability per token of {@code target} after {@code prompt} (teacher-forced, one forward). */
-    private double meanLogProb(int[] prompt, int[] target, LoraAdapter lora) {
-        int T = prompt.length + target.length;
-        int[] tokens = new int[T], targets = new int[T], positions = new int[T];
-        System.arraycopy(prompt, 0, tokens, 0, prompt.length);
-        System.arraycopy(target, 0, tokens, prompt.length, target.length);
-        for (int t = 0; t < T; t++) {
-            positions[t] = t;
-            targets[t] = t >= prompt.length - 1 && t + 1 < T ? tokens[t + 1] : Batch.IGNORE;
-        }
-        LlamaModel.Output o = base.model.evaluate(new Batch(1, T, tokens, targets, positions, new int[] {0}), lora, null, false);
-        return -o.lossSum() / o.outputTokens();
     }
 }
