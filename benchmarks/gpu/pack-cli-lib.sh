@@ -14,12 +14,15 @@ restore_jar() {
   rm -rf "$x"
 }
 
+# CLI_MODULE=arc-agi packs that module's classpath and jar instead (the arc command's CLI).
 pack_cli_lib() {
-  local out=$1 lib j; shift
+  local out=$1 lib j mod=${CLI_MODULE:-actors}; shift
+  local cpfile=$mod/target/classpath.txt
   lib=$(mktemp -d)
   mkdir "$lib/lib"
   cp proto/target/sparselora-proto-*.jar engine/target/sparselora-engine-*.jar cuda-kernels/target/sparselora-cuda-kernels-*.jar \
      actors/target/sparselora-actors-*.jar "$lib/lib/"
+  [[ $mod == actors ]] || cp "$mod"/target/sparselora-"$mod"-*.jar "$lib/lib/"
   rm -f "$lib"/lib/*-sources.jar "$lib"/lib/*-tests.jar
   while read -r j; do
     [[ -n $j ]] || continue
@@ -31,11 +34,11 @@ pack_cli_lib() {
       *.jar) restore_jar "$j" "$lib/lib/$(basename "$j")" ;;
       *) echo "pack-cli-lib.sh: unexpected classpath entry $j" >&2; rm -rf "$lib"; return 1 ;;
     esac
-  done < <(tr ':' '\n' < actors/target/classpath.txt; echo)            # the file has no final newline
-  # every jar the CLI's runtime classpath names is there, plus the actors jar (only natives were left out)
-  if (( $(ls "$lib"/lib/*.jar | wc -l) != $(tr ':' '\n' < actors/target/classpath.txt | grep -c .) + 1 )); then
-    echo "pack-cli-lib.sh: staged jars differ from actors/target/classpath.txt:" >&2
-    diff <(tr ':' '\n' < actors/target/classpath.txt | grep . | xargs -n1 basename | sort) <(ls "$lib/lib" | sort) >&2
+  done < <(tr ':' '\n' < "$cpfile"; echo)                             # the file has no final newline
+  # every jar the runtime classpath names besides our modules is there (only natives were left out)
+  if (( $(ls "$lib"/lib/*.jar | grep -vc '/sparselora-') != $(tr ':' '\n' < "$cpfile" | grep . | grep -vc '/sparselora-') )); then
+    echo "pack-cli-lib.sh: staged jars differ from $cpfile:" >&2
+    diff <(tr ':' '\n' < "$cpfile" | grep . | xargs -n1 basename | sort) <(ls "$lib/lib" | sort) >&2
     rm -rf "$lib"; return 1
   fi
   tar -C "$lib" -cf - lib | xz -9e -T0 > "$out"   # -9e: 2 MB under -6, which the 64 MiB carry limit needs
