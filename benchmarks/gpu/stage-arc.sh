@@ -24,7 +24,7 @@ rm -rf "$dest.tmp"; mkdir -p "$dest.tmp/data"
 CLI_MODULE=arc-agi pack_cli_lib "$dest.tmp/lib.tar.xz" 'native/lib/win-*' 'native/lib/osx-*' native/lib/linux-aarch64 nlp
 cp -r "$shared/data/arc-agi/training" "$dest.tmp/data/arc1"
 cp -r "$shared/data/arc-agi-2/training" "$dest.tmp/data/arc2"
-cp configs/sparsity/arc-small.yaml "$dest.tmp/arc-sparsity.yaml"
+cp "configs/sparsity/arc-${PRESET:-small}.yaml" "$dest.tmp/arc-sparsity.yaml"   # for the preset arc-run.sh pretrains (PRESET)
 cp benchmarks/gpu/arc-run.sh "$dest.tmp/arc-run.sh"
 rm -rf "$dest"; mv "$dest.tmp" "$dest"
 [[ -f $devrun/jre25.tar.xz ]] || /work/shared/device/build-jre.sh "$devrun"
