@@ -47,7 +47,7 @@ public final class FullModelDouble implements FullParameterModel {
 
     /** Installs the double unless the model has its own weight gradients; closing the handle restores the default. */
     public static AutoCloseable install() {
-        if (org.sparselora.engine.train.FullParameterModel.class.isAssignableFrom(LlamaModel.class)) return () -> {};
+        if (FullModels.own()) return () -> {};
         var before = FullModels.factory;
         FullModels.factory = FullModelDouble::new;
         return () -> FullModels.factory = before;
