@@ -42,7 +42,7 @@ class FullTrainStoriesTest {
                 data: {path: %s, format: text}
                 optimizer: {lr: 0.002, weight_decay: 0.1}
                 schedule: {type: cosine, warmup_steps: 10}
-                steps: 150
+                steps: 60
                 batch_size: 8
                 seq_len: 256
                 output_dir: %s
