@@ -17,10 +17,17 @@ for side in old new; do
   git -C "$root" worktree add -q --detach "$wt" "$rev"
   (cd "$wt" && . bin/java25.sh && benchmarks/stage-device-bench.sh >/dev/null)
   cp "$wt"/.devrun/bench/lib/sparselora-*.jar "$dest/$side/"
+  rm -f "$dest/$side"/*-tests.jar
   # the old build's copy of the config: the new parser must read what the old one did
   [[ $side == old ]] && cp "$wt/configs/sparsity/llama3-8b-math10k.yaml" "$dest/"
   if [[ $side == new ]]; then
-    for j in "$wt"/.devrun/bench/lib/*.jar; do case "$(basename "$j")" in sparselora-*) ;; *) cp "$j" "$dest/lib/" ;; esac; done
+    # only what StepBenchmark loads: not the plotting library, JMH's or the tests' jars (the carry is 64 MiB)
+    for j in "$wt"/.devrun/bench/lib/*.jar; do
+      case "$(basename "$j")" in
+        sparselora-*|VectorGraphics2D*|animated-gif*|commons-*|fontbox*|graphics2d*|pdfbox*|xchart*|junit-*|opentest4j*|apiguardian*|jna-*|gson*|error_prone*|jopt-simple*) ;;
+        *) cp "$j" "$dest/lib/" ;;
+      esac
+    done
   fi
   [[ -f $devrun/jre25.tar.xz ]] || cp "$wt/.devrun/jre25.tar.xz" "$devrun/"
   git -C "$root" worktree remove --force "$wt"

@@ -1,7 +1,8 @@
 // Row-wise layer kernels: embedding lookup, RMSNorm (plain and fused with the residual add) and its
 // backward, rotary embedding (HF rotate-half layout, both directions) and the fused softmax
 // cross-entropy with in-place dlogits. One block per row; rows are read with 16-byte vector loads
-// when the host says every row start is 16-byte aligned (`vec`). Statistics are fp32.
+// when the host says every row start is 16-byte aligned (`vec`). Statistics are fp32. Then the
+// column-wise weight gradients of the norm and the embedding (full-parameter training).
 #include "common.cuh"
 
 // out[n,:] = table[ids[n],:]; an id outside [0,V) writes NaN so the mistake is visible downstream.
@@ -288,6 +289,52 @@ __device__ void crossEntropyImpl(float* losses, TD* dlogits, const TL* logits, c
             st(d, c, gradScale * (__expf(ld(l, c) - lse) - (c == tgt ? 1.f : 0.f)));
     }
 }
+
+// Full-parameter training's weight gradients, deterministic (no atomics: each output element has
+// one owning thread and a fixed summation order, so a replayed step gives the same bits).
+
+// dw[c] += Σ_n dout[n,c]·x[n,c]·rstd[n] (the norm weight's gradient; dw F32). A block owns 32
+// columns: 32 row lanes (threadIdx.x >> 5) walk the rows with a stride of 32, each summing its rows in
+// order, then lane 0 adds the 32 partial sums in lane order. Warps read 32 adjacent columns of a row.
+template <typename T>
+__device__ void rmsnormWgradImpl(float* dw, const T* dout, const T* x, const float* rstd, int N, int C) {
+    __shared__ float part[32][33];
+    int tx = threadIdx.x & 31, ty = threadIdx.x >> 5, lanes = blockDim.x >> 5;
+    int c = blockIdx.x * 32 + tx;
+    float s = 0.f;
+    if (c < C)
+        for (int n = ty; n < N; n += lanes) s = fmaf(ld(dout, (long)n * C + c) * ld(x, (long)n * C + c), rstd[n], s);
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        float t = 0.f;
+        for (int k = 0; k < lanes; k++) t += part[k][tx];
+        dw[c] += t;
+    }
+}
+
+// dtable[ids[n], c] += dout[n, c] for every n (the lookup's gradient; dtable F32). Sort-free row
+// ownership: thread (column c, partition p) owns the elements (id, c) with id ≡ p (mod P), P =
+// gridDim.y · (blockDim.x / 32), and walks n in order, so repeated ids add in token order (the CPU's
+// order). A warp shares its partition: the id test is warp-uniform and its 32 columns are coalesced.
+template <typename T>
+__device__ void embeddingBwdImpl(float* dtable, const T* dout, const int* ids, int N, int V, int C) {
+    int tx = threadIdx.x & 31, lanes = blockDim.x >> 5;
+    int P = gridDim.y * lanes, p = blockIdx.y * lanes + (threadIdx.x >> 5);
+    int c = blockIdx.x * 32 + tx;
+    if (c >= C) return;
+    for (int n = 0; n < N; n++) {
+        int id = ids[n];
+        if (id < 0 || id >= V || id % P != p) continue;   // the host checked the ids; a bad one adds nothing
+        long o = (long)id * C + c;
+        dtable[o] += ld(dout, (long)n * C + c);
+    }
+}
+
+extern "C" __global__ void rmsnorm_wgrad_f32(float* dw, const float* dout, const float* x, const float* r, int N, int C) { rmsnormWgradImpl(dw, dout, x, r, N, C); }
+extern "C" __global__ void rmsnorm_wgrad_bf16(float* dw, const bf16* dout, const bf16* x, const float* r, int N, int C) { rmsnormWgradImpl(dw, dout, x, r, N, C); }
+extern "C" __global__ void embedding_bwd_f32(float* dt, const float* dout, const int* ids, int N, int V, int C) { embeddingBwdImpl(dt, dout, ids, N, V, C); }
+extern "C" __global__ void embedding_bwd_bf16(float* dt, const bf16* dout, const int* ids, int N, int V, int C) { embeddingBwdImpl(dt, dout, ids, N, V, C); }
 
 #define FOR_2TYPES(M) M(f32, f32, float, float) M(f32, bf16, float, bf16) M(bf16, f32, bf16, float) M(bf16, bf16, bf16, bf16)
 

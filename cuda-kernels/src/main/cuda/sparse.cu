@@ -569,7 +569,8 @@ struct MultiSlot {
     long n;          // elements (> 0)
     long tile0;      // first tile of this slot
     int copyType;    // 0 none, 1 bf16, 2 f16, 3 f32
-    int vec;         // p, g, m, v, copy 16-byte aligned and n % 4 == 0: float4 path
+    int vec;         // flags: bit 0 = p, g, m, v, copy 16-byte aligned and n % 4 == 0 (float4 path);
+                     // bit 1 = no weight decay for this slot (the group's decay mask)
 };
 
 __device__ __forceinline__ int findSlot(const MultiSlot* slots, int nslots, long tile) {
@@ -622,7 +623,8 @@ __device__ __forceinline__ void adamwMultiImpl(const MultiSlot* slots, int nslot
     void* c = sp->copy;
     int ct = c ? sp->copyType : 0;
     long n = sp->n, base = ((long)blockIdx.x - sp->tile0) * MT_TILE, end = min(n, base + MT_TILE);
-    if (sp->vec) {
+    wd = (sp->vec & 2) ? 0.f : wd;   // a slot the decay mask leaves out
+    if (sp->vec & 1) {
         // All loads of the thread's 4 chunks first (16 independent 16-byte loads in flight), then math and stores.
         float4 P[4], G[4], M[4], V[4];
         long idx[4];
@@ -703,7 +705,7 @@ extern "C" __global__ void sumsq_multi(double* out, double* partial, unsigned in
     const float* g = sp->g;
     long n = sp->n, base = ((long)blockIdx.x - sp->tile0) * MT_TILE, end = min(n, base + MT_TILE);
     float s = 0.f;
-    if (sp->vec) {
+    if (sp->vec & 1) {
 #pragma unroll
         for (int k = 0; k < 4; k++) {
             long i = base + ((long)k * MT_THREADS + threadIdx.x) * 4;

@@ -193,6 +193,8 @@ public final class GpuBackend implements Backend, SparseOps, GraphCapture {
     @Override public void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate) {
         layers.rmsNormBackward(dx, dout, x, weight, rstd, accumulate);
     }
+    @Override public void rmsNormWeightGrad(Tensor dweight, Tensor dout, Tensor x, Tensor rstd) { layers.rmsNormWeightGrad(dweight, dout, x, rstd); }
+    @Override public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids) { layers.embeddingBackward(dtable, dout, ids); }
 
     @Override public void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse) {
         layers.rope(x, positions, cos, sin, heads, headDim, inverse);

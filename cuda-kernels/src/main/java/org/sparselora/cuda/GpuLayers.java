@@ -6,7 +6,8 @@ import org.sparselora.engine.backend.Tensor;
 /**
  * A {@link GpuBackend}'s transformer layers other than attention: embedding, the rmsnorm family
  * (forward, fused residual add, backward), rotary embeddings, SwiGLU, cross-entropy, dropout and the
- * device-side normal fill.
+ * device-side normal fill; and the weight gradients of the norm and the embedding (full-parameter
+ * training).
  */
 final class GpuLayers extends GpuOps {
     GpuLayers(GpuBackend owner, GpuDevice dev) { super(owner, dev); }
@@ -89,6 +90,45 @@ final class GpuLayers extends GpuOps {
         launch("rmsnorm_bwd_" + sfx(X, "rmsNormBackward") + "_" + sfx(W, "rmsNormBackward"), N, 1, rowThreads(vec ? C / 8 : C, 256), 0,
                 new Kernels.Args().ptr(DX.address()).ptr(DO.address()).ptr(X.address()).ptr(W.address()).ptr(R.address())
                         .i(C).i(accumulate ? 1 : 0).i(vec ? 1 : 0));
+    }
+
+    /** dweight (C) F32 += Σ_n dout ⊙ x·rstd: one block per 32 columns, 32 row lanes summed in a fixed order (deterministic). */
+    void rmsNormWeightGrad(Tensor dweight, Tensor dout, Tensor x, Tensor rstd) {
+        bind();
+        GpuTensor DW = own(dweight), DO = own(dout), X = own(x), R = own(rstd);
+        needF32("rmsNormWeightGrad", "dweight", DW);
+        needF32("rmsNormWeightGrad", "rstd", R);
+        int C = (int) DW.numel();
+        if (C == 0 || X.numel() % C != 0) throw new IllegalArgumentException("rmsNormWeightGrad: x " + X + " rows do not match dweight " + DW);
+        int N = (int) (X.numel() / C);
+        needNumel("rmsNormWeightGrad", "dout", DO, X.numel());
+        needNumel("rmsNormWeightGrad", "rstd", R, N);
+        if (DO.dtype() != X.dtype()) throw new IllegalArgumentException("rmsNormWeightGrad: dout " + DO + " and x " + X + " must share a dtype");
+        if (N == 0) return;
+        launch("rmsnorm_wgrad_" + sfx(X, "rmsNormWeightGrad"), (C + 31) / 32, 1, 1024, 0,
+                new Kernels.Args().ptr(DW.address()).ptr(DO.address()).ptr(X.address()).ptr(R.address()).i(N).i(C));
+    }
+
+    /** Row partitions of {@link #embeddingBackward}: each (column, id mod this) has one owning thread. */
+    static final int EMBEDDING_PARTITIONS = 64;
+
+    /**
+     * dtable (V,C) F32 += the lookup's gradient, deterministic without atomics: thread (column, id
+     * partition) owns its elements and adds the tokens' rows in token order (embedding_bwd_* in layers.cu).
+     * An id outside [0, V) adds nothing: the forward's lookup already wrote NaN for it, so the loss shows
+     * it (checking here would read the ids back, which a recorded step cannot).
+     */
+    void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids) {
+        bind();
+        GpuTensor DT = own(dtable), DO = own(dout), I = own(ids);
+        needF32("embeddingBackward", "dtable", DT);
+        needI32("embeddingBackward", "ids", I);
+        int C = DT.dim(-1), V = (int) (DT.numel() / C), N = (int) I.numel();
+        needNumel("embeddingBackward", "dout", DO, (long) N * C);
+        if (N == 0) return;
+        int warps = 8;   // 256 threads: 32 columns × 8 partitions per block
+        launch("embedding_bwd_" + sfx(DO, "embeddingBackward"), (C + 31) / 32, EMBEDDING_PARTITIONS / warps, 32 * warps, 0,
+                new Kernels.Args().ptr(DT.address()).ptr(DO.address()).ptr(I.address()).i(N).i(V).i(C));
     }
 
     void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse) {

@@ -47,25 +47,30 @@ final class GpuOptimizer extends GpuOps {
      * tensors) ~20k, several waves on an H200. {@link #gradSumOfSquares} is one {@code sumsq_multi}
      * launch (per-tile double partials, summed in tile order by the last block: deterministic) and an
      * 8-byte read; {@link #step} is one {@code adamw_multi} launch that also refreshes compute copies
-     * and zeroes the gradients it read, and may be captured in a CUDA graph. The slots' tensors must
-     * stay open while the group is used (their addresses are in the table).
+     * and zeroes the gradients it read, and may be captured in a CUDA graph. A slot's flags word
+     * carries its float4 path (bit 0) and, after {@link #setDecayMask}, no decay (bit 1). The slots'
+     * tensors must stay open while the group is used (their addresses are in the table).
      */
     private final class AdamwMulti implements AdamwGroup {
         private final int size, live;
         private final long tiles;
         private final Tensor table;    // MultiSlot[live]
         private final Tensor scratch;  // double partial[tiles], double out, uint counter (+pad)
+        private final long[] words;    // the table as written: 8 words per live slot
+        private final int[] liveOf;    // slot -> its row in the table, -1 for a slot without elements
 
         AdamwMulti(List<Tensor[]> slotsIn) {
             List<Tensor[]> slots = AdamwGroup.checkSlots(owner, slotsIn);
             size = slots.size();
-            long[] words = new long[slots.size() * 8];
-            int k = 0;
+            words = new long[slots.size() * 8];
+            liveOf = new int[slots.size()];
+            int k = 0, i = 0;
             long t0 = 0;
             for (Tensor[] s : slots) {
                 GpuTensor P = own(s[0]), G = own(s[1]), M = own(s[2]), V = own(s[3]);
                 GpuTensor C = s.length == 5 && s[4] != s[0] ? own(s[4]) : null;
                 long n = P.numel();
+                liveOf[i++] = n == 0 ? -1 : k;
                 if (n == 0) continue;
                 int copyType = C == null ? 0 : switch (C.dtype()) {
                     case BF16 -> 1;
@@ -83,15 +88,40 @@ final class GpuOptimizer extends GpuOps {
             live = k;
             tiles = t0;
             if (tiles > Integer.MAX_VALUE) throw new IllegalArgumentException("adamw group: " + tiles + " tiles exceed one launch's grid");
+            table = owner.empty(DType.I32, Math.max(2, live * 16));
+            scratch = owner.empty(DType.I32, (int) (2 * tiles + 4));
+            upload();
+            owner.fill(scratch, 0f);  // the counter starts at 0; the last block of each launch resets it
+        }
+
+        /** Writes {@link #words} into the device table (little-endian halves of each 8-byte word). */
+        private void upload() {
             int[] ints = new int[Math.max(2, live * 16)];
             for (int i = 0; i < live * 8; i++) {
                 ints[2 * i] = (int) words[i];
                 ints[2 * i + 1] = (int) (words[i] >>> 32);
             }
-            table = owner.empty(DType.I32, ints.length);
-            scratch = owner.empty(DType.I32, (int) (2 * tiles + 4));
             owner.copyFromHost(table, ints);
-            owner.fill(scratch, 0f);  // the counter starts at 0; the last block of each launch resets it
+        }
+
+        /**
+         * Bit 1 of a slot's flags (bit 33 of its 8th word) turns its weight decay off in the kernel
+         * ({@code adamw_multi}, {@code adamw_multi_dev}); the table is written again, outside any
+         * capture (a recorded update reads the table at replay, so it sees the new mask).
+         */
+        @Override
+        public void setDecayMask(boolean[] decays) {
+            if (decays == null || decays.length != size)
+                throw new IllegalArgumentException("adamw group: decay mask needs " + size + " entries, got " + (decays == null ? "null" : decays.length));
+            bind();
+            noCapture("adamw group setDecayMask");
+            for (int i = 0; i < size; i++) {
+                int k = liveOf[i];
+                if (k < 0) continue;
+                if (decays[i]) words[k * 8 + 7] &= ~(1L << 33);
+                else words[k * 8 + 7] |= 1L << 33;
+            }
+            upload();
         }
 
         @Override public int size() { return size; }

@@ -41,6 +41,8 @@ final class Kernels implements AutoCloseable {
             for (String op : new String[] {"scale", "sumsq", "swiglu", "swiglu_bwd", "randn"}) m.put(op + "_" + a, "elementwise");
             m.put("rope_" + a, "layers");
             m.put("rope_qk_" + a, "layers");
+            m.put("rmsnorm_wgrad_" + a, "layers");
+            m.put("embedding_bwd_" + a, "layers");
             for (String op : new String[] {"to_heads", "from_heads", "attn_rowdot", "attn_cached"}) m.put(op + "_" + a, "attention");
             m.put("colsumsq_" + a, "sparse");
             m.put("adamw_" + a, "sparse");

@@ -12,7 +12,7 @@ import org.sparselora.engine.backend.cpu.CpuBackend;
 
 /**
  * GpuBackend's layers against CpuBackend: embedding, the rmsnorm family, rotary embeddings, SwiGLU
- * and cross-entropy. See {@link GpuOpsTestSupport} for the method and tolerances.
+ * and cross-entropy, and the norm and embedding weight gradients. See {@link GpuOpsTestSupport} for the method and tolerances.
  */
 @Tag("gpu")
 class GpuLayersTest extends GpuOpsTestSupport {
@@ -69,6 +69,41 @@ class GpuLayersTest extends GpuOpsTestSupport {
                 cpu.rmsNormBackward(DXa.c, DO.c, X.c, W.c, R.c, true);
                 close("rmsNormBackward acc " + t, DXa, tolFor(t) * 2);
             }
+        }
+    }
+
+    /**
+     * Full-parameter training's two weight-gradient ops, accumulating into F32 gradients that hold
+     * values already: the norm weight's Σ dout ⊙ x·rstd (1e-5 for f32 inputs; bf16 inputs are rounded
+     * identically for both, the sums differ only in order: 1e-4) and the embedding's scatter-add with
+     * repeated ids (exact: both add the rows in token order in fp32). Run twice on the GPU: the same bits.
+     */
+    @Test
+    void normWeightAndEmbeddingGradients() {
+        for (DType t : FLOATS) {
+            for (int C : new int[] {256, 100, 4160}) {
+                int N = C > 4096 ? 5 : 301;
+                float[] x = rand(N * C, 2f), w = rand(C, 1f), dout = rand(N * C, 1f), dw0 = rand(C, 1f);
+                Pair X = pair(x, t, N, C), W = pair(w, t, C), O = out(t, N, C), R = out(DType.F32, N), DO = pair(dout, t, N, C);
+                gpu.rmsNorm(O.g, R.g, X.g, W.g, 1e-5f);
+                cpu.rmsNorm(O.c, R.c, X.c, W.c, 1e-5f);
+                cpu.copyFromHost(R.c, gpu.toFloats(R.g));   // the same rstd on both: the op under test is the sum
+                Pair DW = inout(dw0, DType.F32, C);
+                gpu.rmsNormWeightGrad(DW.g, DO.g, X.g, R.g);
+                cpu.rmsNormWeightGrad(DW.c, DO.c, X.c, R.c);
+                close("rmsNormWeightGrad " + t + " C=" + C, DW, t == DType.BF16 ? 1e-4 : F32_TOL);
+                Pair again = inout(dw0, DType.F32, C);
+                gpu.rmsNormWeightGrad(again.g, DO.g, X.g, R.g);
+                assertArrayEquals(gpu.toFloats(DW.g), gpu.toFloats(again.g), "rmsNormWeightGrad is deterministic");
+            }
+            int V = 70, C = 96, N = 333;
+            int[] ids = new int[N];
+            for (int i = 0; i < N; i++) ids[i] = RNG.nextInt(i % 3 == 0 ? 3 : V);   // ids 0..2 repeated often
+            float[] t0 = rand(V * C, 1f), dout = rand(N * C, 1f);
+            Pair T = inout(t0, DType.F32, V, C), DO = pair(dout, t, N, C), I = ints(ids, N);
+            gpu.embeddingBackward(T.g, DO.g, I.g);
+            cpu.embeddingBackward(T.c, DO.c, I.c);
+            exact("embeddingBackward " + t, T);
         }
     }
 

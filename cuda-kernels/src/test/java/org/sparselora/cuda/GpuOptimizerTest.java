@@ -152,6 +152,53 @@ class GpuOptimizerTest extends GpuOpsTestSupport {
         }
     }
 
+    /**
+     * The decay mask (full-parameter training decays matrices only): a masked fused group — eager
+     * steps and a recorded clippedStep replayed — equals the per-tensor loop with weight decay 0 on
+     * the masked-out slots (AdamW tolerance), over the float4 and the scalar path and an empty slot;
+     * a wrong-length mask is refused.
+     */
+    @Test
+    void adamwGroupDecayMaskChoosesWeightDecayPerSlot() {
+        int[] sizes = {4096 + 512, 10, 0, 520, 7};
+        boolean[] decays = {true, false, false, false, true};
+        List<Tensor[]> gs = new ArrayList<>(), cs = new ArrayList<>();
+        List<Pair> params = new ArrayList<>();
+        for (int n : sizes) {
+            Pair P = inout(rand(n, 1f), DType.F32, n), G = pair(rand(n, 1f), DType.F32, n);
+            Pair M = inout(new float[n], DType.F32, n), V = inout(new float[n], DType.F32, n);
+            gs.add(new Tensor[] {P.g, G.g, M.g, V.g});
+            cs.add(new Tensor[] {P.c, G.c, M.c, V.c});
+            params.add(P);
+        }
+        try (AdamwGroup group = gpu.adamwGroup(gs)) {
+            assertThrows(IllegalArgumentException.class, () -> group.setDecayMask(new boolean[] {true}));
+            group.setDecayMask(decays);
+            for (int step = 1; step <= 2; step++) {
+                group.step(1e-2f, 0.9f, 0.999f, 1e-8f, 0.3f, step, 0.5f, false);
+                for (int i = 0; i < sizes.length; i++) {
+                    Tensor[] c = cs.get(i);
+                    cpu.adamw(c[0], c[1], c[2], c[3], 1e-2f, 0.9f, 0.999f, 1e-8f, decays[i] ? 0.3f : 0f, step, 0.5f);
+                }
+            }
+            for (int i = 0; i < sizes.length; i++) close("masked group param " + i + (decays[i] ? " (decays)" : " (no decay)"), params.get(i), F32_TOL);
+            // the recorded, clipped update reads the same table: clipping off, gs = invTokens = 0.5
+            Tensor hyper = gpu.fromFloats(new float[] {1e-2f, (float) (1 - Math.pow(0.9, 3)), (float) (1 - Math.pow(0.999, 3)), 0.5f, 0f}, DType.F32, 5);
+            gpu.synchronize();
+            gpu.beginCapture();
+            group.clippedStep(hyper, 0.9f, 0.999f, 1e-8f, 0.3f, false);
+            GpuBackend.Graph graph = gpu.endCapture();
+            graph.replay();
+            graph.close();
+            hyper.close();
+            for (int i = 0; i < sizes.length; i++) {
+                Tensor[] c = cs.get(i);
+                cpu.adamw(c[0], c[1], c[2], c[3], 1e-2f, 0.9f, 0.999f, 1e-8f, decays[i] ? 0.3f : 0f, 3, 0.5f);
+            }
+            for (int i = 0; i < sizes.length; i++) close("masked clippedStep param " + i, params.get(i), F32_TOL);
+        }
+    }
+
     /** The group's step needs no host value, so it can sit in a CUDA graph; its sum of squares (a read) refuses to. */
     @Test
     void adamwGroupStepReplaysFromAGraph() {

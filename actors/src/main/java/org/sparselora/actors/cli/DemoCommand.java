@@ -28,6 +28,7 @@ import org.sparselora.actors.demo.DemoModel;
 import org.sparselora.actors.demo.DemoReport;
 import org.sparselora.actors.demo.DemoTask;
 import org.sparselora.engine.io.AtomicFiles;
+import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.proto.control.JobSpec;
 import org.sparselora.proto.control.JobState;
 import org.sparselora.proto.control.JobStatus;
@@ -35,18 +36,20 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * {@code sparselora demo}: the embedded default job — no network, no shared data, no GPU. Builds
- * (or reuses from the cache) a small Llama trained on a generated COPY task, writes the SHIFT task
- * as dataset files and two job files, and trains it twice through the same in-process actor
+ * {@code sparselora demo}: the embedded default job — no network, no shared data; the CPU, or a GPU
+ * when one is usable ({@code --device auto}). Builds (or reuses from the cache) a small Llama trained
+ * on a generated COPY task, writes the SHIFT task (long prompt, short answer: the shape SparseLoRA
+ * pays on) as dataset files and two job files, and trains it twice through the same in-process actor
  * pipeline {@code train} uses: dense LoRA, then SparseLoRA (same seed, data and steps). Then it
  * reads both adapters back from disk, scores them and the base model on held-out words, and ends
- * with a table and {@code summary.json} computed from the runs' metrics.jsonl.
+ * with the per-step and accuracy tables and {@code summary.json}, computed from the runs' metrics.jsonl.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
         description = {"The embedded default job: dense LoRA vs SparseLoRA on a generated task, on a small model built here.",
                 "Writes DIR/data/, DIR/dense.yaml + DIR/dense/, DIR/sparse.yaml + DIR/sparse/ (metrics.jsonl, checkpoint, adapter),",
                 "DIR/sparsity.yaml, DIR/adapter/ (a copy of the SparseLoRA adapter) and DIR/summary.json.",
-                "Step time is the median over the steps the SparseLoRA job ran sparse; FLOPs are the mean over the same steps."})
+                "The per-step table compares the two jobs on the same step numbers: the SparseLoRA job's dense warm-up, its sparse steps, all steps",
+                "(ms/step: the median wall time; GFLOP/step: the mean, predictor included)."})
 public final class DemoCommand implements Callable<Integer> {
 
     @Option(names = "--out", paramLabel = "DIR", defaultValue = "sparselora-demo", description = "output directory (default: ${DEFAULT-VALUE})")
@@ -55,7 +58,8 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--steps", paramLabel = "N", defaultValue = "80", description = "training steps of each job (default: ${DEFAULT-VALUE})")
     int steps;
 
-    @Option(names = "--device", paramLabel = "DEV", defaultValue = "cpu", description = "training device: cpu, cuda or cuda:<n> (default: ${DEFAULT-VALUE}; evaluation runs on the CPU)")
+    @Option(names = "--device", paramLabel = "DEV", defaultValue = "auto", description = {"training device: auto (a GPU when one is usable, else the CPU),",
+            "cpu, cuda or cuda:<n> (default: ${DEFAULT-VALUE}; evaluation runs on the CPU)"})
     String device;
 
     @Option(names = "--cache", paramLabel = "DIR", description = {"where the base model is cached (default: $SPARSELORA_CACHE or ~/.cache/sparselora);",
@@ -68,10 +72,10 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--seed", paramLabel = "S", defaultValue = "42", description = "seed of both jobs (default: ${DEFAULT-VALUE})")
     long seed;
 
-    @Option(names = "--mlp-sparsity", paramLabel = "R", defaultValue = "0.9", description = "fraction of MLP channels pruned in the middle layers (default: ${DEFAULT-VALUE})")
+    @Option(names = "--mlp-sparsity", paramLabel = "R", defaultValue = "0.95", description = "fraction of MLP channels pruned in the middle layers (default: ${DEFAULT-VALUE})")
     double mlpSparsity;
 
-    @Option(names = "--attn-sparsity", paramLabel = "R", defaultValue = "0.5", description = "fraction of attention channels pruned in the middle layers (default: ${DEFAULT-VALUE})")
+    @Option(names = "--attn-sparsity", paramLabel = "R", defaultValue = "0", description = "fraction of attention channels pruned in the middle layers (default: ${DEFAULT-VALUE})")
     double attnSparsity;
 
     // for tests: a tiny base model and small batches, so the whole pipeline runs in seconds
@@ -100,14 +104,14 @@ public final class DemoCommand implements Callable<Integer> {
         // before minutes of work: a GPU that is not there fails here, with the driver's reason (never a CPU fallback)
         org.sparselora.actors.job.Devices.Device dev;
         try {
-            dev = org.sparselora.actors.job.Devices.parse(device);
+            dev = org.sparselora.actors.job.Devices.parse(device.equals("auto") ? autoDevice() : device);
         } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("--device " + e.getMessage());
+            throw new IllegalArgumentException("--device must be auto, or " + e.getMessage().replaceFirst("^must be ", ""));
         }
         if (dev.gpu()) org.sparselora.actors.engine.LlamaEngineProvider.checkGpus(dev, 1);
         Path dir = out.toAbsolutePath().normalize();
         Path cacheRoot = cache != null ? cache.toAbsolutePath() : defaultCache();
-        say("output directory " + dir);
+        say("output directory " + dir + "; training on " + dev.text() + (device.equals("auto") ? " (--device auto)" : ""));
 
         Path base;
         try (CpuBackend be = new CpuBackend()) {
@@ -123,10 +127,10 @@ public final class DemoCommand implements Callable<Integer> {
         Path denseOut = dir.resolve("dense"), sparseOut = dir.resolve("sparse"), adapter = dir.resolve("adapter");
         // outputs of an earlier demo run in this directory: a job refuses a directory holding a checkpoint
         for (Path p : List.of(denseOut, sparseOut)) AtomicFiles.deleteQuietly(p);
-        Path denseJob = writeJob(dir.resolve("dense.yaml"), "demo-dense", base, train, denseOut, null);
-        Path sparseJob = writeJob(dir.resolve("sparse.yaml"), "demo-sparse", base, train, sparseOut, sparsity);
-        say("task: SHIFT (every letter → its successor), " + trainExamples + " training words in " + train + ", "
-                + evalExamples + " held-out words in " + eval);
+        Path denseJob = writeJob(dir.resolve("dense.yaml"), "demo-dense", base, train, denseOut, null, dev.text());
+        Path sparseJob = writeJob(dir.resolve("sparse.yaml"), "demo-sparse", base, train, sparseOut, sparsity, dev.text());
+        say("task: SHIFT (the first " + DemoTask.ANSWER + " letters of a " + DemoTask.WORD + "-letter word, each → its successor), "
+                + trainExamples + " training words in " + train + ", " + evalExamples + " held-out words in " + eval);
         say("job files: " + denseJob + ", " + sparseJob + " (rerun either with `sparselora train --config`)");
 
         List<Example> held = DatasetReader.read(eval, DatasetFormat.PROMPT_COMPLETION, DatasetReader.Options.DEFAULT).examples();
@@ -156,28 +160,35 @@ public final class DemoCommand implements Callable<Integer> {
             sparseScore = ev.score(adapter, held);
         }
 
-        List<DemoReport.Step> denseRun = DemoReport.readMetrics(denseOut.resolve("metrics.jsonl"));
-        List<DemoReport.Step> sparseRun = DemoReport.readMetrics(sparseOut.resolve("metrics.jsonl"));
-        List<Integer> phase = DemoReport.phase(sparseRun);
-        boolean phaseSparse = sparseRun.stream().anyMatch(DemoReport.Step::sparse);
-        DemoReport.Summary summary = new DemoReport.Summary(steps, phase, phaseSparse, baseScore,
-                DemoReport.variant("dense LoRA", denseOut, denseOut.resolve("adapter"), denseRun, phase, denseScore),
-                DemoReport.variant("SparseLoRA", sparseOut, sparseOut.resolve("adapter"), sparseRun, phase, sparseScore),
+        Path denseMetrics = denseOut.resolve("metrics.jsonl"), sparseMetrics = sparseOut.resolve("metrics.jsonl");
+        List<DemoReport.Step> denseRun = DemoReport.readMetrics(denseMetrics), sparseRun = DemoReport.readMetrics(sparseMetrics);
+        DemoReport.Phase[] phases = DemoReport.phases(denseRun, denseMetrics, sparseRun, sparseMetrics);
+        DemoReport.Summary summary = new DemoReport.Summary(steps, phases[0], phases[1], phases[2], baseScore,
+                DemoReport.variant("dense LoRA", denseOut, denseOut.resolve("adapter"), denseRun, denseScore),
+                DemoReport.variant("SparseLoRA", sparseOut, sparseOut.resolve("adapter"), sparseRun, sparseScore),
                 adapter, sparsity, (System.nanoTime() - t0) / 1e9);
         DemoReport.writeSummary(dir.resolve("summary.json"), summary);
 
+        LlamaConfig mc = DemoModel.config();
         PrintStream o = System.out;
         o.println();
-        o.printf(Locale.ROOT, "SHIFT task, %d held-out words; %d steps per job, batch %d, LoRA r=%d on all seven projections; "
-                + "ms/step = median over %s (%d steps)%n", held.size(), steps, batchSize, LORA_R,
-                phaseSparse ? "the sparse phase" : "all steps (no sparse step ran)", phase.size());
-        o.print(DemoReport.table(summary));
-        o.printf(Locale.ROOT, "exact match before fine-tuning %.3f -> dense LoRA %.3f, SparseLoRA %.3f%n",
-                baseScore.exactMatch(), denseScore.exactMatch(), sparseScore.exactMatch());
-        o.printf(Locale.ROOT, "SparseLoRA: %.2fx the dense FLOPs per step, %.2fx speed-up%n", summary.flopRatio(), summary.speedup());
-        o.println("(ms/step is wall time on this machine, one job after the other: on a shared machine it varies between runs."
-                + " A speed-up follows the FLOP reduction only where the frozen GEMMs dominate a step; at this model's size"
-                + " (hidden " + DemoModel.config().hiddenSize() + ") the predictor, gathers and smaller GEMMs cost about what the pruned FLOPs save.)");
+        o.printf(Locale.ROOT, "Model: Llama, %d layers, hidden %d, MLP %d; LoRA r=%d on q,k,v,o; %d steps per job, batch %d of %d tokens "
+                        + "(%d context + %d output tokens each: context tokens run sparse, output tokens dense); device %s%n",
+                mc.numLayers(), mc.hiddenSize(), mc.intermediateSize(), LORA_R, steps, batchSize, DemoModel.SEQ_LEN,
+                DemoModel.CONTEXT_TOKENS, DemoModel.SEQ_LEN - DemoModel.CONTEXT_TOKENS, dev.text());
+        o.printf(Locale.ROOT, "SparseLoRA config %s: MLP %.0f%% pruned, attention %.0f%% pruned in layers 1-%d; the first %.0f%% of the steps dense%n",
+                dir.relativize(sparsity), 100 * mlpSparsity, 100 * attnSparsity, mc.numLayers() - 2, 100 * START_STEP);
+        o.println();
+        o.println("Training steps, the two jobs on the same step numbers (ms: median wall time per step; GFLOP: mean per step, predictor included):");
+        o.print(DemoReport.stepTable(summary));
+        o.println();
+        o.printf(Locale.ROOT, "SHIFT task, %d held-out words:%n", held.size());
+        o.print(DemoReport.scoreTable(summary));
+        o.println();
+        o.print(DemoReport.headline(summary));
+        o.println("(ms/step is wall time on this machine, one job after the other: on a busy machine it varies from run to run."
+                + " In the warm-up both jobs run dense; their times differ there by the JIT's warm-up, which the first job pays,"
+                + " and the predictor's build, which the SparseLoRA job runs meanwhile.)");
         o.println("adapter: " + adapter + " (a copy of the SparseLoRA adapter, " + sparseOut.resolve("adapter") + ")");
         o.println("summary: " + dir.resolve("summary.json"));
         o.printf(Locale.ROOT, "done in %.1f s%n", summary.wallSeconds());
@@ -201,7 +212,7 @@ public final class DemoCommand implements Callable<Integer> {
     }
 
     /** A job file in the documented job.yaml schema, so the user can rerun it with {@code train}. */
-    private Path writeJob(Path file, String name, Path model, Path train, Path outputDir, Path sparsity) {
+    private Path writeJob(Path file, String name, Path model, Path train, Path outputDir, Path sparsity, String trainDevice) {
         ObjectMapper yaml = new ObjectMapper(new YAMLFactory().disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER)
                 .enable(YAMLGenerator.Feature.MINIMIZE_QUOTES));
         ObjectNode j = yaml.createObjectNode();
@@ -211,7 +222,7 @@ public final class DemoCommand implements Callable<Integer> {
         ObjectNode lora = j.putObject("lora");
         lora.put("r", LORA_R);
         lora.put("alpha", LORA_ALPHA);
-        lora.putArray("targets").add("q").add("k").add("v").add("o").add("gate").add("up").add("down");
+        lora.putArray("targets").add("q").add("k").add("v").add("o");
         if (sparsity != null) j.put("sparsity", sparsity.toString());
         j.putObject("optimizer").put("lr", LR);
         j.putObject("schedule").put("type", "cosine").put("warmup_steps", Math.max(1, steps / 16));
@@ -221,7 +232,7 @@ public final class DemoCommand implements Callable<Integer> {
         j.put("output_dir", outputDir.toString());
         j.put("checkpoint_every", 0);
         j.put("seed", seed);
-        j.put("device", device);
+        j.put("device", trainDevice);
         try {
             String text = yaml.writeValueAsString(j);
             DemoFiles.writeText(file, "# written by `sparselora demo`\n" + text);
@@ -248,6 +259,19 @@ public final class DemoCommand implements Callable<Integer> {
             // fall through
         }
         throw new IllegalArgumentException("--base-recipe must be CYCLESxSTEPS like 3x40, got '" + s + "'");
+    }
+
+    /**
+     * {@code --device auto}: the first GPU when the CUDA runtime loads and sees one, else the CPU.
+     * A machine without the CUDA libraries fails the check (or fails to link it); both mean the CPU.
+     */
+    static String autoDevice() {
+        try {
+            org.sparselora.cuda.Gpu.Availability a = org.sparselora.cuda.Gpu.check();
+            return a.available() && a.deviceCount() > 0 ? "cuda" : "cpu";
+        } catch (LinkageError e) {
+            return "cpu";
+        }
     }
 
     static Path defaultCache() {

@@ -39,9 +39,9 @@ public final class DemoEval implements AutoCloseable {
 
     /** {@code adapterDir} null scores the base model itself. */
     public Score score(Path adapterDir, List<Example> examples) {
-        if (adapterDir == null) return new Score(DemoModel.exactMatch(model, null, examples), DemoModel.evalLoss(model, null, examples), examples.size());
+        if (adapterDir == null) return DemoModel.score(model, null, examples);
         try (LoraAdapter lora = LoraAdapter.fromPeft(backend, model.config(), PeftAdapter.read(adapterDir), adapterDir)) {
-            return new Score(DemoModel.exactMatch(model, lora, examples), DemoModel.evalLoss(model, lora, examples), examples.size());
+            return DemoModel.score(model, lora, examples);
         }
     }
 

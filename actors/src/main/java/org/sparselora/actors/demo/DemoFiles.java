@@ -43,7 +43,7 @@ public final class DemoFiles {
      * The demo's sparsity config for a {@code layers}-layer model: the first and last layers stay
      * dense (the published configs leave the ends alone too: they are the most sensitive), the
      * middle layers prune {@code mlp} of the MLP channels and {@code attn} of the attention
-     * channels; dense warm-up for the first {@code startStep} of the steps; output tokens dense.
+     * channels (a zero ratio leaves that part dense); dense warm-up for the first {@code startStep} of the steps; output tokens dense.
      */
     public static String sparsityYaml(int layers, double mlp, double attn, double startStep) {
         StringBuilder sb = new StringBuilder();
@@ -51,8 +51,11 @@ public final class DemoFiles {
           .append("# layers dense, the middle ones sparse; dense warm-up for the first ")
           .append(String.format(Locale.ROOT, "%.0f%%", 100 * startStep)).append(" of the steps.\n")
           .append(String.format(Locale.ROOT, "start_step: %s%nend_step: 1.0%nmode: svd_8%nskip_output_tokens: true%nsparsity:%n", startStep));
-        for (int l = 1; l < layers - 1; l++)
-            sb.append(String.format(Locale.ROOT, "  layers.%d.mlp: %s%n  layers.%d.self_attn: %s%n", l, mlp, l, attn));
+        for (int l = 1; l < layers - 1; l++) {
+            // a zero ratio is left out: unlisted modules are dense
+            if (mlp > 0) sb.append(String.format(Locale.ROOT, "  layers.%d.mlp: %s%n", l, mlp));
+            if (attn > 0) sb.append(String.format(Locale.ROOT, "  layers.%d.self_attn: %s%n", l, attn));
+        }
         return sb.toString();
     }
 

@@ -78,29 +78,41 @@ class DemoCommandTest {
 
         JsonNode s = JSON.readTree(out.resolve("summary.json").toFile());
         assertEquals(steps, s.get("steps").asInt());
-        assertEquals(phase.size(), s.get("compared_step_numbers").size());
+        assertEquals("sparse steps", s.get("headline_phase").asText());
+        JsonNode sp = s.get("phases").get(1);
+        assertEquals("sparse steps", sp.get("name").asText());
+        assertEquals(phase.size(), sp.get("step_numbers").size());
         double dMs = median(dense, phase), sMs = median(sparse, phase);
-        assertEquals(dMs, s.get("dense").get("ms_per_step").asDouble(), 1e-9);
-        assertEquals(sMs, s.get("sparse").get("ms_per_step").asDouble(), 1e-9);
+        assertEquals(dMs, sp.get("dense_ms_per_step").asDouble(), 1e-9);
+        assertEquals(sMs, sp.get("sparse_ms_per_step").asDouble(), 1e-9);
         assertEquals(dMs / sMs, s.get("speedup").asDouble(), 1e-9);
         double sGf = mean(sparse, phase, "flops") / 1e9, sDgf = mean(sparse, phase, "dense_flops") / 1e9;
-        assertEquals(sGf, s.get("sparse").get("gflop_per_step").asDouble(), 1e-12);
-        assertEquals(sGf / sDgf, s.get("flop_ratio").asDouble(), 1e-9);
-        assertEquals(mean(dense, phase, "flops") / 1e9, s.get("dense").get("gflop_per_step").asDouble(), 1e-12);
+        assertEquals(sGf, sp.get("sparse_gflop_per_step").asDouble(), 1e-12);
+        assertEquals(sDgf / sGf, s.get("flop_reduction").asDouble(), 1e-9);
+        assertTrue(s.get("flop_reduction").asDouble() > 1.5, "the demo's sparse steps should need far fewer FLOPs: " + s);
+        assertEquals(mean(dense, phase, "flops") / 1e9, sp.get("dense_gflop_per_step").asDouble(), 1e-12);
         assertEquals(out.resolve("adapter").toAbsolutePath().toString(), s.get("adapter").asText());
+        JsonNode warm = s.get("phases").get(0);
+        assertEquals("dense warm-up", warm.get("name").asText());
+        assertEquals(1.0, warm.get("flop_reduction").asDouble(), 0.0);
 
         // learning happened: both adapters beat the base model on held-out words
         double baseLoss = s.get("base").get("eval_loss").asDouble();
         assertTrue(s.get("dense").get("eval_loss").asDouble() < baseLoss - 0.05, s.toString());
         assertTrue(s.get("sparse").get("eval_loss").asDouble() < baseLoss - 0.05, s.toString());
 
-        // the printed table carries the same numbers
+        // the printed tables carry the same numbers, the sparse steps in a row of their own
         String table = r.out();
-        assertTrue(table.contains("variant") && table.contains("speed-up"), table);
-        assertTrue(table.contains(String.format(Locale.ROOT, "%.1f", dMs)) && table.contains(String.format(Locale.ROOT, "%.1f", sMs)), table);
-        assertTrue(table.contains(String.format(Locale.ROOT, "%.2fx", dMs / sMs)), table);
+        String sparseRow = table.lines().filter(l -> l.startsWith("sparse: 2-10 (9 steps)")).findFirst()
+                .orElseThrow(() -> new AssertionError(table));
+        assertTrue(sparseRow.contains(String.format(Locale.ROOT, "%.1f", dMs)) && sparseRow.contains(String.format(Locale.ROOT, "%.1f", sMs)), sparseRow);
+        assertTrue(sparseRow.contains(String.format(Locale.ROOT, "%.2fx", dMs / sMs)), sparseRow);
+        assertTrue(sparseRow.endsWith(String.format(Locale.ROOT, "%.2fx", sDgf / sGf)), sparseRow);
+        assertTrue(table.lines().anyMatch(l -> l.startsWith("warm-up, dense: step 1 (1 step)")), table);
+        assertTrue(table.contains(String.format(Locale.ROOT, "SparseLoRA on its 9 sparse steps: %.2fx fewer FLOPs and %.2fx the speed", sDgf / sGf, dMs / sMs)), table);
         assertTrue(table.contains(String.format(Locale.ROOT, "%.4f", s.get("sparse").get("eval_loss").asDouble())), table);
         assertTrue(table.contains(String.format(Locale.ROOT, "%.3f", s.get("base").get("exact_match").asDouble())), table);
+        assertTrue(table.contains("device cpu") && r.err().contains("training on cpu (--device auto)"), r.err() + table);
         assertTrue(table.contains("adapter: " + out.resolve("adapter").toAbsolutePath()), table);
         assertTrue(r.err().contains("base model: built"), r.err());
 
@@ -123,6 +135,9 @@ class DemoCommandTest {
         CliRunner.Result m = CliRunner.run("demo", "--out", dir.resolve("o").toString(), "--mlp-sparsity", "1");
         assertEquals(2, m.code());
         assertTrue(m.err().contains("--mlp-sparsity and --attn-sparsity must be in [0, 1), got 1.0"), m.err());
+        CliRunner.Result d = CliRunner.run("demo", "--out", dir.resolve("o").toString(), "--device", "gpu");
+        assertEquals(2, d.code());
+        assertTrue(d.err().contains("--device must be auto, or cpu, cuda") && d.err().contains("got 'gpu'"), d.err());
         assertTrue(!Files.exists(dir.resolve("o")), "nothing is written for bad options");
     }
 

@@ -1,6 +1,7 @@
 package org.sparselora.actors.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
@@ -35,9 +36,11 @@ class TrainUnusableOutputDirTest {
                 p.destroyForcibly().waitFor();
                 throw new AssertionError("train did not exit on output_dir " + outputDir);
             }
-            String out = Files.readString(dir.resolve("child.out"));
-            assertEquals(1, p.exitValue(), out + Files.readString(dir.resolve("child.err")));
-            assertTrue(out.contains("failed") && out.contains(file + " exists and is not a directory"), out);
+            String out = Files.readString(dir.resolve("child.out")), err = Files.readString(dir.resolve("child.err"));
+            // refused before the pipeline starts: a user error (exit 2) naming the path, no stack trace
+            assertEquals(2, p.exitValue(), out + err);
+            assertTrue(err.contains(file + " exists and is not a directory") || err.contains(file + ", which is a file, not a directory"), err);
+            assertFalse(err.contains("Exception"), err);
             assertEquals("not a directory", Files.readString(file));
         }
     }

@@ -99,13 +99,25 @@ class DemoFilesTest {
 
     @Test
     void sparsityYamlIsAValidConfigWithDenseEndLayers() {
+        int layers = DemoModel.config().numLayers();
+        double[] mid = new double[layers], none = new double[layers];
         Path f = dir.resolve("sparsity.yaml");
-        DemoFiles.writeText(f, DemoFiles.sparsityYaml(4, 0.9, 0.5, 0.1));
+        DemoFiles.writeText(f, DemoFiles.sparsityYaml(layers, 0.9, 0.5, 0.1));
         SparsityConfig c = SparsityConfig.load(f);
         SparsityConfig.Resolved r = c.resolve(DemoModel.config());
-        assertArrayEquals(new double[] {0, 0.9, 0.9, 0}, r.mlpRatio(), 1e-6);
-        assertArrayEquals(new double[] {0, 0.5, 0.5, 0}, r.attnRatio(), 1e-6);
+        java.util.Arrays.fill(mid, 1, layers - 1, 0.9);
+        assertArrayEquals(mid, r.mlpRatio(), 1e-6);
+        java.util.Arrays.fill(mid, 1, layers - 1, 0.5);
+        assertArrayEquals(mid, r.attnRatio(), 1e-6);
         assertEquals(0.1, c.startStep(), 1e-12);
         assertEquals(8, c.rank());
+
+        // the demo's default: attention left dense, so no self_attn entries at all
+        DemoFiles.writeText(f, DemoFiles.sparsityYaml(layers, 0.95, 0, 0.1));
+        assertTrue(!DemoFiles.sparsityYaml(layers, 0.95, 0, 0.1).contains("self_attn"));
+        SparsityConfig.Resolved m = SparsityConfig.load(f).resolve(DemoModel.config());
+        java.util.Arrays.fill(mid, 1, layers - 1, 0.95);
+        assertArrayEquals(mid, m.mlpRatio(), 1e-6);
+        assertArrayEquals(none, m.attnRatio(), 1e-6);
     }
 }

@@ -3,6 +3,7 @@ package org.sparselora.actors.pipeline;
 import org.sparselora.engine.model.Batch;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
@@ -105,19 +106,24 @@ class JobStartAndCancelTest {
     }
 
     /**
-     * Through the job manager, as the server runs jobs: the unusable job fails (it used to stay
-     * "starting" and hold the only slot), and the job queued behind it runs.
+     * Through the job manager, as the server runs jobs: a job whose start fails past the submit-time
+     * checks (its engine cannot open the model) fails (it used to stay "starting" and hold the only
+     * slot), and the job queued behind it runs. (An unusable output_dir no longer gets this far: the
+     * job manager refuses it at submit.)
      */
     @Test
     void aJobThatCannotStartDoesNotBlockTheJobsQueuedBehindIt() throws Exception {
         ActorSystem<SpawnProtocol.Command> system = ActorSystem.create(SpawnProtocol.create(), "manager-start");
         try (JobManager jobs = new JobManager(system, 1, JobManager.engines(), Jobs.settings())) {
             Path file = Files.writeString(tmp.resolve("c-file"), "x");
-            String bad = jobs.submit(Jobs.spec(tmp.resolve("unused"), 1, 4, 2, 0).toBuilder().setOutputDir(file.toString()).build());
+            var refused = assertThrows(org.sparselora.actors.job.JobSpecException.class,
+                    () -> jobs.submit(Jobs.spec(tmp.resolve("unused"), 1, 4, 2, 0).toBuilder().setOutputDir(file.toString()).build()));
+            assertTrue(refused.getMessage().contains("exists and is not a directory"), refused.getMessage());
+            String bad = jobs.submit(Jobs.spec(tmp.resolve("bad-model"), 1, 4, 2, 0).toBuilder().setModel("toy:bigram?vocab=many").build());
             String good = jobs.submit(Jobs.spec(tmp.resolve("after"), 1, 4, 2, 0));
             var badEnd = jobs.completion(bad).get(10, TimeUnit.SECONDS);
             assertEquals(JobState.FAILED, badEnd.getState());
-            assertTrue(badEnd.getReason().contains("exists and is not a directory"), badEnd.getReason());
+            assertTrue(badEnd.getReason().contains("many"), badEnd.getReason());
             var goodEnd = jobs.completion(good).get(30, TimeUnit.SECONDS);
             assertEquals(JobState.FINISHED, goodEnd.getState(), goodEnd.getReason());
         } finally {

@@ -153,6 +153,20 @@ public interface Backend extends AutoCloseable {
     /** dx (+)= ∂/∂x of rmsNorm given dout (the norm weight is frozen: no dweight). dx,dout,x (N,C). */
     void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate);
 
+    /**
+     * dweight (C) F32 += Σ_n dout[n,:] ⊙ x[n,:]·rstd[n]: the norm weight's gradient (full-parameter
+     * training), from the forward's input x (N,C), its rstd (N) F32 and the output gradient dout (N,C).
+     * Summed per column in a fixed order, so the same inputs give the same bits.
+     */
+    void rmsNormWeightGrad(Tensor dweight, Tensor dout, Tensor x, Tensor rstd);
+
+    /**
+     * dtable (V,C) F32 += the lookup's gradient: row ids[n] gains dout[n,:] for every n (rows not
+     * named are left alone). ids (N) I32, dout (N,C). Repeated ids add in the order of n, so the
+     * result is deterministic (no atomics on a device).
+     */
+    void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids);
+
     /** residual += delta; out = rmsNorm(residual). The fused form of the residual add + the next norm. */
     default void addRmsNorm(Tensor residual, Tensor out, Tensor rstd, Tensor delta, Tensor weight, float eps) {
         axpy(residual, 1f, delta);

@@ -80,13 +80,15 @@ final class Activations {
      * only by gate/up's LoRA (frozen gate/up need just W for dx) and h only by down's LoRA
      * (swiglu's backward reads g and u). Otherwise layer l writes a buffer shared by every layer,
      * so q,k,v,o-only training keeps no (N,I) h and no (N,C) xn2 per layer — PEFT keeps the same
-     * set (g, u and, with down adapted, h). Buffers are made on first use and kept per shape.
+     * set (g, u and, with down adapted, h). Full-parameter training ({@code weightGrads}) keeps both
+     * per layer. Buffers are made on first use and kept per shape.
      */
-    void bindStash(int l, LoraAdapter lora, boolean training) {
+    void bindStash(int l, LoraAdapter lora, boolean training, boolean weightGrads) {
         int C = c.hiddenSize(), I = c.intermediateSize();
         DType dt = be.computeType();
-        boolean keepX = training && lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null);
-        boolean keepH = training && lora != null && lora.get(l, Projection.DOWN) != null;
+        // full-parameter training reads both for gate/up's and down's weight gradients
+        boolean keepX = training && (weightGrads || lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null));
+        boolean keepH = training && (weightGrads || lora != null && lora.get(l, Projection.DOWN) != null);
         if (keepX) { if (xn2Own[l] == null) xn2Own[l] = kb.make(dt, N, C); xn2[l] = xn2Own[l]; }
         else { if (xn2Shared == null) xn2Shared = kb.make(dt, N, C); xn2[l] = xn2Shared; }
         if (keepH) { if (hOwn[l] == null) hOwn[l] = kb.make(dt, N, I); h[l] = hOwn[l]; }

@@ -16,9 +16,10 @@ import org.sparselora.engine.lora.LoraAdapter;
  * {@link Backend}, llm.c style: {@link #forward} runs the layers and stashes what {@link #backward}
  * needs ({@link Activations}); the head and cross-entropy run chunk by chunk over the output tokens
  * only (never more than a chunk × V of logits), computing dlogits and the head's backward inside the
- * same chunk. Only the LoRA parameters get gradients (summed over output tokens, accumulated into the
- * adapter's buffers); frozen weights are read-only and have no gradient buffers; the embedding gets
- * no gradient.
+ * same chunk. In LoRA training only the LoRA parameters get gradients (summed over output tokens,
+ * accumulated into the adapter's buffers); frozen weights are read-only and have no gradient buffers.
+ * In full-parameter training ({@link #prepareFullStep}, dense, no LoRA) every base weight gets its
+ * gradient added into a {@link WeightGrads}: the same backward, with each piece's weight gradient on.
  *
  * <p>The layer loop is plain; what differs between steps is chosen once per layer per step, as the
  * forward reaches the layer, by strategy objects holding their forward next to their backward
@@ -226,12 +227,27 @@ public final class LlamaModel implements AutoCloseable {
         return new StepKey(parts);
     }
 
+    /**
+     * {@link #prepareStep} of a full-parameter step: dense, no LoRA, and the backward adds every base
+     * weight's gradient (Σ over the output tokens) into {@code grads}. The key includes {@code grads}
+     * (a recording writes into its tensors).
+     */
+    public StepKey prepareFullStep(Batch batch, WeightGrads grads) {
+        java.util.Objects.requireNonNull(grads, "grads");
+        StepKey k = prepareStep(batch, null, null, null, 0L);
+        step.grads = grads;
+        if (k == null) return null;
+        List<Object> parts = new ArrayList<>(k.parts());
+        parts.add(grads);
+        return new StepKey(parts);
+    }
+
     /** Queues the forward of the prepared step and the head's loss and backward (no host reads). */
     public void queueForward() {
         if (step == null || !step.prepared) throw new IllegalStateException("queueForward() needs prepareStep() first");
         step.prepared = false;
         runLayers(step);
-        headLossAndBackward(step.a, step.outputs);
+        headLossAndBackward(step.a, step.outputs, step.grads);
         step.stashed = true;
     }
 
@@ -382,7 +398,7 @@ public final class LlamaModel implements AutoCloseable {
         be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
         for (int l = 0; l < L; l++) {
             LlamaWeights.Layer lw = w.layers[l];
-            a.bindStash(l, lora.adapter, s.training);
+            a.bindStash(l, lora.adapter, s.training, s.grads.active());
             if (g != null) g.markGathered(null);     // xn2's buffer may be shared between layers: never reuse rows across layers
             if (selector != null) {                  // choose this layer's attention channels from its own input
                 if (s.maskPadding) sp.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
@@ -426,7 +442,7 @@ public final class LlamaModel implements AutoCloseable {
     // ------------------------------------------------------------------ head
 
     /** The head over the prepared output rows: per-row losses into a.losses, dlogits and the head's backward (no host reads). */
-    private void headLossAndBackward(Activations a, int n) {
+    private void headLossAndBackward(Activations a, int n, WeightGrads grads) {
         int C = c.hiddenSize(), V = c.vocabSize();
         be.fill(a.dres, 0f);
         if (n == 0) return;
@@ -439,16 +455,21 @@ public final class LlamaModel implements AutoCloseable {
             Tensor lg = a.logits(cs).view(0, r, V); // (r, V), becomes dlogits in place
             be.matmul(lg, xo.rows(c0, r), false, w.head, true, 1, 0);
             be.crossEntropy(a.losses.view(c0, r), lg, lg, tgt.rows(c0, r), 1f);
+            grads.head(lg, xo.rows(c0, r));
             be.matmul(dxo.rows(c0, r), lg, false, w.head, false, 1, 0); // the head's backward, (r, C)
         }
         be.fill(a.dxf, 0f);
         be.scatterRows(a.dxf, dxo, idx, false);
+        grads.finalNorm(a.dxf, a.resOut, a.rstdf);
         be.rmsNormBackward(a.dres, a.dxf, a.resOut, w.finalNorm, a.rstdf, false);
     }
 
     // ------------------------------------------------------------------ backward
 
-    /** Backward of the last {@link #forward}: adds the LoRA gradients (sums over output tokens) into the adapter's buffers. */
+    /**
+     * Backward of the last {@link #forward}: adds the LoRA gradients (sums over output tokens) into the
+     * adapter's buffers, or, in a full-parameter step, every weight's into the step's {@link WeightGrads}.
+     */
     public void backward() {
         if (step == null || !step.stashed) throw new IllegalStateException("backward() needs a preceding forward() of a training step");
         Step s = step;
@@ -459,6 +480,7 @@ public final class LlamaModel implements AutoCloseable {
             LlamaWeights.Layer lw = w.layers[l];
             // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
             s.mlp[l].backward(a, a.dxn, a.dres, l);
+            s.grads.ffnNorm(l, a.dxn, a.resMid[l], a.rstd2[l]);
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
             // attention
             s.attention[l][3].backward(a, a.datt, false, a.dres, a.att[l]);
@@ -468,8 +490,8 @@ public final class LlamaModel implements AutoCloseable {
             else be.attentionBackward(a.dq, a.dk, a.dv, a.datt, a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart,
                     a.B, a.T, c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
             be.ropeQK(a.dq, a.dk, a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), true);
-            // layer 0's input gradient would only reach the (frozen) embedding: skip it
-            Tensor dx = l > 0 ? a.dxn : null;
+            // layer 0's input gradient would only reach the embedding: skip it unless the embedding trains
+            Tensor dx = l > 0 || s.grads.active() ? a.dxn : null;
             // q, k, v read the same input: their frozen input gradients first (summed per token group
             // before one scatter each), then LoRA's three terms
             if (dx != null) s.qkvGrad[l].backward(a, dx);
@@ -477,8 +499,12 @@ public final class LlamaModel implements AutoCloseable {
             lora.backward(a, dx, a.dk, a.xn1[l], l, Projection.K);
             lora.backward(a, dx, a.dv, a.xn1[l], l, Projection.V);
             lora.groupBackward(a, dx, l, lora.group(l, Projection.Q, Projection.K), a.xn1[l]);
-            if (l > 0) be.rmsNormBackward(a.dres, a.dxn, a.resIn[l], lw.attnNorm(), a.rstd1[l], true);
+            if (dx != null) {
+                s.grads.attnNorm(l, a.dxn, a.resIn[l], a.rstd1[l]);
+                be.rmsNormBackward(a.dres, a.dxn, a.resIn[l], lw.attnNorm(), a.rstd1[l], true);
+            }
         }
+        s.grads.embedding(a.dres, a.tokens);   // a.dres = ∂loss/∂(the lookup's output)
     }
 
     // ------------------------------------------------------------------ generation

@@ -29,6 +29,18 @@ interface QkvInputGrad {
         };
     }
 
+    /**
+     * Full-parameter training: {@code frozen}'s input gradient, then q, k and v's weight gradients
+     * through their own {@link FrozenLinear}s (input gradient off: it is already in dx).
+     */
+    static QkvInputGrad withWeightGrads(QkvInputGrad frozen, FrozenLinear[] qkv, int l) {
+        return (a, dx) -> {
+            frozen.backward(a, dx);
+            Tensor[] dys = dys(a);
+            for (int i = 0; i < 3; i++) qkv[i].backward(a, null, false, dys[i], a.xn1[l]);
+        };
+    }
+
     /** With the step's token groups; idx: the kept sets of q, k, v (an entry null: that projection dense on every token). */
     static QkvInputGrad of(SparseOps sp, TokenGroups g, LlamaWeights w, WeightSlices slices, int l, Tensor[] idx) {
         LlamaWeights.Layer lw = w.layers[l];

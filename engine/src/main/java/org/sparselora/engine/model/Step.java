@@ -26,6 +26,8 @@ final class Step {
     final boolean maskPadding;
     /** Non-padding rows the selector scores (-1: no selector, -2: every row, padding zeroed): shapes its GEMMs. */
     final int realRows;
+    /** Where the base weights' gradients go: {@link WeightGrads#NONE} unless the step trains every parameter (dense only). */
+    WeightGrads grads = WeightGrads.NONE;
     int outputs;                     // rows of the loss head (output rows, bucketed)
     boolean prepared, stashed;       // queueForward may follow; backward may follow
 
@@ -85,6 +87,7 @@ final class Step {
             for (int i = 0; i < 4; i++) s.attention[l][i] = linear(s, l, ps[i], lp == null ? null : WeightSlices.keptIndex(lp, ps[i]));
             s.qkvGrad[l] = s.groups == null ? QkvInputGrad.dense(be, w.layers[l])
                     : QkvInputGrad.of(sp, s.groups, w, slices, l, lp == null ? new Tensor[3] : new Tensor[] {lp.q(), lp.k(), lp.v()});
+            if (s.grads.active()) s.qkvGrad[l] = QkvInputGrad.withWeightGrads(s.qkvGrad[l], s.attention[l], l);
         }
 
         /** Layer l's MLP, once its MLP channels are known. */
@@ -104,7 +107,7 @@ final class Step {
         /** The frozen part of (l, p) on the kept set idx (null: dense). */
         private FrozenLinear linear(Step s, int l, Projection p, Tensor idx) {
             if (idx == null || s.groups == null)
-                return new DenseLinear(be, w.layers[l].weight(p), w.layers[l].bias(p), DenseLinear.WeightGrad.FROZEN);
+                return new DenseLinear(be, w.layers[l].weight(p), w.layers[l].bias(p), s.grads.linear(s.a, l, p));
             return s.groups.sBlocks != null ? new RowBlockLinear(sp, s.groups, w, slices, l, p, idx)
                     : new SlicedLinear(sp, s.groups, w, slices, l, p, idx);
         }

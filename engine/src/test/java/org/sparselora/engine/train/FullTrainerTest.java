@@ -205,7 +205,7 @@ class FullTrainerTest {
     }
 
     /**
-     * A backend whose AdamW group cannot take a decay mask (the GPU's today) gets one group per decay
+     * A backend whose AdamW group cannot take a decay mask gets one group per decay
      * setting, the clipping norm summed over both: the same bits as one masked group.
      */
     @Test

@@ -476,6 +476,44 @@ public final class CpuBackend implements Backend, SparseOps {
     }
 
     @Override
+    public void rmsNormWeightGrad(Tensor dweight, Tensor dout, Tensor x, Tensor rstd) {
+        CpuTensor DW = ft(dweight, "rmsNormWeightGrad dweight"), DO = ft(dout, "dout"), X = ft(x, "x"), R = ft(rstd, "rstd");
+        int c = X.cols(), n = X.rows();
+        if (DW.dtype != DType.F32 || DW.numel != c || R.numel != n)
+            throw new IllegalArgumentException("rmsNormWeightGrad: dweight " + Tensor.describe(dweight) + " (F32, C) / rstd " + Tensor.describe(rstd) + " for x " + Tensor.describe(x));
+        sameNumel(dout, x, "rmsNormWeightGrad");
+        // columns in parallel, each column's sum over the rows in row order: the same bits every time
+        parallelFor(c, Math.max(1, 32768 / Math.max(1, n)), (a, b) -> {
+            double[] s = new double[b - a];
+            for (int r = 0; r < n; r++) {
+                double rs = R.f[R.off + r];
+                int xo = X.off + r * c, go = DO.off + r * c;
+                for (int j = a; j < b; j++) s[j - a] += (double) DO.f[go + j] * X.f[xo + j] * rs;
+            }
+            for (int j = a; j < b; j++) DW.f[DW.off + j] += (float) s[j - a];
+        });
+    }
+
+    @Override
+    public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids) {
+        CpuTensor DT = ft(dtable, "embeddingBackward dtable"), DO = ft(dout, "dout"), I = it(ids, "embeddingBackward ids");
+        int c = DT.cols(), v = DT.rows(), n = I.numel;
+        if (DT.dtype != DType.F32 || DO.cols() != c || DO.rows() != n)
+            throw new IllegalArgumentException("embeddingBackward: dtable " + Tensor.describe(dtable) + " (F32) / dout " + Tensor.describe(dout) + " for " + n + " ids");
+        for (int r = 0; r < n; r++) {
+            int id = I.i[I.off + r];
+            if (id < 0 || id >= v) throw new IllegalArgumentException("embeddingBackward: token id " + id + " at position " + r + " outside vocabulary of " + v);
+        }
+        // column ranges in parallel, rows in id order within each: repeated ids add in a fixed order
+        parallelFor(c, Math.max(1, 32768 / Math.max(1, n)), (a, b) -> {
+            for (int r = 0; r < n; r++) {
+                int to = DT.off + I.i[I.off + r] * c, from = DO.off + r * c;
+                for (int j = a; j < b; j++) DT.f[to + j] += DO.f[from + j];
+            }
+        });
+    }
+
+    @Override
     public void rope(Tensor x, Tensor positions, Tensor cos, Tensor sin, int heads, int headDim, boolean inverse) {
         CpuTensor X = ft(x, "rope x"), P = it(positions, "rope positions"), COS = ft(cos, "rope cos"), SIN = ft(sin, "rope sin");
         int width = heads * headDim, half = headDim / 2;

@@ -205,6 +205,35 @@ public final class ReferenceBackend implements Backend, SparseOps {
         }
     }
 
+    /** dweight[c] += Σ_n dout[n,c]·x[n,c]·rstd[n]. dweight (C) F32; dout, x (N,C); rstd (N). */
+    @Override
+    public void rmsNormWeightGrad(Tensor dweight, Tensor dout, Tensor x, Tensor rstd) {
+        RefTensor DW = t(dweight), DO = t(dout), X = t(x), R = t(rstd);
+        int C = X.cols(), N = X.rows();
+        if (dweight.dtype() != DType.F32 || DW.numel() != C || R.numel() != N)
+            throw new IllegalArgumentException("rmsNormWeightGrad: dweight " + Tensor.describe(dweight) + " (F32, C) / rstd " + Tensor.describe(rstd) + " for x " + Tensor.describe(x));
+        sameNumel(dout, x, "rmsNormWeightGrad");
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int n = 0; n < N; n++) s += (double) DO.get(n * C + c) * X.get(n * C + c) * R.get(n);
+            DW.set(c, DW.get(c) + s);
+        }
+    }
+
+    /** dtable[ids[n], :] += dout[n, :] for every n. dtable (V,C) F32; dout (N,C); ids (N) I32. */
+    @Override
+    public void embeddingBackward(Tensor dtable, Tensor dout, Tensor ids) {
+        RefTensor DT = t(dtable), DO = t(dout), I = t(ids);
+        int C = DT.cols(), V = DT.rows(), N = (int) I.numel();
+        if (dtable.dtype() != DType.F32 || DO.cols() != C || DO.rows() != N)
+            throw new IllegalArgumentException("embeddingBackward: dtable " + Tensor.describe(dtable) + " (F32) / dout " + Tensor.describe(dout) + " for " + N + " ids");
+        for (int n = 0; n < N; n++) {
+            int id = I.geti(n);
+            if (id < 0 || id >= V) throw new IllegalArgumentException("embeddingBackward: token id " + id + " at position " + n + " outside vocabulary of " + V);
+            for (int c = 0; c < C; c++) DT.set(id * C + c, DT.get(id * C + c) + DO.get(n * C + c));
+        }
+    }
+
     /**
      * Rotary embedding in place, HF rotate_half layout: in each head, element i pairs with i + D/2 and
      * (x1, x2) ← (x1·cos − x2·sin, x2·cos + x1·sin) at angle θ[pos, i]; inverse rotates by −θ.

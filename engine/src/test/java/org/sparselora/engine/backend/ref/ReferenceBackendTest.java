@@ -185,6 +185,51 @@ class ReferenceBackendTest {
         }, "crossEntropy");
     }
 
+    /** The norm weight's gradient against differences of rmsNorm in the weight; the lookup's gradient by hand (a repeated id adds). */
+    @Test
+    void normWeightAndEmbeddingGradients() {
+        Random r = new Random(4);
+        int n = 3, c = 8;
+        float[] x = rand(r, n * c), w = rand(r, c), probe = rand(r, n * c);
+        Tensor rstd = ref.empty(DType.F32, n), dw = ref.zeros(DType.F32, c);
+        ref.rmsNorm(ref.empty(DType.F32, n, c), rstd, f(x, n, c), f(w, c), 1e-5f);
+        ref.rmsNormWeightGrad(dw, f(probe, n, c), f(x, n, c), rstd);
+        checkFd(w, ref.toFloats(dw), ws -> {
+            Tensor o = ref.empty(DType.F32, n, c);
+            ref.rmsNorm(o, ref.empty(DType.F32, n), f(x, n, c), f(ws, c), 1e-5f);
+            return dot(ref.toFloats(o), probe);
+        }, "rmsNorm weight");
+
+        Tensor table = f(new float[] {1, 1, 2, 2, 3, 3}, 3, 2);
+        ref.embeddingBackward(table, f(new float[] {10, 20, 30, 40, 50, 60, 70, 80}, 4, 2), ref.fromInts(new int[] {2, 0, 2, 2}, 4));
+        assertArrayEquals(new float[] {31, 41, 2, 2, 133, 163}, ref.toFloats(table));
+        assertThrows(IllegalArgumentException.class, () -> ref.embeddingBackward(table, f(new float[2], 1, 2), ref.fromInts(new int[] {3}, 1)));
+    }
+
+    /** CpuBackend's two new weight-gradient ops equal the reference on random inputs (repeated ids included), accumulating into what is there. */
+    @Test
+    void cpuWeightGradientOpsMatchTheReference() {
+        Random r = new Random(6);
+        int n = 37, c = 24, v = 9;
+        float[] x = rand(r, n * c), dout = rand(r, n * c), w = rand(r, c), d0 = rand(r, c), t0 = rand(r, v * c);
+        int[] ids = new int[n];
+        for (int i = 0; i < n; i++) ids[i] = r.nextInt(v);
+        float[][] got = new float[2][], table = new float[2][];
+        Backend[] bs = {ref, cpu};
+        for (int k = 0; k < 2; k++) {
+            Backend be = bs[k];
+            Tensor rstd = be.empty(DType.F32, n), dw = be.fromFloats(d0, DType.F32, c), X = be.fromFloats(x, DType.F32, n, c);
+            be.rmsNorm(be.empty(DType.F32, n, c), rstd, X, be.fromFloats(w, DType.F32, c), 1e-5f);
+            be.rmsNormWeightGrad(dw, be.fromFloats(dout, DType.F32, n, c), X, rstd);
+            got[k] = be.toFloats(dw);
+            Tensor tb = be.fromFloats(t0, DType.F32, v, c);
+            be.embeddingBackward(tb, be.fromFloats(dout, DType.F32, n, c), be.fromInts(ids, n));
+            table[k] = be.toFloats(tb);
+        }
+        for (int j = 0; j < c; j++) assertEquals(got[0][j], got[1][j], 1e-5f * (1 + Math.abs(got[0][j])), "dweight[" + j + "]");
+        for (int j = 0; j < v * c; j++) assertEquals(table[0][j], table[1][j], 1e-5f * (1 + Math.abs(table[0][j])), "dtable[" + j + "]");
+    }
+
     // ------------------------------------------------------------------ the whole model
 
     record Step(double loss, List<float[]> grads) {}
