@@ -1,12 +1,12 @@
 package org.sparselora.arcagi;
 
 import java.nio.file.Path;
-import org.sparselora.actors.engine.FullModels;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.io.HfCheckpointWriter;
 import org.sparselora.engine.model.Batch;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.train.FullTrainer;
+import org.sparselora.engine.train.LlamaFullModel;
 import org.sparselora.engine.train.LrSchedule;
 import org.sparselora.engine.train.OptimizerConfig;
 import org.sparselora.engine.train.StepResult;
@@ -24,7 +24,7 @@ final class FullBaseTrainer implements BaseTrainer {
     FullBaseTrainer(LlamaModel model, PretrainSettings s) {
         this.opt = new OptimizerConfig((float) s.lr(), 0.9f, 0.95f, 1e-8f, 0.1f, 1f, OptimizerConfig.Schedule.COSINE, s.warmupSteps(), s.totalSteps());
         // the model's weights are the initial values (F32 on the CPU; on the GPU the masters start from the bf16 copies)
-        this.trainer = new FullTrainer(FullModels.of(model), null, opt, false);
+        this.trainer = new FullTrainer(new LlamaFullModel(model), null, opt, false);
     }
 
     @Override

@@ -43,6 +43,7 @@ import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.train.FullTrainer;
+import org.sparselora.engine.train.LlamaFullModel;
 import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.train.InProcessScoreExchange;
 import org.sparselora.engine.sparse.LowRankSvd;
@@ -112,7 +113,6 @@ public final class LlamaEngineProvider implements EngineProvider {
     @Override
     public JobRuntime open(JobSpec spec) {
         boolean full = JobSpecs.isFull(spec.getMode());
-        if (full && !FullModels.available()) throw new JobSpecException("mode", FullModels.UNAVAILABLE);
         if (RandomModel.isRandom(spec.getModel())) {
             if (!full) return open(spec, null, false, null, RandomModel.config(spec.getModel()));
             // pretraining from scratch: the PRETRAIN init, the vocabulary of the job's tokenizer (if any), the same draw on every worker
@@ -294,7 +294,7 @@ public final class LlamaEngineProvider implements EngineProvider {
                 try {
                     weights = LlamaWeights.upload(be, src);
                     m = new LlamaModel(be, weights, Math.max(Math.min(cfg.maxPositions(), 16384), spec.getSeqLen()));
-                    FullTrainer t = new FullTrainer(FullModels.of(m), src, opt, decayAll);
+                    FullTrainer t = new FullTrainer(new LlamaFullModel(m), src, opt, decayAll);
                     OwnedWorker w = new OwnedWorker(t, m, weights, be);
                     if (exchange != null) {
                         if (t.grads().flat() == null) {

@@ -8,11 +8,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.sparselora.actors.engine.FullModelDouble;
 import org.sparselora.actors.pipeline.MetricsLog;
 import org.sparselora.engine.io.HfCheckpoint;
 
@@ -27,12 +25,10 @@ class FullModeCliTest {
 
     @TempDir
     static Path dir;
-    static AutoCloseable model;
     static Path data;
 
     @BeforeAll
     static void setUp() throws Exception {
-        model = FullModelDouble.install();
         StringBuilder b = new StringBuilder();
         String[] words = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"};
         for (int i = 0; i < 30; i++) {
@@ -42,9 +38,6 @@ class FullModeCliTest {
         }
         data = Files.writeString(dir.resolve("text.jsonl"), b.toString());
     }
-
-    @AfterAll
-    static void tearDown() throws Exception { model.close(); }
 
     static Path job(String name, int steps, int workers, int checkpointEvery) throws Exception {
         Path f = dir.resolve(name + ".yaml");

@@ -72,22 +72,16 @@ class PackedTextSourceTest {
         assertEquals(50, c.position().batches());
     }
 
-    /** A full-mode job is refused at once, naming the key, exactly while this build's model has no weight gradients. */
+    /** A full-mode job opens with the model export in place of the adapter and no sparsity predictor. */
     @Test
-    void fullModeJobsAreRefusedOnlyWithoutWeightGradients() throws Exception {
+    void fullModeJobsExportTheModelAndBuildNoPredictor() throws Exception {
         var spec = org.sparselora.actors.job.JobSpecs.prepare(org.sparselora.proto.control.JobSpec.newBuilder()
                 .setModel("random:tiny-1m").setMode("full").setSteps(2).setBatchSize(1).setSeqLen(8).setOutputDir(dir.toString())
                 .setData(org.sparselora.proto.control.DataSpec.newBuilder().setSynthetic(
                         org.sparselora.proto.control.SyntheticData.newBuilder().setBatch(1).setSeq(8).setOutputTokens(8))).build());
-        if (FullModels.available()) {
-            try (var rt = new LlamaEngineProvider().open(spec)) {
-                assertEquals("model", rt.exporter().directory(), "full mode exports the model, not an adapter");
-                assertEquals(null, rt.predictor());
-            }
-        } else {
-            var e = org.junit.jupiter.api.Assertions.assertThrows(org.sparselora.actors.job.JobSpecException.class,
-                    () -> new LlamaEngineProvider().open(spec));
-            assertEquals("mode", e.field());
+        try (var rt = new LlamaEngineProvider().open(spec)) {
+            assertEquals("model", rt.exporter().directory(), "full mode exports the model, not an adapter");
+            assertEquals(null, rt.predictor());
         }
     }
 }
