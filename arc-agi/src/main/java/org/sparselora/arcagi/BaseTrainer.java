@@ -2,17 +2,13 @@ package org.sparselora.arcagi;
 
 import java.nio.file.Path;
 import org.sparselora.engine.model.Batch;
+import org.sparselora.engine.model.LlamaModel;
 
 /**
  * The one place {@code arc pretrain} trains the base model: a step on a batch, and the weights
  * saved as a HF checkpoint. {@link PretrainCommand} makes exactly one of these
  * ({@link #create}); everything else (data stream, time budget, metrics, plot, tokenizer files) is
- * independent of how the weights learn.
- *
- * <p>FULL-PARAMETER TRAINING PLUGS IN HERE: the engine's trainer trains LoRA adapters only, so until
- * its full-parameter mode exists the implementation is {@link ReloraTrainer} (LoRA merged into the
- * weights every cycle, then a fresh adapter; embeddings and norms stay at their initial values).
- * See arc-agi/PRETRAIN-PLUGIN.md for what a full-parameter implementation needs.
+ * independent of how the weights learn. The trainer is {@link FullBaseTrainer}: every parameter.
  */
 public interface BaseTrainer extends AutoCloseable {
 
@@ -31,16 +27,11 @@ public interface BaseTrainer extends AutoCloseable {
     @Override
     void close();
 
-    /** The trainer {@code arc pretrain} uses. */
-    static BaseTrainer create(org.sparselora.engine.model.LlamaModel model, org.sparselora.engine.model.LlamaWeights weights,
-                              PretrainSettings settings) {
-        return new ReloraTrainer(model, weights, settings);
+    /** The trainer {@code arc pretrain} uses, over the model's own weights. */
+    static BaseTrainer create(LlamaModel model, PretrainSettings settings) {
+        return new FullBaseTrainer(model, settings);
     }
 
-    /**
-     * @param totalSteps steps planned (the schedule's length; a time budget may end the run earlier)
-     * @param rank       ReLoRA's adapter rank (unused by a full-parameter trainer)
-     * @param cycle      ReLoRA's steps between merges
-     */
-    record PretrainSettings(double lr, int warmupSteps, int totalSteps, int rank, int cycle, long seed) {}
+    /** @param totalSteps steps planned (the schedule's length; a time budget may end the run earlier) */
+    record PretrainSettings(double lr, int warmupSteps, int totalSteps, long seed) {}
 }

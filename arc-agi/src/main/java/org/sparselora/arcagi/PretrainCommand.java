@@ -19,6 +19,7 @@ import org.sparselora.engine.io.HfConfig;
 import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.model.RandomWeights;
 import org.sparselora.engine.model.Batch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -37,7 +38,8 @@ public final class PretrainCommand implements Callable<Integer> {
     @Option(names = "--arc1", required = true, description = "ARC-AGI-1 training task directory") Path arc1;
     @Option(names = "--arc2", description = "ARC-AGI-2 training task directory") Path arc2;
     @Option(names = "--out", required = true, description = "output model directory (must not hold a model yet)") Path out;
-    @Option(names = "--preset", defaultValue = "small", description = "model size: tiny, small or base (default: ${DEFAULT-VALUE})") String preset;
+    @Option(names = "--preset", defaultValue = "small", description = {"model shape: tiny, small or base (ARC shapes), or the engine's pretraining presets",
+            "tiny-1m, small-8m, base-30m (default: ${DEFAULT-VALUE})"}) String preset;
     @Option(names = "--config", description = "a HF config.json whose shape replaces the preset's (vocabulary and special ids are ARC's)") Path config;
     @Option(names = "--steps", defaultValue = "2000", description = "optimizer steps the schedule is planned for (default: ${DEFAULT-VALUE})") int steps;
     @Option(names = "--minutes", defaultValue = "0", description = "stop after this much training time, saving what is trained (0 = no limit)") double minutes;
@@ -45,21 +47,30 @@ public final class PretrainCommand implements Callable<Integer> {
     @Option(names = "--batch-size", defaultValue = "8", description = "rows per step (default: ${DEFAULT-VALUE})") int batchSize;
     @Option(names = "--lr", defaultValue = "1e-3", description = "peak learning rate (default: ${DEFAULT-VALUE})") double lr;
     @Option(names = "--warmup", defaultValue = "100", description = "warm-up steps (default: ${DEFAULT-VALUE})") int warmup;
-    @Option(names = "--relora-rank", defaultValue = "64", description = "adapter rank while base training goes through LoRA (default: ${DEFAULT-VALUE})") int reloraRank;
-    @Option(names = "--relora-cycle", defaultValue = "200", description = "steps between merges (default: ${DEFAULT-VALUE})") int reloraCycle;
     @Option(names = "--permute-background", description = "let colour permutations move colour 0 too (default: 0 stays)") boolean permuteBackground;
     @Option(names = "--log-every", defaultValue = "10", description = "progress line every this many steps (default: ${DEFAULT-VALUE})") int logEvery;
     @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})") String device;
     @Option(names = "--seed", defaultValue = "0") long seed;
 
-    /** The preset shapes (vocabulary: the ARC tokenizer's). */
+    /**
+     * The preset shapes (vocabulary: the ARC tokenizer's): ARC's own (untied head, grouped KV heads),
+     * or the engine's pretraining presets with their positions raised to 8192, the length of the
+     * longest ARC tasks (RoPE has no learned positions, so the limit is only the tables' size).
+     */
     static LlamaConfig preset(String name) {
+        LlamaConfig engine = RandomWeights.preset(name, ArcTokenizer.VOCAB, ArcTokenizer.BOS, ArcTokenizer.EOS);
+        if (engine != null) return withPositions(engine, 8192);
         return switch (name) {
             case "tiny" -> arc(64, 176, 2, 4, 2, 16, 2048);
             case "small" -> arc(256, 704, 6, 8, 4, 32, 8192);
             case "base" -> arc(512, 1408, 10, 8, 4, 64, 8192);
-            default -> throw new IllegalArgumentException("--preset '" + name + "': expected tiny, small or base");
+            default -> throw new IllegalArgumentException("--preset '" + name + "': expected tiny, small, base, " + RandomWeights.PRESET_NAMES);
         };
+    }
+
+    static LlamaConfig withPositions(LlamaConfig c, int positions) {
+        return new LlamaConfig(c.architecture(), c.hiddenSize(), c.intermediateSize(), c.numLayers(), c.numHeads(), c.numKvHeads(), c.headDim(),
+                c.vocabSize(), positions, c.rmsNormEps(), c.ropeTheta(), c.ropeScaling(), c.tieWordEmbeddings(), c.attentionBias(), c.bosTokenId(), c.eosTokenId(), c.slidingWindow());
     }
 
     static LlamaConfig arc(int hidden, int inter, int layers, int heads, int kv, int headDim, int positions) {
@@ -80,7 +91,6 @@ public final class PretrainCommand implements Callable<Integer> {
         if (steps < 1) throw new IllegalArgumentException("--steps must be >= 1, got " + steps);
         if (minutes < 0) throw new IllegalArgumentException("--minutes must be >= 0, got " + minutes);
         if (batchSize < 1) throw new IllegalArgumentException("--batch-size must be >= 1, got " + batchSize);
-        if (reloraRank < 1 || reloraCycle < 1) throw new IllegalArgumentException("--relora-rank and --relora-cycle must be >= 1");
         if (logEvery < 1) throw new IllegalArgumentException("--log-every must be >= 1, got " + logEvery);
         if (Files.exists(out.resolve("config.json")) || Files.exists(out.resolve("model.safetensors")))
             throw new IllegalArgumentException("--out " + out + " already holds a model: choose a fresh directory");
@@ -104,9 +114,9 @@ public final class PretrainCommand implements Callable<Integer> {
         System.err.printf(Locale.ROOT, "arc pretrain: %d training tasks (%d held out), model %dx%d, %d layers, rows of %d tokens%n",
                 tasks.size(), split.validation().size(), cfg.hiddenSize(), cfg.intermediateSize(), cfg.numLayers(), len);
         try (Backend be = ArcModel.backend(device);
-             LlamaWeights w = LlamaWeights.random(be, cfg, seed);
+             LlamaWeights w = LlamaWeights.upload(be, new RandomWeights(cfg, seed, RandomWeights.Scheme.PRETRAIN));
              LlamaModel model = new LlamaModel(be, w, len);
-             BaseTrainer trainer = BaseTrainer.create(model, w, new BaseTrainer.PretrainSettings(lr, warmup, steps, reloraRank, reloraCycle, seed));
+             BaseTrainer trainer = BaseTrainer.create(model, new BaseTrainer.PretrainSettings(lr, warmup, steps, seed));
              BufferedWriter log = Files.newBufferedWriter(metrics, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
             trainerName = trainer.describe();
             System.err.println("arc pretrain: trainer " + trainerName);

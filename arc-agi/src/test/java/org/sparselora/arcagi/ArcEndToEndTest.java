@@ -70,7 +70,7 @@ class ArcEndToEndTest {
 
         Path model = dir.resolve("model");
         Run p = run("arc", "pretrain", "--arc1", arc1.toString(), "--arc2", arc2.toString(), "--out", model.toString(), "--preset", "tiny",
-                "--steps", "4", "--seq-len", "256", "--batch-size", "2", "--relora-rank", "4", "--relora-cycle", "2", "--log-every", "2", "--seed", "3");
+                "--steps", "4", "--seq-len", "256", "--batch-size", "2", "--log-every", "2", "--seed", "3");
         assertEquals(0, p.code(), p.err());
         assertTrue(p.err().contains("step 4/4"), p.err());
         for (String f : new String[] {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", "loss.svg",

@@ -27,7 +27,7 @@ class ArcGpuTest {
         Files.writeString(tasks.resolve("bbbb0001.json"), ArcEndToEndTest.mirrorTask(r, 2));
         Path model = dir.resolve("model");
         ArcEndToEndTest.Run p = ArcEndToEndTest.run("arc", "pretrain", "--arc1", arc1.toString(), "--out", model.toString(), "--preset", "tiny",
-                "--steps", "4", "--seq-len", "512", "--batch-size", "2", "--relora-cycle", "2", "--device", "cuda");
+                "--steps", "4", "--seq-len", "512", "--batch-size", "2", "--device", "cuda");
         assertEquals(0, p.code(), p.err());
         Path out = dir.resolve("solve");
         ArcEndToEndTest.Run s = ArcEndToEndTest.run("arc", "solve", "--model", model.toString(), "--tasks", tasks.toString(), "--out", out.toString(),

@@ -19,8 +19,9 @@ import picocli.CommandLine.Option;
  * parts, e.g. on a machine lent for a limited time), which {@code --resume} continues.
  */
 @Command(name = "train", mixinStandardHelpOptions = true,
-        description = {"Train a LoRA adapter as job.yaml says, in this process (the same actor pipeline the server runs).",
-                "Writes <output_dir>/metrics.jsonl, <output_dir>/checkpoint/checkpoint.pb and <output_dir>/adapter/.",
+        description = {"Train a LoRA adapter (mode: lora) or every parameter (mode: full) as job.yaml says, in this process",
+                "(the same actor pipeline the server runs). Writes <output_dir>/metrics.jsonl, loss.svg,",
+                "checkpoint/checkpoint.pb and adapter/ (mode: full: model/, a HF model directory with the tokenizer).",
                 "Ctrl-C stops after the current step with a checkpoint; --resume continues from it."})
 public final class TrainCommand implements Callable<Integer> {
 

@@ -9,6 +9,7 @@ import java.util.List;
 import java.util.Map;
 import org.sparselora.actors.job.Devices;
 import org.sparselora.actors.job.JobSpecException;
+import org.sparselora.actors.job.JobSpecs;
 import org.sparselora.actors.job.SparsityProtos;
 import org.sparselora.actors.pipeline.AdapterExporter;
 import org.sparselora.actors.pipeline.BatchSource;
@@ -20,6 +21,7 @@ import org.sparselora.actors.pipeline.PredictorBuilder;
 import org.sparselora.actors.pipeline.PredictorFactors;
 import org.sparselora.actors.pipeline.WorkerFactory;
 import org.sparselora.engine.backend.Backend;
+import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.cpu.CpuBackend;
 import org.sparselora.engine.data.Batcher;
 import org.sparselora.engine.data.DatasetFormat;
@@ -28,7 +30,9 @@ import org.sparselora.engine.data.ExampleTokenizer;
 import org.sparselora.engine.data.PromptTemplate;
 import org.sparselora.engine.data.TokenizedExample;
 import org.sparselora.engine.io.AdapterFiles;
+import org.sparselora.engine.data.TextPacker;
 import org.sparselora.engine.io.HfCheckpoint;
+import org.sparselora.engine.io.HfCheckpointWriter;
 import org.sparselora.engine.io.Llama2cCheckpoint;
 import org.sparselora.engine.io.LoraSpec;
 import org.sparselora.engine.io.PeftAdapter;
@@ -37,6 +41,9 @@ import org.sparselora.engine.lora.LoraAdapter;
 import org.sparselora.engine.lora.LoraConfig;
 import org.sparselora.engine.model.LlamaModel;
 import org.sparselora.engine.model.LlamaWeights;
+import org.sparselora.engine.model.RandomWeights;
+import org.sparselora.engine.train.FullTrainer;
+import org.sparselora.engine.train.LlamaFullModel;
 import org.sparselora.engine.sparse.ChannelSelection;
 import org.sparselora.engine.train.InProcessScoreExchange;
 import org.sparselora.engine.sparse.LowRankSvd;
@@ -105,12 +112,12 @@ public final class LlamaEngineProvider implements EngineProvider {
 
     @Override
     public JobRuntime open(JobSpec spec) {
-        // until the model computes weight gradients (FullParameterModel), say so instead of failing on the empty LoRA section
-        if (org.sparselora.actors.job.JobSpecs.isFull(spec.getMode()))
-            throw new JobSpecException("mode", "full is not available in this build yet: the Llama model does not compute weight gradients");
+        boolean full = JobSpecs.isFull(spec.getMode());
         if (RandomModel.isRandom(spec.getModel())) {
-            LlamaConfig cfg = RandomModel.config(spec.getModel());
-            return open(spec, null, false, null, cfg);
+            if (!full) return open(spec, null, false, null, RandomModel.config(spec.getModel()));
+            // pretraining from scratch: the PRETRAIN init, the vocabulary of the job's tokenizer (if any), the same draw on every worker
+            LlamaConfig cfg = spec.getTokenizer().isEmpty() ? RandomModel.config(spec.getModel()) : randomConfig(spec);
+            return open(spec, null, false, new RandomWeights(cfg, spec.getSeed(), RandomWeights.Scheme.PRETRAIN), cfg);
         }
         Path model = Path.of(spec.getModel());
         boolean hf = Files.isDirectory(model);
@@ -123,13 +130,25 @@ public final class LlamaEngineProvider implements EngineProvider {
         }
     }
 
-    /** @param src the base weights (null: a random: model, drawn on each worker's backend from {@code cfg}) */
+    /** A random: preset sized to the job's tokenizer. */
+    private static LlamaConfig randomConfig(JobSpec spec) {
+        try (Tokenizer tok = Tokenizers.load(Path.of(spec.getTokenizer()))) {
+            return RandomModel.config(spec.getModel(), tok.vocabSize(), tok.bosId(), tok.eosId());
+        }
+    }
+
+    /**
+     * @param model the model path (null: a random: model)
+     * @param src   the base weights (null: a random: LoRA-mode model, drawn on each worker's backend from {@code cfg})
+     */
     private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src, LlamaConfig cfg) {
         Devices.Device device = Devices.forJob(spec.getDevice(), spec.getWorkers());
         boolean gpu = device.gpu();
         if (gpu) checkGpus(device, spec.getWorkers());
+        boolean full = JobSpecs.isFull(spec.getMode());
         SparsityConfig sparsity = SparsityProtos.forJob(spec);
         SparsityConfig.Resolved resolved = sparsity.resolve(cfg);
+        Path tokPath = null;
 
         BatchSource data;
         if (spec.getData().hasSynthetic()) {
@@ -137,20 +156,23 @@ public final class LlamaEngineProvider implements EngineProvider {
         } else {
             if (model == null && spec.getTokenizer().isEmpty())
                 throw new JobSpecException("data", "a random: model has no tokenizer: use data.synthetic (or give tokenizer)");
-            Path tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
+            tokPath = !spec.getTokenizer().isEmpty() ? Path.of(spec.getTokenizer()) : hf ? model : model.resolveSibling("tokenizer.bin");
             Tokenizer tok = Tokenizers.load(tokPath);
             String fmt = spec.getData().getFormat();
             DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
                     new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
-            List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
-            Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
-            data = new BatcherSource(batcher, ds, src);
+            if (full && ds.format() == DatasetFormat.TEXT) {
+                // pretraining text: documents joined with EOS into full seq_len rows, loss on every token
+                data = new PackedTextSource(new TextPacker(tok, ds.examples(), new TextPacker.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true)), ds, src);
+            } else {
+                List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
+                Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
+                data = new BatcherSource(batcher, ds, src);
+            }
         }
+        if (full) return openFull(spec, device, cfg, src, data, tokPath, opt(spec));
 
-        var o = spec.getOptimizer();
-        OptimizerConfig opt = new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
-                (float) o.getWeightDecay(), (float) o.getGradClip(), OptimizerConfig.Schedule.parse(spec.getSchedule().getType()),
-                spec.getSchedule().getWarmupSteps(), spec.getSteps());
+        OptimizerConfig opt = opt(spec);
         List<String> modules = new ArrayList<>();
         for (String t : spec.getLora().getTargetsList()) modules.add(t + "_proj");
         var l = spec.getLora();
@@ -241,6 +263,65 @@ public final class LlamaEngineProvider implements EngineProvider {
         return new JobRuntime(workers, data, predictor, exporter, exchange);
     }
 
+    static OptimizerConfig opt(JobSpec spec) {
+        var o = spec.getOptimizer();
+        return new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
+                (float) o.getWeightDecay(), (float) o.getGradClip(), OptimizerConfig.Schedule.parse(spec.getSchedule().getType()),
+                spec.getSchedule().getWarmupSteps(), spec.getSteps());
+    }
+
+    /**
+     * Full mode: one {@link FullTrainer} per worker over the model's weight gradients, initialised
+     * from {@code src} (the file's fp32 values become the masters, so a BF16 compute copy's rounding
+     * never enters them); with several workers their flat gradient buffers are registered with the
+     * exchange. At the end the trained weights (the checkpoint's masters) and the tokenizer are
+     * written to {@code <output_dir>/model/}, a HF model directory the other commands load.
+     */
+    private JobRuntime openFull(JobSpec spec, Devices.Device device, LlamaConfig cfg, WeightSource src, BatchSource data,
+                                Path tokenizer, OptimizerConfig opt) {
+        boolean gpu = device.gpu();
+        int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / spec.getWorkers());
+        boolean decayAll = spec.getOptimizer().getDecayNormsAndEmbeddings();
+        GradientExchange exchange = spec.getWorkers() > 1 && useExchange
+                ? (gpu ? new org.sparselora.cuda.PeerGradientExchange(spec.getWorkers()) : new LocalGradientExchange(spec.getWorkers()))
+                : null;
+        WorkerFactory workers = new WorkerFactory() {
+            @Override
+            public TrainingWorker create(int worker, int n) {
+                Backend be = gpu ? org.sparselora.cuda.GpuBackend.create(device.gpuOf(worker, n)) : new CpuBackend(threads);
+                LlamaWeights weights = null;
+                LlamaModel m = null;
+                try {
+                    weights = LlamaWeights.upload(be, src);
+                    m = new LlamaModel(be, weights, Math.max(Math.min(cfg.maxPositions(), 16384), spec.getSeqLen()));
+                    FullTrainer t = new FullTrainer(new LlamaFullModel(m), src, opt, decayAll);
+                    OwnedWorker w = new OwnedWorker(t, m, weights, be);
+                    if (exchange != null) {
+                        if (t.grads().flat() == null) {
+                            w.close();
+                            throw new IllegalStateException("full mode with " + n + " workers: the model has more than 2^31 gradient values, more than one exchange buffer holds; use one worker");
+                        }
+                        exchange.register(worker, t.grads().flat());
+                    }
+                    return w;
+                } catch (RuntimeException | Error e) {
+                    if (m != null) m.close();
+                    if (weights != null) weights.close();
+                    be.close();
+                    throw e;
+                }
+            }
+
+            @Override
+            public void attachPredictor(TrainingWorker w, PredictorFactors f) {
+                throw new IllegalStateException("full mode has no sparsity predictor");
+            }
+        };
+        AdapterExporter exporter = AdapterExporter.into("model", (state, dir) ->
+                HfCheckpointWriter.writeTrained(new StateWeights(cfg, state), dir, DType.F32, HfCheckpointWriter.DEFAULT_MAX_SHARD_BYTES, tokenizer));
+        return new JobRuntime(workers, data, null, exporter, exchange);
+    }
+
     /**
      * Fails the job at open, with the reason, when a GPU it names is missing: otherwise each Stepper
      * would fail on creating its backend and the supervisor would restart it until it gives up. Never
@@ -264,25 +345,30 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     /**
-     * A worker's trainer together with what it alone owns: its copy of the base weights and its backend.
-     * Closing it (the Stepper does, on its own thread, when it stops or is replaced) releases all three,
-     * so a restarted worker or a finished job leaves no device memory or CUDA context reference behind.
+     * A worker's trainer together with what it alone owns: its LoRA adapter (full mode: its model's
+     * buffers), its copy of the base weights and its backend. Closing it (the Stepper does, on its own
+     * thread, when it stops or is replaced) releases them all, so a restarted worker or a finished job
+     * leaves no device memory or CUDA context reference behind.
      */
     static final class OwnedWorker implements TrainingWorker {
-        private final LoraTrainer trainer;
-        private final LoraAdapter adapter;
+        private final TrainingWorker trainer;
+        private final AutoCloseable owned;
         private final LlamaWeights weights;
         private final Backend backend;
         private boolean closed;
 
-        OwnedWorker(LoraTrainer trainer, LoraAdapter adapter, LlamaWeights weights, Backend backend) {
+        OwnedWorker(TrainingWorker trainer, AutoCloseable owned, LlamaWeights weights, Backend backend) {
             this.trainer = trainer;
-            this.adapter = adapter;
+            this.owned = owned;
             this.weights = weights;
             this.backend = backend;
         }
 
-        LoraTrainer trainer() { return trainer; }
+        /** The LoRA trainer (LoRA mode only: sparsity planners attach to it). */
+        LoraTrainer trainer() { return (LoraTrainer) trainer; }
+
+        /** The trainer, whatever the mode. */
+        TrainingWorker worker() { return trainer; }
 
         Backend backend() { return backend; }
 
@@ -308,8 +394,12 @@ public final class LlamaEngineProvider implements EngineProvider {
             if (closed) return;
             closed = true;
             // each step runs even if an earlier one throws; the backend last (it frees what the others hold)
-            try (backend; weights; adapter; trainer) {
-                // closed in reverse order: trainer (optimizer moments), adapter, weights, backend
+            try (backend; weights; AutoCloseable o = owned; trainer) {
+                // closed in reverse order: trainer (optimizer moments, gradients), adapter or model, weights, backend
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
             }
         }
     }

@@ -33,7 +33,7 @@ public final class OutputDirs {
 
     public static final String LOCK = ".sparselora.lock";
     /** What a run writes into output_dir: removed first by an overwriting run, so no old file is mistaken for a new one. */
-    static final List<String> OUTPUTS = List.of("checkpoint", "adapter", MetricsLog.FILE, LossPlot.FILE, org.sparselora.actors.pipeline.JobSupervisor.REPLICAS_FILE);
+    static final List<String> OUTPUTS = List.of("checkpoint", "adapter", "model", MetricsLog.FILE, LossPlot.FILE, org.sparselora.actors.pipeline.JobSupervisor.REPLICAS_FILE);
 
     private OutputDirs() {}
 

@@ -328,11 +328,12 @@ public final class JobSupervisor {
                 .onMessage(Cancel.class, m -> Behaviors.same()), this::same);
     }
 
-    /** The adapter export runs on the IO thread; its end is the job's end. */
+    /** The export (adapter, or the model in full mode) runs on the IO thread; its end is the job's end. */
     private Behavior<Command> exporting(JobState state, String reason) {
         return common(Behaviors.receive(Command.class)
                 .onMessage(ExportDone.class, m -> m.error() != null
-                        ? fail("adapter export to " + Path.of(spec.getOutputDir(), "adapter") + ": " + DataLoader.message(m.error()))
+                        ? fail((runtime.exporter().directory().equals("adapter") ? "adapter" : "model") + " export to "
+                                + Path.of(spec.getOutputDir(), runtime.exporter().directory()) + ": " + DataLoader.message(m.error()))
                         : finish(state, reason))
                 .onMessage(Cancel.class, m -> Behaviors.same()), this::same);
     }
@@ -542,7 +543,7 @@ public final class JobSupervisor {
         AdapterExporter exporter = runtime.exporter();
         if (exporter == null || lastState == null) return finish(state, reason);
         TrainerState st = lastState;
-        Path dir = Path.of(spec.getOutputDir(), "adapter");
+        Path dir = Path.of(spec.getOutputDir(), exporter.directory());
         ctx.pipeToSelf(CompletableFuture.runAsync(() -> {
             try {
                 exporter.export(st, dir);

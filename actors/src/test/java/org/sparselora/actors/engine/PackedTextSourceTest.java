@@ -72,15 +72,16 @@ class PackedTextSourceTest {
         assertEquals(50, c.position().batches());
     }
 
-    /** Until the model has weight gradients, a full-mode job is refused at once, naming the key. */
+    /** A full-mode job opens with the model export in place of the adapter and no sparsity predictor. */
     @Test
-    void fullModeJobsAreRefusedNamingTheMode() {
+    void fullModeJobsExportTheModelAndBuildNoPredictor() throws Exception {
         var spec = org.sparselora.actors.job.JobSpecs.prepare(org.sparselora.proto.control.JobSpec.newBuilder()
                 .setModel("random:tiny-1m").setMode("full").setSteps(2).setBatchSize(1).setSeqLen(8).setOutputDir(dir.toString())
                 .setData(org.sparselora.proto.control.DataSpec.newBuilder().setSynthetic(
                         org.sparselora.proto.control.SyntheticData.newBuilder().setBatch(1).setSeq(8).setOutputTokens(8))).build());
-        var e = org.junit.jupiter.api.Assertions.assertThrows(org.sparselora.actors.job.JobSpecException.class,
-                () -> new LlamaEngineProvider().open(spec));
-        assertEquals("mode", e.field());
+        try (var rt = new LlamaEngineProvider().open(spec)) {
+            assertEquals("model", rt.exporter().directory(), "full mode exports the model, not an adapter");
+            assertEquals(null, rt.predictor());
+        }
     }
 }
