@@ -108,6 +108,10 @@ public final class LlamaEngineProvider implements EngineProvider {
         // until the model computes weight gradients (FullParameterModel), say so instead of failing on the empty LoRA section
         if (org.sparselora.actors.job.JobSpecs.isFull(spec.getMode()))
             throw new JobSpecException("mode", "full is not available in this build yet: the Llama model does not compute weight gradients");
+        if (!spec.getQuantize().isEmpty())
+            throw new JobSpecException("quantize", spec.getQuantize() + " is not available in this build yet: the engine trains on unquantized base weights");
+        if (spec.getGradientCheckpointing())
+            throw new JobSpecException("gradient_checkpointing", "is not available in this build yet");
         if (RandomModel.isRandom(spec.getModel())) {
             LlamaConfig cfg = RandomModel.config(spec.getModel());
             return open(spec, null, false, null, cfg);
@@ -133,7 +137,8 @@ public final class LlamaEngineProvider implements EngineProvider {
 
         BatchSource data;
         if (spec.getData().hasSynthetic()) {
-            data = new SyntheticSource(cfg, spec.getData().getSynthetic(), spec.getWorkers(), spec.getSeed(), src);
+            // each update's rows: every worker's micro-batches
+            data = new SyntheticSource(cfg, spec.getData().getSynthetic(), spec.getWorkers() * Math.max(1, spec.getGradAccumSteps()), spec.getSeed(), src);
         } else {
             if (model == null && spec.getTokenizer().isEmpty())
                 throw new JobSpecException("data", "a random: model has no tokenizer: use data.synthetic (or give tokenizer)");
@@ -143,14 +148,15 @@ public final class LlamaEngineProvider implements EngineProvider {
             DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
                     new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
             List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
-            Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
+            Batcher batcher = new Batcher(examples, new Batcher.Options(org.sparselora.actors.job.JobSpecs.rowsPerUpdate(spec), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
             data = new BatcherSource(batcher, ds, src);
         }
 
+        int totalSteps = org.sparselora.actors.job.JobSpecs.totalSteps(spec, data.updatesPerEpoch());
         var o = spec.getOptimizer();
         OptimizerConfig opt = new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
                 (float) o.getWeightDecay(), (float) o.getGradClip(), OptimizerConfig.Schedule.parse(spec.getSchedule().getType()),
-                spec.getSchedule().getWarmupSteps(), spec.getSteps());
+                spec.getSchedule().getWarmupSteps(), totalSteps);
         List<String> modules = new ArrayList<>();
         for (String t : spec.getLora().getTargetsList()) modules.add(t + "_proj");
         var l = spec.getLora();
@@ -191,7 +197,7 @@ public final class LlamaEngineProvider implements EngineProvider {
                 LoraTrainer t = ((OwnedWorker) (w instanceof InProcessScoreExchange.Member m ? m.inner() : w)).trainer();
                 Backend be = t.model().backend();
                 SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
-                        spec.getSteps(), spec.getSeed());
+                        totalSteps, spec.getSeed());
                 if (w instanceof InProcessScoreExchange.Member m) planner.withExchange(m.scores());
                 t.setSparsePlanner(planner);
             }
@@ -339,8 +345,9 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     /**
-     * Synthetic timing data: global batch s (0-based) is {@link RandomModel#batch} of batch · workers
-     * rows drawn from (job seed, s), so worker w's shard is rows w·batch … (w+1)·batch−1 and a
+     * Synthetic timing data: global batch s (0-based) is {@link RandomModel#batch} of batch · blocks
+     * rows drawn from (job seed, s), blocks = workers × grad_accum_steps, so each block (one
+     * worker's micro-batch) is batch rows and a
      * resumed or restarted job sees the same batches. Closing it releases the base weights, if any.
      */
     static final class SyntheticSource implements BatchSource {
@@ -404,6 +411,9 @@ public final class LlamaEngineProvider implements EngineProvider {
             batches++;
             return batcher.next();
         }
+
+        @Override
+        public long updatesPerEpoch() { return batcher.batchesPerEpoch(); }
 
         @Override
         public DataPosition position() {
