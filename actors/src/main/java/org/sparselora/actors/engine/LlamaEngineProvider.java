@@ -110,8 +110,6 @@ public final class LlamaEngineProvider implements EngineProvider {
             throw new JobSpecException("mode", "full is not available in this build yet: the Llama model does not compute weight gradients");
         if (!spec.getQuantize().isEmpty())
             throw new JobSpecException("quantize", spec.getQuantize() + " is not available in this build yet: the engine trains on unquantized base weights");
-        if (spec.getGradientCheckpointing())
-            throw new JobSpecException("gradient_checkpointing", "is not available in this build yet");
         if (RandomModel.isRandom(spec.getModel())) {
             LlamaConfig cfg = RandomModel.config(spec.getModel());
             return open(spec, null, false, null, cfg);
@@ -182,6 +180,7 @@ public final class LlamaEngineProvider implements EngineProvider {
                     // a random model: the same seed on every worker, so the replicas hold the same base
                     LlamaWeights weights = src != null ? LlamaWeights.upload(be, src) : LlamaWeights.random(be, cfg, spec.getSeed());
                     LlamaModel m = src != null ? new LlamaModel(be, weights) : new LlamaModel(be, weights, Math.max(spec.getSeqLen(), 1));
+                    m.setGradientCheckpointing(spec.getGradientCheckpointing());
                     LoraAdapter adapter = new LoraAdapter(be, cfg, lora);
                     t = new OwnedWorker(new LoraTrainer(m, adapter, opt), adapter, weights, be);
                     if (exchange != null) exchange.register(worker, adapter.flatGrads());
