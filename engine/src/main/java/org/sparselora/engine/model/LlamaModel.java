@@ -393,16 +393,18 @@ public final class LlamaModel implements AutoCloseable {
         TokenGroups g = s.groups;
         LayerSelector selector = g == null ? null : s.selector;   // a selector runs only when something is sparse
         Step.Choice choose = new Step.Choice(be, sp, w, slices, mlpKinds);
-        if (g != null)   // the layers a plan brings complete: gather their weight slices once; backward reuses them
-            for (int l = 0; l < c.numLayers(); l++) slices.gather(l, s.plan.layers()[l], keptPadding, Projection.values());
+        if (w.nf4() != null) w.nf4().invalidate();   // every dequantization in this step's ops (a recorded step replays them all)
         int L = c.numLayers();
         float eps = c.rmsNormEps();
         be.embedding(a.resIn[0], a.tokens, w.embed);
         be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
         for (int l = 0; l < L; l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            w.materialize(l);                        // NF4 weights: this layer's projections dequantized
             a.bindStash(l, lora.adapter, s.training);
             if (g != null) g.markGathered(null);     // xn2's buffer may be shared between layers: never reuse rows across layers
+            if (g != null && selector == null)       // a plan brought complete: the layer's weight slices, kept for the backward
+                slices.gather(l, s.plan.layers()[l], keptPadding, Projection.values());
             if (selector != null) {                  // choose this layer's attention channels from its own input
                 if (s.maskPadding) sp.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
                 selector.attention(l, a.xn1[l]);
@@ -464,6 +466,7 @@ public final class LlamaModel implements AutoCloseable {
      */
     private void recomputeLayer(Step s, int l) {
         Activations a = s.a;
+        w.materialize(l);
         a.bindStash(l, s.lora.adapter, s.training);
         if (s.groups != null) s.groups.markGathered(null);
         be.rmsNorm(a.xn1[l], a.rstd1[l], a.resIn[l], w.layers[l].attnNorm(), c.rmsNormEps());
@@ -504,9 +507,11 @@ public final class LlamaModel implements AutoCloseable {
         s.stashed = false;
         Activations a = s.a;
         LoraBranch lora = s.lora;
+        if (w.nf4() != null) w.nf4().invalidate();   // a recorded backward dequantizes every layer it reads
         for (int l = c.numLayers() - 1; l >= 0; l--) {
             LlamaWeights.Layer lw = w.layers[l];
-            if (a.checkpointed) recomputeLayer(s, l);   // the layer's activations from its kept input
+            if (a.checkpointed) recomputeLayer(s, l);   // the layer's activations (and NF4 weights) from its kept input
+            else w.materialize(l);                      // NF4 weights: this layer's projections dequantized
             // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
             s.mlp[l].backward(a, a.dxn, a.dres, l);
             be.rmsNormBackward(a.dres, a.dxn, a.resMid[l], lw.ffnNorm(), a.rstd2[l], true);
@@ -580,6 +585,7 @@ public final class LlamaModel implements AutoCloseable {
         be.embedding(x, ids, w.embed);
         for (int l = 0; l < c.numLayers(); l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            w.materialize(l);
             be.rmsNorm(xn, rstd, x, lw.attnNorm(), eps);
             Tensor kNew = cache.k[l].rows(pos0, n), vNew = cache.v[l].rows(pos0, n);
             denseLinear(q, xn, l, Projection.Q, lora, ones);

@@ -1,4 +1,4 @@
-package org.sparselora.engine.model;
+package org.sparselora.engine.backend;
 
 /**
  * NF4, QLoRA's 4-bit NormalFloat: the host reference of quantization and dequantization, which the
@@ -52,7 +52,8 @@ public final class Nf4 {
         int n = x.length, nb = blocks(n);
         int[] packed = new int[(n + 7) / 8];
         float[] absmax = new float[nb];
-        for (int b = 0; b < nb; b++) {
+        // blocks in parallel: a block of 64 fills whole packed ints of its own
+        java.util.stream.IntStream.range(0, nb).parallel().forEach(b -> {
             int from = b * BLOCK, to = Math.min(n, from + BLOCK);
             float a = 0;
             for (int i = from; i < to; i++) a = Math.max(a, Math.abs(x[i]));
@@ -61,7 +62,7 @@ public final class Nf4 {
                 int q = nearest(a > 0 ? x[i] / a : 0f);
                 packed[i >>> 3] |= q << ((i & 7) << 2);
             }
-        }
+        });
         return new Quantized(packed, absmax, n);
     }
 

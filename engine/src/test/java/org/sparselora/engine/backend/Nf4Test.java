@@ -1,4 +1,4 @@
-package org.sparselora.engine.model;
+package org.sparselora.engine.backend;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
