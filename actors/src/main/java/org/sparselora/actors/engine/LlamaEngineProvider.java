@@ -108,8 +108,6 @@ public final class LlamaEngineProvider implements EngineProvider {
         // until the model computes weight gradients (FullParameterModel), say so instead of failing on the empty LoRA section
         if (org.sparselora.actors.job.JobSpecs.isFull(spec.getMode()))
             throw new JobSpecException("mode", "full is not available in this build yet: the Llama model does not compute weight gradients");
-        if (!spec.getQuantize().isEmpty())
-            throw new JobSpecException("quantize", spec.getQuantize() + " is not available in this build yet: the engine trains on unquantized base weights");
         if (RandomModel.isRandom(spec.getModel())) {
             LlamaConfig cfg = RandomModel.config(spec.getModel());
             return open(spec, null, false, null, cfg);
@@ -178,7 +176,9 @@ public final class LlamaEngineProvider implements EngineProvider {
                 OwnedWorker t;
                 try {
                     // a random model: the same seed on every worker, so the replicas hold the same base
-                    LlamaWeights weights = src != null ? LlamaWeights.upload(be, src) : LlamaWeights.random(be, cfg, spec.getSeed());
+                    boolean nf4 = spec.getQuantize().equals("nf4");   // QLoRA: the frozen projections stored as NF4
+                    LlamaWeights weights = src != null ? (nf4 ? LlamaWeights.uploadNf4(be, src, false) : LlamaWeights.upload(be, src))
+                            : nf4 ? LlamaWeights.randomNf4(be, cfg, spec.getSeed()) : LlamaWeights.random(be, cfg, spec.getSeed());
                     LlamaModel m = src != null ? new LlamaModel(be, weights) : new LlamaModel(be, weights, Math.max(spec.getSeqLen(), 1));
                     m.setGradientCheckpointing(spec.getGradientCheckpointing());
                     LoraAdapter adapter = new LoraAdapter(be, cfg, lora);
