@@ -12,6 +12,12 @@ timed and the medians reported. One JSON line goes to stdout, a readable table t
 
   python3 benchmarks/peer/peer_bench.py --model 8b --targets qkvo --adapter-dtype bf16
   python3 benchmarks/peer/peer_bench.py --matrix --out peer.jsonl      # the standard matrix
+  python3 benchmarks/peer/peer_bench.py --matrix --extra long-8k-ckpt --extra long-16k-ckpt \
+      --out long.jsonl                                                    # 8B, batch 1, 8k/16k tokens
+
+--gradient-checkpointing turns on transformers' gradient_checkpointing_enable() (non-reentrant
+checkpoints per decoder layer: PEFT's frozen embeddings need no input grads then): the layers'
+activations are recomputed in the backward, the memory-saving setting long sequences need.
 
 --matrix runs each configuration in a fresh subprocess (memory peaks and allocator state never
 mix) and writes one JSON line per configuration to --out (written to a temp file, renamed).
@@ -56,6 +62,14 @@ MATRIX_EXTRA = {
     # the strongest peer: ~2 min of compilation on top of the run
     "8b-qkvo-bf16-compile": ["--model", "8b", "--targets", "qkvo", "--adapter-dtype", "bf16",
                              "--compile"],
+    # long sequences, one row, activation checkpointing on (the loss on the last 128 tokens, as
+    # StepBenchmark's --seq runs); their --batch/--seq override the matrix's
+    "long-8k-ckpt": ["--model", "8b", "--targets", "qkvo", "--adapter-dtype", "bf16",
+                     "--gradient-checkpointing", "--batch", "1", "--seq", "8192"],
+    "long-16k-ckpt": ["--model", "8b", "--targets", "qkvo", "--adapter-dtype", "bf16",
+                      "--gradient-checkpointing", "--batch", "1", "--seq", "16384"],
+    "long-8k": ["--model", "8b", "--targets", "qkvo", "--adapter-dtype", "bf16",
+                "--batch", "1", "--seq", "8192"],
 }
 
 
@@ -79,6 +93,8 @@ def parse_args(argv=None):
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compile", action="store_true", help="wrap the PEFT model in torch.compile")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="model.gradient_checkpointing_enable() (non-reentrant), recompute in the backward")
     ap.add_argument("--peak-tflops", type=float, default=790.0,
                     help="bf16 dense GEMM peak used for MFU (measured on the H200: ~790)")
     ap.add_argument("--matrix", action="store_true",
@@ -101,10 +117,12 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------------
 # model
 
-def build_config(model_key):
+def build_config(model_key, seq=0):
     from transformers import LlamaConfig
     import inspect
     shape = dict(SHAPES[model_key])
+    # RoPE positions up to the run's length (16k rows on the 8B shape, whose checkpoint says 8192)
+    shape["max_position_embeddings"] = max(shape["max_position_embeddings"], seq)
     theta, scaling = shape.pop("rope_theta"), shape.pop("rope_scaling")
     # transformers 5 takes rope settings as `rope_parameters`, 4.x as rope_theta/rope_scaling
     if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:
@@ -121,7 +139,7 @@ def build_config(model_key):
 def build_model(args, torch):
     """Random init directly on the GPU in bf16 (the 8B build takes seconds, not minutes)."""
     from transformers import LlamaForCausalLM
-    cfg = build_config(args.model)
+    cfg = build_config(args.model, args.seq)
     model = None
     with torch.device("cuda"):
         for key in ("dtype", "torch_dtype"):  # renamed in transformers 5
@@ -169,6 +187,11 @@ def add_lora(model, args, torch):
                 p.copy_(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 1e-3)
             if args.adapter_dtype == "bf16":
                 p.data = p.data.to(torch.bfloat16)
+    if args.gradient_checkpointing:
+        # non-reentrant checkpoints need no requires_grad on the (frozen) embedding output
+        pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if not getattr(pm.base_model.model, "is_gradient_checkpointing", True):
+            raise SystemExit("peer_bench: gradient checkpointing did not turn on")
     pm.train()
     return pm
 
@@ -263,7 +286,9 @@ def run_one(args):
     srt = sorted(total)
     result = {
         "name": f"peer-{args.model}-{args.targets}-{args.adapter_dtype}"
-                + ("-compile" if args.compile else ""),
+                + ("-compile" if args.compile else "") + ("-ckpt" if args.gradient_checkpointing else "")
+                + (f"-{args.batch}x{args.seq}" if (args.batch, args.seq) != (8, 512) else ""),
+        "gradient_checkpointing": args.gradient_checkpointing,
         "model": args.model, "targets": args.targets, "adapter_dtype": args.adapter_dtype,
         "adapter_param_dtypes": dtypes, "compile": args.compile,
         "rank": args.rank, "alpha": args.alpha, "batch": args.batch, "seq": args.seq,
@@ -330,9 +355,12 @@ def run_matrix(args):
     t_all = time.perf_counter()
     with open(tmp_path, "w", encoding="utf-8") as f:
         for cfg in configs:
-            cmd = [sys.executable, os.path.abspath(__file__)] + cfg + passthrough(args)
+            # the configuration's own flags last: a long-sequence row's --batch/--seq win
+            cmd = [sys.executable, os.path.abspath(__file__)] + passthrough(args) + cfg
             name = "peer-" + "-".join(cfg[i + 1] for i in range(0, 6, 2)) + (
-                "-compile" if "--compile" in cfg else "")
+                "-compile" if "--compile" in cfg else "") + (
+                "-ckpt" if "--gradient-checkpointing" in cfg else "") + (
+                "-" + cfg[cfg.index("--seq") + 1] if "--seq" in cfg else "")
             log(f"\n=== {name}: {' '.join(cmd[1:])}")
             t0 = time.perf_counter()
             try:

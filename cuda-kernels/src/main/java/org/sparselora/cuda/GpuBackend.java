@@ -60,6 +60,7 @@ public final class GpuBackend implements Backend, SparseOps, GraphCapture {
     final GpuAttention attention;
     final GpuOptimizer optimizer;
     final GpuSparse sparse;
+    final GpuQuant quant;
     final GpuPredictor predictor;
     final GpuGraphs graphs;
 
@@ -71,6 +72,7 @@ public final class GpuBackend implements Backend, SparseOps, GraphCapture {
         attention = new GpuAttention(this, dev);
         optimizer = new GpuOptimizer(this, dev);
         sparse = new GpuSparse(this, dev);
+        quant = new GpuQuant(this, dev);
         predictor = new GpuPredictor(this, dev);
         graphs = new GpuGraphs(this, dev, memory);
     }
@@ -257,6 +259,9 @@ public final class GpuBackend implements Backend, SparseOps, GraphCapture {
     // ================================================================== SparseLoRA: gathers, scatters, joined SwiGLU
 
     @Override public void gatherRows(Tensor out, Tensor src, Tensor idx) { sparse.gatherRows(out, src, idx); }
+    @Override public void dequantizeNf4(Tensor out, Tensor packed, Tensor absmax) { quant.dequantize(out, packed, absmax); }
+    @Override public void dequantizeNf4Rows(Tensor out, Tensor packed, Tensor absmax, Tensor rows, int cols) { quant.dequantizeRows(out, packed, absmax, rows, cols); }
+    @Override public void dequantizeNf4Cols(Tensor out, Tensor packed, Tensor absmax, Tensor cols, int C) { quant.dequantizeCols(out, packed, absmax, cols, C); }
     @Override public void scatterRows(Tensor out, Tensor src, Tensor idx, boolean accumulate) { sparse.scatterRows(out, src, idx, accumulate); }
     @Override public void gatherCols(Tensor out, Tensor src, Tensor idx) { sparse.gatherCols(out, src, idx); }
     @Override public void scatterCols(Tensor out, Tensor src, Tensor idx, boolean accumulate) { sparse.scatterCols(out, src, idx, accumulate); }

@@ -30,7 +30,7 @@ import jcuda.driver.CUmodule;
 final class Kernels implements AutoCloseable {
     static final String PTX_ROOT = "/org/sparselora/cuda/ptx/";
     static final List<String> ARCHS = List.of("sm_90", "compute_80");
-    static final List<String> MODULES = List.of("elementwise", "layers", "attention", "sparse");
+    static final List<String> MODULES = List.of("elementwise", "layers", "attention", "sparse", "quant");
     /** kernel name -> module */
     static final Map<String, String> NAMES = catalogue();
 
@@ -55,6 +55,8 @@ final class Kernels implements AutoCloseable {
                     m.put(op + "_" + a + "_" + b, "sparse");
             }
         }
+        for (String a : t)
+            for (String op : new String[] {"nf4_dequant", "nf4_dequant_rows", "nf4_dequant_cols"}) m.put(op + "_" + a, "quant");
         m.put("attn_softmax", "attention");
         for (String w : new String[] {"w8", "w16", "w32"}) m.put("attn_softmax_" + w, "attention");
         for (String d : new String[] {"d32", "d64", "d128"})

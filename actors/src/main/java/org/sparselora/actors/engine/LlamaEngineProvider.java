@@ -152,7 +152,8 @@ public final class LlamaEngineProvider implements EngineProvider {
 
         BatchSource data;
         if (spec.getData().hasSynthetic()) {
-            data = new SyntheticSource(cfg, spec.getData().getSynthetic(), spec.getWorkers(), spec.getSeed(), src);
+            // each update's rows: every worker's micro-batches
+            data = new SyntheticSource(cfg, spec.getData().getSynthetic(), spec.getWorkers() * Math.max(1, spec.getGradAccumSteps()), spec.getSeed(), src);
         } else {
             if (model == null && spec.getTokenizer().isEmpty())
                 throw new JobSpecException("data", "a random: model has no tokenizer: use data.synthetic (or give tokenizer)");
@@ -161,18 +162,20 @@ public final class LlamaEngineProvider implements EngineProvider {
             String fmt = spec.getData().getFormat();
             DatasetReader.Dataset ds = DatasetReader.read(Path.of(spec.getData().getPath()), fmt.isEmpty() ? null : DatasetFormat.parse(fmt),
                     new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, spec.getData().getField().isEmpty() ? "text" : spec.getData().getField()));
+            int rows = org.sparselora.actors.job.JobSpecs.rowsPerUpdate(spec);   // batch_size × grad_accum_steps
             if (full && ds.format() == DatasetFormat.TEXT) {
                 // pretraining text: documents joined with EOS into full seq_len rows, loss on every token
-                data = new PackedTextSource(new TextPacker(tok, ds.examples(), new TextPacker.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true)), ds, src);
+                data = new PackedTextSource(new TextPacker(tok, ds.examples(), new TextPacker.Options(rows, spec.getSeqLen(), spec.getSeed(), true)), ds, src);
             } else {
                 List<TokenizedExample> examples = ExampleTokenizer.tokenizeAll(tok, ds.examples());
-                Batcher batcher = new Batcher(examples, new Batcher.Options(spec.getBatchSize(), spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
+                Batcher batcher = new Batcher(examples, new Batcher.Options(rows, spec.getSeqLen(), spec.getSeed(), true, true, gpu), tok);
                 data = new BatcherSource(batcher, ds, src);
             }
         }
-        if (full) return openFull(spec, device, cfg, src, data, tokPath, opt(spec));
+        int totalSteps = org.sparselora.actors.job.JobSpecs.totalSteps(spec, data.updatesPerEpoch());
+        OptimizerConfig opt = opt(spec, totalSteps);
+        if (full) return openFull(spec, device, cfg, src, data, tokPath, opt);
 
-        OptimizerConfig opt = opt(spec);
         List<String> modules = new ArrayList<>();
         for (String t : spec.getLora().getTargetsList()) modules.add(t + "_proj");
         var l = spec.getLora();
@@ -196,8 +199,11 @@ public final class LlamaEngineProvider implements EngineProvider {
                 OwnedWorker t;
                 try {
                     // a random model: the same seed on every worker, so the replicas hold the same base
-                    LlamaWeights weights = src != null ? LlamaWeights.upload(be, src) : LlamaWeights.random(be, cfg, spec.getSeed());
+                    boolean nf4 = spec.getQuantize().equals("nf4");   // QLoRA: the frozen projections stored as NF4
+                    LlamaWeights weights = src != null ? (nf4 ? LlamaWeights.uploadNf4(be, src, false) : LlamaWeights.upload(be, src))
+                            : nf4 ? LlamaWeights.randomNf4(be, cfg, spec.getSeed()) : LlamaWeights.random(be, cfg, spec.getSeed());
                     LlamaModel m = src != null ? new LlamaModel(be, weights) : new LlamaModel(be, weights, Math.max(spec.getSeqLen(), 1));
+                    m.setGradientCheckpointing(spec.getGradientCheckpointing());
                     LoraAdapter adapter = new LoraAdapter(be, cfg, lora);
                     t = new OwnedWorker(new LoraTrainer(m, adapter, opt), adapter, weights, be);
                     if (exchange != null) exchange.register(worker, adapter.flatGrads());
@@ -213,7 +219,7 @@ public final class LlamaEngineProvider implements EngineProvider {
                 LoraTrainer t = ((OwnedWorker) (w instanceof InProcessScoreExchange.Member m ? m.inner() : w)).trainer();
                 Backend be = t.model().backend();
                 SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
-                        spec.getSteps(), spec.getSeed());
+                        totalSteps, spec.getSeed());
                 if (w instanceof InProcessScoreExchange.Member m) planner.withExchange(m.scores());
                 t.setSparsePlanner(planner);
             }
@@ -263,11 +269,12 @@ public final class LlamaEngineProvider implements EngineProvider {
         return new JobRuntime(workers, data, predictor, exporter, exchange);
     }
 
-    static OptimizerConfig opt(JobSpec spec) {
+    /** The job's optimizer over {@code totalSteps} updates (steps, or epochs × the data's updates per epoch). */
+    static OptimizerConfig opt(JobSpec spec, int totalSteps) {
         var o = spec.getOptimizer();
         return new OptimizerConfig((float) o.getLr(), (float) o.getBeta1(), (float) o.getBeta2(), (float) o.getEps(),
                 (float) o.getWeightDecay(), (float) o.getGradClip(), OptimizerConfig.Schedule.parse(spec.getSchedule().getType()),
-                spec.getSchedule().getWarmupSteps(), spec.getSteps());
+                spec.getSchedule().getWarmupSteps(), totalSteps);
     }
 
     /**
@@ -429,8 +436,9 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     /**
-     * Synthetic timing data: global batch s (0-based) is {@link RandomModel#batch} of batch · workers
-     * rows drawn from (job seed, s), so worker w's shard is rows w·batch … (w+1)·batch−1 and a
+     * Synthetic timing data: global batch s (0-based) is {@link RandomModel#batch} of batch · blocks
+     * rows drawn from (job seed, s), blocks = workers × grad_accum_steps, so each block (one
+     * worker's micro-batch) is batch rows and a
      * resumed or restarted job sees the same batches. Closing it releases the base weights, if any.
      */
     static final class SyntheticSource implements BatchSource {
@@ -494,6 +502,9 @@ public final class LlamaEngineProvider implements EngineProvider {
             batches++;
             return batcher.next();
         }
+
+        @Override
+        public long updatesPerEpoch() { return batcher.batchesPerEpoch(); }
 
         @Override
         public DataPosition position() {

@@ -37,7 +37,8 @@ public final class JobFiles {
             .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
     private static final Pattern SCHEME = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]+:.*");
     private static final Set<String> TOP = Set.of("name", "model", "tokenizer", "data", "lora", "sparsity", "optimizer", "schedule",
-            "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch", "mode");
+            "steps", "batch_size", "seq_len", "workers", "output_dir", "checkpoint_every", "seed", "device", "prefetch", "mode",
+            "epochs", "grad_accum_steps", "gradient_checkpointing", "quantize");
 
     private JobFiles() {}
 
@@ -83,6 +84,10 @@ public final class JobFiles {
                 case "device" -> b.setDevice(text(k, v));
                 case "prefetch" -> b.setPrefetch(integer(k, v));
                 case "mode" -> b.setMode(text(k, v));
+                case "epochs" -> b.setEpochs(integer(k, v));
+                case "grad_accum_steps" -> b.setGradAccumSteps(integer(k, v));
+                case "gradient_checkpointing" -> b.setGradientCheckpointing(bool(k, v));
+                case "quantize" -> b.setQuantize(text(k, v));
                 default -> throw new JobSpecException(k, "unknown key (known: " + String.join(", ", TOP.stream().sorted().toList()) + ")");
             }
         }
@@ -225,7 +230,11 @@ public final class JobFiles {
             ScheduleSpec c = s.getSchedule();
             r.putObject("schedule").put("type", c.getType()).put("warmup_steps", c.getWarmupSteps()).put("min_lr_ratio", c.getMinLrRatio());
         }
-        r.put("steps", s.getSteps());
+        if (s.hasEpochs()) r.put("epochs", s.getEpochs());
+        else r.put("steps", s.getSteps());
+        if (s.hasGradAccumSteps()) r.put("grad_accum_steps", s.getGradAccumSteps());
+        if (s.getGradientCheckpointing()) r.put("gradient_checkpointing", true);
+        if (!s.getQuantize().isEmpty()) r.put("quantize", s.getQuantize());
         r.put("batch_size", s.getBatchSize());
         r.put("seq_len", s.getSeqLen());
         if (s.hasWorkers()) r.put("workers", s.getWorkers());

@@ -33,6 +33,7 @@ public final class JobSpecs {
         if (!s.hasWorkers()) b.setWorkers(1);
         if (!s.hasCheckpointEvery()) b.setCheckpointEvery(100);
         if (!s.hasPrefetch()) b.setPrefetch(4);
+        if (!s.hasGradAccumSteps()) b.setGradAccumSteps(1);
         if (s.getDevice().isEmpty()) b.setDevice("cpu");
         if (s.getName().isEmpty() && !s.getOutputDir().isEmpty()) {
             Path fn = Path.of(s.getOutputDir()).getFileName();
@@ -110,8 +111,20 @@ public final class JobSpecs {
         ScheduleSpec sc = s.getSchedule();
         if (!Set.of("constant", "linear", "cosine").contains(sc.getType()))
             throw new JobSpecException("schedule.type", "must be constant, linear or cosine, got '" + sc.getType() + "'");
-        range("steps", s.getSteps(), 1, 100_000_000);
-        range("schedule.warmup_steps", sc.getWarmupSteps(), 0, s.getSteps());
+        if (s.hasEpochs()) {
+            if (s.getSteps() != 0) throw new JobSpecException("epochs", "give either steps or epochs, not both");
+            range("epochs", s.getEpochs(), 1, 1_000_000);
+            if (d.hasSynthetic()) throw new JobSpecException("epochs", "synthetic data has no size: give steps");
+            range("schedule.warmup_steps", sc.getWarmupSteps(), 0, 100_000_000);   // checked against the steps once the data set is read
+        } else {
+            range("steps", s.getSteps(), 1, 100_000_000);
+            range("schedule.warmup_steps", sc.getWarmupSteps(), 0, s.getSteps());
+        }
+        range("grad_accum_steps", s.getGradAccumSteps(), 1, 1_000_000);
+        if (!s.getQuantize().isEmpty() && !s.getQuantize().equals("nf4"))
+            throw new JobSpecException("quantize", "must be nf4 (or left out), got '" + s.getQuantize() + "'");
+        if (!s.getQuantize().isEmpty() && isFull(s.getMode()))
+            throw new JobSpecException("quantize", "applies to mode: lora only (full mode trains the base weights, which cannot stay quantized)");
         if (!(sc.getMinLrRatio() >= 0 && sc.getMinLrRatio() <= 1)) throw new JobSpecException("schedule.min_lr_ratio", "must be in [0, 1], got " + sc.getMinLrRatio());
         range("batch_size", s.getBatchSize(), 1, 1_000_000);
         range("seq_len", s.getSeqLen(), 1, 1 << 20);
@@ -156,6 +169,25 @@ public final class JobSpecs {
         if (s.hasSparsity() || s.hasSparsityPath())
             throw new JobSpecException("sparsity", "is not used in mode: full (contextual sparsity applies to LoRA training only); remove it or use mode: lora");
     }
+
+    /**
+     * The job's number of updates: {@code steps}, or with {@code epochs} that many passes over a data
+     * set of {@code updatesPerEpoch} updates (each of batch_size × grad_accum_steps rows); also checks
+     * that the warmup fits them.
+     */
+    public static int totalSteps(JobSpec s, long updatesPerEpoch) {
+        if (!s.hasEpochs()) return s.getSteps();
+        if (updatesPerEpoch < 1)
+            throw new JobSpecException("epochs", "the data set holds no full update of batch_size × grad_accum_steps = "
+                    + (long) s.getBatchSize() * Math.max(1, s.getGradAccumSteps()) + " rows");
+        long steps = updatesPerEpoch * s.getEpochs();
+        if (steps > 100_000_000) throw new JobSpecException("epochs", s.getEpochs() + " epochs of " + updatesPerEpoch + " updates exceed 100000000 steps");
+        range("schedule.warmup_steps", s.getSchedule().getWarmupSteps(), 0, steps);
+        return (int) steps;
+    }
+
+    /** Rows of one update: batch_size (over every worker) × grad_accum_steps micro-batches. */
+    public static int rowsPerUpdate(JobSpec s) { return s.getBatchSize() * Math.max(1, s.getGradAccumSteps()); }
 
     /** Defaults + validation + sparsity by path loaded inline: the spec a JobSupervisor runs. */
     public static JobSpec prepare(JobSpec spec) {

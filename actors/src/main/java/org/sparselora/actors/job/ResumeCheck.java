@@ -23,7 +23,7 @@ public final class ResumeCheck {
     /** Keys that do not shape the trained adapter. */
     public static final Set<String> FREE = Set.of("name", "checkpoint_every", "prefetch", "resume", "sparsity_path");
     /** Keys that shape the run but may be changed on purpose: more steps, another device. */
-    public static final Set<String> CHANGEABLE = Set.of("steps", "device");
+    public static final Set<String> CHANGEABLE = Set.of("steps", "epochs", "device");
 
     private ResumeCheck() {}
 

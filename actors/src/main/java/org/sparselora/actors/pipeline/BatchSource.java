@@ -23,6 +23,12 @@ public interface BatchSource extends AutoCloseable {
     /** Continue as if the batches up to {@code position} had just been read. */
     void seek(DataPosition position) throws Exception;
 
+    /**
+     * Batches (updates) in one pass over the data set, for jobs given in {@code epochs}; 0 when the
+     * source has no size (synthetic data). Known once the source is constructed (before {@link #open()}).
+     */
+    default long updatesPerEpoch() { return 0; }
+
     @Override
     default void close() throws Exception {}
 }

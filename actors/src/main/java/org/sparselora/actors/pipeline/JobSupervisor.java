@@ -161,7 +161,7 @@ public final class JobSupervisor {
         this.events = events;
         this.settings = settings;
         this.workers = spec.getWorkers();
-        this.total = spec.getSteps();
+        this.total = org.sparselora.actors.job.JobSpecs.totalSteps(spec, runtime.data().updatesPerEpoch());
         Path out = Path.of(spec.getOutputDir());
         outputDirectory(out);
         this.store = new CheckpointStore(out);
@@ -169,7 +169,7 @@ public final class JobSupervisor {
         Checkpoint resumeFrom = null;
         if (spec.getResume()) {
             resumeFrom = store.read();
-            ResumeCheck.compatible(spec, resumeFrom);
+            ResumeCheck.compatible(spec, total, resumeFrom);
         } else if (store.exists()) {
             throw new IllegalArgumentException("output_dir " + spec.getOutputDir()
                     + " already holds a checkpoint: resume the job (train --resume / ResumeJob) or choose another output_dir");
@@ -429,7 +429,7 @@ public final class JobSupervisor {
 
     private void spawnStepper(int w, TrainerState state, int atStep) {
         ActorRef<Stepper.Command> ref = ctx.spawn(
-                Stepper.create(new Stepper.Settings(w, workers, runtime.workers(), schedule, exchange() != null, ctx.getSelf()),
+                Stepper.create(new Stepper.Settings(w, workers, Math.max(1, spec.getGradAccumSteps()), runtime.workers(), schedule, exchange() != null, ctx.getSelf()),
                         generation, state, atStep, factors),
                 "stepper-" + w + "-g" + generation, Stepper.dispatcher());
         ctx.watch(ref);

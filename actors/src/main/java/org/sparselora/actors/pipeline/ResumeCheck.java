@@ -16,7 +16,7 @@ final class ResumeCheck {
     private ResumeCheck() {}
 
     /** Throws naming the first field of {@code now} that differs from the checkpoint's job. */
-    static void compatible(JobSpec now, Checkpoint c) throws IOException {
+    static void compatible(JobSpec now, int totalSteps, Checkpoint c) throws IOException {
         JobSpec then = JobSpec.parseFrom(c.getJobSpec());
         if (!then.getModel().equals(now.getModel())) throw new IllegalArgumentException("model: checkpoint was trained on '" + then.getModel() + "', job says '" + now.getModel() + "'");
         if (!then.getData().getPath().equals(now.getData().getPath())) throw new IllegalArgumentException("data.path: checkpoint was trained on '" + then.getData().getPath() + "', job says '" + now.getData().getPath() + "'");
@@ -25,6 +25,8 @@ final class ResumeCheck {
                     + ", job says " + now.getData().getSynthetic().toString().replace('\n', ' ').strip());
         if (then.getBatchSize() != now.getBatchSize()) throw new IllegalArgumentException("batch_size: checkpoint job has " + then.getBatchSize() + ", job says " + now.getBatchSize());
         if (then.getSeed() != now.getSeed()) throw new IllegalArgumentException("seed: checkpoint job has " + then.getSeed() + ", job says " + now.getSeed());
-        if (c.getStep() > now.getSteps()) throw new IllegalArgumentException("steps: checkpoint is at step " + c.getStep() + ", beyond the job's " + now.getSteps());
+        if (then.getGradAccumSteps() != now.getGradAccumSteps())
+            throw new IllegalArgumentException("grad_accum_steps: checkpoint job has " + then.getGradAccumSteps() + ", job says " + now.getGradAccumSteps());
+        if (c.getStep() > totalSteps) throw new IllegalArgumentException("steps: checkpoint is at step " + c.getStep() + ", beyond the job's " + totalSteps);
     }
 }

@@ -19,7 +19,9 @@ import org.sparselora.engine.train.TrainingWorker;
  * lives on a pinned dispatcher ({@link #DISPATCHER}: one thread for its whole life), so a GPU
  * context created by the worker factory stays on the thread that uses it. Behaviours follow
  * SparseLoRA's schedule: {@code denseWarmup} until the first sparse step, then {@code sparse}
- * (which runs steps past end_step dense again). A step is: compute gradients, contribute them to
+ * (which runs steps past end_step dense again). A step is: compute gradients (with gradient
+ * accumulation, on each of the shard's {@code microBatches} row blocks in turn, the worker summing
+ * them: one update per step, whatever the accumulation), contribute them to
  * the step's GradientAggregator round (with one worker only the statistics, no host round trip;
  * with an in-process device exchange only a "ready" notice: the round sums the buffers in place),
  * apply the reduced update when it comes back, acknowledge to the supervisor with the step's
@@ -58,12 +60,13 @@ public final class Stepper {
      *
      * @param worker         this worker's index, 0-based
      * @param workers        data-parallel workers of the job
+     * @param microBatches   row blocks of each shard whose gradients are accumulated before the update (grad_accum_steps)
      * @param factory        makes the worker's {@link TrainingWorker} (on the Stepper's own thread)
      * @param schedule       which steps are sparse
      * @param deviceExchange the rounds sum the workers' gradients in place (a GradientExchange): send no arrays
      * @param supervisor     receives StepperReady, StepApplied and StateSnapshot
      */
-    public record Settings(int worker, int workers, WorkerFactory factory, DenseWarmup schedule, boolean deviceExchange,
+    public record Settings(int worker, int workers, int microBatches, WorkerFactory factory, DenseWarmup schedule, boolean deviceExchange,
                            ActorRef<JobSupervisor.Command> supervisor) {}
 
     /**
@@ -92,6 +95,7 @@ public final class Stepper {
     private final ActorContext<Command> ctx;
     private final int worker;
     private final int workers;
+    private final int microBatches;
     private final WorkerFactory factory;
     private final TrainingWorker trainer;
     private final DenseWarmup schedule;
@@ -107,6 +111,7 @@ public final class Stepper {
         this.ctx = ctx;
         this.worker = settings.worker();
         this.workers = settings.workers();
+        this.microBatches = settings.microBatches();
         this.factory = settings.factory();
         this.schedule = settings.schedule();
         this.deviceExchange = settings.deviceExchange();
@@ -166,7 +171,9 @@ public final class Stepper {
     private void run(RunStep m, boolean sparse) {
         if (sparse && !predictorAttached)
             throw new IllegalStateException("step " + m.step() + " is sparse but worker " + worker + " has no predictor");
-        StepResult r = trainer.computeGradients(m.batch(), m.step(), sparse);   // returns with the device work done
+        StepResult r = null;
+        for (Batch micro : BatchShards.split(m.batch(), microBatches))   // the trainer sums their gradients
+            r = sum(r, trainer.computeGradients(micro, m.step(), sparse));   // returns with the device work done
         backwardEndNanos = System.nanoTime();
         // one worker, or a device exchange: the gradients stay on the device, only the statistics go to the round
         float[][] grads = workers > 1 && !deviceExchange ? trainer.gradientsToHost() : null;
@@ -175,6 +182,14 @@ public final class Stepper {
         pendingResult = r;
         pendingReplyTo = m.replyTo();
         m.aggregator().tell(new GradientAggregator.Contribute(generation, m.step(), worker, grads, r, ctx.getSelf()));
+    }
+
+    /** One step's statistics over its micro-batches: sums (losses, tokens, FLOPs, time) — what one batch of all their rows reports. */
+    static StepResult sum(StepResult a, StepResult b) {
+        if (a == null) return b;
+        return new StepResult(a.lossSum() + b.lossSum(), a.outputTokens() + b.outputTokens(), a.tokens() + b.tokens(),
+                a.sparse() || b.sparse(), a.flops() + b.flops(), a.denseFlops() + b.denseFlops(),
+                a.predictorFlops() + b.predictorFlops(), a.millis() + b.millis());
     }
 
     private Behavior<Command> onReduced(Reduced m) {

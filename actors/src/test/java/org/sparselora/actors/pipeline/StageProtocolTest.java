@@ -59,7 +59,7 @@ class StageProtocolTest {
         TestProbe<JobSupervisor.Command> sup = kit.createTestProbe();
         TestProbe<GradientAggregator.Command> agg = kit.createTestProbe();
         DenseWarmup sched = new DenseWarmup(10, 3, 10);
-        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(0, 1, f, sched, false, sup.getRef()), 0, null, 0, null),
+        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(0, 1, 1, f, sched, false, sup.getRef()), 0, null, 0, null),
                 Stepper.dispatcher());
         sup.expectMessageClass(JobSupervisor.StepperReady.class);
         st.tell(new Stepper.AttachPredictor(new ToyEngine.Factors("k")));
@@ -82,7 +82,7 @@ class StageProtocolTest {
     void aSparseStepWithoutThePredictorFailsTheStepper() {
         TestProbe<JobSupervisor.Command> sup = kit.createTestProbe();
         TestProbe<GradientAggregator.Command> agg = kit.createTestProbe();
-        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(0, 1, new RecordingFactory(),
+        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(0, 1, 1, new RecordingFactory(),
                 new DenseWarmup(10, 0, 10), false, sup.getRef()), 0, null, 0, null), Stepper.dispatcher());
         sup.expectMessageClass(JobSupervisor.StepperReady.class);
         st.tell(new Stepper.RunStep(0, 0, batch(), agg.getRef(), sup.getRef()));
@@ -94,7 +94,7 @@ class StageProtocolTest {
         RecordingFactory f = new RecordingFactory();
         TestProbe<JobSupervisor.Command> sup = kit.createTestProbe();
         TestProbe<GradientAggregator.Command> agg = kit.createTestProbe();
-        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(1, 2, f, DenseWarmup.dense(10), false, sup.getRef()),
+        ActorRef<Stepper.Command> st = kit.spawn(Stepper.create(new Stepper.Settings(1, 2, 1, f, DenseWarmup.dense(10), false, sup.getRef()),
                 5, null, 0, null), Stepper.dispatcher());
         assertEquals(1, sup.expectMessageClass(JobSupervisor.StepperReady.class).worker());
         st.tell(new Stepper.RunStep(4, 0, batch(), agg.getRef(), sup.getRef())); // old generation

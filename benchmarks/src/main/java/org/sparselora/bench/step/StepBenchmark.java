@@ -62,6 +62,8 @@ public final class StepBenchmark implements Callable<Integer> {
     @Option(names = "--steps") int steps = 30;
     @Option(names = "--peak-tflops", description = "measured bf16 GEMM peak for MFU (default ${DEFAULT-VALUE}, GPU.md)") double peakTflops = 790;
     @Option(names = "--profile", description = "after timing, run this many dense and sparse steps with a device sync around every op and print where the time goes (default ${DEFAULT-VALUE})") int profile = 0;
+    @Option(names = "--quantize", description = "nf4: frozen projections stored as NF4 (QLoRA), random codes (default: bf16 weights)") String quantize;
+    @Option(names = "--grad-checkpointing", description = "activation checkpointing: keep layer inputs, recompute each layer in the backward") boolean gradCheckpointing;
     @Option(names = "--json", description = "append one JSON line per row to this file") Path json;
     @Option(names = "--graphs", description = "eager (phases split by syncs), recorded (whole steps through the trainer, replayed as CUDA graphs) or both (default ${DEFAULT-VALUE})")
     String graphs = "both";
@@ -89,11 +91,14 @@ public final class StepBenchmark implements Callable<Integer> {
         LlamaConfig cfg = shape(model);
         Backend be = backend.equals("gpu") ? gpu() : new CpuBackend();
         long t0 = System.nanoTime();
-        LlamaWeights w = LlamaWeights.random(be, cfg, 42);   // drawn on the device: no host copy of the model
+        if (quantize != null && !quantize.equals("nf4")) throw new IllegalArgumentException("--quantize takes nf4, got " + quantize);
+        LlamaWeights w = quantize != null ? LlamaWeights.randomNf4(be, cfg, 42)   // codes drawn on the host layer by layer
+                : LlamaWeights.random(be, cfg, 42);   // drawn on the device: no host copy of the model
         be.synchronize();
         System.err.printf("%s: %s weights on %s in %.1f s%n", model, be.computeType(), be.name(), (System.nanoTime() - t0) / 1e9);
         LlamaModel m = new LlamaModel(be, w, Math.max(seq, 1024));
         m.setRowBlockMode(RowBlockMode.fromProperty());   // -Dsparselora.rowBlocks
+        m.setGradientCheckpointing(gradCheckpointing);
         Batch b = batch(cfg);
         List<Row> rows = new ArrayList<>();
         boolean first = true;
@@ -298,6 +303,8 @@ public final class StepBenchmark implements Callable<Integer> {
     }
 
     private void print(List<Row> rows) throws IOException {
+        if (gradCheckpointing) System.out.printf("%nactivation checkpointing on; batch %d × %d tokens%n", batch, seq);
+        if (quantize != null) System.out.printf("%nQLoRA: frozen projections in NF4%n");
         System.out.printf("%n%-5s %-5s %-50s %9s %8s %8s %7s %9s %8s %8s %9s %8s %6s %8s%n", "model", "lora", "variant", "ms/step",
                 "fwd", "bwd", "opt", "tok/s", "peakGiB", "allocGiB", "TFLOP/st", "FLOPred", "MFU", "speedup");
         Row base = rows.get(0);
@@ -313,9 +320,9 @@ public final class StepBenchmark implements Callable<Integer> {
                 sb.append(String.format(Locale.ROOT,
                         "{\"model\":\"%s\",\"targets\":\"%s\",\"variant\":\"%s\",\"ms_step\":%.3f,\"ms_fwd\":%s,\"ms_bwd\":%s,\"ms_opt\":%s,"
                                 + "\"tokens_per_s\":%.1f,\"peak_gib\":%.2f,\"peak_alloc_gib\":%.2f,\"flops\":%d,\"dense_flops\":%d,\"predictor_flops\":%d,\"mfu\":%.4f,"
-                                + "\"batch\":%d,\"seq\":%d,\"output_tokens\":%d,\"warmup\":%d,\"steps\":%d}%n",
+                                + "\"batch\":%d,\"seq\":%d,\"output_tokens\":%d,\"warmup\":%d,\"steps\":%d,\"grad_checkpointing\":%b,\"quantize\":\"%s\"}%n",
                         r.model, r.targets, r.variant.trim(), r.msStep, jsonMs(r.msFwd), jsonMs(r.msBwd), jsonMs(r.msOpt), r.tokensPerSec, r.peakGiB, r.peakAllocGiB, r.flops,
-                        r.denseFlops, r.predictorFlops, r.mfu, batch, seq, outputTokens, warmup, steps));
+                        r.denseFlops, r.predictorFlops, r.mfu, batch, seq, outputTokens, warmup, steps, gradCheckpointing, quantize == null ? "none" : quantize));
             Files.writeString(json, sb.toString(), java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
         }
     }

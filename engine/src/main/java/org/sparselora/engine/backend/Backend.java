@@ -343,4 +343,29 @@ public interface Backend extends AutoCloseable {
 
     /** out[idx[i],:] (+)= src[i,:]; rows not named are left alone. out (R,C), src (k,C). */
     void scatterRows(Tensor out, Tensor src, Tensor idx, boolean accumulate);
+
+    // ---- NF4 (QLoRA) frozen weights: see Nf4 for the format; the defaults run Nf4's host reference
+
+    /**
+     * out = NF4 dequantization of a whole tensor: out (numel) in its dtype; packed (⌈numel/8⌉) I32,
+     * eight 4-bit code indices per int; absmax (⌈numel/64⌉) F32, one per block of 64 elements.
+     */
+    default void dequantizeNf4(Tensor out, Tensor packed, Tensor absmax) {
+        copyFromHost(out, Nf4.dequantize(new Nf4.Quantized(toInts(packed), toFloats(absmax), (int) out.numel())));
+    }
+
+    /** out (k, cols) = rows {@code rows} (k) I32 of the NF4 (R, cols) matrix: the kept output channels' slice. */
+    default void dequantizeNf4Rows(Tensor out, Tensor packed, Tensor absmax, Tensor rows, int cols) {
+        int[] packedH = toInts(packed);
+        Nf4.Quantized q = new Nf4.Quantized(packedH, toFloats(absmax), packedH.length * 8);
+        copyFromHost(out, Nf4.dequantizeRows(q, cols, toInts(rows)));
+    }
+
+    /** out (R, k) = columns {@code cols} (k) I32 of the NF4 (R, C) matrix of numel R·C: the kept input channels' slice. */
+    default void dequantizeNf4Cols(Tensor out, Tensor packed, Tensor absmax, Tensor cols, int C) {
+        int[] colsH = toInts(cols);
+        int R = out.dim(0);
+        Nf4.Quantized q = new Nf4.Quantized(toInts(packed), toFloats(absmax), R * C);
+        copyFromHost(out, Nf4.dequantizeCols(q, C, colsH));
+    }
 }

@@ -12,12 +12,19 @@ import org.sparselora.engine.lora.LoraAdapter;
  * ({@code N·maxW}) hold a token group's gathered input rows and its output rows, {@code s3} its
  * kept-channel outputs; the MLP strategies, the head and the LoRA branch view them as they need
  * within one call (nothing stays in them across calls).
+ *
+ * <p>With activation checkpointing ({@code checkpointed}) only the layer inputs {@code resIn[l]}
+ * (and the small (N,r) LoRA intermediates) are kept per layer: every other per-layer array points
+ * all its entries at one buffer, which the forward overwrites layer after layer and the backward
+ * refills by recomputing the layer it is about to backpropagate.
  */
 final class Activations {
     private final Backend be;
     private final LlamaConfig c;
     private final KeptBuffers kb;
     final int B, T, N, maxW;
+    /** Per layer only the input is kept; the rest is recomputed in the backward. */
+    final boolean checkpointed;
     final Tensor tokens, positions, keyStart;            // (N) (N) (B) I32
     final Tensor[] resIn, resMid, xn1, xn2, rstd1, rstd2; // (N,C) / (N)
     final Tensor[] q, k, v, att, lse;                     // (N,Hq·D) (N,Hkv·D) (N,Hkv·D) (N,Hq·D) (B,Hq,T)
@@ -37,12 +44,15 @@ final class Activations {
     Tensor logits;                                        // (chunk, V)
     Tensor dLoraU;                                        // (N, rmax)
 
-    Activations(KeptBuffers kb, LlamaConfig c, int B, int T) {
+    Activations(KeptBuffers kb, LlamaConfig c, int B, int T) { this(kb, c, B, T, false); }
+
+    Activations(KeptBuffers kb, LlamaConfig c, int B, int T, boolean checkpointed) {
         this.kb = kb;
         this.be = kb.backend();
         this.c = c;
         kb.changed();
         this.B = B; this.T = T; this.N = B * T;
+        this.checkpointed = checkpointed;
         int L = c.numLayers(), C = c.hiddenSize(), I = c.intermediateSize(), qd = c.qDim(), kd = c.kvDim();
         DType dt = be.computeType();
         this.maxW = Math.max(Math.max(C, I), Math.max(qd, kd));
@@ -55,7 +65,13 @@ final class Activations {
         loraU = new Tensor[L][Projection.values().length];
         loraUt = new Tensor[L][2];
         for (int l = 0; l < L; l++) {
-            resIn[l] = be.empty(dt, N, C); resMid[l] = be.empty(dt, N, C);
+            resIn[l] = be.empty(dt, N, C);
+            if (checkpointed && l > 0) {   // one buffer for every layer: layer 0's
+                resMid[l] = resMid[0]; xn1[l] = xn1[0]; rstd1[l] = rstd1[0]; rstd2[l] = rstd2[0];
+                q[l] = q[0]; k[l] = k[0]; v[l] = v[0]; att[l] = att[0]; lse[l] = lse[0]; g[l] = g[0]; u[l] = u[0];
+                continue;
+            }
+            resMid[l] = be.empty(dt, N, C);
             xn1[l] = be.empty(dt, N, C);
             rstd1[l] = be.empty(DType.F32, N); rstd2[l] = be.empty(DType.F32, N);
             q[l] = be.empty(dt, N, qd); k[l] = be.empty(dt, N, kd); v[l] = be.empty(dt, N, kd);
@@ -86,9 +102,10 @@ final class Activations {
     void bindStash(int l, LoraAdapter lora, boolean training, boolean weightGrads) {
         int C = c.hiddenSize(), I = c.intermediateSize();
         DType dt = be.computeType();
-        // full-parameter training reads both for gate/up's and down's weight gradients
-        boolean keepX = training && (weightGrads || lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null));
-        boolean keepH = training && (weightGrads || lora != null && lora.get(l, Projection.DOWN) != null);
+        // full-parameter training reads both for gate/up's and down's weight gradients; checkpointed, the
+        // backward recomputes xn2 and h right before it reads them, so one buffer serves every layer
+        boolean keepX = !checkpointed && training && (weightGrads || lora != null && (lora.get(l, Projection.GATE) != null || lora.get(l, Projection.UP) != null));
+        boolean keepH = !checkpointed && training && (weightGrads || lora != null && lora.get(l, Projection.DOWN) != null);
         if (keepX) { if (xn2Own[l] == null) xn2Own[l] = kb.make(dt, N, C); xn2[l] = xn2Own[l]; }
         else { if (xn2Shared == null) xn2Shared = kb.make(dt, N, C); xn2[l] = xn2Shared; }
         if (keepH) { if (hOwn[l] == null) hOwn[l] = kb.make(dt, N, I); h[l] = hOwn[l]; }
@@ -105,7 +122,8 @@ final class Activations {
         for (Tensor[] ts : loraU) all.addAll(java.util.Arrays.asList(ts));
         for (Tensor[] ts : loraUt) all.addAll(java.util.Arrays.asList(ts));
         all.addAll(java.util.Arrays.asList(xn2Shared, hShared, logits, dLoraU));
-        for (Tensor t : all) if (t != null) t.close();
+        java.util.Set<Tensor> closed = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        for (Tensor t : all) if (t != null && closed.add(t)) t.close();   // checkpointed layers share their buffers
     }
 
     Tensor loraU(int l, Projection p, int r) {

@@ -63,7 +63,8 @@ public final class LlamaModel implements AutoCloseable {
     /** Upper bound on logits floats per cross-entropy chunk. */
     private int logitsChunkElems = 1 << 21;
     private int outputRowBucket;
-    private RowBlockMode rowBlockMode = RowBlockMode.CONTIGUOUS;   // callers choose others (the benchmarks: RowBlockMode.fromProperty)
+    private RowBlockMode rowBlockMode = RowBlockMode.CONTIGUOUS;
+    private boolean checkpointing;         // activation checkpointing: keep layer inputs, recompute layers in the backward   // callers choose others (the benchmarks: RowBlockMode.fromProperty)
     private Activations acts;
     private Step step;                     // the step being run (prepared, forwarded, or backpropagated)
     private boolean closed;
@@ -125,6 +126,24 @@ public final class LlamaModel implements AutoCloseable {
 
     public RowBlockMode rowBlockMode() { return rowBlockMode; }
 
+    /**
+     * Activation checkpointing: the forward keeps only each transformer layer's input, and the
+     * backward recomputes a layer's forward from it right before backpropagating through the layer
+     * (one more forward pass for a stash of one (N, C) tensor per layer instead of the layer's
+     * activations). Gradients are the same as without: the recompute runs the very ops, with the
+     * same plan and dropout masks, on the same input.
+     */
+    public void setGradientCheckpointing(boolean on) {
+        if (on != checkpointing && acts != null) {   // the activation set's layout changes: make it anew at the next step
+            acts.close();
+            acts = null;
+            step = null;
+        }
+        this.checkpointing = on;
+    }
+
+    public boolean gradientCheckpointing() { return checkpointing; }
+
     /** Whether the last forward ran its sparse token group as row blocks (GEMMs in place, no token gathers). */
     public boolean usedRowBlocks() { return step != null && step.groups != null && step.groups.sBlocks != null; }
 
@@ -135,10 +154,10 @@ public final class LlamaModel implements AutoCloseable {
     List<Mlp.Kind> lastMlpKinds() { return step == null ? List.of() : step.mlpKinds(); }
 
     private Activations acts(int B, int T) {
-        if (acts == null || acts.B != B || acts.T != T) {
+        if (acts == null || acts.B != B || acts.T != T || acts.checkpointed != checkpointing) {
             if (acts != null) acts.close(); // give the old set back before allocating the new one
             acts = null;
-            acts = new Activations(buffers, c, B, T);
+            acts = new Activations(buffers, c, B, T, checkpointing);
         }
         return acts;
     }
@@ -217,7 +236,7 @@ public final class LlamaModel implements AutoCloseable {
         TokenGroups g = s.groups;
         List<Object> parts = new ArrayList<>(List.of(a.B, a.T, n, lora == null ? "no-lora" : lora, g == null ? 0 : g.nS, g == null ? 0 : g.nD,
                 String.valueOf(g == null ? null : g.sBlocks), String.valueOf(g == null ? null : g.dBlocks), selector != null, s.realRows,
-                rowBlockMode, logitsChunkElems));
+                rowBlockMode, logitsChunkElems, checkpointing));
         if (plan != null) {
             parts.add(plan.frozenGrad());
             for (SparsePlan.LayerPlan lp : plan.layers())
@@ -390,40 +409,25 @@ public final class LlamaModel implements AutoCloseable {
         TokenGroups g = s.groups;
         LayerSelector selector = g == null ? null : s.selector;   // a selector runs only when something is sparse
         Step.Choice choose = new Step.Choice(be, sp, w, slices, mlpKinds);
-        if (g != null)   // the layers a plan brings complete: gather their weight slices once; backward reuses them
-            for (int l = 0; l < c.numLayers(); l++) slices.gather(l, s.plan.layers()[l], keptPadding, Projection.values());
+        if (w.nf4() != null) w.nf4().invalidate();   // every dequantization in this step's ops (a recorded step replays them all)
         int L = c.numLayers();
         float eps = c.rmsNormEps();
         be.embedding(a.resIn[0], a.tokens, w.embed);
         be.rmsNorm(a.xn1[0], a.rstd1[0], a.resIn[0], w.layers[0].attnNorm(), eps);
         for (int l = 0; l < L; l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            w.materialize(l);                        // NF4 weights: this layer's projections dequantized
             a.bindStash(l, lora.adapter, s.training, s.grads.active());
             if (g != null) g.markGathered(null);     // xn2's buffer may be shared between layers: never reuse rows across layers
+            if (g != null && selector == null)       // a plan brought complete: the layer's weight slices, kept for the backward
+                slices.gather(l, s.plan.layers()[l], keptPadding, Projection.values());
             if (selector != null) {                  // choose this layer's attention channels from its own input
                 if (s.maskPadding) sp.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
                 selector.attention(l, a.xn1[l]);
                 slices.gather(l, s.plan.layers()[l], keptPadding, Projection.Q, Projection.K, Projection.V, Projection.O);
             }
             choose.attention(s, l);
-            FrozenLinear[] qkvo = s.attention[l];
-            // attention: q, k, v from the normed input; RoPE; causal GQA attention; o
-            qkvo[0].forward(a, a.q[l], a.xn1[l]);
-            lora.forward(a, a.q[l], a.xn1[l], l, Projection.Q);
-            qkvo[1].forward(a, a.k[l], a.xn1[l]);
-            lora.forward(a, a.k[l], a.xn1[l], l, Projection.K);
-            qkvo[2].forward(a, a.v[l], a.xn1[l]);
-            lora.forward(a, a.v[l], a.xn1[l], l, Projection.V);
-            lora.groupForward(a, l, lora.group(l, Projection.Q, Projection.K), a.xn1[l], 1f);   // q/k/v's LoRA when fused
-            be.ropeQK(a.q[l], a.k[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
-            if (c.hasSlidingWindow()) be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
-                    c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
-            else be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
-                    c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
-            qkvo[3].forward(a, a.tmpC, a.att[l]);
-            lora.forward(a, a.tmpC, a.att[l], l, Projection.O);
-            // residual add fused with the MLP's norm
-            be.addRmsNormTo(a.resMid[l], a.resIn[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
+            attentionForward(s, l);
             // SwiGLU MLP
             if (selector != null) {                  // choose this layer's MLP channels from its own input
                 selector.mlp(l, a.xn2[l]);
@@ -437,6 +441,54 @@ public final class LlamaModel implements AutoCloseable {
             be.addRmsNormTo(next, a.resMid[l], last ? a.xf : a.xn1[l + 1], last ? a.rstdf : a.rstd1[l + 1], a.tmpC,
                     last ? w.finalNorm : w.layers[l + 1].attnNorm(), eps);
         }
+    }
+
+
+    /**
+     * Layer l's attention half on xn1[l] (q, k, v with their LoRA, RoPE, attention, o) and the
+     * residual add fused with the MLP's norm: xn2[l] for the MLP. The strategies are chosen.
+     */
+    private void attentionForward(Step s, int l) {
+        Activations a = s.a;
+        LoraBranch lora = s.lora;
+        LlamaWeights.Layer lw = w.layers[l];
+        float eps = c.rmsNormEps();
+        FrozenLinear[] qkvo = s.attention[l];
+        // attention: q, k, v from the normed input; RoPE; causal GQA attention; o
+        qkvo[0].forward(a, a.q[l], a.xn1[l]);
+        lora.forward(a, a.q[l], a.xn1[l], l, Projection.Q);
+        qkvo[1].forward(a, a.k[l], a.xn1[l]);
+        lora.forward(a, a.k[l], a.xn1[l], l, Projection.K);
+        qkvo[2].forward(a, a.v[l], a.xn1[l]);
+        lora.forward(a, a.v[l], a.xn1[l], l, Projection.V);
+        lora.groupForward(a, l, lora.group(l, Projection.Q, Projection.K), a.xn1[l], 1f);   // q/k/v's LoRA when fused
+        be.ropeQK(a.q[l], a.k[l], a.positions, ropeCos, ropeSin, c.numHeads(), c.numKvHeads(), c.headDim(), false);
+        if (c.hasSlidingWindow()) be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+                c.numHeads(), c.numKvHeads(), c.headDim(), attnScale, c.slidingWindow());
+        else be.attention(a.att[l], a.lse[l], a.q[l], a.k[l], a.v[l], a.keyStart, a.B, a.T,
+                c.numHeads(), c.numKvHeads(), c.headDim(), attnScale);
+        qkvo[3].forward(a, a.tmpC, a.att[l]);
+        lora.forward(a, a.tmpC, a.att[l], l, Projection.O);
+        // residual add fused with the MLP's norm
+        be.addRmsNormTo(a.resMid[l], a.resIn[l], a.xn2[l], a.rstd2[l], a.tmpC, lw.ffnNorm(), eps);
+    }
+
+    /**
+     * Activation checkpointing: layer l's forward again, from its kept input resIn[l], up to what its
+     * backward reads (the layer's output is not needed): the same ops on the same input with the
+     * strategies, kept channels and dropout seeds the forward chose, so the same values. (The
+     * forward computed xn1[l] fused with the previous layer's residual add; rmsNorm of the stored sum
+     * is the same computation.)
+     */
+    private void recomputeLayer(Step s, int l) {
+        Activations a = s.a;
+        w.materialize(l);
+        a.bindStash(l, s.lora.adapter, s.training);
+        if (s.groups != null) s.groups.markGathered(null);
+        be.rmsNorm(a.xn1[l], a.rstd1[l], a.resIn[l], w.layers[l].attnNorm(), c.rmsNormEps());
+        if (s.groups != null && s.selector != null && s.maskPadding) sp.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
+        attentionForward(s, l);
+        s.mlp[l].forward(a, a.tmpC, l);
     }
 
     // ------------------------------------------------------------------ head
@@ -476,8 +528,11 @@ public final class LlamaModel implements AutoCloseable {
         s.stashed = false;
         Activations a = s.a;
         LoraBranch lora = s.lora;
+        if (w.nf4() != null) w.nf4().invalidate();   // a recorded backward dequantizes every layer it reads
         for (int l = c.numLayers() - 1; l >= 0; l--) {
             LlamaWeights.Layer lw = w.layers[l];
+            if (a.checkpointed) recomputeLayer(s, l);   // the layer's activations (and NF4 weights) from its kept input
+            else w.materialize(l);                      // NF4 weights: this layer's projections dequantized
             // a.dres = ∂loss/∂(layer output); the residual passes it straight to resMid
             s.mlp[l].backward(a, a.dxn, a.dres, l);
             s.grads.ffnNorm(l, a.dxn, a.resMid[l], a.rstd2[l]);
@@ -556,6 +611,7 @@ public final class LlamaModel implements AutoCloseable {
         be.embedding(x, ids, w.embed);
         for (int l = 0; l < c.numLayers(); l++) {
             LlamaWeights.Layer lw = w.layers[l];
+            w.materialize(l);
             be.rmsNorm(xn, rstd, x, lw.attnNorm(), eps);
             Tensor kNew = cache.k[l].rows(pos0, n), vNew = cache.v[l].rows(pos0, n);
             denseLinear(q, xn, l, Projection.Q, lora, ones);

@@ -65,7 +65,11 @@ final class WeightSlices implements AutoCloseable {
                 if (s != null) s.close(); // a new kept count: the old slice goes back to the pool
                 slices[l][p.ordinal()] = s = buffers.make(W.dtype(), shape);
             }
-            if (rowsKept) be.gatherRows(s, W, idx); else sp.gatherCols(s, W, idx);
+            Nf4Weights q = w.nf4();
+            if (q != null) {   // QLoRA: only the kept channels' slice is dequantized, straight from the codes
+                if (rowsKept) be.dequantizeNf4Rows(s, q.packed(l, p), q.absmax(l, p), idx, in);
+                else be.dequantizeNf4Cols(s, q.packed(l, p), q.absmax(l, p), idx, in);
+            } else if (rowsKept) be.gatherRows(s, W, idx); else sp.gatherCols(s, W, idx);
             if (k > k0) {                                 // padding channels: zero weights, so their frozen outputs are 0
                 if (rowsKept) be.fill(s.rows(k0, k - k0), 0f); else sp.fillCols(s, k0, 0f);
             }
