@@ -11,6 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/device-run-lib.sh"
 device_run_setup
 "${junit[@]}" --details=tree "${op_tests[@]}" --select-class org.sparselora.cuda.GpuTrainingStepTest \
+  --select-class org.sparselora.cuda.GpuFullStepTest --select-class org.sparselora.cuda.GpuBatchGenerationTest --select-class org.sparselora.cuda.GpuQloraTest \
   --select-class org.sparselora.cuda.KernelCatalogueTest --select-class org.sparselora.cuda.DevicePoolTest --select-class org.sparselora.cuda.GpuSlidingWindowTest \
   --reports-dir "$out/junit" 2>&1 | tee "$out/gpu-tests.log"
 status=${PIPESTATUS[0]}

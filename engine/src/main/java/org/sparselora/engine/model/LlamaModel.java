@@ -483,7 +483,7 @@ public final class LlamaModel implements AutoCloseable {
     private void recomputeLayer(Step s, int l) {
         Activations a = s.a;
         w.materialize(l);
-        a.bindStash(l, s.lora.adapter, s.training);
+        a.bindStash(l, s.lora.adapter, s.training, s.grads.active());
         if (s.groups != null) s.groups.markGathered(null);
         be.rmsNorm(a.xn1[l], a.rstd1[l], a.resIn[l], w.layers[l].attnNorm(), c.rmsNormEps());
         if (s.groups != null && s.selector != null && s.maskPadding) sp.maskPaddingRows(a.xn1[l], a.keyStart, a.B, a.T);
