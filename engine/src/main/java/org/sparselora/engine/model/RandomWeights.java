@@ -91,7 +91,7 @@ public final class RandomWeights implements WeightSource {
      * {@value #PRESET_NAMES}. Head dim 32 (tiny) or 64, SwiGLU width 4·C (3.5·C for base), full
      * multi-head attention, tied embeddings (at these widths an untied head would be most of the
      * model), RoPE θ 10000, RMSNorm ε 1e-5, 2048 positions. The vocabulary and special ids are the
-     * tokenizer's, so they are arguments. Non-embedding parameters: tiny-1m 1.05M (C 128, 4 layers),
+     * tokenizer's, so they are arguments. Positions: 8192 (pretraining rows of 2k–8k tokens). Non-embedding parameters: tiny-1m 1.05M (C 128, 4 layers),
      * small-8m 8.4M (C 256, 8 layers), base-30m 30.4M (C 512, 8 layers).
      */
     public static LlamaConfig preset(String name, int vocabSize, int bosId, int eosId) {
@@ -103,7 +103,7 @@ public final class RandomWeights implements WeightSource {
             default -> null;
         };
         if (s == null) return null;
-        return new LlamaConfig("LlamaForCausalLM", s[0], s[1], s[2], s[3], s[3], s[0] / s[3], vocabSize, 2048, 1e-5f, 10000f, null,
+        return new LlamaConfig("LlamaForCausalLM", s[0], s[1], s[2], s[3], s[3], s[0] / s[3], vocabSize, 8192, 1e-5f, 10000f, null,
                 true, false, bosId, eosId);
     }
 
