@@ -1,15 +1,11 @@
 package org.sparselora.arcagi;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
-import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.sparselora.engine.io.AtomicFiles;
+import org.sparselora.actors.demo.CharTokenizerJson;
 import org.sparselora.engine.tokenizer.Tokenizer;
 
 /**
@@ -109,67 +105,32 @@ public final class ArcTokenizer implements Tokenizer {
 
     // ---- HF files -------------------------------------------------------------------------------
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
-
     /** The {@code tokenizer.json} text. */
     public static String tokenizerJson() {
-        ObjectNode root = JSON.createObjectNode();
-        root.put("version", "1.0");
-        root.putNull("truncation");
-        root.putNull("padding");
-        ArrayNode added = root.putArray("added_tokens");
-        for (int id : new int[] {PAD, BOS, EOS}) {
-            ObjectNode t = added.addObject();
-            t.put("id", id);
-            t.put("content", TEXT[id]);
-            t.put("single_word", false);
-            t.put("lstrip", false);
-            t.put("rstrip", false);
-            t.put("normalized", false);
-            t.put("special", true);
-        }
-        root.putNull("normalizer");
         // every character its own word: no whitespace handling at all (rows end in a newline token)
-        ObjectNode pre = root.putObject("pre_tokenizer");
+        ObjectNode pre = CharTokenizerJson.object();
         pre.put("type", "Split");
         pre.putObject("pattern").put("Regex", "[\\s\\S]");
         pre.put("behavior", "Isolated");
         pre.put("invert", false);
-        ObjectNode pp = root.putObject("post_processor");
-        pp.put("type", "TemplateProcessing");
-        ArrayNode single = pp.putArray("single");
-        single.addObject().putObject("SpecialToken").put("id", BOS_TEXT).put("type_id", 0);
-        single.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
-        ArrayNode pair = pp.putArray("pair");
-        pair.addObject().putObject("SpecialToken").put("id", BOS_TEXT).put("type_id", 0);
-        pair.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
-        pair.addObject().putObject("Sequence").put("id", "B").put("type_id", 1);
-        ObjectNode st = pp.putObject("special_tokens").putObject(BOS_TEXT);
-        st.put("id", BOS_TEXT);
-        st.putArray("ids").add(BOS);
-        st.putArray("tokens").add(BOS_TEXT);
-        root.putObject("decoder").put("type", "Fuse");
+        ObjectNode root = CharTokenizerJson.withoutModel(new String[] {TEXT[PAD], TEXT[BOS], TEXT[EOS]}, new int[] {PAD, BOS, EOS}, pre, BOS_TEXT, BOS);
         ObjectNode model = root.putObject("model");
         model.put("type", "WordLevel");
         ObjectNode vocab = model.putObject("vocab");
         for (int id = 0; id < VOCAB; id++) vocab.put(TEXT[id], id);
         model.put("unk_token", PAD_TEXT);
-        return write(root);
+        return CharTokenizerJson.text(root);
     }
 
     /** The {@code tokenizer_config.json} text: the special tokens by name, as transformers reads them. */
     public static String tokenizerConfigJson(int modelMaxLength) {
-        ObjectNode c = JSON.createObjectNode();
-        c.put("tokenizer_class", "PreTrainedTokenizerFast");
-        c.put("bos_token", BOS_TEXT);
-        c.put("eos_token", EOS_TEXT);
-        c.put("pad_token", PAD_TEXT);
+        ObjectNode c = CharTokenizerJson.config(BOS_TEXT, EOS_TEXT, PAD_TEXT);
         c.put("unk_token", PAD_TEXT);
         c.put("add_bos_token", true);
         c.put("add_eos_token", false);
         c.put("clean_up_tokenization_spaces", false);
         c.put("model_max_length", modelMaxLength);
-        return write(c);
+        return CharTokenizerJson.text(c);
     }
 
     /** Writes {@code tokenizer.json} and {@code tokenizer_config.json} into {@code dir} (each atomically). */
@@ -179,19 +140,8 @@ public final class ArcTokenizer implements Tokenizer {
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create " + dir + ": " + e.getMessage(), e);
         }
-        put(dir.resolve("tokenizer.json"), tokenizerJson());
-        put(dir.resolve("tokenizer_config.json"), tokenizerConfigJson(modelMaxLength));
+        CharTokenizerJson.write(dir.resolve("tokenizer.json"), tokenizerJson());
+        CharTokenizerJson.write(dir.resolve("tokenizer_config.json"), tokenizerConfigJson(modelMaxLength));
     }
 
-    private static void put(Path file, String text) {
-        AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, text, StandardCharsets.UTF_8));
-    }
-
-    private static String write(ObjectNode n) {
-        try {
-            return JSON.writeValueAsString(n) + "\n";
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-    }
 }

@@ -25,6 +25,7 @@ import org.sparselora.engine.sparse.SvdPredictor;
 import org.sparselora.engine.tokenizer.Tokenizer;
 import org.sparselora.engine.model.Batch;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -41,11 +42,8 @@ import picocli.CommandLine.Option;
                 "measured on a few batches; writes a sparsity config YAML and reports predicted vs measured loss."})
 public final class CalibrateCommand implements Callable<Integer> {
 
-    @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
-    Path model;
-
-    @Option(names = "--tokenizer", paramLabel = "T", description = "tokenizer.json, llama2.c tokenizer .bin, or a directory (default: the model's)")
-    Path tokenizer;
+    @Mixin
+    ModelOptions models;
 
     @Option(names = "--data", required = true, paramLabel = "D", description = "dataset: Alpaca/Math10K JSON(L), GSM8K JSONL or text JSONL")
     Path data;
@@ -99,8 +97,8 @@ public final class CalibrateCommand implements Callable<Integer> {
     @Option(names = "--predictor-cache", paramLabel = "FILE", description = "SVD factor cache (default: the training pipeline's for this model and rank)")
     Path predictorCache;
 
-    @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})")
-    String device;
+    @Mixin
+    DeviceOption device;
 
     @Override
     public Integer call() throws IOException {
@@ -115,8 +113,9 @@ public final class CalibrateCommand implements Callable<Integer> {
         checkRatios("--mlp-ratios", mlp);
         checkRatios("--attention-ratios", attn);
 
-        try (WeightSource src = ModelFiles.openModel(model); Tokenizer tok = ModelFiles.openTokenizer(model, tokenizer)) {
-            ModelFiles.checkVocab(tok, src.config(), model, tokenizer);
+        try (ModelOptions.Opened m = models.open()) {
+            WeightSource src = m.src();
+            Tokenizer tok = m.tok();
             DatasetReader.Dataset ds = DatasetReader.read(data, format == null ? null : DatasetFormat.parse(format),
                     new DatasetReader.Options(PromptTemplate.LLM_ADAPTERS, field));
             if (!ds.malformed().isEmpty()) System.err.println(ds.report());
@@ -141,9 +140,9 @@ public final class CalibrateCommand implements Callable<Integer> {
                         + " sparsity cannot change the loss here (use an instruction dataset, or --no-skip-output-tokens)");
             SparsityConfig template = SparsityConfig.parse("mode: svd_" + rank + "\nskip_output_tokens: " + skipOutputTokens + "\n",
                     "calibration template");
-            Path cache = predictorCache != null ? predictorCache : LlamaEngineProvider.predictorCache(model, rank);
+            Path cache = predictorCache != null ? predictorCache : LlamaEngineProvider.predictorCache(models.model, rank);
             Files.createDirectories(cache.toAbsolutePath().getParent());
-            Backend be = ModelFiles.backend(device);
+            Backend be = device.backend();
             Calibration.Result r;
             try (be) {
                 r = Calibration.calibrateModel(be, src, calib, lora, template, targetFlops, mlp, attn, cache, svdProgress(),

@@ -7,19 +7,14 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.Callable;
-import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.data.DatasetFormat;
 import org.sparselora.engine.data.DatasetReader;
 import org.sparselora.engine.data.PromptTemplate;
 import org.sparselora.engine.eval.EvalTask;
 import org.sparselora.engine.eval.GenerationEval;
 import org.sparselora.engine.io.AtomicFiles;
-import org.sparselora.engine.io.WeightSource;
-import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.model.LlamaModel;
-import org.sparselora.engine.model.LlamaWeights;
-import org.sparselora.engine.tokenizer.Tokenizer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -35,14 +30,11 @@ import picocli.CommandLine.Option;
                 "Prints {\"line\": n, \"correct\": b, \"answer\": …, \"expected\": …} per record, then {\"accuracy\": a, …}."})
 public final class EvalCommand implements Callable<Integer> {
 
-    @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
-    Path model;
+    @Mixin
+    ModelOptions models;
 
-    @Option(names = "--tokenizer", paramLabel = "T", description = "tokenizer.json, llama2.c tokenizer .bin, or a directory (default: the model's)")
-    Path tokenizer;
-
-    @Option(names = "--adapter", paramLabel = "DIR", description = "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
-    Path adapter;
+    @Mixin
+    AdapterOption adapter;
 
     @Option(names = "--data", required = true, paramLabel = "FILE", description = "dataset file (JSON array or JSONL; alpaca, gsm8k or prompt/completion records)")
     Path data;
@@ -67,8 +59,8 @@ public final class EvalCommand implements Callable<Integer> {
     @Option(names = "--out", paramLabel = "FILE.json", description = "also write the summary and every record to this JSON file")
     Path out;
 
-    @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})")
-    String device;
+    @Mixin
+    DeviceOption device;
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -85,17 +77,11 @@ public final class EvalCommand implements Callable<Integer> {
         var examples = limit > 0 && limit < ds.examples().size() ? ds.examples().subList(0, limit) : ds.examples();
         PrintStream so = System.out;
         GenerationEval.Summary sum;
-        try (WeightSource src = ModelFiles.openModel(model); Tokenizer tok = ModelFiles.openTokenizer(model, tokenizer)) {
-            ModelFiles.checkVocab(tok, src.config(), model, tokenizer);
-            Backend be = ModelFiles.backend(device);
-            try (be; LlamaWeights w = LlamaWeights.upload(be, src);
-                 LoraAdapter lora = adapter == null ? null : ModelFiles.openAdapter(be, src.config(), adapter)) {
-                GenerationEval ev = new GenerationEval(new LlamaModel(be, w), lora, tok, t, maxNewTokens);
-                sum = ev.evaluateAll(examples, r -> {
-                    so.println(JSON.valueToTree(recordJson(r)).toString());
-                    so.flush();
-                });
-            }
+        try (ModelOptions.Opened m = models.open()) {
+            sum = m.run(device, adapter, (model, lora) -> new GenerationEval(model, lora, m.tok(), t, maxNewTokens).evaluateAll(examples, r -> {
+                so.println(JSON.valueToTree(recordJson(r)).toString());
+                so.flush();
+            }));
         }
         ObjectNode s = summaryJson(sum, t);
         so.println(s.toString());

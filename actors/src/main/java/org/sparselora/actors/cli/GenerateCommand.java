@@ -1,17 +1,12 @@
 package org.sparselora.actors.cli;
 
 import java.io.PrintStream;
-import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.concurrent.Callable;
-import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.generate.Generator;
-import org.sparselora.engine.io.WeightSource;
-import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.model.LlamaModel;
-import org.sparselora.engine.model.LlamaWeights;
 import org.sparselora.engine.tokenizer.Tokenizer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -26,14 +21,11 @@ import picocli.CommandLine.Option;
         description = {"Generate a continuation of a prompt and print it (greedy at --temperature 0)."})
 public final class GenerateCommand implements Callable<Integer> {
 
-    @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
-    Path model;
+    @Mixin
+    ModelOptions models;
 
-    @Option(names = "--tokenizer", paramLabel = "T", description = "tokenizer.json, llama2.c tokenizer .bin, or a directory (default: the model's)")
-    Path tokenizer;
-
-    @Option(names = "--adapter", paramLabel = "DIR", description = "PEFT adapter directory")
-    Path adapter;
+    @Mixin
+    AdapterOption adapter;
 
     @Option(names = "--prompt", required = true, paramLabel = "S", description = "the prompt (may be empty: start from BOS)")
     String prompt;
@@ -50,27 +42,24 @@ public final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "0", description = "sampling seed (default: ${DEFAULT-VALUE})")
     long seed;
 
-    @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})")
-    String device;
+    @Mixin
+    DeviceOption device;
 
     @Override
     public Integer call() {
-        Generator.Options opts = new Generator.Options(maxNewTokens, temperature, topP, seed, -1); // validates the numbers first
-        try (WeightSource src = ModelFiles.openModel(model); Tokenizer tok = ModelFiles.openTokenizer(model, tokenizer)) {
-            ModelFiles.checkVocab(tok, src.config(), model, tokenizer);
-            int[] ids = promptIds(tok, prompt);
-            opts = new Generator.Options(maxNewTokens, temperature, topP, seed, tok.eosId());
-            Backend be = ModelFiles.backend(device);
-            try (be; LlamaWeights w = LlamaWeights.upload(be, src);
-                 LoraAdapter lora = adapter == null ? null : ModelFiles.openAdapter(be, src.config(), adapter)) {
-                Generator gen = new Generator(new LlamaModel(be, w), lora);
+        new Generator.Options(maxNewTokens, temperature, topP, seed, -1); // validates the numbers first
+        try (ModelOptions.Opened m = models.open()) {
+            int[] ids = promptIds(m.tok(), prompt);
+            Generator.Options withEos = new Generator.Options(maxNewTokens, temperature, topP, seed, m.tok().eosId());
+            m.run(device, adapter, (model, lora) -> {
                 PrintStream out = System.out;
-                Streamer s = new Streamer(tok, ids, out);
-                gen.generate(ids, opts, s::accept);
+                Streamer s = new Streamer(m.tok(), ids, out);
+                new Generator(model, lora).generate(ids, withEos, s::accept);
                 s.finish();
                 out.println();
                 out.flush();
-            }
+                return null;
+            });
         }
         return 0;
     }

@@ -12,7 +12,6 @@ import org.sparselora.engine.model.LlamaConfig;
 import org.sparselora.engine.sparse.LowRankSvd;
 import org.sparselora.engine.sparse.SparsityConfig;
 import org.sparselora.engine.sparse.SvdPredictor;
-import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -26,15 +25,7 @@ import picocli.CommandLine.Option;
 @Command(name = "predictor", mixinStandardHelpOptions = true,
         description = "SVD predictor factors (the channel-selection estimator of SparseLoRA).",
         subcommands = {PredictorCommand.Build.class})
-public final class PredictorCommand implements Runnable {
-
-    @CommandLine.Spec
-    CommandLine.Model.CommandSpec spec;
-
-    @Override
-    public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "a subcommand is required (build)");
-    }
+public final class PredictorCommand extends CommandGroup {
 
     @Command(name = "build", mixinStandardHelpOptions = true,
             description = {"Factor the frozen gate/up and q/k/v projections at rank r and write them to the predictor cache.",

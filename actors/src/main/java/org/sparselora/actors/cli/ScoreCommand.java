@@ -13,15 +13,10 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.Callable;
-import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.eval.Scorer;
 import org.sparselora.engine.io.FormatException;
-import org.sparselora.engine.io.WeightSource;
-import org.sparselora.engine.lora.LoraAdapter;
-import org.sparselora.engine.model.LlamaModel;
-import org.sparselora.engine.model.LlamaWeights;
-import org.sparselora.engine.tokenizer.Tokenizer;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -38,14 +33,11 @@ import picocli.CommandLine.Option;
                 "A NaN or infinite loss makes the exit status 1 (--allow-nonfinite accepts it)."})
 public final class ScoreCommand implements Callable<Integer> {
 
-    @Option(names = "--model", required = true, paramLabel = "M", description = "HF model directory or llama2.c .bin")
-    Path model;
+    @Mixin
+    ModelOptions models;
 
-    @Option(names = "--tokenizer", paramLabel = "T", description = "tokenizer.json, llama2.c tokenizer .bin, or a directory (default: the model's)")
-    Path tokenizer;
-
-    @Option(names = "--adapter", paramLabel = "DIR", description = "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
-    Path adapter;
+    @Mixin
+    AdapterOption adapter;
 
     @Option(names = "--data", required = true, paramLabel = "FILE.jsonl", description = "one JSON object per line")
     Path data;
@@ -56,8 +48,8 @@ public final class ScoreCommand implements Callable<Integer> {
     @Option(names = "--max-tokens", defaultValue = "256", description = "truncate each encoding to this many ids (default: ${DEFAULT-VALUE})")
     int maxTokens;
 
-    @Option(names = "--device", defaultValue = "cpu", paramLabel = "cpu|cuda[:N]", description = "backend (default: ${DEFAULT-VALUE})")
-    String device;
+    @Mixin
+    DeviceOption device;
 
     @Option(names = "--allow-nonfinite", description = "exit 0 even when a loss is NaN or infinite (printed as null)")
     boolean allowNonFinite;
@@ -72,12 +64,9 @@ public final class ScoreCommand implements Callable<Integer> {
     public Integer call() {
         if (maxTokens < 2) throw new IllegalArgumentException("--max-tokens must be at least 2, got " + maxTokens);
         List<Text> texts = readTexts(data, field, System.err);
-        try (WeightSource src = ModelFiles.openModel(model); Tokenizer tok = ModelFiles.openTokenizer(model, tokenizer)) {
-            ModelFiles.checkVocab(tok, src.config(), model, tokenizer);
-            Backend be = ModelFiles.backend(device);
-            try (be; LlamaWeights w = LlamaWeights.upload(be, src);
-                 LoraAdapter lora = adapter == null ? null : ModelFiles.openAdapter(be, src.config(), adapter)) {
-                Scorer scorer = new Scorer(new LlamaModel(be, w), lora, tok, maxTokens);
+        try (ModelOptions.Opened m = models.open()) {
+            return m.run(device, adapter, (model, lora) -> {
+                Scorer scorer = new Scorer(model, lora, m.tok(), maxTokens);
                 PrintStream out = System.out;
                 double sum = 0;
                 int scored = 0, skipped = 0;
@@ -109,9 +98,9 @@ public final class ScoreCommand implements Callable<Integer> {
                     System.err.println("score: no record has 2 or more tokens: nothing was scored");
                     return 1;
                 }
-            }
+                return 0;
+            });
         }
-        return 0;
     }
 
     /** JSON has no NaN/Infinity: those are written as null. */

@@ -29,15 +29,7 @@ import picocli.CommandLine.Parameters;
  */
 @Command(name = "sparsity", mixinStandardHelpOptions = true, description = "SparseLoRA sparsity configs.",
         subcommands = {SparsityCommand.Check.class})
-public final class SparsityCommand implements Runnable {
-
-    @CommandLine.Spec
-    CommandLine.Model.CommandSpec spec;
-
-    @Override
-    public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "a subcommand is required (check)");
-    }
+public final class SparsityCommand extends CommandGroup {
 
     @Command(name = "check", mixinStandardHelpOptions = true,
             description = "Validate a sparsity config and show its sparse layers per kind; with a model shape, "

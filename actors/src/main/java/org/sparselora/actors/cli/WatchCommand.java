@@ -1,30 +1,19 @@
 package org.sparselora.actors.cli;
 
 import java.util.Iterator;
-import java.util.concurrent.Callable;
 import org.sparselora.proto.control.JobEvent;
 import org.sparselora.proto.control.JobState;
 import org.sparselora.proto.control.WatchRequest;
 import picocli.CommandLine.Command;
-import picocli.CommandLine.Mixin;
-import picocli.CommandLine.Parameters;
 
 /** {@code sparselora watch JOB}: live progress of a job on a server until it stops. */
 @Command(name = "watch", mixinStandardHelpOptions = true,
         description = "Follow a job: step, loss, tokens/s, sparse/dense, ETA. Exits 0 when it finishes, 1 when it fails or is cancelled.")
-public final class WatchCommand implements Callable<Integer> {
-
-    @Parameters(index = "0", paramLabel = "JOB", description = "job id (job-<n>)")
-    String id;
-
-    @Mixin
-    ClientOptions client;
+public final class WatchCommand extends JobCommand {
 
     @Override
-    public Integer call() throws Exception {
-        try (ClientOptions.Client c = client.connect()) {
-            return watch(c, id);
-        }
+    int call(ClientOptions.Client c, String id) {
+        return watch(c, id);
     }
 
     static int watch(ClientOptions.Client c, String id) {

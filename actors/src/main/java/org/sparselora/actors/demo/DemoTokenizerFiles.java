@@ -1,15 +1,10 @@
 package org.sparselora.actors.demo;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.SerializationFeature;
-import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.sparselora.engine.io.AtomicFiles;
 
 /**
  * {@link CharTokenizer} as HF tokenizer files, so the demo's base model directory is an ordinary
@@ -23,45 +18,13 @@ import org.sparselora.engine.io.AtomicFiles;
 public final class DemoTokenizerFiles {
     public static final String PAD = "<pad>", BOS = "<s>", EOS = "</s>";
 
-    private static final ObjectMapper JSON = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
-
     private DemoTokenizerFiles() {}
 
     /** The {@code tokenizer.json} text for the demo's vocabulary. */
     public static String tokenizerJson() {
-        ObjectNode root = JSON.createObjectNode();
-        root.put("version", "1.0");
-        root.putNull("truncation");
-        root.putNull("padding");
-        ArrayNode added = root.putArray("added_tokens");
         String[] specials = {PAD, BOS, EOS};
         int[] ids = {CharTokenizer.PAD, CharTokenizer.BOS, CharTokenizer.EOS};
-        for (int i = 0; i < specials.length; i++) {
-            ObjectNode t = added.addObject();
-            t.put("id", ids[i]);
-            t.put("content", specials[i]);
-            t.put("single_word", false);
-            t.put("lstrip", false);
-            t.put("rstrip", false);
-            t.put("normalized", false);
-            t.put("special", true);
-        }
-        root.putNull("normalizer");
-        root.putNull("pre_tokenizer");
-        ObjectNode pp = root.putObject("post_processor");
-        pp.put("type", "TemplateProcessing");
-        ArrayNode single = pp.putArray("single");
-        single.addObject().putObject("SpecialToken").put("id", BOS).put("type_id", 0);
-        single.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
-        ArrayNode pair = pp.putArray("pair");
-        pair.addObject().putObject("SpecialToken").put("id", BOS).put("type_id", 0);
-        pair.addObject().putObject("Sequence").put("id", "A").put("type_id", 0);
-        pair.addObject().putObject("Sequence").put("id", "B").put("type_id", 1);
-        ObjectNode st = pp.putObject("special_tokens").putObject(BOS);
-        st.put("id", BOS);
-        st.putArray("ids").add(CharTokenizer.BOS);
-        st.putArray("tokens").add(BOS);
-        root.putObject("decoder").put("type", "Fuse");
+        ObjectNode root = CharTokenizerJson.withoutModel(specials, ids, null, BOS, CharTokenizer.BOS);
         ObjectNode model = root.putObject("model");
         model.put("type", "BPE");
         model.putNull("dropout");
@@ -75,20 +38,16 @@ public final class DemoTokenizerFiles {
         for (int k = 0; k < CharTokenizer.ALPHABET.length(); k++)
             vocab.put(String.valueOf(CharTokenizer.ALPHABET.charAt(k)), CharTokenizer.OFFSET + k);
         model.putArray("merges");
-        return write(root);
+        return CharTokenizerJson.text(root);
     }
 
     /** The {@code tokenizer_config.json} text: the special tokens by name, no chat template. */
     public static String tokenizerConfigJson() {
-        ObjectNode c = JSON.createObjectNode();
-        c.put("tokenizer_class", "PreTrainedTokenizerFast");
-        c.put("bos_token", BOS);
-        c.put("eos_token", EOS);
-        c.put("pad_token", PAD);
+        ObjectNode c = CharTokenizerJson.config(BOS, EOS, PAD);
         c.put("add_bos_token", true);
         c.put("add_eos_token", false);
         c.put("model_max_length", DemoModel.SEQ_LEN + 8);
-        return write(c);
+        return CharTokenizerJson.text(c);
     }
 
     /** Writes both files into {@code dir} unless they are already there with this content. */
@@ -103,14 +62,6 @@ public final class DemoTokenizerFiles {
         } catch (IOException e) {
             // unreadable: rewrite it below
         }
-        AtomicFiles.writeFile(file, tmp -> Files.writeString(tmp, text, StandardCharsets.UTF_8));
-    }
-
-    private static String write(ObjectNode n) {
-        try {
-            return JSON.writeValueAsString(n) + "\n";
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
+        CharTokenizerJson.write(file, text);
     }
 }

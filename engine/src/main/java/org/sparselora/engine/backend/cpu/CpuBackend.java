@@ -9,6 +9,8 @@ import org.sparselora.engine.backend.Bf16;
 import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.TensorChecks;
+import org.sparselora.engine.backend.WindowedAttention;
 
 /**
  * The reference backend: every {@link Backend} op in fp32 on heap arrays, multithreaded over rows /
@@ -21,7 +23,7 @@ import org.sparselora.engine.backend.Tensor;
  * column norms) combine fixed partials in a fixed order. The same inputs give bit-identical outputs
  * with 1 or 64 threads.
  */
-public final class CpuBackend implements Backend, SparseOps {
+public final class CpuBackend implements WindowedAttention, SparseOps {
 
     private static final MatmulKernels KERNELS = pickKernels();
     /** Output tile of one GEMM task; fixed so results never depend on the thread count. */
@@ -131,11 +133,6 @@ public final class CpuBackend implements Backend, SparseOps {
         return c;
     }
 
-    private static void sameNumel(Tensor a, Tensor b, String op) {
-        if (a.numel() != b.numel())
-            throw new IllegalArgumentException(op + ": element counts differ: " + Tensor.describe(a) + " vs " + Tensor.describe(b));
-    }
-
     @Override
     public Tensor empty(DType dtype, int... shape) {
         long n = 1;
@@ -225,7 +222,7 @@ public final class CpuBackend implements Backend, SparseOps {
 
     @Override
     public void copy(Tensor dst, Tensor src) {
-        sameNumel(dst, src, "copy");
+        TensorChecks.sameNumel(dst, src, "copy");
         CpuTensor d = t(dst), s = t(src);
         if (d.f != null && s.f != null) {
             System.arraycopy(s.f, s.off, d.f, d.off, d.numel);
@@ -371,7 +368,7 @@ public final class CpuBackend implements Backend, SparseOps {
 
     @Override
     public void axpy(Tensor y, float alpha, Tensor x) {
-        sameNumel(y, x, "axpy");
+        TensorChecks.sameNumel(y, x, "axpy");
         CpuTensor Y = ft(y, "axpy y"), X = ft(x, "axpy x");
         parallelFor(Y.numel, 65536, (a, b) -> {
             for (int i = a; i < b; i++) Y.f[Y.off + i] += alpha * X.f[X.off + i];
@@ -390,8 +387,8 @@ public final class CpuBackend implements Backend, SparseOps {
 
     @Override
     public void mul(Tensor out, Tensor a, Tensor b) {
-        sameNumel(out, a, "mul");
-        sameNumel(out, b, "mul");
+        TensorChecks.sameNumel(out, a, "mul");
+        TensorChecks.sameNumel(out, b, "mul");
         CpuTensor O = ft(out, "mul out"), A = ft(a, "mul a"), B = ft(b, "mul b");
         parallelFor(O.numel, 65536, (s, e) -> {
             for (int i = s; i < e; i++) O.f[O.off + i] = A.f[A.off + i] * B.f[B.off + i];
@@ -439,7 +436,7 @@ public final class CpuBackend implements Backend, SparseOps {
         CpuTensor O = ft(out, "rmsNorm out"), R = ft(rstd, "rmsNorm rstd"), X = ft(x, "rmsNorm x"), W = ft(weight, "rmsNorm weight");
         int c = X.cols(), n = X.rows();
         if (W.numel != c || R.numel != n) throw new IllegalArgumentException("rmsNorm: weight " + Tensor.describe(weight) + " / rstd " + Tensor.describe(rstd) + " for x " + Tensor.describe(x));
-        sameNumel(out, x, "rmsNorm");
+        TensorChecks.sameNumel(out, x, "rmsNorm");
         parallelFor(n, grainFor(c), (a, b) -> {
             for (int r = a; r < b; r++) {
                 int xo = X.off + r * c, oo = O.off + r * c;
@@ -457,8 +454,8 @@ public final class CpuBackend implements Backend, SparseOps {
     public void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate) {
         CpuTensor DX = ft(dx, "dx"), DO = ft(dout, "dout"), X = ft(x, "x"), W = ft(weight, "weight"), R = ft(rstd, "rstd");
         int c = X.cols(), n = X.rows();
-        sameNumel(dx, x, "rmsNormBackward");
-        sameNumel(dout, x, "rmsNormBackward");
+        TensorChecks.sameNumel(dx, x, "rmsNormBackward");
+        TensorChecks.sameNumel(dout, x, "rmsNormBackward");
         parallelFor(n, grainFor(c), (a, b) -> {
             for (int r = a; r < b; r++) {
                 int xo = X.off + r * c, go = DO.off + r * c, dxo = DX.off + r * c;
@@ -572,12 +569,6 @@ public final class CpuBackend implements Backend, SparseOps {
         }
     }
 
-    @Override
-    public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
-                          int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
-        attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale, 0);
-    }
-
     /**
      * The one attention forward: {@code window} ≤ 0 is plain causal attention; otherwise row i only
      * keeps keys j with i − j < window (the scores GEMM still fills the causal block, the softmax
@@ -627,13 +618,6 @@ public final class CpuBackend implements Backend, SparseOps {
             }
         });
         round(O);
-    }
-
-    @Override
-    public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
-                                  Tensor q, Tensor k, Tensor v, Tensor keyStart,
-                                  int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
-        attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale, 0);
     }
 
     /** The one attention backward; keys outside the window (window > 0) get P = dS = 0, as in the forward. */
@@ -702,12 +686,6 @@ public final class CpuBackend implements Backend, SparseOps {
         round(DV);
     }
 
-
-    @Override
-    public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
-                                int heads, int kvHeads, int headDim, float scale) {
-        attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale, 0);
-    }
 
     /** The one cached attention: the token at position p reads keys [p − window + 1, p] (all of [0, p] when window ≤ 0). */
     @Override
@@ -799,8 +777,8 @@ public final class CpuBackend implements Backend, SparseOps {
 
     @Override
     public void swiglu(Tensor out, Tensor gate, Tensor up) {
-        sameNumel(out, gate, "swiglu");
-        sameNumel(out, up, "swiglu");
+        TensorChecks.sameNumel(out, gate, "swiglu");
+        TensorChecks.sameNumel(out, up, "swiglu");
         CpuTensor O = ft(out, "out"), G = ft(gate, "gate"), U = ft(up, "up");
         parallelFor(O.numel, 32768, (a, b) -> {
             KERNELS.swiglu(O.f, O.off + a, G.f, G.off + a, U.f, U.off + a, b - a);
@@ -810,9 +788,9 @@ public final class CpuBackend implements Backend, SparseOps {
 
     @Override
     public void swigluBackward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
-        sameNumel(dgate, gate, "swigluBackward");
-        sameNumel(dup, up, "swigluBackward");
-        sameNumel(dout, gate, "swigluBackward");
+        TensorChecks.sameNumel(dgate, gate, "swigluBackward");
+        TensorChecks.sameNumel(dup, up, "swigluBackward");
+        TensorChecks.sameNumel(dout, gate, "swigluBackward");
         CpuTensor DG = ft(dgate, "dgate"), DU = ft(dup, "dup"), DO = ft(dout, "dout"), G = ft(gate, "gate"), U = ft(up, "up");
         parallelFor(G.numel, 32768, (a, b) -> {
             KERNELS.swigluBackward(DG.f, DG.off + a, DU.f, DU.off + a, DO.f, DO.off + a, G.f, G.off + a, U.f, U.off + a, b - a);
@@ -869,7 +847,7 @@ public final class CpuBackend implements Backend, SparseOps {
 
     @Override
     public void dropout(Tensor out, Tensor x, float p, long seed) {
-        sameNumel(out, x, "dropout");
+        TensorChecks.sameNumel(out, x, "dropout");
         if (!(p >= 0f && p < 1f)) throw new IllegalArgumentException("dropout: p must be in [0,1), got " + p);
         if (p == 0f) { copy(out, x); return; }
         CpuTensor O = ft(out, "out"), X = ft(x, "x");
@@ -885,10 +863,7 @@ public final class CpuBackend implements Backend, SparseOps {
     @Override
     public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
                       float eps, float weightDecay, int step, float gradScale) {
-        sameNumel(param, grad, "adamw");
-        sameNumel(param, m, "adamw");
-        sameNumel(param, v, "adamw");
-        if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+        TensorChecks.adamw(param, grad, m, v, step);
         CpuTensor P = ft(param, "param"), G = ft(grad, "grad"), M = ft(m, "m"), V = ft(v, "v");
         float bc1 = (float) (1.0 - Math.pow(beta1, step)), bc2 = (float) (1.0 - Math.pow(beta2, step));
         parallelFor(P.numel, 65536, (a, b) -> {

@@ -4,6 +4,7 @@ import java.util.Arrays;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.TensorChecks;
 
 /**
  * A CPU tensor: a window {@code [off, off+numel)} of a heap array. Floating dtypes live in a
@@ -28,16 +29,10 @@ public final class CpuTensor implements Tensor {
         this.f = f;
         this.i = i;
         this.off = off;
-        long n = 1;
-        for (int d : shape) {
-            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
-            n *= d;
-        }
+        long n = TensorChecks.numel(shape);
         if (n > Integer.MAX_VALUE) throw new IllegalArgumentException("tensor too large for the CPU backend: " + Arrays.toString(shape));
         this.numel = (int) n;
-        int cap = f != null ? f.length : i.length;
-        if (off < 0 || off + numel > cap)
-            throw new IllegalArgumentException("view [" + off + ", " + (off + numel) + ") outside storage of " + cap);
+        TensorChecks.viewInside(off, numel, f != null ? f.length : i.length);
     }
 
     @Override public Backend backend() { return backend; }

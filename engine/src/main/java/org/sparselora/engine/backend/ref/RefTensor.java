@@ -4,6 +4,7 @@ import java.util.Arrays;
 import org.sparselora.engine.backend.Backend;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.TensorChecks;
 import org.sparselora.engine.io.Dtypes;
 
 /**
@@ -21,13 +22,8 @@ public final class RefTensor implements Tensor {
     private final int numel;
 
     RefTensor(ReferenceBackend backend, DType dtype, int[] shape, float[] f, int[] i, int off) {
-        long n = 1;
-        for (int d : shape) {
-            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
-            n *= d;
-        }
-        int cap = f != null ? f.length : i.length;
-        if (off < 0 || off + n > cap) throw new IllegalArgumentException("view [" + off + ", " + (off + n) + ") outside storage of " + cap);
+        long n = TensorChecks.numel(shape);
+        TensorChecks.viewInside(off, n, f != null ? f.length : i.length);
         this.backend = backend;
         this.dtype = dtype;
         this.shape = shape;

@@ -6,6 +6,8 @@ import org.sparselora.engine.backend.SparseOps;
 import org.sparselora.engine.backend.CounterRng;
 import org.sparselora.engine.backend.DType;
 import org.sparselora.engine.backend.Tensor;
+import org.sparselora.engine.backend.TensorChecks;
+import org.sparselora.engine.backend.WindowedAttention;
 
 /**
  * The readable specification of every {@link Backend} op: one plain loop per op, one thread, sums
@@ -25,7 +27,7 @@ import org.sparselora.engine.backend.Tensor;
  * {@code matmulSharedA}, {@code maskPaddingRows}, {@code randomNormal}, {@code adamwGroup}); the
  * graph-capture ops keep their "cannot record" defaults.
  */
-public final class ReferenceBackend implements Backend, SparseOps {
+public final class ReferenceBackend implements WindowedAttention, SparseOps {
 
     private final ReferenceSparseOps sparse = new ReferenceSparseOps();
 
@@ -36,11 +38,6 @@ public final class ReferenceBackend implements Backend, SparseOps {
     static RefTensor t(Tensor x) {
         if (x instanceof RefTensor r) return r;
         throw new IllegalArgumentException("not a reference-backend tensor: " + x);
-    }
-
-    static void sameNumel(Tensor a, Tensor b, String op) {
-        if (a.numel() != b.numel())
-            throw new IllegalArgumentException(op + ": element counts differ: " + Tensor.describe(a) + " vs " + Tensor.describe(b));
     }
 
     // ------------------------------------------------------------------ memory
@@ -81,7 +78,7 @@ public final class ReferenceBackend implements Backend, SparseOps {
     /** dst = src, converted to dst's dtype. */
     @Override
     public void copy(Tensor dst, Tensor src) {
-        sameNumel(dst, src, "copy");
+        TensorChecks.sameNumel(dst, src, "copy");
         RefTensor d = t(dst), s = t(src);
         for (int i = 0; i < d.numel(); i++) d.set(i, s.isInt() ? s.geti(i) : s.get(i));
     }
@@ -122,7 +119,7 @@ public final class ReferenceBackend implements Backend, SparseOps {
     /** y += alpha·x, elementwise. */
     @Override
     public void axpy(Tensor y, float alpha, Tensor x) {
-        sameNumel(y, x, "axpy");
+        TensorChecks.sameNumel(y, x, "axpy");
         RefTensor Y = t(y), X = t(x);
         for (int i = 0; i < Y.numel(); i++) Y.set(i, Y.get(i) + (double) alpha * X.get(i));
     }
@@ -137,8 +134,8 @@ public final class ReferenceBackend implements Backend, SparseOps {
     /** out = a ⊙ b. */
     @Override
     public void mul(Tensor out, Tensor a, Tensor b) {
-        sameNumel(out, a, "mul");
-        sameNumel(out, b, "mul");
+        TensorChecks.sameNumel(out, a, "mul");
+        TensorChecks.sameNumel(out, b, "mul");
         RefTensor O = t(out), A = t(a), B = t(b);
         for (int i = 0; i < O.numel(); i++) O.set(i, (double) A.get(i) * B.get(i));
     }
@@ -192,8 +189,8 @@ public final class ReferenceBackend implements Backend, SparseOps {
     @Override
     public void rmsNormBackward(Tensor dx, Tensor dout, Tensor x, Tensor weight, Tensor rstd, boolean accumulate) {
         RefTensor DX = t(dx), DO = t(dout), X = t(x), W = t(weight), R = t(rstd);
-        sameNumel(dx, x, "rmsNormBackward");
-        sameNumel(dout, x, "rmsNormBackward");
+        TensorChecks.sameNumel(dx, x, "rmsNormBackward");
+        TensorChecks.sameNumel(dout, x, "rmsNormBackward");
         int C = X.cols(), N = X.rows();
         for (int n = 0; n < N; n++) {
             double r = R.get(n), dot = 0;
@@ -259,12 +256,6 @@ public final class ReferenceBackend implements Backend, SparseOps {
         }
     }
 
-    @Override
-    public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
-                          int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
-        attention(out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale, 0);
-    }
-
     /** Causal GQA attention with left padding and an optional sliding window: see {@link ReferenceAttention#forward}. */
     @Override
     public void attention(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor keyStart,
@@ -275,13 +266,6 @@ public final class ReferenceBackend implements Backend, SparseOps {
         double[] l = new double[batch * heads * seqLen];
         store(out, ReferenceAttention.forward(s, widen(q), widen(k), widen(v), l));
         store(lse, l);
-    }
-
-    @Override
-    public void attentionBackward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out, Tensor lse,
-                                  Tensor q, Tensor k, Tensor v, Tensor keyStart,
-                                  int batch, int seqLen, int heads, int kvHeads, int headDim, float scale) {
-        attentionBackward(dq, dk, dv, dout, out, lse, q, k, v, keyStart, batch, seqLen, heads, kvHeads, headDim, scale, 0);
     }
 
     /**
@@ -300,12 +284,6 @@ public final class ReferenceBackend implements Backend, SparseOps {
         store(dq, g[0]);
         store(dk, g[1]);
         store(dv, g[2]);
-    }
-
-    @Override
-    public void attentionCached(Tensor out, Tensor q, Tensor kCache, Tensor vCache, int pos0,
-                                int heads, int kvHeads, int headDim, float scale) {
-        attentionCached(out, q, kCache, vCache, pos0, heads, kvHeads, headDim, scale, 0);
     }
 
     /** Attention of n new tokens at positions [pos0, pos0+n) against a KV cache: see {@link ReferenceAttention#cached}. */
@@ -342,8 +320,8 @@ public final class ReferenceBackend implements Backend, SparseOps {
     /** out = silu(gate) ⊙ up, silu(g) = g·σ(g). All (N, I). */
     @Override
     public void swiglu(Tensor out, Tensor gate, Tensor up) {
-        sameNumel(out, gate, "swiglu");
-        sameNumel(out, up, "swiglu");
+        TensorChecks.sameNumel(out, gate, "swiglu");
+        TensorChecks.sameNumel(out, up, "swiglu");
         RefTensor O = t(out), G = t(gate), U = t(up);
         for (int i = 0; i < O.numel(); i++) O.set(i, silu(G.get(i)) * U.get(i));
     }
@@ -351,9 +329,9 @@ public final class ReferenceBackend implements Backend, SparseOps {
     /** dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))), dup = dout·silu(g). All (N, I), overwritten. */
     @Override
     public void swigluBackward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor up) {
-        sameNumel(dgate, gate, "swigluBackward");
-        sameNumel(dup, up, "swigluBackward");
-        sameNumel(dout, gate, "swigluBackward");
+        TensorChecks.sameNumel(dgate, gate, "swigluBackward");
+        TensorChecks.sameNumel(dup, up, "swigluBackward");
+        TensorChecks.sameNumel(dout, gate, "swigluBackward");
         RefTensor DG = t(dgate), DU = t(dup), DO = t(dout), G = t(gate), U = t(up);
         for (int i = 0; i < G.numel(); i++) {
             double g = G.get(i), d = DO.get(i);
@@ -412,7 +390,7 @@ public final class ReferenceBackend implements Backend, SparseOps {
      */
     @Override
     public void dropout(Tensor out, Tensor x, float p, long seed) {
-        sameNumel(out, x, "dropout");
+        TensorChecks.sameNumel(out, x, "dropout");
         if (!(p >= 0f && p < 1f)) throw new IllegalArgumentException("dropout: p must be in [0,1), got " + p);
         RefTensor O = t(out), X = t(x);
         float keep = 1f / (1f - p);
@@ -431,10 +409,7 @@ public final class ReferenceBackend implements Backend, SparseOps {
     @Override
     public void adamw(Tensor param, Tensor grad, Tensor m, Tensor v, float lr, float beta1, float beta2,
                       float eps, float weightDecay, int step, float gradScale) {
-        sameNumel(param, grad, "adamw");
-        sameNumel(param, m, "adamw");
-        sameNumel(param, v, "adamw");
-        if (step < 1) throw new IllegalArgumentException("adamw: step is 1-based, got " + step);
+        TensorChecks.adamw(param, grad, m, v, step);
         RefTensor P = t(param), G = t(grad), M = t(m), V = t(v);
         double bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
         for (int i = 0; i < P.numel(); i++) {
