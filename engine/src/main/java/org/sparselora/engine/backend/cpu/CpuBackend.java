@@ -478,7 +478,7 @@ public final class CpuBackend implements WindowedAttention, SparseOps {
         int c = X.cols(), n = X.rows();
         if (DW.dtype != DType.F32 || DW.numel != c || R.numel != n)
             throw new IllegalArgumentException("rmsNormWeightGrad: dweight " + Tensor.describe(dweight) + " (F32, C) / rstd " + Tensor.describe(rstd) + " for x " + Tensor.describe(x));
-        sameNumel(dout, x, "rmsNormWeightGrad");
+        TensorChecks.sameNumel(dout, x, "rmsNormWeightGrad");
         // columns in parallel, each column's sum over the rows in row order: the same bits every time
         parallelFor(c, Math.max(1, 32768 / Math.max(1, n)), (a, b) -> {
             double[] s = new double[b - a];

@@ -209,7 +209,7 @@ public final class ReferenceBackend implements WindowedAttention, SparseOps {
         int C = X.cols(), N = X.rows();
         if (dweight.dtype() != DType.F32 || DW.numel() != C || R.numel() != N)
             throw new IllegalArgumentException("rmsNormWeightGrad: dweight " + Tensor.describe(dweight) + " (F32, C) / rstd " + Tensor.describe(rstd) + " for x " + Tensor.describe(x));
-        sameNumel(dout, x, "rmsNormWeightGrad");
+        TensorChecks.sameNumel(dout, x, "rmsNormWeightGrad");
         for (int c = 0; c < C; c++) {
             double s = 0;
             for (int n = 0; n < N; n++) s += (double) DO.get(n * C + c) * X.get(n * C + c) * R.get(n);
