@@ -48,10 +48,10 @@ public final class LaunchCommand implements Callable<Integer> {
     @Option(names = "--devices", split = ",", description = "with --local: the device of worker node i is entry i (default: from the job's device)")
     List<String> devices;
 
-    @Option(names = "--wait", description = "how long to wait for the worker nodes to join (default 2m)")
+    @Option(names = "--wait", converter = Durations.class, description = "how long to wait for the worker nodes to join (default 2m)")
     Duration wait = Duration.ofMinutes(2);
 
-    @Option(names = "--stable-after", description = "split-brain resolver: membership stable this long before an unreachable node is downed (default 5s with --local, 20s otherwise)")
+    @Option(names = "--stable-after", converter = Durations.class, description = "split-brain resolver: membership stable this long before an unreachable node is downed (default 5s with --local, 20s otherwise)")
     Duration stableAfter;
 
     @Parameters(index = "0", paramLabel = "train", description = "the command to run on the cluster: train")

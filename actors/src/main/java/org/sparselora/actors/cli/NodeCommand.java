@@ -40,10 +40,10 @@ public final class NodeCommand implements Callable<Integer> {
     @Option(names = "--devices", split = ",", description = "worker: one Stepper slot per device: cpu, cuda, cuda:<n> (default: cpu)")
     List<String> devices = new ArrayList<>(List.of("cpu"));
 
-    @Option(names = "--stable-after", description = "split-brain resolver: how long membership must be stable before an unreachable node is downed (e.g. 20s)")
+    @Option(names = "--stable-after", converter = Durations.class, description = "split-brain resolver: how long membership must be stable before an unreachable node is downed (e.g. 20s)")
     Duration stableAfter;
 
-    @Option(names = "--score-timeout", description = "worker: how long a sparse step waits for the other workers' channel scores (default 10m)")
+    @Option(names = "--score-timeout", converter = Durations.class, description = "worker: how long a sparse step waits for the other workers' channel scores (default 10m)")
     Duration scoreTimeout = Duration.ofMinutes(10);
 
     @Option(names = "--parent-pid", hidden = true, description = "stop when this process ends (set by launch --local)")
@@ -55,7 +55,7 @@ public final class NodeCommand implements Callable<Integer> {
     @Option(names = "--nodes", description = "coordinator: worker nodes to wait for before the job starts (default 1)")
     int nodes = 1;
 
-    @Option(names = "--wait", description = "coordinator: how long to wait for them (default 5m)")
+    @Option(names = "--wait", converter = Durations.class, description = "coordinator: how long to wait for them (default 5m)")
     Duration wait = Duration.ofMinutes(5);
 
     @Option(names = "--resume", description = "coordinator: continue from the checkpoint in output_dir")

@@ -242,6 +242,8 @@ public final class JobSupervisor {
                         // a Stepper placed on a worker node: known from its first word (watched from now on)
                         steppers[m.worker()] = m.stepper();
                         ctx.watch(m.stepper());
+                        // the predictor may have come while it was being placed
+                        if (factors != null) m.stepper().tell(new Stepper.AttachRemotePredictor(factors.fingerprint()));
                     }
                     if (!m.stepper().equals(steppers[m.worker()])) return Behaviors.same();
                     ready[m.worker()] = true;
