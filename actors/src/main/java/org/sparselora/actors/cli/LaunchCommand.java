@@ -80,6 +80,8 @@ public final class LaunchCommand implements Callable<Integer> {
         try {
             for (int i = 0; i < local; i++)
                 workers.add(new ProcessBuilder(localWorker(port, dev.get(i), stable)).inheritIO().start());
+            System.err.println("sparselora launch: coordinator pekko://sparselora@127.0.0.1:" + port + ", " + local + " worker JVMs (pids "
+                    + workers.stream().map(p -> Long.toString(p.pid())).collect(java.util.stream.Collectors.joining(", ")) + ")");
             return Coordinator.run(train, conf, local, wait);
         } finally {
             for (Process p : workers) p.destroy();

@@ -52,7 +52,7 @@ class ClusterLaunchTest {
     @Timeout(300)
     void twoWorkerJvmsMatchTwoWorkersInOneJvm() throws Exception {
         assertEquals(0, Main.run("train", "--config", job("one-jvm", 8).toString()));
-        assertEquals(0, Main.run("launch", "--local", "2", "--wait", "60s", "train", "--config", job("cluster", 8).toString()));
+        assertEquals(0, Main.run("launch", "--local", "2", "--wait", "150s", "train", "--config", job("cluster", 8).toString()));
 
         String cluster = Files.readString(tmp.resolve("out-cluster/cluster.json"));
         assertEquals(1, count(cluster, "\"role\": \"coordinator\""), cluster);
