@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
@@ -63,6 +64,50 @@ class ClusterLaunchTest {
         double d = maxWeightDiff(tmp.resolve("out-one-jvm"), tmp.resolve("out-cluster"));
         System.out.printf("cluster vs one JVM: max |dw| %.3g%n", d);
         assertTrue(d <= 1e-5, "max |dw| " + d);
+    }
+
+    /**
+     * A worker JVM SIGKILLed at a random step (several trials): the coordinator sees its node
+     * downed, places both workers on the surviving node, restarts from the last checkpoint, and the
+     * job ends with the adapter of the uninterrupted run and exactly one metrics row per step.
+     */
+    @Test
+    @Timeout(900)
+    void workerKilledMidRunFinishesWithTheSameAdapter() throws Exception {
+        assertEquals(0, Main.run("train", "--config", job("reference", 10).toString()));
+        java.util.Random rnd = new java.util.Random(Long.getLong("sparselora.trialSeed", System.nanoTime()));
+        for (int trial = 0; trial < 2; trial++) {
+            int killAfter = 2 + rnd.nextInt(6);   // rows already written when the kill comes
+            String name = "killed-" + trial;
+            Path metrics = tmp.resolve("out-" + name + "/metrics.jsonl");
+            var run = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                try {
+                    return Main.run("launch", "--local", "2", "--wait", "150s", "train", "--config", job(name, 10).toString());
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            long killed = -1;
+            while (!run.isDone() && killed < 0) {
+                Thread.sleep(200);
+                if (Files.isRegularFile(metrics) && Files.readAllLines(metrics).size() >= killAfter) {
+                    ProcessHandle victim = ProcessHandle.current().children()
+                            .filter(p -> p.info().arguments().map(a -> String.join(" ", a).contains("node --role worker")).orElse(false))
+                            .findFirst().orElseThrow();
+                    killed = victim.pid();
+                    victim.destroyForcibly();   // SIGKILL
+                }
+            }
+            System.out.printf("trial %d: worker JVM %d SIGKILLed after %d steps%n", trial, killed, killAfter);
+            assertTrue(killed > 0, "the job finished before the kill");
+            assertEquals(0, run.get(600, java.util.concurrent.TimeUnit.SECONDS));
+            List<String> rows = Files.readAllLines(metrics);
+            assertEquals(10, rows.size(), "one metrics row per step");
+            for (int i = 0; i < rows.size(); i++) assertTrue(rows.get(i).startsWith("{\"step\":" + (i + 1) + ","), rows.get(i));
+            double d = maxWeightDiff(tmp.resolve("out-reference"), tmp.resolve("out-" + name));
+            System.out.printf("trial %d: killed run vs uninterrupted: max |dw| %.3g%n", trial, d);
+            assertTrue(d <= 1e-5, "max |dw| " + d);
+        }
     }
 
     static int count(String s, String what) {
