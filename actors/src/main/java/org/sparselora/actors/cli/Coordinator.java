@@ -20,9 +20,18 @@ final class Coordinator {
     private Coordinator() {}
 
     static int run(TrainCommand train, Config conf, int nodes, Duration wait) throws Exception {
+        return run(train, conf, nodes, wait, () -> {});
+    }
+
+    /**
+     * @param startWorkers starts the worker nodes once this node's actor system is up (a node that
+     *                     tries to join a coordinator still starting may give up on it)
+     */
+    static int run(TrainCommand train, Config conf, int nodes, Duration wait, Runnable startWorkers) throws Exception {
         List<WorkerHost.NodeInfo> described = new ArrayList<>();
         int rc = train.run(conf, system -> {
             StepperPlacement.Cluster cluster = StepperPlacement.Cluster.start(system);
+            startWorkers.run();
             try {
                 var hosts = ClusterNodes.awaitWorkers(cluster, nodes, wait);
                 described.add(new WorkerHost.NodeInfo(system.address().toString(), "coordinator", ProcessHandle.current().pid(), List.of()));

@@ -78,11 +78,16 @@ public final class LaunchCommand implements Callable<Integer> {
         Config conf = ClusterNodes.config("coordinator", "127.0.0.1", port, List.of("127.0.0.1:" + port), stable);
         List<Process> workers = new ArrayList<>();
         try {
-            for (int i = 0; i < local; i++)
-                workers.add(new ProcessBuilder(localWorker(port, dev.get(i), stable)).inheritIO().start());
-            System.err.println("sparselora launch: coordinator pekko://sparselora@127.0.0.1:" + port + ", " + local + " worker JVMs (pids "
-                    + workers.stream().map(p -> Long.toString(p.pid())).collect(java.util.stream.Collectors.joining(", ")) + ")");
-            return Coordinator.run(train, conf, local, wait);
+            return Coordinator.run(train, conf, local, wait, () -> {
+                try {
+                    for (int i = 0; i < local; i++)
+                        workers.add(new ProcessBuilder(localWorker(port, dev.get(i), stable)).inheritIO().start());
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException("cannot start a worker JVM: " + e.getMessage(), e);
+                }
+                System.err.println("sparselora launch: coordinator pekko://sparselora@127.0.0.1:" + port + ", " + local + " worker JVMs (pids "
+                        + workers.stream().map(p -> Long.toString(p.pid())).collect(java.util.stream.Collectors.joining(", ")) + ")");
+            });
         } finally {
             for (Process p : workers) p.destroy();
             for (Process p : workers)
@@ -126,8 +131,13 @@ public final class LaunchCommand implements Callable<Integer> {
         Config conf = ClusterNodes.config("coordinator", bind, port, List.of(bind + ":" + port), stable);
         List<Process> workers = new ArrayList<>();
         try {
-            for (List<String> c : cmds) workers.add(new ProcessBuilder(c).inheritIO().start());
-            return Coordinator.run(train, conf, nodes.size(), wait);
+            return Coordinator.run(train, conf, nodes.size(), wait, () -> {
+                try {
+                    for (List<String> c : cmds) workers.add(new ProcessBuilder(c).inheritIO().start());
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException("cannot run ssh: " + e.getMessage(), e);
+                }
+            });
         } finally {
             // ssh -tt: ending the ssh session hangs up the remote node
             for (Process p : workers) p.destroy();
