@@ -31,6 +31,7 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
     private static final String APPLIED = "StepApplied";
     private static final String TIMED_OUT = "RoundTimedOut";
     private static final String READY = "StepperReady";
+    private static final String WORKER_FAILED = "WorkerFailed";
     private static final String RESTORE = "Restore";
     private static final String SNAPSHOT = "Snapshot";
     private static final String STATE = "StateSnapshot";
@@ -60,6 +61,7 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
             case JobSupervisor.StepApplied m -> APPLIED;
             case JobSupervisor.RoundTimedOut m -> TIMED_OUT;
             case JobSupervisor.StepperReady m -> READY;
+            case JobSupervisor.WorkerFailed m -> WORKER_FAILED;
             case Stepper.Restore m -> RESTORE;
             case Stepper.Snapshot m -> SNAPSHOT;
             case JobSupervisor.StateSnapshot m -> STATE;
@@ -99,6 +101,8 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
                     .setStep(m.step()).addAllMissingWorkers(m.missingWorkers()).build().toByteArray();
             case JobSupervisor.StepperReady m -> org.sparselora.proto.cluster.StepperReady.newBuilder().setGeneration(m.generation()).setWorker(m.worker())
                     .setStepper(ref(m.stepper())).build().toByteArray();
+            case JobSupervisor.WorkerFailed m -> org.sparselora.proto.cluster.WorkerFailed.newBuilder().setGeneration(m.generation())
+                    .setWorker(m.worker()).setReason(m.reason()).build().toByteArray();
             case Stepper.Restore m -> org.sparselora.proto.cluster.Restore.newBuilder().setGeneration(m.generation()).setStep(m.step()).setState(toProto(m.state()))
                     .setReplyTo(ref(m.replyTo())).build().toByteArray();
             case Stepper.Snapshot m -> org.sparselora.proto.cluster.Snapshot.newBuilder().setGeneration(m.generation()).setReplyTo(ref(m.replyTo())).build().toByteArray();
@@ -161,6 +165,10 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
                 case READY -> {
                     var p = org.sparselora.proto.cluster.StepperReady.parseFrom(bytes);
                     yield new JobSupervisor.StepperReady(p.getGeneration(), p.getWorker(), resolver.resolveActorRef(p.getStepper()));
+                }
+                case WORKER_FAILED -> {
+                    var p = org.sparselora.proto.cluster.WorkerFailed.parseFrom(bytes);
+                    yield new JobSupervisor.WorkerFailed(p.getGeneration(), p.getWorker(), p.getReason());
                 }
                 case RESTORE -> {
                     var p = org.sparselora.proto.cluster.Restore.parseFrom(bytes);

@@ -59,10 +59,13 @@ import org.sparselora.proto.control.Restarted;
 public final class JobSupervisor {
 
     /** What a JobSupervisor is told; the records are the messages. */
-    public sealed interface Command permits StepperReady, StepApplied, RoundTimedOut, StateSnapshot, Cancel,
+    public sealed interface Command permits StepperReady, WorkerFailed, StepApplied, RoundTimedOut, StateSnapshot, Cancel,
             DataEvent, PredictorEvent, CheckpointDone, ExportDone {}
 
     public record StepperReady(long generation, int worker, ActorRef<Stepper.Command> stepper) implements Command, ClusterMessage {}
+
+    /** A worker node could not start worker {@code worker} (cluster placement): a failure like a crash. */
+    public record WorkerFailed(long generation, int worker, String reason) implements Command, ClusterMessage {}
 
     /** A worker applied (or skipped) the update of {@code step}. */
     public record StepApplied(long generation, int step, int worker, double lr, org.sparselora.engine.train.StepResult stats,
@@ -366,6 +369,8 @@ public final class JobSupervisor {
      */
     private Behavior<Command> common(BehaviorBuilder<Command> b, java.util.function.Supplier<Behavior<Command>> onInput) {
         return b.onMessage(StepperReady.class, m -> Behaviors.same())
+                .onMessage(WorkerFailed.class, m -> m.generation() != generation || m.worker() < 0 || m.worker() >= workers
+                        ? Behaviors.same() : restart(new int[]{m.worker()}, "worker " + m.worker() + " could not start: " + m.reason()))
                 .onMessage(StepApplied.class, m -> Behaviors.same())
                 .onMessage(RoundTimedOut.class, m -> Behaviors.same())
                 .onMessage(StateSnapshot.class, m -> Behaviors.same())

@@ -127,8 +127,10 @@ public final class WorkerHost {
                 jobs.put(m.jobId(), job);
             }
         } catch (Exception | LinkageError e) {
-            // the supervisor sees the worker never come up: its round times out and the job restarts or fails
-            ctx.getLog().error("job {}: cannot open worker {} on this node: {}", m.jobId(), m.worker(), DataLoader.message(e));
+            // a failure like a crash: the supervisor restarts (and gives up after max-restarts, with this reason)
+            String why = ctx.getSystem().address() + ": " + DataLoader.message(e);
+            ctx.getLog().error("job {}: cannot open worker {} on this node: {}", m.jobId(), m.worker(), why);
+            m.supervisor().tell(new JobSupervisor.WorkerFailed(m.generation(), m.worker(), why));
             return Behaviors.same();
         }
         ActorRef<Stepper.Command> old = job.steppers.remove(m.worker());

@@ -101,6 +101,7 @@ class DurabilityTest {
                     new JobSupervisor.RoundTimedOut(3, 7, List.of(0, 2)),
                     // remote Steppers: placement, lifecycle, predictor check, channel scores
                     new JobSupervisor.StepperReady(3, 1, stp),
+                    new JobSupervisor.WorkerFailed(3, 1, "no such file"),
                     new Stepper.Snapshot(3, sup),
                     new Stepper.AttachRemotePredictor("ab12"),
                     new WorkerHost.HostStepper("job-1", org.sparselora.proto.control.JobSpec.newBuilder().setName("n").setWorkers(2).build(),
