@@ -91,9 +91,8 @@ class ClusterLaunchTest {
             while (!run.isDone() && killed < 0) {
                 Thread.sleep(200);
                 if (Files.isRegularFile(metrics) && Files.readAllLines(metrics).size() >= killAfter) {
-                    ProcessHandle victim = ProcessHandle.current().children()
-                            .filter(p -> p.info().arguments().map(a -> String.join(" ", a).contains("node --role worker")).orElse(false))
-                            .findFirst().orElseThrow();
+                    // the coordinator runs in this JVM: its only child processes are the worker JVMs
+                    ProcessHandle victim = ProcessHandle.current().children().filter(ProcessHandle::isAlive).findFirst().orElseThrow();
                     killed = victim.pid();
                     victim.destroyForcibly();   // SIGKILL
                 }
