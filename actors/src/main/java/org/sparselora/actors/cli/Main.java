@@ -15,7 +15,7 @@ import picocli.CommandLine.Command;
         description = "SparseLoRA fine-tuning on the JVM: train in-process, or run a server and drive it.",
         subcommands = {TrainCommand.class, DemoCommand.class, ServeCommand.class, SubmitCommand.class, WatchCommand.class, CancelCommand.class,
                 JobsCommand.class, ScoreCommand.class, EvalCommand.class, GenerateCommand.class, MergeCommand.class, PredictorCommand.class, CalibrateCommand.class,
-                SparsityCommand.class,
+                SparsityCommand.class, NodeCommand.class, LaunchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
 
@@ -40,6 +40,8 @@ public final class Main implements Runnable {
         CommandLine cl = new CommandLine(new Main());
         for (CliExtension ext : java.util.ServiceLoader.load(CliExtension.class))
             if (!cl.getSubcommands().containsKey(ext.name())) cl.addSubcommand(ext.name(), ext.command());
+        // launch's own options come before the command it runs; everything after it is that command's
+        cl.getSubcommands().get("launch").setStopAtPositional(true);
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             cmd.getErr().println(cmd.getCommandSpec().qualifiedName() + ": " + describe(ex));  // e.g. "sparselora predictor build: …"
             if (System.getenv("SPARSELORA_DEBUG") != null) ex.printStackTrace(cmd.getErr());

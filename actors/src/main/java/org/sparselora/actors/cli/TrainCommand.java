@@ -51,6 +51,17 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
+        Config conf = Launch.config();
+        return run(conf, system -> Launch.settings(conf));
+    }
+
+    /**
+     * Runs the job on an actor system made from {@code conf}, its supervisor set up by
+     * {@code settings} (where the Steppers run: this JVM for {@code train}, the worker nodes of a
+     * cluster for {@code launch} and {@code node --role coordinator}).
+     */
+    int run(Config conf, java.util.function.Function<ActorSystem<SpawnProtocol.Command>, org.sparselora.actors.pipeline.JobSupervisor.Settings> settings)
+            throws Exception {
         JobSpec spec = JobFiles.load(config).toBuilder().setResume(resume).build();
         if (randomInit != null) {
             String m = randomInit.endsWith(".json") ? Path.of(randomInit).toAbsolutePath().normalize().toString() : randomInit;
@@ -64,9 +75,14 @@ public final class TrainCommand implements Callable<Integer> {
         if (stopAfter != null && (stopAfter < 1 || stopAfter >= spec.getSteps()))
             throw new IllegalArgumentException("--stop-after must be in [1, " + (spec.getSteps() - 1) + "] (the job has " + spec.getSteps() + " steps), got " + stopAfter);
         String stopReason = "stopped after step " + stopAfter + " (--stop-after)";
-        Config conf = Launch.config();
         ActorSystem<SpawnProtocol.Command> system = Launch.actorSystem(conf);
-        JobManager jobs = new JobManager(system, 1, JobManager.engines(), Launch.settings(conf));
+        JobManager jobs;
+        try {
+            jobs = new JobManager(system, 1, JobManager.engines(), settings.apply(system));
+        } catch (RuntimeException e) {
+            system.terminate();
+            throw e;
+        }
         try (ProgressView view = new ProgressView(System.err, spec.getName())) {
             if (!allowChanges.isEmpty() && !resume) throw new IllegalArgumentException("--allow-changes goes with --resume");
             if (overwrite && resume) throw new IllegalArgumentException("--overwrite and --resume exclude each other: one starts over, the other continues");

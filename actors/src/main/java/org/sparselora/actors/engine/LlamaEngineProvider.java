@@ -90,7 +90,27 @@ public final class LlamaEngineProvider implements EngineProvider {
     static final java.time.Duration SCORE_EXCHANGE_TIMEOUT = java.time.Duration.ofMinutes(10);
 
     /** The host-side SVD factors; each worker uploads them to its own backend. */
-    public record Factors(String cacheKey, SvdPredictor predictor) implements PredictorFactors {}
+    public record Factors(String cacheKey, SvdPredictor predictor) implements PredictorFactors {
+        /** SHA-256 over every factored projection's P and Q values, in layer and projection order. */
+        @Override
+        public String fingerprint() {
+            try {
+                java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+                java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocate(4);
+                for (int l = 0; l < predictor.config().numLayers(); l++)
+                    for (SvdPredictor.Proj pr : SvdPredictor.Proj.values()) {
+                        var f = predictor.get(l, pr);
+                        if (f == null) continue;
+                        md.update((pr.key(l) + ";").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                        for (float[] a : new float[][]{f.p(), f.q()})
+                            for (float v : a) md.update(buf.clear().putInt(Float.floatToRawIntBits(v)).array());
+                    }
+                return java.util.HexFormat.of().formatHex(md.digest());
+            } catch (java.security.NoSuchAlgorithmException e) {
+                throw new IllegalStateException(e);
+            }
+        }
+    }
 
     @Override
     public String name() { return "llama"; }
@@ -111,19 +131,27 @@ public final class LlamaEngineProvider implements EngineProvider {
     }
 
     @Override
-    public JobRuntime open(JobSpec spec) {
+    public JobRuntime open(JobSpec spec) { return open(spec, (java.util.function.IntFunction<org.sparselora.engine.sparse.ScoreExchange>) null); }
+
+    /** Workers of a job whose other workers run in other JVMs: no in-process exchanges; {@code scores} joins worker w's selection to the others'. */
+    @Override
+    public JobRuntime openOnNode(JobSpec spec, java.util.function.IntFunction<org.sparselora.engine.sparse.ScoreExchange> scores) {
+        return open(spec, java.util.Objects.requireNonNull(scores, "scores"));
+    }
+
+    private JobRuntime open(JobSpec spec, java.util.function.IntFunction<org.sparselora.engine.sparse.ScoreExchange> remoteScores) {
         boolean full = JobSpecs.isFull(spec.getMode());
         if (RandomModel.isRandom(spec.getModel())) {
-            if (!full) return open(spec, null, false, null, RandomModel.config(spec.getModel()));
+            if (!full) return open(spec, null, false, null, RandomModel.config(spec.getModel()), remoteScores);
             // pretraining from scratch: the PRETRAIN init, the vocabulary of the job's tokenizer (if any), the same draw on every worker
             LlamaConfig cfg = spec.getTokenizer().isEmpty() ? RandomModel.config(spec.getModel()) : randomConfig(spec);
-            return open(spec, null, false, new RandomWeights(cfg, spec.getSeed(), RandomWeights.Scheme.PRETRAIN), cfg);
+            return open(spec, null, false, new RandomWeights(cfg, spec.getSeed(), RandomWeights.Scheme.PRETRAIN), cfg, remoteScores);
         }
         Path model = Path.of(spec.getModel());
         boolean hf = Files.isDirectory(model);
         WeightSource src = hf ? HfCheckpoint.open(model) : Llama2cCheckpoint.open(model);
         try {
-            return open(spec, model, hf, src, src.config());
+            return open(spec, model, hf, src, src.config(), remoteScores);
         } catch (RuntimeException e) {
             src.close();
             throw e;
@@ -141,7 +169,8 @@ public final class LlamaEngineProvider implements EngineProvider {
      * @param model the model path (null: a random: model)
      * @param src   the base weights (null: a random: LoRA-mode model, drawn on each worker's backend from {@code cfg})
      */
-    private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src, LlamaConfig cfg) {
+    private JobRuntime open(JobSpec spec, Path model, boolean hf, WeightSource src, LlamaConfig cfg,
+                            java.util.function.IntFunction<org.sparselora.engine.sparse.ScoreExchange> remoteScores) {
         Devices.Device device = Devices.forJob(spec.getDevice(), spec.getWorkers());
         boolean gpu = device.gpu();
         if (gpu) checkGpus(device, spec.getWorkers());
@@ -183,9 +212,11 @@ public final class LlamaEngineProvider implements EngineProvider {
         int threads = Math.max(1, Runtime.getRuntime().availableProcessors() / spec.getWorkers());
 
         // one channel selection per sparse step across the job's workers: they sum their channel scores here
-        InProcessScoreExchange scores = spec.getWorkers() > 1 ? new InProcessScoreExchange(spec.getWorkers(), SCORE_EXCHANGE_TIMEOUT) : null;
+        boolean remote = remoteScores != null;   // the job's other workers are in other JVMs
+        java.util.Map<TrainingWorker, Integer> remoteIndex = java.util.Collections.synchronizedMap(new java.util.IdentityHashMap<>());
+        InProcessScoreExchange scores = spec.getWorkers() > 1 && !remote ? new InProcessScoreExchange(spec.getWorkers(), SCORE_EXCHANGE_TIMEOUT) : null;
         // every worker of the job is in this JVM: gradients are summed on the devices, not through host arrays
-        GradientExchange exchange = spec.getWorkers() > 1 && useExchange
+        GradientExchange exchange = spec.getWorkers() > 1 && useExchange && !remote
                 ? (gpu ? new org.sparselora.cuda.PeerGradientExchange(spec.getWorkers()) : new LocalGradientExchange(spec.getWorkers()))
                 : null;
 
@@ -211,6 +242,7 @@ public final class LlamaEngineProvider implements EngineProvider {
                     be.close();   // a GPU backend holds device memory and a context reference until closed
                     throw e;
                 }
+                if (remote) remoteIndex.put(t, worker);
                 return scores == null ? t : scores.member(worker, t);   // restoring a member rejoins the exchange
             }
 
@@ -221,6 +253,8 @@ public final class LlamaEngineProvider implements EngineProvider {
                 SparsePlanner planner = new SparsePlanner(be, sparsity, new ChannelSelection(be, ((Factors) f).predictor(), resolved),
                         totalSteps, spec.getSeed());
                 if (w instanceof InProcessScoreExchange.Member m) planner.withExchange(m.scores());
+                Integer index = remoteIndex.get(w);
+                if (index != null && spec.getWorkers() > 1) planner.withExchange(remoteScores.apply(index));
                 t.setSparsePlanner(planner);
             }
         };

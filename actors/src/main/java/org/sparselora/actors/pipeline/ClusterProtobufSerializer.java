@@ -30,6 +30,18 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
     private static final String REDUCED = "ReducedGradients";
     private static final String APPLIED = "StepApplied";
     private static final String TIMED_OUT = "RoundTimedOut";
+    private static final String READY = "StepperReady";
+    private static final String WORKER_FAILED = "WorkerFailed";
+    private static final String RESTORE = "Restore";
+    private static final String SNAPSHOT = "Snapshot";
+    private static final String STATE = "StateSnapshot";
+    private static final String ATTACH = "AttachRemotePredictor";
+    private static final String HOST = "HostStepper";
+    private static final String RELEASE = "ReleaseJob";
+    private static final String DESCRIBE = "DescribeNode";
+    private static final String NODE = "NodeInfo";
+    private static final String SCORES = "ChannelScores";
+    private static final String SCORE_SUM = "ChannelScoreSum";
 
     private final ActorRefResolver resolver;
 
@@ -48,6 +60,18 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
             case Stepper.Reduced m -> REDUCED;
             case JobSupervisor.StepApplied m -> APPLIED;
             case JobSupervisor.RoundTimedOut m -> TIMED_OUT;
+            case JobSupervisor.StepperReady m -> READY;
+            case JobSupervisor.WorkerFailed m -> WORKER_FAILED;
+            case Stepper.Restore m -> RESTORE;
+            case Stepper.Snapshot m -> SNAPSHOT;
+            case JobSupervisor.StateSnapshot m -> STATE;
+            case Stepper.AttachRemotePredictor m -> ATTACH;
+            case WorkerHost.HostStepper m -> HOST;
+            case WorkerHost.ReleaseJob m -> RELEASE;
+            case WorkerHost.DescribeNode m -> DESCRIBE;
+            case WorkerHost.NodeInfo m -> NODE;
+            case ScoreHub.Contribution m -> SCORES;
+            case ScoreHub.Sum m -> SCORE_SUM;
             default -> throw new IllegalArgumentException("no protobuf mapping for " + o.getClass().getName());
         };
     }
@@ -75,6 +99,37 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
                     .setSumReadyNanos(m.times().sumReady()).build().toByteArray();
             case JobSupervisor.RoundTimedOut m -> org.sparselora.proto.cluster.RoundTimedOut.newBuilder().setGeneration(m.generation())
                     .setStep(m.step()).addAllMissingWorkers(m.missingWorkers()).build().toByteArray();
+            case JobSupervisor.StepperReady m -> org.sparselora.proto.cluster.StepperReady.newBuilder().setGeneration(m.generation()).setWorker(m.worker())
+                    .setStepper(ref(m.stepper())).build().toByteArray();
+            case JobSupervisor.WorkerFailed m -> org.sparselora.proto.cluster.WorkerFailed.newBuilder().setGeneration(m.generation())
+                    .setWorker(m.worker()).setReason(m.reason()).build().toByteArray();
+            case Stepper.Restore m -> org.sparselora.proto.cluster.Restore.newBuilder().setGeneration(m.generation()).setStep(m.step()).setState(toProto(m.state()))
+                    .setReplyTo(ref(m.replyTo())).build().toByteArray();
+            case Stepper.Snapshot m -> org.sparselora.proto.cluster.Snapshot.newBuilder().setGeneration(m.generation()).setReplyTo(ref(m.replyTo())).build().toByteArray();
+            case JobSupervisor.StateSnapshot m -> org.sparselora.proto.cluster.StateSnapshot.newBuilder().setGeneration(m.generation()).setState(toProto(m.state()))
+                    .setWorker(m.worker()).build().toByteArray();
+            case Stepper.AttachRemotePredictor m -> org.sparselora.proto.cluster.AttachRemotePredictor.newBuilder().setFingerprint(m.fingerprint()).build().toByteArray();
+            case WorkerHost.HostStepper m -> {
+                org.sparselora.proto.cluster.HostStepper.Builder b = org.sparselora.proto.cluster.HostStepper.newBuilder().setJobId(m.jobId()).setJobSpec(m.spec().toByteString())
+                        .setWorker(m.worker()).setWorkers(m.workers()).setSlot(m.slot()).setGeneration(m.generation())
+                        .setHasState(m.state() != null).setStartStep(m.startStep()).setPredictorFingerprint(m.predictorFingerprint())
+                        .setSupervisor(ref(m.supervisor())).setScoreHub(ref(m.scoreHub()));
+                if (m.state() != null) b.setState(toProto(m.state()));
+                yield b.build().toByteArray();
+            }
+            case WorkerHost.ReleaseJob m -> org.sparselora.proto.cluster.ReleaseJob.newBuilder().setJobId(m.jobId()).build().toByteArray();
+            case WorkerHost.DescribeNode m -> org.sparselora.proto.cluster.DescribeNode.newBuilder().setReplyTo(ref(m.replyTo())).build().toByteArray();
+            case WorkerHost.NodeInfo m -> org.sparselora.proto.cluster.NodeInfo.newBuilder().setAddress(m.address()).setRole(m.role()).setPid(m.pid())
+                    .addAllDevices(m.devices()).build().toByteArray();
+            case ScoreHub.Contribution m -> {
+                org.sparselora.proto.cluster.ChannelScores.Builder b = org.sparselora.proto.cluster.ChannelScores.newBuilder().setGeneration(m.generation()).setStep(m.step()).setLayer(m.layer())
+                        .setWhat(m.what()).setWorker(m.worker()).setAbstain(m.abstain());
+                if (m.scores() != null) b.setScores(CheckpointStore.toProto(m.scores()));
+                if (m.replyTo() != null) b.setReplyTo(ref(m.replyTo()));
+                yield b.build().toByteArray();
+            }
+            case ScoreHub.Sum m -> org.sparselora.proto.cluster.ChannelScoreSum.newBuilder().setGeneration(m.generation()).setStep(m.step()).setLayer(m.layer())
+                    .setWhat(m.what()).setSum(CheckpointStore.toProto(m.sum())).build().toByteArray();
             default -> throw new IllegalArgumentException("no protobuf mapping for " + o.getClass().getName());
         };
     }
@@ -107,6 +162,49 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
                     var p = org.sparselora.proto.cluster.RoundTimedOut.parseFrom(bytes);
                     yield new JobSupervisor.RoundTimedOut(p.getGeneration(), p.getStep(), java.util.List.copyOf(p.getMissingWorkersList()));
                 }
+                case READY -> {
+                    var p = org.sparselora.proto.cluster.StepperReady.parseFrom(bytes);
+                    yield new JobSupervisor.StepperReady(p.getGeneration(), p.getWorker(), resolver.resolveActorRef(p.getStepper()));
+                }
+                case WORKER_FAILED -> {
+                    var p = org.sparselora.proto.cluster.WorkerFailed.parseFrom(bytes);
+                    yield new JobSupervisor.WorkerFailed(p.getGeneration(), p.getWorker(), p.getReason());
+                }
+                case RESTORE -> {
+                    var p = org.sparselora.proto.cluster.Restore.parseFrom(bytes);
+                    yield new Stepper.Restore(p.getGeneration(), p.getStep(), fromProto(p.getState()), resolver.resolveActorRef(p.getReplyTo()));
+                }
+                case SNAPSHOT -> {
+                    var p = org.sparselora.proto.cluster.Snapshot.parseFrom(bytes);
+                    yield new Stepper.Snapshot(p.getGeneration(), resolver.resolveActorRef(p.getReplyTo()));
+                }
+                case STATE -> {
+                    var p = org.sparselora.proto.cluster.StateSnapshot.parseFrom(bytes);
+                    yield new JobSupervisor.StateSnapshot(p.getGeneration(), fromProto(p.getState()), p.getWorker());
+                }
+                case ATTACH -> new Stepper.AttachRemotePredictor(org.sparselora.proto.cluster.AttachRemotePredictor.parseFrom(bytes).getFingerprint());
+                case HOST -> {
+                    var p = org.sparselora.proto.cluster.HostStepper.parseFrom(bytes);
+                    yield new WorkerHost.HostStepper(p.getJobId(), org.sparselora.proto.control.JobSpec.parseFrom(p.getJobSpec()), p.getWorker(),
+                            p.getWorkers(), p.getSlot(), p.getGeneration(), p.getHasState() ? fromProto(p.getState()) : null, p.getStartStep(),
+                            p.getPredictorFingerprint(), resolver.resolveActorRef(p.getSupervisor()), resolver.resolveActorRef(p.getScoreHub()));
+                }
+                case RELEASE -> new WorkerHost.ReleaseJob(org.sparselora.proto.cluster.ReleaseJob.parseFrom(bytes).getJobId());
+                case DESCRIBE -> new WorkerHost.DescribeNode(resolver.resolveActorRef(org.sparselora.proto.cluster.DescribeNode.parseFrom(bytes).getReplyTo()));
+                case NODE -> {
+                    var p = org.sparselora.proto.cluster.NodeInfo.parseFrom(bytes);
+                    yield new WorkerHost.NodeInfo(p.getAddress(), p.getRole(), p.getPid(), java.util.List.copyOf(p.getDevicesList()));
+                }
+                case SCORES -> {
+                    var p = org.sparselora.proto.cluster.ChannelScores.parseFrom(bytes);
+                    yield new ScoreHub.Contribution(p.getGeneration(), p.getStep(), p.getLayer(), p.getWhat(), p.getWorker(), p.getAbstain(),
+                            p.hasScores() ? CheckpointStore.toArray(p.getScores()) : null,
+                            p.getReplyTo().isEmpty() ? null : resolver.resolveActorRef(p.getReplyTo()));
+                }
+                case SCORE_SUM -> {
+                    var p = org.sparselora.proto.cluster.ChannelScoreSum.parseFrom(bytes);
+                    yield new ScoreHub.Sum(p.getGeneration(), p.getStep(), p.getLayer(), p.getWhat(), CheckpointStore.toArray(p.getSum()));
+                }
                 default -> throw new NotSerializableException("unknown cluster message manifest '" + manifest + "'");
             };
         } catch (InvalidProtocolBufferException e) {
@@ -115,6 +213,18 @@ public final class ClusterProtobufSerializer extends SerializerWithStringManifes
     }
 
     private String ref(ActorRef<?> r) { return resolver.toSerializationFormat(r); }
+
+    static org.sparselora.proto.cluster.TrainerStateProto toProto(org.sparselora.engine.train.TrainerState s) {
+        org.sparselora.proto.cluster.TrainerStateProto.Builder b = org.sparselora.proto.cluster.TrainerStateProto.newBuilder().setStep(s.step());
+        s.tensors().forEach((k, v) -> b.addTensors(org.sparselora.proto.cluster.NamedTensor.newBuilder().setName(k).setData(CheckpointStore.toProto(v))));
+        return b.build();
+    }
+
+    static org.sparselora.engine.train.TrainerState fromProto(org.sparselora.proto.cluster.TrainerStateProto p) {
+        java.util.LinkedHashMap<String, float[]> t = new java.util.LinkedHashMap<>();
+        for (var n : p.getTensorsList()) t.put(n.getName(), CheckpointStore.toArray(n.getData()));
+        return new org.sparselora.engine.train.TrainerState(p.getStep(), t);
+    }
 
     static BatchProto toProto(Batch b) {
         BatchProto.Builder p = BatchProto.newBuilder().setBatch(b.batch()).setSeqLen(b.seqLen());

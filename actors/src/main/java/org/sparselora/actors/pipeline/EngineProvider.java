@@ -20,6 +20,17 @@ public interface EngineProvider {
 
     JobRuntime open(JobSpec spec) throws Exception;
 
+    /**
+     * Opens the job on a worker node of a cluster: this JVM hosts some of the job's workers, the
+     * others run elsewhere. No in-process exchange (gradients travel as host arrays to the
+     * coordinator's rounds); {@code scores.apply(w)} is worker w's side of the channel-score
+     * all-reduce. The runtime's data source is not used (the coordinator sends the batch shards).
+     */
+    default JobRuntime openOnNode(JobSpec spec, java.util.function.IntFunction<org.sparselora.engine.sparse.ScoreExchange> scores)
+            throws Exception {
+        throw new UnsupportedOperationException("engine " + name() + " cannot host workers on cluster nodes");
+    }
+
     /** The first installed provider that accepts the spec, or a clear error naming the model. */
     static JobRuntime openFor(JobSpec spec) throws Exception {
         return providerFor(spec).open(spec);

@@ -59,10 +59,13 @@ import org.sparselora.proto.control.Restarted;
 public final class JobSupervisor {
 
     /** What a JobSupervisor is told; the records are the messages. */
-    public sealed interface Command permits StepperReady, StepApplied, RoundTimedOut, StateSnapshot, Cancel,
+    public sealed interface Command permits StepperReady, WorkerFailed, StepApplied, RoundTimedOut, StateSnapshot, Cancel,
             DataEvent, PredictorEvent, CheckpointDone, ExportDone {}
 
-    public record StepperReady(long generation, int worker, ActorRef<Stepper.Command> stepper) implements Command, LocalMessage {}
+    public record StepperReady(long generation, int worker, ActorRef<Stepper.Command> stepper) implements Command, ClusterMessage {}
+
+    /** A worker node could not start worker {@code worker} (cluster placement): a failure like a crash. */
+    public record WorkerFailed(long generation, int worker, String reason) implements Command, ClusterMessage {}
 
     /** A worker applied (or skipped) the update of {@code step}. */
     public record StepApplied(long generation, int step, int worker, double lr, org.sparselora.engine.train.StepResult stats,
@@ -77,7 +80,7 @@ public final class JobSupervisor {
 
     public record RoundTimedOut(long generation, int step, List<Integer> missingWorkers) implements Command, ClusterMessage {}
 
-    public record StateSnapshot(long generation, TrainerState state, int worker) implements Command, LocalMessage {}
+    public record StateSnapshot(long generation, TrainerState state, int worker) implements Command, ClusterMessage {}
 
     /** Stop: at once while starting or waiting, else after the current step, with a final checkpoint. */
     public record Cancel(String reason) implements Command, LocalMessage {}
@@ -94,10 +97,18 @@ public final class JobSupervisor {
     public static final String REPLICAS_FILE = ReplicaReport.FILE;
 
     /** Fault-handling knobs; the defaults suit real jobs, tests shorten the timeout. */
-    public record Settings(Duration roundTimeout, int maxRestarts, int maxNonFiniteSteps, PredictorCache predictorCache) {
+    public record Settings(Duration roundTimeout, int maxRestarts, int maxNonFiniteSteps, PredictorCache predictorCache,
+                           StepperPlacement placement) {
+        /** Steppers in this JVM. */
+        public Settings(Duration roundTimeout, int maxRestarts, int maxNonFiniteSteps, PredictorCache predictorCache) {
+            this(roundTimeout, maxRestarts, maxNonFiniteSteps, predictorCache, StepperPlacement.LOCAL);
+        }
+
         public static Settings defaults() { return new Settings(Duration.ofMinutes(30), 3, 3, PredictorCache.shared()); }
 
-        public Settings withRoundTimeout(Duration d) { return new Settings(d, maxRestarts, maxNonFiniteSteps, predictorCache); }
+        public Settings withRoundTimeout(Duration d) { return new Settings(d, maxRestarts, maxNonFiniteSteps, predictorCache, placement); }
+
+        public Settings withPlacement(StepperPlacement p) { return new Settings(roundTimeout, maxRestarts, maxNonFiniteSteps, predictorCache, p); }
     }
 
     /**
@@ -136,6 +147,9 @@ public final class JobSupervisor {
     private final ActorRef<DataLoader.Command> dataLoader;
     private final ActorRef<DataLoader.Event> dataAdapter;
     private final ActorRef<Stepper.Command>[] steppers;
+    private final StepperPlacement.Cluster cluster;                 // null: Steppers are children in this JVM
+    private final ActorRef<WorkerHost.Command>[] hostOf;            // cluster: the node each worker was placed on
+    private final ActorRef<ScoreHub.Command> scoreHub;              // cluster: the channel-score all-reduce
 
     private long generation;              // bumped by every restart: older replies are ignored
     private int step;                     // completed steps
@@ -190,6 +204,9 @@ public final class JobSupervisor {
         metrics.openAt(step);
         this.checkpointIo = Executors.newSingleThreadExecutor(Thread.ofPlatform().name("checkpoint-io").daemon().factory());
         this.steppers = new ActorRef[workers];
+        this.cluster = settings.placement() instanceof StepperPlacement.Cluster c ? c : null;
+        this.hostOf = new ActorRef[workers];
+        this.scoreHub = cluster == null ? null : ctx.spawn(ScoreHub.create(workers, generation), "score-hub");
         events.state(JobState.STARTING, resumeFrom != null ? "resuming from step " + step : "starting");
 
         dataAdapter = ctx.messageAdapter(DataLoader.Event.class, DataEvent::new);
@@ -223,7 +240,15 @@ public final class JobSupervisor {
     private Behavior<Command> starting(boolean[] ready) {
         return common(Behaviors.receive(Command.class)
                 .onMessage(StepperReady.class, m -> {
-                    if (m.generation() != generation || !m.stepper().equals(steppers[m.worker()])) return Behaviors.same();
+                    if (m.generation() != generation || m.worker() < 0 || m.worker() >= workers) return Behaviors.same();
+                    if (cluster != null && steppers[m.worker()] == null) {
+                        // a Stepper placed on a worker node: known from its first word (watched from now on)
+                        steppers[m.worker()] = m.stepper();
+                        ctx.watch(m.stepper());
+                        // the predictor may have come while it was being placed
+                        if (factors != null) m.stepper().tell(new Stepper.AttachRemotePredictor(factors.fingerprint()));
+                    }
+                    if (!m.stepper().equals(steppers[m.worker()])) return Behaviors.same();
                     ready[m.worker()] = true;
                     for (boolean r : ready) if (!r) return Behaviors.same();
                     if (lastCheckpoint == null) {
@@ -345,6 +370,8 @@ public final class JobSupervisor {
      */
     private Behavior<Command> common(BehaviorBuilder<Command> b, java.util.function.Supplier<Behavior<Command>> onInput) {
         return b.onMessage(StepperReady.class, m -> Behaviors.same())
+                .onMessage(WorkerFailed.class, m -> m.generation() != generation || m.worker() < 0 || m.worker() >= workers
+                        ? Behaviors.same() : restart(new int[]{m.worker()}, "worker " + m.worker() + " could not start: " + m.reason()))
                 .onMessage(StepApplied.class, m -> Behaviors.same())
                 .onMessage(RoundTimedOut.class, m -> Behaviors.same())
                 .onMessage(StateSnapshot.class, m -> Behaviors.same())
@@ -428,6 +455,10 @@ public final class JobSupervisor {
     // ---- workers -------------------------------------------------------------------------------
 
     private void spawnStepper(int w, TrainerState state, int atStep) {
+        if (cluster != null) {
+            placeStepper(w, state, atStep);
+            return;
+        }
         ActorRef<Stepper.Command> ref = ctx.spawn(
                 Stepper.create(new Stepper.Settings(w, workers, Math.max(1, spec.getGradAccumSteps()), runtime.workers(), schedule, exchange() != null, ctx.getSelf()),
                         generation, state, atStep, factors),
@@ -437,11 +468,35 @@ public final class JobSupervisor {
     }
 
     /**
+     * Worker w on a worker node: the live nodes in address order take workers round-robin (a node
+     * lost to a failure simply drops out, so its workers move to the others — the job keeps its N
+     * workers and its shards, and the result does not depend on where they run). The Stepper
+     * answers with StepperReady; the node is watched, so a node that goes away is a failure.
+     */
+    private void placeStepper(int w, TrainerState state, int atStep) {
+        java.util.List<ActorRef<WorkerHost.Command>> hosts = cluster.hosts();
+        if (hosts.isEmpty()) throw new IllegalStateException("no worker node in the cluster to run worker " + w + " on");
+        ActorRef<WorkerHost.Command> host = hosts.get(w % hosts.size());
+        steppers[w] = null;
+        hostOf[w] = host;
+        ctx.watch(host);
+        host.tell(new WorkerHost.HostStepper(events.jobId(), spec, w, workers, w / hosts.size(), generation, state, atStep,
+                factors == null ? "" : factors.fingerprint(), ctx.getSelf(), scoreHub));
+    }
+
+    /** Stops worker w's Stepper: a child directly; on a worker node its host replaces it when the worker is placed again. */
+    private void stopStepper(int w) {
+        ctx.unwatch(steppers[w]);
+        if (cluster == null) ctx.stop(steppers[w]);
+        steppers[w] = null;
+    }
+
+    /**
      * The device-side gradient exchange when there is something to exchange and the engine offers
      * one (every worker's backend in this JVM); null: the host path ({@code float[][]} shards).
      */
     private org.sparselora.engine.train.GradientExchange exchange() {
-        return workers > 1 ? runtime.exchange() : null;
+        return workers > 1 && cluster == null ? runtime.exchange() : null;
     }
 
     private Behavior<Command> onChildGone(ActorRef<Void> ref, String cause, boolean failed) {
@@ -450,6 +505,19 @@ public final class JobSupervisor {
                 steppers[w] = null;
                 return restart(new int[]{w}, "worker " + w + " " + cause);
             }
+        if (cluster != null) {
+            // a worker node went away (crashed, killed, downed): every worker placed on it is lost
+            java.util.List<Integer> lost = new java.util.ArrayList<>();
+            for (int w = 0; w < workers; w++)
+                if (hostOf[w] != null && hostOf[w].equals(ref)) {
+                    lost.add(w);
+                    hostOf[w] = null;
+                    if (steppers[w] != null) ctx.unwatch(steppers[w]);
+                    steppers[w] = null;
+                }
+            if (!lost.isEmpty())
+                return restart(lost.stream().mapToInt(Integer::intValue).toArray(), "worker node " + ref.path().address() + " left the cluster");
+        }
         // a round that crashed (inconsistent gradient shards) is a bug, not a worker fault
         if (failed && round != null && round.equals(ref)) return fail("gradient round of step " + (step + 1) + " " + cause);
         return Behaviors.same(); // a replaced stepper, a finished round
@@ -464,22 +532,16 @@ public final class JobSupervisor {
         generation++;
         if (round != null) ctx.stop(round);
         round = null;
-        for (int w : failed) {
-            if (steppers[w] != null) {
-                ctx.unwatch(steppers[w]);
-                ctx.stop(steppers[w]);
-            }
-            steppers[w] = null;
-        }
+        if (scoreHub != null) scoreHub.tell(new ScoreHub.NewGeneration(generation));
+        for (int w : failed) if (steppers[w] != null) stopStepper(w);
+        if (cluster != null)   // workers on nodes that are gone (their Terminated may still be on its way) move too
+            for (int w = 0; w < workers; w++)
+                if (steppers[w] != null && !cluster.alive(steppers[w].path().address())) stopStepper(w);
         int from = lastCheckpoint == null ? 0 : lastCheckpoint.getStep();
-        for (int w = 0; w < workers; w++) {
-            if (steppers[w] == null) spawnStepper(w, lastState, from);
-            else if (lastState != null) steppers[w].tell(new Stepper.Restore(generation, from, lastState, ctx.getSelf()));
-            else { // failed before checkpoint 0 existed: start every worker afresh
-                ctx.unwatch(steppers[w]);
-                ctx.stop(steppers[w]);
-                spawnStepper(w, null, 0);
-            }
+        try {
+            placeAll(from);
+        } catch (IllegalStateException noNode) {
+            return fail(noNode.getMessage());
         }
         step = from;
         position = lastCheckpoint == null ? DataPosition.START : CheckpointStore.toPosition(lastCheckpoint.getData());
@@ -495,6 +557,19 @@ public final class JobSupervisor {
         }
         events.emit(JobEvent.newBuilder().setRestarted(Restarted.newBuilder().setFromStep(step).setCause(cause).setAttempt(failures)));
         return starting(new boolean[workers]);
+    }
+
+
+    /** Every worker back at checkpoint {@code from}: the missing ones placed anew, the others restored. */
+    private void placeAll(int from) {
+        for (int w = 0; w < workers; w++) {
+            if (steppers[w] == null) spawnStepper(w, lastState, from);
+            else if (lastState != null) steppers[w].tell(new Stepper.Restore(generation, from, lastState, ctx.getSelf()));
+            else { // failed before checkpoint 0 existed: start every worker afresh
+                stopStepper(w);
+                spawnStepper(w, null, 0);
+            }
+        }
     }
 
     // ---- checkpoints ---------------------------------------------------------------------------
@@ -603,7 +678,8 @@ public final class JobSupervisor {
             case Predictor.Ready r -> {
                 factors = r.factors();
                 events.emit(JobEvent.newBuilder().setProgress(Progress.newBuilder().setStage("predictor").setFraction(1).setMessage("predictor ready")));
-                for (ActorRef<Stepper.Command> s : steppers) if (s != null) s.tell(new Stepper.AttachPredictor(factors));
+                for (ActorRef<Stepper.Command> s : steppers)
+                    if (s != null) s.tell(cluster == null ? new Stepper.AttachPredictor(factors) : new Stepper.AttachRemotePredictor(factors.fingerprint()));
                 yield onInput.get();
             }
             case Predictor.Failed f -> fail(f.reason());
@@ -617,6 +693,11 @@ public final class JobSupervisor {
     }
 
     private Behavior<Command> onPostStop() {
+        if (cluster != null) {   // the worker nodes stop this job's Steppers and close what they opened for it
+            java.util.Set<ActorRef<WorkerHost.Command>> hosts = new java.util.HashSet<>(cluster.hosts());
+            for (ActorRef<WorkerHost.Command> h : hostOf) if (h != null) hosts.add(h);
+            for (ActorRef<WorkerHost.Command> h : hosts) h.tell(new WorkerHost.ReleaseJob(events.jobId()));
+        }
         if (!events.terminal()) events.state(JobState.FAILED, "job supervisor stopped unexpectedly (see the log)");
         checkpointIo.shutdown(); // queued checkpoint writes still complete
         try {

@@ -8,4 +8,10 @@ package org.sparselora.actors.pipeline;
 public interface PredictorFactors {
     /** Identifies the base model (and rank) the factors belong to; the cache key. */
     String cacheKey();
+
+    /**
+     * A hash of the factors' values: two nodes that built the factors from the same weights agree on
+     * it (workers in other JVMs build their own and check it against the coordinator's).
+     */
+    default String fingerprint() { return cacheKey(); }
 }

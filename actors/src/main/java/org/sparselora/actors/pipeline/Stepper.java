@@ -36,7 +36,7 @@ public final class Stepper {
     public static DispatcherSelector dispatcher() { return DispatcherSelector.fromConfig(DISPATCHER); }
 
     /** What a Stepper is told; the records are the messages. */
-    public sealed interface Command permits RunStep, Reduced, Restore, Snapshot, AttachPredictor {}
+    public sealed interface Command permits RunStep, Reduced, Restore, Snapshot, AttachPredictor, AttachRemotePredictor {}
 
     /** Step barrier: run 0-based step {@code step} on this shard and contribute to {@code aggregator}. */
     public record RunStep(long generation, int step, Batch batch, ActorRef<GradientAggregator.Command> aggregator,
@@ -48,12 +48,19 @@ public final class Stepper {
 
     /** Reset to a checkpoint; {@code step} = completed steps in it. Answered with StepperReady. */
     public record Restore(long generation, int step, TrainerState state, ActorRef<JobSupervisor.Command> replyTo)
-            implements Command, LocalMessage {}
+            implements Command, ClusterMessage {}
 
     /** Answered with a deep copy of the worker's state (StateSnapshot). */
-    public record Snapshot(long generation, ActorRef<JobSupervisor.Command> replyTo) implements Command, LocalMessage {}
+    public record Snapshot(long generation, ActorRef<JobSupervisor.Command> replyTo) implements Command, ClusterMessage {}
 
     public record AttachPredictor(PredictorFactors factors) implements Command, LocalMessage {}
+
+    /**
+     * To a Stepper in another JVM: the predictor is ready. Its node builds (or loads from its cache)
+     * the factors from the same base weights and checks they hash to {@code fingerprint}
+     * ({@link RemoteFactors}); the factors themselves never cross the network.
+     */
+    public record AttachRemotePredictor(String fingerprint) implements Command, ClusterMessage {}
 
     /**
      * What stays fixed for a worker's whole life (a restart makes a new Stepper with the same settings).
@@ -156,6 +163,10 @@ public final class Stepper {
                     attach(m.factors());
                     return Behaviors.same();
                 })
+                .onMessage(AttachRemotePredictor.class, m -> {
+                    attach(new RemoteFactors(m.fingerprint()));
+                    return Behaviors.same();
+                })
                 .onSignal(PostStop.class, s -> {
                     trainer.close();
                     return Behaviors.same();
@@ -171,6 +182,7 @@ public final class Stepper {
     private void run(RunStep m, boolean sparse) {
         if (sparse && !predictorAttached)
             throw new IllegalStateException("step " + m.step() + " is sparse but worker " + worker + " has no predictor");
+        factory.beginStep(trainer, generation, m.step());
         StepResult r = null;
         for (Batch micro : BatchShards.split(m.batch(), microBatches))   // the trainer sums their gradients
             r = sum(r, trainer.computeGradients(micro, m.step(), sparse));   // returns with the device work done

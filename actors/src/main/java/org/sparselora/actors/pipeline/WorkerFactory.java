@@ -15,4 +15,11 @@ public interface WorkerFactory {
 
     /** Hand the SVD predictor to a worker before its first sparse step (called on the worker's thread). */
     void attachPredictor(TrainingWorker worker, PredictorFactors factors);
+
+    /**
+     * Called on the worker's thread before each step it runs, with the supervisor's generation
+     * (workers in other JVMs tag their channel scores with it, so a restarted job never mixes in
+     * scores of a step it abandoned). Nothing to do for workers of one JVM.
+     */
+    default void beginStep(TrainingWorker worker, long generation, int step) {}
 }

@@ -98,7 +98,17 @@ class DurabilityTest {
                     new Stepper.Reduced(3, 7, new float[][]{{1.5f}}, 9, false),
                     new Stepper.Reduced(3, 7, null, 9, true),
                     new JobSupervisor.StepApplied(3, 7, 1, 2e-4, r, false, new JobSupervisor.AggTimes(11, 12, 13)),
-                    new JobSupervisor.RoundTimedOut(3, 7, List.of(0, 2)));
+                    new JobSupervisor.RoundTimedOut(3, 7, List.of(0, 2)),
+                    // remote Steppers: placement, lifecycle, predictor check, channel scores
+                    new JobSupervisor.StepperReady(3, 1, stp),
+                    new JobSupervisor.WorkerFailed(3, 1, "no such file"),
+                    new Stepper.Snapshot(3, sup),
+                    new Stepper.AttachRemotePredictor("ab12"),
+                    new WorkerHost.HostStepper("job-1", org.sparselora.proto.control.JobSpec.newBuilder().setName("n").setWorkers(2).build(),
+                            1, 2, 0, 3, null, 4, "ab12", sup, kit.<ScoreHub.Command>createTestProbe().getRef()),
+                    new WorkerHost.ReleaseJob("job-1"),
+                    new WorkerHost.DescribeNode(kit.<WorkerHost.NodeInfo>createTestProbe().getRef()),
+                    new ScoreHub.Contribution(3, 7, 2, "", 1, true, null, null));
             for (Object m : msgs) {
                 var s = ser.findSerializerFor(m);
                 assertEquals(ClusterProtobufSerializer.class, s.getClass(), m.getClass().getName());
