@@ -5,26 +5,28 @@
 # test-time training with dense LoRA, and with SparseLoRA — and prints the score and timing table.
 # Usage: bash arc-run.sh [TASKS_DIR]   (default: the validation split of the pretraining run)
 # Env: MINUTES (4), PRESET (small), SEQ (8192), BATCH (4), LR (1e-3), STEPS (planned schedule, 3000),
-#      LIMIT (tasks solved, 0 = all), TTT_STEPS (32), AUGS (8), MODES ("no-ttt dense sparse").
+#      LIMIT (tasks solved, 0 = all), TTT_STEPS (32), AUGS (8), MODES ("no-ttt dense sparse"),
+#      SOLVE_TIMEOUT (seconds per solve, 600).
 # Everything lands in $OUT: the model, metrics, each solve's results.json/submission.json, arc-table.md.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$PWD/out}; mkdir -p "$out" /tmp/jre /tmp/arclib
 [[ -x /tmp/jre/jre25/bin/java ]] || tar -C /tmp/jre -xJf "$here/../jre25.tar.xz"
 tar -C /tmp/arclib -xJf "$here/lib.tar.xz"
+data=/tmp/arcdata; rm -rf "$data"; mkdir -p "$data"; tar -C "$data" -xJf "$here/data.tar.xz"
 java=/tmp/jre/jre25/bin/java
 cp=$(ls /tmp/arclib/lib/*.jar | tr '\n' ':')
 run() { "$java" --add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow -Xmx64g \
           -cp "$cp" org.sparselora.actors.cli.Main "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/env.txt" 2>&1
 t0=$(date +%s)
-run arc pretrain --arc1 "$here/data/arc1" --arc2 "$here/data/arc2" --out "$out/model" --preset "${PRESET:-small}" \
+run arc pretrain --arc1 "$data/arc1" --arc2 "$data/arc2" --out "$out/model" --preset "${PRESET:-small}" \
     --minutes "${MINUTES:-4}" --steps "${STEPS:-3000}" --seq-len "${SEQ:-8192}" --batch-size "${BATCH:-4}" --lr "${LR:-1e-3}" \
     --device cuda 2>&1 | tee "$out/pretrain.log" | grep -vE '^\s*$' | tail -25
 tasks=${1:-}
 if [[ -z $tasks ]]; then   # the validation split the pretraining held out (its ARC-AGI-1 files; the ARC-AGI-2 copies are the same tasks)
   tasks=/tmp/arc-validation; rm -rf "$tasks"; mkdir -p "$tasks"
-  python3 - "$out/model/split.json" "$here/data/arc1" "$tasks" <<'PY'
+  python3 - "$out/model/split.json" "$data/arc1" "$tasks" <<'PY'
 import json, shutil, sys, os
 ids = json.load(open(sys.argv[1]))["validation"]
 for i in ids:
@@ -39,7 +41,8 @@ for mode in ${MODES:-no-ttt dense sparse}; do
     sparse) extra=(--sparsity "$here/arc-sparsity.yaml") ;;
   esac
   s0=$(date +%s)
-  run arc solve --model "$out/model" --tasks "$tasks" --out "$out/solve-$mode" --device cuda --limit "${LIMIT:-0}" \
+  timeout "${SOLVE_TIMEOUT:-600}" "$java" --add-modules=jdk.incubator.vector --enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow -Xmx64g \
+      -cp "$cp" org.sparselora.actors.cli.Main arc solve --model "$out/model" --tasks "$tasks" --out "$out/solve-$mode" --device cuda --limit "${LIMIT:-0}" \
       --ttt-steps "${TTT_STEPS:-32}" --augmentations "${AUGS:-8}" "${extra[@]}" > "$out/solve-$mode.log" 2>&1
   echo "solve $mode: exit $? in $(( $(date +%s) - s0 )) s" | tee -a "$out/solve-times.txt"
 done

@@ -14,7 +14,8 @@ restore_jar() {
   rm -rf "$x"
 }
 
-# CLI_MODULE=arc-agi packs that module's classpath and jar instead (the arc command's CLI).
+# CLI_MODULE=arc-agi packs that module's classpath and jar instead (the arc command's CLI);
+# CLI_DROP=REGEX leaves out the jars whose file names match (what a run provably never loads).
 pack_cli_lib() {
   local out=$1 lib j mod=${CLI_MODULE:-actors}; shift
   local cpfile=$mod/target/classpath.txt
@@ -28,6 +29,7 @@ pack_cli_lib() {
     [[ -n $j ]] || continue
     case "$j" in
       */sparselora-*) ;;                                                 # our modules: copied from target/ above
+      *) if [[ -n ${CLI_DROP:-} ]] && [[ $(basename "$j") =~ $CLI_DROP ]]; then continue; fi ;;&
       *jcuda-natives*) restore_jar "$j" "$lib/lib/jcuda-natives-driver-only.jar" 'lib/libJNvPTXCompiler-*' 'lib/libJCudaRuntime-*' 'lib/libJNvrtc-*' ;;
       */ai/djl/huggingface/tokenizers/*) restore_jar "$j" "$lib/lib/$(basename "$j")" "$@" ;;
       *grpc-netty-shaded*) restore_jar "$j" "$lib/lib/$(basename "$j")" META-INF/native ;;
@@ -36,7 +38,9 @@ pack_cli_lib() {
     esac
   done < <(tr ':' '\n' < "$cpfile"; echo)                             # the file has no final newline
   # every jar the runtime classpath names besides our modules is there (only natives were left out)
-  if (( $(ls "$lib"/lib/*.jar | grep -vc '/sparselora-') != $(tr ':' '\n' < "$cpfile" | grep . | grep -vc '/sparselora-') )); then
+  local dropped=0
+  [[ -n ${CLI_DROP:-} ]] && dropped=$(tr ':' '\n' < "$cpfile" | grep . | xargs -n1 basename | grep -Ec "$CLI_DROP" || true)
+  if (( $(ls "$lib"/lib/*.jar | grep -vc '/sparselora-') + dropped != $(tr ':' '\n' < "$cpfile" | grep . | grep -vc '/sparselora-') )); then
     echo "pack-cli-lib.sh: staged jars differ from $cpfile:" >&2
     diff <(tr ':' '\n' < "$cpfile" | grep . | xargs -n1 basename | sort) <(ls "$lib/lib" | sort) >&2
     rm -rf "$lib"; return 1

@@ -19,11 +19,13 @@ for d in arc-agi/training arc-agi-2/training; do
 done
 dest=$devrun/arc
 ./mvnw -q -o -pl arc-agi -am -DskipTests package     # also writes arc-agi/target/classpath.txt (runtime scope)
-rm -rf "$dest.tmp"; mkdir -p "$dest.tmp/data"
+rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
 . benchmarks/gpu/pack-cli-lib.sh
-CLI_MODULE=arc-agi pack_cli_lib "$dest.tmp/lib.tar.xz" 'native/lib/win-*' 'native/lib/osx-*' native/lib/linux-aarch64 nlp
-cp -r "$shared/data/arc-agi/training" "$dest.tmp/data/arc1"
-cp -r "$shared/data/arc-agi-2/training" "$dest.tmp/data/arc2"
+# the plotting library and its PDF/SVG backends: the GPU machine's runtime has no java.desktop, so the
+# loss plot is skipped there anyway (with a warning); nor the Prometheus text exposition (only a server
+# scrapes it); the 64 MiB carry needs the room
+CLI_MODULE=arc-agi CLI_DROP='^(xchart|pdfbox|pdfbox-io|fontbox|graphics2d|VectorGraphics2D|animated-gif-lib|commons-logging|prometheus-metrics-exposition-formats)-' pack_cli_lib "$dest.tmp/lib.tar.xz" 'native/lib/win-*' 'native/lib/osx-*' native/lib/linux-aarch64 nlp
+tar -C "$shared/data" --transform 's,^arc-agi/training,arc1,;s,^arc-agi-2/training,arc2,' -cJf "$dest.tmp/data.tar.xz" arc-agi/training arc-agi-2/training
 cp "configs/sparsity/arc-${PRESET:-small}.yaml" "$dest.tmp/arc-sparsity.yaml"   # for the preset arc-run.sh pretrains (PRESET)
 cp benchmarks/gpu/arc-run.sh "$dest.tmp/arc-run.sh"
 rm -rf "$dest"; mv "$dest.tmp" "$dest"
